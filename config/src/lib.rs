@@ -1,0 +1,20 @@
+//! serin-config: the only place that reads and checks configuration.
+//!
+//! A config file travels one way: [`load`] reads the file (the only file I/O),
+//! [`schema`] parses it into raw serde types that reject unknown keys, and
+//! [`validate`] compiles the raw form into a checked, immutable [`Snapshot`],
+//! collecting every error with its path instead of stopping at the first.
+//! Startup and reload take the same path.
+
+pub mod error;
+pub mod load;
+pub mod schema;
+pub mod snapshot;
+pub mod validate;
+
+pub use error::{ConfigError, LoadError};
+pub use load::{load_file, parse_str};
+pub use snapshot::{
+    Admin, Endpoint, HostMatch, Listener, Route, Service, Snapshot, Split, Sticky, Timeouts,
+    Version,
+};

@@ -1,0 +1,236 @@
+//! Stages 3–7 for one request: route, split, forward, record, respond.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::headers::{
+    ensure_request_id, host_without_port, set_forwarded, strip_hop_by_hop, X_REQUEST_ID,
+    X_SERIN_VERSION,
+};
+use crate::record::{Outcome, VersionStats};
+use crate::split;
+use crate::table::Table;
+
+/// The body serin sends upstream: the client's, streamed.
+pub type UpstreamBody = Incoming;
+/// The body a client gets: the upstream's, streamed, or serin's own short text.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// What a request knows of the connection it came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+}
+
+/// Records the outcome exactly once: when the request finishes, or — if the client
+/// goes away and the request future is dropped first — as [`Outcome::ClientGone`].
+struct RecordGuard<'a> {
+    stats: &'a VersionStats,
+    started: Instant,
+    done: bool,
+}
+
+impl RecordGuard<'_> {
+    fn finish(mut self, outcome: Outcome) {
+        self.done = true;
+        self.stats.record(outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for RecordGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stats
+                .record(Outcome::ClientGone, self.started.elapsed());
+        }
+    }
+}
+
+/// Proxies one request with the routes and weights of `table`.
+pub async fn proxy(
+    table: Arc<Table>,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+) -> Response<ProxyBody> {
+    // Stage 3: route. HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
+    let host_value: Option<HeaderValue> = match req.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req.headers().get(HOST).cloned(),
+    };
+    let host = host_value
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(host_without_port)
+        .unwrap_or("");
+    let Some(route) = table.route(&conn.listener, host, req.uri().path()) else {
+        return not_found(host, req.uri().path());
+    };
+    let service = &table.services[route.service];
+
+    // Stage 4: split.
+    let version = &service.versions[split::choose(service, req.headers())];
+
+    // Stage 5: forward.
+    let endpoint = version.next_endpoint();
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    set_forwarded(headers, conn.peer.ip(), "http", host_value.clone());
+    if let Some(h) = host_value {
+        headers.insert(HOST, h);
+    }
+    let request_id = ensure_request_id(headers);
+    *req.uri_mut() = upstream_uri(req.uri(), endpoint);
+    *req.version_mut() = http::Version::HTTP_11;
+
+    let guard = RecordGuard {
+        stats: &version.stats,
+        started: Instant::now(),
+        done: false,
+    };
+    let result = tokio::time::timeout(service.request_timeout, service.client.request(req)).await;
+
+    // Stages 6 and 7: record, respond.
+    match result {
+        Ok(Ok(response)) => {
+            guard.finish(Outcome::Response(response.status().as_u16()));
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(&X_SERIN_VERSION, version.header_value.clone());
+            if !parts.headers.contains_key(&X_REQUEST_ID) {
+                parts.headers.insert(&X_REQUEST_ID, request_id);
+            }
+            Response::from_parts(parts, Either::Left(body))
+        }
+        Ok(Err(err)) => {
+            let outcome = classify(&err);
+            guard.finish(outcome);
+            tracing::debug!(service = %service.name, version = %version.name, endpoint = %endpoint, error = %err, "upstream request failed");
+            let message = match outcome {
+                Outcome::ConnectError => format!(
+                    "502 Bad Gateway: cannot connect to version \"{}\" of service \"{}\"\n",
+                    version.name, service.name
+                ),
+                _ => format!(
+                    "502 Bad Gateway: version \"{}\" of service \"{}\" closed the connection without a response\n",
+                    version.name, service.name
+                ),
+            };
+            serin_response(
+                StatusCode::BAD_GATEWAY,
+                message,
+                Some(&version.header_value),
+                request_id,
+            )
+        }
+        Err(_elapsed) => {
+            guard.finish(Outcome::Timeout);
+            tracing::debug!(service = %service.name, version = %version.name, endpoint = %endpoint, "upstream request timed out");
+            let message = format!(
+                "504 Gateway Timeout: version \"{}\" of service \"{}\" did not respond within {}\n",
+                version.name,
+                service.name,
+                humanize(service.request_timeout)
+            );
+            serin_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                message,
+                Some(&version.header_value),
+                request_id,
+            )
+        }
+    }
+}
+
+fn upstream_uri(original: &Uri, endpoint: &Authority) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(endpoint.clone());
+    parts.path_and_query = original
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    // Scheme, authority and path are each valid, so the parts form a valid URI.
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn classify(err: &hyper_util::client::legacy::Error) -> Outcome {
+    if err.is_connect() {
+        return Outcome::ConnectError;
+    }
+    // A failure reading the client's own request body is the client's doing.
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_user() || h.is_body_write_aborted() {
+                return Outcome::ClientGone;
+            }
+        }
+        source = e.source();
+    }
+    Outcome::Reset
+}
+
+fn not_found(host: &str, path: &str) -> Response<ProxyBody> {
+    let message = format!(
+        "404 Not Found: no route for host \"{}\" and path \"{}\"\n",
+        truncate(host, 200),
+        truncate(path, 200)
+    );
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn serin_response(
+    status: StatusCode,
+    message: String,
+    version: Option<&HeaderValue>,
+    request_id: HeaderValue,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(&X_REQUEST_ID, request_id);
+    if let Some(v) = version {
+        headers.insert(&X_SERIN_VERSION, v.clone());
+    }
+    response
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

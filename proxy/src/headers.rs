@@ -1,0 +1,184 @@
+//! Header work of stage 5: hop-by-hop stripping, X-Forwarded-*, request ids.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::HeaderMap;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_SERIN_VERSION: HeaderName = HeaderName::from_static("x-serin-version");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// At most this many `Connection` header lines are honoured; more is not a real client.
+const MAX_CONNECTION_HEADERS: usize = 8;
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (Connection, Keep-Alive, Proxy-*,
+/// TE, Trailer, Transfer-Encoding, Upgrade) and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect the Connection values first (cheap clones of shared bytes), then remove
+    // the headers they name.
+    let mut named: [Option<HeaderValue>; MAX_CONNECTION_HEADERS] = Default::default();
+    for (slot, value) in named.iter_mut().zip(headers.get_all(CONNECTION)) {
+        *slot = Some(value.clone());
+    }
+    for value in named.iter().flatten() {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',') {
+            let token = token.trim();
+            if !token.is_empty() {
+                headers.remove(token);
+            }
+        }
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    // Other Proxy-* headers (Proxy-Authorization, Proxy-Authenticate, …) are meant for
+    // this hop. Rare, so the allocation of the list only happens when there is one.
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends the peer address to X-Forwarded-For (keeping what the client sent) and sets
+/// X-Forwarded-Proto and X-Forwarded-Host.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    let mut xff = String::with_capacity(64);
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = value.to_str() {
+            let v = v.trim();
+            if !v.is_empty() {
+                xff.push_str(v);
+                xff.push_str(", ");
+            }
+        }
+    }
+    use std::fmt::Write;
+    let _ = write!(xff, "{peer}");
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match host {
+        Some(h) => {
+            headers.insert(&X_FORWARDED_HOST, h);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// The request's `x-request-id`, generated (a random UUID v4) when absent or empty.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        if !id.is_empty() {
+            return id.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(&X_REQUEST_ID, id.clone());
+    id
+}
+
+fn new_request_id() -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+}
+
+/// `host` without a port or trailing dot; IPv6 literals lose their brackets.
+pub fn host_without_port(host: &str) -> &str {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.append("connection", HeaderValue::from_static("X-Other"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            "http",
+            None,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com."), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "::1");
+        assert_eq!(host_without_port("example.com"), "example.com");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(ensure_request_id(&mut h), "abc");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h[&X_REQUEST_ID], id);
+    }
+}

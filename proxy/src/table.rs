@@ -1,0 +1,284 @@
+//! The data plane's compiled view of a [`Snapshot`]: routes per listener, and per
+//! service the split table, endpoints, upstream client and per-version stats.
+//!
+//! A [`Table`] is immutable once built and is published through one `ArcSwap`; a
+//! request loads it once and uses that table from start to end. A new table (a reload,
+//! a weight change) carries over the stats recorders and connection pools of the
+//! versions and services that it keeps, by name.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::Authority;
+use http::HeaderValue;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serin_config::{HostMatch, Snapshot, Sticky};
+
+use crate::error::ProxyError;
+use crate::forward::UpstreamBody;
+use crate::record::VersionStats;
+use crate::split::SplitTable;
+
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Debug)]
+pub struct Table {
+    pub snapshot: Arc<Snapshot>,
+    listeners: Box<[ListenerRoutes]>,
+    pub services: Box<[ServiceRuntime]>,
+}
+
+#[derive(Debug)]
+struct ListenerRoutes {
+    name: Box<str>,
+    /// Most specific host first, then longest prefix first: the first match wins.
+    routes: Box<[CompiledRoute]>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    host: HostMatch,
+    prefix: Box<str>,
+    pub service: usize,
+}
+
+pub struct ServiceRuntime {
+    pub name: Box<str>,
+    pub split: SplitTable,
+    pub sticky: Option<StickyKey>,
+    pub force_header: Option<HeaderName>,
+    pub versions: Box<[VersionRuntime]>,
+    pub request_timeout: Duration,
+    connect_timeout: Duration,
+    pub client: UpstreamClient,
+}
+
+#[derive(Debug, Clone)]
+pub enum StickyKey {
+    Header(HeaderName),
+    Cookie(Box<str>),
+}
+
+pub struct VersionRuntime {
+    pub name: Box<str>,
+    /// `x-serin-version` response value.
+    pub header_value: HeaderValue,
+    endpoints: Box<[Authority]>,
+    next_endpoint: AtomicUsize,
+    pub stats: Arc<VersionStats>,
+}
+
+impl std::fmt::Debug for ServiceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceRuntime")
+            .field("name", &self.name)
+            .field("versions", &self.versions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for VersionRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionRuntime")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VersionRuntime {
+    /// Round robin over the version's endpoints.
+    #[inline]
+    pub fn next_endpoint(&self) -> &Authority {
+        let n = if self.endpoints.len() == 1 {
+            0
+        } else {
+            self.next_endpoint.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()
+        };
+        &self.endpoints[n]
+    }
+}
+
+impl ServiceRuntime {
+    pub fn version(&self, name: &str) -> Option<&VersionRuntime> {
+        self.versions.iter().find(|v| &*v.name == name)
+    }
+}
+
+impl Table {
+    /// Compiles `snapshot`, reusing from `previous` the stats of versions and the
+    /// connection pools of services it keeps. `shards` sizes new stats recorders.
+    pub fn build(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&Table>,
+        shards: usize,
+    ) -> Result<Self, ProxyError> {
+        let mut services = Vec::with_capacity(snapshot.services.len());
+        for service in &snapshot.services {
+            let old = previous.and_then(|p| p.service(&service.name));
+            let mut versions = Vec::with_capacity(service.versions.len());
+            for version in &service.versions {
+                let endpoints = version
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        e.authority
+                            .parse::<Authority>()
+                            .map_err(|_| ProxyError::Endpoint {
+                                service: service.name.clone(),
+                                version: version.name.clone(),
+                                endpoint: e.authority.clone(),
+                            })
+                    })
+                    .collect::<Result<Box<[_]>, _>>()?;
+                let stats = old
+                    .and_then(|o| o.version(&version.name))
+                    .map(|v| v.stats.clone())
+                    .unwrap_or_else(|| Arc::new(VersionStats::new(shards)));
+                let header_value =
+                    HeaderValue::from_str(&version.name).map_err(|_| ProxyError::Endpoint {
+                        service: service.name.clone(),
+                        version: version.name.clone(),
+                        endpoint: String::new(),
+                    })?;
+                versions.push(VersionRuntime {
+                    name: version.name.as_str().into(),
+                    header_value,
+                    endpoints,
+                    next_endpoint: AtomicUsize::new(0),
+                    stats,
+                });
+            }
+            let weights: Vec<u32> = service.versions.iter().map(|v| v.weight).collect();
+            let client = match old {
+                Some(o) if o.connect_timeout == service.timeouts.connect => o.client.clone(),
+                _ => upstream_client(service.timeouts.connect),
+            };
+            services.push(ServiceRuntime {
+                name: service.name.as_str().into(),
+                split: SplitTable::new(&service.name, &weights),
+                sticky: service.split.sticky.as_ref().map(sticky_key).transpose()?,
+                force_header: service
+                    .split
+                    .force_header
+                    .as_deref()
+                    .map(header_name)
+                    .transpose()?,
+                versions: versions.into(),
+                request_timeout: service.timeouts.request,
+                connect_timeout: service.timeouts.connect,
+                client,
+            });
+        }
+
+        let listeners = snapshot
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                let mut routes: Vec<CompiledRoute> = snapshot
+                    .routes
+                    .iter()
+                    .filter(|r| r.listener == index)
+                    .map(|r| CompiledRoute {
+                        host: r.host.clone(),
+                        prefix: r.path_prefix.as_str().into(),
+                        service: r.service,
+                    })
+                    .collect();
+                routes.sort_by(|a, b| {
+                    (b.host.specificity(), b.prefix.len())
+                        .cmp(&(a.host.specificity(), a.prefix.len()))
+                });
+                ListenerRoutes {
+                    name: listener.name.as_str().into(),
+                    routes: routes.into(),
+                }
+            })
+            .collect();
+
+        Ok(Self {
+            snapshot,
+            listeners,
+            services: services.into(),
+        })
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceRuntime> {
+        self.services.iter().find(|s| &*s.name == name)
+    }
+
+    /// The route for a request on `listener` to `host` (port already removed) and `path`.
+    #[inline]
+    pub fn route(&self, listener: &str, host: &str, path: &str) -> Option<&CompiledRoute> {
+        let routes = &self.listeners.iter().find(|l| &*l.name == listener)?.routes;
+        routes
+            .iter()
+            .find(|r| r.host.matches(host) && prefix_matches(&r.prefix, path))
+    }
+
+    pub fn listener_addrs(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
+        self.snapshot
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.listen))
+    }
+}
+
+/// Segment-wise prefix: `/api` matches `/api`, `/api/`, `/api/x`, not `/apix`.
+#[inline]
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+fn header_name(name: &str) -> Result<HeaderName, ProxyError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| ProxyError::HeaderName(name.to_string()))
+}
+
+fn sticky_key(sticky: &Sticky) -> Result<StickyKey, ProxyError> {
+    Ok(match sticky {
+        Sticky::Header(h) => StickyKey::Header(header_name(h)?),
+        Sticky::Cookie(c) => StickyKey::Cookie(c.as_str().into()),
+    })
+}
+
+fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(!prefix_matches("/api", "/"));
+    }
+}
