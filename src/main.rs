@@ -1,1 +1,190 @@
-fn main() {}
+//! The `serin` binary: parse the command line, load the config, wire the data plane
+//! and the admin listener, run until SIGTERM/SIGINT, drain, exit.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serin_control::admin::{Admin, Health};
+use serin_proxy::{server, DataPlane};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "serin",
+    version,
+    about = "An HTTP proxy for progressive delivery: weighted stable/canary splitting with per-version measurement",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+
+    /// `serin --config FILE` is short for `serin run --config FILE`.
+    #[command(flatten)]
+    run: RunArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every listener of the config until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Check a config file: print "ok", or every error with its path; exit 0 or 1.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The config file (YAML; see docs/config.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Worker threads serving requests (default: the number of CPU cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { file }) => check(&file),
+        Some(Command::Run(args)) => run_or_report(args, cli.log_format),
+        None => run_or_report(cli.run, cli.log_format),
+    }
+}
+
+fn check(file: &Path) -> ExitCode {
+    match serin_config::load_file(file) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            for line in err.lines() {
+                println!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_or_report(args: RunArgs, log_format: LogFormat) -> ExitCode {
+    init_logging(log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let Some(config_path) = args.config else {
+        anyhow::bail!(
+            "no config file given: run `serin run --config FILE` (see examples/quickstart.yaml)"
+        );
+    };
+    let snapshot = match serin_config::load_file(&config_path) {
+        Ok(s) => s,
+        Err(err) => {
+            for line in err.lines() {
+                tracing::error!("{line}");
+            }
+            anyhow::bail!(
+                "not starting: {} is not a valid config (`serin check {}` lists the problems)",
+                config_path.display(),
+                config_path.display()
+            );
+        }
+    };
+    let workers = args.workers.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("serin-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(snapshot, workers, args.grace, &config_path))
+}
+
+async fn serve(
+    snapshot: serin_config::Snapshot,
+    workers: usize,
+    grace: Duration,
+    config_path: &Path,
+) -> anyhow::Result<()> {
+    let admin_addr = snapshot.admin.listen;
+    let listeners = server::bind_all(&snapshot).await?;
+    let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
+    let health = Arc::new(Health::default());
+    let admin = Admin::bind(admin_addr, health.clone()).await?;
+    let serving = server::serve(dataplane, listeners);
+    health.set_ready();
+    tracing::info!(config = %config_path.display(), workers, "serin is ready");
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down: draining in-flight requests");
+    health.set_draining();
+    let drained = serving.shutdown(grace).await;
+    if drained {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!(grace = ?grace, "grace period over; closing the remaining connections");
+    }
+    admin.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+            _ = int.recv() => tracing::info!("received SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

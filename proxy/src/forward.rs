@@ -88,6 +88,7 @@ pub async fn proxy(
         headers.insert(HOST, h);
     }
     let request_id = ensure_request_id(headers);
+    let client_version = req.version();
     *req.uri_mut() = upstream_uri(req.uri(), endpoint);
     *req.version_mut() = http::Version::HTTP_11;
 
@@ -103,6 +104,8 @@ pub async fn proxy(
         Ok(Ok(response)) => {
             guard.finish(Outcome::Response(response.status().as_u16()));
             let (mut parts, body) = response.into_parts();
+            // Answer in the client's protocol version, whatever the upstream spoke.
+            parts.version = client_version;
             strip_hop_by_hop(&mut parts.headers);
             parts
                 .headers

@@ -1,0 +1,316 @@
+//! The `serin` binary: `check`, startup failures, and SIGTERM draining.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn fixture_dir() -> tempdir::Dir {
+    tempdir::Dir::new()
+}
+
+/// A scratch directory removed on drop (std only).
+mod tempdir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub struct Dir(PathBuf);
+    static N: AtomicUsize = AtomicUsize::new(0);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "serin-cli-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            Dir(path)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn check_accepts_the_quickstart_example_as_written() {
+    let out = Command::new(SERIN)
+        .args([
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"),
+        ])
+        .output()
+        .expect("run serin check");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_lists_every_error_and_exits_1() {
+    let dir = fixture_dir();
+    let file = write(
+        dir.path(),
+        "bad.yaml",
+        r#"
+listeners:
+  - { name: web, listen: "127.0.0.1:99999" }
+routes:
+  - { listener: web, service: api }
+services:
+  - name: api
+    versions:
+      - { name: stable, endpoints: [127.0.0.1:9001] }
+      - { name: canary, endpoints: [127.0.0.1:9002] }
+    split:
+      weights: { stable: 90, canry: 10 }
+"#,
+    );
+    let out = Command::new(SERIN)
+        .arg("check")
+        .arg(&file)
+        .output()
+        .expect("run serin check");
+    assert_eq!(out.status.code(), Some(1));
+    let f = file.display();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{f}: listeners[0].listen: \"127.0.0.1:99999\" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)\n\
+             {f}: services[0].split.weights: version \"canry\" is not defined (defined: stable, canary)\n\
+             {f}: services[0].split.weights: no weight for version \"canary\"; give every version a weight (0 sends it no traffic)\n"
+        )
+    );
+}
+
+#[test]
+fn check_reports_a_typo_with_its_place() {
+    let dir = fixture_dir();
+    let file = write(
+        dir.path(),
+        "typo.yaml",
+        "listeners:\n  - { name: web, listen: 127.0.0.1:8080 }\nservices:\n  - name: api\n    versions: [{ name: v1, endpoints: [127.0.0.1:1] }]\n    spilt: {}\n",
+    );
+    let out = Command::new(SERIN)
+        .arg("check")
+        .arg(&file)
+        .output()
+        .expect("run serin check");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "{}:6:5: services[0]: unknown field `spilt`",
+            file.display()
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_of_a_missing_file_says_so() {
+    let out = Command::new(SERIN)
+        .args(["check", "/nonexistent/serin.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("cannot read config file /nonexistent/serin.yaml: "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_config_without_serving() {
+    let dir = fixture_dir();
+    let file = write(dir.path(), "bad.yaml", "listeners: []\n");
+    let out = Command::new(SERIN)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run serin");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listeners: at least one listener is required"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is not a valid config"), "{stderr}");
+}
+
+#[test]
+fn run_without_a_config_says_how_to_give_one() {
+    let out = Command::new(SERIN).arg("run").output().expect("run serin");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no config file given: run `serin run --config FILE`"));
+}
+
+#[test]
+fn run_fails_clearly_when_a_listener_address_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = fixture_dir();
+    let file = write(
+        dir.path(),
+        "taken.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\nlisteners: [{{ name: web, listen: \"{addr}\" }}]\nroutes: []\nservices: []\n"
+        ),
+    );
+    let out = Command::new(SERIN)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run serin");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} for listener \"web\"")),
+        "{stderr}"
+    );
+}
+
+/// A running `serin` process whose JSON log lines are readable.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn spawn(config: &Path) -> Process {
+        let mut child = Command::new(SERIN)
+            .args(["run", "--log-format", "json", "--workers", "2", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn serin");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines }
+    }
+
+    /// Waits for a log line with `message` and returns its `addr` field.
+    fn addr_of(&self, message: &str) -> std::net::SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["message"] == message {
+                return json["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("addr field");
+            }
+        }
+        panic!("serin never logged {message:?}");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    stable.set_delay(Duration::from_millis(1500));
+    let dir = fixture_dir();
+    let config = write(
+        dir.path(),
+        "serin.yaml",
+        &two_versions(
+            stable.addr,
+            canary.addr,
+            "    split: { weights: { stable: 1, canary: 0 } }",
+        ),
+    );
+    let mut serin = Process::spawn(&config);
+    let admin = serin.addr_of("admin listening");
+    let web = serin.addr_of("listening");
+    let client = client();
+    assert_eq!(
+        get(&client, &format!("http://{admin}/readyz"), &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let url = format!("http://{web}/slow");
+    let in_flight = tokio::spawn(async move { get(&common::client(), &url, &[]).await });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request reached the backend",
+        || async { stable.hits() == 1 },
+    )
+    .await;
+    serin.signal("-TERM");
+    // While draining, readiness fails so that load balancers stop sending traffic.
+    let readyz = format!("http://{admin}/readyz");
+    eventually(Duration::from_secs(5), "readyz reports draining", || {
+        let readyz = readyz.clone();
+        async move {
+            let fresh = common::client();
+            matches!(
+                tokio::time::timeout(Duration::from_secs(1), fresh.get(readyz.parse().expect("uri"))).await,
+                Ok(Ok(r)) if r.status() == StatusCode::SERVICE_UNAVAILABLE
+            )
+        }
+    })
+    .await;
+
+    let got = in_flight.await.expect("client task");
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
+    let status = tokio::task::spawn_blocking(move || serin.child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}

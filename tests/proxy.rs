@@ -1,0 +1,547 @@
+//! The data plane end to end: real serin, real backends, real sockets on port 0.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `n` requests with `concurrency` in flight; returns how many each version served
+/// according to the x-serin-version header the client got.
+async fn spray(serin: &Serin, n: usize, concurrency: usize) -> (usize, usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let url = serin.url("/");
+        let share = n / concurrency + usize::from(worker < n % concurrency);
+        tasks.spawn(async move {
+            let client = client();
+            let (mut stable, mut canary) = (0, 0);
+            for _ in 0..share {
+                let got = get(&client, &url, &[]).await;
+                assert_eq!(got.status, StatusCode::OK);
+                match got.headers["x-serin-version"].to_str().expect("ascii") {
+                    "stable" => stable += 1,
+                    "canary" => canary += 1,
+                    other => panic!("unexpected version {other}"),
+                }
+            }
+            (stable, canary)
+        });
+    }
+    let (mut stable, mut canary) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (s, c) = done.expect("client task");
+        stable += s;
+        canary += c;
+    }
+    (stable, canary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_10000_requests_90_10() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 90, canary: 10 } }",
+    ))
+    .await;
+    let (s, c) = spray(&serin, 10_000, 16).await;
+    assert_eq!(s + c, 10_000);
+    // What the backends counted, not just what serin said.
+    assert_eq!(stable.hits(), s);
+    assert_eq!(canary.hits(), c);
+    assert!((900..=1100).contains(&c), "canary got {c} of 10000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_50_50() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 50, canary: 50 } }",
+    ))
+    .await;
+    let (s, c) = spray(&serin, 4000, 8).await;
+    assert_eq!((stable.hits(), canary.hits()), (s, c));
+    assert!((1900..=2100).contains(&c), "canary got {c} of 4000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_users_stay_on_the_canary_when_its_weight_rises() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 95, canary: 5 }, sticky: { header: x-user-id } }",
+    ))
+    .await;
+    let client = client();
+    let url = serin.url("/");
+    let users: Vec<String> = (0..2000).map(|u| format!("user-{u}")).collect();
+
+    let mut on_canary_at_5 = HashSet::new();
+    for user in &users {
+        let got = get(&client, &url, &[("x-user-id", user)]).await;
+        if got.body == "canary" {
+            on_canary_at_5.insert(user.clone());
+        }
+        // The same user asks again: same version.
+        let again = get(&client, &url, &[("x-user-id", user)]).await;
+        assert_eq!(again.body, got.body, "{user} flipped at a constant weight");
+    }
+    assert!(
+        (50..=150).contains(&on_canary_at_5.len()),
+        "{} of 2000 at 5%",
+        on_canary_at_5.len()
+    );
+
+    serin
+        .dataplane
+        .set_weights("api", &[("stable", 75), ("canary", 25)])
+        .expect("set weights");
+    let mut on_canary_at_25 = HashSet::new();
+    for user in &users {
+        if get(&client, &url, &[("x-user-id", user)]).await.body == "canary" {
+            on_canary_at_25.insert(user.clone());
+        }
+    }
+    let left: Vec<_> = on_canary_at_5.difference(&on_canary_at_25).collect();
+    assert!(left.is_empty(), "users moved back to stable: {left:?}");
+    assert!(
+        (400..=600).contains(&on_canary_at_25.len()),
+        "{} of 2000 at 25%",
+        on_canary_at_25.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookie_keys_the_cohort() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 50, canary: 50 }, sticky: { cookie: session } }",
+    ))
+    .await;
+    let client = client();
+    for user in 0..50 {
+        let cookie = format!("theme=dark; session=s{user}; other=1");
+        let first = get(&client, &serin.url("/"), &[("cookie", &cookie)])
+            .await
+            .body;
+        for _ in 0..3 {
+            assert_eq!(
+                get(&client, &serin.url("/"), &[("cookie", &cookie)])
+                    .await
+                    .body,
+                first
+            );
+        }
+    }
+    assert!(stable.hits() > 0 && canary.hits() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_header_picks_the_named_version_even_at_weight_zero() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 100, canary: 0 }, sticky: { header: x-user-id }, force: { header: x-serin-version } }",
+    ))
+    .await;
+    let client = client();
+    for _ in 0..20 {
+        let got = get(
+            &client,
+            &serin.url("/"),
+            &[("x-serin-version", "canary"), ("x-user-id", "u1")],
+        )
+        .await;
+        assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "canary"));
+    }
+    // A name that is no version falls through to the weights.
+    for _ in 0..20 {
+        let got = get(&client, &serin.url("/"), &[("x-serin-version", "nope")]).await;
+        assert_eq!(got.body, "stable");
+    }
+    assert_eq!((stable.hits(), canary.hits()), (20, 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_a_404_naming_host_and_path() {
+    let backend = Backend::start("shop").await;
+    let serin = Serin::start(&format!(
+        r#"
+listeners: [{{ name: web, listen: 127.0.0.1:0 }}]
+admin: {{ listen: 127.0.0.1:0 }}
+routes:
+  - {{ listener: web, match: {{ host: shop.example.com, path_prefix: /shop }}, service: shop }}
+services:
+  - {{ name: shop, versions: [{{ name: v1, endpoints: [{}] }}] }}
+"#,
+        backend.addr
+    ))
+    .await;
+    let client = client();
+    let got = get(
+        &client,
+        &serin.url("/shop/cart"),
+        &[("host", "other.example.com")],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        got.body,
+        "404 Not Found: no route for host \"other.example.com\" and path \"/shop/cart\"\n"
+    );
+    let got = get(
+        &client,
+        &serin.url("/shopping"),
+        &[("host", "shop.example.com:8080")],
+    )
+    .await;
+    assert_eq!(
+        got.status,
+        StatusCode::NOT_FOUND,
+        "/shop must not match /shopping"
+    );
+    let got = get(
+        &client,
+        &serin.url("/shop/cart"),
+        &[("host", "SHOP.example.com:8080")],
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "shop"));
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_take_the_most_specific_host_then_the_longest_prefix() {
+    let (a, b, c, d) = (
+        Backend::start("any-root").await,
+        Backend::start("any-api").await,
+        Backend::start("wild-root").await,
+        Backend::start("exact-api").await,
+    );
+    let service = |name: &str, addr| {
+        format!("  - {{ name: {name}, versions: [{{ name: v1, endpoints: [{addr}] }}] }}\n")
+    };
+    let yaml = format!(
+        r#"
+listeners: [{{ name: web, listen: 127.0.0.1:0 }}]
+admin: {{ listen: 127.0.0.1:0 }}
+routes:
+  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: a }}
+  - {{ listener: web, match: {{ host: "*", path_prefix: /api }}, service: b }}
+  - {{ listener: web, match: {{ host: "*.example.com", path_prefix: / }}, service: c }}
+  - {{ listener: web, match: {{ host: api.example.com, path_prefix: /api/v2 }}, service: d }}
+services:
+{}{}{}{}"#,
+        service("a", a.addr),
+        service("b", b.addr),
+        service("c", c.addr),
+        service("d", d.addr)
+    );
+    let serin = Serin::start(&yaml).await;
+    let client = client();
+    for (host, path, want) in [
+        ("localhost", "/", "any-root"),
+        ("localhost", "/api/x", "any-api"),
+        ("www.example.com", "/api/x", "wild-root"),
+        ("api.example.com", "/api/v2/users", "exact-api"),
+        ("api.example.com", "/api/v1", "wild-root"),
+        ("example.com", "/", "any-root"),
+    ] {
+        let got = get(&client, &serin.url(path), &[("host", host)]).await;
+        assert_eq!(got.body, want, "{host}{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_a_502_counted_against_that_version() {
+    let stable = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        dead,
+        "    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }\n    timeouts: { connect: 1s, request: 5s }",
+    ))
+    .await;
+    serin.dataplane.take_intervals();
+    let client = client();
+    let got = get(&client, &serin.url("/"), &[("x-serin-version", "canary")]).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        got.body,
+        "502 Bad Gateway: cannot connect to version \"canary\" of service \"api\"\n"
+    );
+    assert_eq!(got.headers["x-serin-version"], "canary");
+    let got = get(&client, &serin.url("/"), &[("x-serin-version", "stable")]).await;
+    assert_eq!(got.status, StatusCode::OK);
+
+    let intervals = serin.dataplane.take_intervals();
+    let api = &intervals[0];
+    let (name, canary) = &api.versions[1];
+    assert_eq!(name, "canary");
+    assert_eq!(
+        (canary.connect_errors, canary.errors(), canary.requests()),
+        (1, 1, 1)
+    );
+    let (_, stable_iv) = &api.versions[0];
+    assert_eq!((stable_iv.errors(), stable_iv.responses[1]), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeout_is_a_504_counted_against_that_version() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    canary.set_delay(Duration::from_secs(5));
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }\n    timeouts: { connect: 1s, request: 200ms }",
+    ))
+    .await;
+    let client = client();
+    let got = get(&client, &serin.url("/"), &[("x-serin-version", "canary")]).await;
+    assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        got.body,
+        "504 Gateway Timeout: version \"canary\" of service \"api\" did not respond within 200ms\n"
+    );
+    let intervals = serin.dataplane.take_intervals();
+    let (_, canary_iv) = &intervals[0].versions[1];
+    let (_, stable_iv) = &intervals[0].versions[0];
+    assert_eq!((canary_iv.timeouts, canary_iv.errors()), (1, 1));
+    assert_eq!(stable_iv.requests(), 0);
+    // The latency recorded is the time serin waited.
+    assert!(canary_iv.latency_us.max() >= 200_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_5xx_is_passed_through_and_counted_as_an_error() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    canary.set_status(503);
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }",
+    ))
+    .await;
+    let client = client();
+    for _ in 0..3 {
+        let got = get(&client, &serin.url("/"), &[("x-serin-version", "canary")]).await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "canary")
+        );
+    }
+    let intervals = serin.dataplane.take_intervals();
+    let (_, canary_iv) = &intervals[0].versions[1];
+    assert_eq!(
+        (
+            canary_iv.responses[4],
+            canary_iv.errors(),
+            canary_iv.upstream_failures()
+        ),
+        (3, 3, 0)
+    );
+}
+
+/// Raw bytes, so that nothing between the test and serin rewrites the headers.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("response within 10s")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_do_not_reach_the_backend() {
+    let backend = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        backend.addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    let response = raw_request(
+        serin.addr,
+        "GET /x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+         X-Secret: hunter2\r\nTE: trailers\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\n\
+         Trailer: X-Checksum\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    let seen = backend.last_seen();
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "backend saw {gone}: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.headers["x-kept"], "yes");
+    assert_eq!(seen.headers["host"], "shop.example.com");
+    assert_eq!(seen.uri.path(), "/x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_appended_and_set() {
+    let backend = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        backend.addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    let client = client();
+    get(
+        &client,
+        &serin.url("/a?b=c"),
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("host", "shop.example.com"),
+        ],
+    )
+    .await;
+    let seen = backend.last_seen();
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "shop.example.com");
+    assert_eq!(
+        seen.uri.path_and_query().map(|p| p.as_str()),
+        Some("/a?b=c")
+    );
+
+    get(&client, &serin.url("/"), &[]).await;
+    assert_eq!(backend.last_seen().headers["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_kept_or_generated_and_returned() {
+    let backend = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        backend.addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    let client = client();
+    let got = get(&client, &serin.url("/"), &[("x-request-id", "req-42")]).await;
+    assert_eq!(backend.last_seen().headers["x-request-id"], "req-42");
+    assert_eq!(got.headers["x-request-id"], "req-42");
+
+    let got = get(&client, &serin.url("/"), &[]).await;
+    let generated = backend.last_seen().headers["x-request-id"].clone();
+    assert_eq!(generated.len(), 36, "{generated:?}");
+    assert_eq!(got.headers["x-request-id"], generated);
+    let other = get(&client, &serin.url("/"), &[]).await;
+    assert_ne!(other.headers["x-request-id"], generated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_proxied() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }",
+    ))
+    .await;
+    let client = h2_client();
+    let got = get(&client, &serin.url("/h2"), &[("x-serin-version", "canary")]).await;
+    assert_eq!(
+        (got.status, got.body.as_str(), got.version),
+        (StatusCode::OK, "canary", http::Version::HTTP_2)
+    );
+    assert_eq!(got.headers["x-serin-version"], "canary");
+    let seen = canary.last_seen();
+    assert_eq!(seen.uri.path(), "/h2");
+    assert_eq!(seen.headers["host"], serin.addr.to_string());
+
+    // A POST body arrives whole.
+    let req = Request::post(serin.url("/upload"))
+        .header("x-serin-version", "stable")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .expect("request");
+    let got = send(&client, req).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(stable.last_seen().method, http::Method::POST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_an_in_flight_request_finish() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    stable.set_delay(Duration::from_millis(800));
+    let serin = Serin::start(&two_versions(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    let url = serin.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
+    eventually(
+        Duration::from_secs(5),
+        "the backend got the slow request",
+        || async { stable.hits() == 1 },
+    )
+    .await;
+    let addr = serin.addr;
+    let drained = serin.shutdown(Duration::from_secs(10)).await;
+    assert!(drained, "connections did not drain");
+    let got = in_flight.await.expect("client task");
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
+    // No longer accepting.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
