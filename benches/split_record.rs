@@ -1,1 +1,91 @@
-fn main() {}
+//! Micro-benchmarks of serin's own per-request work: route match, split decision,
+//! record, their sum, and the snapshot load. `cargo bench --bench split_record`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue};
+use serin_proxy::record::Outcome;
+use serin_proxy::{split, DataPlane};
+
+const CONFIG: &str = r#"
+listeners: [{ name: web, listen: 127.0.0.1:0 }]
+routes:
+  - { listener: web, match: { host: "*", path_prefix: / }, service: api }
+  - { listener: web, match: { host: shop.example.com, path_prefix: /checkout }, service: api }
+  - { listener: web, match: { host: "*.example.com", path_prefix: /static }, service: api }
+services:
+  - name: api
+    versions:
+      - { name: stable, endpoints: [127.0.0.1:9001] }
+      - { name: canary, endpoints: [127.0.0.1:9002] }
+    split:
+      weights: { stable: 90, canary: 10 }
+      sticky: { cookie: session }
+      force: { header: x-serin-version }
+"#;
+
+fn bench(c: &mut Criterion) {
+    let snapshot = serin_config::parse_str(CONFIG, "bench").unwrap_or_else(|e| panic!("{e}"));
+    let dataplane = DataPlane::new(snapshot, 1).unwrap_or_else(|e| panic!("{e}"));
+    let table = dataplane.table();
+    let service = &table.services[0];
+
+    let unkeyed = HeaderMap::new();
+    let mut cookie = HeaderMap::new();
+    cookie.insert(
+        "cookie",
+        HeaderValue::from_static("theme=dark; session=5f2c9a7e; lang=en"),
+    );
+    let mut forced = HeaderMap::new();
+    forced.insert("x-serin-version", HeaderValue::from_static("canary"));
+
+    let mut g = c.benchmark_group("hot_path");
+    g.bench_function("route", |b| {
+        b.iter(|| {
+            black_box(table.route(
+                "web",
+                black_box("shop.example.com"),
+                black_box("/checkout/pay"),
+            ))
+            .map(|r| r.service)
+        })
+    });
+    g.bench_function("split/weighted", |b| {
+        b.iter(|| split::choose(service, black_box(&unkeyed)))
+    });
+    g.bench_function("split/sticky_cookie", |b| {
+        b.iter(|| split::choose(service, black_box(&cookie)))
+    });
+    g.bench_function("split/forced", |b| {
+        b.iter(|| split::choose(service, black_box(&forced)))
+    });
+    g.bench_function("record", |b| {
+        let stats = &service.versions[1].stats;
+        b.iter(|| {
+            stats.record(
+                black_box(Outcome::Response(200)),
+                black_box(Duration::from_micros(1234)),
+            )
+        })
+    });
+    g.bench_function("split+record", |b| {
+        b.iter(|| {
+            let v = split::choose(service, black_box(&unkeyed));
+            service.versions[v].stats.record(
+                Outcome::Response(200),
+                black_box(Duration::from_micros(1234)),
+            );
+        })
+    });
+    g.bench_function("snapshot_load", |b| b.iter(|| black_box(dataplane.table())));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

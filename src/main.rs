@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serin_control::admin::{Admin, Health};
 use serin_proxy::{server, DataPlane};
 
+mod demo;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "serin",
@@ -40,6 +42,11 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// See serin work with nothing else: built-in stable and canary apps, serin splitting
+    /// 90/10 on an embedded config, steady load, and per-version figures each second.
+    Demo(demo::DemoArgs),
+    /// A toy app version for trying serin out (answers `hello from VERSION`).
+    DemoBackend(demo::BackendArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +75,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { file }) => check(&file),
         Some(Command::Run(args)) => run_or_report(args, cli.log_format),
+        Some(Command::Demo(args)) => small_runtime(cli.log_format, "warn", demo::run(args)),
+        Some(Command::DemoBackend(args)) => {
+            small_runtime(cli.log_format, "info", demo::run_backend(args))
+        }
         None => run_or_report(cli.run, cli.log_format),
     }
 }
@@ -88,7 +99,7 @@ fn check(file: &Path) -> ExitCode {
 }
 
 fn run_or_report(args: RunArgs, log_format: LogFormat) -> ExitCode {
-    init_logging(log_format);
+    init_logging(log_format, "info");
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -98,9 +109,32 @@ fn run_or_report(args: RunArgs, log_format: LogFormat) -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Runs `job` on a two-thread runtime, reporting its error.
+fn small_runtime(
+    log_format: LogFormat,
+    default_level: &str,
+    job: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    init_logging(log_format, default_level);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(job));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides `default_level`.
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,0 +1,106 @@
+//! The hot path (split + record) allocates nothing: counted with a counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use serin_proxy::record::Outcome;
+use serin_proxy::{split, DataPlane};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn split_and_record_allocate_nothing() {
+    let config = r#"
+listeners: [{ name: web, listen: 127.0.0.1:0 }]
+routes: [{ listener: web, service: api }, { listener: web, service: web }]
+services:
+  - name: api
+    versions:
+      - { name: stable, endpoints: [127.0.0.1:9001] }
+      - { name: canary, endpoints: [127.0.0.1:9002, 127.0.0.1:9003] }
+    split: { weights: { stable: 90, canary: 10 }, sticky: { header: x-user-id }, force: { header: x-serin-version } }
+  - name: web
+    versions:
+      - { name: stable, endpoints: [127.0.0.1:9001] }
+      - { name: canary, endpoints: [127.0.0.1:9002] }
+    split: { weights: { stable: 50, canary: 50 }, sticky: { cookie: session } }
+"#;
+    let snapshot = serin_config::parse_str(config, "alloc-test").unwrap_or_else(|e| panic!("{e}"));
+    let dataplane = DataPlane::new(snapshot, 2).unwrap_or_else(|e| panic!("{e}"));
+    let table = dataplane.table();
+    let (api, web) = (&table.services[0], &table.services[1]);
+
+    let mut requests = Vec::new();
+    requests.push((api, HeaderMap::new()));
+    let mut h = HeaderMap::new();
+    h.insert("x-user-id", HeaderValue::from_static("user-17"));
+    requests.push((api, h));
+    let mut h = HeaderMap::new();
+    h.insert("x-serin-version", HeaderValue::from_static("canary"));
+    requests.push((api, h));
+    let mut h = HeaderMap::new();
+    h.insert("cookie", HeaderValue::from_static("a=1; session=abc; b=2"));
+    requests.push((web, h));
+
+    // Warm up: the thread picks its stats shard on first use.
+    api.versions[0]
+        .stats
+        .record(Outcome::Response(200), Duration::from_micros(10));
+
+    let mut picked = [0usize; 2];
+    let n = allocations_during(|| {
+        for i in 0..10_000u64 {
+            for (service, headers) in &requests {
+                assert!(table.route("web", "example.com", "/x").is_some());
+                let v = split::choose(service, headers);
+                picked[v] += 1;
+                let version = &service.versions[v];
+                let _endpoint = version.next_endpoint();
+                let outcome = if i % 100 == 0 {
+                    Outcome::Response(503)
+                } else {
+                    Outcome::Response(200)
+                };
+                version
+                    .stats
+                    .record(outcome, Duration::from_micros(100 + i));
+                if i % 1000 == 0 {
+                    version
+                        .stats
+                        .record(Outcome::Timeout, Duration::from_secs(15));
+                }
+            }
+        }
+    });
+    assert_eq!(n, 0, "the hot path allocated {n} times");
+    assert!(picked[0] > 0 && picked[1] > 0, "{picked:?}");
+}
