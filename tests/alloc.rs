@@ -41,7 +41,7 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 fn split_and_record_allocate_nothing() {
     let config = r#"
 listeners: [{ name: web, listen: 127.0.0.1:0 }]
-routes: [{ listener: web, service: api }, { listener: web, service: web }]
+routes: [{ listener: web, service: api }, { listener: web, match: { path_prefix: /web }, service: web }]
 services:
   - name: api
     versions:

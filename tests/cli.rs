@@ -239,12 +239,11 @@ impl Process {
         panic!("serin never logged {message:?}");
     }
 
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -291,7 +290,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         || async { stable.hits() == 1 },
     )
     .await;
-    serin.signal("-TERM");
+    serin.signal(libc::SIGTERM);
     // While draining, readiness fails so that load balancers stop sending traffic.
     let readyz = format!("http://{admin}/readyz");
     eventually(Duration::from_secs(5), "readyz reports draining", || {

@@ -1,11 +1,14 @@
 //! Reading a config file and parsing it: the only file I/O of the config crate.
 
+use std::fmt;
 use std::path::Path;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::LoadError;
 use crate::schema::RawConfig;
 use crate::snapshot::Snapshot;
-use crate::validate::compile;
+use crate::validate::{compile_anchored, Anchored};
 
 /// Reads, parses and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<Snapshot, LoadError> {
@@ -16,47 +19,279 @@ pub fn load_file(path: &Path) -> Result<Snapshot, LoadError> {
     parse_str(&text, &path.display().to_string())
 }
 
+const NEEDS: &str = "a serin config needs at least `listeners`, `routes` and `services` \
+                     (see examples/quickstart.yaml)";
+
 /// Parses and validates config text; `origin` names it in errors (a file path).
 pub fn parse_str(text: &str, origin: &str) -> Result<Snapshot, LoadError> {
+    let empty = |what: &str| LoadError::Parse {
+        file: origin.to_string(),
+        line_col: None,
+        path: String::new(),
+        message: format!("the file {what}: {NEEDS}"),
+    };
     if text.trim().is_empty() {
-        return Err(LoadError::Parse {
-            file: origin.to_string(),
-            line_col: None,
-            path: String::new(),
-            message: "the file is empty: a serin config needs at least `listeners`, `routes` \
-                      and `services` (see examples/quickstart.yaml)"
-                .to_string(),
-        });
+        return Err(empty("is empty"));
     }
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let line_col = inner.location().map(|l| (l.line(), l.column()));
+        let (path, message) = parse_message(&inner, path);
         LoadError::Parse {
             file: origin.to_string(),
             line_col,
             path,
-            message: parse_message(&inner),
+            message,
         }
     })?;
-    compile(&raw).map_err(|errors| LoadError::Invalid {
+    // The outline is only read when there is something to report.
+    let outline = || serde_yaml_ng::from_str::<Outline>(text).ok();
+    if raw.listeners.is_empty()
+        && raw.routes.is_empty()
+        && raw.services.is_empty()
+        && raw.admin.is_none()
+        && matches!(outline(), Some(Outline::Null))
+    {
+        return Err(empty("holds no settings, only comments"));
+    }
+    compile_anchored(&raw).map_err(|errors| LoadError::Invalid {
         file: origin.to_string(),
-        errors,
+        errors: in_document_order(errors, outline().as_ref()),
     })
 }
 
-/// serde_yaml_ng's message without its trailing " at line L column C" (the location is
-/// printed in front, compiler style), and with a hint for the common cases.
-fn parse_message(err: &serde_yaml_ng::Error) -> String {
-    let full = err.to_string();
-    let msg = match full.find(" at line ") {
-        Some(i) => full[..i].to_string(),
-        None => full,
-    };
+/// The path and message of a parse error: serde_yaml_ng's message without the location
+/// (printed in front, compiler style) and without the path it repeats (also printed in
+/// front), with hints for common cases. An unknown key is reported at the mapping that
+/// holds it (`services[0]: unknown field `spilt`, expected one of …`), where the
+/// expected keys belong.
+fn parse_message(err: &serde_yaml_ng::Error, mut path: String) -> (String, String) {
+    let mut msg = err.to_string();
+    if let Some(loc) = err.location() {
+        let at = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(i) = msg.find(&at) {
+            msg.replace_range(i..i + at.len(), "");
+        }
+    }
+    // serde_yaml_ng writes the path of the value it was reading in front of its message
+    // (none at the top level): for an unknown key, the path of its mapping.
+    let mut value_path = String::new();
+    if let Some((prefix, rest)) = msg.split_once(": ") {
+        let within = |p: &str| {
+            path == p || path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}["))
+        };
+        if !prefix.contains(' ') && within(prefix) {
+            value_path = prefix.to_string();
+            msg = rest.to_string();
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: unit value") {
+        msg = format!("invalid type: an empty value{rest}");
+    }
+    if msg.starts_with("found character that cannot start any token") {
+        msg.push_str(" (indent with spaces, never tabs; quote a value that starts with @ or `)");
+    }
     if msg.starts_with("unknown field") {
-        format!("{msg} (check the spelling; unknown keys are errors, not ignored)")
-    } else {
-        msg
+        path = value_path;
+        msg.push_str(" (check the spelling; unknown keys are errors, not ignored)");
+    } else if let Some(head) = msg.strip_suffix(", expected a sequence") {
+        msg = format!("{head}, expected a list (write `[a, b]`, or one `- item` per line)");
+    }
+    (path, msg)
+}
+
+/// Sorts `errors` into the order the document states the things they are about; errors
+/// at the same place keep the order the checks found them in. Without an outline (the
+/// document cannot be read as one), the order of the checks stays.
+fn in_document_order(errors: Vec<Anchored>, outline: Option<&Outline>) -> Vec<crate::ConfigError> {
+    let mut keyed: Vec<(Vec<usize>, usize, Anchored)> = errors
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let key = outline.map(|o| o.position(&e.anchor)).unwrap_or_default();
+            (key, i, e)
+        })
+        .collect();
+    keyed.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    keyed.into_iter().map(|(_, _, e)| e.error).collect()
+}
+
+/// The shape of a YAML document: its mappings' keys in the order written (duplicates
+/// kept) and its lists, without the values.
+#[derive(Debug)]
+enum Outline {
+    Null,
+    Scalar,
+    Seq(Vec<Outline>),
+    Map(Vec<(String, Outline)>),
+}
+
+impl Outline {
+    /// Where `path` (`services[0].split.weights.canary`) lies in the document, as the
+    /// index of each step: sorting by it puts paths in document order. A step that the
+    /// document does not have sorts after every entry of its mapping.
+    fn position(&self, path: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut node = self;
+        let mut rest = path;
+        while !rest.is_empty() {
+            match node {
+                Outline::Seq(items) => {
+                    let Some(index) = rest
+                        .strip_prefix('[')
+                        .and_then(|r| r.split_once(']'))
+                        .and_then(|(i, after)| Some((i.parse::<usize>().ok()?, after)))
+                    else {
+                        break;
+                    };
+                    out.push(index.0);
+                    rest = index.1;
+                    match items.get(index.0) {
+                        Some(item) => node = item,
+                        None => break,
+                    }
+                }
+                Outline::Map(entries) => {
+                    // The longest key that the path continues with (keys may hold dots).
+                    let found = entries
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (k, _))| {
+                            rest.strip_prefix(k.as_str()).is_some_and(|after| {
+                                after.is_empty() || after.starts_with(['.', '['])
+                            })
+                        })
+                        .max_by_key(|(i, (k, _))| (k.len(), std::cmp::Reverse(*i)));
+                    match found {
+                        Some((i, (k, child))) => {
+                            out.push(i);
+                            rest = &rest[k.len()..];
+                            node = child;
+                        }
+                        None => {
+                            out.push(entries.len());
+                            break;
+                        }
+                    }
+                }
+                Outline::Null | Outline::Scalar => break,
+            }
+            rest = rest.strip_prefix('.').unwrap_or(rest);
+        }
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for Outline {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(OutlineVisitor)
+    }
+}
+
+struct OutlineVisitor;
+
+impl<'de> Visitor<'de> for OutlineVisitor {
+    type Value = Outline;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Outline, E> {
+        Ok(Outline::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Outline, E> {
+        Ok(Outline::Null)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Outline, E> {
+        Ok(Outline::Scalar)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Outline, E> {
+        Ok(Outline::Scalar)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Outline, E> {
+        Ok(Outline::Scalar)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Outline, E> {
+        Ok(Outline::Scalar)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Outline, E> {
+        Ok(Outline::Scalar)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Outline, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Outline::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Outline, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<KeyText>()? {
+            entries.push((key.0, map.next_value()?));
+        }
+        Ok(Outline::Map(entries))
+    }
+}
+
+/// A mapping key as written (`010` stays `010`, as when a key is read as a `String`);
+/// a key that is a list or a mapping reads as empty.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping key")
+            }
+
+            fn visit_unit<E>(self) -> Result<KeyText, E> {
+                Ok(KeyText(String::new()))
+            }
+
+            fn visit_bool<E>(self, v: bool) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KeyText, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(KeyText(String::new()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyText, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(KeyText(String::new()))
+            }
+        }
+        de.deserialize_str(KeyVisitor)
     }
 }

@@ -2,7 +2,7 @@
 //! its path and what to do about it, never stopping at the first.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::error::ConfigError;
@@ -15,16 +15,53 @@ use crate::snapshot::{
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
 pub const MAX_WEIGHT: u64 = 1_000_000;
 
+/// A path segment that no document contains: an anchor `a.b.AFTER` sorts an error after
+/// everything written under `a.b` (see [`Anchored`]).
+pub(crate) const AFTER: &str = "\u{1}after";
+
+/// An error with the document path it belongs at, for sorting errors into document
+/// order: usually its own path; for an error about a whole mapping, a place after its
+/// entries; for an error about a key, the key.
+#[derive(Debug, Clone)]
+pub(crate) struct Anchored {
+    pub anchor: String,
+    pub error: ConfigError,
+}
+
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+struct Errors(Vec<Anchored>);
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError::new(path, message));
+        let path = path.into();
+        self.push_at(path.clone(), path, message);
+    }
+
+    fn push_at(
+        &mut self,
+        anchor: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.0.push(Anchored {
+            anchor: anchor.into(),
+            error: ConfigError::new(path, message),
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
+/// Compiles `raw`, or lists every error found, in the order the checks ran (sections
+/// in the order admin, listeners, services, routes). [`crate::parse_str`] sorts them
+/// into document order.
 pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_anchored(raw).map_err(|errors| errors.into_iter().map(|e| e.error).collect())
+}
+
+pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored>> {
     let mut errs = Errors::default();
 
     let admin_listen = match &raw.admin {
@@ -41,31 +78,30 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
     }
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     let mut listener_names: HashMap<&str, usize> = HashMap::new();
-    let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+    let mut bound: Vec<(SocketAddr, String)> = Vec::new();
     for (i, l) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
         name(&l.name, &format!("{path}.name"), &mut errs);
-        if listener_names.insert(l.name.as_str(), i).is_some() {
+        if let Some(first) = listener_names.get(l.name.as_str()) {
             errs.push(
                 format!("{path}.name"),
                 format!(
-                    "listener name \"{}\" is used twice; names must be unique",
+                    "listener name \"{}\" is already used by listeners[{first}]; names must be unique",
                     l.name
                 ),
             );
+        } else {
+            listener_names.insert(l.name.as_str(), i);
         }
         let listen_path = format!("{path}.listen");
         if let Some(addr) = socket_addr(&l.listen, &listen_path, &mut errs) {
-            if addr.port() != 0 {
-                if let Some(other) = bound.insert(addr, listen_path.clone()) {
-                    errs.push(
-                        &listen_path,
-                        format!(
-                            "{addr} is already used by {other}; give each listener its own address"
-                        ),
-                    );
-                }
+            if let Some(clash) = clash(addr, &bound) {
+                errs.push(
+                    &listen_path,
+                    clash.message(addr, "give each listener its own address"),
+                );
             }
+            bound.push((addr, listen_path));
             listeners.push(Listener {
                 name: l.name.clone(),
                 listen: addr,
@@ -73,15 +109,18 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
         }
     }
     if let Some(admin) = admin_listen {
-        if admin.port() != 0 {
-            if let Some(other) = bound.get(&admin) {
-                errs.push(
-                    "admin.listen",
-                    format!(
-                        "{admin} is already used by {other}; the admin API needs its own address"
-                    ),
-                );
-            }
+        if let Some(clash) = clash(admin, &bound) {
+            let message = if raw.admin.is_some() {
+                clash.message(admin, "the admin API needs an address of its own")
+            } else {
+                format!(
+                    "the admin API listens on {DEFAULT_ADMIN_LISTEN} when `admin` is not given, \
+                     and {} ({}) takes that port; give the admin API another address with \
+                     `admin: {{ listen: IP:PORT }}`",
+                    clash.path, clash.addr
+                )
+            };
+            errs.push("admin.listen", message);
         }
     }
 
@@ -90,23 +129,19 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
     let mut service_names: HashMap<&str, usize> = HashMap::new();
     for (i, s) in raw.services.iter().enumerate() {
         let path = format!("services[{i}]");
-        if service_names.insert(s.name.as_str(), i).is_some() {
-            errs.push(
-                format!("{path}.name"),
-                format!(
-                    "service name \"{}\" is used twice; names must be unique",
-                    s.name
-                ),
-            );
+        let duplicate = service_names.get(s.name.as_str()).copied();
+        if duplicate.is_none() {
+            service_names.insert(s.name.as_str(), i);
         }
-        if let Some(service) = service(s, &path, &mut errs) {
+        let service = service(s, &path, duplicate, &mut errs);
+        if let Some(service) = service {
             services.push(service);
         }
     }
 
     // Routes (after listeners and services, which they name).
     let mut routes = Vec::with_capacity(raw.routes.len());
-    let mut seen_routes: HashSet<(&str, String, String)> = HashSet::new();
+    let mut seen_routes: HashMap<(&str, String, String), usize> = HashMap::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         let listener = listener_names.get(r.listener.as_str()).copied();
@@ -120,6 +155,13 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
                 ),
             );
         }
+        let host = host_match(
+            r.matcher.host.as_deref().unwrap_or("*"),
+            &format!("{path}.match.host"),
+            &mut errs,
+        );
+        let prefix = r.matcher.path_prefix.as_deref().unwrap_or("/");
+        let prefix = path_prefix(prefix, &format!("{path}.match.path_prefix"), &mut errs);
         let service = service_names.get(r.service.as_str()).copied();
         if service.is_none() {
             errs.push(
@@ -131,42 +173,35 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
                 ),
             );
         }
-        let host = host_match(
-            r.matcher.host.as_deref().unwrap_or("*"),
-            &format!("{path}.match.host"),
-            &mut errs,
-        );
-        let prefix = r.matcher.path_prefix.as_deref().unwrap_or("/");
-        let prefix_ok = path_prefix(prefix, &format!("{path}.match.path_prefix"), &mut errs);
-        let host_key = r
-            .matcher
-            .host
-            .as_deref()
-            .unwrap_or("*")
-            .to_ascii_lowercase();
-        if !seen_routes.insert((r.listener.as_str(), host_key.clone(), prefix.to_string())) {
-            errs.push(
+        let (Some(host), Some(prefix)) = (host, prefix) else {
+            continue;
+        };
+        let key = (r.listener.as_str(), host_pattern(&host), prefix.clone());
+        if let Some(first) = seen_routes.get(&key) {
+            errs.push_at(
+                format!("{path}.{AFTER}"),
                 &path,
                 format!(
-                    "another route on listener \"{}\" already matches host \"{host_key}\" and path_prefix \"{prefix}\"; \
-                     remove one or make them differ",
+                    "routes[{first}] already matches host \"{}\" and path_prefix \"{prefix}\" on listener \"{}\", \
+                     so this route would never be used; remove one or make them differ",
+                    host_pattern(&host),
                     r.listener
                 ),
             );
+            continue;
         }
-        if let (Some(listener), Some(service), Some(host), true) =
-            (listener, service, host, prefix_ok)
-        {
+        seen_routes.insert(key, i);
+        if let (Some(listener), Some(service)) = (listener, service) {
             routes.push(Route {
                 listener,
                 host,
-                path_prefix: normalize_prefix(prefix),
+                path_prefix: prefix,
                 service,
             });
         }
     }
 
-    if !errs.0.is_empty() {
+    if errs.len() > 0 {
         return Err(errs.0);
     }
     match admin_listen {
@@ -177,13 +212,83 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
             services,
         }),
         // Unreachable in practice: a bad admin address pushed an error above.
-        None => Err(vec![ConfigError::new("admin.listen", "no admin address")]),
+        None => Err(vec![Anchored {
+            anchor: "admin.listen".to_string(),
+            error: ConfigError::new("admin.listen", "no admin address"),
+        }]),
     }
 }
 
-fn service(s: &RawService, path: &str, errs: &mut Errors) -> Option<Service> {
-    let before = errs.0.len();
+/// An address already taken that another one cannot be bound next to.
+struct Clash<'a> {
+    path: &'a str,
+    addr: SocketAddr,
+}
+
+impl Clash<'_> {
+    fn message(&self, addr: SocketAddr, what_to_do: &str) -> String {
+        if self.addr == addr {
+            format!("{addr} is already used by {}; {what_to_do}", self.path)
+        } else {
+            format!(
+                "{addr} overlaps {} ({}): a wildcard address (0.0.0.0 or [::]) takes port {} on \
+                 every address; {what_to_do}",
+                self.path,
+                self.addr,
+                addr.port()
+            )
+        }
+    }
+}
+
+/// The first of `bound` that `addr` cannot be bound next to: the same address, or the
+/// same port where one of the two is a wildcard (`0.0.0.0` takes the port on every IPv4
+/// address, `[::]` on every address). Port 0 (any free port) never clashes.
+fn clash(addr: SocketAddr, bound: &[(SocketAddr, String)]) -> Option<Clash<'_>> {
+    if addr.port() == 0 {
+        return None;
+    }
+    let covers = |wide: IpAddr, other: IpAddr| match wide {
+        IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
+        IpAddr::V6(v6) => v6.is_unspecified(),
+    };
+    bound
+        .iter()
+        .find(|(other, _)| {
+            other.port() == addr.port()
+                && (*other == addr
+                    || covers(addr.ip(), other.ip())
+                    || covers(other.ip(), addr.ip()))
+        })
+        .map(|(other, path)| Clash { path, addr: *other })
+}
+
+/// The pattern a [`HostMatch`] was written as, for messages.
+fn host_pattern(host: &HostMatch) -> String {
+    match host {
+        HostMatch::Any => "*".to_string(),
+        HostMatch::Suffix(suffix) => format!("*{suffix}"),
+        HostMatch::Exact(exact) => exact.clone(),
+    }
+}
+
+fn service(
+    s: &RawService,
+    path: &str,
+    duplicate_of: Option<usize>,
+    errs: &mut Errors,
+) -> Option<Service> {
+    let before = errs.len();
     name(&s.name, &format!("{path}.name"), errs);
+    if let Some(first) = duplicate_of {
+        errs.push(
+            format!("{path}.name"),
+            format!(
+                "service name \"{}\" is already used by services[{first}]; names must be unique",
+                s.name
+            ),
+        );
+    }
     if s.versions.is_empty() {
         errs.push(
             format!("{path}.versions"),
@@ -191,18 +296,21 @@ fn service(s: &RawService, path: &str, errs: &mut Errors) -> Option<Service> {
         );
     }
     let mut versions = Vec::with_capacity(s.versions.len());
-    let mut version_names = HashSet::new();
+    let mut version_names: HashMap<&str, usize> = HashMap::new();
     for (j, v) in s.versions.iter().enumerate() {
         let vpath = format!("{path}.versions[{j}]");
         name(&v.name, &format!("{vpath}.name"), errs);
-        if !version_names.insert(v.name.as_str()) {
+        if let Some(first) = version_names.get(v.name.as_str()) {
             errs.push(
                 format!("{vpath}.name"),
                 format!(
-                    "version name \"{}\" is used twice in this service; names must be unique",
+                    "version name \"{}\" is already used by {path}.versions[{first}]; \
+                     the versions of a service need different names",
                     v.name
                 ),
             );
+        } else {
+            version_names.insert(v.name.as_str(), j);
         }
         if v.endpoints.is_empty() {
             errs.push(
@@ -249,7 +357,7 @@ fn service(s: &RawService, path: &str, errs: &mut Errors) -> Option<Service> {
     };
     let timeouts = timeouts(s.timeouts.as_ref(), &format!("{path}.timeouts"), errs);
 
-    (errs.0.len() == before).then(|| Service {
+    (errs.len() == before).then(|| Service {
         name: s.name.clone(),
         versions,
         split,
@@ -260,36 +368,47 @@ fn service(s: &RawService, path: &str, errs: &mut Errors) -> Option<Service> {
 fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors) -> Split {
     let wpath = format!("{path}.weights");
     let defined = list(versions.iter().map(|v| v.name.as_str()));
-    let mut given = HashSet::new();
+    let mut given: HashSet<usize> = HashSet::new();
+    let mut bad_weight = false;
     for (key, value) in &raw.weights {
-        let Some(key) = key.as_str() else {
-            errs.push(
-                &wpath,
-                format!("keys are version names, got {}", describe(key)),
-            );
-            continue;
-        };
-        let Some(index) = versions.iter().position(|v| v.name == key) else {
-            errs.push(
+        let kpath = format!("{wpath}.{key}");
+        let Some(index) = versions.iter().position(|v| &v.name == key) else {
+            errs.push_at(
+                &kpath,
                 &wpath,
                 format!("version \"{key}\" is not defined (defined: {defined})"),
             );
             continue;
         };
-        given.insert(index);
+        if !given.insert(index) {
+            errs.push_at(
+                &kpath,
+                &wpath,
+                format!("version \"{key}\" is given a weight twice; give each version one weight"),
+            );
+            continue;
+        }
         match value.as_u64() {
             Some(w) if w <= MAX_WEIGHT => versions[index].weight = w as u32,
-            Some(w) => errs.push(
-                format!("{wpath}.{key}"),
-                format!("weight {w} is too large (at most {MAX_WEIGHT}; weights are relative, e.g. 90 and 10)"),
-            ),
-            None => errs.push(
-                format!("{wpath}.{key}"),
+            Some(w) => {
+                bad_weight = true;
+                errs.push(
+                kpath,
                 format!(
-                    "weight must be a non-negative integer, got {}",
-                    describe(value)
+                    "weight {w} is too large: at most {MAX_WEIGHT} (weights are relative, e.g. 90 and 10)"
                 ),
-            ),
+            );
+            }
+            None => {
+                bad_weight = true;
+                errs.push(
+                    kpath,
+                    format!(
+                        "weight must be a whole number of 0 or more (e.g. 90 or 10), got {}",
+                        describe(value)
+                    ),
+                );
+            }
         }
     }
     let missing: Vec<&str> = versions
@@ -299,10 +418,16 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
         .map(|(_, v)| v.name.as_str())
         .collect();
     if !missing.is_empty() {
-        errs.push(
+        let noun = if missing.len() == 1 {
+            "version"
+        } else {
+            "versions"
+        };
+        errs.push_at(
+            format!("{wpath}.{AFTER}"),
             &wpath,
             format!(
-                "no weight for version {}; give every version a weight (0 sends it no traffic)",
+                "no weight for {noun} {}; give every version a weight (0 sends it no traffic)",
                 missing
                     .iter()
                     .map(|m| format!("\"{m}\""))
@@ -310,8 +435,9 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
                     .join(", ")
             ),
         );
-    } else if !versions.is_empty() && versions.iter().all(|v| v.weight == 0) {
-        errs.push(
+    } else if !bad_weight && !versions.is_empty() && versions.iter().all(|v| v.weight == 0) {
+        errs.push_at(
+            format!("{wpath}.{AFTER}"),
             &wpath,
             "weights are all zero; at least one version must receive traffic",
         );
@@ -322,22 +448,31 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
         match (&s.header, &s.cookie) {
             (Some(h), None) => header_name(h, &format!("{spath}.header"), errs).map(Sticky::Header),
             (None, Some(c)) => {
-                if cookie_name_ok(c) {
+                if token_ok(c) {
                     Some(Sticky::Cookie(c.clone()))
                 } else {
                     errs.push(
                         format!("{spath}.cookie"),
-                        format!("\"{c}\" is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+                        format!(
+                            "\"{c}\" is not a valid cookie name: use only letters, digits and \
+                             !#$%&'*+-.^_`|~ (e.g. session)"
+                        ),
                     );
                     None
                 }
             }
             (Some(_), Some(_)) => {
-                errs.push(&spath, "give either `header` or `cookie`, not both");
+                errs.push(
+                    &spath,
+                    "give either `header` or `cookie`, not both: a cohort is keyed on one of them",
+                );
                 None
             }
             (None, None) => {
-                errs.push(&spath, "give `header: NAME` or `cookie: NAME` to key the cohort on");
+                errs.push(
+                    &spath,
+                    "give `header: NAME` or `cookie: NAME` to key the cohort on, or remove `sticky`",
+                );
                 None
             }
         }
@@ -372,23 +507,38 @@ fn timeouts(raw: Option<&RawTimeouts>, path: &str, errs: &mut Errors) -> Timeout
 
 /// A positive duration such as `250ms`, `1s`, `1m 30s`.
 fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d.is_zero() => {
-            errs.push(
-                path,
-                format!("\"{text}\" is zero; give a positive duration such as 500ms or 2s"),
-            );
-            None
+    let t = text.trim();
+    let why = match humantime::parse_duration(t) {
+        Ok(d) if !d.is_zero() => return Some(d),
+        Ok(_) => "it is zero".to_string(),
+        Err(_) if t.starts_with('-') => "it is negative".to_string(),
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) if unit.is_empty() => {
+            "the unit is missing".to_string()
         }
-        Ok(d) => Some(d),
-        Err(e) => {
-            errs.push(
-                path,
-                format!("\"{text}\" is not a duration ({e}); write e.g. 500ms, 2s or 1m"),
-            );
-            None
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
+            format!("unknown unit \"{unit}\" (use ms, s, m, h or d)")
         }
-    }
+        Err(humantime::DurationError::NumberOverflow) => "it is too large".to_string(),
+        Err(humantime::DurationError::Empty) => "it is empty".to_string(),
+        Err(humantime::DurationError::NumberExpected(0)) => {
+            "it does not start with a number".to_string()
+        }
+        Err(humantime::DurationError::NumberExpected(i)) => match t.get(..i) {
+            Some(before) => format!("a number is expected after \"{}\"", before.trim_end()),
+            None => "a number is expected".to_string(),
+        },
+        Err(humantime::DurationError::InvalidCharacter(i)) => {
+            match t.get(i..).and_then(|rest| rest.chars().next()) {
+                Some(c) => format!("'{}' is not allowed", c.escape_default()),
+                None => "it contains a character that is not allowed".to_string(),
+            }
+        }
+    };
+    errs.push(
+        path,
+        format!("\"{text}\" is not a valid duration: {why}; write a positive duration such as 500ms, 2s or 1m 30s"),
+    );
+    None
 }
 
 fn socket_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
@@ -407,151 +557,267 @@ fn socket_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> 
 /// `host:port` where host is an IP address (IPv6 in brackets) or a DNS name.
 fn endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<Endpoint> {
     let t = text.trim();
-    let bad = |errs: &mut Errors, why: &str| {
-        errs.push(
-            path,
-            format!("\"{text}\" is not a valid endpoint: {why} (write host:port, e.g. 127.0.0.1:9001 or api.internal:80)"),
-        );
-        None
+    let why = match endpoint_authority(t) {
+        Ok(authority) => return Some(Endpoint { authority }),
+        Err(why) => why,
     };
-    if let Ok(addr) = t.parse::<SocketAddr>() {
-        if addr.port() == 0 {
-            return bad(errs, "port 0 cannot be connected to");
-        }
-        return Some(Endpoint {
-            authority: addr.to_string(),
-        });
-    }
-    let Some((host, port)) = t.rsplit_once(':') else {
-        return bad(errs, "the port is missing");
-    };
-    let port: u16 = match port.parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => p as u16,
-        Ok(p) => return bad(errs, &format!("port {p} is out of range 1-65535")),
-        Err(_) => return bad(errs, &format!("\"{port}\" is not a port number")),
-    };
-    if host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
-        // An IPv6 address without brackets, or a malformed bracketed one.
-        return bad(
-            errs,
-            "an IPv6 address must be written in brackets, e.g. [::1]:9001",
-        );
-    }
-    if !dns_name_ok(host) {
-        return bad(
-            errs,
-            &format!("\"{host}\" is not an IP address or a DNS name"),
-        );
-    }
-    Some(Endpoint {
-        authority: format!("{}:{port}", host.to_ascii_lowercase()),
-    })
-}
-
-fn dns_name_ok(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-fn host_match(text: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
-    let t = text.trim();
-    if t == "*" {
-        return Some(HostMatch::Any);
-    }
-    if let Some(suffix) = t.strip_prefix("*.") {
-        if dns_name_ok(suffix) {
-            return Some(HostMatch::Suffix(format!(
-                ".{}",
-                suffix.to_ascii_lowercase()
-            )));
-        }
-    } else if dns_name_ok(t) || t.parse::<IpAddr>().is_ok() {
-        return Some(HostMatch::Exact(t.to_ascii_lowercase()));
-    }
     errs.push(
         path,
-        format!("\"{text}\" is not a host pattern (write \"*\", a host name such as shop.example.com, or \"*.example.com\"; no port)"),
+        format!("\"{text}\" is not a valid endpoint: {why} (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"),
     );
     None
 }
 
-fn path_prefix(text: &str, path: &str, errs: &mut Errors) -> bool {
-    if !text.starts_with('/') {
-        errs.push(path, format!("\"{text}\" must start with \"/\""));
-        return false;
+/// The normalised `host:port` of an endpoint, or why it is not one.
+fn endpoint_authority(t: &str) -> Result<String, String> {
+    if t.is_empty() {
+        return Err("it is empty".to_string());
     }
-    if text
-        .bytes()
-        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
-    {
-        errs.push(
-            path,
-            format!("\"{text}\" is not a path prefix: no spaces, control characters, '?' or '#'"),
-        );
-        return false;
+    if t.contains("://") {
+        return Err("remove the scheme: serin connects to endpoints over plain HTTP".to_string());
     }
-    true
+    if t.contains('/') {
+        return Err("an endpoint has no path".to_string());
+    }
+    match t.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => return Err("the port is missing".to_string()),
+        Ok(IpAddr::V6(_)) => return Err(
+            "an IPv6 address must be written in brackets, followed by the port, e.g. [::1]:9001"
+                .to_string(),
+        ),
+        Err(_) => {}
+    }
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err("the closing ']' is missing".to_string());
+        };
+        if inside.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("\"{inside}\" is not an IPv6 address"));
+        }
+        match after.strip_prefix(':') {
+            Some(port) => (inside, port),
+            None if after.is_empty() => return Err("the port is missing".to_string()),
+            None => return Err(format!("unexpected \"{after}\" after ']'")),
+        }
+    } else {
+        let Some((host, port)) = t.rsplit_once(':') else {
+            return Err("the port is missing".to_string());
+        };
+        if host.contains(':') {
+            return Err(
+                "an IPv6 address must be written in brackets, followed by the port, e.g. [::1]:9001"
+                    .to_string(),
+            );
+        }
+        (host, port)
+    };
+    let port = match port.parse::<u32>() {
+        _ if port.is_empty() => return Err("the port is missing".to_string()),
+        _ if !port.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(format!("\"{port}\" is not a port number"))
+        }
+        Ok(0) => {
+            return Err(
+                "port 0 cannot be connected to; give the port the upstream listens on".to_string(),
+            )
+        }
+        Ok(p) if p <= 65535 => p,
+        _ => return Err(format!("port {port} is out of range 1-65535")),
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port as u16).to_string());
+    }
+    if host.is_empty() {
+        return Err("the host is missing".to_string());
+    }
+    if let Some(why) = dns_name_problem(host) {
+        return Err(format!(
+            "\"{host}\" is not an IP address or a DNS name: {why}"
+        ));
+    }
+    Ok(format!("{}:{port}", host.to_ascii_lowercase()))
 }
 
-/// `/api/` and `/api` mean the same segment-wise prefix; keep one form.
-fn normalize_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_end_matches('/');
-    if trimmed.is_empty() {
-        "/".to_string()
-    } else {
-        trimmed.to_string()
+/// Why `host` is not a DNS name (RFC 1123 labels of letters, digits and '-'), if it is not.
+/// A name whose last label is all digits is rejected: it is a mistyped IPv4 address.
+fn dns_name_problem(host: &str) -> Option<String> {
+    if host.len() > 253 {
+        return Some("longer than 253 characters".to_string());
     }
+    if host.ends_with('.') {
+        return Some("remove the trailing dot".to_string());
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Some("it has an empty label (two dots in a row, or a leading dot)".to_string());
+        }
+        if label.len() > 63 {
+            return Some(format!(
+                "the label \"{label}\" is longer than 63 characters"
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Some(if c == ' ' {
+                "it contains a space".to_string()
+            } else {
+                format!("it contains '{c}' (use letters, digits, '-' and '.')")
+            });
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("the label \"{label}\" starts or ends with '-'"));
+        }
+    }
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Some("it looks like an IPv4 address but is not a valid one".to_string());
+    }
+    None
+}
+
+fn host_match(text: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
+    let t = text.trim();
+    let why = if t == "*" {
+        return Some(HostMatch::Any);
+    } else if t.is_empty() {
+        "it is empty".to_string()
+    } else if let Some(suffix) = t.strip_prefix("*.") {
+        match host_problem(suffix) {
+            None => {
+                return Some(HostMatch::Suffix(format!(
+                    ".{}",
+                    suffix.to_ascii_lowercase()
+                )))
+            }
+            Some(why) => why,
+        }
+    } else if t.contains('*') {
+        "'*' is allowed only alone (\"*\") or as the first label (\"*.example.com\")".to_string()
+    } else if let Ok(ip) = t.parse::<IpAddr>() {
+        return Some(HostMatch::Exact(ip.to_string()));
+    } else if let Some(ip) = t
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<Ipv6Addr>().ok())
+    {
+        return Some(HostMatch::Exact(ip.to_string()));
+    } else {
+        match host_problem(t) {
+            None => return Some(HostMatch::Exact(t.to_ascii_lowercase())),
+            Some(why) => why,
+        }
+    };
+    errs.push(
+        path,
+        format!("\"{text}\" is not a host pattern: {why} (write \"*\", a host name such as shop.example.com, or \"*.example.com\")"),
+    );
+    None
+}
+
+/// Why a host name of a route is not one, with the port as a common special case.
+fn host_problem(host: &str) -> Option<String> {
+    if let Some((h, port)) = host.rsplit_once(':') {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') {
+            return Some(format!(
+                "remove the port \":{port}\" (routes match the host without its port)"
+            ));
+        }
+    }
+    dns_name_problem(host)
+}
+
+/// A valid prefix, normalised: `/api/` and `/api` mean the same segment-wise prefix.
+fn path_prefix(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
+    let why = if !text.starts_with('/') {
+        format!("it must start with \"/\" (e.g. \"/{}\")", text.trim_start())
+    } else if let Some(c) = text
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '?' || *c == '#')
+    {
+        match c {
+            '?' => {
+                "it contains '?': a route matches the path only, not the query string".to_string()
+            }
+            '#' => "it contains '#': fragments are never sent to a server".to_string(),
+            _ if c.is_whitespace() => "it contains a space; write a space as %20".to_string(),
+            _ => "it contains a control character".to_string(),
+        }
+    } else {
+        let trimmed = text.trim_end_matches('/');
+        return Some(if trimmed.is_empty() {
+            "/".to_string()
+        } else {
+            trimmed.to_string()
+        });
+    };
+    errs.push(path, format!("\"{text}\" is not a path prefix: {why}"));
+    None
 }
 
 /// Names become metric label values and state file names: keep them plain.
 fn name(text: &str, path: &str, errs: &mut Errors) {
-    let ok = !text.is_empty()
-        && text.len() <= 63
-        && text.as_bytes()[0].is_ascii_alphanumeric()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !ok {
-        errs.push(
-            path,
-            format!(
-                "\"{text}\" is not a valid name: use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit"
-            ),
-        );
-    }
+    let why = if text.is_empty() {
+        "it is empty".to_string()
+    } else if let Some(c) = text
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '_' | '.'))
+    {
+        if c == ' ' {
+            "it contains a space".to_string()
+        } else {
+            format!("it contains '{}'", c.escape_default())
+        }
+    } else if text.len() > 63 {
+        format!("it is {} characters long", text.len())
+    } else if let Some(first) = text.chars().next().filter(|c| !c.is_ascii_alphanumeric()) {
+        format!("it starts with '{first}'")
+    } else {
+        return;
+    };
+    errs.push(
+        path,
+        format!(
+            "\"{text}\" is not a valid name: {why} (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"
+        ),
+    );
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// A token of RFC 9110 §5.6.2, which header names and cookie names are.
+fn token_ok(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn header_name(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
-    if !text.is_empty() && text.bytes().all(is_tchar) {
+    if token_ok(text) {
         Some(text.to_ascii_lowercase())
     } else {
         errs.push(
             path,
-            format!("\"{text}\" is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"),
+            format!(
+                "\"{text}\" is not a valid header name: use only letters, digits and \
+                 !#$%&'*+-.^_`|~ (e.g. x-user-id)"
+            ),
         );
         None
     }
 }
 
-fn cookie_name_ok(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(is_tchar)
-}
-
+/// The distinct `names`, in order, for "(defined: …)".
 fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let all: Vec<&str> = names.collect();
+    let mut all: Vec<&str> = Vec::new();
+    for name in names {
+        if !all.contains(&name) {
+            all.push(name);
+        }
+    }
     if all.is_empty() {
         "none".to_string()
     } else {
@@ -564,6 +830,9 @@ fn describe(value: &serde_yaml_ng::Value) -> String {
         serde_yaml_ng::Value::Null => "nothing".to_string(),
         serde_yaml_ng::Value::Bool(b) => format!("{b}"),
         serde_yaml_ng::Value::Number(n) => format!("{n}"),
+        serde_yaml_ng::Value::String(s) if s.trim().parse::<u64>().is_ok() => {
+            format!("\"{s}\" (write numbers without quotes)")
+        }
         serde_yaml_ng::Value::String(s) => format!("\"{s}\""),
         serde_yaml_ng::Value::Sequence(_) => "a list".to_string(),
         serde_yaml_ng::Value::Mapping(_) => "a mapping".to_string(),

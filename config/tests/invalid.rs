@@ -1,0 +1,520 @@
+//! Every kind of invalid config, with the exact lines `serin check` prints for it.
+//!
+//! Each case is a fixture under tests/fixtures/invalid/ and the exact list of lines
+//! [`LoadError::lines`] returns for it, with the fixture's path replaced by `FILE`.
+//! These are the words a user reads: a change to any of them is a change of the
+//! interface, and shows up here.
+
+use std::path::{Path, PathBuf};
+
+use serin_config::{load_file, parse_str, LoadError};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/invalid");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(FIXTURES).join(format!("{name}.yaml"))
+}
+
+/// What `serin check` prints for the fixture, its path replaced by `FILE`.
+fn check_lines(name: &str) -> Vec<String> {
+    let path = fixture(name);
+    match load_file(&path) {
+        Ok(_) => vec!["ok".to_string()],
+        Err(err) => err
+            .lines()
+            .into_iter()
+            .map(|line| line.replace(&path.display().to_string(), "FILE"))
+            .collect(),
+    }
+}
+
+/// (fixture name, the exact lines reported for it)
+const CASES: &[(&str, &[&str])] = &[
+    // The file as a whole, and YAML that does not fit the format (parse errors: one line, with line:column).
+    (
+        "empty",
+        &[
+            r#"FILE: the file is empty: a serin config needs at least `listeners`, `routes` and `services` (see examples/quickstart.yaml)"#,
+        ],
+    ),
+    (
+        "only_comments",
+        &[
+            r#"FILE: the file holds no settings, only comments: a serin config needs at least `listeners`, `routes` and `services` (see examples/quickstart.yaml)"#,
+        ],
+    ),
+    (
+        "yaml_syntax",
+        &[
+            r#"FILE:11:1: services[0].versions[0].endpoints: did not find expected ',' or ']', while parsing a flow sequence at line 10 column 20"#,
+        ],
+    ),
+    (
+        "yaml_tab",
+        &[
+            r#"FILE:8:1: services[0].name: found a tab character that violates indentation, while scanning a plain scalar at line 7 column 11"#,
+        ],
+    ),
+    (
+        "yaml_tab_indent",
+        &[
+            r#"FILE:7:1: services: found character that cannot start any token, while scanning for the next token (indent with spaces, never tabs; quote a value that starts with @ or `)"#,
+        ],
+    ),
+    // `versions:` with nothing after it reads as an empty list.
+    (
+        "empty_value",
+        &[
+            r#"FILE: services[0].versions: a service needs at least one version (e.g. `- { name: stable, endpoints: [127.0.0.1:9001] }`)"#,
+        ],
+    ),
+    (
+        "wrong_type",
+        &[
+            r#"FILE:10:20: services[0].versions[0].endpoints: invalid type: string "127.0.0.1:9001", expected a list (write `[a, b]`, or one `- item` per line)"#,
+        ],
+    ),
+    (
+        "wrong_type_top",
+        &[
+            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`)"#,
+        ],
+    ),
+    (
+        "missing_key",
+        &[r#"FILE:5:5: routes[0]: missing field `service`"#],
+    ),
+    (
+        "unknown_key_top",
+        &[
+            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `routes`, `services` (check the spelling; unknown keys are errors, not ignored)"#,
+        ],
+    ),
+    (
+        "unknown_key_nested",
+        &[
+            r#"FILE:14:7: services[0].split: unknown field `weigths`, expected one of `weights`, `sticky`, `force` (check the spelling; unknown keys are errors, not ignored)"#,
+        ],
+    ),
+    // Addresses.
+    (
+        "listen_bad_port",
+        &[
+            r#"FILE: listeners[0].listen: "127.0.0.1:99999" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#,
+        ],
+    ),
+    (
+        "listen_not_address",
+        &[
+            r#"FILE: admin.listen: "localhost:9901" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#,
+            r#"FILE: listeners[0].listen: "8080" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#,
+        ],
+    ),
+    (
+        "listeners_same_address",
+        &[
+            r#"FILE: listeners[1].listen: 127.0.0.1:8080 is already used by listeners[0].listen; give each listener its own address"#,
+        ],
+    ),
+    (
+        "listeners_wildcard_overlap",
+        &[
+            r#"FILE: listeners[1].listen: 127.0.0.1:8080 overlaps listeners[0].listen (0.0.0.0:8080): a wildcard address (0.0.0.0 or [::]) takes port 8080 on every address; give each listener its own address"#,
+            r#"FILE: listeners[3].listen: 10.0.0.1:8081 overlaps listeners[2].listen ([::]:8081): a wildcard address (0.0.0.0 or [::]) takes port 8081 on every address; give each listener its own address"#,
+        ],
+    ),
+    (
+        "admin_on_listener_address",
+        &[
+            r#"FILE: admin.listen: 127.0.0.1:8080 is already used by listeners[0].listen; the admin API needs an address of its own"#,
+        ],
+    ),
+    (
+        "admin_default_taken",
+        &[
+            r#"FILE: admin.listen: the admin API listens on 127.0.0.1:9901 when `admin` is not given, and listeners[0].listen (0.0.0.0:9901) takes that port; give the admin API another address with `admin: { listen: IP:PORT }`"#,
+        ],
+    ),
+    (
+        "endpoints_bad",
+        &[
+            r#"FILE: services[0].versions[0].endpoints[0]: "127.0.0.1:99999" is not a valid endpoint: port 99999 is out of range 1-65535 (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[1]: "127.0.0.1" is not a valid endpoint: the port is missing (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[2]: "api_internal:80" is not a valid endpoint: "api_internal" is not an IP address or a DNS name: it contains '_' (use letters, digits, '-' and '.') (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[3]: "::1:9001" is not a valid endpoint: an IPv6 address must be written in brackets, followed by the port, e.g. [::1]:9001 (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[4]: "127.0.0.1:0" is not a valid endpoint: port 0 cannot be connected to; give the port the upstream listens on (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[5]: "http://127.0.0.1:9001" is not a valid endpoint: remove the scheme: serin connects to endpoints over plain HTTP (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[6]: "[::1]" is not a valid endpoint: the port is missing (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[7]: "127.0.0.1:http" is not a valid endpoint: "http" is not a port number (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[0].endpoints[8]: "300.1.1.1:80" is not a valid endpoint: "300.1.1.1" is not an IP address or a DNS name: it looks like an IPv4 address but is not a valid one (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+        ],
+    ),
+    // Weights.
+    (
+        "weight_undefined_version",
+        &[
+            r#"FILE: services[0].split.weights: version "canry" is not defined (defined: stable, canary)"#,
+            r#"FILE: services[0].split.weights: no weight for version "canary"; give every version a weight (0 sends it no traffic)"#,
+        ],
+    ),
+    (
+        "weight_missing",
+        &[
+            r#"FILE: services[0].split.weights: no weight for versions "canary", "next"; give every version a weight (0 sends it no traffic)"#,
+        ],
+    ),
+    (
+        "weight_negative",
+        &[
+            r#"FILE: services[0].split.weights.canary: weight must be a whole number of 0 or more (e.g. 90 or 10), got -10"#,
+        ],
+    ),
+    (
+        "weight_not_integer",
+        &[
+            r#"FILE: services[0].split.weights.stable: weight must be a whole number of 0 or more (e.g. 90 or 10), got 10.5"#,
+            r#"FILE: services[0].split.weights.canary: weight must be a whole number of 0 or more (e.g. 90 or 10), got "ten""#,
+            r#"FILE: services[0].split.weights.next: weight must be a whole number of 0 or more (e.g. 90 or 10), got "5" (write numbers without quotes)"#,
+        ],
+    ),
+    (
+        "weights_all_zero",
+        &[
+            r#"FILE: services[0].split.weights: weights are all zero; at least one version must receive traffic"#,
+        ],
+    ),
+    (
+        "weight_too_large",
+        &[
+            r#"FILE: services[0].split.weights.stable: weight 9000000000 is too large: at most 1000000 (weights are relative, e.g. 90 and 10)"#,
+        ],
+    ),
+    (
+        "weights_duplicate_key",
+        &[
+            r#"FILE: services[0].split.weights: version "stable" is given a weight twice; give each version one weight"#,
+        ],
+    ),
+    (
+        "split_missing",
+        &[
+            r#"FILE: services[0].split: required when a service has more than one version: give each version a weight, e.g. `split: { weights: { stable: 100, canary: 0 } }`"#,
+        ],
+    ),
+    // Names and references.
+    (
+        "names_bad",
+        &[
+            r#"FILE: listeners[0].name: "my web" is not a valid name: it contains a space (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"#,
+            r#"FILE: services[0].name: ".api" is not a valid name: it starts with '.' (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"#,
+            r#"FILE: services[0].versions[0].name: "stable-version-with-a-name-much-longer-than-sixty-three-characters" is not a valid name: it is 66 characters long (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"#,
+            r#"FILE: services[0].versions[1].name: "" is not a valid name: it is empty (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"#,
+            r#"FILE: services[0].versions[2].name: "canary/1" is not a valid name: it contains '/' (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"#,
+        ],
+    ),
+    (
+        "duplicate_listener_name",
+        &[
+            r#"FILE: listeners[1].name: listener name "web" is already used by listeners[0]; names must be unique"#,
+        ],
+    ),
+    (
+        "duplicate_service_name",
+        &[
+            r#"FILE: services[1].name: service name "api" is already used by services[0]; names must be unique"#,
+        ],
+    ),
+    (
+        "duplicate_version_name",
+        &[
+            r#"FILE: services[0].versions[1].name: version name "stable" is already used by services[0].versions[0]; the versions of a service need different names"#,
+            r#"FILE: services[0].split.weights: no weight for version "stable"; give every version a weight (0 sends it no traffic)"#,
+        ],
+    ),
+    (
+        "route_unknown_refs",
+        &[
+            r#"FILE: routes[0].listener: listener "public" is not defined (defined: web)"#,
+            r#"FILE: routes[1].service: service "shop" is not defined (defined: api)"#,
+        ],
+    ),
+    (
+        "duplicate_routes",
+        &[
+            r#"FILE: routes[1]: routes[0] already matches host "*" and path_prefix "/api" on listener "web", so this route would never be used; remove one or make them differ"#,
+            r#"FILE: routes[3]: routes[2] already matches host "shop.example.com" and path_prefix "/" on listener "web", so this route would never be used; remove one or make them differ"#,
+        ],
+    ),
+    // Route matches.
+    (
+        "host_bad",
+        &[
+            r#"FILE: routes[0].match.host: "shop.example.com:8080" is not a host pattern: remove the port ":8080" (routes match the host without its port) (write "*", a host name such as shop.example.com, or "*.example.com")"#,
+            r#"FILE: routes[1].match.host: "shop example.com" is not a host pattern: it contains a space (write "*", a host name such as shop.example.com, or "*.example.com")"#,
+            r#"FILE: routes[2].match.host: "api.*.example.com" is not a host pattern: '*' is allowed only alone ("*") or as the first label ("*.example.com") (write "*", a host name such as shop.example.com, or "*.example.com")"#,
+            r#"FILE: routes[3].match.host: "*.example.com:443" is not a host pattern: remove the port ":443" (routes match the host without its port) (write "*", a host name such as shop.example.com, or "*.example.com")"#,
+            r#"FILE: routes[4].match.host: "" is not a host pattern: it is empty (write "*", a host name such as shop.example.com, or "*.example.com")"#,
+        ],
+    ),
+    (
+        "path_prefix_bad",
+        &[
+            r#"FILE: routes[0].match.path_prefix: "api" is not a path prefix: it must start with "/" (e.g. "/api")"#,
+            r#"FILE: routes[1].match.path_prefix: "/api?version=2" is not a path prefix: it contains '?': a route matches the path only, not the query string"#,
+            r#"FILE: routes[2].match.path_prefix: "/my api" is not a path prefix: it contains a space; write a space as %20"#,
+        ],
+    ),
+    // Sticky, force, timeouts.
+    (
+        "sticky_both",
+        &[
+            r#"FILE: services[0].split.sticky: give either `header` or `cookie`, not both: a cohort is keyed on one of them"#,
+        ],
+    ),
+    (
+        "sticky_neither",
+        &[
+            r#"FILE: services[0].split.sticky: give `header: NAME` or `cookie: NAME` to key the cohort on, or remove `sticky`"#,
+        ],
+    ),
+    (
+        "header_names_bad",
+        &[
+            r#"FILE: services[0].split.sticky.header: "x user id" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+            r#"FILE: services[0].split.force.header: "x-serin-version:" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+            r#"FILE: services[1].split.sticky.cookie: "session;" is not a valid cookie name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. session)"#,
+            r#"FILE: services[1].split.force.header: "" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+        ],
+    ),
+    (
+        "durations_bad",
+        &[
+            r#"FILE: services[0].timeouts.connect: "fast" is not a valid duration: it does not start with a number; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].timeouts.request: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[1].timeouts.connect: "-1s" is not a valid duration: it is negative; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[1].timeouts.request: "10" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[2].timeouts.request: "5 minits" is not a valid duration: unknown unit "minits" (use ms, s, m, h or d); write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[3].timeouts.connect: "1s 500" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[3].timeouts.request: "1s+2s" is not a valid duration: '+' is not allowed; write a positive duration such as 500ms, 2s or 1m 30s"#,
+        ],
+    ),
+    // Missing parts.
+    (
+        "no_listeners",
+        &[
+            r#"FILE: listeners: at least one listener is required (e.g. `- { name: web, listen: 127.0.0.1:8080 }`)"#,
+        ],
+    ),
+    (
+        "service_no_versions",
+        &[
+            r#"FILE: services[0].versions: a service needs at least one version (e.g. `- { name: stable, endpoints: [127.0.0.1:9001] }`)"#,
+        ],
+    ),
+    (
+        "version_no_endpoints",
+        &[
+            r#"FILE: services[0].versions[0].endpoints: a version needs at least one endpoint (host:port, e.g. 127.0.0.1:9001)"#,
+        ],
+    ),
+    // Many errors at once: all reported, in document order.
+    (
+        "many_errors",
+        &[
+            r#"FILE: admin.listen: 127.0.0.1:8080 is already used by listeners[0].listen; the admin API needs an address of its own"#,
+            r#"FILE: listeners[1].listen: "127.0.0.1:99999" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#,
+            r#"FILE: listeners[1].name: listener name "web" is already used by listeners[0]; names must be unique"#,
+            r#"FILE: routes[0].match.host: "shop.example.com:8080" is not a host pattern: remove the port ":8080" (routes match the host without its port) (write "*", a host name such as shop.example.com, or "*.example.com")"#,
+            r#"FILE: routes[0].match.path_prefix: "api" is not a path prefix: it must start with "/" (e.g. "/api")"#,
+            r#"FILE: routes[0].service: service "shop" is not defined (defined: api)"#,
+            r#"FILE: routes[1].listener: listener "public" is not defined (defined: web)"#,
+            r#"FILE: services[0].versions[0].endpoints[1]: "127.0.0.1" is not a valid endpoint: the port is missing (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"#,
+            r#"FILE: services[0].versions[1].endpoints: a version needs at least one endpoint (host:port, e.g. 127.0.0.1:9001)"#,
+            r#"FILE: services[0].split.weights: version "canry" is not defined (defined: stable, canary)"#,
+            r#"FILE: services[0].split.weights: no weight for version "canary"; give every version a weight (0 sends it no traffic)"#,
+            r#"FILE: services[0].split.sticky: give either `header` or `cookie`, not both: a cohort is keyed on one of them"#,
+            r#"FILE: services[0].split.force.header: "x serin version" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+            r#"FILE: services[0].timeouts.connect: "fast" is not a valid duration: it does not start with a number; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].timeouts.request: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+        ],
+    ),
+];
+
+#[test]
+fn every_invalid_fixture_reports_exactly_these_lines() {
+    let mut failures = Vec::new();
+    for (name, expected) in CASES {
+        let got = check_lines(name);
+        if got != *expected {
+            failures.push(format!(
+                "{name}.yaml\n  expected:\n    {}\n  got:\n    {}",
+                expected.join("\n    "),
+                got.join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_fixture_in_the_directory_has_a_case() {
+    let mut untested = Vec::new();
+    for entry in std::fs::read_dir(FIXTURES).expect("the fixtures directory") {
+        let path = entry.expect("a directory entry").path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !CASES.iter().any(|(name, _)| *name == stem)
+        {
+            untested.push(stem.to_string());
+        }
+    }
+    assert!(untested.is_empty(), "fixtures without a case: {untested:?}");
+}
+
+#[test]
+fn every_case_is_distinct() {
+    for (i, (name, expected)) in CASES.iter().enumerate() {
+        assert!(
+            !expected.is_empty(),
+            "{name}: a case needs at least one line"
+        );
+        assert!(
+            CASES[..i].iter().all(|(other, _)| other != name),
+            "{name} is listed twice"
+        );
+    }
+}
+
+/// `parse_str` (used for text that is not a file) reports the same lines, named by
+/// the origin it is given.
+#[test]
+fn parse_str_reports_what_load_file_reports() {
+    for (name, expected) in CASES {
+        let text = std::fs::read_to_string(fixture(name)).expect("the fixture");
+        let got = match parse_str(&text, "FILE") {
+            Ok(_) => vec!["ok".to_string()],
+            Err(err) => err.lines(),
+        };
+        assert_eq!(got, *expected, "{name}");
+    }
+}
+
+/// The key property: validation never stops at the first error. Every problem of the
+/// file is reported, each with its path, in the order the file states them (routes
+/// before services here, as in examples/quickstart.yaml, although routes are checked
+/// after services; and within listeners[1] `listen` before `name`, as written).
+#[test]
+fn many_errors_are_all_reported_in_document_order() {
+    let lines = check_lines("many_errors");
+    let paths: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            let rest = l.strip_prefix("FILE: ").expect("a validation error");
+            rest.split_once(": ").expect("path: message").0
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "admin.listen",
+            "listeners[1].listen",
+            "listeners[1].name",
+            "routes[0].match.host",
+            "routes[0].match.path_prefix",
+            "routes[0].service",
+            "routes[1].listener",
+            "services[0].versions[0].endpoints[1]",
+            "services[0].versions[1].endpoints",
+            "services[0].split.weights",
+            "services[0].split.weights",
+            "services[0].split.sticky",
+            "services[0].split.force.header",
+            "services[0].timeouts.connect",
+            "services[0].timeouts.request",
+        ]
+    );
+}
+
+/// Errors about keys of `weights` follow the order of the keys; the error about the
+/// mapping as a whole (a version without a weight) comes after them.
+#[test]
+fn weight_errors_follow_the_order_of_the_keys() {
+    let text = "\
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes: [{ listener: web, service: api }]
+services:
+  - name: api
+    versions:
+      - { name: a, endpoints: [127.0.0.1:9001] }
+      - { name: b, endpoints: [127.0.0.1:9002] }
+      - { name: c, endpoints: [127.0.0.1:9003] }
+    split:
+      weights: { x: 1, a: -1, y: 2, b: 2000000 }
+";
+    let err = parse_str(text, "FILE").expect_err("invalid");
+    assert_eq!(
+        err.lines(),
+        [
+            r#"FILE: services[0].split.weights: version "x" is not defined (defined: a, b, c)"#,
+            r#"FILE: services[0].split.weights.a: weight must be a whole number of 0 or more (e.g. 90 or 10), got -1"#,
+            r#"FILE: services[0].split.weights: version "y" is not defined (defined: a, b, c)"#,
+            r#"FILE: services[0].split.weights.b: weight 2000000 is too large: at most 1000000 (weights are relative, e.g. 90 and 10)"#,
+            r#"FILE: services[0].split.weights: no weight for version "c"; give every version a weight (0 sends it no traffic)"#,
+        ]
+    );
+}
+
+/// The whole error, as a log line shows it: a count, then each problem indented.
+#[test]
+fn invalid_config_displays_as_a_count_and_one_problem_a_line() {
+    let text = std::fs::read_to_string(fixture("route_unknown_refs")).expect("the fixture");
+    let err = parse_str(&text, "serin.yaml").expect_err("invalid");
+    assert!(matches!(err, LoadError::Invalid { .. }));
+    assert_eq!(
+        err.to_string(),
+        "2 errors in serin.yaml:\n  \
+         routes[0].listener: listener \"public\" is not defined (defined: web)\n  \
+         routes[1].service: service \"shop\" is not defined (defined: api)"
+    );
+}
+
+#[test]
+fn a_missing_file_says_which_and_what_to_check() {
+    let path = fixture("no_such_file");
+    let err = load_file(&path).expect_err("missing");
+    let lines = err.lines();
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert!(
+        line.starts_with(&format!("cannot read config file {}: ", path.display())),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(" (check the path and its permissions)"),
+        "{line}"
+    );
+}
+
+/// The examples of docs/config.md are real: every error line it shows for
+/// `serin check serin.yaml` is one that a case above pins.
+#[test]
+fn the_error_examples_in_the_docs_are_pinned_here() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/config.md"))
+        .expect("docs/config.md");
+    let shown: Vec<&str> = docs
+        .lines()
+        .filter(|l| l.starts_with("serin.yaml"))
+        .collect();
+    assert!(shown.len() >= 3, "{shown:?}");
+    for line in shown {
+        let pinned = line.replacen("serin.yaml", "FILE", 1);
+        assert!(
+            CASES
+                .iter()
+                .any(|(_, lines)| lines.iter().any(|l| *l == pinned)),
+            "docs/config.md shows a line no case pins:\n{line}"
+        );
+    }
+}
