@@ -15,6 +15,6 @@ pub mod validate;
 pub use error::{ConfigError, LoadError};
 pub use load::{load_file, parse_str};
 pub use snapshot::{
-    Admin, Endpoint, HostMatch, Listener, Route, Service, Snapshot, Split, Sticky, Timeouts,
-    Version,
+    Admin, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule, Service,
+    Snapshot, Split, Step, Sticky, Timeouts, Version,
 };

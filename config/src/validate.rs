@@ -210,6 +210,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             listeners,
             routes,
             services,
+            state_dir: std::path::PathBuf::from(crate::snapshot::DEFAULT_STATE_DIR),
         }),
         // Unreachable in practice: a bad admin address pushed an error above.
         None => Err(vec![Anchored {
@@ -362,6 +363,7 @@ fn service(
         versions,
         split,
         timeouts,
+        rollout: None,
     })
 }
 
