@@ -20,4 +20,6 @@ pub enum ProxyError {
     },
     #[error("\"{0}\" cannot be used as a header name")]
     HeaderName(String),
+    #[error("\"{0}\" cannot be used as an HTTP method")]
+    Method(String),
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Incoming};
 
 use crate::headers::{
     ensure_request_id, host_without_port, set_forwarded, strip_hop_by_hop, X_REQUEST_ID,
@@ -17,10 +17,10 @@ use crate::headers::{
 };
 use crate::record::{Outcome, VersionStats};
 use crate::split;
-use crate::table::Table;
+use crate::table::{ServiceRuntime, Table, VersionRuntime};
 
-/// The body serin sends upstream: the client's, streamed.
-pub type UpstreamBody = Incoming;
+/// The body serin sends upstream: the client's, streamed, or none (a retry).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 /// The body a client gets: the upstream's, streamed, or serin's own short text.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
@@ -31,10 +31,11 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
 }
 
-/// Records the outcome exactly once: when the request finishes, or — if the client
+/// Records the outcome exactly once: when the attempt finishes, or — if the client
 /// goes away and the request future is dropped first — as [`Outcome::ClientGone`].
 struct RecordGuard<'a> {
     stats: &'a VersionStats,
+    success_rules: u8,
     started: Instant,
     done: bool,
 }
@@ -42,15 +43,65 @@ struct RecordGuard<'a> {
 impl RecordGuard<'_> {
     fn finish(mut self, outcome: Outcome) {
         self.done = true;
-        self.stats.record(outcome, self.started.elapsed());
+        self.stats
+            .record_matching(outcome, self.started.elapsed(), self.success_rules);
     }
 }
 
 impl Drop for RecordGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.stats
-                .record(Outcome::ClientGone, self.started.elapsed());
+            self.stats.record_matching(
+                Outcome::ClientGone,
+                self.started.elapsed(),
+                self.success_rules,
+            );
+        }
+    }
+}
+
+/// How one attempt at one version ended.
+enum Attempt {
+    Answered(Response<Incoming>),
+    Failed(Outcome, Option<hyper_util::client::legacy::Error>),
+}
+
+impl Attempt {
+    /// A failure the baseline may answer instead: no response, or a 5xx.
+    fn failed(&self) -> bool {
+        match self {
+            Attempt::Answered(r) => r.status().is_server_error(),
+            Attempt::Failed(..) => true,
+        }
+    }
+}
+
+/// Sends `req` to `version` and records the outcome against it (stages 5 and 6).
+async fn attempt(
+    service: &ServiceRuntime,
+    version: &VersionRuntime,
+    req: Request<UpstreamBody>,
+    success_rules: u8,
+) -> Attempt {
+    let guard = RecordGuard {
+        stats: &version.stats,
+        success_rules,
+        started: Instant::now(),
+        done: false,
+    };
+    match tokio::time::timeout(service.request_timeout, service.client.request(req)).await {
+        Ok(Ok(response)) => {
+            guard.finish(Outcome::Response(response.status().as_u16()));
+            Attempt::Answered(response)
+        }
+        Ok(Err(err)) => {
+            let outcome = classify(&err);
+            guard.finish(outcome);
+            Attempt::Failed(outcome, Some(err))
+        }
+        Err(_elapsed) => {
+            guard.finish(Outcome::Timeout);
+            Attempt::Failed(Outcome::Timeout, None)
         }
     }
 }
@@ -77,10 +128,11 @@ pub async fn proxy(
     let service = &table.services[route.service];
 
     // Stage 4: split.
-    let version = &service.versions[split::choose(service, req.headers())];
+    let chosen = split::choose(service, req.headers());
+    let version = &service.versions[chosen];
+    let success_rules = service.success_mask(req.method(), req.uri().path());
 
     // Stage 5: forward.
-    let endpoint = version.next_endpoint();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     set_forwarded(headers, conn.peer.ip(), "http", host_value.clone());
@@ -89,66 +141,78 @@ pub async fn proxy(
     }
     let request_id = ensure_request_id(headers);
     let client_version = req.version();
-    *req.uri_mut() = upstream_uri(req.uri(), endpoint);
+    // A failed idempotent canary request without a body may be answered by the baseline.
+    let retry = service.retry.filter(|r| {
+        r.canary == chosen
+            && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+            && req.body().is_end_stream()
+    });
+    let retry_request = retry.map(|r| {
+        let mut again = Request::new(Either::Right(Empty::new()));
+        *again.method_mut() = req.method().clone();
+        *again.headers_mut() = req.headers().clone();
+        (r.baseline, again, req.uri().clone())
+    });
+    *req.uri_mut() = upstream_uri(req.uri(), version.next_endpoint());
     *req.version_mut() = http::Version::HTTP_11;
 
-    let guard = RecordGuard {
-        stats: &version.stats,
-        started: Instant::now(),
-        done: false,
-    };
-    let result = tokio::time::timeout(service.request_timeout, service.client.request(req)).await;
+    let mut answered_by = version;
+    let mut result = attempt(service, version, req.map(Either::Left), success_rules).await;
+    if let (true, Some((baseline, mut again, uri))) = (result.failed(), retry_request) {
+        let baseline = &service.versions[baseline];
+        tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
+        *again.uri_mut() = upstream_uri(&uri, baseline.next_endpoint());
+        *again.version_mut() = http::Version::HTTP_11;
+        answered_by = baseline;
+        result = attempt(service, baseline, again, success_rules).await;
+    }
 
-    // Stages 6 and 7: record, respond.
+    // Stage 7: respond.
     match result {
-        Ok(Ok(response)) => {
-            guard.finish(Outcome::Response(response.status().as_u16()));
+        Attempt::Answered(response) => {
             let (mut parts, body) = response.into_parts();
             // Answer in the client's protocol version, whatever the upstream spoke.
             parts.version = client_version;
             strip_hop_by_hop(&mut parts.headers);
             parts
                 .headers
-                .insert(&X_SERIN_VERSION, version.header_value.clone());
+                .insert(&X_SERIN_VERSION, answered_by.header_value.clone());
             if !parts.headers.contains_key(&X_REQUEST_ID) {
                 parts.headers.insert(&X_REQUEST_ID, request_id);
             }
             Response::from_parts(parts, Either::Left(body))
         }
-        Ok(Err(err)) => {
-            let outcome = classify(&err);
-            guard.finish(outcome);
-            tracing::debug!(service = %service.name, version = %version.name, endpoint = %endpoint, error = %err, "upstream request failed");
-            let message = match outcome {
-                Outcome::ConnectError => format!(
-                    "502 Bad Gateway: cannot connect to version \"{}\" of service \"{}\"\n",
-                    version.name, service.name
-                ),
-                _ => format!(
-                    "502 Bad Gateway: version \"{}\" of service \"{}\" closed the connection without a response\n",
-                    version.name, service.name
-                ),
-            };
-            serin_response(
-                StatusCode::BAD_GATEWAY,
-                message,
-                Some(&version.header_value),
-                request_id,
-            )
-        }
-        Err(_elapsed) => {
-            guard.finish(Outcome::Timeout);
-            tracing::debug!(service = %service.name, version = %version.name, endpoint = %endpoint, "upstream request timed out");
+        Attempt::Failed(Outcome::Timeout, _) => {
+            tracing::debug!(service = %service.name, version = %answered_by.name, "upstream request timed out");
             let message = format!(
                 "504 Gateway Timeout: version \"{}\" of service \"{}\" did not respond within {}\n",
-                version.name,
+                answered_by.name,
                 service.name,
                 humanize(service.request_timeout)
             );
             serin_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 message,
-                Some(&version.header_value),
+                Some(&answered_by.header_value),
+                request_id,
+            )
+        }
+        Attempt::Failed(outcome, err) => {
+            tracing::debug!(service = %service.name, version = %answered_by.name, error = ?err, "upstream request failed");
+            let message = match outcome {
+                Outcome::ConnectError => format!(
+                    "502 Bad Gateway: cannot connect to version \"{}\" of service \"{}\"\n",
+                    answered_by.name, service.name
+                ),
+                _ => format!(
+                    "502 Bad Gateway: version \"{}\" of service \"{}\" closed the connection without a response\n",
+                    answered_by.name, service.name
+                ),
+            };
+            serin_response(
+                StatusCode::BAD_GATEWAY,
+                message,
+                Some(&answered_by.header_value),
                 request_id,
             )
         }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serin_config::snapshot::MAX_SUCCESS_RULES;
 
 /// Latency is recorded in microseconds with 3 significant digits, from 1 µs up to
 /// this bound (longer latencies are recorded as the bound).
@@ -55,6 +56,15 @@ pub struct Interval {
     pub timeouts: u64,
     pub resets: u64,
     pub client_gone: u64,
+    /// Per `success` rule of the service (by slot): requests that matched it, and how
+    /// many of those were answered 2xx or 3xx.
+    pub success: [SuccessCount; MAX_SUCCESS_RULES],
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuccessCount {
+    pub matched: u64,
+    pub succeeded: u64,
 }
 
 impl Default for Interval {
@@ -66,6 +76,7 @@ impl Default for Interval {
             timeouts: 0,
             resets: 0,
             client_gone: 0,
+            success: [SuccessCount::default(); MAX_SUCCESS_RULES],
         }
     }
 }
@@ -97,9 +108,22 @@ impl Interval {
         self.timeouts += other.timeouts;
         self.resets += other.resets;
         self.client_gone += other.client_gone;
+        for (a, b) in self.success.iter_mut().zip(other.success) {
+            a.matched += b.matched;
+            a.succeeded += b.succeeded;
+        }
     }
 
-    fn record(&mut self, outcome: Outcome, latency: Duration) {
+    fn record(&mut self, outcome: Outcome, latency: Duration, success_rules: u8) {
+        if success_rules != 0 && outcome != Outcome::ClientGone {
+            let ok = matches!(outcome, Outcome::Response(200..=399));
+            for (slot, count) in self.success.iter_mut().enumerate() {
+                if success_rules & (1 << slot) != 0 {
+                    count.matched += 1;
+                    count.succeeded += u64::from(ok);
+                }
+            }
+        }
         match outcome {
             Outcome::Response(status) => {
                 let class = (status / 100).clamp(1, 5) as usize - 1;
@@ -124,6 +148,7 @@ impl Interval {
         self.timeouts = 0;
         self.resets = 0;
         self.client_gone = 0;
+        self.success = [SuccessCount::default(); MAX_SUCCESS_RULES];
     }
 }
 
@@ -170,12 +195,18 @@ impl VersionStats {
 
     /// Records one request. Allocation-free; locks only this thread's shard.
     pub fn record(&self, outcome: Outcome, latency: Duration) {
+        self.record_matching(outcome, latency, 0);
+    }
+
+    /// Records one request that matched the `success` rules whose slots are set in
+    /// `success_rules` (bit i = slot i).
+    pub fn record_matching(&self, outcome: Outcome, latency: Duration, success_rules: u8) {
         let shard = &self.shards[thread_index() % self.shards.len()];
         let mut interval = shard
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        interval.record(outcome, latency);
+        interval.record(outcome, latency, success_rules);
     }
 
     /// Adds everything recorded since the previous take into `into`, and starts afresh.
@@ -247,6 +278,33 @@ mod tests {
             h.join().expect("recording thread panicked");
         }
         assert_eq!(stats.take().responses[1], 4000);
+    }
+
+    #[test]
+    fn success_rules_count_matching_requests_and_their_2xx_3xx() {
+        let stats = VersionStats::new(1);
+        stats.record_matching(Outcome::Response(201), Duration::from_millis(1), 0b01);
+        stats.record_matching(Outcome::Response(302), Duration::from_millis(1), 0b11);
+        stats.record_matching(Outcome::Response(402), Duration::from_millis(1), 0b01);
+        stats.record_matching(Outcome::Timeout, Duration::from_millis(1), 0b10);
+        stats.record_matching(Outcome::ClientGone, Duration::from_millis(1), 0b01);
+        stats.record(Outcome::Response(500), Duration::from_millis(1));
+        let i = stats.take();
+        assert_eq!(
+            i.success[0],
+            SuccessCount {
+                matched: 3,
+                succeeded: 2
+            }
+        );
+        assert_eq!(
+            i.success[1],
+            SuccessCount {
+                matched: 2,
+                succeeded: 1
+            }
+        );
+        assert_eq!(i.success[2], SuccessCount::default());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use http::HeaderValue;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use serin_config::{HostMatch, Snapshot, Sticky};
+use serin_config::{HostMatch, Rule, Snapshot, Sticky};
 
 use crate::error::ProxyError;
 use crate::forward::UpstreamBody;
@@ -52,6 +52,10 @@ pub struct CompiledRoute {
 
 pub struct ServiceRuntime {
     pub name: Box<str>,
+    /// Matchers of the rollout's `success` rules, by slot.
+    pub success_rules: Box<[SuccessMatcher]>,
+    /// With `retry_on_baseline`: failed idempotent canary requests go once to the baseline.
+    pub retry: Option<Retry>,
     pub split: SplitTable,
     pub sticky: Option<StickyKey>,
     pub force_header: Option<HeaderName>,
@@ -59,6 +63,18 @@ pub struct ServiceRuntime {
     pub request_timeout: Duration,
     connect_timeout: Duration,
     pub client: UpstreamClient,
+}
+
+#[derive(Debug)]
+pub struct SuccessMatcher {
+    prefix: Box<str>,
+    method: Option<http::Method>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub canary: usize,
+    pub baseline: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +127,20 @@ impl ServiceRuntime {
     pub fn version(&self, name: &str) -> Option<&VersionRuntime> {
         self.versions.iter().find(|v| &*v.name == name)
     }
+
+    /// Bit i set: the request matches success rule i.
+    #[inline]
+    pub fn success_mask(&self, method: &http::Method, path: &str) -> u8 {
+        let mut mask = 0u8;
+        for (slot, rule) in self.success_rules.iter().enumerate() {
+            if rule.method.as_ref().is_none_or(|m| m == method)
+                && prefix_matches(&rule.prefix, path)
+            {
+                mask |= 1 << slot;
+            }
+        }
+        mask
+    }
 }
 
 impl Table {
@@ -162,8 +192,39 @@ impl Table {
                 Some(o) if o.connect_timeout == service.timeouts.connect => o.client.clone(),
                 _ => upstream_client(service.timeouts.connect),
             };
+            let mut success_rules = Vec::new();
+            let mut retry = None;
+            if let Some(rollout) = &service.rollout {
+                for rule in &rollout.analysis.rules {
+                    if let Rule::Success {
+                        path_prefix,
+                        method,
+                        ..
+                    } = rule
+                    {
+                        success_rules.push(SuccessMatcher {
+                            prefix: path_prefix.as_str().into(),
+                            method: method
+                                .as_deref()
+                                .map(|m| {
+                                    http::Method::from_bytes(m.as_bytes())
+                                        .map_err(|_| ProxyError::Method(m.to_string()))
+                                })
+                                .transpose()?,
+                        });
+                    }
+                }
+                if rollout.retry_on_baseline {
+                    retry = Some(Retry {
+                        canary: rollout.canary,
+                        baseline: rollout.baseline,
+                    });
+                }
+            }
             services.push(ServiceRuntime {
                 name: service.name.as_str().into(),
+                success_rules: success_rules.into(),
+                retry,
                 split: SplitTable::new(&service.name, &weights),
                 sticky: service.split.sticky.as_ref().map(sticky_key).transpose()?,
                 force_header: service
