@@ -1,7 +1,16 @@
 //! serin-control: judgement and operation, never on the request path.
 //!
-//! Today it holds the admin listener's health endpoints ([`admin`]); analysis, the
-//! rollout state machine and export build on the data plane's interval read API
-//! ([`serin_proxy::DataPlane::take_intervals`]).
+//! * [`window`]: per-version samples of each control tick, merged into sliding windows.
+//! * [`stats`]: confidence bounds and the e-detector behind every failure verdict.
+//! * [`analysis`]: the pure judgement `(rules, detectors, numbers) → verdict`.
+//! * [`rollout`]: the pure state machine `(spec, state, event, now) → (state, actions)`.
+//! * [`state`], [`timeline`]: the persisted rollout state and the decision log.
+//! * [`runner`]: the control loop that takes the data plane's intervals every tick,
+//!   judges, transitions, and publishes weights.
+//! * [`admin`]: the admin listener.
 
 pub mod admin;
+pub mod analysis;
+pub mod rollout;
+pub mod stats;
+pub mod window;

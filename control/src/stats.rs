@@ -1,0 +1,229 @@
+//! The statistics behind a verdict: confidence bounds for proportions, and the
+//! Shiryaev–Roberts e-detector that keeps a rule's false-alarm probability below its
+//! budget over a whole rollout however often it is checked (docs/analysis.md).
+
+/// Bernoulli KL divergence KL(a ‖ b), in nats.
+pub fn kl(a: f64, b: f64) -> f64 {
+    let term = |x: f64, y: f64| if x <= 0.0 { 0.0 } else { x * (x / y).ln() };
+    let b = b.clamp(1e-300, 1.0 - 1e-16);
+    term(a, b) + term(1.0 - a, 1.0 - b)
+}
+
+/// Upper confidence bound for a proportion from `k` events in `n` trials, at level
+/// `alpha`: the largest p with n·KL(k/n ‖ p) ≤ ln(1/alpha) (Chernoff; valid for one look).
+pub fn upper_bound(k: u64, n: u64, alpha: f64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let p_hat = k as f64 / n as f64;
+    let budget = (1.0 / alpha).ln() / n as f64;
+    if p_hat >= 1.0 {
+        return 1.0;
+    }
+    bisect(p_hat, 1.0, |p| kl(p_hat, p) <= budget)
+}
+
+/// Lower confidence bound, the mirror of [`upper_bound`].
+pub fn lower_bound(k: u64, n: u64, alpha: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    1.0 - upper_bound(n - k, n, alpha)
+}
+
+/// Largest x in [lo, hi] with `ok(x)`, given `ok(lo)` and `ok` true then false.
+fn bisect(mut lo: f64, mut hi: f64, ok: impl Fn(f64) -> bool) -> f64 {
+    if ok(hi) {
+        return hi;
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if ok(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Odds ratios of the alternatives the detector mixes over: 1.25× to 4096×.
+const ODDS_RATIOS: [f64; 12] = [
+    1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 50.0, 150.0, 600.0, 4096.0,
+];
+
+/// A mixture Shiryaev–Roberts e-detector for "the proportion of events exceeds θ".
+///
+/// Each tick brings a batch (n, k) and the θ of the null for that tick. For each
+/// alternative q_j (θ's odds times an odds ratio) the likelihood ratio
+/// LR_j = (q_j/θ)^k ((1−q_j)/(1−θ))^(n−k) has expectation ≤ 1 whenever the true
+/// proportion is ≤ θ, and R_j ← (R_j + 1)·LR_j is the Shiryaev–Roberts statistic. The
+/// detector D = mean_j R_j satisfies E[D_t] ≤ t under the null, so with the epoch
+/// thresholds of [`threshold`] P(D ever crosses) ≤ α. After a change the statistic grows
+/// from O(1) at once: a long healthy past does not dilute new evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detector {
+    /// ln R_j per alternative (−∞ when R_j = 0).
+    log_r: [f64; ODDS_RATIOS.len()],
+    /// Ticks with data seen so far (the t of the threshold).
+    pub ticks: u64,
+}
+
+impl Default for Detector {
+    fn default() -> Self {
+        Self {
+            log_r: [f64::NEG_INFINITY; ODDS_RATIOS.len()],
+            ticks: 0,
+        }
+    }
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return b;
+    }
+    if b == f64::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+impl Detector {
+    /// Adds one tick's batch: `k` events among `n` trials, null proportion `theta`.
+    /// A tick without trials changes nothing.
+    pub fn update(&mut self, n: u64, k: u64, theta: f64) {
+        if n == 0 {
+            return;
+        }
+        self.ticks += 1;
+        if theta >= 1.0 {
+            // No proportion exceeds 1: the likelihood ratio of every alternative is 0.
+            self.log_r = [f64::NEG_INFINITY; ODDS_RATIOS.len()];
+            return;
+        }
+        let theta = theta.max(1e-9);
+        let odds = theta / (1.0 - theta);
+        let (k, n) = (k as f64, n as f64);
+        for (r, &ratio) in self.log_r.iter_mut().zip(ODDS_RATIOS.iter()) {
+            let q_odds = odds * ratio;
+            let q = q_odds / (1.0 + q_odds);
+            let log_lr = k * (q / theta).ln() + (n - k) * ((1.0 - q) / (1.0 - theta)).ln();
+            *r = log_add_exp(*r, 0.0) + log_lr;
+        }
+    }
+
+    /// ln D, the log of the detector's value.
+    pub fn log_value(&self) -> f64 {
+        let sum = self
+            .log_r
+            .iter()
+            .fold(f64::NEG_INFINITY, |acc, &r| log_add_exp(acc, r));
+        sum - (ODDS_RATIOS.len() as f64).ln()
+    }
+
+    /// Whether the detector has crossed its threshold for false-alarm budget `alpha`.
+    pub fn alarmed(&self, alpha: f64) -> bool {
+        self.ticks > 0 && self.log_value() >= log_threshold(self.ticks, alpha)
+    }
+}
+
+/// ln of the threshold at tick `t` (1-based) for a total false-alarm budget `alpha`.
+///
+/// Ticks are grouped in epochs [2^j, 2^(j+1)); in epoch j the threshold is
+/// A_j = 2^(j+1)·(j+1)(j+2)/α. Since E[D_t] ≤ t, Doob's inequality gives
+/// P(D crosses A_j before 2^(j+1)) ≤ 2^(j+1)/A_j = α/((j+1)(j+2)), and these sum to α.
+pub fn log_threshold(t: u64, alpha: f64) -> f64 {
+    let j = 63 - u64::leading_zeros(t.max(1)) as u64;
+    let j = j as f64;
+    (j + 1.0) * std::f64::consts::LN_2 + ((j + 1.0) * (j + 2.0)).ln() - alpha.ln()
+}
+
+/// The share of a budget given to the look with index `t` (1-based) when looks are
+/// tested one at a time: α_t = α / (t (t+1)), which sums to α over all t.
+pub fn spend(alpha: f64, t: u64) -> f64 {
+    let t = t.max(1) as f64;
+    alpha / (t * (t + 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_contain_the_estimate_and_shrink_with_data() {
+        let (lo, hi) = (lower_bound(10, 1000, 0.01), upper_bound(10, 1000, 0.01));
+        assert!(lo < 0.01 && 0.01 < hi, "{lo} {hi}");
+        let hi_more = upper_bound(100, 10_000, 0.01);
+        assert!(hi_more < hi);
+        assert_eq!(upper_bound(0, 0, 0.01), 1.0);
+        assert_eq!(lower_bound(0, 0, 0.01), 0.0);
+        assert_eq!(upper_bound(5, 5, 0.01), 1.0);
+        // 0 of 1000: the bound is about ln(100)/1000.
+        let zero = upper_bound(0, 1000, 0.01);
+        assert!((0.004..0.005).contains(&zero), "{zero}");
+    }
+
+    #[test]
+    fn upper_bound_covers_the_truth_at_its_level() {
+        // Binomial(200, 0.05) drawn 20 000 times: the 5 % bound misses < 5 % of the time.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let misses = (0..20_000)
+            .filter(|_| {
+                let k = (0..200).filter(|_| rng.f64() < 0.05).count() as u64;
+                upper_bound(k, 200, 0.05) < 0.05
+            })
+            .count();
+        assert!(misses < 1000, "{misses}");
+    }
+
+    #[test]
+    fn twenty_of_twenty_failures_alarm_at_once() {
+        let mut d = Detector::default();
+        d.update(20, 20, 0.01);
+        assert!(d.alarmed(0.01 / 6.0), "ln D = {}", d.log_value());
+    }
+
+    #[test]
+    fn a_healthy_stream_stays_quiet_and_a_late_fault_is_caught_fast() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut d = Detector::default();
+        for _ in 0..3600 {
+            let k = (0..100).filter(|_| rng.f64() < 0.005).count() as u64;
+            d.update(100, k, 0.01);
+            assert!(!d.alarmed(0.001));
+        }
+        // Then every request fails: one tick is enough.
+        d.update(100, 100, 0.01);
+        assert!(d.alarmed(0.001));
+    }
+
+    #[test]
+    fn a_persistent_small_breach_is_caught_eventually() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut d = Detector::default();
+        let mut ticks = 0;
+        while !d.alarmed(0.01) && ticks < 2000 {
+            let k = (0..100).filter(|_| rng.f64() < 0.03).count() as u64;
+            d.update(100, k, 0.01);
+            ticks += 1;
+        }
+        assert!(ticks < 200, "took {ticks} ticks to see 3 % against 1 %");
+    }
+
+    #[test]
+    fn thresholds_grow_slowly_and_spending_sums_to_the_budget() {
+        assert!(log_threshold(1, 0.01) < log_threshold(1800, 0.01));
+        assert!(log_threshold(1800, 0.01) < 20.0);
+        let total: f64 = (1..100_000).map(|t| spend(0.01, t)).sum();
+        assert!((total - 0.01).abs() < 1e-6, "{total}");
+    }
+
+    #[test]
+    fn ticks_without_data_do_not_count() {
+        let mut d = Detector::default();
+        d.update(0, 0, 0.01);
+        assert_eq!(d.ticks, 0);
+        assert!(!d.alarmed(0.5));
+    }
+}
