@@ -52,6 +52,7 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Snapshot, LoadError> {
         && raw.routes.is_empty()
         && raw.services.is_empty()
         && raw.admin.is_none()
+        && raw.state_dir.is_none()
         && matches!(outline(), Some(Outline::Null))
     {
         return Err(empty("holds no settings, only comments"));

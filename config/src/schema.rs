@@ -1,18 +1,19 @@
 //! The raw, documented YAML format as serde types (see docs/config.md).
 //!
 //! Every struct denies unknown fields: a typo is an error, never a silent default.
-//! Addresses, durations and weights stay loosely typed here so that [`crate::validate`]
-//! can report every bad value with its path, not just the first one serde meets.
+//! Addresses, durations, weights, percentages and the other numbers and choices of a
+//! rollout stay loosely typed here so that [`crate::validate`] can report every bad
+//! value with its path, not just the first one serde meets.
 
 use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`)"
+    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin` and `state_dir`)"
 )]
 pub struct RawConfig {
     #[serde(default)]
@@ -23,6 +24,9 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub services: Vec<RawService>,
+    /// `None`: not given; `Some(None)`: given without a value (an error, like `""`).
+    #[serde(default, deserialize_with = "present")]
+    pub state_dir: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,13 +73,14 @@ pub struct RawMatch {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a service, a mapping with `name`, `versions` and optionally `split` and `timeouts`"
+    expecting = "a service, a mapping with `name`, `versions` and optionally `split`, `timeouts` and `rollout`"
 )]
 pub struct RawService {
     pub name: String,
     pub versions: Vec<RawVersion>,
     pub split: Option<RawSplit>,
     pub timeouts: Option<RawTimeouts>,
+    pub rollout: Option<RawRollout>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +134,149 @@ pub struct RawForce {
 pub struct RawTimeouts {
     pub connect: Option<String>,
     pub request: Option<String>,
+}
+
+/// A staged canary rollout. Names, numbers, percentages and durations stay loose here;
+/// [`crate::validate`] checks them all.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a rollout, a mapping with `baseline`, `canary`, `steps` and optionally `analysis`, \
+                 `retry_on_baseline`, `on_failure` and `progress_deadline`"
+)]
+pub struct RawRollout {
+    pub baseline: String,
+    pub canary: String,
+    pub steps: Vec<RawStep>,
+    pub analysis: Option<RawAnalysis>,
+    pub retry_on_baseline: Option<bool>,
+    pub on_failure: Option<String>,
+    pub progress_deadline: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a step such as `{ weight: 5, hold: 30s }`"
+)]
+pub struct RawStep {
+    pub weight: serde_yaml_ng::Value,
+    pub hold: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `rules` and optionally `interval`, `window`, `min_requests` and `confidence`"
+)]
+pub struct RawAnalysis {
+    pub interval: Option<String>,
+    pub window: Option<String>,
+    pub min_requests: Option<serde_yaml_ng::Value>,
+    pub confidence: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// The kinds of rule, as written.
+pub const RULE_KINDS: [&str; 4] = ["error_rate", "latency", "burn_rate", "success"];
+
+/// One item of `analysis.rules`: a mapping with one key, the kind of the rule. Kept as
+/// every key written, in order, so that validation reports a rule of an unknown kind,
+/// or with no kind or several, with its path.
+#[derive(Debug)]
+pub struct RawRule(pub Vec<(String, RawRuleKind)>);
+
+#[derive(Debug)]
+pub enum RawRuleKind {
+    ErrorRate(RawErrorRate),
+    Latency(RawLatency),
+    BurnRate(RawBurnRate),
+    Success(RawSuccess),
+    /// A key that is none of [`RULE_KINDS`]; its value is skipped.
+    Unknown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ max: 1% }` or `{ max_increase: 0.5% }`"
+)]
+pub struct RawErrorRate {
+    pub max: Option<serde_yaml_ng::Value>,
+    pub max_increase: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ percentile: 95, max: 800ms }` or `{ percentile: 95, max_increase: 20% }`"
+)]
+pub struct RawLatency {
+    pub percentile: serde_yaml_ng::Value,
+    pub max: Option<String>,
+    pub max_increase: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ slo: 99.9%, max: 4 }`"
+)]
+pub struct RawBurnRate {
+    pub slo: serde_yaml_ng::Value,
+    pub max: serde_yaml_ng::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ path_prefix: /checkout, method: POST, min: 97% }`"
+)]
+pub struct RawSuccess {
+    pub path_prefix: String,
+    pub method: Option<String>,
+    pub min: serde_yaml_ng::Value,
+}
+
+impl<'de> Deserialize<'de> for RawRule {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct RuleVisitor;
+        impl<'de> Visitor<'de> for RuleVisitor {
+            type Value = RawRule;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a rule, a mapping with one key: `error_rate`, `latency`, `burn_rate` or \
+                     `success` (e.g. `error_rate: { max: 1% }`)",
+                )
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRule, A::Error> {
+                let mut kinds = Vec::with_capacity(1);
+                while let Some(key) = map.next_key::<String>()? {
+                    let kind = match key.as_str() {
+                        "error_rate" => RawRuleKind::ErrorRate(map.next_value()?),
+                        "latency" => RawRuleKind::Latency(map.next_value()?),
+                        "burn_rate" => RawRuleKind::BurnRate(map.next_value()?),
+                        "success" => RawRuleKind::Success(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            RawRuleKind::Unknown
+                        }
+                    };
+                    kinds.push((key, kind));
+                }
+                Ok(RawRule(kinds))
+            }
+        }
+        de.deserialize_map(RuleVisitor)
+    }
+}
+
+/// An optional key whose value may be empty: `Some(None)` when written without one.
+fn present<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(de).map(Some)
 }
 
 /// A mapping read as its list of pairs, in the order written, duplicates kept.

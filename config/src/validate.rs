@@ -3,17 +3,27 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::schema::{RawConfig, RawService, RawSplit, RawTimeouts};
+use crate::schema::{
+    RawAnalysis, RawBurnRate, RawConfig, RawErrorRate, RawLatency, RawRollout, RawRuleKind,
+    RawService, RawSplit, RawSuccess, RawTimeouts, RULE_KINDS,
+};
 use crate::snapshot::{
-    Admin, Endpoint, HostMatch, Listener, Route, Service, Snapshot, Split, Sticky, Timeouts,
-    Version, DEFAULT_ADMIN_LISTEN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    Admin, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule, Service,
+    Snapshot, Split, Step, Sticky, Timeouts, Version, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MIN_REQUESTS, DEFAULT_PROGRESS_DEADLINE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, MAX_SUCCESS_RULES,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
 pub const MAX_WEIGHT: u64 = 1_000_000;
+
+/// Shortest analysis interval accepted.
+pub const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A path segment that no document contains: an anchor `a.b.AFTER` sorts an error after
 /// everything written under `a.b` (see [`Anchored`]).
@@ -201,6 +211,21 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
     }
 
+    let state_dir = match &raw.state_dir {
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+        Some(Some(dir)) if !dir.trim().is_empty() => PathBuf::from(dir),
+        Some(_) => {
+            errs.push(
+                "state_dir",
+                format!(
+                    "it is empty: give the directory for rollout state and timelines \
+                     (e.g. {DEFAULT_STATE_DIR}), or leave out `state_dir` for that default"
+                ),
+            );
+            PathBuf::from(DEFAULT_STATE_DIR)
+        }
+    };
+
     if errs.len() > 0 {
         return Err(errs.0);
     }
@@ -210,7 +235,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             listeners,
             routes,
             services,
-            state_dir: std::path::PathBuf::from(crate::snapshot::DEFAULT_STATE_DIR),
+            state_dir,
         }),
         // Unreachable in practice: a bad admin address pushed an error above.
         None => Err(vec![Anchored {
@@ -357,14 +382,608 @@ fn service(
         }
     };
     let timeouts = timeouts(s.timeouts.as_ref(), &format!("{path}.timeouts"), errs);
+    let rollout = s
+        .rollout
+        .as_ref()
+        .and_then(|r| rollout(r, &versions, &format!("{path}.rollout"), errs));
 
     (errs.len() == before).then(|| Service {
         name: s.name.clone(),
         versions,
         split,
         timeouts,
-        rollout: None,
+        rollout,
     })
+}
+
+/// A service's rollout; `None` if it has an error (each one pushed).
+fn rollout(
+    raw: &RawRollout,
+    versions: &[Version],
+    path: &str,
+    errs: &mut Errors,
+) -> Option<Rollout> {
+    let before = errs.len();
+    let defined = list(versions.iter().map(|v| v.name.as_str()));
+    let mut version = |name: &str, key: &str| {
+        let index = versions.iter().position(|v| v.name == name);
+        if index.is_none() {
+            errs.push(
+                format!("{path}.{key}"),
+                format!("version \"{name}\" is not defined (defined: {defined})"),
+            );
+        }
+        index
+    };
+    let baseline = version(&raw.baseline, "baseline");
+    let canary = version(&raw.canary, "canary");
+    if baseline.is_some() && baseline == canary {
+        errs.push(
+            format!("{path}.canary"),
+            format!(
+                "\"{}\" is also the baseline; the canary must be another version of the service \
+                 (defined: {defined})",
+                raw.canary
+            ),
+        );
+    }
+
+    let steps = steps(raw, path, errs);
+    let analysis = analysis(raw.analysis.as_ref(), &format!("{path}.analysis"), errs);
+
+    let on_failure = match raw.on_failure.as_deref() {
+        None | Some("rollback") => OnFailure::Rollback,
+        Some("pause") => OnFailure::Pause,
+        Some(other) => {
+            errs.push(
+                format!("{path}.on_failure"),
+                format!(
+                    "\"{other}\" is not an action: write rollback (the canary's weight goes to 0) \
+                     or pause (the weights stay for a person to decide)"
+                ),
+            );
+            OnFailure::Rollback
+        }
+    };
+    let progress_deadline = match raw.progress_deadline.as_deref() {
+        None => Some(DEFAULT_PROGRESS_DEADLINE),
+        Some(text) => duration(text, &format!("{path}.progress_deadline"), errs),
+    };
+
+    if errs.len() != before {
+        return None;
+    }
+    Some(Rollout {
+        baseline: baseline?,
+        canary: canary?,
+        steps,
+        analysis: analysis?,
+        retry_on_baseline: raw.retry_on_baseline.unwrap_or(false),
+        on_failure,
+        progress_deadline: progress_deadline?,
+    })
+}
+
+/// The steps of a rollout: at least one, weights 0–100 and strictly increasing.
+fn steps(raw: &RawRollout, path: &str, errs: &mut Errors) -> Vec<Step> {
+    if raw.steps.is_empty() {
+        errs.push(
+            format!("{path}.steps"),
+            "a rollout needs at least one step, each the canary's share of traffic in percent \
+             (e.g. `- { weight: 10, hold: 1m }` then `- { weight: 100 }`)",
+        );
+    }
+    let mut steps = Vec::with_capacity(raw.steps.len());
+    let mut previous: Option<(usize, u32)> = None;
+    for (i, step) in raw.steps.iter().enumerate() {
+        let spath = format!("{path}.steps[{i}]");
+        let wpath = format!("{spath}.weight");
+        let weight = match step.weight.as_u64() {
+            Some(w) if w <= 100 => Some(w as u32),
+            Some(w) => {
+                errs.push(
+                    &wpath,
+                    format!(
+                        "weight {w} is above 100: a step's weight is the canary's share of \
+                         traffic in percent, 0 to 100"
+                    ),
+                );
+                None
+            }
+            None => {
+                errs.push(
+                    &wpath,
+                    format!(
+                        "weight must be a whole number from 0 to 100, the canary's share of \
+                         traffic in percent, without % (e.g. 5 or 50), got {}",
+                        describe(&step.weight)
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(w) = weight {
+            if let Some((j, prev)) = previous.filter(|&(_, prev)| w <= prev) {
+                errs.push(
+                    &wpath,
+                    format!(
+                        "weight {w} is not above the previous step's weight ({prev} at \
+                         steps[{j}]); the canary's share must increase at every step"
+                    ),
+                );
+            }
+        }
+        // The step before the next one, even if its weight is bad (then not compared).
+        previous = weight.map(|w| (i, w));
+        let hold = step
+            .hold
+            .as_deref()
+            .and_then(|h| duration(h, &format!("{spath}.hold"), errs));
+        if let Some(weight) = weight {
+            steps.push(Step { weight, hold });
+        }
+    }
+    steps
+}
+
+fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<Analysis> {
+    let before = errs.len();
+    let default = RawAnalysis::default();
+    let raw = raw.unwrap_or(&default);
+
+    let interval = match raw.interval.as_deref() {
+        None => Some(DEFAULT_ANALYSIS_INTERVAL),
+        Some(text) => {
+            let ipath = format!("{path}.interval");
+            duration(text, &ipath, errs).filter(|d| {
+                let ok = *d >= MIN_ANALYSIS_INTERVAL;
+                if !ok {
+                    errs.push(
+                        &ipath,
+                        format!(
+                            "\"{text}\" is too short: the analysis interval must be at least 100ms"
+                        ),
+                    );
+                }
+                ok
+            })
+        }
+    };
+    let wpath = format!("{path}.window");
+    let window = match raw.window.as_deref() {
+        None => Some(DEFAULT_ANALYSIS_WINDOW),
+        Some(text) => duration(text, &wpath, errs),
+    };
+    if let (Some(interval), Some(window)) = (interval, window) {
+        if window < interval {
+            let shown = |given: Option<&str>, value: Duration| match given {
+                Some(text) => format!("\"{text}\""),
+                None => format!("{} (the default)", humantime::format_duration(value)),
+            };
+            errs.push(
+                &wpath,
+                format!(
+                    "the window {} is shorter than the interval {}; the window judged at each \
+                     tick must be at least one interval long",
+                    shown(raw.window.as_deref(), window),
+                    shown(raw.interval.as_deref(), interval)
+                ),
+            );
+        }
+    }
+
+    let min_requests = match &raw.min_requests {
+        None => Some(DEFAULT_MIN_REQUESTS),
+        Some(value) => match value.as_u64() {
+            Some(n) if n >= 1 => Some(n),
+            _ => {
+                errs.push(
+                    format!("{path}.min_requests"),
+                    format!(
+                        "min_requests must be a whole number of 1 or more (e.g. 50), got {}",
+                        describe(value)
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let confidence = match &raw.confidence {
+        None => Some(DEFAULT_CONFIDENCE),
+        Some(value) => percent(value, &format!("{path}.confidence"), CONFIDENCE, errs),
+    };
+
+    let rpath = format!("{path}.rules");
+    if raw.rules.is_empty() {
+        errs.push(
+            &rpath,
+            "at least one rule is required: a rollout with no rule could never fail, so any \
+             canary would be promoted (e.g. `- error_rate: { max: 1% }`)",
+        );
+    }
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut success_rules = 0;
+    let total_success = raw
+        .rules
+        .iter()
+        .flat_map(|r| &r.0)
+        .filter(|(_, kind)| matches!(kind, RawRuleKind::Success(_)))
+        .count();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let ipath = format!("{rpath}[{i}]");
+        if r.0.len() != 1 {
+            let message = if r.0.is_empty() {
+                format!(
+                    "a rule needs its kind as its one key: one of {} (e.g. `- error_rate: {{ max: 1% }}`)",
+                    RULE_KINDS.join(", ")
+                )
+            } else {
+                format!(
+                    "a rule has one kind, but this one has {}: {}; start each rule with its own `- `",
+                    r.0.len(),
+                    r.0.iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            errs.push_at(format!("{ipath}.{AFTER}"), &ipath, message);
+        }
+        for (key, kind) in &r.0 {
+            let kpath = format!("{ipath}.{key}");
+            let rule = match kind {
+                RawRuleKind::ErrorRate(raw) => error_rate(raw, &kpath, errs),
+                RawRuleKind::Latency(raw) => latency(raw, &kpath, errs),
+                RawRuleKind::BurnRate(raw) => burn_rate(raw, &kpath, errs),
+                RawRuleKind::Success(raw) => {
+                    let slot = success_rules;
+                    success_rules += 1;
+                    if success_rules == MAX_SUCCESS_RULES + 1 {
+                        errs.push_at(
+                            &kpath,
+                            &ipath,
+                            format!(
+                                "too many `success` rules: {total_success} given, at most \
+                                 {MAX_SUCCESS_RULES} per service (serin keeps counters for that \
+                                 many); remove {} of them",
+                                total_success - MAX_SUCCESS_RULES
+                            ),
+                        );
+                    }
+                    success(raw, slot, &kpath, errs)
+                }
+                RawRuleKind::Unknown => {
+                    errs.push_at(
+                        &kpath,
+                        &ipath,
+                        format!(
+                            "\"{key}\" is not a kind of rule: write one of {} \
+                             (e.g. `- error_rate: {{ max: 1% }}`)",
+                            RULE_KINDS.join(", ")
+                        ),
+                    );
+                    None
+                }
+            };
+            rules.extend(rule);
+        }
+    }
+
+    if errs.len() != before {
+        return None;
+    }
+    Some(Analysis {
+        interval: interval?,
+        window: window?,
+        min_requests: min_requests?,
+        confidence: confidence?,
+        rules,
+    })
+}
+
+/// Exactly one of `max` and `max_increase`, for `error_rate` and `latency`.
+fn max_or_increase<'a, A, B>(
+    max: Option<&'a A>,
+    max_increase: Option<&'a B>,
+    path: &str,
+    example: &str,
+    errs: &mut Errors,
+) -> Option<Result<&'a A, &'a B>> {
+    match (max, max_increase) {
+        (Some(max), None) => Some(Ok(max)),
+        (None, Some(increase)) => Some(Err(increase)),
+        (Some(_), Some(_)) => {
+            errs.push_at(
+                format!("{path}.{AFTER}"),
+                path,
+                "give either `max` (a limit for the canary) or `max_increase` (a limit on how \
+                 much worse than the baseline the canary may be), not both; write two rules to \
+                 check both",
+            );
+            None
+        }
+        (None, None) => {
+            errs.push(
+                path,
+                format!(
+                    "give `max` (a limit for the canary) or `max_increase` (a limit on how much \
+                     worse than the baseline the canary may be), e.g. {example}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn error_rate(raw: &RawErrorRate, path: &str, errs: &mut Errors) -> Option<Rule> {
+    // Values are checked even if both are given, so that every error shows at once.
+    let max = raw
+        .max
+        .as_ref()
+        .map(|v| percent(v, &format!("{path}.max"), ERROR_RATE_MAX, errs));
+    let increase = raw.max_increase.as_ref().map(|v| {
+        percent(
+            v,
+            &format!("{path}.max_increase"),
+            ERROR_RATE_INCREASE,
+            errs,
+        )
+    });
+    match max_or_increase(
+        max.as_ref(),
+        increase.as_ref(),
+        path,
+        "`{ max: 1% }` or `{ max_increase: 0.5% }`",
+        errs,
+    )? {
+        Ok(max) => max.map(|max| Rule::ErrorRate { max }),
+        Err(increase) => increase.map(|max_increase| Rule::ErrorRateIncrease { max_increase }),
+    }
+}
+
+fn latency(raw: &RawLatency, path: &str, errs: &mut Errors) -> Option<Rule> {
+    let percentile = percentile(&raw.percentile, &format!("{path}.percentile"), errs);
+    let max = raw
+        .max
+        .as_deref()
+        .map(|d| duration(d, &format!("{path}.max"), errs));
+    let increase = raw
+        .max_increase
+        .as_ref()
+        .map(|v| percent(v, &format!("{path}.max_increase"), LATENCY_INCREASE, errs));
+    let rule = match max_or_increase(
+        max.as_ref(),
+        increase.as_ref(),
+        path,
+        "`{ percentile: 95, max: 800ms }` or `{ percentile: 95, max_increase: 20% }`",
+        errs,
+    )? {
+        Ok(max) => Rule::Latency {
+            percentile: percentile?,
+            max: (*max)?,
+        },
+        Err(increase) => Rule::LatencyIncrease {
+            percentile: percentile?,
+            max_increase: (*increase)?,
+        },
+    };
+    Some(rule)
+}
+
+fn burn_rate(raw: &RawBurnRate, path: &str, errs: &mut Errors) -> Option<Rule> {
+    let slo = percent(&raw.slo, &format!("{path}.slo"), SLO, errs);
+    let max = match raw.max.as_f64() {
+        Some(max) if max > 0.0 && max.is_finite() => Some(max),
+        _ => {
+            errs.push(
+                format!("{path}.max"),
+                format!(
+                    "max must be a positive number without % (a multiple of the error rate the \
+                     SLO allows, e.g. 4 or 14.4), got {}",
+                    describe(&raw.max)
+                ),
+            );
+            None
+        }
+    };
+    Some(Rule::BurnRate {
+        slo: slo?,
+        max: max?,
+    })
+}
+
+fn success(raw: &RawSuccess, slot: usize, path: &str, errs: &mut Errors) -> Option<Rule> {
+    let prefix = path_prefix(&raw.path_prefix, &format!("{path}.path_prefix"), errs);
+    let method = match raw.method.as_deref() {
+        None => Some(None),
+        Some(m) if token_ok(m) => Some(Some(m.to_ascii_uppercase())),
+        Some(m) => {
+            errs.push(
+                format!("{path}.method"),
+                format!(
+                    "\"{m}\" is not a valid HTTP method: use only letters, digits and \
+                     !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method"
+                ),
+            );
+            None
+        }
+    };
+    let min = percent(&raw.min, &format!("{path}.min"), SUCCESS_MIN, errs);
+    Some(Rule::Success {
+        path_prefix: prefix?,
+        method: method?,
+        min: min?,
+        slot,
+    })
+}
+
+/// What a percentage may be: above `low` (exclusive), up to `high` if any; in percent.
+#[derive(Clone, Copy)]
+struct PercentRange {
+    low: f64,
+    high: Option<f64>,
+    high_inclusive: bool,
+    /// A typical value, as written (`1%`), and as the fraction it is (`0.01`).
+    example: &'static str,
+    fraction: &'static str,
+}
+
+const ERROR_RATE_MAX: PercentRange = PercentRange {
+    low: 0.0,
+    high: Some(100.0),
+    high_inclusive: false,
+    example: "1%",
+    fraction: "0.01",
+};
+const ERROR_RATE_INCREASE: PercentRange = PercentRange {
+    example: "0.5%",
+    fraction: "0.005",
+    ..ERROR_RATE_MAX
+};
+/// An increase of latency may exceed 100% (more than twice the baseline's).
+const LATENCY_INCREASE: PercentRange = PercentRange {
+    low: 0.0,
+    high: None,
+    high_inclusive: false,
+    example: "20%",
+    fraction: "0.2",
+};
+const SLO: PercentRange = PercentRange {
+    example: "99.9%",
+    fraction: "0.999",
+    ..ERROR_RATE_MAX
+};
+const SUCCESS_MIN: PercentRange = PercentRange {
+    high_inclusive: true,
+    example: "97%",
+    fraction: "0.97",
+    ..ERROR_RATE_MAX
+};
+const CONFIDENCE: PercentRange = PercentRange {
+    low: 50.0,
+    high: Some(100.0),
+    high_inclusive: false,
+    example: "99%",
+    fraction: "0.99",
+};
+
+impl PercentRange {
+    fn contains(&self, percent: f64) -> bool {
+        percent > self.low
+            && match self.high {
+                None => true,
+                Some(high) if self.high_inclusive => percent <= high,
+                Some(high) => percent < high,
+            }
+    }
+
+    fn describe(&self) -> String {
+        let low = format!("above {}%", self.low);
+        match self.high {
+            None => low,
+            Some(high) if self.high_inclusive => format!("{low} and at most {high}%"),
+            Some(high) => format!("{low} and below {high}%"),
+        }
+    }
+}
+
+/// A percentage written with its `%` sign (`0.5%`), as a fraction (0.005). The fraction
+/// is the double nearest to the decimal written, so `99.9%` is exactly `0.999`.
+fn percent(
+    value: &serde_yaml_ng::Value,
+    path: &str,
+    range: PercentRange,
+    errs: &mut Errors,
+) -> Option<f64> {
+    let bare = |shown: String| {
+        format!(
+            "{shown} is a bare number; write a percentage with a % sign, e.g. {} (not {} or {})",
+            range.example,
+            range.fraction,
+            range.example.trim_end_matches('%')
+        )
+    };
+    let not_a_percentage = |shown: String| {
+        format!(
+            "{shown} is not a percentage; write a number and a % sign, e.g. {}",
+            range.example
+        )
+    };
+    let text = match value {
+        serde_yaml_ng::Value::String(s) => s,
+        serde_yaml_ng::Value::Number(n) => {
+            errs.push(path, bare(n.to_string()));
+            return None;
+        }
+        other => {
+            errs.push(path, not_a_percentage(describe(other)));
+            return None;
+        }
+    };
+    let shown = format!("\"{text}\"");
+    let Some(number) = text.trim().strip_suffix('%').map(str::trim_end) else {
+        let message = if decimal(text.trim()) {
+            bare(shown)
+        } else {
+            not_a_percentage(shown)
+        };
+        errs.push(path, message);
+        return None;
+    };
+    let (Some(percent), Ok(fraction)) = (
+        decimal(number)
+            .then(|| number.parse::<f64>().ok())
+            .flatten(),
+        format!("{number}e-2").parse::<f64>(),
+    ) else {
+        errs.push(path, not_a_percentage(shown));
+        return None;
+    };
+    if !range.contains(percent) {
+        errs.push(
+            path,
+            format!(
+                "{shown} is out of range: write a percentage {}, e.g. {}",
+                range.describe(),
+                range.example
+            ),
+        );
+        return None;
+    }
+    Some(fraction)
+}
+
+/// A decimal number as a percentage is written: `1`, `0.5`, `-2`, `.5`.
+fn decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let mut dots = 0;
+    let mut numerals = 0;
+    for b in digits.bytes() {
+        match b {
+            b'0'..=b'9' => numerals += 1,
+            b'.' => dots += 1,
+            _ => return false,
+        }
+    }
+    numerals > 0 && dots <= 1
+}
+
+/// A latency percentile: a plain number between 0 and 100, both excluded.
+fn percentile(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<f64> {
+    match value.as_f64() {
+        Some(p) if p > 0.0 && p < 100.0 => Some(p),
+        _ => {
+            errs.push(
+                path,
+                format!(
+                    "percentile must be a number above 0 and below 100, without % \
+                     (e.g. 95 or 99.9), got {}",
+                    describe(value)
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors) -> Split {

@@ -77,7 +77,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "wrong_type_top",
         &[
-            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`)"#,
+            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin` and `state_dir`)"#,
         ],
     ),
     (
@@ -87,7 +87,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown_key_top",
         &[
-            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `routes`, `services` (check the spelling; unknown keys are errors, not ignored)"#,
+            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `routes`, `services`, `state_dir` (check the spelling; unknown keys are errors, not ignored)"#,
         ],
     ),
     (
@@ -317,6 +317,183 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].versions[0].endpoints: a version needs at least one endpoint (host:port, e.g. 127.0.0.1:9001)"#,
         ],
     ),
+    // Rollouts: versions and steps.
+    (
+        "rollout_version_undefined",
+        &[
+            r#"FILE: services[0].rollout.baseline: version "stabel" is not defined (defined: stable, canary)"#,
+            r#"FILE: services[0].rollout.canary: version "canry" is not defined (defined: stable, canary)"#,
+        ],
+    ),
+    (
+        "rollout_baseline_is_canary",
+        &[
+            r#"FILE: services[0].rollout.canary: "stable" is also the baseline; the canary must be another version of the service (defined: stable, canary)"#,
+        ],
+    ),
+    (
+        "rollout_steps_empty",
+        &[
+            r#"FILE: services[0].rollout.steps: a rollout needs at least one step, each the canary's share of traffic in percent (e.g. `- { weight: 10, hold: 1m }` then `- { weight: 100 }`)"#,
+        ],
+    ),
+    (
+        "rollout_steps_not_increasing",
+        &[
+            r#"FILE: services[0].rollout.steps[2].weight: weight 50 is not above the previous step's weight (50 at steps[1]); the canary's share must increase at every step"#,
+            r#"FILE: services[0].rollout.steps[3].weight: weight 25 is not above the previous step's weight (50 at steps[2]); the canary's share must increase at every step"#,
+        ],
+    ),
+    (
+        "rollout_step_weight_bad",
+        &[
+            r#"FILE: services[0].rollout.steps[0].weight: weight must be a whole number from 0 to 100, the canary's share of traffic in percent, without % (e.g. 5 or 50), got "5%""#,
+            r#"FILE: services[0].rollout.steps[1].weight: weight must be a whole number from 0 to 100, the canary's share of traffic in percent, without % (e.g. 5 or 50), got -1"#,
+            r#"FILE: services[0].rollout.steps[2].weight: weight must be a whole number from 0 to 100, the canary's share of traffic in percent, without % (e.g. 5 or 50), got 2.5"#,
+            r#"FILE: services[0].rollout.steps[3].weight: weight 101 is above 100: a step's weight is the canary's share of traffic in percent, 0 to 100"#,
+        ],
+    ),
+    // Rollouts: analysis settings.
+    (
+        "rollout_interval_too_short",
+        &[
+            r#"FILE: services[0].rollout.analysis.interval: "50ms" is too short: the analysis interval must be at least 100ms"#,
+        ],
+    ),
+    (
+        "rollout_window_shorter_than_interval",
+        &[
+            r#"FILE: services[0].rollout.analysis.window: the window "500ms" is shorter than the interval "1s"; the window judged at each tick must be at least one interval long"#,
+            r#"FILE: services[1].rollout.analysis.window: the window 30s (the default) is shorter than the interval "1m"; the window judged at each tick must be at least one interval long"#,
+        ],
+    ),
+    (
+        "rollout_confidence_bad",
+        &[
+            r#"FILE: services[0].rollout.analysis.confidence: "50%" is out of range: write a percentage above 50% and below 100%, e.g. 99%"#,
+            r#"FILE: services[1].rollout.analysis.confidence: "100%" is out of range: write a percentage above 50% and below 100%, e.g. 99%"#,
+        ],
+    ),
+    (
+        "rollout_no_rules",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules: at least one rule is required: a rollout with no rule could never fail, so any canary would be promoted (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[1].rollout.analysis.rules: at least one rule is required: a rollout with no rule could never fail, so any canary would be promoted (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[2].rollout.analysis.rules: at least one rule is required: a rollout with no rule could never fail, so any canary would be promoted (e.g. `- error_rate: { max: 1% }`)"#,
+        ],
+    ),
+    (
+        "rollout_numbers_bad",
+        &[
+            r#"FILE: services[0].rollout.steps[0].hold: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].rollout.analysis.window: "10" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].rollout.analysis.min_requests: min_requests must be a whole number of 1 or more (e.g. 50), got 0"#,
+            r#"FILE: services[0].rollout.analysis.rules[0].latency.max: "fast" is not a valid duration: it does not start with a number; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].burn_rate.max: max must be a positive number without % (a multiple of the error rate the SLO allows, e.g. 4 or 14.4), got 0"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].burn_rate.max: max must be a positive number without % (a multiple of the error rate the SLO allows, e.g. 4 or 14.4), got "4x""#,
+            r#"FILE: services[0].rollout.progress_deadline: "10" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+        ],
+    ),
+    // Rollouts: rules.
+    (
+        "rollout_rule_unknown_kind",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[1]: "errors" is not a kind of rule: write one of error_rate, latency, burn_rate, success (e.g. `- error_rate: { max: 1% }`)"#,
+        ],
+    ),
+    (
+        "rollout_rule_not_one_kind",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[0]: a rule needs its kind as its one key: one of error_rate, latency, burn_rate, success (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[0].rollout.analysis.rules[1]: a rule has one kind, but this one has 2: error_rate, latency; start each rule with its own `- `"#,
+        ],
+    ),
+    (
+        "rollout_rule_unknown_key",
+        &[
+            r#"FILE:17:27: services[0].rollout.analysis.rules[0].error_rate: unknown field `maximum`, expected `max` or `max_increase` (check the spelling; unknown keys are errors, not ignored)"#,
+        ],
+    ),
+    (
+        "rollout_rule_not_mapping",
+        &[
+            r#"FILE:17:13: services[0].rollout.analysis.rules[0]: invalid type: string "error_rate", expected a rule, a mapping with one key: `error_rate`, `latency`, `burn_rate` or `success` (e.g. `error_rate: { max: 1% }`)"#,
+        ],
+    ),
+    (
+        "rollout_max_both_neither",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[0].error_rate: give either `max` (a limit for the canary) or `max_increase` (a limit on how much worse than the baseline the canary may be), not both; write two rules to check both"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].error_rate: give `max` (a limit for the canary) or `max_increase` (a limit on how much worse than the baseline the canary may be), e.g. `{ max: 1% }` or `{ max_increase: 0.5% }`"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].latency: give either `max` (a limit for the canary) or `max_increase` (a limit on how much worse than the baseline the canary may be), not both; write two rules to check both"#,
+            r#"FILE: services[0].rollout.analysis.rules[3].latency: give `max` (a limit for the canary) or `max_increase` (a limit on how much worse than the baseline the canary may be), e.g. `{ percentile: 95, max: 800ms }` or `{ percentile: 95, max_increase: 20% }`"#,
+        ],
+    ),
+    (
+        "rollout_percent_bare",
+        &[
+            r#"FILE: services[0].rollout.analysis.confidence: 0.99 is a bare number; write a percentage with a % sign, e.g. 99% (not 0.99 or 99)"#,
+            r#"FILE: services[0].rollout.analysis.rules[0].error_rate.max: 0.01 is a bare number; write a percentage with a % sign, e.g. 1% (not 0.01 or 1)"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].error_rate.max_increase: "0.5" is a bare number; write a percentage with a % sign, e.g. 0.5% (not 0.005 or 0.5)"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].burn_rate.slo: 99.9 is a bare number; write a percentage with a % sign, e.g. 99.9% (not 0.999 or 99.9)"#,
+            r#"FILE: services[0].rollout.analysis.rules[3].success.min: 97 is a bare number; write a percentage with a % sign, e.g. 97% (not 0.97 or 97)"#,
+            r#"FILE: services[0].rollout.analysis.rules[4].error_rate.max: "one percent" is not a percentage; write a number and a % sign, e.g. 1%"#,
+            r#"FILE: services[0].rollout.analysis.rules[5].error_rate.max: "1%%" is not a percentage; write a number and a % sign, e.g. 1%"#,
+        ],
+    ),
+    (
+        "rollout_percent_out_of_range",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[0].error_rate.max: "100%" is out of range: write a percentage above 0% and below 100%, e.g. 1%"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].error_rate.max_increase: "0%" is out of range: write a percentage above 0% and below 100%, e.g. 0.5%"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].latency.max_increase: "-5%" is out of range: write a percentage above 0%, e.g. 20%"#,
+            r#"FILE: services[0].rollout.analysis.rules[3].burn_rate.slo: "100%" is out of range: write a percentage above 0% and below 100%, e.g. 99.9%"#,
+            r#"FILE: services[0].rollout.analysis.rules[4].success.min: "100.5%" is out of range: write a percentage above 0% and at most 100%, e.g. 97%"#,
+            r#"FILE: services[0].rollout.analysis.rules[5].success.min: "0%" is out of range: write a percentage above 0% and at most 100%, e.g. 97%"#,
+        ],
+    ),
+    (
+        "rollout_percentile_bad",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[0].latency.percentile: percentile must be a number above 0 and below 100, without % (e.g. 95 or 99.9), got 100"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].latency.percentile: percentile must be a number above 0 and below 100, without % (e.g. 95 or 99.9), got 0"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].latency.percentile: percentile must be a number above 0 and below 100, without % (e.g. 95 or 99.9), got "95%""#,
+            r#"FILE: services[0].rollout.analysis.rules[3].latency.percentile: percentile must be a number above 0 and below 100, without % (e.g. 95 or 99.9), got "p99""#,
+        ],
+    ),
+    (
+        "rollout_too_many_success_rules",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[5]: too many `success` rules: 6 given, at most 4 per service (serin keeps counters for that many); remove 2 of them"#,
+        ],
+    ),
+    (
+        "rollout_method_bad",
+        &[
+            r#"FILE: services[0].rollout.analysis.rules[0].success.method: "GE T" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].success.method: "" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].success.path_prefix: "checkout" is not a path prefix: it must start with "/" (e.g. "/checkout")"#,
+        ],
+    ),
+    // Rollouts: the rest, and state_dir.
+    (
+        "rollout_on_failure_bad",
+        &[
+            r#"FILE: services[0].rollout.on_failure: "abort" is not an action: write rollback (the canary's weight goes to 0) or pause (the weights stay for a person to decide)"#,
+        ],
+    ),
+    (
+        "rollout_unknown_key",
+        &[
+            r#"FILE:14:7: services[0].rollout: unknown field `step`, expected one of `baseline`, `canary`, `steps`, `analysis`, `retry_on_baseline`, `on_failure`, `progress_deadline` (check the spelling; unknown keys are errors, not ignored)"#,
+        ],
+    ),
+    (
+        "state_dir_empty",
+        &[
+            r#"FILE: state_dir: it is empty: give the directory for rollout state and timelines (e.g. ./serin-state), or leave out `state_dir` for that default"#,
+        ],
+    ),
     // Many errors at once: all reported, in document order.
     (
         "many_errors",
@@ -336,6 +513,28 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].split.force.header: "x serin version" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
             r#"FILE: services[0].timeouts.connect: "fast" is not a valid duration: it does not start with a number; write a positive duration such as 500ms, 2s or 1m 30s"#,
             r#"FILE: services[0].timeouts.request: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+        ],
+    ),
+    (
+        "rollout_many_errors",
+        &[
+            r#"FILE: state_dir: it is empty: give the directory for rollout state and timelines (e.g. ./serin-state), or leave out `state_dir` for that default"#,
+            r#"FILE: services[0].rollout.on_failure: "abort" is not an action: write rollback (the canary's weight goes to 0) or pause (the weights stay for a person to decide)"#,
+            r#"FILE: services[0].rollout.baseline: version "stabel" is not defined (defined: stable, canary)"#,
+            r#"FILE: services[0].rollout.steps[0].hold: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].rollout.steps[1].weight: weight 5 is not above the previous step's weight (25 at steps[0]); the canary's share must increase at every step"#,
+            r#"FILE: services[0].rollout.steps[2].weight: weight 101 is above 100: a step's weight is the canary's share of traffic in percent, 0 to 100"#,
+            r#"FILE: services[0].rollout.analysis.rules[0]: "errors" is not a kind of rule: write one of error_rate, latency, burn_rate, success (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].error_rate.max: 0.01 is a bare number; write a percentage with a % sign, e.g. 1% (not 0.01 or 1)"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].error_rate: give either `max` (a limit for the canary) or `max_increase` (a limit on how much worse than the baseline the canary may be), not both; write two rules to check both"#,
+            r#"FILE: services[0].rollout.analysis.rules[2].latency.percentile: percentile must be a number above 0 and below 100, without % (e.g. 95 or 99.9), got 100"#,
+            r#"FILE: services[0].rollout.analysis.rules[3].success.method: "GE T" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method"#,
+            r#"FILE: services[0].rollout.analysis.interval: "50ms" is too short: the analysis interval must be at least 100ms"#,
+            r#"FILE: services[0].rollout.analysis.confidence: 0.99 is a bare number; write a percentage with a % sign, e.g. 99% (not 0.99 or 99)"#,
+            r#"FILE: services[0].rollout.progress_deadline: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[1].rollout.canary: "v1" is also the baseline; the canary must be another version of the service (defined: v1, v2)"#,
+            r#"FILE: services[1].rollout.steps: a rollout needs at least one step, each the canary's share of traffic in percent (e.g. `- { weight: 10, hold: 1m }` then `- { weight: 100 }`)"#,
+            r#"FILE: services[1].rollout.analysis.rules: at least one rule is required: a rollout with no rule could never fail, so any canary would be promoted (e.g. `- error_rate: { max: 1% }`)"#,
         ],
     ),
 ];
@@ -433,6 +632,62 @@ fn many_errors_are_all_reported_in_document_order() {
             "services[0].split.force.header",
             "services[0].timeouts.connect",
             "services[0].timeouts.request",
+        ]
+    );
+}
+
+/// The same for rollouts, whose checks run in a fixed order: errors follow the keys
+/// as written (`on_failure` first here, `interval` and `confidence` after the rules),
+/// and an error about a mapping as a whole (a rule with both `max` and `max_increase`)
+/// comes after the errors of its entries.
+#[test]
+fn rollout_errors_are_all_reported_in_document_order() {
+    let lines = check_lines("rollout_many_errors");
+    let paths: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            let rest = l.strip_prefix("FILE: ").expect("a validation error");
+            rest.split_once(": ").expect("path: message").0
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "state_dir",
+            "services[0].rollout.on_failure",
+            "services[0].rollout.baseline",
+            "services[0].rollout.steps[0].hold",
+            "services[0].rollout.steps[1].weight",
+            "services[0].rollout.steps[2].weight",
+            "services[0].rollout.analysis.rules[0]",
+            "services[0].rollout.analysis.rules[1].error_rate.max",
+            "services[0].rollout.analysis.rules[1].error_rate",
+            "services[0].rollout.analysis.rules[2].latency.percentile",
+            "services[0].rollout.analysis.rules[3].success.method",
+            "services[0].rollout.analysis.interval",
+            "services[0].rollout.analysis.confidence",
+            "services[0].rollout.progress_deadline",
+            "services[1].rollout.canary",
+            "services[1].rollout.steps",
+            "services[1].rollout.analysis.rules",
+        ]
+    );
+}
+
+/// `state_dir:` with no value is as empty as `state_dir: ""`, not left out.
+#[test]
+fn state_dir_without_a_value_is_an_error() {
+    let text = "\
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes: [{ listener: web, service: api }]
+services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]
+state_dir:
+";
+    let err = parse_str(text, "FILE").expect_err("invalid");
+    assert_eq!(
+        err.lines(),
+        [
+            r#"FILE: state_dir: it is empty: give the directory for rollout state and timelines (e.g. ./serin-state), or leave out `state_dir` for that default"#,
         ]
     );
 }

@@ -5,7 +5,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serin_config::{load_file, parse_str, Endpoint, HostMatch, Snapshot, Split, Sticky, Timeouts};
+use serin_config::snapshot::{
+    DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_MIN_REQUESTS,
+    DEFAULT_PROGRESS_DEADLINE, DEFAULT_STATE_DIR, MAX_SUCCESS_RULES,
+};
+use serin_config::{
+    load_file, parse_str, Analysis, Endpoint, HostMatch, OnFailure, Rollout, Rule, Snapshot, Split,
+    Step, Sticky, Timeouts,
+};
 
 fn workspace(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -81,6 +88,8 @@ fn quickstart_compiles_to_the_documented_snapshot() {
             request: Duration::from_secs(15),
         }
     );
+    assert_eq!(api.rollout, None);
+    assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     assert_eq!(api.version_index("canary"), Some(1));
     assert_eq!(s.service("api"), Some(api));
     assert_eq!(s.listener("web"), Some(&s.listeners[0]));
@@ -283,5 +292,274 @@ fn the_docs_show_the_quickstart_example_verbatim() {
     assert!(
         docs.contains(&format!("```yaml\n{example}```\n")),
         "docs/config.md must show examples/quickstart.yaml exactly"
+    );
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// examples/rollout.yaml, field by field. Percentages are the doubles nearest to the
+/// decimals written (`99.9%` is the literal `0.999`), so they compare exactly.
+#[test]
+fn the_rollout_example_compiles_to_the_documented_rollout() {
+    let s = load("examples/rollout.yaml");
+    assert_eq!(s.state_dir, PathBuf::from("./serin-state"));
+    let api = &s.services[0];
+    // The configured weights stay as written; the rollout owns the split at run time.
+    let weights: Vec<(&str, u32)> = api
+        .versions
+        .iter()
+        .map(|v| (v.name.as_str(), v.weight))
+        .collect();
+    assert_eq!(weights, [("stable", 100), ("canary", 0)]);
+    assert_eq!(
+        api.split.sticky,
+        Some(Sticky::Header("x-user-id".to_string()))
+    );
+    assert_eq!(
+        api.rollout,
+        Some(Rollout {
+            baseline: 0,
+            canary: 1,
+            steps: vec![
+                Step {
+                    weight: 5,
+                    hold: Some(secs(30)),
+                },
+                Step {
+                    weight: 25,
+                    hold: Some(secs(60)),
+                },
+                Step {
+                    weight: 50,
+                    hold: Some(secs(60)),
+                },
+                Step {
+                    weight: 100,
+                    hold: None,
+                },
+            ],
+            analysis: Analysis {
+                interval: secs(1),
+                window: secs(30),
+                min_requests: 50,
+                confidence: 0.99,
+                rules: vec![
+                    Rule::ErrorRate { max: 0.01 },
+                    Rule::ErrorRateIncrease {
+                        max_increase: 0.005,
+                    },
+                    Rule::Latency {
+                        percentile: 95.0,
+                        max: Duration::from_millis(800),
+                    },
+                    Rule::LatencyIncrease {
+                        percentile: 95.0,
+                        max_increase: 0.2,
+                    },
+                    Rule::BurnRate {
+                        slo: 0.999,
+                        max: 4.0,
+                    },
+                    Rule::Success {
+                        path_prefix: "/checkout".to_string(),
+                        method: Some("POST".to_string()),
+                        min: 0.97,
+                        slot: 0,
+                    },
+                ],
+            },
+            retry_on_baseline: true,
+            on_failure: OnFailure::Rollback,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+        })
+    );
+}
+
+#[test]
+fn a_rollout_leaves_out_what_has_a_default() {
+    let s = load("tests/fixtures/valid/rollout_defaults.yaml");
+    // No state_dir: ./serin-state.
+    assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(s.state_dir, PathBuf::from("./serin-state"));
+    let rollout = s.services[0].rollout.as_ref().expect("a rollout");
+    assert_eq!(
+        *rollout,
+        Rollout {
+            baseline: 0,
+            canary: 1,
+            steps: vec![Step {
+                weight: 100,
+                hold: None,
+            }],
+            // Only the rules given: interval 1s, window 30s, 50 requests, 99%.
+            analysis: Analysis {
+                interval: DEFAULT_ANALYSIS_INTERVAL,
+                window: DEFAULT_ANALYSIS_WINDOW,
+                min_requests: DEFAULT_MIN_REQUESTS,
+                confidence: DEFAULT_CONFIDENCE,
+                rules: vec![Rule::ErrorRate { max: 0.02 }],
+            },
+            // No retry on the baseline, roll back on failure, 10 minutes to progress.
+            retry_on_baseline: false,
+            on_failure: OnFailure::Rollback,
+            progress_deadline: DEFAULT_PROGRESS_DEADLINE,
+        }
+    );
+    assert_eq!(rollout.analysis.interval, secs(1));
+    assert_eq!(rollout.analysis.window, secs(30));
+    assert_eq!(rollout.analysis.min_requests, 50);
+    assert_eq!(rollout.analysis.confidence, 0.99);
+    assert_eq!(rollout.progress_deadline, secs(600));
+}
+
+#[test]
+fn a_rollout_with_every_choice_and_the_limits_of_each_value() {
+    let s = load("tests/fixtures/valid/rollout_choices.yaml");
+    assert_eq!(s.state_dir, PathBuf::from("/var/lib/serin"));
+    let shop = &s.services[0];
+    let weights: Vec<u32> = shop.versions.iter().map(|v| v.weight).collect();
+    assert_eq!(weights, [10, 90, 0]);
+    let rollout = shop.rollout.as_ref().expect("a rollout");
+    // Versions by index, whatever their place among the versions.
+    assert_eq!((rollout.baseline, rollout.canary), (1, 2));
+    assert_eq!(
+        rollout.steps,
+        [
+            // A step may start at 0.
+            Step {
+                weight: 0,
+                hold: Some(secs(90)),
+            },
+            Step {
+                weight: 1,
+                hold: None,
+            },
+            Step {
+                weight: 99,
+                hold: Some(secs(7200)),
+            },
+        ]
+    );
+    let analysis = &rollout.analysis;
+    // The shortest interval, and a window of one interval.
+    assert_eq!(analysis.interval, Duration::from_millis(100));
+    assert_eq!(analysis.window, Duration::from_millis(100));
+    assert_eq!(analysis.min_requests, 1);
+    assert_eq!(analysis.confidence, 0.999);
+    assert_eq!(
+        analysis.rules,
+        [
+            // Slots number the success rules in order, whatever lies between them;
+            // methods are stored uppercase, prefixes as routes store theirs.
+            Rule::Success {
+                path_prefix: "/checkout".to_string(),
+                method: Some("POST".to_string()),
+                min: 1.0,
+                slot: 0,
+            },
+            // A latency increase may exceed 100%.
+            Rule::LatencyIncrease {
+                percentile: 99.9,
+                max_increase: 1.5,
+            },
+            // No method: every method.
+            Rule::Success {
+                path_prefix: "/".to_string(),
+                method: None,
+                min: 0.001,
+                slot: 1,
+            },
+            Rule::BurnRate {
+                slo: 0.9999,
+                max: 14.4,
+            },
+            Rule::Success {
+                path_prefix: "/cart".to_string(),
+                method: Some("GET".to_string()),
+                min: 0.995,
+                slot: 2,
+            },
+            Rule::ErrorRate { max: 0.999 },
+            Rule::Success {
+                path_prefix: "/api".to_string(),
+                method: Some("PATCH".to_string()),
+                min: 0.5,
+                slot: 3,
+            },
+        ]
+    );
+    // As many success rules as a service may have.
+    assert_eq!(MAX_SUCCESS_RULES, 4);
+    assert!(!rollout.retry_on_baseline);
+    assert_eq!(rollout.on_failure, OnFailure::Pause);
+    assert_eq!(rollout.progress_deadline, secs(300));
+}
+
+/// A percentage is the double nearest to the decimal written divided by 100; a
+/// tolerance covers nothing here, the comparisons are exact.
+#[test]
+fn percentages_are_the_nearest_fraction() {
+    for (text, want) in [
+        ("1%", 0.01),
+        ("0.5%", 0.005),
+        ("99.9%", 0.999),
+        ("99.99%", 0.9999),
+        ("12.345%", 0.12345),
+        ("0.001%", 0.00001),
+        ("50%", 0.5),
+        ("1 %", 0.01),
+        (".5%", 0.005),
+        ("\"7%\"", 0.07),
+    ] {
+        let yaml = format!(
+            "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\n\
+             routes: [{{ listener: web, service: api }}]\n\
+             services:\n\
+             \x20 - name: api\n\
+             \x20   versions: [{{ name: a, endpoints: [127.0.0.1:9001] }}, {{ name: b, endpoints: [127.0.0.1:9002] }}]\n\
+             \x20   split: {{ weights: {{ a: 100, b: 0 }} }}\n\
+             \x20   rollout:\n\
+             \x20     baseline: a\n\
+             \x20     canary: b\n\
+             \x20     steps: [{{ weight: 100 }}]\n\
+             \x20     analysis: {{ rules: [{{ error_rate: {{ max: {text} }} }}] }}\n"
+        );
+        let s = match parse_str(&yaml, "inline") {
+            Ok(s) => s,
+            Err(err) => panic!("{text}: {}", err.lines().join("\n")),
+        };
+        let rules = &s.services[0]
+            .rollout
+            .as_ref()
+            .expect("a rollout")
+            .analysis
+            .rules;
+        assert_eq!(rules, &[Rule::ErrorRate { max: want }], "{text}");
+    }
+}
+
+/// The rollout example is also a valid fixture, byte for byte.
+#[test]
+fn the_rollout_fixture_is_the_example() {
+    let example = std::fs::read_to_string(workspace("examples/rollout.yaml")).expect("example");
+    let fixture =
+        std::fs::read_to_string(workspace("tests/fixtures/valid/rollout.yaml")).expect("fixture");
+    assert_eq!(example, fixture);
+    assert_eq!(
+        load("tests/fixtures/valid/rollout.yaml"),
+        load("examples/rollout.yaml")
+    );
+}
+
+/// docs/config.md shows the rollout example, copied exactly.
+#[test]
+fn the_docs_show_the_rollout_example_verbatim() {
+    let example = std::fs::read_to_string(workspace("examples/rollout.yaml")).expect("example");
+    let docs = std::fs::read_to_string(workspace("docs/config.md")).expect("docs");
+    assert!(
+        docs.contains(&format!("```yaml\n{example}```\n")),
+        "docs/config.md must show examples/rollout.yaml exactly"
     );
 }
