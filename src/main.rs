@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serin_control::admin::{Admin, Health};
+use serin_control::runner::{now_ms, Control};
 use serin_proxy::{server, DataPlane};
 
 mod demo;
@@ -186,6 +187,10 @@ async fn serve(
     let admin_addr = snapshot.admin.listen;
     let listeners = server::bind_all(&snapshot).await?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
+    // Rollouts resume (or start) and set their weights before any request is served.
+    let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
+    let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
+    let control_loop = tokio::spawn(control.clone().run(control_stopped));
     let health = Arc::new(Health::default());
     let admin = Admin::bind(admin_addr, health.clone()).await?;
     let serving = server::serve(dataplane, listeners);
@@ -196,6 +201,10 @@ async fn serve(
     tracing::info!("shutting down: draining in-flight requests");
     health.set_draining();
     let drained = serving.shutdown(grace).await;
+    let _ = stop_control.send(true);
+    if let Err(err) = control_loop.await {
+        tracing::warn!(error = %err, "control loop ended abnormally");
+    }
     if drained {
         tracing::info!("all connections closed");
     } else {

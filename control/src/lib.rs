@@ -12,5 +12,8 @@
 pub mod admin;
 pub mod analysis;
 pub mod rollout;
+pub mod runner;
+pub mod state;
 pub mod stats;
+pub mod timeline;
 pub mod window;

@@ -241,3 +241,169 @@ where
 pub fn empty() -> Empty<Bytes> {
     Empty::new()
 }
+
+/// serin with its control loop (rollouts), ticking in real time.
+pub struct Controlled {
+    pub serin: Serin,
+    pub control: Arc<serin_control::runner::Control>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Controlled {
+    pub async fn start(yaml: &str) -> Controlled {
+        let serin = Serin::start(yaml).await;
+        let control = Arc::new(serin_control::runner::Control::new(
+            serin.dataplane.clone(),
+            serin_control::runner::now_ms(),
+        ));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(control.clone().run(stopped));
+        Controlled {
+            serin,
+            control,
+            stop,
+        }
+    }
+
+    pub fn phase(&self) -> serin_control::rollout::Phase {
+        self.control.status("api").expect("api has a rollout").phase
+    }
+
+    pub fn canary_weight(&self) -> u32 {
+        self.control
+            .status("api")
+            .expect("api has a rollout")
+            .canary_weight
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.serin.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// What a load generator's clients saw.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub ok: AtomicUsize,
+    pub errors: AtomicUsize,
+    pub by_version: Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+/// Clients sending GETs as distinct users until stopped.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: tokio::task::JoinSet<()>,
+    pub tally: Arc<Tally>,
+}
+
+impl Load {
+    /// `concurrency` clients, each pausing `pause` between requests.
+    pub fn start(url: String, concurrency: usize, pause: Duration) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..concurrency {
+            let (url, stop, tally) = (url.clone(), stop.clone(), tally.clone());
+            tasks.spawn(async move {
+                let client = client();
+                let mut n = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let user = format!("user-{worker}-{n}");
+                    let got = get(&client, &url, &[("x-user-id", &user)]).await;
+                    if got.status.is_server_error() {
+                        tally.errors.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        tally.ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Some(v) = got
+                        .headers
+                        .get("x-serin-version")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        *tally
+                            .by_version
+                            .lock()
+                            .expect("tally")
+                            .entry(v.to_string())
+                            .or_default() += 1;
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            });
+        }
+        Load { stop, tasks, tally }
+    }
+
+    pub fn errors(&self) -> usize {
+        self.tally.errors.load(Ordering::SeqCst)
+    }
+
+    pub fn total(&self) -> usize {
+        self.tally.ok.load(Ordering::SeqCst) + self.errors()
+    }
+
+    pub async fn stop(mut self) -> Arc<Tally> {
+        self.stop.store(true, Ordering::SeqCst);
+        while self.tasks.join_next().await.is_some() {}
+        self.tally
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "serin-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A service `api` with stable and canary and the given `rollout:` block (indented for
+/// the service), keeping its state in `state_dir`.
+pub fn rollout_config(
+    stable: SocketAddr,
+    canary: SocketAddr,
+    state_dir: &std::path::Path,
+    rollout: &str,
+) -> String {
+    format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+state_dir: "{}"
+listeners:
+  - {{ name: web, listen: 127.0.0.1:0 }}
+routes:
+  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: api }}
+services:
+  - name: api
+    versions:
+      - {{ name: stable, endpoints: [{stable}] }}
+      - {{ name: canary, endpoints: [{canary}] }}
+    split:
+      weights: {{ stable: 100, canary: 0 }}
+      sticky: {{ header: x-user-id }}
+    timeouts: {{ connect: 1s, request: 5s }}
+    rollout:
+{rollout}
+"#,
+        state_dir.display()
+    )
+}

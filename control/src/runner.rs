@@ -1,0 +1,377 @@
+//! The control loop: every tick it takes the data plane's intervals, extends each
+//! service's window, judges every rollout that is due, applies the state machine's
+//! actions (weights through `DataPlane::set_weights`), records decisions and persists
+//! state. It never blocks a request: the data plane only ever sees a new table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serin_config::{Rollout, Snapshot};
+use serin_proxy::DataPlane;
+use tokio::sync::watch;
+
+use crate::analysis::{judge, Verdict};
+use crate::rollout::{transition, Action, Event, Phase, RolloutState};
+use crate::state::{self, Persisted};
+use crate::stats::Detector;
+use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
+use crate::window::ServiceWindow;
+
+/// How far back windows reach for services without a rollout (the admin API's view).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+/// Tick of the loop when no rollout asks for a faster one.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A rollout's status as the admin API and the tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutStatus {
+    pub phase: Phase,
+    pub step: usize,
+    pub canary_weight: u32,
+    pub since_ms: u64,
+    pub reason: Option<String>,
+}
+
+struct RolloutRun {
+    spec: Rollout,
+    baseline: String,
+    canary: String,
+    fingerprint: String,
+    state: RolloutState,
+    detectors: Vec<Detector>,
+    timeline: Timeline,
+    last_eval_ms: u64,
+    /// A state write failed; retried every tick until it succeeds.
+    unsaved: bool,
+}
+
+struct ServiceControl {
+    name: String,
+    window: ServiceWindow,
+    rollout: Option<RolloutRun>,
+}
+
+pub struct Control {
+    dataplane: Arc<DataPlane>,
+    state_dir: PathBuf,
+    services: Mutex<Vec<ServiceControl>>,
+    tick: Duration,
+}
+
+impl Control {
+    /// Sets up every service's window and rollout from the data plane's current config:
+    /// a saved rollout with the same spec resumes (its weights are applied now, before
+    /// any request is served); a new one starts at its first step.
+    pub fn new(dataplane: Arc<DataPlane>, now_ms: u64) -> Self {
+        let snapshot = dataplane.snapshot();
+        let state_dir = snapshot.state_dir.clone();
+        let mut services = Vec::with_capacity(snapshot.services.len());
+        for service in &snapshot.services {
+            let keep = service
+                .rollout
+                .as_ref()
+                .map_or(DEFAULT_WINDOW, |r| r.analysis.window.max(DEFAULT_WINDOW));
+            let window = ServiceWindow::new(
+                service.versions.iter().map(|v| v.name.clone()).collect(),
+                keep.as_millis() as u64,
+            );
+            let rollout = service.rollout.as_ref().map(|spec| {
+                let fingerprint = state::fingerprint(service, spec);
+                let saved = match state::load(&state_dir, &service.name) {
+                    Ok(saved) => saved,
+                    Err(err) => {
+                        tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
+                        None
+                    }
+                };
+                let state = match saved {
+                    Some(p) if p.fingerprint == fingerprint => {
+                        tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
+                        p.rollout
+                    }
+                    Some(_) => {
+                        tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
+                        RolloutState::new(now_ms)
+                    }
+                    None => RolloutState::new(now_ms),
+                };
+                RolloutRun {
+                    baseline: service.versions[spec.baseline].name.clone(),
+                    canary: service.versions[spec.canary].name.clone(),
+                    spec: spec.clone(),
+                    fingerprint,
+                    state,
+                    detectors: Vec::new(),
+                    timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
+                    last_eval_ms: now_ms,
+                    unsaved: false,
+                }
+            });
+            services.push(ServiceControl {
+                name: service.name.clone(),
+                window,
+                rollout,
+            });
+        }
+        let tick = tick_of(&snapshot);
+        let control = Self {
+            dataplane,
+            state_dir,
+            services: Mutex::new(services),
+            tick,
+        };
+        {
+            let mut services = control.lock();
+            for service in services.iter_mut() {
+                let name = service.name.clone();
+                let Some(run) = service.rollout.as_mut() else {
+                    continue;
+                };
+                if run.state.phase == Phase::Pending {
+                    let verdict = Verdict::Pass;
+                    control.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
+                } else {
+                    control.apply_weight(&name, run, run.state.canary_weight);
+                }
+            }
+        }
+        control
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<ServiceControl>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The loop's tick: the fastest rollout interval, or one second.
+    pub fn tick_interval(&self) -> Duration {
+        self.tick
+    }
+
+    /// Runs ticks until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(now_ms()),
+                _ = stop.changed() => break,
+            }
+        }
+    }
+
+    /// One tick at `now_ms`.
+    pub fn tick(&self, now_ms: u64) {
+        let intervals = self.dataplane.take_intervals();
+        let mut services = self.lock();
+        for service in services.iter_mut() {
+            if let Some(taken) = intervals.iter().find(|i| i.service == service.name) {
+                service.window.push(now_ms, &taken.versions);
+            }
+            let name = service.name.clone();
+            let Some(run) = service.rollout.as_mut() else {
+                continue;
+            };
+            if run.unsaved {
+                self.persist(&name, run);
+            }
+            let interval_ms = run.spec.analysis.interval.as_millis() as u64;
+            // A little slack so that ticks arriving a hair early still count.
+            if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
+                continue;
+            }
+            if !run.state.phase.is_active() {
+                run.last_eval_ms = now_ms;
+                continue;
+            }
+            let verdict = self.judge(run, &service.window, now_ms);
+            self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
+            run.last_eval_ms = now_ms;
+        }
+    }
+
+    fn judge(&self, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) -> Verdict {
+        let spec = &run.spec;
+        let window_since = now_ms.saturating_sub(spec.analysis.window.as_millis() as u64);
+        let step_since = run.state.step_started_ms.max(window_since);
+        let (b, c) = (spec.baseline, spec.canary);
+        let baseline_window = window.aggregate(b, window_since);
+        let canary_window = window.aggregate(c, window_since);
+        let baseline_step = window.aggregate(b, step_since);
+        let canary_step = window.aggregate(c, step_since);
+        let canary_tick = window.aggregate(c, run.last_eval_ms);
+        let input = crate::analysis::Input {
+            baseline_window: &baseline_window,
+            canary_window: &canary_window,
+            baseline_step: &baseline_step,
+            canary_step: &canary_step,
+            canary_tick: &canary_tick,
+            baseline_has_weight: run.state.canary_weight < 100,
+        };
+        let judgement = judge(&spec.analysis, &run.detectors, &input);
+        run.detectors = judgement.detectors;
+        judgement.verdict
+    }
+
+    /// Applies `event` to the rollout: transition, actions, timeline, persistence.
+    fn step(
+        &self,
+        service: &str,
+        run: &mut RolloutRun,
+        window: &ServiceWindow,
+        event: Event<'_>,
+        now_ms: u64,
+    ) {
+        let (next, actions) = transition(&run.spec, &run.state, event, now_ms);
+        let changed = next != run.state;
+        run.state = next;
+        for action in actions {
+            match action {
+                Action::SetCanaryWeight(w) => self.apply_weight(service, run, w),
+                Action::Record(decision) => {
+                    let window_since =
+                        now_ms.saturating_sub(run.spec.analysis.window.as_millis() as u64);
+                    let versions: BTreeMap<String, WindowNumbers> = window
+                        .versions()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            (
+                                v.clone(),
+                                WindowNumbers::from(&window.aggregate(i, window_since)),
+                            )
+                        })
+                        .collect();
+                    let event = TimelineEvent {
+                        at: rfc3339(now_ms),
+                        at_ms: now_ms,
+                        service: service.to_string(),
+                        event: decision.kind,
+                        manual: decision.manual,
+                        state: run.state.phase,
+                        step: run.state.step,
+                        weights: self.weights_of(service),
+                        reason: decision.reason.clone(),
+                        rule: decision.breach.as_ref().map(RuleRecord::from),
+                        versions,
+                    };
+                    match &decision.breach {
+                        Some(b) => {
+                            tracing::warn!(service, event = ?decision.kind, rule = %b.rule, summary = %b.summary, "rollout decision")
+                        }
+                        None => {
+                            tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
+                        }
+                    }
+                    run.timeline.record(event);
+                }
+            }
+        }
+        if changed {
+            if matches!(run.state.phase, Phase::Promoted | Phase::RolledBack) {
+                run.detectors.clear();
+            }
+            self.persist(service, run);
+        }
+    }
+
+    fn apply_weight(&self, service: &str, run: &RolloutRun, canary_weight: u32) {
+        let weights = [
+            (run.baseline.as_str(), 100 - canary_weight.min(100)),
+            (run.canary.as_str(), canary_weight.min(100)),
+        ];
+        if let Err(err) = self.dataplane.set_weights(service, &weights) {
+            tracing::error!(service, error = %err, "cannot apply the rollout's weights");
+        }
+    }
+
+    fn weights_of(&self, service: &str) -> BTreeMap<String, u32> {
+        self.dataplane
+            .snapshot()
+            .service(service)
+            .map(|s| {
+                s.versions
+                    .iter()
+                    .map(|v| (v.name.clone(), v.weight))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn persist(&self, service: &str, run: &mut RolloutRun) {
+        let saved = Persisted {
+            format: state::FORMAT,
+            service: service.to_string(),
+            fingerprint: run.fingerprint.clone(),
+            rollout: run.state.clone(),
+        };
+        match state::save(&self.state_dir, &saved) {
+            Ok(()) => run.unsaved = false,
+            Err(err) => {
+                if !run.unsaved {
+                    tracing::warn!(service, error = %err, "cannot save the rollout state; retrying every tick");
+                }
+                run.unsaved = true;
+            }
+        }
+    }
+
+    /// The rollout status of `service`, if it has a rollout.
+    pub fn status(&self, service: &str) -> Option<RolloutStatus> {
+        self.lock()
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.rollout.as_ref())
+            .map(|r| RolloutStatus {
+                phase: r.state.phase,
+                step: r.state.step,
+                canary_weight: r.state.canary_weight,
+                since_ms: r.state.since_ms,
+                reason: r.state.reason.clone(),
+            })
+    }
+
+    /// The decision log of `service`, oldest first.
+    pub fn timeline(&self, service: &str) -> Vec<TimelineEvent> {
+        self.lock()
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.rollout.as_ref())
+            .map(|r| r.timeline.events().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A person's command (promote, pause, resume, abort) for `service`'s rollout.
+    /// Returns the status after it, or `None` when the service has no rollout.
+    pub fn command(&self, service: &str, event: Event<'_>, now_ms: u64) -> Option<RolloutStatus> {
+        {
+            let mut services = self.lock();
+            let s = services.iter_mut().find(|s| s.name == service)?;
+            let run = s.rollout.as_mut()?;
+            self.step(service, run, &s.window, event, now_ms);
+        }
+        self.status(service)
+    }
+}
+
+fn tick_of(snapshot: &Snapshot) -> Duration {
+    snapshot
+        .services
+        .iter()
+        .filter_map(|s| s.rollout.as_ref().map(|r| r.analysis.interval))
+        .min()
+        .unwrap_or(DEFAULT_TICK)
+}

@@ -1,0 +1,133 @@
+//! The decision log: every rollout decision with its time, step, weights, the window
+//! numbers of each version and the rule that decided. Kept in memory (bounded) and
+//! appended as JSON Lines to `state_dir/<service>.timeline.jsonl`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::analysis::Breach;
+use crate::rollout::{DecisionKind, Phase};
+use crate::window::Aggregate;
+
+/// Events kept in memory per service.
+pub const KEEP: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEvent {
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    pub at_ms: u64,
+    pub service: String,
+    pub event: DecisionKind,
+    /// Taken by a person through the admin API.
+    pub manual: bool,
+    pub state: Phase,
+    pub step: usize,
+    pub weights: BTreeMap<String, u32>,
+    pub reason: Option<String>,
+    pub rule: Option<RuleRecord>,
+    /// Each version over the analysis window.
+    pub versions: BTreeMap<String, WindowNumbers>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRecord {
+    pub rule: String,
+    pub kind: &'static str,
+    pub observed: Option<f64>,
+    pub threshold: Option<f64>,
+    pub summary: String,
+    /// ln of the evidence and the ln threshold it crossed.
+    pub evidence: f64,
+    pub needed: f64,
+}
+
+impl From<&Breach> for RuleRecord {
+    fn from(b: &Breach) -> Self {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        Self {
+            rule: b.rule.clone(),
+            kind: b.kind,
+            observed: finite(b.observed),
+            threshold: finite(b.threshold),
+            summary: b.summary.clone(),
+            evidence: b.evidence,
+            needed: b.needed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowNumbers {
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl From<&Aggregate> for WindowNumbers {
+    fn from(a: &Aggregate) -> Self {
+        Self {
+            requests: a.requests,
+            errors: a.errors,
+            error_rate: a.error_rate(),
+            p50_ms: a.quantile_ms(0.50),
+            p95_ms: a.quantile_ms(0.95),
+            p99_ms: a.quantile_ms(0.99),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Timeline {
+    events: VecDeque<TimelineEvent>,
+    file: PathBuf,
+}
+
+impl Timeline {
+    pub fn new(file: PathBuf) -> Self {
+        Self {
+            events: VecDeque::new(),
+            file,
+        }
+    }
+
+    /// Keeps `event` and appends it to the file; a failed write is logged, never fatal.
+    pub fn record(&mut self, event: TimelineEvent) {
+        match serde_json::to_string(&event) {
+            Ok(mut line) => {
+                line.push('\n');
+                let written = self
+                    .file
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| {
+                        OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&self.file)
+                    })
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(err) = written {
+                    tracing::warn!(file = %self.file.display(), error = %err, "cannot append to the timeline file; the event is kept in memory");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot encode a timeline event"),
+        }
+        if self.events.len() == KEEP {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    /// Oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &TimelineEvent> {
+        self.events.iter()
+    }
+}

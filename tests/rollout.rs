@@ -1,0 +1,321 @@
+//! Rollouts end to end: real serin with its control loop, real backends whose faults
+//! are switched at run time, real traffic. Holds and intervals are short so the tests
+//! run in seconds; the decisions are polled, never slept for.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serin_control::rollout::{DecisionKind, Phase};
+
+const FAST: &str = "        interval: 100ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%";
+
+fn events(c: &Controlled) -> Vec<DecisionKind> {
+    c.control.timeline("api").iter().map(|e| e.event).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_starts_failing_is_rolled_back_and_gets_no_more_traffic() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("fail");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 30, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - error_rate: {{ max_increase: 0.5% }}\n"
+        ),
+    );
+    let c = Controlled::start(&yaml).await;
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::Progressing, 30));
+    let load = Load::start(c.serin.url("/"), 8, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "the canary serves traffic",
+        || async { canary.hits() > 50 },
+    )
+    .await;
+    // Healthy for a while: no rollback.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.phase(), Phase::Progressing);
+
+    canary.set_status(500);
+    eventually(
+        Duration::from_secs(10),
+        "the failing canary is rolled back",
+        || async { c.phase() == Phase::RolledBack },
+    )
+    .await;
+    let hits_at_rollback = canary.hits();
+    let stable_at_rollback = stable.hits();
+    eventually(
+        Duration::from_secs(10),
+        "traffic keeps flowing to the baseline",
+        || async { stable.hits() > stable_at_rollback + 500 },
+    )
+    .await;
+    let tally = load.stop().await;
+    // Only requests already in flight at the rollback (8 clients) may still arrive.
+    assert!(
+        canary.hits() <= hits_at_rollback + 8,
+        "canary got {} requests after the rollback",
+        canary.hits() - hits_at_rollback
+    );
+    assert_eq!(c.canary_weight(), 0);
+    assert!(tally.errors.load(std::sync::atomic::Ordering::SeqCst) > 0);
+
+    let timeline = c.control.timeline("api");
+    let rolled_back = timeline
+        .iter()
+        .find(|e| e.event == DecisionKind::RolledBack)
+        .expect("a rolled_back event");
+    let rule = rolled_back.rule.as_ref().expect("the deciding rule");
+    assert_eq!(rule.kind, "error_rate");
+    assert!(rule.evidence >= rule.needed);
+    assert_eq!(rolled_back.weights.get("canary"), Some(&0));
+    assert!(rolled_back.versions["canary"].errors > 0);
+    // The state file says so too.
+    let saved = std::fs::read_to_string(dir.0.join("api.json")).expect("state file");
+    assert!(saved.contains("\"rolled_back\""), "{saved}");
+    let lines = std::fs::read_to_string(dir.0.join("api.timeline.jsonl")).expect("timeline file");
+    assert!(
+        lines.lines().any(|l| l.contains("\"rolled_back\"")),
+        "{lines}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_rolled_back() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    stable.set_delay(Duration::from_millis(10));
+    canary.set_delay(Duration::from_millis(10));
+    let dir = TempDir::new("slow");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - latency: {{ percentile: 95, max_increase: 20% }}\n"
+        ),
+    );
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 8, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "both versions have traffic",
+        || async { canary.hits() > 100 && stable.hits() > 100 },
+    )
+    .await;
+    assert_eq!(c.phase(), Phase::Progressing);
+    canary.set_delay(Duration::from_millis(30));
+    eventually(
+        Duration::from_secs(20),
+        "the slow canary is rolled back",
+        || async { c.phase() == Phase::RolledBack },
+    )
+    .await;
+    load.stop().await;
+    let timeline = c.control.timeline("api");
+    let rolled_back = timeline
+        .iter()
+        .find(|e| e.event == DecisionKind::RolledBack)
+        .expect("rolled_back");
+    assert_eq!(rolled_back.rule.as_ref().map(|r| r.kind), Some("latency"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_every_step() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("promote");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 10, hold: 300ms }}\n        - {{ weight: 50, hold: 300ms }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - error_rate: {{ max_increase: 0.5% }}\n          - latency: {{ percentile: 95, max: 800ms }}\n"
+        ),
+    );
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
+    eventually(
+        Duration::from_secs(20),
+        "the canary is promoted",
+        || async { c.phase() == Phase::Promoted },
+    )
+    .await;
+    let stable_after = stable.hits();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tally = load.stop().await;
+    assert_eq!(c.canary_weight(), 100);
+    assert!(
+        stable.hits() <= stable_after + 4,
+        "the baseline still got traffic after promotion"
+    );
+    assert_eq!(tally.errors.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        events(&c),
+        vec![
+            DecisionKind::Started,
+            DecisionKind::StepAdvanced,
+            DecisionKind::StepAdvanced,
+            DecisionKind::Promoted
+        ]
+    );
+    let steps: Vec<u32> = c
+        .control
+        .timeline("api")
+        .iter()
+        .map(|e| e.weights["canary"])
+        .collect();
+    assert_eq!(steps, vec![10, 50, 100, 100]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thin_traffic_holds_and_never_fails() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("thin");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 200ms }}\n        - {{ weight: 100 }}\n      analysis:\n        interval: 100ms\n        window: 5s\n        min_requests: 50\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        ),
+    );
+    let c = Controlled::start(&yaml).await;
+    // One request every 100 ms, one of the first canary ones failing.
+    canary.set_status(500);
+    let load = Load::start(c.serin.url("/"), 1, Duration::from_millis(100));
+    eventually(
+        Duration::from_secs(10),
+        "the canary failed once",
+        || async { canary.hits() >= 1 },
+    )
+    .await;
+    canary.set_status(0);
+    eventually(Duration::from_secs(10), "the hold is recorded", || async {
+        events(&c).contains(&DecisionKind::Held)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    load.stop().await;
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::Progressing, 50));
+    let held = c
+        .control
+        .timeline("api")
+        .into_iter()
+        .find(|e| e.event == DecisionKind::Held)
+        .expect("held");
+    assert!(
+        held.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("thin traffic"),
+        "{:?}",
+        held.reason
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_rollback_keeps_the_canary_at_zero() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("restart");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        ),
+    );
+    canary.set_status(503);
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
+    eventually(Duration::from_secs(10), "rolled back", || async {
+        c.phase() == Phase::RolledBack
+    })
+    .await;
+    load.stop().await;
+    c.stop().await;
+
+    // A new serin on the same config and state directory.
+    canary.set_status(0);
+    let before = canary.hits();
+    let again = Controlled::start(&yaml).await;
+    assert_eq!(
+        (again.phase(), again.canary_weight()),
+        (Phase::RolledBack, 0)
+    );
+    let client = client();
+    for user in 0..200 {
+        let got = get(
+            &client,
+            &again.serin.url("/"),
+            &[("x-user-id", &format!("u{user}"))],
+        )
+        .await;
+        assert_eq!(got.body, "stable");
+    }
+    assert_eq!(canary.hits(), before);
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_baseline_hides_a_failing_canary_from_clients() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("retry");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      retry_on_baseline: true\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        ),
+    );
+    canary.set_status(500);
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 8, Duration::ZERO);
+    eventually(Duration::from_secs(10), "rolled back", || async {
+        c.phase() == Phase::RolledBack
+    })
+    .await;
+    let tally = load.stop().await;
+    assert!(canary.hits() > 0, "the canary was never tried");
+    assert_eq!(
+        tally.errors.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "clients saw canary failures"
+    );
+    // The failures still counted against the canary: that is what rolled it back.
+    let rolled_back = c
+        .control
+        .timeline("api")
+        .into_iter()
+        .find(|e| e.event == DecisionKind::RolledBack)
+        .expect("rolled_back");
+    assert!(rolled_back.versions["canary"].errors > 0);
+    c.stop().await;
+}
