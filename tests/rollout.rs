@@ -194,9 +194,7 @@ async fn thin_traffic_holds_and_never_fails() {
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 200ms }}\n        - {{ weight: 100 }}\n      analysis:\n        interval: 100ms\n        window: 5s\n        min_requests: 50\n        rules:\n          - error_rate: {{ max: 1% }}\n"
-        ),
+        "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 50, hold: 200ms }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 5s\n        min_requests: 50\n        rules:\n          - error_rate: { max: 1% }\n",
     );
     let c = Controlled::start(&yaml).await;
     // One request every 100 ms, one of the first canary ones failing.
