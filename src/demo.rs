@@ -1,11 +1,13 @@
 //! `serin demo` and `serin demo-backend`: serin's job on an embedded default, with no
-//! files and no other processes — two built-in app versions, serin splitting 90/10 in
-//! front of them, steady load, and the per-version figures serin measures, each second.
+//! files and no other processes — two built-in app versions, serin in front of them
+//! running a staged canary rollout, steady load, the per-version figures serin measures
+//! each second, and the rollout's decisions as they happen.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -16,12 +18,16 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serin_proxy::{server, DataPlane, Interval};
+use serin_control::rollout::Phase;
+use serin_control::runner::{now_ms, Control};
+use serin_proxy::{server, DataPlane};
 use tokio::net::TcpListener;
 
-/// The embedded default: the quickstart's shape on free loopback ports.
+/// The embedded default: the quickstart's shape with a fast staged rollout, on free
+/// loopback ports.
 const DEMO_CONFIG: &str = r#"
 admin: { listen: 127.0.0.1:0 }
+state_dir: STATE_DIR
 listeners:
   - { name: web, listen: 127.0.0.1:0 }
 routes:
@@ -32,26 +38,80 @@ services:
       - { name: stable, endpoints: [STABLE] }
       - { name: canary, endpoints: [CANARY] }
     split:
-      weights: { stable: 90, canary: 10 }
+      weights: { stable: 100, canary: 0 }
       sticky: { header: x-user-id }
       force: { header: x-serin-version }
     timeouts: { connect: 1s, request: 5s }
+    rollout:
+      baseline: stable
+      canary: canary
+      steps:
+        - { weight: 5, hold: 4s }
+        - { weight: 25, hold: 4s }
+        - { weight: 50, hold: 4s }
+        - { weight: 100 }
+      analysis:
+        interval: 500ms
+        window: 10s
+        min_requests: 20
+        confidence: 99%
+        rules:
+          - error_rate: { max: 5% }
+          - error_rate: { max_increase: 1% }
+          - latency: { percentile: 95, max_increase: 50% }
 "#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The canary turns bad partway through and serin rolls it back.
+    Bad,
+    /// The canary stays healthy and serin promotes it.
+    Good,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FaultKind {
+    /// The canary starts failing 30 % of requests with 500.
+    Errors,
+    /// The canary becomes 40 ms slower.
+    Latency,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// How long to run.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+    #[arg(long, value_enum, default_value_t = Scenario::Bad)]
+    pub scenario: Scenario,
+    /// What goes wrong in the bad scenario.
+    #[arg(long, value_enum, default_value_t = FaultKind::Errors)]
+    pub fault: FaultKind,
+    /// When the fault starts, after the rollout began.
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    pub fault_after: Duration,
     /// Requests per second the built-in load generator sends.
     #[arg(long, default_value_t = 200)]
     pub rate: u32,
-    /// Share of canary requests that fail with 500 (0.0–1.0).
-    #[arg(long, default_value_t = 0.02)]
-    pub canary_error_rate: f64,
-    /// Extra latency of the canary.
-    #[arg(long, default_value = "3ms", value_parser = humantime::parse_duration)]
-    pub canary_latency: Duration,
+    /// Stop after this long even if the rollout has not finished.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub limit: Duration,
+}
+
+/// Run-time switches of a demo backend.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Share of requests answered 500, as f64 bits.
+    error_rate: AtomicU64,
+    /// Added latency in µs.
+    extra_us: AtomicU64,
+}
+
+impl Faults {
+    pub fn new(error_rate: f64, extra: Duration) -> Arc<Self> {
+        let f = Faults::default();
+        f.error_rate.store(error_rate.to_bits(), Ordering::Relaxed);
+        f.extra_us
+            .store(extra.as_micros() as u64, Ordering::Relaxed);
+        Arc::new(f)
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -70,22 +130,24 @@ pub struct BackendArgs {
     pub latency: Duration,
 }
 
-/// A toy app version: answers `hello from VERSION`, slowly or failing as told.
-pub async fn backend(listener: TcpListener, version: Arc<str>, error_rate: f64, latency: Duration) {
+/// A toy app version: answers `hello from VERSION`, slowly or failing as `faults` say.
+pub async fn backend(listener: TcpListener, version: Arc<str>, faults: Arc<Faults>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let version = version.clone();
+        let (version, faults) = (version.clone(), faults.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let version = version.clone();
+                let (version, faults) = (version.clone(), faults.clone());
                 async move {
                     let _ = req.into_body().collect().await;
-                    if !latency.is_zero() {
-                        tokio::time::sleep(latency).await;
-                    }
-                    let failed = fastrand::f64() < error_rate;
+                    let extra = faults.extra_us.load(Ordering::Relaxed);
+                    // A little jitter around 1 ms so the figures look like a real app's.
+                    let latency = Duration::from_micros(500 + fastrand::u64(0..1000) + extra);
+                    tokio::time::sleep(latency).await;
+                    let failed =
+                        fastrand::f64() < f64::from_bits(faults.error_rate.load(Ordering::Relaxed));
                     let body = if failed {
                         format!("{version} failed\n")
                     } else {
@@ -122,40 +184,29 @@ pub async fn run_backend(args: BackendArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!(version = %args.version, addr = %args.listen, "demo backend listening");
     tokio::select! {
-        _ = backend(listener, args.version.into(), args.error_rate, args.latency) => {},
+        _ = backend(listener, args.version.into(), Faults::new(args.error_rate, args.latency)) => {},
         _ = tokio::signal::ctrl_c() => {},
     }
     Ok(())
 }
 
-async fn start_backend(
-    name: &str,
-    error_rate: f64,
-    latency: Duration,
-) -> anyhow::Result<SocketAddr> {
+async fn start_backend(name: &str, faults: Arc<Faults>) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot bind a demo backend")?;
     let addr = listener.local_addr()?;
-    tokio::spawn(backend(listener, name.into(), error_rate, latency));
+    tokio::spawn(backend(listener, name.into(), faults));
     Ok(addr)
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.canary_error_rate),
-        "--canary-error-rate must be between 0.0 and 1.0, got {}",
-        args.canary_error_rate
-    );
     anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
-    let stable = start_backend("stable", 0.0, Duration::from_millis(1)).await?;
-    let canary = start_backend(
-        "canary",
-        args.canary_error_rate,
-        Duration::from_millis(1) + args.canary_latency,
-    )
-    .await?;
+    let stable = start_backend("stable", Faults::new(0.0, Duration::ZERO)).await?;
+    let canary_faults = Faults::new(0.0, Duration::ZERO);
+    let canary = start_backend("canary", canary_faults.clone()).await?;
+    let state_dir = std::env::temp_dir().join(format!("serin-demo-{}", std::process::id()));
     let yaml = DEMO_CONFIG
+        .replace("STATE_DIR", &format!("\"{}\"", state_dir.display()))
         .replace("STABLE", &stable.to_string())
         .replace("CANARY", &canary.to_string());
     let snapshot = serin_config::parse_str(&yaml, "embedded demo config")?;
@@ -165,71 +216,165 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|l| l.local_addr)
         .context("the demo config has a listener")?;
     let dataplane = Arc::new(DataPlane::new(snapshot, 2)?);
+    let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
+    let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(control.clone().run(control_stopped));
     let serving = server::serve(dataplane.clone(), listeners);
+    let started = Instant::now();
 
-    println!("serin demo: stable at {stable}, canary at {canary}; serin at http://{web}/ splitting 90/10 (sticky on x-user-id)");
     println!(
-        "load: {} req/s for {}; the canary fails {:.1}% of requests and is {} slower",
-        args.rate,
-        humantime::format_duration(args.duration),
-        args.canary_error_rate * 100.0,
-        humantime::format_duration(args.canary_latency)
+        "serin demo: serin at http://{web}/ in front of stable ({stable}) and canary ({canary})"
     );
-    println!("try meanwhile: curl -si http://{web}/ -H 'x-user-id: alice'");
+    println!(
+        "rollout: canary 5% → 25% → 50% → 100%, 4 s per step, judged every 500 ms on a 10 s window"
+    );
+    match args.scenario {
+        Scenario::Good => {
+            println!("scenario: good — the canary stays healthy and should be promoted")
+        }
+        Scenario::Bad => println!(
+            "scenario: bad — the canary {} after {}; serin should roll it back on its own",
+            match args.fault {
+                FaultKind::Errors => "starts failing 30% of requests",
+                FaultKind::Latency => "becomes 40 ms slower",
+            },
+            humantime::format_duration(args.fault_after)
+        ),
+    }
+    println!("load: {} req/s as 500 users (x-user-id); try: curl -si http://{web}/ -H 'x-user-id: alice'", args.rate);
     println!();
 
     let load = tokio::spawn(generate_load(web, args.rate));
-    let mut totals = [Interval::default(), Interval::default()];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    dataplane.take_intervals();
-    let seconds = args.duration.as_secs().max(1);
-    for second in 1..=seconds {
+    let mut fault_at: Option<u64> = None;
+    let mut printed_events = 0;
+    let mut finished_at: Option<(Instant, u64)> = None;
+    let mut cursor = now_ms();
+    let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut second = 0u64;
+    loop {
         tokio::select! {
             _ = tick.tick() => {},
             _ = tokio::signal::ctrl_c() => break,
         }
-        let intervals = dataplane.take_intervals();
-        let Some(api) = intervals.first() else { break };
-        let mut line = format!("{second:>3}s");
-        for (i, (name, interval)) in api.versions.iter().enumerate() {
-            line.push_str(&format!("  {name:>6}: {}", figures(interval)));
-            if let Some(total) = totals.get_mut(i) {
-                total.merge(interval);
+        second += 1;
+        if args.scenario == Scenario::Bad
+            && fault_at.is_none()
+            && started.elapsed() >= args.fault_after
+        {
+            match args.fault {
+                FaultKind::Errors => canary_faults
+                    .error_rate
+                    .store(0.3f64.to_bits(), Ordering::Relaxed),
+                FaultKind::Latency => canary_faults.extra_us.store(40_000, Ordering::Relaxed),
+            }
+            fault_at = Some(now_ms());
+            println!("       >>> fault injected into the canary");
+        }
+        let status = control.status("api");
+        let phase = status.as_ref().map_or("none", |s| s.phase.as_str());
+        let weight = status.as_ref().map_or(0, |s| s.canary_weight);
+        let mut line = format!("{second:>3}s  {phase:<11} canary {weight:>3}%");
+        if let Some((newest, numbers)) = control.numbers_since("api", cursor) {
+            cursor = newest;
+            for (name, n) in &numbers {
+                let total = totals.entry(name.clone()).or_default();
+                total.0 += n.requests;
+                total.1 += n.errors;
+                line.push_str(&format!("  | {name}: {}", figures(n)));
             }
         }
         println!("{line}");
+        let events = control.timeline("api");
+        for e in events.iter().skip(printed_events) {
+            let why = e
+                .rule
+                .as_ref()
+                .map(|r| format!("{} — {}", r.rule, r.summary))
+                .or(e.reason.clone())
+                .unwrap_or_default();
+            println!(
+                "       decision: {:?} → canary {}%  {}",
+                e.event,
+                e.weights.get("canary").copied().unwrap_or(0),
+                why
+            );
+        }
+        printed_events = events.len();
+        if finished_at.is_none() && status.as_ref().is_some_and(|s| !s.phase.is_active()) {
+            let canary_so_far = totals.get("canary").map_or(0, |t| t.0);
+            finished_at = Some((Instant::now(), canary_so_far));
+        }
+        if finished_at.is_some_and(|(t, _)| t.elapsed() >= Duration::from_secs(2))
+            || started.elapsed() >= args.limit
+        {
+            break;
+        }
     }
     load.abort();
-    let all: u64 = totals.iter().map(Interval::requests).sum();
+    let _ = stop_control.send(true);
+
     println!();
-    println!("in all: {all} requests");
-    for (name, total) in ["stable", "canary"].iter().zip(&totals) {
-        let share = if all > 0 {
-            100.0 * total.requests() as f64 / all as f64
-        } else {
-            0.0
-        };
-        println!("  {name:>6}: {share:5.1}% of traffic, {}", figures(total));
+    let status = control.status("api");
+    let timeline = control.timeline("api");
+    match status.as_ref().map(|s| s.phase) {
+        Some(Phase::RolledBack) => {
+            println!("result: serin rolled the canary back on its own.");
+            if let Some(e) = timeline
+                .iter()
+                .find(|e| e.event == serin_control::rollout::DecisionKind::RolledBack)
+            {
+                if let Some(r) = &e.rule {
+                    println!("  rule: {} — {}", r.rule, r.summary);
+                }
+                if let Some(onset_ms) = fault_at {
+                    println!(
+                        "  fault → rollback: {} ms",
+                        e.at_ms.saturating_sub(onset_ms)
+                    );
+                }
+                if let Some(c) = e.versions.get("canary") {
+                    println!(
+                        "  canary over the window at the decision: {} requests, {} errors",
+                        c.requests, c.errors
+                    );
+                }
+            }
+            if let Some((_, canary_at_end)) = finished_at {
+                let canary_total = totals.get("canary").map_or(0, |t| t.0);
+                println!(
+                    "  requests the canary failed in all: {}; requests that reached the canary after the rollback: {}",
+                    totals.get("canary").map_or(0, |t| t.1),
+                    canary_total.saturating_sub(canary_at_end)
+                );
+            }
+        }
+        Some(Phase::Promoted) => {
+            println!("result: the canary passed every step and was promoted to 100%.")
+        }
+        other => println!(
+            "result: the rollout did not finish within {} (state {:?}).",
+            humantime::format_duration(args.limit),
+            other.map(Phase::as_str)
+        ),
     }
+    println!(
+        "  decisions logged to {}",
+        state_dir.join("api.timeline.jsonl").display()
+    );
     serving.shutdown(Duration::from_secs(2)).await;
+    let _ = std::fs::remove_dir_all(&state_dir);
     Ok(())
 }
 
-fn figures(i: &Interval) -> String {
-    let requests = i.requests();
-    let error_rate = if requests > 0 {
-        100.0 * i.errors() as f64 / requests as f64
-    } else {
-        0.0
-    };
-    let ms = |q: f64| i.latency_us.value_at_quantile(q) as f64 / 1000.0;
+fn figures(n: &serin_control::timeline::WindowNumbers) -> String {
+    let ms = |v: Option<f64>| v.map_or("   - ".to_string(), |v| format!("{v:5.1}"));
     format!(
-        "{requests:>5} req, {:>3} errors ({error_rate:4.1}%), p50 {:5.1} ms, p95 {:5.1} ms, p99 {:5.1} ms",
-        i.errors(),
-        ms(0.50),
-        ms(0.95),
-        ms(0.99)
+        "{:>4} req {:>3} err p95 {} ms",
+        n.requests,
+        n.errors,
+        ms(n.p95_ms)
     )
 }
 

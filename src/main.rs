@@ -76,7 +76,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { file }) => check(&file),
         Some(Command::Run(args)) => run_or_report(args, cli.log_format),
-        Some(Command::Demo(args)) => small_runtime(cli.log_format, "warn", demo::run(args)),
+        Some(Command::Demo(args)) => small_runtime(cli.log_format, "error", demo::run(args)),
         Some(Command::DemoBackend(args)) => {
             small_runtime(cli.log_format, "info", demo::run_backend(args))
         }

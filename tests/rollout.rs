@@ -317,3 +317,74 @@ async fn retry_on_baseline_hides_a_failing_canary_from_clients() {
     assert!(rolled_back.versions["canary"].errors > 0);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("respec");
+    let spec = |first: u32| {
+        format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: {first}, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        )
+    };
+    let first = rollout_config(stable.addr, canary.addr, &dir.0, &spec(20));
+    let c = Controlled::start(&first).await;
+    c.control.command(
+        "api",
+        serin_control::rollout::Event::Abort,
+        serin_control::runner::now_ms(),
+    );
+    assert_eq!(c.phase(), Phase::RolledBack);
+    c.stop().await;
+
+    let changed = rollout_config(stable.addr, canary.addr, &dir.0, &spec(30));
+    let again = Controlled::start(&changed).await;
+    assert_eq!(
+        (again.phase(), again.canary_weight()),
+        (Phase::Progressing, 30)
+    );
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_state_dir_does_not_stop_a_rollback() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("unwritable");
+    // A file where the state directory should be: every save fails.
+    let blocked = dir.0.join("not-a-dir");
+    std::fs::write(&blocked, "x").expect("write");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &blocked,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        ),
+    );
+    canary.set_status(500);
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
+    eventually(Duration::from_secs(10), "rolled back", || async {
+        c.phase() == Phase::RolledBack
+    })
+    .await;
+    let at_rollback = canary.hits();
+    let stable_then = stable.hits();
+    eventually(
+        Duration::from_secs(10),
+        "the baseline keeps serving",
+        || async { stable.hits() > stable_then + 200 },
+    )
+    .await;
+    load.stop().await;
+    assert!(canary.hits() <= at_rollback + 4);
+    // The decision is still in the in-memory timeline.
+    assert!(events(&c).contains(&DecisionKind::RolledBack));
+    c.stop().await;
+}

@@ -344,6 +344,31 @@ impl Control {
             })
     }
 
+    /// Each version's numbers over the ticks that ended after `since_ms`, and the end of
+    /// the newest tick (pass it back as `since_ms` to read the next ticks only).
+    pub fn numbers_since(
+        &self,
+        service: &str,
+        since_ms: u64,
+    ) -> Option<(u64, BTreeMap<String, WindowNumbers>)> {
+        let services = self.lock();
+        let s = services.iter().find(|s| s.name == service)?;
+        let newest = s.window.latest_at().unwrap_or(since_ms).max(since_ms);
+        let numbers = s
+            .window
+            .versions()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v.clone(),
+                    WindowNumbers::from(&s.window.aggregate(i, since_ms)),
+                )
+            })
+            .collect();
+        Some((newest, numbers))
+    }
+
     /// The decision log of `service`, oldest first.
     pub fn timeline(&self, service: &str) -> Vec<TimelineEvent> {
         self.lock()
