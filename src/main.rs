@@ -169,23 +169,35 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(usize::from)
             .unwrap_or(1)
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("serin-worker")
+    raise_open_file_limit();
+    // Bound before anything starts, so a taken address fails the start cleanly.
+    let sockets = server::bind_workers(&snapshot, workers)?;
+    // Control, admin and signals run on the main thread; requests on the workers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .thread_name("serin-control")
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(snapshot, workers, args.grace, &config_path))
+        .context("cannot start the control runtime")?;
+    runtime.block_on(serve(snapshot, sockets, workers, args.grace, &config_path))
+}
+
+/// Raises the soft limit on open files to the hard limit, as nginx's
+/// `worker_rlimit_nofile` does: every proxied connection costs two descriptors.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open file limit"),
+    }
 }
 
 async fn serve(
     snapshot: serin_config::Snapshot,
+    sockets: server::WorkerSockets,
     workers: usize,
     grace: Duration,
     config_path: &Path,
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
-    let listeners = server::bind_all(&snapshot).await?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
     // Rollouts resume (or start) and set their weights before any request is served.
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
@@ -193,14 +205,17 @@ async fn serve(
     let control_loop = tokio::spawn(control.clone().run(control_stopped));
     let health = Arc::new(Health::default());
     let admin = Admin::bind(admin_addr, health.clone()).await?;
-    let serving = server::serve(dataplane, listeners);
+    let pool = server::Workers::start(dataplane, sockets, grace)
+        .context("cannot start the worker threads")?;
     health.set_ready();
     tracing::info!(config = %config_path.display(), workers, "serin is ready");
 
     shutdown_signal().await?;
     tracing::info!("shutting down: draining in-flight requests");
     health.set_draining();
-    let drained = serving.shutdown(grace).await;
+    let drained = tokio::task::spawn_blocking(move || pool.shutdown())
+        .await
+        .unwrap_or(false);
     let _ = stop_control.send(true);
     if let Err(err) = control_loop.await {
         tracing::warn!(error = %err, "control loop ended abnormally");

@@ -89,7 +89,7 @@ async fn attempt(
         started: Instant::now(),
         done: false,
     };
-    match tokio::time::timeout(service.request_timeout, service.client.request(req)).await {
+    match tokio::time::timeout(service.request_timeout, service.client().request(req)).await {
         Ok(Ok(response)) => {
             guard.finish(Outcome::Response(response.status().as_u16()));
             Attempt::Answered(response)

@@ -1,13 +1,11 @@
 //! Stage 6, record: per-version latency histograms and outcome counters.
 //!
-//! Each version owns a [`VersionStats`] split into shards, one per worker thread (a
-//! thread picks its shard once, by a thread-local index). Recording locks only the
+//! Each version owns a [`VersionStats`] split into shards, one per worker (a thread
+//! records into the shard of its [`crate::worker::index`]). Recording locks only the
 //! caller's shard, so the lock is never contended by another request; the only other
 //! party is the control loop's [`VersionStats::take`], once per tick. Recording does
 //! not allocate: the histograms are sized for their whole range up front.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -167,23 +165,6 @@ pub struct VersionStats {
     shards: Box<[Shard]>,
 }
 
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-fn thread_index() -> usize {
-    THREAD_INDEX.with(|cell| {
-        let mut index = cell.get();
-        if index == usize::MAX {
-            index = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-            cell.set(index);
-        }
-        index
-    })
-}
-
 impl VersionStats {
     /// `shards` is normally the number of worker threads.
     pub fn new(shards: usize) -> Self {
@@ -201,7 +182,7 @@ impl VersionStats {
     /// Records one request that matched the `success` rules whose slots are set in
     /// `success_rules` (bit i = slot i).
     pub fn record_matching(&self, outcome: Outcome, latency: Duration, success_rules: u8) {
-        let shard = &self.shards[thread_index() % self.shards.len()];
+        let shard = &self.shards[crate::worker::index() % self.shards.len()];
         let mut interval = shard
             .0
             .lock()

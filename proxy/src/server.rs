@@ -1,5 +1,10 @@
 //! Stages 1 and 2: accept TCP connections and serve HTTP/1.1 and HTTP/2 (prior
 //! knowledge) on them with hyper-util's auto server; graceful shutdown.
+//!
+//! `serin run` uses [`Workers`]: one thread per worker, each with a single-threaded
+//! runtime and its own `SO_REUSEPORT` socket per listener, so the kernel spreads
+//! connections over the workers and a request never leaves the thread that accepted it.
+//! [`serve`] runs listeners on the calling runtime (tests, the demo).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ProxyError;
 use crate::forward::ConnInfo;
-use crate::DataPlane;
+use crate::{worker, DataPlane};
 
 /// Time a client gets to send a complete request head (slowloris defence).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +37,8 @@ pub struct BoundListener {
     socket: TcpListener,
 }
 
-/// Binds every listener of `snapshot`; fails whole if any address cannot be bound.
+/// Binds every listener of `snapshot` on the current runtime; fails whole if any
+/// address cannot be bound.
 pub async fn bind_all(snapshot: &Snapshot) -> Result<Vec<BoundListener>, ProxyError> {
     let mut bound = Vec::with_capacity(snapshot.listeners.len());
     for listener in &snapshot.listeners {
@@ -80,7 +86,7 @@ pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Servin
     let accept_loops = listeners
         .into_iter()
         .map(|listener| {
-            tracing::info!(listener = %listener.name, addr = %listener.local_addr, "listening");
+            tracing::debug!(listener = %listener.name, addr = %listener.local_addr, "accepting");
             tokio::spawn(accept_loop(
                 listener,
                 dataplane.clone(),
@@ -162,5 +168,117 @@ impl Serving {
             // Unreachable: every accept loop, the only other holders, has ended.
             Err(_) => false,
         }
+    }
+}
+
+/// Listener sockets for every worker, bound but not yet registered with a runtime.
+#[derive(Debug)]
+pub struct WorkerSockets {
+    /// `[worker][listener]`.
+    sockets: Vec<Vec<(Arc<str>, std::net::TcpListener)>>,
+    /// Each listener's name and resolved address.
+    pub addrs: Vec<(Arc<str>, SocketAddr)>,
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Binds every listener of `snapshot` once per worker with `SO_REUSEPORT`. The first
+/// socket of a listener resolves its address (port 0 becomes a free port); the others
+/// bind to that address. Fails whole if any address cannot be bound.
+pub fn bind_workers(snapshot: &Snapshot, workers: usize) -> Result<WorkerSockets, ProxyError> {
+    let workers = workers.max(1);
+    let mut sockets: Vec<Vec<(Arc<str>, std::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::with_capacity(snapshot.listeners.len());
+    for listener in &snapshot.listeners {
+        let name: Arc<str> = listener.name.as_str().into();
+        let bind_error = |source| ProxyError::Bind {
+            listener: listener.name.clone(),
+            addr: listener.listen,
+            source,
+        };
+        let first = reuseport_socket(listener.listen).map_err(bind_error)?;
+        let resolved = first.local_addr().map_err(bind_error)?;
+        sockets[0].push((name.clone(), first));
+        for per_worker in sockets.iter_mut().skip(1) {
+            per_worker.push((
+                name.clone(),
+                reuseport_socket(resolved).map_err(bind_error)?,
+            ));
+        }
+        addrs.push((name, resolved));
+    }
+    Ok(WorkerSockets { sockets, addrs })
+}
+
+/// Worker threads serving the listeners; see the module documentation.
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<bool>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Starts one thread per worker of `sockets`. `grace` bounds the drain on shutdown.
+    pub fn start(
+        dataplane: Arc<DataPlane>,
+        sockets: WorkerSockets,
+        grace: Duration,
+    ) -> Result<Self, std::io::Error> {
+        for (name, addr) in &sockets.addrs {
+            tracing::info!(listener = %name, addr = %addr, workers = sockets.sockets.len(), "listening");
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::with_capacity(sockets.sockets.len());
+        for (index, own) in sockets.sockets.into_iter().enumerate() {
+            let dataplane = dataplane.clone();
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("serin-worker-{index}"))
+                .spawn(move || {
+                    worker::set_index(index);
+                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(err) => {
+                            tracing::error!(worker = index, error = %err, "cannot start the worker's runtime");
+                            return false;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let mut listeners = Vec::with_capacity(own.len());
+                        for (name, socket) in own {
+                            match socket.local_addr().and_then(|addr| Ok((addr, TcpListener::from_std(socket)?))) {
+                                Ok((local_addr, socket)) => listeners.push(BoundListener { name, local_addr, socket }),
+                                Err(err) => tracing::error!(worker = index, listener = %name, error = %err, "cannot register the listener"),
+                            }
+                        }
+                        let serving = serve(dataplane, listeners);
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                        serving.shutdown(grace).await
+                    })
+                })?;
+            threads.push(thread);
+        }
+        Ok(Self { threads, stop })
+    }
+
+    /// Stops accepting on every worker, lets in-flight requests finish within the grace
+    /// period, and returns whether every connection closed in time. Blocks.
+    pub fn shutdown(self) -> bool {
+        let _ = self.stop.send(true);
+        let mut drained = true;
+        for thread in self.threads {
+            drained &= thread.join().unwrap_or(false);
+        }
+        drained
     }
 }

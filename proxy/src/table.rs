@@ -62,7 +62,9 @@ pub struct ServiceRuntime {
     pub versions: Box<[VersionRuntime]>,
     pub request_timeout: Duration,
     connect_timeout: Duration,
-    pub client: UpstreamClient,
+    /// One pooled client per worker, so a worker's upstream connections are driven by
+    /// the worker itself.
+    clients: Box<[UpstreamClient]>,
 }
 
 #[derive(Debug)]
@@ -128,6 +130,12 @@ impl ServiceRuntime {
         self.versions.iter().find(|v| &*v.name == name)
     }
 
+    /// The calling worker's pooled upstream client.
+    #[inline]
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[crate::worker::index() % self.clients.len()]
+    }
+
     /// Bit i set: the request matches success rule i.
     #[inline]
     pub fn success_mask(&self, method: &http::Method, path: &str) -> u8 {
@@ -145,7 +153,8 @@ impl ServiceRuntime {
 
 impl Table {
     /// Compiles `snapshot`, reusing from `previous` the stats of versions and the
-    /// connection pools of services it keeps. `shards` sizes new stats recorders.
+    /// connection pools of services it keeps. `shards` (the number of workers) sizes new
+    /// stats recorders and the per-worker upstream clients.
     pub fn build(
         snapshot: Arc<Snapshot>,
         previous: Option<&Table>,
@@ -188,9 +197,11 @@ impl Table {
                 });
             }
             let weights: Vec<u32> = service.versions.iter().map(|v| v.weight).collect();
-            let client = match old {
-                Some(o) if o.connect_timeout == service.timeouts.connect => o.client.clone(),
-                _ => upstream_client(service.timeouts.connect),
+            let clients = match old {
+                Some(o) if o.connect_timeout == service.timeouts.connect => o.clients.clone(),
+                _ => (0..shards.max(1))
+                    .map(|_| upstream_client(service.timeouts.connect))
+                    .collect(),
             };
             let mut success_rules = Vec::new();
             let mut retry = None;
@@ -236,7 +247,7 @@ impl Table {
                 versions: versions.into(),
                 request_timeout: service.timeouts.request,
                 connect_timeout: service.timeouts.connect,
-                client,
+                clients,
             });
         }
 
