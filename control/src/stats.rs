@@ -131,8 +131,11 @@ impl Detector {
 /// ln of the threshold at tick `t` (1-based) for a total false-alarm budget `alpha`.
 ///
 /// Ticks are grouped in epochs [2^j, 2^(j+1)); in epoch j the threshold is
-/// A_j = 2^(j+1)·(j+1)(j+2)/α. Since E[D_t] ≤ t, Doob's inequality gives
-/// P(D crosses A_j before 2^(j+1)) ≤ 2^(j+1)/A_j = α/((j+1)(j+2)), and these sum to α.
+/// A_j = 2^(j+1)·(j+1)(j+2)/α. At a true proportion equal to θ, D_t is a submartingale
+/// with E[D_t] = t, so Doob's maximal inequality gives P(D crosses A_j before 2^(j+1)) ≤
+/// 2^(j+1)/A_j = α/((j+1)(j+2)), and these sum to α. Below θ every likelihood ratio is
+/// smaller draw by draw (each grows with the count of events), so the bound carries over
+/// (docs/analysis.md).
 pub fn log_threshold(t: u64, alpha: f64) -> f64 {
     let j = 63 - u64::leading_zeros(t.max(1)) as u64;
     let j = j as f64;
