@@ -44,16 +44,7 @@ async fn spray(serin: &Serin, n: usize, concurrency: usize) -> (usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_10000_requests_90_10() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 90, canary: 10 } }",
-    ))
-    .await;
+    let (stable, canary, serin) = pair("    split: { weights: { stable: 90, canary: 10 } }").await;
     let (s, c) = spray(&serin, 10_000, 16).await;
     assert_eq!(s + c, 10_000);
     // What the backends counted, not just what serin said.
@@ -64,16 +55,7 @@ async fn weights_split_10000_requests_90_10() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_50_50() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 50, canary: 50 } }",
-    ))
-    .await;
+    let (stable, canary, serin) = pair("    split: { weights: { stable: 50, canary: 50 } }").await;
     let (s, c) = spray(&serin, 4000, 8).await;
     assert_eq!((stable.hits(), canary.hits()), (s, c));
     assert!((1900..=2100).contains(&c), "canary got {c} of 4000");
@@ -81,16 +63,9 @@ async fn weights_split_50_50() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_users_stay_on_the_canary_when_its_weight_rises() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 95, canary: 5 }, sticky: { header: x-user-id } }",
-    ))
-    .await;
+    let (stable, canary, serin) =
+        pair("    split: { weights: { stable: 95, canary: 5 }, sticky: { header: x-user-id } }")
+            .await;
     let client = client();
     let url = serin.url("/");
     let users: Vec<String> = (0..2000).map(|u| format!("user-{u}")).collect();
@@ -121,6 +96,8 @@ async fn sticky_users_stay_on_the_canary_when_its_weight_rises() {
             on_canary_at_25.insert(user.clone());
         }
     }
+    // Every request reached a backend: 2 per user at 5 %, 1 per user at 25 %.
+    assert_eq!(stable.hits() + canary.hits(), 3 * users.len());
     let left: Vec<_> = on_canary_at_5.difference(&on_canary_at_25).collect();
     assert!(left.is_empty(), "users moved back to stable: {left:?}");
     assert!(
@@ -132,16 +109,9 @@ async fn sticky_users_stay_on_the_canary_when_its_weight_rises() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_cookie_keys_the_cohort() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 50, canary: 50 }, sticky: { cookie: session } }",
-    ))
-    .await;
+    let (stable, canary, serin) =
+        pair("    split: { weights: { stable: 50, canary: 50 }, sticky: { cookie: session } }")
+            .await;
     let client = client();
     for user in 0..50 {
         let cookie = format!("theme=dark; session=s{user}; other=1");
@@ -162,16 +132,7 @@ async fn sticky_cookie_keys_the_cohort() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_header_picks_the_named_version_even_at_weight_zero() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 100, canary: 0 }, sticky: { header: x-user-id }, force: { header: x-serin-version } }",
-    ))
-    .await;
+    let (stable, canary, serin) = pair("    split: { weights: { stable: 100, canary: 0 }, sticky: { header: x-user-id }, force: { header: x-serin-version } }").await;
     let client = client();
     for _ in 0..20 {
         let got = get(
@@ -485,15 +446,9 @@ async fn request_ids_are_kept_or_generated_and_returned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_proxied() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
+    let (stable, canary, serin) = pair(
         "    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }",
-    ))
+    )
     .await;
     let client = h2_client();
     let got = get(&client, &serin.url("/h2"), &[("x-serin-version", "canary")]).await;

@@ -118,6 +118,17 @@ impl Backend {
     }
 }
 
+/// Backends `stable` and `canary`, and serin in front of them with `split` appended to
+/// the service (see [`two_versions`]).
+pub async fn pair(split: &str) -> (Backend, Backend, Serin) {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&two_versions(stable.addr, canary.addr, split)).await;
+    (stable, canary, serin)
+}
+
 /// A loopback port nothing listens on.
 pub async fn closed_port() -> SocketAddr {
     let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -157,8 +168,8 @@ impl Serin {
     }
 }
 
-/// The usual two-version service in front of `stable` and `canary`, with `extra`
-/// appended to the service (split, timeouts).
+/// The usual two-version service in front of `stable` and `canary`, with `split`
+/// appended to the service (its split, timeouts, rollout).
 pub fn two_versions(stable: SocketAddr, canary: SocketAddr, split: &str) -> String {
     format!(
         r#"
@@ -384,26 +395,12 @@ pub fn rollout_config(
     state_dir: &std::path::Path,
     rollout: &str,
 ) -> String {
+    let service = format!(
+        "    split:\n      weights: {{ stable: 100, canary: 0 }}\n      sticky: {{ header: x-user-id }}\n    timeouts: {{ connect: 1s, request: 5s }}\n    rollout:\n{rollout}"
+    );
     format!(
-        r#"
-admin: {{ listen: 127.0.0.1:0 }}
-state_dir: "{}"
-listeners:
-  - {{ name: web, listen: 127.0.0.1:0 }}
-routes:
-  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: api }}
-services:
-  - name: api
-    versions:
-      - {{ name: stable, endpoints: [{stable}] }}
-      - {{ name: canary, endpoints: [{canary}] }}
-    split:
-      weights: {{ stable: 100, canary: 0 }}
-      sticky: {{ header: x-user-id }}
-    timeouts: {{ connect: 1s, request: 5s }}
-    rollout:
-{rollout}
-"#,
-        state_dir.display()
+        "state_dir: \"{}\"\n{}",
+        state_dir.display(),
+        two_versions(stable, canary, &service)
     )
 }
