@@ -78,12 +78,13 @@ if any(k[0] == "S4" for k in vals):
 
 mem = [k for k in vals if k[0] == "MEM"]
 if mem:
-    conns = sorted({k[1] for k in mem if k[1] != "idle"})
+    conns = sorted({k[1] for k in mem if k[1].startswith("conns")})
+    columns = [m for m in ("start", "after-load") if any(k[1] == m for k in mem)] + conns
+    names = {"start": "idle, before any traffic", "after-load": "idle, after the load scenarios"}
     print("## Memory — RSS, MB\n")
-    head = "| | idle | " + " | ".join(f"{c[5:]} idle keep-alive connections" for c in conns) + " |"
-    print(head)
-    print("|---" * (2 + len(conns)) + "|")
+    print("| | " + " | ".join(names.get(c, f"{c[5:]} idle keep-alive connections") for c in columns) + " |")
+    print("|---" * (1 + len(columns)) + "|")
     for t, name in (("serin", "serin"), ("haproxy", "HAProxy"), ("nginx", "nginx")):
-        cells = [num((med("MEM", m, t) or 0) / 1024, "{:.1f}") for m in ["idle", *conns]]
+        cells = [num((med("MEM", m, t) or 0) / 1024, "{:.1f}") for m in columns]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
