@@ -313,3 +313,40 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+/// The README's main command: the demo ends with the outcome its scenario promises.
+fn demo(scenario: &str) -> (Option<i32>, String) {
+    let out = Command::new(SERIN)
+        .args(["demo", "--scenario", scenario, "--limit", "60s"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run serin demo");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_demo_rolls_a_bad_canary_back() {
+    let (code, stdout) = demo("bad");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("result: serin rolled the canary back on its own."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("decision: RolledBack → canary 0%"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_demo_promotes_a_good_canary() {
+    let (code, stdout) = demo("good");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("result: the canary passed every step and was promoted to 100%."),
+        "{stdout}"
+    );
+}
