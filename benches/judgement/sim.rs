@@ -820,7 +820,7 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
         judged_ticks += 1;
 
         let step_age_ticks = now.saturating_sub(state.step_started_ms) / interval_ms;
-        if sh.verify_every > 0 && (k % sh.verify_every == 0 || step_age_ticks <= 2) {
+        if sh.verify_every > 0 && (k.is_multiple_of(sh.verify_every) || step_age_ticks <= 2) {
             verify(
                 &window, &state, now, window_ms, weight, analysis, &detectors, &judged, seed,
             );
@@ -1021,7 +1021,7 @@ fn run_all(
                 let outcome = run(&scenarios[scn], sh, seed);
                 done.lock().expect("results")[j] = Some(outcome);
                 let f = finished.fetch_add(1, Ordering::Relaxed) + 1;
-                if f % (jobs.len() / 20).max(1) == 0 || f == jobs.len() {
+                if f.is_multiple_of((jobs.len() / 20).max(1)) || f == jobs.len() {
                     eprint!("\r  {f}/{} runs", jobs.len());
                 }
             });
