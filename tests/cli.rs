@@ -13,40 +13,6 @@ use http::StatusCode;
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
-fn fixture_dir() -> tempdir::Dir {
-    tempdir::Dir::new()
-}
-
-/// A scratch directory removed on drop (std only).
-mod tempdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub struct Dir(PathBuf);
-    static N: AtomicUsize = AtomicUsize::new(0);
-
-    impl Dir {
-        pub fn new() -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "serin-cli-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::SeqCst)
-            ));
-            std::fs::create_dir_all(&path).expect("create temp dir");
-            Dir(path)
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
@@ -68,9 +34,9 @@ fn check_accepts_the_quickstart_example_as_written() {
 
 #[test]
 fn check_lists_every_error_and_exits_1() {
-    let dir = fixture_dir();
+    let dir = TempDir::new("cli");
     let file = write(
-        dir.path(),
+        &dir.0,
         "bad.yaml",
         r#"
 listeners:
@@ -105,9 +71,9 @@ services:
 
 #[test]
 fn check_reports_a_typo_with_its_place() {
-    let dir = fixture_dir();
+    let dir = TempDir::new("cli");
     let file = write(
-        dir.path(),
+        &dir.0,
         "typo.yaml",
         "listeners:\n  - { name: web, listen: 127.0.0.1:8080 }\nservices:\n  - name: api\n    versions: [{ name: v1, endpoints: [127.0.0.1:1] }]\n    spilt: {}\n",
     );
@@ -143,8 +109,8 @@ fn check_of_a_missing_file_says_so() {
 
 #[test]
 fn run_refuses_an_invalid_config_without_serving() {
-    let dir = fixture_dir();
-    let file = write(dir.path(), "bad.yaml", "listeners: []\n");
+    let dir = TempDir::new("cli");
+    let file = write(&dir.0, "bad.yaml", "listeners: []\n");
     let out = Command::new(SERIN)
         .arg("--config")
         .arg(&file)
@@ -171,9 +137,9 @@ fn run_without_a_config_says_how_to_give_one() {
 fn run_fails_clearly_when_a_listener_address_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr");
-    let dir = fixture_dir();
+    let dir = TempDir::new("cli");
     let file = write(
-        dir.path(),
+        &dir.0,
         "taken.yaml",
         &format!(
             "admin: {{ listen: 127.0.0.1:0 }}\nlisteners: [{{ name: web, listen: \"{addr}\" }}]\nroutes: []\nservices: []\n"
@@ -261,9 +227,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
         Backend::start("canary").await,
     );
     stable.set_delay(Duration::from_millis(1500));
-    let dir = fixture_dir();
+    let dir = TempDir::new("cli");
     let config = write(
-        dir.path(),
+        &dir.0,
         "serin.yaml",
         &two_versions(
             stable.addr,

@@ -277,17 +277,8 @@ async fn connect_failure_is_a_502_counted_against_that_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_timeout_is_a_504_counted_against_that_version() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
+    let (stable, canary, serin) = pair("    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }\n    timeouts: { connect: 1s, request: 200ms }").await;
     canary.set_delay(Duration::from_secs(5));
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 50, canary: 50 }, force: { header: x-serin-version } }\n    timeouts: { connect: 1s, request: 200ms }",
-    ))
-    .await;
     let client = client();
     let got = get(&client, &serin.url("/"), &[("x-serin-version", "canary")]).await;
     assert_eq!(got.status, StatusCode::GATEWAY_TIMEOUT);
@@ -300,6 +291,7 @@ async fn upstream_timeout_is_a_504_counted_against_that_version() {
     let (_, stable_iv) = &intervals[0].versions[0];
     assert_eq!((canary_iv.timeouts, canary_iv.errors()), (1, 1));
     assert_eq!(stable_iv.requests(), 0);
+    assert_eq!((stable.hits(), canary.hits()), (0, 1));
     // The latency recorded is the time serin waited.
     assert!(canary_iv.latency_us.max() >= 200_000);
 }
@@ -473,17 +465,8 @@ async fn http2_clients_are_proxied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_an_in_flight_request_finish() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
+    let (stable, canary, serin) = pair("    split: { weights: { stable: 1, canary: 0 } }").await;
     stable.set_delay(Duration::from_millis(800));
-    let serin = Serin::start(&two_versions(
-        stable.addr,
-        canary.addr,
-        "    split: { weights: { stable: 1, canary: 0 } }",
-    ))
-    .await;
     let url = serin.url("/slow");
     let in_flight = tokio::spawn(async move { get(&client(), &url, &[]).await });
     eventually(
@@ -497,6 +480,7 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     assert!(drained, "connections did not drain");
     let got = in_flight.await.expect("client task");
     assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
+    assert_eq!(canary.hits(), 0);
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
