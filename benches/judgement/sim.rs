@@ -539,8 +539,8 @@ enum High {
     },
 }
 
-/// The highest percentile any rule reads, as a fraction (0 when none does).
-fn highest_quantile(analysis: &Analysis) -> f64 {
+/// The lowest and highest percentile any rule reads, as fractions ((1, 0) when none does).
+fn quantile_range(analysis: &Analysis) -> (f64, f64) {
     analysis
         .rules
         .iter()
@@ -550,7 +550,7 @@ fn highest_quantile(analysis: &Analysis) -> f64 {
             }
             _ => None,
         })
-        .fold(0.0, f64::max)
+        .fold((1.0, 0.0), |(lo, hi), p| (f64::min(lo, p), f64::max(hi, p)))
 }
 
 // ---------------------------------------------------------------------------------
@@ -628,41 +628,14 @@ struct Shared {
     verify_every: u64,
 }
 
-fn per_rule_alpha(analysis: &Analysis) -> Vec<f64> {
-    let alpha = (1.0 - analysis.confidence) / analysis.rules.len().max(1) as f64;
-    analysis
-        .rules
-        .iter()
-        .map(|r| match r {
-            Rule::ErrorRateIncrease { .. } | Rule::LatencyIncrease { .. } => alpha / 2.0,
-            _ => alpha,
-        })
-        .collect()
-}
-
-/// The lowest percentile any rule reads, as a fraction (1 when none does).
-fn lowest_quantile(analysis: &Analysis) -> f64 {
-    analysis
-        .rules
-        .iter()
-        .filter_map(|r| match r {
-            Rule::Latency { percentile, .. } | Rule::LatencyIncrease { percentile, .. } => {
-                Some(percentile / 100.0)
-            }
-            _ => None,
-        })
-        .fold(1.0, f64::min)
-}
-
 fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
     let started = Instant::now();
     let spec = &scn.rollout;
     let analysis = &spec.analysis;
     let interval_ms = analysis.interval.as_millis() as u64;
     let window_ms = analysis.window.as_millis() as u64;
-    let alphas = per_rule_alpha(analysis);
-    let p_low = lowest_quantile(analysis);
-    let p_high = highest_quantile(analysis);
+    let budgets = serin_control::analysis::budgets(analysis);
+    let (p_low, p_high) = quantile_range(analysis);
     let canary_high = High::Quantile(p_high);
     // The baseline window: up to the rank of the widest confidence bound a relative
     // latency rule can take in this run (its level falls with the detector's ticks,
@@ -671,11 +644,11 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
     let baseline_high = analysis
         .rules
         .iter()
-        .zip(&alphas)
-        .filter_map(|(r, a)| match r {
+        .zip(&budgets)
+        .filter_map(|(r, b)| match r {
             Rule::LatencyIncrease { percentile, .. } => Some(High::Bound {
                 p: percentile / 100.0,
-                log_inv_level: (1.0 / spend(*a, max_ticks + 1)).ln(),
+                log_inv_level: (1.0 / spend(b.baseline, max_ticks + 1)).ln(),
             }),
             _ => None,
         })
@@ -831,9 +804,9 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
         if naive_ms.is_none() && naive_fails(analysis, table, &acc) {
             naive_ms = Some(now);
         }
-        for ((c, d), a) in closest.iter_mut().zip(&detectors).zip(&alphas) {
+        for ((c, d), a) in closest.iter_mut().zip(&detectors).zip(&budgets) {
             if d.ticks > 0 {
-                *c = c.max(d.log_value() - log_threshold(d.ticks, *a));
+                *c = c.max(d.log_value() - log_threshold(d.ticks, a.detector));
             }
         }
         let (next, actions) = transition(spec, &state, Event::Tick(&judged.verdict), now);

@@ -174,37 +174,71 @@ fn quantile_upper_us(agg: &Aggregate, p: f64, alpha: f64) -> Option<u64> {
     agg.value_at_rank(rank.max(1))
 }
 
+/// A rule's share of the false-alarm budget 1 − confidence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// For the rule's detector.
+    pub detector: f64,
+    /// For a relative rule's baseline bounds, spent over looks with [`stats::spend`]
+    /// (0 for an absolute rule).
+    pub baseline: f64,
+}
+
+/// The budget of each rule, in order: 1 − confidence split evenly over the rules; a
+/// relative rule gives half of its share to its detector and half to its baseline
+/// bounds. The shares sum to 1 − confidence (docs/analysis.md, "The budget").
+pub fn budgets(analysis: &Analysis) -> Vec<Budget> {
+    let share = (1.0 - analysis.confidence) / analysis.rules.len().max(1) as f64;
+    analysis
+        .rules
+        .iter()
+        .map(|rule| match rule {
+            Rule::ErrorRateIncrease { .. } | Rule::LatencyIncrease { .. } => Budget {
+                detector: share / 2.0,
+                baseline: share / 2.0,
+            },
+            _ => Budget {
+                detector: share,
+                baseline: 0.0,
+            },
+        })
+        .collect()
+}
+
 /// Judges one tick. `detectors` are the previous tick's (empty at the start).
 pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> Judgement {
     let rules = &analysis.rules;
-    let alpha_rule = (1.0 - analysis.confidence) / rules.len().max(1) as f64;
+    let budgets = budgets(analysis);
     let mut next: Vec<Detector> = (0..rules.len())
         .map(|i| detectors.get(i).cloned().unwrap_or_default())
         .collect();
     let mut fail: Option<Breach> = None;
     let mut checks = Vec::with_capacity(rules.len());
 
-    for (rule, detector) in rules.iter().zip(next.iter_mut()) {
+    for ((rule, detector), budget) in rules.iter().zip(next.iter_mut()).zip(&budgets) {
         let tick = input.canary_tick;
         let cw = input.canary_window;
         let (alpha_detector, breach_at): (f64, Option<(f64, f64)>) = match rule {
             Rule::ErrorRate { max } => {
                 detector.update(tick.requests, tick.errors, *max);
-                (alpha_rule, cw.error_rate().map(|r| (r, *max)))
+                (budget.detector, cw.error_rate().map(|r| (r, *max)))
             }
             Rule::BurnRate { slo, max } => {
                 let theta = max * (1.0 - slo);
                 if theta < 1.0 {
                     detector.update(tick.requests, tick.errors, theta);
                 }
-                (alpha_rule, cw.error_rate().map(|r| (r / (1.0 - slo), *max)))
+                (
+                    budget.detector,
+                    cw.error_rate().map(|r| (r / (1.0 - slo), *max)),
+                )
             }
             Rule::Latency { percentile, max } => {
                 let max_us = max.as_micros() as u64;
                 let theta = 1.0 - percentile / 100.0;
                 detector.update(tick.latency_count(), tick.count_above(max_us), theta);
                 (
-                    alpha_rule,
+                    budget.detector,
                     cw.quantile_ms(percentile / 100.0)
                         .map(|ms| (ms, max.as_secs_f64() * 1000.0)),
                 )
@@ -214,7 +248,7 @@ pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> 
                 detector.update(s.matched, s.matched - s.succeeded, 1.0 - min);
                 let w = cw.success.get(*slot).copied().unwrap_or_default();
                 (
-                    alpha_rule,
+                    budget.detector,
                     (w.matched > 0).then(|| (w.succeeded as f64 / w.matched as f64, *min)),
                 )
             }
@@ -222,7 +256,7 @@ pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> 
                 let b = input.baseline_window;
                 let mut shown = None;
                 if input.baseline_has_weight && b.requests > 0 {
-                    let level = stats::spend(alpha_rule / 2.0, detector.ticks + 1);
+                    let level = stats::spend(budget.baseline, detector.ticks + 1);
                     let theta = (upper_bound(b.errors, b.requests, level) + max_increase).min(1.0);
                     if theta < 1.0 {
                         detector.update(tick.requests, tick.errors, theta);
@@ -231,7 +265,7 @@ pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> 
                         shown = Some((c - b, *max_increase));
                     }
                 }
-                (alpha_rule / 2.0, shown)
+                (budget.detector, shown)
             }
             Rule::LatencyIncrease {
                 percentile,
@@ -241,7 +275,7 @@ pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> 
                 let p = percentile / 100.0;
                 let mut shown = None;
                 if input.baseline_has_weight {
-                    let level = stats::spend(alpha_rule / 2.0, detector.ticks + 1);
+                    let level = stats::spend(budget.baseline, detector.ticks + 1);
                     if let Some(upper) = quantile_upper_us(b, p, level) {
                         let threshold_us = (upper as f64 * (1.0 + max_increase)) as u64;
                         detector.update(
@@ -254,7 +288,7 @@ pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> 
                         shown = Some((c, b * (1.0 + max_increase)));
                     }
                 }
-                (alpha_rule / 2.0, shown)
+                (budget.detector, shown)
             }
         };
         if fail.is_none() && detector.alarmed(alpha_detector) {
@@ -591,6 +625,37 @@ mod tests {
             },
         ]);
         assert_eq!(judge(&a, &[], &input).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn the_budgets_spend_exactly_one_minus_confidence() {
+        let a = analysis(vec![
+            Rule::ErrorRate { max: 0.01 },
+            Rule::ErrorRateIncrease {
+                max_increase: 0.005,
+            },
+            Rule::LatencyIncrease {
+                percentile: 95.0,
+                max_increase: 0.2,
+            },
+            Rule::BurnRate {
+                slo: 0.999,
+                max: 4.0,
+            },
+        ]);
+        let b = budgets(&a);
+        let near = |x: f64, y: f64| (x - y).abs() < 1e-12;
+        assert!(near(b[0].detector, 0.0025) && b[0].baseline == 0.0, "{b:?}");
+        assert!(
+            near(b[1].detector, 0.00125) && near(b[1].baseline, 0.00125),
+            "{b:?}"
+        );
+        assert!(
+            near(b[2].detector, 0.00125) && near(b[2].baseline, 0.00125),
+            "{b:?}"
+        );
+        let total: f64 = b.iter().map(|b| b.detector + b.baseline).sum();
+        assert!(near(total, 0.01), "{total}");
     }
 
     #[test]
