@@ -155,11 +155,6 @@ impl Control {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The loop's tick: the fastest rollout interval, or one second.
-    pub fn tick_interval(&self) -> Duration {
-        self.tick
-    }
-
     /// Runs ticks until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.tick);

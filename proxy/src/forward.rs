@@ -29,6 +29,21 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub listener: Arc<str>,
+    /// The peer's IP as a header value, made once per connection for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, listener: Arc<str>) -> Self {
+        // An IP address's text is always a valid header value.
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            listener,
+            peer_ip,
+        }
+    }
 }
 
 /// Records the outcome exactly once: when the attempt finishes, or — if the client
@@ -113,9 +128,10 @@ pub async fn proxy(
     conn: &ConnInfo,
 ) -> Response<ProxyBody> {
     // Stage 3: route. HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
-    let host_value: Option<HeaderValue> = match req.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => req.headers().get(HOST).cloned(),
+    // `from_uri`: the host must also be written as a Host header for the upstream.
+    let (host_value, from_uri): (Option<HeaderValue>, bool) = match req.uri().authority() {
+        Some(authority) => (HeaderValue::from_str(authority.as_str()).ok(), true),
+        None => (req.headers().get(HOST).cloned(), false),
     };
     let host = host_value
         .as_ref()
@@ -135,8 +151,8 @@ pub async fn proxy(
     // Stage 5: forward.
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    set_forwarded(headers, conn.peer.ip(), "http", host_value.clone());
-    if let Some(h) = host_value {
+    set_forwarded(headers, &conn.peer_ip, "http", host_value.clone());
+    if let (true, Some(h)) = (from_uri, host_value) {
         headers.insert(HOST, h);
     }
     let request_id = ensure_request_id(headers);

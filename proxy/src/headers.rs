@@ -1,7 +1,5 @@
 //! Header work of stage 5: hop-by-hop stripping, X-Forwarded-*, request ids.
 
-use std::net::IpAddr;
-
 use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::HeaderMap;
 
@@ -59,28 +57,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the peer address to X-Forwarded-For (keeping what the client sent) and sets
-/// X-Forwarded-Proto and X-Forwarded-Host.
+/// Appends the peer address (`peer_ip`, made once per connection) to X-Forwarded-For,
+/// keeping what the client sent, and sets X-Forwarded-Proto and X-Forwarded-Host.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer_ip: &HeaderValue,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let mut xff = String::with_capacity(64);
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = value.to_str() {
-            let v = v.trim();
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = Vec::with_capacity(64);
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let v = value.as_bytes().trim_ascii();
             if !v.is_empty() {
-                xff.push_str(v);
-                xff.push_str(", ");
+                xff.extend_from_slice(v);
+                xff.extend_from_slice(b", ");
             }
         }
-    }
-    use std::fmt::Write;
-    let _ = write!(xff, "{peer}");
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(&X_FORWARDED_FOR, value);
+        xff.extend_from_slice(peer_ip.as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&xff) {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
+    } else {
+        headers.insert(&X_FORWARDED_FOR, peer_ip.clone());
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
@@ -153,14 +152,17 @@ mod tests {
     fn forwarded_for_appends_the_peer() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            "http",
-            None,
-        );
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 127.0.0.1");
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static(" 198.51.100.2 "));
+        let peer = HeaderValue::from_static("127.0.0.1");
+        set_forwarded(&mut h, &peer, "http", None);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 198.51.100.2, 127.0.0.1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+
+        let mut fresh = HeaderMap::new();
+        set_forwarded(&mut fresh, &peer, "https", None);
+        assert_eq!(fresh[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(fresh[&X_FORWARDED_PROTO], "https");
     }
 
     #[test]

@@ -190,23 +190,18 @@ impl VersionStats {
         interval.record(outcome, latency, success_rules);
     }
 
-    /// Adds everything recorded since the previous take into `into`, and starts afresh.
-    pub fn take_into(&self, into: &mut Interval) {
+    /// Everything recorded since the previous take; the shards start afresh.
+    pub fn take(&self) -> Interval {
+        let mut taken = Interval::default();
         for shard in self.shards.iter() {
             let mut interval = shard
                 .0
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            into.merge(&interval);
+            taken.merge(&interval);
             interval.reset();
         }
-    }
-
-    /// Everything recorded since the previous take.
-    pub fn take(&self) -> Interval {
-        let mut interval = Interval::default();
-        self.take_into(&mut interval);
-        interval
+        taken
     }
 }
 

@@ -126,10 +126,7 @@ async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
-        let info = Arc::new(ConnInfo {
-            peer,
-            listener: listener.name.clone(),
-        });
+        let info = Arc::new(ConnInfo::new(peer, listener.name.clone()));
         let dataplane = dataplane.clone();
         let service = service_fn(move |req| {
             let dataplane = dataplane.clone();

@@ -6,7 +6,6 @@
 //! a weight change) carries over the stats recorders and connection pools of the
 //! versions and services that it keeps, by name.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,13 +294,6 @@ impl Table {
         routes
             .iter()
             .find(|r| r.host.matches(host) && prefix_matches(&r.prefix, path))
-    }
-
-    pub fn listener_addrs(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
-        self.snapshot
-            .listeners
-            .iter()
-            .map(|l| (l.name.as_str(), l.listen))
     }
 }
 
