@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,6 +12,16 @@ use common::*;
 use http::StatusCode;
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+/// Runs `serin` with `args` (then `file`, when given) to completion.
+fn serin(args: &[&str], file: Option<&Path>) -> Output {
+    let mut command = Command::new(SERIN);
+    command.args(args).stdin(Stdio::null());
+    if let Some(file) = file {
+        command.arg(file);
+    }
+    command.output().expect("run serin")
+}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -21,13 +31,13 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn check_accepts_the_quickstart_example_as_written() {
-    let out = Command::new(SERIN)
-        .args([
+    let out = serin(
+        &[
             "check",
             concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"),
-        ])
-        .output()
-        .expect("run serin check");
+        ],
+        None,
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     assert!(out.status.success());
 }
@@ -52,11 +62,7 @@ services:
       weights: { stable: 90, canry: 10 }
 "#,
     );
-    let out = Command::new(SERIN)
-        .arg("check")
-        .arg(&file)
-        .output()
-        .expect("run serin check");
+    let out = serin(&["check"], Some(&file));
     assert_eq!(out.status.code(), Some(1));
     let f = file.display();
     assert_eq!(
@@ -77,11 +83,7 @@ fn check_reports_a_typo_with_its_place() {
         "typo.yaml",
         "listeners:\n  - { name: web, listen: 127.0.0.1:8080 }\nservices:\n  - name: api\n    versions: [{ name: v1, endpoints: [127.0.0.1:1] }]\n    spilt: {}\n",
     );
-    let out = Command::new(SERIN)
-        .arg("check")
-        .arg(&file)
-        .output()
-        .expect("run serin check");
+    let out = serin(&["check"], Some(&file));
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -95,10 +97,7 @@ fn check_reports_a_typo_with_its_place() {
 
 #[test]
 fn check_of_a_missing_file_says_so() {
-    let out = Command::new(SERIN)
-        .args(["check", "/nonexistent/serin.yaml"])
-        .output()
-        .expect("run");
+    let out = serin(&["check", "/nonexistent/serin.yaml"], None);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -111,11 +110,7 @@ fn check_of_a_missing_file_says_so() {
 fn run_refuses_an_invalid_config_without_serving() {
     let dir = TempDir::new("cli");
     let file = write(&dir.0, "bad.yaml", "listeners: []\n");
-    let out = Command::new(SERIN)
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .expect("run serin");
+    let out = serin(&["--config"], Some(&file));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -127,7 +122,7 @@ fn run_refuses_an_invalid_config_without_serving() {
 
 #[test]
 fn run_without_a_config_says_how_to_give_one() {
-    let out = Command::new(SERIN).arg("run").output().expect("run serin");
+    let out = serin(&["run"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("no config file given: run `serin run --config FILE`"));
@@ -145,11 +140,7 @@ fn run_fails_clearly_when_a_listener_address_is_taken() {
             "admin: {{ listen: 127.0.0.1:0 }}\nlisteners: [{{ name: web, listen: \"{addr}\" }}]\nroutes: []\nservices: []\n"
         ),
     );
-    let out = Command::new(SERIN)
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .expect("run serin");
+    let out = serin(&["--config"], Some(&file));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -282,11 +273,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
 
 /// The README's main command: the demo ends with the outcome its scenario promises.
 fn demo(scenario: &str) -> (Option<i32>, String) {
-    let out = Command::new(SERIN)
-        .args(["demo", "--scenario", scenario, "--limit", "60s"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run serin demo");
+    let out = serin(&["demo", "--scenario", scenario, "--limit", "60s"], None);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -329,6 +329,20 @@ async fn upstream_5xx_is_passed_through_and_counted_as_an_error() {
     );
 }
 
+/// serin sending every request to one backend, `stable` (the canary, at weight 0,
+/// points at a closed port).
+async fn stable_only() -> (Backend, Serin) {
+    let backend = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        backend.addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    (backend, serin)
+}
+
 /// Raw bytes, so that nothing between the test and serin rewrites the headers.
 async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -343,14 +357,7 @@ async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_do_not_reach_the_backend() {
-    let backend = Backend::start("stable").await;
-    let dead = closed_port().await;
-    let serin = Serin::start(&two_versions(
-        backend.addr,
-        dead,
-        "    split: { weights: { stable: 1, canary: 0 } }",
-    ))
-    .await;
+    let (backend, serin) = stable_only().await;
     let response = raw_request(
         serin.addr,
         "GET /x HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\n\
@@ -382,14 +389,7 @@ async fn hop_by_hop_headers_do_not_reach_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_are_appended_and_set() {
-    let backend = Backend::start("stable").await;
-    let dead = closed_port().await;
-    let serin = Serin::start(&two_versions(
-        backend.addr,
-        dead,
-        "    split: { weights: { stable: 1, canary: 0 } }",
-    ))
-    .await;
+    let (backend, serin) = stable_only().await;
     let client = client();
     get(
         &client,
@@ -415,14 +415,7 @@ async fn forwarded_headers_are_appended_and_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_kept_or_generated_and_returned() {
-    let backend = Backend::start("stable").await;
-    let dead = closed_port().await;
-    let serin = Serin::start(&two_versions(
-        backend.addr,
-        dead,
-        "    split: { weights: { stable: 1, canary: 0 } }",
-    ))
-    .await;
+    let (backend, serin) = stable_only().await;
     let client = client();
     let got = get(&client, &serin.url("/"), &[("x-request-id", "req-42")]).await;
     assert_eq!(backend.last_seen().headers["x-request-id"], "req-42");

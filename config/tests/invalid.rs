@@ -600,20 +600,24 @@ fn parse_str_reports_what_load_file_reports() {
     }
 }
 
+/// The path of each validation error `check_lines(fixture)` reports, in order.
+fn error_paths(fixture: &str) -> Vec<String> {
+    check_lines(fixture)
+        .iter()
+        .map(|l| {
+            let rest = l.strip_prefix("FILE: ").expect("a validation error");
+            rest.split_once(": ").expect("path: message").0.to_string()
+        })
+        .collect()
+}
+
 /// The key property: validation never stops at the first error. Every problem of the
 /// file is reported, each with its path, in the order the file states them (routes
 /// before services here, as in examples/quickstart.yaml, although routes are checked
 /// after services; and within listeners[1] `listen` before `name`, as written).
 #[test]
 fn many_errors_are_all_reported_in_document_order() {
-    let lines = check_lines("many_errors");
-    let paths: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            let rest = l.strip_prefix("FILE: ").expect("a validation error");
-            rest.split_once(": ").expect("path: message").0
-        })
-        .collect();
+    let paths = error_paths("many_errors");
     assert_eq!(
         paths,
         [
@@ -642,14 +646,7 @@ fn many_errors_are_all_reported_in_document_order() {
 /// comes after the errors of its entries.
 #[test]
 fn rollout_errors_are_all_reported_in_document_order() {
-    let lines = check_lines("rollout_many_errors");
-    let paths: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            let rest = l.strip_prefix("FILE: ").expect("a validation error");
-            rest.split_once(": ").expect("path: message").0
-        })
-        .collect();
+    let paths = error_paths("rollout_many_errors");
     assert_eq!(
         paths,
         [
