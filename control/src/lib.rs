@@ -7,10 +7,12 @@
 //! * [`state`], [`timeline`]: the persisted rollout state and the decision log.
 //! * [`runner`]: the control loop that takes the data plane's intervals every tick,
 //!   judges, transitions, and publishes weights.
+//! * [`reload`]: the config's status and the reload trigger the admin API uses.
 //! * [`admin`]: the admin listener.
 
 pub mod admin;
 pub mod analysis;
+pub mod reload;
 pub mod rollout;
 pub mod runner;
 pub mod state;

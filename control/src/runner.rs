@@ -374,6 +374,42 @@ impl Control {
             .unwrap_or_default()
     }
 
+    /// The names of the services, in config order.
+    pub fn services(&self) -> Vec<String> {
+        self.lock().iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The span the admin API reports `service`'s numbers over: its rollout's analysis
+    /// window, or [`DEFAULT_WINDOW`] without a rollout.
+    pub fn window_of(&self, service: &str) -> Option<Duration> {
+        self.lock().iter().find(|s| s.name == service).map(|s| {
+            s.rollout
+                .as_ref()
+                .map_or(DEFAULT_WINDOW, |r| r.spec.analysis.window)
+        })
+    }
+
+    /// Sets `service`'s weights by hand (`(version, weight)` pairs; versions not named
+    /// keep theirs). A running rollout is paused first, so it cannot move them back, and
+    /// the change is recorded in its timeline as a manual decision.
+    pub fn set_weights_manually(
+        &self,
+        service: &str,
+        weights: &[(&str, u32)],
+        now_ms: u64,
+    ) -> Result<Option<RolloutStatus>, serin_proxy::WeightsError> {
+        {
+            let mut services = self.lock();
+            self.dataplane.set_weights(service, weights)?;
+            if let Some(s) = services.iter_mut().find(|s| s.name == service) {
+                if let Some(run) = s.rollout.as_mut() {
+                    self.step(service, run, &s.window, Event::ManualWeights, now_ms);
+                }
+            }
+        }
+        Ok(self.status(service))
+    }
+
     /// A person's command (promote, pause, resume, abort) for `service`'s rollout.
     /// Returns the status after it, or `None` when the service has no rollout.
     pub fn command(&self, service: &str, event: Event<'_>, now_ms: u64) -> Option<RolloutStatus> {
