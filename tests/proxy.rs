@@ -477,3 +477,116 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (backend, serin) = stable_only().await;
+    let client = client();
+    for chunked in [false, true] {
+        backend
+            .state
+            .chunked
+            .store(chunked, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..20 {
+            let got = get(&client, &serin.url("/"), &[]).await;
+            assert_eq!(got.status, StatusCode::OK);
+            assert_eq!(got.body, "stable");
+        }
+    }
+    assert_eq!(backend.hits(), 40);
+    // One pool per runtime thread: at most one connection each.
+    assert!(
+        backend.connections() <= 2,
+        "40 sequential requests took {} upstream connections",
+        backend.connections()
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A backend that answers each connection's first request and then closes it, without
+/// saying so (as one whose keep-alive timeout just expired does).
+async fn closing_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    let (addr, served) = closing_backend().await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    let client = client();
+    for i in 0..30 {
+        let got = get(&client, &serin.url("/"), &[]).await;
+        assert_eq!(got.status, StatusCode::OK, "request {i}: {}", got.body);
+        assert_eq!(got.body, "ok");
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 30);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abandoning_a_response_leaves_the_next_request_whole() {
+    let (backend, serin) = stable_only().await;
+    backend
+        .state
+        .body_len
+        .store(4 << 20, std::sync::atomic::Ordering::SeqCst);
+    // Read only the head of a 4 MiB response, then hang up.
+    let addr = serin.addr;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = vec![0u8; 1024];
+    let n = stream.read(&mut head).await.expect("read");
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    drop(stream);
+
+    backend
+        .state
+        .body_len
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let client = client();
+    for _ in 0..10 {
+        let got = get(&client, &serin.url("/"), &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(got.body, "stable");
+    }
+    assert_eq!(backend.hits(), 11);
+    serin.shutdown(Duration::from_secs(5)).await;
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
-use http::uri::{Authority, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
@@ -18,11 +18,12 @@ use crate::headers::{
 use crate::record::{Outcome, VersionStats};
 use crate::split;
 use crate::table::{ServiceRuntime, Table, VersionRuntime};
+use crate::upstream::{PooledBody, UpstreamError};
 
 /// The body serin sends upstream: the client's, streamed, or none (a retry).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 /// The body a client gets: the upstream's, streamed, or serin's own short text.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 /// What a request knows of the connection it came on.
 #[derive(Debug, Clone)]
@@ -77,8 +78,8 @@ impl Drop for RecordGuard<'_> {
 
 /// How one attempt at one version ended.
 enum Attempt {
-    Answered(Response<Incoming>),
-    Failed(Outcome, Option<hyper_util::client::legacy::Error>),
+    Answered(Response<PooledBody>),
+    Failed(Outcome, Option<UpstreamError>),
 }
 
 impl Attempt {
@@ -95,7 +96,7 @@ impl Attempt {
 async fn attempt(
     service: &ServiceRuntime,
     version: &VersionRuntime,
-    req: Request<UpstreamBody>,
+    mut req: Request<UpstreamBody>,
     success_rules: u8,
 ) -> Attempt {
     let guard = RecordGuard {
@@ -104,7 +105,14 @@ async fn attempt(
         started: Instant::now(),
         done: false,
     };
-    match tokio::time::timeout(service.request_timeout, service.client().request(req)).await {
+    let endpoint = version.next_endpoint();
+    if !req.headers().contains_key(HOST) {
+        // HTTP/1.0 clients may send none; the upstream gets its own address.
+        if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {
+            req.headers_mut().insert(HOST, host);
+        }
+    }
+    match tokio::time::timeout(service.request_timeout, endpoint.send(req)).await {
         Ok(Ok(response)) => {
             guard.finish(Outcome::Response(response.status().as_u16()));
             Attempt::Answered(response)
@@ -167,17 +175,17 @@ pub async fn proxy(
         let mut again = Request::new(Either::Right(Empty::new()));
         *again.method_mut() = req.method().clone();
         *again.headers_mut() = req.headers().clone();
-        (r.baseline, again, req.uri().clone())
+        *again.uri_mut() = origin_form(req.uri());
+        (r.baseline, again)
     });
-    *req.uri_mut() = upstream_uri(req.uri(), version.next_endpoint());
+    *req.uri_mut() = origin_form(req.uri());
     *req.version_mut() = http::Version::HTTP_11;
 
     let mut answered_by = version;
     let mut result = attempt(service, version, req.map(Either::Left), success_rules).await;
-    if let (true, Some((baseline, mut again, uri))) = (result.failed(), retry_request) {
+    if let (true, Some((baseline, mut again))) = (result.failed(), retry_request) {
         let baseline = &service.versions[baseline];
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
-        *again.uri_mut() = upstream_uri(&uri, baseline.next_endpoint());
         *again.version_mut() = http::Version::HTTP_11;
         answered_by = baseline;
         result = attempt(service, baseline, again, success_rules).await;
@@ -235,33 +243,30 @@ pub async fn proxy(
     }
 }
 
-fn upstream_uri(original: &Uri, endpoint: &Authority) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(endpoint.clone());
-    parts.path_and_query = original
-        .path_and_query()
-        .cloned()
-        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-    // Scheme, authority and path are each valid, so the parts form a valid URI.
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-fn classify(err: &hyper_util::client::legacy::Error) -> Outcome {
-    if err.is_connect() {
-        return Outcome::ConnectError;
-    }
-    // A failure reading the client's own request body is the client's doing.
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_user() || h.is_body_write_aborted() {
-                return Outcome::ClientGone;
+/// The request target as an upstream HTTP/1.1 request carries it: path and query.
+fn origin_form(original: &Uri) -> Uri {
+    match original.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => {
+            if original.scheme().is_none() && original.authority().is_none() {
+                original.clone()
+            } else {
+                Uri::from(pq.clone())
             }
         }
-        source = e.source();
+        Some(pq) if pq.as_str() == "*" => original.clone(),
+        _ => Uri::from(PathAndQuery::from_static("/")),
     }
-    Outcome::Reset
+}
+
+fn classify(err: &UpstreamError) -> Outcome {
+    if err.is_connect() {
+        Outcome::ConnectError
+    } else if err.is_client_gone() {
+        // A failure reading the client's own request body is the client's doing.
+        Outcome::ClientGone
+    } else {
+        Outcome::Reset
+    }
 }
 
 fn not_found(host: &str, path: &str) -> Response<ProxyBody> {

@@ -13,20 +13,12 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Authority;
 use http::HeaderValue;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serin_config::{HostMatch, Rule, Snapshot, Sticky};
 
 use crate::error::ProxyError;
-use crate::forward::UpstreamBody;
 use crate::record::VersionStats;
 use crate::split::SplitTable;
-
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// How long an idle pooled upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+use crate::upstream::EndpointPool;
 
 #[derive(Debug)]
 pub struct Table {
@@ -60,10 +52,6 @@ pub struct ServiceRuntime {
     pub force_header: Option<HeaderName>,
     pub versions: Box<[VersionRuntime]>,
     pub request_timeout: Duration,
-    connect_timeout: Duration,
-    /// One pooled client per worker, so a worker's upstream connections are driven by
-    /// the worker itself.
-    clients: Box<[UpstreamClient]>,
 }
 
 #[derive(Debug)]
@@ -88,7 +76,8 @@ pub struct VersionRuntime {
     pub name: Box<str>,
     /// `x-serin-version` response value.
     pub header_value: HeaderValue,
-    endpoints: Box<[Authority]>,
+    /// Each endpoint with its per-worker connection pools.
+    endpoints: Box<[Arc<EndpointPool>]>,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
 }
@@ -114,7 +103,7 @@ impl std::fmt::Debug for VersionRuntime {
 impl VersionRuntime {
     /// Round robin over the version's endpoints.
     #[inline]
-    pub fn next_endpoint(&self) -> &Authority {
+    pub fn next_endpoint(&self) -> &Arc<EndpointPool> {
         let n = if self.endpoints.len() == 1 {
             0
         } else {
@@ -127,12 +116,6 @@ impl VersionRuntime {
 impl ServiceRuntime {
     pub fn version(&self, name: &str) -> Option<&VersionRuntime> {
         self.versions.iter().find(|v| &*v.name == name)
-    }
-
-    /// The calling worker's pooled upstream client.
-    #[inline]
-    pub fn client(&self) -> &UpstreamClient {
-        &self.clients[crate::worker::index() % self.clients.len()]
     }
 
     /// Bit i set: the request matches success rule i.
@@ -151,9 +134,11 @@ impl ServiceRuntime {
 }
 
 impl Table {
-    /// Compiles `snapshot`, reusing from `previous` the stats of versions and the
-    /// connection pools of services it keeps. `shards` (the number of workers) sizes new
-    /// stats recorders and the per-worker upstream clients.
+    /// Compiles `snapshot`, reusing from `previous` the stats of the versions it keeps
+    /// and the connection pools of the endpoints it keeps (same version, address and
+    /// connect timeout). `shards` (the number of workers) sizes new stats recorders and
+    /// connection pools. Pools left behind close their connections when the previous
+    /// table is dropped.
     pub fn build(
         snapshot: Arc<Snapshot>,
         previous: Option<&Table>,
@@ -164,21 +149,36 @@ impl Table {
             let old = previous.and_then(|p| p.service(&service.name));
             let mut versions = Vec::with_capacity(service.versions.len());
             for version in &service.versions {
+                let old_version = old.and_then(|o| o.version(&version.name));
                 let endpoints = version
                     .endpoints
                     .iter()
                     .map(|e| {
-                        e.authority
-                            .parse::<Authority>()
-                            .map_err(|_| ProxyError::Endpoint {
-                                service: service.name.clone(),
-                                version: version.name.clone(),
-                                endpoint: e.authority.clone(),
+                        let authority =
+                            e.authority
+                                .parse::<Authority>()
+                                .map_err(|_| ProxyError::Endpoint {
+                                    service: service.name.clone(),
+                                    version: version.name.clone(),
+                                    endpoint: e.authority.clone(),
+                                })?;
+                        let kept = old_version.and_then(|v| {
+                            v.endpoints.iter().find(|p| {
+                                p.authority == authority
+                                    && p.connect_timeout() == service.timeouts.connect
                             })
+                        });
+                        Ok(match kept {
+                            Some(pool) => pool.clone(),
+                            None => Arc::new(EndpointPool::new(
+                                authority,
+                                service.timeouts.connect,
+                                shards,
+                            )),
+                        })
                     })
-                    .collect::<Result<Box<[_]>, _>>()?;
-                let stats = old
-                    .and_then(|o| o.version(&version.name))
+                    .collect::<Result<Box<[_]>, ProxyError>>()?;
+                let stats = old_version
                     .map(|v| v.stats.clone())
                     .unwrap_or_else(|| Arc::new(VersionStats::new(shards)));
                 let header_value =
@@ -196,12 +196,6 @@ impl Table {
                 });
             }
             let weights: Vec<u32> = service.versions.iter().map(|v| v.weight).collect();
-            let clients = match old {
-                Some(o) if o.connect_timeout == service.timeouts.connect => o.clients.clone(),
-                _ => (0..shards.max(1))
-                    .map(|_| upstream_client(service.timeouts.connect))
-                    .collect(),
-            };
             let mut success_rules = Vec::new();
             let mut retry = None;
             if let Some(rollout) = &service.rollout {
@@ -245,8 +239,6 @@ impl Table {
                     .transpose()?,
                 versions: versions.into(),
                 request_timeout: service.timeouts.request,
-                connect_timeout: service.timeouts.connect,
-                clients,
             });
         }
 
@@ -318,18 +310,6 @@ fn sticky_key(sticky: &Sticky) -> Result<StickyKey, ProxyError> {
         Sticky::Header(h) => StickyKey::Header(header_name(h)?),
         Sticky::Cookie(c) => StickyKey::Cookie(c.as_str().into()),
     })
-}
-
-fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 #[cfg(test)]

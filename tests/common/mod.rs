@@ -33,6 +33,12 @@ pub struct Seen {
 #[derive(Debug, Default)]
 pub struct BackendState {
     pub hits: AtomicUsize,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
+    /// Answer with a chunked body (no content-length) of two frames.
+    pub chunked: std::sync::atomic::AtomicBool,
+    /// Answer with a body of this many bytes instead of the name; 0 = the name.
+    pub body_len: AtomicUsize,
     /// Status to answer with; 0 means 200.
     pub status: AtomicU16,
     pub delay_ms: AtomicU64,
@@ -59,6 +65,7 @@ impl Backend {
                 let Ok((stream, _)) = socket.accept().await else {
                     continue;
                 };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
@@ -79,7 +86,17 @@ impl Backend {
                                 0 => 200,
                                 s => s,
                             };
-                            let mut resp = Response::new(Full::new(Bytes::from(name)));
+                            let body = match st.body_len.load(Ordering::SeqCst) {
+                                0 => Bytes::from(name),
+                                n => Bytes::from(vec![b'x'; n]),
+                            };
+                            let body = if st.chunked.load(Ordering::SeqCst) {
+                                let half = body.len() / 2;
+                                Chunks(vec![body.slice(half..), body.slice(..half)])
+                            } else {
+                                Chunks(vec![body])
+                            };
+                            let mut resp = Response::new(body);
                             *resp.status_mut() = StatusCode::from_u16(status).expect("status");
                             resp.headers_mut()
                                 .insert("x-backend", name.parse().expect("name"));
@@ -99,6 +116,10 @@ impl Backend {
         self.state.hits.load(Ordering::SeqCst)
     }
 
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     pub fn set_status(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);
     }
@@ -115,6 +136,33 @@ impl Backend {
 
     pub fn last_seen(&self) -> Seen {
         self.seen().pop().expect("the backend saw no request")
+    }
+}
+
+/// A response body sent as the given frames (last first, popped in order). One frame
+/// is sent with a content-length; more are sent chunked.
+pub struct Chunks(pub Vec<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.0.as_slice() {
+            [only] => hyper::body::SizeHint::with_exact(only.len() as u64),
+            _ => hyper::body::SizeHint::default(),
+        }
     }
 }
 

@@ -1,0 +1,295 @@
+//! Upstream connections: one keep-alive pool per endpoint and worker.
+//!
+//! Each worker keeps its own idle HTTP/1.1 connections to each endpoint, so checking one
+//! out takes an uncontended lock and the connection is driven by the worker that uses
+//! it. A connection goes back to its pool when the response body has been read to the
+//! end; one whose body was abandoned is closed. A request that an idle connection could
+//! not take (the upstream closed it meanwhile) is sent again on another connection;
+//! a request that was written is never sent twice.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::forward::UpstreamBody;
+
+/// How long an idle pooled connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per endpoint and worker; more are closed when they come back.
+pub const MAX_IDLE: usize = 256;
+/// Sends of one request to pooled connections that turned out to be closed before it
+/// falls back to a new connection.
+const STALE_RETRIES: usize = 3;
+
+type Sender = SendRequest<UpstreamBody>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One endpoint's pools, one per worker.
+pub struct EndpointPool {
+    pub authority: Authority,
+    connect_timeout: Duration,
+    idle: Box<[Mutex<Vec<Idle>>]>,
+}
+
+impl std::fmt::Debug for EndpointPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointPool")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an upstream request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        authority: Authority,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(Authority),
+    #[error("HTTP handshake with {authority} failed: {source}")]
+    Handshake {
+        authority: Authority,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("request to {authority} failed: {source}")]
+    Request {
+        authority: Authority,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout(_) | Self::Handshake { .. }
+        )
+    }
+
+    /// The client's own request body failed (it went away mid-upload).
+    pub fn is_client_gone(&self) -> bool {
+        match self {
+            Self::Request { source, .. } => source.is_user() || source.is_body_write_aborted(),
+            _ => false,
+        }
+    }
+}
+
+impl EndpointPool {
+    pub fn new(authority: Authority, connect_timeout: Duration, workers: usize) -> Self {
+        Self {
+            authority,
+            connect_timeout,
+            idle: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    fn shard(&self, worker: usize) -> &Mutex<Vec<Idle>> {
+        &self.idle[worker % self.idle.len()]
+    }
+
+    /// A pooled connection that is ready for a request, newest first; closed and
+    /// expired ones are dropped on the way.
+    fn checkout(&self, worker: usize) -> Option<Sender> {
+        let mut idle = self.shard(worker).lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let candidate = &idle[i];
+            if candidate.sender.is_closed() || candidate.since.elapsed() > IDLE_TIMEOUT {
+                idle.remove(i);
+            } else if candidate.sender.is_ready() {
+                return Some(idle.remove(i).sender);
+            }
+            // Otherwise it is still settling after its previous exchange: leave it.
+        }
+        None
+    }
+
+    fn put_back(&self, worker: usize, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.shard(worker).lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() >= MAX_IDLE {
+            // The oldest is the likeliest to be closed by the upstream soon.
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
+        let host = self.authority.host();
+        let port = self.authority.port_u16().unwrap_or(80);
+        let stream = match tokio::time::timeout(self.connect_timeout, connect_tcp(host, port)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(UpstreamError::Connect {
+                    authority: self.authority.clone(),
+                    source,
+                })
+            }
+            Err(_) => return Err(UpstreamError::ConnectTimeout(self.authority.clone())),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(upstream = %authority, error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` (origin-form URI, Host set) on a pooled or new connection of the
+    /// calling worker.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let worker = crate::worker::index();
+        for _ in 0..STALE_RETRIES {
+            let Some(mut sender) = self.checkout(worker) else {
+                break;
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.wrap(response, sender, worker)),
+                Err(mut err) => match err.take_message() {
+                    // Never written: the connection was closed under us; try another.
+                    Some(unsent) => req = unsent,
+                    None => {
+                        return Err(UpstreamError::Request {
+                            authority: self.authority.clone(),
+                            source: err.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(self.wrap(response, sender, worker)),
+            Err(err) => Err(UpstreamError::Request {
+                authority: self.authority.clone(),
+                source: err.into_error(),
+            }),
+        }
+    }
+
+    fn wrap(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: Sender,
+        worker: usize,
+    ) -> Response<PooledBody> {
+        response.map(|inner| PooledBody {
+            ended: inner.is_end_stream(),
+            inner,
+            home: Some((sender, self.clone(), worker)),
+        })
+    }
+}
+
+async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    // A literal address needs no resolver round trip.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
+        Err(_) => TcpStream::connect((host, port)).await,
+    }
+}
+
+/// An upstream response body that returns its connection to the pool once read to the
+/// end. Dropped early, it closes the connection instead (its state is unknown).
+pub struct PooledBody {
+    inner: Incoming,
+    ended: bool,
+    home: Option<(Sender, Arc<EndpointPool>, usize)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((sender, pool, worker)) = self.home.take() {
+            pool.put_back(worker, sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                this.ended = true;
+                this.release();
+            }
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                this.ended = true;
+                this.release();
+            }
+            Poll::Ready(Some(Err(_))) => this.home = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if self.ended || self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
