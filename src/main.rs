@@ -13,6 +13,7 @@ use serin_control::runner::{now_ms, Control};
 use serin_proxy::{server, DataPlane};
 
 mod demo;
+mod reload;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -151,7 +152,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "no config file given: run `serin run --config FILE` (see examples/quickstart.yaml)"
         );
     };
-    let snapshot = match serin_config::load_file(&config_path) {
+    let loaded = serin_config::read_file(&config_path).and_then(|text| {
+        Ok((
+            serin_config::parse_str(&text, &config_path.display().to_string())?,
+            text,
+        ))
+    });
+    let (snapshot, text) = match loaded {
         Ok(s) => s,
         Err(err) => {
             for line in err.lines() {
@@ -178,7 +185,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the control runtime")?;
-    runtime.block_on(serve(snapshot, sockets, workers, args.grace, &config_path))
+    runtime.block_on(serve(
+        snapshot,
+        sockets,
+        workers,
+        args.grace,
+        &config_path,
+        &text,
+    ))
 }
 
 /// Raises the soft limit on open files to the hard limit, as nginx's
@@ -196,27 +210,58 @@ async fn serve(
     workers: usize,
     grace: Duration,
     config_path: &Path,
+    config_text: &str,
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
     // Rollouts resume (or start) and set their weights before any request is served.
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
-    let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
-    let control_loop = tokio::spawn(control.clone().run(control_stopped));
+    let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    let control_loop = tokio::spawn(control.clone().run(tasks_stopped.clone()));
     let health = Arc::new(Health::default());
     let admin = Admin::bind(admin_addr, health.clone()).await?;
-    let pool = server::Workers::start(dataplane, sockets, grace)
-        .context("cannot start the worker threads")?;
+    let pool = Arc::new(
+        server::Workers::start(dataplane, sockets, grace)
+            .context("cannot start the worker threads")?,
+    );
+
+    // Reloads: the file watcher, SIGHUP and the admin API all ask the one reloader.
+    let reloader = reload::Reloader::new(
+        config_path.to_path_buf(),
+        config_text,
+        control.clone(),
+        pool.clone(),
+        admin_addr,
+    );
+    let (reload_handle, reload_requests) =
+        serin_control::reload::ReloadHandle::new(reloader.status());
+    let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
+    let _watcher = match reload::watch_file(config_path, reload_handle.clone()) {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!("{err:#}; reload with SIGHUP or POST /api/v1/reload instead");
+            None
+        }
+    };
+    let hangups = tokio::spawn(reload_on_sighup(reload_handle.clone()));
+
     health.set_ready();
     tracing::info!(config = %config_path.display(), workers, "serin is ready");
 
     shutdown_signal().await?;
     tracing::info!("shutting down: draining in-flight requests");
     health.set_draining();
-    let drained = tokio::task::spawn_blocking(move || pool.shutdown())
-        .await
-        .unwrap_or(false);
-    let _ = stop_control.send(true);
+    hangups.abort();
+    let _ = stop_tasks.send(true);
+    if let Err(err) = reload_loop.await {
+        tracing::warn!(error = %err, "reload loop ended abnormally");
+    }
+    let drained = match Arc::try_unwrap(pool) {
+        Ok(pool) => tokio::task::spawn_blocking(move || pool.shutdown())
+            .await
+            .unwrap_or(false),
+        Err(_) => false,
+    };
     if let Err(err) = control_loop.await {
         tracing::warn!(error = %err, "control loop ended abnormally");
     }
@@ -227,6 +272,30 @@ async fn serve(
     }
     admin.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP asks for a reload, as nginx and HAProxy do.
+async fn reload_on_sighup(handle: serin_control::reload::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("received SIGHUP: reloading the config");
+            handle.request("signal");
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = handle;
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ pub mod snapshot;
 pub mod validate;
 
 pub use error::{ConfigError, LoadError};
-pub use load::{load_file, parse_str};
+pub use load::{load_file, parse_str, read_file};
 pub use snapshot::{
     Admin, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule, Service,
     Snapshot, Split, Step, Sticky, Timeouts, Version,

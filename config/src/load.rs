@@ -12,11 +12,16 @@ use crate::validate::{compile_anchored, Anchored};
 
 /// Reads, parses and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<Snapshot, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let text = read_file(path)?;
+    parse_str(&text, &path.display().to_string())
+}
+
+/// Reads the file at `path` as text (for [`parse_str`]).
+pub fn read_file(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         file: path.to_path_buf(),
         source,
-    })?;
-    parse_str(&text, &path.display().to_string())
+    })
 }
 
 const NEEDS: &str = "a serin config needs at least `listeners`, `routes` and `services` \

@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serin_config::{Rollout, Snapshot};
+use serin_config::{Rollout, Service, Snapshot};
 use serin_proxy::DataPlane;
 use tokio::sync::watch;
 
@@ -68,7 +69,8 @@ pub struct Control {
     dataplane: Arc<DataPlane>,
     state_dir: PathBuf,
     services: Mutex<Vec<ServiceControl>>,
-    tick: Duration,
+    /// The loop's period (ms): the shortest analysis interval; a reload may change it.
+    tick_ms: AtomicU64,
 }
 
 impl Control {
@@ -78,77 +80,168 @@ impl Control {
     pub fn new(dataplane: Arc<DataPlane>, now_ms: u64) -> Self {
         let snapshot = dataplane.snapshot();
         let state_dir = snapshot.state_dir.clone();
-        let mut services = Vec::with_capacity(snapshot.services.len());
-        for service in &snapshot.services {
-            let keep = service
-                .rollout
-                .as_ref()
-                .map_or(DEFAULT_WINDOW, |r| r.analysis.window.max(DEFAULT_WINDOW));
-            let window = ServiceWindow::new(
-                service.versions.iter().map(|v| v.name.clone()).collect(),
-                keep.as_millis() as u64,
-            );
-            let rollout = service.rollout.as_ref().map(|spec| {
-                let fingerprint = state::fingerprint(service, spec);
-                let saved = match state::load(&state_dir, &service.name) {
-                    Ok(saved) => saved,
-                    Err(err) => {
-                        tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
-                        None
-                    }
-                };
-                let state = match saved {
-                    Some(p) if p.fingerprint == fingerprint => {
-                        tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
-                        p.rollout
-                    }
-                    Some(_) => {
-                        tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
-                        RolloutState::new(now_ms)
-                    }
-                    None => RolloutState::new(now_ms),
-                };
-                RolloutRun {
-                    baseline: service.versions[spec.baseline].name.clone(),
-                    canary: service.versions[spec.canary].name.clone(),
-                    spec: spec.clone(),
-                    fingerprint,
-                    state,
-                    detectors: Vec::new(),
-                    timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
-                    last_eval_ms: now_ms,
-                    unsaved: false,
-                }
-            });
-            services.push(ServiceControl {
+        let services = snapshot
+            .services
+            .iter()
+            .map(|service| ServiceControl {
                 name: service.name.clone(),
-                window,
-                rollout,
-            });
-        }
-        let tick = tick_of(&snapshot);
+                window: new_window(service),
+                rollout: service
+                    .rollout
+                    .as_ref()
+                    .map(|spec| new_run(service, spec, &state_dir, now_ms)),
+            })
+            .collect();
         let control = Self {
             dataplane,
             state_dir,
             services: Mutex::new(services),
-            tick,
+            tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
         };
         {
             let mut services = control.lock();
             for service in services.iter_mut() {
-                let name = service.name.clone();
-                let Some(run) = service.rollout.as_mut() else {
-                    continue;
-                };
-                if run.state.phase == Phase::Pending {
-                    let verdict = Verdict::Pass;
-                    control.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
-                } else {
-                    control.apply_weight(&name, run, run.state.canary_weight);
-                }
+                control.start_or_resume(service, now_ms);
             }
         }
         control
+    }
+
+    /// A new rollout takes its first step; a resumed one re-applies its weights.
+    fn start_or_resume(&self, service: &mut ServiceControl, now_ms: u64) {
+        let name = service.name.clone();
+        let Some(run) = service.rollout.as_mut() else {
+            return;
+        };
+        if run.state.phase == Phase::Pending {
+            let verdict = Verdict::Pass;
+            self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
+        } else {
+            self.apply_weight(&name, run, run.state.canary_weight);
+        }
+    }
+
+    /// Adopts a reloaded config: publishes it to the data plane and carries every
+    /// rollout over whose spec (the rollout block and its baseline's and canary's names
+    /// and endpoints) is unchanged, with its state, weights, evidence and timeline. A
+    /// rollout whose spec changed starts afresh; services without a rollout take the
+    /// config's weights at once. Nothing changes if the data plane refuses the config.
+    pub fn reconfigure(
+        &self,
+        mut snapshot: Snapshot,
+        now_ms: u64,
+    ) -> Result<Vec<String>, serin_proxy::ProxyError> {
+        let mut services = self.lock();
+        let mut changes = Vec::new();
+        // Which rollouts are kept; their weights go into the new config before it is
+        // published, so not one request sees the config file's weights instead.
+        let mut kept: Vec<bool> = Vec::with_capacity(snapshot.services.len());
+        let mut fresh: Vec<(String, RolloutRun)> = Vec::new();
+        for service in snapshot.services.iter_mut() {
+            let previous = services.iter().find(|s| s.name == service.name);
+            let (keep, weight) = match (
+                service.rollout.as_ref(),
+                previous.and_then(|p| p.rollout.as_ref()),
+            ) {
+                (Some(spec), Some(run)) if run.fingerprint == state::fingerprint(service, spec) => {
+                    (
+                        true,
+                        Some((spec.baseline, spec.canary, run.state.canary_weight)),
+                    )
+                }
+                // A new rollout starts at its first step, not at the config's split
+                // (or where its saved state says, if it was run before).
+                (Some(spec), _) => {
+                    let run = new_run(service, spec, &self.state_dir, now_ms);
+                    let w = match run.state.phase {
+                        Phase::Pending => spec.steps.first().map_or(0, |s| s.weight),
+                        _ => run.state.canary_weight,
+                    };
+                    fresh.push((service.name.clone(), run));
+                    (false, Some((spec.baseline, spec.canary, w)))
+                }
+                (None, _) => (false, None),
+            };
+            if let Some((baseline, canary, w)) = weight {
+                set_rollout_weights(service, baseline, canary, w);
+            }
+            kept.push(keep);
+        }
+        let state_dir = self.state_dir.clone();
+        if snapshot.state_dir != state_dir {
+            tracing::warn!(
+                configured = %snapshot.state_dir.display(),
+                in_use = %state_dir.display(),
+                "state_dir changes take effect on restart"
+            );
+        }
+        let tick = tick_of(&snapshot);
+        self.dataplane.apply(snapshot)?;
+        let snapshot = self.dataplane.snapshot();
+
+        let mut previous = std::mem::take(&mut *services);
+        for (service, keep) in snapshot.services.iter().zip(kept) {
+            let old = previous
+                .iter()
+                .position(|s| s.name == service.name)
+                .map(|i| previous.swap_remove(i));
+            let window = match &old {
+                Some(o) if o.window.versions() == version_names(service).as_slice() => {
+                    let mut w = o.window.clone();
+                    w.set_keep(window_keep(service).as_millis() as u64);
+                    w
+                }
+                _ => new_window(service),
+            };
+            let had_rollout = old.as_ref().is_some_and(|o| o.rollout.is_some());
+            let rollout = match (service.rollout.as_ref(), old.and_then(|o| o.rollout)) {
+                (Some(spec), Some(mut run)) if keep => {
+                    run.spec = spec.clone();
+                    Some(run)
+                }
+                (Some(_), _) => {
+                    changes.push(format!(
+                        "service \"{}\": {}",
+                        service.name,
+                        if had_rollout {
+                            "the rollout spec changed: a new rollout starts"
+                        } else {
+                            "a rollout starts"
+                        }
+                    ));
+                    fresh
+                        .iter()
+                        .position(|(name, _)| *name == service.name)
+                        .map(|i| fresh.swap_remove(i).1)
+                }
+                (None, _) => {
+                    if had_rollout {
+                        changes.push(format!(
+                            "service \"{}\": the rollout was removed; the config's weights apply",
+                            service.name
+                        ));
+                    }
+                    None
+                }
+            };
+            let mut control = ServiceControl {
+                name: service.name.clone(),
+                window,
+                rollout,
+            };
+            if !keep {
+                self.start_or_resume(&mut control, now_ms);
+            }
+            services.push(control);
+        }
+        for gone in previous {
+            changes.push(format!("service \"{}\" was removed", gone.name));
+        }
+        self.tick_ms.store(
+            tick.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(changes)
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<ServiceControl>> {
@@ -157,13 +250,25 @@ impl Control {
 
     /// Runs ticks until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticker_of = |ms: u64| {
+            let mut ticker = tokio::time::interval(Duration::from_millis(ms.max(1)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        };
+        let mut every = self.tick_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let mut ticker = ticker_of(every);
         ticker.tick().await;
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.tick(now_ms()),
                 _ = stop.changed() => break,
+            }
+            // A reload may have asked for another interval.
+            let now_every = self.tick_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if now_every != every {
+                every = now_every;
+                ticker = ticker_of(every);
+                ticker.tick().await;
             }
         }
     }
@@ -430,4 +535,73 @@ fn tick_of(snapshot: &Snapshot) -> Duration {
         .filter_map(|s| s.rollout.as_ref().map(|r| r.analysis.interval))
         .min()
         .unwrap_or(DEFAULT_TICK)
+}
+
+fn version_names(service: &Service) -> Vec<String> {
+    service.versions.iter().map(|v| v.name.clone()).collect()
+}
+
+/// How far back a service's window reaches.
+fn window_keep(service: &Service) -> Duration {
+    service
+        .rollout
+        .as_ref()
+        .map_or(DEFAULT_WINDOW, |r| r.analysis.window.max(DEFAULT_WINDOW))
+}
+
+fn new_window(service: &Service) -> ServiceWindow {
+    ServiceWindow::new(
+        version_names(service),
+        window_keep(service).as_millis() as u64,
+    )
+}
+
+/// A rollout for `service`: the saved one if its spec is the same, else a new one.
+fn new_run(
+    service: &Service,
+    spec: &Rollout,
+    state_dir: &std::path::Path,
+    now_ms: u64,
+) -> RolloutRun {
+    let fingerprint = state::fingerprint(service, spec);
+    let saved = match state::load(state_dir, &service.name) {
+        Ok(saved) => saved,
+        Err(err) => {
+            tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
+            None
+        }
+    };
+    let state = match saved {
+        Some(p) if p.fingerprint == fingerprint => {
+            tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
+            p.rollout
+        }
+        Some(_) => {
+            tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
+            RolloutState::new(now_ms)
+        }
+        None => RolloutState::new(now_ms),
+    };
+    RolloutRun {
+        baseline: service.versions[spec.baseline].name.clone(),
+        canary: service.versions[spec.canary].name.clone(),
+        spec: spec.clone(),
+        fingerprint,
+        state,
+        detectors: Vec::new(),
+        timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
+        last_eval_ms: now_ms,
+        unsaved: false,
+    }
+}
+
+/// Gives the rollout's canary `canary_weight` and its baseline the rest.
+fn set_rollout_weights(service: &mut Service, baseline: usize, canary: usize, canary_weight: u32) {
+    let w = canary_weight.min(100);
+    if let Some(v) = service.versions.get_mut(baseline) {
+        v.weight = 100 - w;
+    }
+    if let Some(v) = service.versions.get_mut(canary) {
+        v.weight = w;
+    }
 }

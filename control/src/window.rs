@@ -138,6 +138,11 @@ impl ServiceWindow {
         &self.versions
     }
 
+    /// Changes how far back the window reaches (a reload changed the analysis window).
+    pub fn set_keep(&mut self, keep_ms: u64) {
+        self.keep_ms = keep_ms;
+    }
+
     /// Adds the tick ending at `at_ms`; versions are matched by name (a version that
     /// has no interval gets an empty sample).
     pub fn push(&mut self, at_ms: u64, intervals: &[(String, Interval)]) {

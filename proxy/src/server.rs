@@ -64,17 +64,46 @@ pub async fn bind_all(snapshot: &Snapshot) -> Result<Vec<BoundListener>, ProxyEr
     Ok(bound)
 }
 
-/// Listeners being served. Dropping it does not stop them; call [`Serving::shutdown`].
+/// Listeners being served on the current runtime. Dropping it does not stop them;
+/// call [`Serving::shutdown`].
 pub struct Serving {
-    accept_loops: Vec<JoinHandle<()>>,
+    dataplane: Arc<DataPlane>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    listeners: Vec<Running>,
+    /// Removed listeners whose connections are still draining.
+    draining: Vec<JoinHandle<bool>>,
+}
+
+/// One listener's accept loop and the connections it accepted.
+struct Running {
+    name: Arc<str>,
+    accept_loop: JoinHandle<()>,
     stop: watch::Sender<bool>,
     graceful: Arc<GracefulShutdown>,
 }
 
+impl Running {
+    /// Stops accepting and drains the listener's connections for at most `grace`;
+    /// true if every one closed in time.
+    async fn drain(self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        if let Err(err) = self.accept_loop.await {
+            tracing::warn!(listener = %self.name, error = %err, "accept loop ended abnormally");
+        }
+        let open = self.graceful.count();
+        tracing::debug!(listener = %self.name, open_connections = open, grace = ?grace, "draining connections");
+        match Arc::try_unwrap(self.graceful) {
+            Ok(graceful) => tokio::time::timeout(grace, graceful.shutdown())
+                .await
+                .is_ok(),
+            // Unreachable: the accept loop, the only other holder, has ended.
+            Err(_) => false,
+        }
+    }
+}
+
 /// Starts serving `listeners` with `dataplane`.
 pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Serving {
-    let (stop, stopped) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -82,25 +111,16 @@ pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Servin
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let accept_loops = listeners
-        .into_iter()
-        .map(|listener| {
-            tracing::debug!(listener = %listener.name, addr = %listener.local_addr, "accepting");
-            tokio::spawn(accept_loop(
-                listener,
-                dataplane.clone(),
-                builder.clone(),
-                graceful.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
-    Serving {
-        accept_loops,
-        stop,
-        graceful,
+    let mut serving = Serving {
+        dataplane,
+        builder: Arc::new(builder),
+        listeners: Vec::new(),
+        draining: Vec::new(),
+    };
+    for listener in listeners {
+        serving.add(listener);
     }
+    serving
 }
 
 async fn accept_loop(
@@ -143,28 +163,62 @@ async fn accept_loop(
             }
         });
     }
-    tracing::info!(listener = %listener.name, "stopped accepting");
+    tracing::debug!(listener = %listener.name, "stopped accepting");
 }
 
 impl Serving {
+    /// Starts accepting on `listener`.
+    pub fn add(&mut self, listener: BoundListener) {
+        tracing::debug!(listener = %listener.name, addr = %listener.local_addr, "accepting");
+        let (stop, stopped) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let name = listener.name.clone();
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            self.dataplane.clone(),
+            self.builder.clone(),
+            graceful.clone(),
+            stopped,
+        ));
+        self.listeners.push(Running {
+            name,
+            accept_loop,
+            stop,
+            graceful,
+        });
+    }
+
+    /// Stops accepting on the listener `name` at once; its open connections finish
+    /// their requests (at most `grace`) in the background. False if there is none.
+    pub fn remove(&mut self, name: &str, grace: Duration) -> bool {
+        let Some(i) = self.listeners.iter().position(|l| &*l.name == name) else {
+            return false;
+        };
+        let running = self.listeners.swap_remove(i);
+        self.draining.retain(|d| !d.is_finished());
+        self.draining.push(tokio::spawn(running.drain(grace)));
+        true
+    }
+
+    /// The names of the listeners accepting now.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.listeners.iter().map(|l| l.name.clone()).collect()
+    }
+
     /// Stops accepting, lets in-flight requests finish for at most `grace`, and returns
     /// whether every connection closed in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        let _ = self.stop.send(true);
-        for handle in self.accept_loops {
-            if let Err(err) = handle.await {
-                tracing::warn!(error = %err, "accept loop ended abnormally");
-            }
+        let mut drains: Vec<JoinHandle<bool>> = self
+            .listeners
+            .into_iter()
+            .map(|l| tokio::spawn(l.drain(grace)))
+            .collect();
+        drains.extend(self.draining);
+        let mut drained = true;
+        for drain in drains {
+            drained &= drain.await.unwrap_or(false);
         }
-        let open = self.graceful.count();
-        tracing::info!(open_connections = open, grace = ?grace, "draining connections");
-        match Arc::try_unwrap(self.graceful) {
-            Ok(graceful) => tokio::time::timeout(grace, graceful.shutdown())
-                .await
-                .is_ok(),
-            // Unreachable: every accept loop, the only other holders, has ended.
-            Err(_) => false,
-        }
+        drained
     }
 }
 
@@ -173,8 +227,16 @@ impl Serving {
 pub struct WorkerSockets {
     /// `[worker][listener]`.
     sockets: Vec<Vec<(Arc<str>, std::net::TcpListener)>>,
-    /// Each listener's name and resolved address.
-    pub addrs: Vec<(Arc<str>, SocketAddr)>,
+    /// Each listener as configured and as bound.
+    pub listeners: Vec<ListenerAddr>,
+}
+
+/// A listener's name, its configured address, and the address it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerAddr {
+    pub name: Arc<str>,
+    pub configured: SocketAddr,
+    pub bound: SocketAddr,
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -193,11 +255,18 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> 
 /// socket of a listener resolves its address (port 0 becomes a free port); the others
 /// bind to that address. Fails whole if any address cannot be bound.
 pub fn bind_workers(snapshot: &Snapshot, workers: usize) -> Result<WorkerSockets, ProxyError> {
+    bind_some(snapshot.listeners.iter(), workers)
+}
+
+fn bind_some<'a>(
+    listeners: impl Iterator<Item = &'a serin_config::Listener>,
+    workers: usize,
+) -> Result<WorkerSockets, ProxyError> {
     let workers = workers.max(1);
     let mut sockets: Vec<Vec<(Arc<str>, std::net::TcpListener)>> =
         (0..workers).map(|_| Vec::new()).collect();
-    let mut addrs = Vec::with_capacity(snapshot.listeners.len());
-    for listener in &snapshot.listeners {
+    let mut addrs = Vec::new();
+    for listener in listeners {
         let name: Arc<str> = listener.name.as_str().into();
         let bind_error = |source| ProxyError::Bind {
             listener: listener.name.clone(),
@@ -213,37 +282,101 @@ pub fn bind_workers(snapshot: &Snapshot, workers: usize) -> Result<WorkerSockets
                 reuseport_socket(resolved).map_err(bind_error)?,
             ));
         }
-        addrs.push((name, resolved));
+        addrs.push(ListenerAddr {
+            name,
+            configured: listener.listen,
+            bound: resolved,
+        });
     }
-    Ok(WorkerSockets { sockets, addrs })
+    Ok(WorkerSockets {
+        sockets,
+        listeners: addrs,
+    })
+}
+
+/// What a worker is told to do with its listeners.
+enum Command {
+    Add(Vec<(Arc<str>, std::net::TcpListener)>),
+    Remove(Vec<Arc<str>>),
 }
 
 /// Worker threads serving the listeners; see the module documentation.
 pub struct Workers {
     threads: Vec<std::thread::JoinHandle<bool>>,
+    commands: Vec<tokio::sync::mpsc::UnboundedSender<Command>>,
     stop: watch::Sender<bool>,
+    listeners: std::sync::Mutex<Vec<ListenerAddr>>,
+    grace: Duration,
+}
+
+/// What [`Workers::reconcile`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListenerChanges {
+    pub added: Vec<ListenerAddr>,
+    pub removed: Vec<ListenerAddr>,
+}
+
+/// New listeners bound on every worker, not yet accepting: the first half of a reload.
+/// Dropping it closes the sockets.
+#[derive(Debug)]
+pub struct StagedListeners {
+    sockets: WorkerSockets,
+    removed: Vec<ListenerAddr>,
+}
+
+impl StagedListeners {
+    pub fn is_empty(&self) -> bool {
+        self.sockets.listeners.is_empty() && self.removed.is_empty()
+    }
+}
+
+fn register(index: usize, own: Vec<(Arc<str>, std::net::TcpListener)>) -> Vec<BoundListener> {
+    let mut listeners = Vec::with_capacity(own.len());
+    for (name, socket) in own {
+        match socket
+            .local_addr()
+            .and_then(|addr| Ok((addr, TcpListener::from_std(socket)?)))
+        {
+            Ok((local_addr, socket)) => listeners.push(BoundListener {
+                name,
+                local_addr,
+                socket,
+            }),
+            Err(err) => {
+                tracing::error!(worker = index, listener = %name, error = %err, "cannot register the listener")
+            }
+        }
+    }
+    listeners
 }
 
 impl Workers {
-    /// Starts one thread per worker of `sockets`. `grace` bounds the drain on shutdown.
+    /// Starts one thread per worker of `sockets`. `grace` bounds the drain on shutdown
+    /// and of listeners removed by a reload.
     pub fn start(
         dataplane: Arc<DataPlane>,
         sockets: WorkerSockets,
         grace: Duration,
     ) -> Result<Self, std::io::Error> {
-        for (name, addr) in &sockets.addrs {
-            tracing::info!(listener = %name, addr = %addr, workers = sockets.sockets.len(), "listening");
+        for l in &sockets.listeners {
+            tracing::info!(listener = %l.name, addr = %l.bound, workers = sockets.sockets.len(), "listening");
         }
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::with_capacity(sockets.sockets.len());
+        let mut commands = Vec::with_capacity(sockets.sockets.len());
         for (index, own) in sockets.sockets.into_iter().enumerate() {
             let dataplane = dataplane.clone();
             let mut stopped = stopped.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Command>();
+            commands.push(tx);
             let thread = std::thread::Builder::new()
                 .name(format!("serin-worker-{index}"))
                 .spawn(move || {
                     worker::set_index(index);
-                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
                         Ok(rt) => rt,
                         Err(err) => {
                             tracing::error!(worker = index, error = %err, "cannot start the worker's runtime");
@@ -251,21 +384,99 @@ impl Workers {
                         }
                     };
                     runtime.block_on(async move {
-                        let mut listeners = Vec::with_capacity(own.len());
-                        for (name, socket) in own {
-                            match socket.local_addr().and_then(|addr| Ok((addr, TcpListener::from_std(socket)?))) {
-                                Ok((local_addr, socket)) => listeners.push(BoundListener { name, local_addr, socket }),
-                                Err(err) => tracing::error!(worker = index, listener = %name, error = %err, "cannot register the listener"),
+                        let mut serving = serve(dataplane, register(index, own));
+                        loop {
+                            tokio::select! {
+                                _ = stopped.wait_for(|stop| *stop) => break,
+                                command = rx.recv() => match command {
+                                    Some(Command::Add(own)) => {
+                                        for listener in register(index, own) {
+                                            serving.add(listener);
+                                        }
+                                    }
+                                    Some(Command::Remove(names)) => {
+                                        for name in names {
+                                            serving.remove(&name, grace);
+                                        }
+                                    }
+                                    None => break,
+                                },
                             }
                         }
-                        let serving = serve(dataplane, listeners);
-                        let _ = stopped.wait_for(|stop| *stop).await;
                         serving.shutdown(grace).await
                     })
                 })?;
             threads.push(thread);
         }
-        Ok(Self { threads, stop })
+        Ok(Self {
+            threads,
+            commands,
+            stop,
+            listeners: std::sync::Mutex::new(sockets.listeners),
+            grace,
+        })
+    }
+
+    /// The listeners being served, as configured and as bound.
+    pub fn listeners(&self) -> Vec<ListenerAddr> {
+        self.lock_listeners().clone()
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<ListenerAddr>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Binds the listeners of `snapshot` that are not served yet (new names, or a new
+    /// address for a name) on every worker, without accepting on them. Fails whole,
+    /// binding nothing, if any address cannot be bound.
+    pub fn stage(&self, snapshot: &Snapshot) -> Result<StagedListeners, ProxyError> {
+        let current = self.lock_listeners();
+        let added = snapshot.listeners.iter().filter(|l| {
+            !current
+                .iter()
+                .any(|c| *c.name == *l.name && c.configured == l.listen)
+        });
+        let sockets = bind_some(added, self.commands.len())?;
+        let removed = current
+            .iter()
+            .filter(|c| {
+                !snapshot
+                    .listeners
+                    .iter()
+                    .any(|l| *c.name == *l.name && c.configured == l.listen)
+            })
+            .cloned()
+            .collect();
+        Ok(StagedListeners { sockets, removed })
+    }
+
+    /// Second half of a reload: stops accepting on the listeners `staged` removes (their
+    /// connections drain within the grace period) and starts accepting on the ones it
+    /// bound.
+    pub fn commit(&self, staged: StagedListeners) -> ListenerChanges {
+        let mut current = self.lock_listeners();
+        let StagedListeners { sockets, removed } = staged;
+        let names: Vec<Arc<str>> = removed.iter().map(|r| r.name.clone()).collect();
+        for (tx, own) in self.commands.iter().zip(sockets.sockets) {
+            if !names.is_empty() {
+                let _ = tx.send(Command::Remove(names.clone()));
+            }
+            if !own.is_empty() {
+                let _ = tx.send(Command::Add(own));
+            }
+        }
+        current.retain(|c| !removed.contains(c));
+        for l in &removed {
+            tracing::info!(listener = %l.name, addr = %l.bound, grace = ?self.grace, "stopped listening; draining its connections");
+        }
+        for l in &sockets.listeners {
+            tracing::info!(listener = %l.name, addr = %l.bound, workers = self.commands.len(), "listening");
+        }
+        current.extend(sockets.listeners.iter().cloned());
+        ListenerChanges {
+            added: sockets.listeners,
+            removed,
+        }
     }
 
     /// Stops accepting on every worker, lets in-flight requests finish within the grace
