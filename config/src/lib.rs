@@ -15,6 +15,6 @@ pub mod validate;
 pub use error::{ConfigError, LoadError};
 pub use load::{load_file, parse_str};
 pub use snapshot::{
-    Admin, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule, Service,
-    Snapshot, Split, Step, Sticky, Timeouts, Version,
+    Admin, AdminToken, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule,
+    Service, Snapshot, Split, Step, Sticky, Timeouts, Version,
 };
