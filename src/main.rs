@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serin_control::admin::{Admin, Health};
+use serin_control::admin::{Admin, AdminContext, Health};
 use serin_control::runner::{now_ms, Control};
 use serin_proxy::{server, DataPlane};
 
@@ -198,13 +198,23 @@ async fn serve(
     config_path: &Path,
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
+    let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
     // Rollouts resume (or start) and set their weights before any request is served.
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
     let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
     let control_loop = tokio::spawn(control.clone().run(control_stopped));
     let health = Arc::new(Health::default());
-    let admin = Admin::bind(admin_addr, health.clone()).await?;
+    let admin = Admin::bind(
+        admin_addr,
+        AdminContext {
+            control: Some(control.clone()),
+            reload: None,
+            token,
+            ..AdminContext::new(health.clone(), dataplane.clone())
+        },
+    )
+    .await?;
     let pool = server::Workers::start(dataplane, sockets, grace)
         .context("cannot start the worker threads")?;
     health.set_ready();
@@ -227,6 +237,32 @@ async fn serve(
     }
     admin.shutdown().await;
     Ok(())
+}
+
+/// The admin API's token: `SERIN_ADMIN_TOKEN` when set, else the one read from
+/// `admin.token_file`.
+fn admin_token(snapshot: &serin_config::Snapshot) -> anyhow::Result<Option<String>> {
+    match std::env::var("SERIN_ADMIN_TOKEN") {
+        Ok(value) => match serin_config::AdminToken::new(&value) {
+            Ok(token) => {
+                if snapshot.admin.token.is_some() {
+                    tracing::info!("the admin token comes from SERIN_ADMIN_TOKEN, not admin.token_file");
+                }
+                Ok(Some(token.as_str().to_string()))
+            }
+            Err(why) => anyhow::bail!(
+                "SERIN_ADMIN_TOKEN {why}: set it to the admin API's token, or unset it to use admin.token_file (or no token)"
+            ),
+        },
+        Err(std::env::VarError::NotPresent) => Ok(snapshot
+            .admin
+            .token
+            .as_ref()
+            .map(|t| t.as_str().to_string())),
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+            "SERIN_ADMIN_TOKEN is not valid UTF-8: set it to the admin API's token (printable ASCII), or unset it"
+        ),
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
