@@ -13,6 +13,7 @@ use serin_control::runner::{now_ms, Control};
 use serin_proxy::{server, DataPlane};
 
 mod demo;
+mod ops;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +49,22 @@ enum Command {
     Demo(demo::DemoArgs),
     /// A toy app version for trying serin out (answers `hello from VERSION`).
     DemoBackend(demo::BackendArgs),
+    /// Show services: versions, weights, rollout state and step, rates, errors, p95/p99.
+    Status(ops::StatusArgs),
+    /// Promote the service's canary now: it takes all traffic and the rollout ends.
+    Promote(ops::ServiceArgs),
+    /// Pause the service's rollout: the weights stay until `resume`.
+    Pause(ops::ServiceArgs),
+    /// Resume the service's paused rollout from its current step.
+    Resume(ops::ServiceArgs),
+    /// Roll the service's canary back now: the baseline takes all traffic.
+    Abort(ops::ServiceArgs),
+    /// Set weights by hand, e.g. `serin weights api stable=80 canary=20` (pauses a rollout).
+    Weights(ops::WeightsArgs),
+    /// Reload the config file of the running serin; its errors are listed if it is invalid.
+    Reload(ops::AdminArgs),
+    /// Show the decisions of the service's rollout, oldest first.
+    Timeline(ops::TimelineArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +97,14 @@ fn main() -> ExitCode {
         Some(Command::DemoBackend(args)) => {
             small_runtime(cli.log_format, "info", demo::run_backend(args))
         }
+        Some(Command::Status(args)) => ops::status(args),
+        Some(Command::Promote(args)) => ops::command(args, ops::Verb::Promote),
+        Some(Command::Pause(args)) => ops::command(args, ops::Verb::Pause),
+        Some(Command::Resume(args)) => ops::command(args, ops::Verb::Resume),
+        Some(Command::Abort(args)) => ops::command(args, ops::Verb::Abort),
+        Some(Command::Weights(args)) => ops::weights(args),
+        Some(Command::Reload(args)) => ops::reload(args),
+        Some(Command::Timeline(args)) => ops::timeline(args),
         None => run_or_report(cli.run, cli.log_format),
     }
 }
