@@ -114,6 +114,14 @@ fn stderr(out: &Output) -> String {
 
 /// Backends, and `serin run` with `api` (the held rollout) and `web` (no rollout).
 async fn start(token: Option<&str>) -> (Backend, Backend, Running, TempDir) {
+    start_with(token, None).await
+}
+
+/// [`start`], with `admin.token_file: admin.token` holding `token_file` when given.
+async fn start_with(
+    token: Option<&str>,
+    token_file: Option<&str>,
+) -> (Backend, Backend, Running, TempDir) {
     let (stable, canary) = (
         Backend::start("stable").await,
         Backend::start("canary").await,
@@ -124,6 +132,15 @@ async fn start(token: Option<&str>) -> (Backend, Backend, Running, TempDir) {
         "  - name: web\n    versions:\n      - {{ name: v1, endpoints: [{}] }}\n",
         stable.addr
     ));
+    if let Some(content) = token_file {
+        // Relative to the config file's directory, whatever serin's working directory.
+        std::fs::write(dir.0.join("admin.token"), content).expect("write the token file");
+        yaml = yaml.replace(
+            "admin: { listen: 127.0.0.1:0 }",
+            "admin: { listen: 127.0.0.1:0, token_file: admin.token }",
+        );
+        assert!(yaml.contains("token_file"));
+    }
     let config = dir.0.join("serin.yaml");
     std::fs::write(&config, yaml).expect("write the config");
     let running = Running::start(&config, token);
@@ -346,6 +363,46 @@ async fn the_token_comes_from_serin_admin_token() {
     // The health checks need no token.
     let got = get(&client(), &format!("{admin}/readyz"), &[]).await;
     assert_eq!(got.status, http::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_file_of_the_config_guards_the_api() {
+    let (_stable, _canary, serin, _dir) = start_with(None, Some("from-the-file\n")).await;
+    let admin = serin.admin_url();
+    let out = ops(&["status", "api", "--admin", &admin], None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: this endpoint needs the admin token"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ops(&["abort", "api", "--admin", &admin], Some("from-the-file")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("api: rollout rolled_back"));
+}
+
+#[test]
+fn an_empty_serin_admin_token_stops_serin_run_from_starting() {
+    let dir = TempDir::new("ops");
+    let config = dir.0.join("serin.yaml");
+    std::fs::write(
+        &config,
+        "admin: { listen: 127.0.0.1:0 }\nlisteners: [{ name: web, listen: 127.0.0.1:0 }]\nroutes: []\nservices: []\n",
+    )
+    .expect("write the config");
+    let out = Command::new(SERIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SERIN_ADMIN_TOKEN", " ")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run serin");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("SERIN_ADMIN_TOKEN is empty: set it to the admin API's token, or unset it to use admin.token_file (or no token)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
