@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serin_control::admin::{Admin, Health};
+use serin_control::admin::{Admin, AdminContext, Health};
 use serin_control::runner::{now_ms, Control};
 use serin_proxy::{server, DataPlane};
 
 mod demo;
+mod ops;
 mod reload;
 
 #[derive(Debug, Parser)]
@@ -49,6 +50,22 @@ enum Command {
     Demo(demo::DemoArgs),
     /// A toy app version for trying serin out (answers `hello from VERSION`).
     DemoBackend(demo::BackendArgs),
+    /// Show services: versions, weights, rollout state and step, rates, errors, p95/p99.
+    Status(ops::StatusArgs),
+    /// Promote the service's canary now: it takes all traffic and the rollout ends.
+    Promote(ops::ServiceArgs),
+    /// Pause the service's rollout: the weights stay until `resume`.
+    Pause(ops::ServiceArgs),
+    /// Resume the service's paused rollout from its current step.
+    Resume(ops::ServiceArgs),
+    /// Roll the service's canary back now: the baseline takes all traffic.
+    Abort(ops::ServiceArgs),
+    /// Set weights by hand, e.g. `serin weights api stable=80 canary=20` (pauses a rollout).
+    Weights(ops::WeightsArgs),
+    /// Reload the config file of the running serin; its errors are listed if it is invalid.
+    Reload(ops::AdminArgs),
+    /// Show the decisions of the service's rollout, oldest first.
+    Timeline(ops::TimelineArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +98,14 @@ fn main() -> ExitCode {
         Some(Command::DemoBackend(args)) => {
             small_runtime(cli.log_format, "info", demo::run_backend(args))
         }
+        Some(Command::Status(args)) => ops::status(args),
+        Some(Command::Promote(args)) => ops::command(args, ops::Verb::Promote),
+        Some(Command::Pause(args)) => ops::command(args, ops::Verb::Pause),
+        Some(Command::Resume(args)) => ops::command(args, ops::Verb::Resume),
+        Some(Command::Abort(args)) => ops::command(args, ops::Verb::Abort),
+        Some(Command::Weights(args)) => ops::weights(args),
+        Some(Command::Reload(args)) => ops::reload(args),
+        Some(Command::Timeline(args)) => ops::timeline(args),
         None => run_or_report(cli.run, cli.log_format),
     }
 }
@@ -152,12 +177,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             "no config file given: run `serin run --config FILE` (see examples/quickstart.yaml)"
         );
     };
-    let loaded = serin_config::read_file(&config_path).and_then(|text| {
-        Ok((
-            serin_config::parse_str(&text, &config_path.display().to_string())?,
-            text,
-        ))
-    });
+    let loaded = serin_config::read_file(&config_path)
+        .and_then(|text| Ok((serin_config::parse_file_text(&text, &config_path)?, text)));
     let (snapshot, text) = match loaded {
         Ok(s) => s,
         Err(err) => {
@@ -213,13 +234,25 @@ async fn serve(
     config_text: &str,
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
+    let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
     // Rollouts resume (or start) and set their weights before any request is served.
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
     let control_loop = tokio::spawn(control.clone().run(tasks_stopped.clone()));
     let health = Arc::new(Health::default());
-    let admin = Admin::bind(admin_addr, health.clone()).await?;
+    let (reload_handle, reload_requests) =
+        serin_control::reload::ReloadHandle::new(reload::initial_status(config_path, config_text));
+    let admin = Admin::bind(
+        admin_addr,
+        AdminContext {
+            control: Some(control.clone()),
+            reload: Some(reload_handle.clone()),
+            token,
+            ..AdminContext::new(health.clone(), dataplane.clone())
+        },
+    )
+    .await?;
     let pool = Arc::new(
         server::Workers::start(dataplane, sockets, grace)
             .context("cannot start the worker threads")?,
@@ -233,8 +266,6 @@ async fn serve(
         pool.clone(),
         admin_addr,
     );
-    let (reload_handle, reload_requests) =
-        serin_control::reload::ReloadHandle::new(reloader.status());
     let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
     let _watcher = match reload::watch_file(config_path, reload_handle.clone()) {
         Ok(w) => Some(w),
@@ -243,7 +274,7 @@ async fn serve(
             None
         }
     };
-    let hangups = tokio::spawn(reload_on_sighup(reload_handle.clone()));
+    let hangups = tokio::spawn(reload_on_sighup(reload_handle));
 
     health.set_ready();
     tracing::info!(config = %config_path.display(), workers, "serin is ready");
@@ -295,6 +326,32 @@ async fn reload_on_sighup(handle: serin_control::reload::ReloadHandle) {
     {
         let _ = handle;
         std::future::pending::<()>().await;
+    }
+}
+
+/// The admin API's token: `SERIN_ADMIN_TOKEN` when set, else the one read from
+/// `admin.token_file`.
+fn admin_token(snapshot: &serin_config::Snapshot) -> anyhow::Result<Option<String>> {
+    match std::env::var("SERIN_ADMIN_TOKEN") {
+        Ok(value) => match serin_config::AdminToken::new(&value) {
+            Ok(token) => {
+                if snapshot.admin.token.is_some() {
+                    tracing::info!("the admin token comes from SERIN_ADMIN_TOKEN, not admin.token_file");
+                }
+                Ok(Some(token.as_str().to_string()))
+            }
+            Err(why) => anyhow::bail!(
+                "SERIN_ADMIN_TOKEN {why}: set it to the admin API's token, or unset it to use admin.token_file (or no token)"
+            ),
+        },
+        Err(std::env::VarError::NotPresent) => Ok(snapshot
+            .admin
+            .token
+            .as_ref()
+            .map(|t| t.as_str().to_string())),
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!(
+            "SERIN_ADMIN_TOKEN is not valid UTF-8: set it to the admin API's token (printable ASCII), or unset it"
+        ),
     }
 }
 

@@ -36,6 +36,17 @@ pub struct Reloader {
     admin_listen: std::net::SocketAddr,
 }
 
+/// The status of the config that `serin run` started with.
+pub fn initial_status(path: &Path, text: &str) -> ConfigStatus {
+    ConfigStatus {
+        path: path.display().to_string(),
+        hash: hash_of(text),
+        loaded_at: rfc3339(now_ms()),
+        last_reload: None,
+        reloads: Default::default(),
+    }
+}
+
 impl Reloader {
     /// `text` is the config file's content that is serving now.
     pub fn new(
@@ -45,13 +56,7 @@ impl Reloader {
         workers: Arc<Workers>,
         admin_listen: std::net::SocketAddr,
     ) -> Self {
-        let status = ConfigStatus {
-            path: path.display().to_string(),
-            hash: hash_of(text),
-            loaded_at: rfc3339(now_ms()),
-            last_reload: None,
-            reloads: Default::default(),
-        };
+        let status = initial_status(&path, text);
         Self {
             path,
             control,
@@ -130,8 +135,7 @@ impl Reloader {
             tracing::debug!(config = %self.path.display(), "config unchanged");
             return Ok(true);
         }
-        let snapshot = serin_config::parse_str(&text, &self.path.display().to_string())
-            .map_err(|e| e.lines())?;
+        let snapshot = serin_config::parse_file_text(&text, &self.path).map_err(|e| e.lines())?;
         if snapshot.admin.listen != self.admin_listen {
             tracing::warn!(
                 configured = %snapshot.admin.listen,

@@ -1,19 +1,19 @@
 //! Reading a config file and parsing it: the only file I/O of the config crate.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::error::LoadError;
+use crate::error::{ConfigError, LoadError};
 use crate::schema::RawConfig;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{AdminToken, Snapshot};
 use crate::validate::{compile_anchored, Anchored};
 
 /// Reads, parses and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<Snapshot, LoadError> {
     let text = read_file(path)?;
-    parse_str(&text, &path.display().to_string())
+    parse_file_text(&text, path)
 }
 
 /// Reads the file at `path` as text (for [`parse_str`]).
@@ -24,11 +24,23 @@ pub fn read_file(path: &Path) -> Result<String, LoadError> {
     })
 }
 
+/// Parses and validates `text`, read from the file at `path` (which names it in errors
+/// and is the base of relative paths in it).
+pub fn parse_file_text(text: &str, path: &Path) -> Result<Snapshot, LoadError> {
+    parse(text, &path.display().to_string(), path.parent())
+}
+
 const NEEDS: &str = "a serin config needs at least `listeners`, `routes` and `services` \
                      (see examples/quickstart.yaml)";
 
-/// Parses and validates config text; `origin` names it in errors (a file path).
+/// Parses and validates config text; `origin` names it in errors (a file path). Files
+/// the config names (`admin.token_file`) are read relative to the working directory.
 pub fn parse_str(text: &str, origin: &str) -> Result<Snapshot, LoadError> {
+    parse(text, origin, None)
+}
+
+/// [`parse_str`], reading relative paths from `dir` (the config file's directory).
+fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadError> {
     let empty = |what: &str| LoadError::Parse {
         file: origin.to_string(),
         line_col: None,
@@ -62,9 +74,70 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Snapshot, LoadError> {
     {
         return Err(empty("holds no settings, only comments"));
     }
-    compile_anchored(&raw).map_err(|errors| LoadError::Invalid {
+    let invalid = |errors| LoadError::Invalid {
         file: origin.to_string(),
         errors: in_document_order(errors, outline().as_ref()),
+    };
+    let token = read_token(&raw, dir);
+    match (compile_anchored(&raw), token) {
+        (Ok(mut snapshot), Ok(token)) => {
+            snapshot.admin.token = token;
+            Ok(snapshot)
+        }
+        (Ok(_), Err(error)) => Err(invalid(vec![error])),
+        (Err(errors), Ok(_)) => Err(invalid(errors)),
+        (Err(mut errors), Err(error)) => {
+            errors.push(error);
+            Err(invalid(errors))
+        }
+    }
+}
+
+/// Reads the admin token from `admin.token_file` (relative to `dir`), when it is given
+/// and not empty (validation reports an empty path).
+fn read_token(raw: &RawConfig, dir: Option<&Path>) -> Result<Option<AdminToken>, Anchored> {
+    let Some(Some(written)) = raw.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
+        return Ok(None);
+    };
+    if written.trim().is_empty() {
+        return Ok(None);
+    }
+    let path = match dir {
+        Some(dir) if !Path::new(written).is_absolute() => dir.join(written),
+        _ => PathBuf::from(written),
+    };
+    let error = |message: String| Anchored {
+        anchor: "admin.token_file".to_string(),
+        error: ConfigError::new("admin.token_file", message),
+    };
+    const OR_LEAVE_OUT: &str = "or leave out `token_file` to serve the admin API without a token";
+    let text = std::fs::read_to_string(&path).map_err(|err| {
+        let shown = path.display();
+        error(match err.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cannot read {shown}: the file does not exist; fix the path (a relative path \
+                 is relative to the config file's directory), create the file holding the \
+                 admin API's token (e.g. the output of `openssl rand -hex 32`), {OR_LEAVE_OUT}"
+            ),
+            _ => format!(
+                "cannot read {shown}: {err}; check the path and the file's permissions \
+                 (relative paths are relative to the config file's directory)"
+            ),
+        })
+    })?;
+    AdminToken::new(&text).map(Some).map_err(|why| {
+        let shown = path.display();
+        error(if text.trim().is_empty() {
+            format!(
+                "{shown} {why}; write the admin API's token into it (e.g. the output of \
+                 `openssl rand -hex 32`), {OR_LEAVE_OUT}"
+            )
+        } else {
+            format!(
+                "the token in {shown} {why}; use a token such as the output of \
+                 `openssl rand -hex 32`"
+            )
+        })
     })
 }
 

@@ -32,10 +32,15 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping such as `{ listen: 127.0.0.1:9901 }`"
+    expecting = "a mapping such as `{ listen: 127.0.0.1:9901 }` or `{ listen: 127.0.0.1:9901, token_file: /etc/serin/admin.token }`"
 )]
 pub struct RawAdmin {
-    pub listen: String,
+    /// `None`: the default address.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// `None`: not given; `Some(None)`: given without a value (an error, like `""`).
+    #[serde(default, deserialize_with = "present")]
+    pub token_file: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize)]

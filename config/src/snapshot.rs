@@ -38,6 +38,42 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// `admin.token_file` as written (a relative path is relative to the config file's
+    /// directory).
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` at load, trimmed; every admin endpoint except
+    /// the health checks requires it as `Authorization: Bearer <token>`.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API's bearer token. Its `Debug` does not show it, so a logged snapshot
+/// never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token as read from its file: surrounding whitespace removed; `Err` with what is
+    /// wrong when nothing is left or it has characters that cannot be sent in a header.
+    pub fn new(text: &str) -> Result<Self, &'static str> {
+        let token = text.trim();
+        if token.is_empty() {
+            return Err("is empty");
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("holds characters other than printable ASCII (letters, digits, punctuation; no spaces inside)");
+        }
+        Ok(Self(token.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

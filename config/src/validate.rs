@@ -74,9 +74,22 @@ pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
 pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored>> {
     let mut errs = Errors::default();
 
-    let admin_listen = match &raw.admin {
-        Some(a) => socket_addr(&a.listen, "admin.listen", &mut errs),
+    let listen_given = raw.admin.as_ref().and_then(|a| a.listen.as_deref());
+    let admin_listen = match listen_given {
+        Some(listen) => socket_addr(listen, "admin.listen", &mut errs),
         None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+    };
+    let token_file = match raw.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+        None => None,
+        Some(Some(file)) if !file.trim().is_empty() => Some(PathBuf::from(file)),
+        Some(_) => {
+            errs.push(
+                "admin.token_file",
+                "it is empty: give the path of a file holding the admin API's token, \
+                 or leave out `token_file` to serve the admin API without one",
+            );
+            None
+        }
     };
 
     // Listeners.
@@ -120,11 +133,11 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
     }
     if let Some(admin) = admin_listen {
         if let Some(clash) = clash(admin, &bound) {
-            let message = if raw.admin.is_some() {
+            let message = if listen_given.is_some() {
                 clash.message(admin, "the admin API needs an address of its own")
             } else {
                 format!(
-                    "the admin API listens on {DEFAULT_ADMIN_LISTEN} when `admin` is not given, \
+                    "the admin API listens on {DEFAULT_ADMIN_LISTEN} when `admin.listen` is not given, \
                      and {} ({}) takes that port; give the admin API another address with \
                      `admin: {{ listen: IP:PORT }}`",
                     clash.path, clash.addr
@@ -231,7 +244,12 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
     }
     match admin_listen {
         Some(listen) => Ok(Snapshot {
-            admin: Admin { listen },
+            // The token is read from `token_file` by `crate::load`, which does the I/O.
+            admin: Admin {
+                listen,
+                token_file,
+                token: None,
+            },
             listeners,
             routes,
             services,

@@ -132,7 +132,28 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "admin_default_taken",
         &[
-            r#"FILE: admin.listen: the admin API listens on 127.0.0.1:9901 when `admin` is not given, and listeners[0].listen (0.0.0.0:9901) takes that port; give the admin API another address with `admin: { listen: IP:PORT }`"#,
+            r#"FILE: admin.listen: the admin API listens on 127.0.0.1:9901 when `admin.listen` is not given, and listeners[0].listen (0.0.0.0:9901) takes that port; give the admin API another address with `admin: { listen: IP:PORT }`"#,
+        ],
+    ),
+    // The admin token file: read at load, reported with the other errors.
+    (
+        "admin_token_file_missing",
+        &[
+            r#"FILE: admin.token_file: cannot read /nonexistent/serin/admin.token: the file does not exist; fix the path (a relative path is relative to the config file's directory), create the file holding the admin API's token (e.g. the output of `openssl rand -hex 32`), or leave out `token_file` to serve the admin API without a token"#,
+            r#"FILE: listeners[0].listen: "127.0.0.1:99999" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#,
+        ],
+    ),
+    (
+        "admin_token_file_empty",
+        &[
+            r#"FILE: admin.token_file: /dev/null is empty; write the admin API's token into it (e.g. the output of `openssl rand -hex 32`), or leave out `token_file` to serve the admin API without a token"#,
+        ],
+    ),
+    (
+        "admin_token_file_blank",
+        &[
+            r#"FILE: admin.listen: "localhost:9901" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#,
+            r#"FILE: admin.token_file: it is empty: give the path of a file holding the admin API's token, or leave out `token_file` to serve the admin API without one"#,
         ],
     ),
     (
@@ -686,6 +707,52 @@ state_dir:
         [
             r#"FILE: state_dir: it is empty: give the directory for rollout state and timelines (e.g. ./serin-state), or leave out `state_dir` for that default"#,
         ]
+    );
+}
+
+#[test]
+fn token_file_without_a_value_is_an_error() {
+    let text = "\
+admin:
+  token_file:
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes: [{ listener: web, service: api }]
+services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]
+";
+    let err = parse_str(text, "FILE").expect_err("invalid");
+    assert_eq!(
+        err.lines(),
+        [
+            r#"FILE: admin.token_file: it is empty: give the path of a file holding the admin API's token, or leave out `token_file` to serve the admin API without one"#,
+        ]
+    );
+}
+
+/// A token file with characters a header cannot carry is refused at load.
+#[test]
+fn a_token_with_spaces_inside_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("serin-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let token = dir.join("admin.token");
+    std::fs::write(&token, "two words\n").expect("write the token file");
+    let config = dir.join("serin.yaml");
+    std::fs::write(
+        &config,
+        "admin: { token_file: admin.token }\n\
+         listeners: [{ name: web, listen: 127.0.0.1:8080 }]\n\
+         routes: [{ listener: web, service: api }]\n\
+         services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]\n",
+    )
+    .expect("write the config");
+    let lines = load_file(&config).expect_err("invalid").lines();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        lines,
+        [format!(
+            "{}: admin.token_file: the token in {} holds characters other than printable ASCII (letters, digits, punctuation; no spaces inside); use a token such as the output of `openssl rand -hex 32`",
+            config.display(),
+            token.display()
+        )]
     );
 }
 

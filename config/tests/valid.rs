@@ -10,8 +10,8 @@ use serin_config::snapshot::{
     DEFAULT_PROGRESS_DEADLINE, DEFAULT_STATE_DIR, MAX_SUCCESS_RULES,
 };
 use serin_config::{
-    load_file, parse_str, Analysis, Endpoint, HostMatch, OnFailure, Rollout, Rule, Snapshot, Split,
-    Step, Sticky, Timeouts,
+    load_file, parse_str, AdminToken, Analysis, Endpoint, HostMatch, OnFailure, Rollout, Rule,
+    Snapshot, Split, Step, Sticky, Timeouts,
 };
 
 fn workspace(path: &str) -> PathBuf {
@@ -119,6 +119,31 @@ fn what_is_left_out_takes_its_default() {
         }
     );
     assert_eq!(api.timeouts, Timeouts::default());
+}
+
+#[test]
+fn the_admin_token_is_read_from_its_file_trimmed_and_never_shown() {
+    let s = load("tests/fixtures/valid/admin_token.yaml");
+    // `admin` without `listen`: the default address.
+    assert_eq!(s.admin.listen, addr("127.0.0.1:9901"));
+    assert_eq!(s.admin.token_file, Some(PathBuf::from("admin.token")));
+    let token = s.admin.token.as_ref().expect("the token");
+    assert_eq!(token.as_str(), "s3cr3t-t0ken");
+    assert!(!format!("{s:?}").contains("s3cr3t"));
+    // Without `token_file` there is no token.
+    assert_eq!(load("tests/fixtures/valid/defaults.yaml").admin.token, None);
+}
+
+#[test]
+fn an_admin_token_is_printable_ascii_without_spaces() {
+    assert!(AdminToken::new("a b").is_err());
+    assert!(AdminToken::new("tab\there").is_err());
+    assert!(AdminToken::new("\n\t ").is_err());
+    assert!(AdminToken::new("é").is_err());
+    assert_eq!(
+        AdminToken::new(" \tAbc-123_~+/=\r\n").map(|t| t.as_str().to_string()),
+        Ok("Abc-123_~+/=".to_string())
+    );
 }
 
 #[test]

@@ -1,24 +1,50 @@
-//! The admin listener (`admin.listen`, loopback by default): liveness and readiness.
+//! The admin listener (`admin.listen`, loopback by default): health checks and the JSON
+//! API that reads and steers services and rollouts (docs/admin.md).
 //!
 //! `GET /healthz` answers 200 while the process is alive; `GET /readyz` answers 200 once
 //! the config is loaded and every listener is bound, and 503 while draining on shutdown,
 //! so a load balancer or kubelet stops sending traffic before connections close.
+//!
+//! `/api/v1/…` reports each service's weights, rollout and per-version numbers, its
+//! decision timeline and the config's status, and takes commands: promote, pause,
+//! resume, abort, manual weights and reload. Reads are `GET`, changes `POST` or `PUT`
+//! only. With a token (`admin.token_file` or `SERIN_ADMIN_TOKEN`) every endpoint but
+//! the health checks needs `Authorization: Bearer <token>`.
+//!
+//! [`handle`] is the whole API as one function of the context and a request, so the
+//! tests drive it without sockets; [`Admin::bind`] serves it.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde::{Deserialize, Serialize};
+use serin_proxy::{DataPlane, WeightsError};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::reload::{LastReload, ReloadHandle};
+use crate::rollout::{Event, Phase};
+use crate::runner::{now_ms, rfc3339, Control, RolloutStatus, DEFAULT_WINDOW};
+
+/// Largest request body accepted (`PUT …/weights`); larger ones get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The highest weight `PUT …/weights` accepts: weights there are percentages.
+pub const MAX_API_WEIGHT: u64 = 100;
 
 /// Where the process stands, as readiness reports it.
 #[derive(Debug)]
@@ -48,6 +74,46 @@ impl Health {
     }
 }
 
+/// Everything the admin API reads and steers.
+pub struct AdminContext {
+    pub health: Arc<Health>,
+    pub dataplane: Arc<DataPlane>,
+    /// The control loop; without it there are no numbers, rollouts or timelines, and
+    /// weights are set on the data plane directly.
+    pub control: Option<Arc<Control>>,
+    /// The reload loop's handle; without it `/api/v1/reload` and `/api/v1/config`
+    /// answer 503.
+    pub reload: Option<ReloadHandle>,
+    /// The bearer token every endpoint but the health checks requires.
+    pub token: Option<String>,
+    /// When the process started: during the first window, rates are per second up.
+    pub started: Instant,
+}
+
+impl AdminContext {
+    /// Health checks and the data plane, without control, reload or token.
+    pub fn new(health: Arc<Health>, dataplane: Arc<DataPlane>) -> Self {
+        Self {
+            health,
+            dataplane,
+            control: None,
+            reload: None,
+            token: None,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl fmt::Debug for AdminContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminContext")
+            .field("control", &self.control.is_some())
+            .field("reload", &self.reload.is_some())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} for the admin API: {source} (set admin.listen to a free address)")]
 pub struct AdminBindError {
@@ -64,16 +130,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn bind(addr: SocketAddr, health: Arc<Health>) -> Result<Self, AdminBindError> {
+    pub async fn bind(addr: SocketAddr, context: AdminContext) -> Result<Self, AdminBindError> {
         let socket = TcpListener::bind(addr)
             .await
             .map_err(|source| AdminBindError { addr, source })?;
         let local_addr = socket
             .local_addr()
             .map_err(|source| AdminBindError { addr, source })?;
-        tracing::info!(addr = %local_addr, "admin listening");
+        tracing::info!(addr = %local_addr, token = context.token.is_some(), "admin listening");
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(socket, health, stopped));
+        let task = tokio::spawn(accept_loop(socket, Arc::new(context), stopped));
         Ok(Self {
             local_addr,
             stop,
@@ -89,7 +155,11 @@ impl Admin {
     }
 }
 
-async fn accept_loop(socket: TcpListener, health: Arc<Health>, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    socket: TcpListener,
+    context: Arc<AdminContext>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let accepted = tokio::select! {
@@ -99,12 +169,12 @@ async fn accept_loop(socket: TcpListener, health: Arc<Health>, mut stopped: watc
         let Ok((stream, _peer)) = accepted else {
             continue;
         };
-        let health = health.clone();
+        let context = context.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let health = health.clone();
-                async move { Ok::<_, Infallible>(route(&req, &health)) }
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(handle(&context, req).await) }
             });
             if let Err(err) = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -116,24 +186,701 @@ async fn accept_loop(socket: TcpListener, health: Arc<Health>, mut stopped: watc
     }
 }
 
-fn route(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
-    let get = req.method() == Method::GET || req.method() == Method::HEAD;
-    match req.uri().path() {
-        "/healthz" | "/readyz" if !get => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed; use GET\n",
-        ),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match health.state() {
+/// A person's command to a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Promote,
+    Pause,
+    Resume,
+    Abort,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Promote => "promote",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Abort => "abort",
+        }
+    }
+
+    fn parse(segment: &str) -> Option<Self> {
+        Some(match segment {
+            "promote" => Command::Promote,
+            "pause" => Command::Pause,
+            "resume" => Command::Resume,
+            "abort" => Command::Abort,
+            _ => return None,
+        })
+    }
+
+    fn event(self) -> Event<'static> {
+        match self {
+            Command::Promote => Event::Promote,
+            Command::Pause => Event::Pause,
+            Command::Resume => Event::Resume,
+            Command::Abort => Event::Abort,
+        }
+    }
+
+    /// Whether the command means anything for a rollout in `phase`: a finished rollout
+    /// takes only the command that finished it again (a no-op).
+    fn applies_to(self, phase: Phase) -> bool {
+        phase.is_active()
+            || matches!(
+                (self, phase),
+                (Command::Promote, Phase::Promoted) | (Command::Abort, Phase::RolledBack)
+            )
+    }
+}
+
+/// What a request asks for, once its method and path are known to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'a> {
+    Healthz,
+    Readyz,
+    Services,
+    Service(&'a str),
+    Timeline(&'a str),
+    Command(&'a str, Command),
+    Weights(&'a str),
+    Reload,
+    Config,
+}
+
+/// Why a request has no endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEndpoint {
+    NotFound,
+    /// The path exists for these methods only (the `Allow` header).
+    MethodNotAllowed(&'static str),
+}
+
+const READ: &str = "GET, HEAD";
+
+/// The endpoint of `method` and `path`: the routing table of the API.
+pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEndpoint> {
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    let (endpoint, allow) = match path {
+        "/healthz" => (Endpoint::Healthz, READ),
+        "/readyz" => (Endpoint::Readyz, READ),
+        _ => {
+            let Some(rest) = path.strip_prefix("/api/v1/") else {
+                return Err(NoEndpoint::NotFound);
+            };
+            let segments: Vec<&str> = rest.split('/').collect();
+            match segments.as_slice() {
+                ["services"] => (Endpoint::Services, READ),
+                ["services", name] if !name.is_empty() => (Endpoint::Service(name), READ),
+                ["services", name, "timeline"] if !name.is_empty() => {
+                    (Endpoint::Timeline(name), READ)
+                }
+                ["services", name, "weights"] if !name.is_empty() => {
+                    (Endpoint::Weights(name), "PUT")
+                }
+                ["services", name, command] if !name.is_empty() => match Command::parse(command) {
+                    Some(command) => (Endpoint::Command(name, command), "POST"),
+                    None => return Err(NoEndpoint::NotFound),
+                },
+                ["reload"] => (Endpoint::Reload, "POST"),
+                ["config"] => (Endpoint::Config, READ),
+                _ => return Err(NoEndpoint::NotFound),
+            }
+        }
+    };
+    let allowed = match allow {
+        READ => method == Method::GET || method == Method::HEAD,
+        "POST" => method == Method::POST,
+        _ => method == Method::PUT,
+    };
+    if allowed {
+        Ok(endpoint)
+    } else {
+        Err(NoEndpoint::MethodNotAllowed(allow))
+    }
+}
+
+/// Paths anyone may read, token or not: what load balancers and scrapers poll.
+fn is_open(path: &str) -> bool {
+    matches!(
+        path.trim_end_matches('/'),
+        "/healthz" | "/readyz" | "/metrics"
+    )
+}
+
+/// Whether the request may proceed: `Ok` without a token or with the right one.
+pub fn authorize(token: Option<&str>, path: &str, headers: &HeaderMap) -> Result<(), Refused> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    if is_open(path) {
+        return Ok(());
+    }
+    let Some(given) = headers.get(header::AUTHORIZATION) else {
+        return Err(Refused::NoToken);
+    };
+    let bearer = given.to_str().ok().and_then(|v| {
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    match bearer {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        Some(_) => Err(Refused::WrongToken),
+        None => Err(Refused::NoToken),
+    }
+}
+
+/// Why a request was refused without a valid token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    NoToken,
+    WrongToken,
+}
+
+/// The whole admin API: the response to `req`.
+pub async fn handle<B>(context: &AdminContext, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    match authorize(context.token.as_deref(), path, &parts.headers) {
+        Ok(()) => {}
+        Err(Refused::NoToken) => {
+            return unauthorized(
+                "Bearer realm=\"serin\"",
+                "this endpoint needs the admin token: send `Authorization: Bearer <token>` \
+                 (the serin CLI sends $SERIN_ADMIN_TOKEN)",
+            )
+        }
+        Err(Refused::WrongToken) => {
+            return unauthorized(
+                "Bearer realm=\"serin\", error=\"invalid_token\"",
+                "the admin token is wrong: send the token of the serving process \
+                 (its admin.token_file, or its SERIN_ADMIN_TOKEN)",
+            )
+        }
+    }
+    let endpoint = match resolve(&parts.method, path) {
+        Ok(endpoint) => endpoint,
+        Err(NoEndpoint::MethodNotAllowed(allow)) => {
+            let mut response = if is_open(path) {
+                text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed; use GET\n",
+                )
+            } else {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!(
+                        "{} is not allowed on {path}; use {allow}",
+                        parts.method.as_str()
+                    ),
+                )
+            };
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            return response;
+        }
+        Err(NoEndpoint::NotFound) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such endpoint: {path}; the API has /api/v1/services, \
+                     /api/v1/services/{{name}}[/timeline|/weights|/promote|/pause|/resume|/abort], \
+                     /api/v1/reload, /api/v1/config, /healthz and /readyz (see docs/admin.md)"
+                ),
+            )
+        }
+    };
+    let body = if matches!(endpoint, Endpoint::Weights(_)) {
+        match read_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        }
+    } else {
+        Bytes::new()
+    };
+    match endpoint {
+        Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
+        Endpoint::Readyz => match context.health.state() {
             READY => text(StatusCode::OK, "ready\n"),
             DRAINING => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /healthz or /readyz\n",
+        Endpoint::Services => {
+            let views: Vec<ServiceView> = context
+                .dataplane
+                .snapshot()
+                .services
+                .iter()
+                .filter_map(|s| service_view(context, &s.name))
+                .collect();
+            json(StatusCode::OK, &views)
+        }
+        Endpoint::Service(name) => with_service(context, name, |view| json(StatusCode::OK, &view)),
+        Endpoint::Timeline(name) => with_service(context, name, |_| {
+            let events = context
+                .control
+                .as_ref()
+                .map(|c| c.timeline(name))
+                .unwrap_or_default();
+            json(StatusCode::OK, &events)
+        }),
+        Endpoint::Command(name, command) => run_command(context, name, command),
+        Endpoint::Weights(name) => set_weights(context, name, &body),
+        Endpoint::Reload => reload(context).await,
+        Endpoint::Config => match &context.reload {
+            Some(handle) => json(StatusCode::OK, &handle.status()),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this process has no reload loop, so there is no config status to report",
+            ),
+        },
+    }
+}
+
+/// The body, at most [`MAX_BODY`] bytes.
+async fn read_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, Response<Full<Bytes>>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than {} KiB; send only the weights, e.g. {{\"stable\": 80, \"canary\": 20}}",
+                MAX_BODY / 1024
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {err}"),
+        )),
+    }
+}
+
+/// `respond(view)` for a defined service, 404 otherwise.
+fn with_service(
+    context: &AdminContext,
+    name: &str,
+    respond: impl FnOnce(ServiceView) -> Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    match service_view(context, name) {
+        Some(view) => respond(view),
+        None => unknown_service(context, name),
+    }
+}
+
+fn unknown_service(context: &AdminContext, name: &str) -> Response<Full<Bytes>> {
+    let snapshot = context.dataplane.snapshot();
+    let defined: Vec<&str> = snapshot.services.iter().map(|s| s.name.as_str()).collect();
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "service \"{name}\" is not defined (defined: {}); GET /api/v1/services lists them",
+            if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined.join(", ")
+            }
+        ),
+    )
+}
+
+fn run_command(context: &AdminContext, name: &str, command: Command) -> Response<Full<Bytes>> {
+    if context.dataplane.snapshot().service(name).is_none() {
+        return unknown_service(context, name);
+    }
+    let Some(control) = &context.control else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process runs no control loop, so there are no rollouts to command",
+        );
+    };
+    let verb = command.as_str();
+    let Some(status) = control.status(name) else {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "service \"{name}\" has no rollout, so there is nothing to {verb}; \
+                 add services[].rollout to the config to run one, or move traffic by hand \
+                 with PUT /api/v1/services/{name}/weights"
+            ),
+        );
+    };
+    if !command.applies_to(status.phase) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "the rollout of \"{name}\" is already {}{}, so there is nothing to {verb}; \
+                 a finished rollout starts again when its spec in the config changes, and \
+                 PUT /api/v1/services/{name}/weights moves traffic by hand",
+                status.phase.as_str(),
+                status
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
+    match control.command(name, command.event(), now_ms()) {
+        Some(after) => {
+            tracing::info!(
+                service = name,
+                command = verb,
+                state = after.phase.as_str(),
+                canary_weight = after.canary_weight,
+                "admin command"
+            );
+            with_service(context, name, |view| json(StatusCode::OK, &view))
+        }
+        None => error(
+            StatusCode::CONFLICT,
+            format!("service \"{name}\" has no rollout, so there is nothing to {verb}"),
         ),
     }
+}
+
+fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let snapshot = context.dataplane.snapshot();
+    let Some(service) = snapshot.service(name) else {
+        return unknown_service(context, name);
+    };
+    const EXAMPLE: &str =
+        "send a JSON object of version to weight (0 to 100), e.g. {\"stable\": 80, \"canary\": 20}";
+    let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a JSON object; {EXAMPLE}"),
+            )
+        }
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON ({err}); {EXAMPLE}"),
+            )
+        }
+    };
+    if object.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the body names no version; {EXAMPLE}"),
+        );
+    }
+    let defined: Vec<&str> = service.versions.iter().map(|v| v.name.as_str()).collect();
+    let mut problems = Vec::new();
+    let mut weights: Vec<(&str, u32)> = Vec::with_capacity(object.len());
+    for (version, value) in &object {
+        if !defined.contains(&version.as_str()) {
+            problems.push(format!(
+                "\"{version}\": service \"{name}\" has no version \"{version}\" (versions: {})",
+                defined.join(", ")
+            ));
+            continue;
+        }
+        match value.as_u64().filter(|w| *w <= MAX_API_WEIGHT) {
+            Some(w) => weights.push((version.as_str(), w as u32)),
+            None => problems.push(format!(
+                "\"{version}\": the weight must be an integer from 0 to {MAX_API_WEIGHT}, got {value}"
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return error(StatusCode::BAD_REQUEST, problems.join("; "));
+    }
+    let named: HashSet<&str> = weights.iter().map(|(v, _)| *v).collect();
+    let all_zero = service
+        .versions
+        .iter()
+        .filter(|v| !named.contains(v.name.as_str()))
+        .all(|v| v.weight == 0)
+        && weights.iter().all(|(_, w)| *w == 0);
+    if all_zero {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "every version of \"{name}\" would have weight 0 and nothing could be served; \
+                 give at least one version a weight above 0"
+            ),
+        );
+    }
+    let result = match &context.control {
+        Some(control) => control
+            .set_weights_manually(name, &weights, now_ms())
+            .map(|_| ()),
+        None => context.dataplane.set_weights(name, &weights),
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(service = name, weights = ?weights, "weights set by hand");
+            with_service(context, name, |view| json(StatusCode::OK, &view))
+        }
+        Err(WeightsError::UnknownService(_)) => unknown_service(context, name),
+        Err(err @ (WeightsError::UnknownVersion { .. } | WeightsError::AllZero(_))) => {
+            error(StatusCode::BAD_REQUEST, err.to_string())
+        }
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the weights could not be applied: {err}"),
+        ),
+    }
+}
+
+/// A failed reload: why, and the attempt as the reload loop reported it.
+#[derive(Debug, Serialize)]
+struct ReloadRefused<'a> {
+    error: String,
+    #[serde(flatten)]
+    reload: &'a LastReload,
+}
+
+async fn reload(context: &AdminContext) -> Response<Full<Bytes>> {
+    let Some(handle) = &context.reload else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process has no reload loop; restart serin to apply a changed config",
+        );
+    };
+    match handle.reload("api").await {
+        Some(outcome) if outcome.ok => json(StatusCode::OK, &outcome),
+        Some(outcome) => {
+            let n = outcome.errors.len();
+            json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ReloadRefused {
+                    error: format!(
+                        "the config was not applied ({n} {}); the previous config keeps serving: \
+                         fix the file (`serin check FILE` lists the problems) and reload again",
+                        if n == 1 { "error" } else { "errors" }
+                    ),
+                    reload: &outcome,
+                },
+            )
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reload loop has stopped; restart serin to apply a changed config",
+        ),
+    }
+}
+
+/// A service as `GET /api/v1/services/{name}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    /// Each version's weight, in the order the config declares the versions.
+    #[serde(with = "in_order")]
+    pub weights: Vec<(String, u32)>,
+    pub rollout: RolloutView,
+    /// The span `versions` covers, in seconds: the analysis window (30 s without a
+    /// rollout), or the time serin has been up if that is shorter. Null without a
+    /// control loop.
+    #[serde(default)]
+    pub window_s: Option<f64>,
+    /// Each version's numbers over `window_s`, in declared order; empty without a
+    /// control loop.
+    #[serde(with = "in_order")]
+    pub versions: Vec<(String, VersionView)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// `none` without a rollout; else pending, progressing, paused, promoted or rolled_back.
+    pub state: String,
+    pub step: Option<usize>,
+    /// When the rollout entered its state (RFC 3339).
+    pub since: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl RolloutView {
+    fn of(status: Option<&RolloutStatus>) -> Self {
+        match status {
+            Some(s) => Self {
+                state: s.phase.as_str().to_string(),
+                step: Some(s.step),
+                since: Some(rfc3339(s.since_ms)),
+                reason: s.reason.clone(),
+            },
+            None => Self {
+                state: "none".to_string(),
+                step: None,
+                since: None,
+                reason: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub requests: u64,
+    pub errors: u64,
+    /// errors / requests; null without requests.
+    pub error_rate: Option<f64>,
+    /// Requests per second over the window (or over the time up, if shorter).
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// The view of `name`, `None` if it is not defined.
+pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
+    let snapshot = context.dataplane.snapshot();
+    let service = snapshot.service(name)?;
+    let weights = service
+        .versions
+        .iter()
+        .map(|v| (v.name.clone(), v.weight))
+        .collect();
+    let (rollout, window_s, versions) = match &context.control {
+        Some(control) => {
+            let window = control.window_of(name).unwrap_or(DEFAULT_WINDOW);
+            let now = now_ms();
+            let since = now.saturating_sub(window.as_millis() as u64);
+            let span = window
+                .min(context.started.elapsed())
+                .max(Duration::from_millis(1));
+            let numbers = control
+                .numbers_since(name, since)
+                .map(|(_, numbers)| numbers)
+                .unwrap_or_default();
+            let versions = service
+                .versions
+                .iter()
+                .map(|v| {
+                    let n = numbers.get(&v.name).cloned().unwrap_or_default();
+                    let rps = n.requests as f64 / span.as_secs_f64();
+                    let view = VersionView {
+                        requests: n.requests,
+                        errors: n.errors,
+                        error_rate: n.error_rate,
+                        rps: (rps * 1000.0).round() / 1000.0,
+                        p50_ms: n.p50_ms,
+                        p95_ms: n.p95_ms,
+                        p99_ms: n.p99_ms,
+                    };
+                    (v.name.clone(), view)
+                })
+                .collect();
+            let rollout = RolloutView::of(control.status(name).as_ref());
+            let span_s = (span.as_secs_f64() * 1000.0).round() / 1000.0;
+            (rollout, Some(span_s), versions)
+        }
+        None => (RolloutView::of(None), None, Vec::new()),
+    };
+    Some(ServiceView {
+        name: name.to_string(),
+        weights,
+        rollout,
+        window_s,
+        versions,
+    })
+}
+
+/// A list of pairs as a JSON object, keys in the list's order (and back).
+mod in_order {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use serde::ser::{Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        pairs: &[(String, T)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, T)>, D::Error> {
+        struct Pairs<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Pairs<T> {
+            type Value = Vec<(String, T)>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(pairs)
+            }
+        }
+        d.deserialize_map(Pairs(PhantomData))
+    }
+}
+
+/// An error as the API reports every error.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &ApiError {
+            error: message.into(),
+        },
+    )
+}
+
+fn unauthorized(challenge: &'static str, message: &str) -> Response<Full<Bytes>> {
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let (status, mut body) = match serde_json::to_vec_pretty(value) {
+        Ok(body) => (status, body),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"error\": \"cannot encode the response: {err}\"}}").into_bytes(),
+        ),
+    };
+    body.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -141,7 +888,180 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routing_table() {
+        use Endpoint as E;
+        let get = Method::GET;
+        let cases: &[(&Method, &str, Result<Endpoint<'_>, NoEndpoint>)] = &[
+            (&get, "/healthz", Ok(E::Healthz)),
+            (&Method::HEAD, "/readyz", Ok(E::Readyz)),
+            (&get, "/api/v1/services", Ok(E::Services)),
+            (&get, "/api/v1/services/", Ok(E::Services)),
+            (&get, "/api/v1/services/api", Ok(E::Service("api"))),
+            (
+                &get,
+                "/api/v1/services/api/timeline",
+                Ok(E::Timeline("api")),
+            ),
+            (
+                &Method::POST,
+                "/api/v1/services/api/promote",
+                Ok(E::Command("api", Command::Promote)),
+            ),
+            (
+                &Method::POST,
+                "/api/v1/services/api/abort",
+                Ok(E::Command("api", Command::Abort)),
+            ),
+            (
+                &Method::PUT,
+                "/api/v1/services/api/weights",
+                Ok(E::Weights("api")),
+            ),
+            (&Method::POST, "/api/v1/reload", Ok(E::Reload)),
+            (&get, "/api/v1/config", Ok(E::Config)),
+            // Changes are never GET; reads are never POST.
+            (
+                &get,
+                "/api/v1/services/api/promote",
+                Err(NoEndpoint::MethodNotAllowed("POST")),
+            ),
+            (
+                &get,
+                "/api/v1/reload",
+                Err(NoEndpoint::MethodNotAllowed("POST")),
+            ),
+            (
+                &Method::POST,
+                "/api/v1/services/api/weights",
+                Err(NoEndpoint::MethodNotAllowed("PUT")),
+            ),
+            (
+                &Method::DELETE,
+                "/api/v1/services",
+                Err(NoEndpoint::MethodNotAllowed(READ)),
+            ),
+            (
+                &Method::POST,
+                "/healthz",
+                Err(NoEndpoint::MethodNotAllowed(READ)),
+            ),
+            (&get, "/", Err(NoEndpoint::NotFound)),
+            (&get, "/api/v2/services", Err(NoEndpoint::NotFound)),
+            (
+                &get,
+                "/api/v1/services//timeline",
+                Err(NoEndpoint::NotFound),
+            ),
+            (
+                &Method::POST,
+                "/api/v1/services/api/restart",
+                Err(NoEndpoint::NotFound),
+            ),
+            (
+                &get,
+                "/api/v1/services/api/timeline/x",
+                Err(NoEndpoint::NotFound),
+            ),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(resolve(method, path), *expected, "{method} {path}");
+        }
+    }
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = authorization {
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(a).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn a_token_guards_everything_but_the_health_checks() {
+        let t = Some("s3cret");
+        let api = "/api/v1/services";
+        assert_eq!(authorize(None, api, &headers(None)), Ok(()));
+        assert_eq!(authorize(t, api, &headers(None)), Err(Refused::NoToken));
+        assert_eq!(authorize(t, api, &headers(Some("Bearer s3cret"))), Ok(()));
+        assert_eq!(authorize(t, api, &headers(Some("bearer  s3cret "))), Ok(()));
+        assert_eq!(
+            authorize(t, api, &headers(Some("Bearer s3cre"))),
+            Err(Refused::WrongToken)
+        );
+        assert_eq!(
+            authorize(t, api, &headers(Some("Bearer s3cretX"))),
+            Err(Refused::WrongToken)
+        );
+        assert_eq!(
+            authorize(t, api, &headers(Some("Basic s3cret"))),
+            Err(Refused::NoToken)
+        );
+        assert_eq!(authorize(t, "/nope", &headers(None)), Err(Refused::NoToken));
+        for open in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(authorize(t, open, &headers(None)), Ok(()), "{open}");
+        }
+    }
+
+    #[test]
+    fn finished_rollouts_take_only_the_command_that_finished_them() {
+        for command in [
+            Command::Promote,
+            Command::Pause,
+            Command::Resume,
+            Command::Abort,
+        ] {
+            for phase in [Phase::Pending, Phase::Progressing, Phase::Paused] {
+                assert!(command.applies_to(phase), "{command:?} {phase:?}");
+            }
+        }
+        assert!(Command::Promote.applies_to(Phase::Promoted));
+        assert!(!Command::Promote.applies_to(Phase::RolledBack));
+        assert!(Command::Abort.applies_to(Phase::RolledBack));
+        assert!(!Command::Abort.applies_to(Phase::Promoted));
+        assert!(!Command::Pause.applies_to(Phase::Promoted));
+        assert!(!Command::Resume.applies_to(Phase::RolledBack));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_even_without_a_length() {
+        let big = Full::new(Bytes::from(vec![b' '; MAX_BODY + 1]));
+        let refused = read_body(&HeaderMap::new(), big)
+            .await
+            .expect_err("too large");
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let fits = Full::new(Bytes::from(vec![b' '; MAX_BODY]));
+        let body = read_body(&HeaderMap::new(), fits).await.expect("fits");
+        assert_eq!(body.len(), MAX_BODY);
+    }
+
+    #[test]
+    fn service_views_keep_the_order_of_versions_both_ways() {
+        let view = ServiceView {
+            name: "api".into(),
+            weights: vec![("stable".into(), 80), ("canary".into(), 20)],
+            rollout: RolloutView::of(None),
+            window_s: None,
+            versions: Vec::new(),
+        };
+        let text = serde_json::to_string(&view).expect("encode");
+        assert!(
+            text.starts_with(r#"{"name":"api","weights":{"stable":80,"canary":20},"rollout":{"state":"none","step":null,"since":null,"reason":null},"window_s":null,"versions":{}}"#),
+            "{text}"
+        );
+        let back: ServiceView = serde_json::from_str(&text).expect("decode");
+        assert_eq!(back, view);
+    }
 }

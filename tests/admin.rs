@@ -1,0 +1,677 @@
+//! The admin API end to end: serin with its control loop in this process, the admin
+//! listener on a free port, real backends and real traffic. Every endpoint, its effect
+//! on the traffic the backends see, and every refusal a user can meet.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+use serin_control::admin::{Admin, AdminContext, Health};
+use serin_control::reload::{ConfigStatus, LastReload, ReloadCounts, ReloadHandle};
+
+/// A rollout that stays at 20 % until a person acts.
+const HELD: &str = "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 20, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 5s\n        rules:\n          - error_rate: { max: 50% }\n";
+
+struct Setup {
+    stable: Backend,
+    canary: Backend,
+    c: Controlled,
+    admin: Admin,
+    client: TestClient,
+    _dir: TempDir,
+}
+
+impl Setup {
+    /// `api` with stable and canary, with the rollout [`HELD`] or split 70/30 without
+    /// one; the admin API with `token` and `reload`.
+    async fn start(rollout: bool, token: Option<&str>, reload: Option<ReloadHandle>) -> Setup {
+        let (stable, canary) = (
+            Backend::start("stable").await,
+            Backend::start("canary").await,
+        );
+        let dir = TempDir::new("admin");
+        let yaml = if rollout {
+            rollout_config(stable.addr, canary.addr, &dir.0, HELD)
+        } else {
+            format!(
+                "state_dir: \"{}\"\n{}",
+                dir.0.display(),
+                two_versions(
+                    stable.addr,
+                    canary.addr,
+                    "    split: { weights: { stable: 70, canary: 30 } }"
+                )
+            )
+        };
+        let c = Controlled::start(&yaml).await;
+        let health = std::sync::Arc::new(Health::default());
+        health.set_ready();
+        let context = AdminContext {
+            control: Some(c.control.clone()),
+            reload,
+            token: token.map(str::to_string),
+            ..AdminContext::new(health, c.serin.dataplane.clone())
+        };
+        let admin = Admin::bind("127.0.0.1:0".parse().expect("addr"), context)
+            .await
+            .expect("bind the admin API");
+        Setup {
+            stable,
+            canary,
+            c,
+            admin,
+            client: client(),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin.local_addr, path)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: &str, headers: &[(&str, &str)]) -> Got {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        send(&self.client, req).await
+    }
+
+    async fn get(&self, path: &str) -> Got {
+        self.call(Method::GET, path, "", &[]).await
+    }
+
+    async fn post(&self, path: &str) -> Got {
+        self.call(Method::POST, path, "", &[]).await
+    }
+
+    async fn put(&self, path: &str, body: &str) -> Got {
+        self.call(Method::PUT, path, body, &[]).await
+    }
+
+    /// `n` requests through serin, without a sticky key.
+    async fn traffic(&self, n: usize) {
+        for _ in 0..n {
+            let got = get(&self.client, &self.c.serin.url("/"), &[]).await;
+            assert!(got.status.is_success() || got.status.is_server_error());
+        }
+    }
+
+    async fn stop(self) {
+        self.admin.shutdown().await;
+        self.c.stop().await;
+    }
+}
+
+fn body(got: &Got) -> Value {
+    serde_json::from_str(&got.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", got.body))
+}
+
+/// The `error` of a JSON error answer with `status`.
+fn refused(got: &Got, status: StatusCode) -> String {
+    assert_eq!(got.status, status, "{}", got.body);
+    assert_eq!(
+        got.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/json"[..])
+    );
+    body(got)["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {}", got.body))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_show_weights_and_the_numbers_of_known_traffic() {
+    let s = Setup::start(false, None, None).await;
+    s.canary.set_status(500);
+    s.traffic(40).await;
+    assert_eq!(s.stable.hits() + s.canary.hits(), 40);
+
+    // The numbers arrive with the next control tick.
+    let (stable_hits, canary_hits) = (s.stable.hits() as u64, s.canary.hits() as u64);
+    eventually(
+        Duration::from_secs(5),
+        "the window holds all 40 requests",
+        || async {
+            let view = body(&s.get("/api/v1/services/api").await);
+            view["versions"]["stable"]["requests"] == json!(stable_hits)
+                && view["versions"]["canary"]["requests"] == json!(canary_hits)
+        },
+    )
+    .await;
+    let view = body(&s.get("/api/v1/services/api").await);
+    assert_eq!(view["name"], "api");
+    assert_eq!(view["weights"], json!({"stable": 70, "canary": 30}));
+    assert_eq!(
+        view["rollout"],
+        json!({"state": "none", "step": null, "since": null, "reason": null})
+    );
+    let stable = &view["versions"]["stable"];
+    let canary = &view["versions"]["canary"];
+    assert_eq!(stable["errors"], 0);
+    assert_eq!(stable["error_rate"], 0.0);
+    assert_eq!(canary["errors"], json!(canary_hits));
+    assert_eq!(canary["error_rate"], 1.0);
+    // rps: requests over the span covered, which is the time up during the first 30 s.
+    let span = view["window_s"].as_f64().expect("window_s");
+    assert!(span > 0.0 && span < 30.0, "{span}");
+    let rps = stable["rps"].as_f64().expect("rps");
+    assert!(
+        (rps - stable_hits as f64 / span).abs() < 0.01 * rps.max(1.0),
+        "{rps} vs {stable_hits}/{span}"
+    );
+    for p in ["p50_ms", "p95_ms", "p99_ms"] {
+        assert!(
+            stable[p].as_f64().is_some_and(|ms| ms > 0.0),
+            "{p}: {stable}"
+        );
+    }
+    // Versions in the order the config declares them.
+    let text = s.get("/api/v1/services/api").await.body;
+    assert!(
+        text.find("\"stable\"").expect("stable") < text.find("\"canary\"").expect("canary"),
+        "{text}"
+    );
+
+    // The list holds the same view.
+    let list = s.get("/api/v1/services").await;
+    assert_eq!(list.status, StatusCode::OK);
+    let list = body(&list);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["name"], "api");
+    assert_eq!(
+        list[0]["versions"]["stable"]["requests"],
+        json!(stable_hits)
+    );
+
+    // A service without a rollout has an empty timeline and takes no rollout command.
+    let timeline = s.get("/api/v1/services/api/timeline").await;
+    assert_eq!(
+        (timeline.status, body(&timeline)),
+        (StatusCode::OK, json!([]))
+    );
+    let message = refused(
+        &s.post("/api/v1/services/api/promote").await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(
+        message,
+        "service \"api\" has no rollout, so there is nothing to promote; add services[].rollout to the config to run one, or move traffic by hand with PUT /api/v1/services/api/weights"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_moves_all_traffic_to_the_canary_and_is_on_the_timeline() {
+    let s = Setup::start(true, None, None).await;
+    let view = body(&s.get("/api/v1/services/api").await);
+    assert_eq!(view["rollout"]["state"], "progressing");
+    assert_eq!(view["rollout"]["step"], 0);
+    assert!(view["rollout"]["since"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(view["weights"], json!({"stable": 80, "canary": 20}));
+
+    let got = s.post("/api/v1/services/api/promote").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let view = body(&got);
+    assert_eq!(view["rollout"]["state"], "promoted");
+    assert_eq!(view["rollout"]["reason"], "promoted by hand");
+    assert_eq!(view["weights"], json!({"stable": 0, "canary": 100}));
+
+    let stable_before = s.stable.hits();
+    s.traffic(30).await;
+    assert_eq!(
+        s.stable.hits(),
+        stable_before,
+        "stable got traffic after promote"
+    );
+
+    let timeline = s.get("/api/v1/services/api/timeline").await;
+    assert_eq!(timeline.status, StatusCode::OK);
+    let events = body(&timeline);
+    let kinds: Vec<&str> = events
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| e["event"].as_str().expect("event"))
+        .collect();
+    assert_eq!(kinds, ["started", "promoted"]);
+    let promoted = &events[1];
+    assert_eq!(promoted["manual"], true);
+    assert_eq!(promoted["state"], "promoted");
+    assert_eq!(promoted["weights"], json!({"stable": 0, "canary": 100}));
+    assert!(promoted["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    // Promoting again changes nothing; aborting a promoted rollout is refused.
+    assert_eq!(
+        s.post("/api/v1/services/api/promote").await.status,
+        StatusCode::OK
+    );
+    let message = refused(
+        &s.post("/api/v1/services/api/abort").await,
+        StatusCode::CONFLICT,
+    );
+    assert!(
+        message.starts_with("the rollout of \"api\" is already promoted (promoted by hand), so there is nothing to abort"),
+        "{message}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_abort() {
+    let s = Setup::start(true, None, None).await;
+    let view = body(&s.post("/api/v1/services/api/pause").await);
+    assert_eq!(view["rollout"]["state"], "paused");
+    assert_eq!(view["rollout"]["reason"], "paused by hand");
+    assert_eq!(view["weights"], json!({"stable": 80, "canary": 20}));
+
+    let view = body(&s.post("/api/v1/services/api/resume").await);
+    assert_eq!(view["rollout"]["state"], "progressing");
+    assert_eq!(view["rollout"]["reason"], Value::Null);
+
+    let got = s.post("/api/v1/services/api/abort").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let view = body(&got);
+    assert_eq!(view["rollout"]["state"], "rolled_back");
+    assert_eq!(view["rollout"]["reason"], "aborted by hand");
+    assert_eq!(view["weights"], json!({"stable": 100, "canary": 0}));
+    // GET sees it too, and the canary gets no more requests.
+    assert_eq!(
+        body(&s.get("/api/v1/services/api").await)["weights"]["canary"],
+        0
+    );
+    let canary_before = s.canary.hits();
+    s.traffic(50).await;
+    assert_eq!(
+        s.canary.hits(),
+        canary_before,
+        "canary got traffic after abort"
+    );
+
+    let events = body(&s.get("/api/v1/services/api/timeline").await);
+    let kinds: Vec<(&str, bool)> = events
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| (e["event"].as_str().expect("event"), e["manual"] == true))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("started", false),
+            ("paused", true),
+            ("resumed", true),
+            ("rolled_back", true)
+        ]
+    );
+    // A finished rollout takes no pause or resume.
+    for verb in ["pause", "resume", "promote"] {
+        let message = refused(
+            &s.post(&format!("/api/v1/services/api/{verb}")).await,
+            StatusCode::CONFLICT,
+        );
+        assert!(
+            message.contains(&format!(
+                "is already rolled_back (aborted by hand), so there is nothing to {verb}"
+            )),
+            "{message}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_set_by_hand_change_the_split_and_pause_the_rollout() {
+    let s = Setup::start(true, None, None).await;
+    let got = s
+        .put(
+            "/api/v1/services/api/weights",
+            r#"{"stable": 0, "canary": 100}"#,
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let view = body(&got);
+    assert_eq!(view["weights"], json!({"stable": 0, "canary": 100}));
+    assert_eq!(view["rollout"]["state"], "paused");
+    assert_eq!(view["rollout"]["reason"], "weights set by hand");
+    s.traffic(40).await;
+    assert_eq!((s.stable.hits(), s.canary.hits()), (0, 40));
+
+    // Paused: the control loop leaves the weights alone, however many ticks pass.
+    for later in 1..=3 {
+        s.c.control
+            .tick(serin_control::runner::now_ms() + later * 1000);
+    }
+    assert_eq!(
+        body(&s.get("/api/v1/services/api").await)["weights"],
+        json!({"stable": 0, "canary": 100})
+    );
+
+    // 80/20 splits the next requests about 80/20.
+    let got = s
+        .put(
+            "/api/v1/services/api/weights",
+            r#"{"stable": 80, "canary": 20}"#,
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    s.traffic(100).await;
+    let canary = s.canary.hits() - 40;
+    assert_eq!(s.stable.hits() + canary, 100);
+    assert!((15..=25).contains(&canary), "canary got {canary} of 100");
+
+    // A version not named keeps its weight.
+    let view = body(
+        &s.put("/api/v1/services/api/weights", r#"{"canary": 0}"#)
+            .await,
+    );
+    assert_eq!(view["weights"], json!({"stable": 80, "canary": 0}));
+
+    let events = body(&s.get("/api/v1/services/api/timeline").await);
+    let manual: Vec<&Value> = events
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter(|e| e["event"] == "manual_weights")
+        .collect();
+    assert_eq!(manual.len(), 3, "{events}");
+    assert!(manual.iter().all(|e| e["manual"] == true));
+    assert_eq!(manual[0]["weights"], json!({"stable": 0, "canary": 100}));
+    assert_eq!(manual[2]["weights"], json!({"stable": 80, "canary": 0}));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_weights_are_refused_with_what_is_wrong() {
+    let s = Setup::start(true, None, None).await;
+    let path = "/api/v1/services/api/weights";
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"stable": 80, "canry": 20}"#,
+            r#""canry": service "api" has no version "canry" (versions: stable, canary)"#,
+        ),
+        (
+            r#"{"stable": 101}"#,
+            r#""stable": the weight must be an integer from 0 to 100, got 101"#,
+        ),
+        (
+            r#"{"stable": 80.5}"#,
+            r#""stable": the weight must be an integer from 0 to 100, got 80.5"#,
+        ),
+        (
+            r#"{"stable": -1}"#,
+            r#""stable": the weight must be an integer from 0 to 100, got -1"#,
+        ),
+        (
+            r#"{"stable": "80"}"#,
+            r#""stable": the weight must be an integer from 0 to 100, got "80""#,
+        ),
+        (
+            r#"{"stable": 0, "canary": 0}"#,
+            r#"every version of "api" would have weight 0 and nothing could be served; give at least one version a weight above 0"#,
+        ),
+        (
+            r#"{}"#,
+            r#"the body names no version; send a JSON object of version to weight (0 to 100), e.g. {"stable": 80, "canary": 20}"#,
+        ),
+        (
+            r#"[80, 20]"#,
+            r#"the body is not a JSON object; send a JSON object of version to weight (0 to 100), e.g. {"stable": 80, "canary": 20}"#,
+        ),
+    ];
+    for (sent, expected) in cases {
+        let message = refused(&s.put(path, sent).await, StatusCode::BAD_REQUEST);
+        assert_eq!(message, *expected, "{sent}");
+    }
+    let message = refused(&s.put(path, "stable=80").await, StatusCode::BAD_REQUEST);
+    assert!(message.starts_with("the body is not JSON ("), "{message}");
+
+    let huge = format!(r#"{{"stable": 80, "pad": "{}"}}"#, "x".repeat(70 * 1024));
+    let message = refused(&s.put(path, &huge).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        message.starts_with("the body is larger than 64 KiB"),
+        "{message}"
+    );
+
+    // Nothing of it was applied.
+    let view = body(&s.get("/api/v1/services/api").await);
+    assert_eq!(view["weights"], json!({"stable": 80, "canary": 20}));
+    assert_eq!(view["rollout"]["state"], "progressing");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_services_paths_and_wrong_methods() {
+    let s = Setup::start(true, None, None).await;
+    let not_defined =
+        "service \"nope\" is not defined (defined: api); GET /api/v1/services lists them";
+    for got in [
+        s.get("/api/v1/services/nope").await,
+        s.get("/api/v1/services/nope/timeline").await,
+        s.post("/api/v1/services/nope/abort").await,
+        s.put("/api/v1/services/nope/weights", r#"{"stable": 1}"#)
+            .await,
+    ] {
+        assert_eq!(refused(&got, StatusCode::NOT_FOUND), not_defined);
+    }
+    let message = refused(&s.get("/api/v1/nothing").await, StatusCode::NOT_FOUND);
+    assert!(
+        message.starts_with("no such endpoint: /api/v1/nothing; the API has /api/v1/services"),
+        "{message}"
+    );
+    refused(&s.get("/").await, StatusCode::NOT_FOUND);
+
+    // A change is never made by GET: 405 with the method that does it.
+    for (path, allow) in [
+        ("/api/v1/services/api/promote", "POST"),
+        ("/api/v1/services/api/abort", "POST"),
+        ("/api/v1/services/api/weights", "PUT"),
+        ("/api/v1/reload", "POST"),
+    ] {
+        let got = s.get(path).await;
+        let message = refused(&got, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            message,
+            format!("GET is not allowed on {path}; use {allow}")
+        );
+        assert_eq!(got.headers["allow"], allow);
+    }
+    let got = s
+        .call(Method::DELETE, "/api/v1/services/api", "", &[])
+        .await;
+    refused(&got, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(got.headers["allow"], "GET, HEAD");
+    let got = s.post("/api/v1/services/api/weights").await;
+    assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(got.headers["allow"], "PUT");
+    let got = s.post("/healthz").await;
+    assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(got.headers["allow"], "GET, HEAD");
+    // The rollout was not touched by any of it.
+    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+
+    // Without a reload loop, reload and config say so.
+    let message = refused(
+        &s.post("/api/v1/reload").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert_eq!(
+        message,
+        "this process has no reload loop; restart serin to apply a changed config"
+    );
+    refused(
+        &s.get("/api/v1/config").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_everything_but_the_health_checks() {
+    let s = Setup::start(true, Some("s3cr3t"), None).await;
+    let path = "/api/v1/services/api";
+
+    let got = s.get(path).await;
+    let message = refused(&got, StatusCode::UNAUTHORIZED);
+    assert!(
+        message.starts_with("this endpoint needs the admin token"),
+        "{message}"
+    );
+    assert_eq!(got.headers["www-authenticate"], "Bearer realm=\"serin\"");
+
+    let got = s
+        .call(Method::GET, path, "", &[("authorization", "Bearer wrong")])
+        .await;
+    let message = refused(&got, StatusCode::UNAUTHORIZED);
+    assert!(message.starts_with("the admin token is wrong"), "{message}");
+    assert!(got.headers["www-authenticate"]
+        .to_str()
+        .is_ok_and(|v| v.starts_with("Bearer ") && v.contains("invalid_token")));
+
+    let with = [("authorization", "Bearer s3cr3t")];
+    let got = s.call(Method::GET, path, "", &with).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(body(&got)["name"], "api");
+
+    // Changes need it too; without it nothing changes.
+    let got = s.post("/api/v1/services/api/abort").await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    let got = s
+        .put("/api/v1/services/api/weights", r#"{"canary": 0}"#)
+        .await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.c.canary_weight(), 20);
+    let got = s
+        .call(Method::POST, "/api/v1/services/api/abort", "", &with)
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(s.c.canary_weight(), 0);
+
+    // Unknown paths do not tell anything without the token either.
+    assert_eq!(
+        s.get("/api/v1/nothing").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Health checks stay open.
+    let got = s.get("/healthz").await;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ok\n"));
+    let got = s.get("/readyz").await;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "ready\n"));
+    s.stop().await;
+}
+
+fn config_status() -> ConfigStatus {
+    ConfigStatus {
+        path: "/etc/serin/serin.yaml".to_string(),
+        hash: "0123456789abcdef".to_string(),
+        loaded_at: "2026-11-22T04:00:00.000Z".to_string(),
+        last_reload: None,
+        reloads: ReloadCounts::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_runs_through_the_reload_loop_and_reports_its_outcome() {
+    let (handle, mut loop_end) = ReloadHandle::new(config_status());
+    let s = Setup::start(false, None, Some(handle)).await;
+
+    let got = s.get("/api/v1/config").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(
+        body(&got),
+        json!({
+            "path": "/etc/serin/serin.yaml",
+            "hash": "0123456789abcdef",
+            "loaded_at": "2026-11-22T04:00:00.000Z",
+            "last_reload": null,
+            "reloads": {"success": 0, "failure": 0}
+        })
+    );
+
+    // This test is the reload loop: it answers the first reload with success and the
+    // second with the file's errors.
+    let answers = tokio::spawn(async move {
+        let mut triggers = Vec::new();
+        for ok in [true, false] {
+            let request = loop_end.requests.recv().await.expect("a reload request");
+            triggers.push(request.trigger);
+            let outcome = LastReload {
+                at: "2026-11-22T04:01:00.000Z".to_string(),
+                ok,
+                errors: if ok {
+                    Vec::new()
+                } else {
+                    vec![
+                        "/etc/serin/serin.yaml: listeners: at least one listener is required"
+                            .to_string(),
+                    ]
+                },
+                trigger: request.trigger.to_string(),
+                unchanged: false,
+            };
+            loop_end.status.send_modify(|s| {
+                s.last_reload = Some(outcome.clone());
+                if ok {
+                    s.reloads.success += 1;
+                } else {
+                    s.reloads.failure += 1;
+                }
+            });
+            request
+                .reply
+                .expect("the API waits")
+                .send(outcome)
+                .expect("reply");
+        }
+        (triggers, loop_end)
+    });
+
+    let got = s.post("/api/v1/reload").await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(
+        body(&got),
+        json!({"at": "2026-11-22T04:01:00.000Z", "ok": true, "errors": [], "trigger": "api", "unchanged": false})
+    );
+
+    let got = s.post("/api/v1/reload").await;
+    assert_eq!(got.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.body);
+    let failed = body(&got);
+    assert_eq!(
+        failed["error"],
+        "the config was not applied (1 error); the previous config keeps serving: fix the file (`serin check FILE` lists the problems) and reload again"
+    );
+    assert_eq!(failed["ok"], false);
+    assert_eq!(
+        failed["errors"],
+        json!(["/etc/serin/serin.yaml: listeners: at least one listener is required"])
+    );
+
+    let (triggers, loop_end) = answers.await.expect("the answering task");
+    assert_eq!(triggers, ["api", "api"]);
+    let status = body(&s.get("/api/v1/config").await);
+    assert_eq!(status["reloads"], json!({"success": 1, "failure": 1}));
+    assert_eq!(status["last_reload"]["ok"], false);
+
+    // With the reload loop gone, a reload cannot happen.
+    drop(loop_end);
+    let message = refused(
+        &s.post("/api/v1/reload").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    assert_eq!(
+        message,
+        "the reload loop has stopped; restart serin to apply a changed config"
+    );
+    s.stop().await;
+}
