@@ -446,6 +446,10 @@ where
     }
 }
 
+/// Bodies up to this size that are refused as too large are read first (see
+/// [`read_body`]); larger ones are refused at once.
+const DRAIN_MAX: usize = 1 << 20;
+
 /// The body, at most [`MAX_BODY`] bytes.
 async fn read_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, Response<Full<Bytes>>>
 where
@@ -465,7 +469,12 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY as u64) {
+        // Read (and drop) a moderately large body before answering, so that the client,
+        // still sending it, reads the 413 instead of a reset connection.
+        if n <= DRAIN_MAX as u64 {
+            let _ = Limited::new(body, DRAIN_MAX).collect().await;
+        }
         return Err(too_large());
     }
     match Limited::new(body, MAX_BODY).collect().await {
