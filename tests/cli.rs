@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -149,68 +147,6 @@ fn run_fails_clearly_when_a_listener_address_is_taken() {
     );
 }
 
-/// A running `serin` process whose JSON log lines are readable.
-struct Process {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Process {
-    fn spawn(config: &Path) -> Process {
-        let mut child = Command::new(SERIN)
-            .args(["run", "--log-format", "json", "--workers", "2", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn serin");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Process { child, lines }
-    }
-
-    /// Waits for a log line with `message` and returns its `addr` field.
-    fn addr_of(&self, message: &str) -> std::net::SocketAddr {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) else {
-                continue;
-            };
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["message"] == message {
-                return json["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .expect("addr field");
-            }
-        }
-        panic!("serin never logged {message:?}");
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let (stable, canary) = (
@@ -228,9 +164,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
             "    split: { weights: { stable: 1, canary: 0 } }",
         ),
     );
-    let mut serin = Process::spawn(&config);
-    let admin = serin.addr_of("admin listening");
-    let web = serin.addr_of("listening");
+    let serin = common::process::SerinProcess::start(&config, 2, &[], &[]);
+    let (admin, web) = (serin.admin, serin.web);
     let client = client();
     assert_eq!(
         get(&client, &format!("http://{admin}/readyz"), &[])
@@ -264,10 +199,13 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
 
     let got = in_flight.await.expect("client task");
     assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
-    let status = tokio::task::spawn_blocking(move || serin.child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let status = tokio::task::spawn_blocking(move || {
+        let mut serin = serin;
+        serin.child.wait()
+    })
+    .await
+    .expect("join")
+    .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
 

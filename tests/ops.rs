@@ -3,86 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::process::{SerinProcess, SERIN};
 use common::*;
 use serde_json::{json, Value};
 
-const SERIN: &str = env!("CARGO_BIN_EXE_serin");
-
 /// A rollout held at 20 % until a person acts.
 const HELD: &str = "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 20, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 10s\n        rules:\n          - error_rate: { max: 50% }\n";
-
-/// `serin run` in the background, and the addresses it logged.
-struct Running {
-    child: Child,
-    admin: SocketAddr,
-    web: SocketAddr,
-}
-
-impl Running {
-    fn start(config: &Path, token: Option<&str>) -> Running {
-        let mut command = Command::new(SERIN);
-        command
-            .args(["run", "--log-format", "json", "--workers", "1", "--config"])
-            .arg(config)
-            .env_remove("SERIN_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(token) = token {
-            command.env("SERIN_ADMIN_TOKEN", token);
-        }
-        let mut child = command.spawn().expect("spawn serin run");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut admin, mut web) = (None, None);
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while admin.is_none() || web.is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "serin did not log its addresses"
-            );
-            let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) else {
-                continue;
-            };
-            let Ok(json) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let addr = json["addr"].as_str().and_then(|a| a.parse().ok());
-            match json["message"].as_str() {
-                Some("admin listening") => admin = addr,
-                Some("listening") => web = addr,
-                _ => {}
-            }
-        }
-        Running {
-            child,
-            admin: admin.expect("admin address"),
-            web: web.expect("listener address"),
-        }
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://{}", self.admin)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `serin ARGS` (an ops command) to completion, with `token` in SERIN_ADMIN_TOKEN.
 async fn ops(args: &[&str], token: Option<&str>) -> Output {
@@ -113,7 +43,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Backends, and `serin run` with `api` (the held rollout) and `web` (no rollout).
-async fn start(token: Option<&str>) -> (Backend, Backend, Running, TempDir) {
+async fn start(token: Option<&str>) -> (Backend, Backend, SerinProcess, TempDir) {
     start_with(token, None).await
 }
 
@@ -121,7 +51,7 @@ async fn start(token: Option<&str>) -> (Backend, Backend, Running, TempDir) {
 async fn start_with(
     token: Option<&str>,
     token_file: Option<&str>,
-) -> (Backend, Backend, Running, TempDir) {
+) -> (Backend, Backend, SerinProcess, TempDir) {
     let (stable, canary) = (
         Backend::start("stable").await,
         Backend::start("canary").await,
@@ -143,7 +73,7 @@ async fn start_with(
     }
     let config = dir.0.join("serin.yaml");
     std::fs::write(&config, yaml).expect("write the config");
-    let running = Running::start(&config, token);
+    let running = SerinProcess::start(&config, 1, &[], &[("SERIN_ADMIN_TOKEN", token)]);
     (stable, canary, running, dir)
 }
 

@@ -22,6 +22,8 @@ use serin_proxy::server::{self, Serving};
 use serin_proxy::DataPlane;
 use tokio::net::TcpListener;
 
+pub mod process;
+
 /// What a backend saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -407,7 +409,9 @@ impl Load {
 
     pub async fn stop(mut self) -> Arc<Tally> {
         self.stop.store(true, Ordering::SeqCst);
-        while self.tasks.join_next().await.is_some() {}
+        while let Some(done) = self.tasks.join_next().await {
+            done.expect("a load client failed: serin refused or dropped a connection");
+        }
         self.tally
     }
 }

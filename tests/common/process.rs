@@ -1,0 +1,123 @@
+//! `serin run` as a child process, with its JSON log lines readable.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+/// A running `serin run`; killed when dropped.
+pub struct SerinProcess {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every log line read so far, and whether a `wait_for` has taken it.
+    seen: Vec<(Value, bool)>,
+    /// `admin.listen` and the first listener, as logged.
+    pub admin: SocketAddr,
+    pub web: SocketAddr,
+}
+
+impl SerinProcess {
+    /// `serin run --log-format json --workers WORKERS --config CONFIG EXTRA…` with `env`
+    /// (a `None` value removes the variable); waits until both addresses are logged.
+    pub fn start(
+        config: &Path,
+        workers: u16,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Self {
+        let mut command = Command::new(SERIN);
+        command
+            .args(["run", "--log-format", "json", "--workers"])
+            .arg(workers.to_string())
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .env_remove("SERIN_ADMIN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            match value {
+                Some(v) => command.env(key, v),
+                None => command.env_remove(key),
+            };
+        }
+        let mut child = command.spawn().expect("spawn serin run");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = SerinProcess {
+            child,
+            lines,
+            seen: Vec::new(),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            web: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        process.admin = process.addr_of("admin listening");
+        process.web = process.addr_of("listening");
+        process
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.web)
+    }
+
+    /// The first log line not yet taken that satisfies `matches`, waiting up to 20 s.
+    pub fn wait_for(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut checked = 0;
+        loop {
+            for (line, taken) in self.seen.iter_mut().skip(checked) {
+                if !*taken && matches(line) {
+                    *taken = true;
+                    return line.clone();
+                }
+            }
+            checked = self.seen.len();
+            assert!(Instant::now() < deadline, "serin never logged {what}");
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if let Ok(json) = serde_json::from_str::<Value>(&line) {
+                    self.seen.push((json, false));
+                }
+            }
+        }
+    }
+
+    /// The `addr` field of the next log line whose message is `message`.
+    pub fn addr_of(&mut self, message: &str) -> SocketAddr {
+        let line = self.wait_for(message, |l| l["message"] == message);
+        line["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("addr field")
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for SerinProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
