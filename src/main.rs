@@ -78,6 +78,10 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 
+    /// Do not watch the config file; reload only on SIGHUP or `POST /api/v1/reload`.
+    #[arg(long)]
+    no_watch: bool,
+
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
@@ -213,6 +217,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         args.grace,
         &config_path,
         &text,
+        !args.no_watch,
     ))
 }
 
@@ -232,8 +237,10 @@ async fn serve(
     grace: Duration,
     config_path: &Path,
     config_text: &str,
+    watch: bool,
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
+    let admin_section = snapshot.admin.clone();
     let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
     // Rollouts resume (or start) and set their weights before any request is served.
@@ -264,15 +271,19 @@ async fn serve(
         config_text,
         control.clone(),
         pool.clone(),
-        admin_addr,
+        admin_section,
     );
     let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
-    let _watcher = match reload::watch_file(config_path, reload_handle.clone()) {
-        Ok(w) => Some(w),
-        Err(err) => {
-            tracing::warn!("{err:#}; reload with SIGHUP or POST /api/v1/reload instead");
-            None
+    let _watcher = if watch {
+        match reload::watch_file(config_path, reload_handle.clone()) {
+            Ok(w) => Some(w),
+            Err(err) => {
+                tracing::warn!("{err:#}; reload with SIGHUP or POST /api/v1/reload instead");
+                None
+            }
         }
+    } else {
+        None
     };
     let hangups = tokio::spawn(reload_on_sighup(reload_handle));
 

@@ -32,8 +32,8 @@ pub struct Reloader {
     control: Arc<Control>,
     workers: Arc<Workers>,
     status: ConfigStatus,
-    /// The admin address in use; changing it takes a restart.
-    admin_listen: std::net::SocketAddr,
+    /// The admin section in use; changing it takes a restart.
+    admin: serin_config::Admin,
 }
 
 /// The status of the config that `serin run` started with.
@@ -54,7 +54,7 @@ impl Reloader {
         text: &str,
         control: Arc<Control>,
         workers: Arc<Workers>,
-        admin_listen: std::net::SocketAddr,
+        admin: serin_config::Admin,
     ) -> Self {
         let status = initial_status(&path, text);
         Self {
@@ -62,7 +62,7 @@ impl Reloader {
             control,
             workers,
             status,
-            admin_listen,
+            admin,
         }
     }
 
@@ -136,12 +136,15 @@ impl Reloader {
             return Ok(true);
         }
         let snapshot = serin_config::parse_file_text(&text, &self.path).map_err(|e| e.lines())?;
-        if snapshot.admin.listen != self.admin_listen {
+        if snapshot.admin.listen != self.admin.listen {
             tracing::warn!(
                 configured = %snapshot.admin.listen,
-                in_use = %self.admin_listen,
+                in_use = %self.admin.listen,
                 "admin.listen changes take effect on restart"
             );
+        }
+        if snapshot.admin.token != self.admin.token {
+            tracing::warn!("admin.token_file changes take effect on restart");
         }
         let staged = self
             .workers
