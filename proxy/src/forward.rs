@@ -221,6 +221,21 @@ pub async fn proxy(
                 request_id,
             )
         }
+        Attempt::Failed(Outcome::ClientGone, err) => {
+            // The client's own body failed: malformed chunked framing, or cut off. The
+            // upstream request was aborted; the version is not blamed.
+            tracing::debug!(service = %service.name, error = ?err, "the client's request body failed");
+            let mut response = serin_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the request body was malformed or cut off; nothing was answered upstream\n".to_string(),
+                None,
+                request_id,
+            );
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         Attempt::Failed(outcome, err) => {
             tracing::debug!(service = %service.name, version = %answered_by.name, error = ?err, "upstream request failed");
             let message = match outcome {

@@ -1,0 +1,148 @@
+//! Hostile and malformed input: what a client that sends it gets, and what (nothing)
+//! reaches the upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// serin with one backend (`stable`, weight 100) and `extra` appended to the config.
+async fn one_backend(extra: &str) -> (Backend, Serin) {
+    let backend = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let yaml = format!(
+        "{}{extra}",
+        two_versions(
+            backend.addr,
+            dead,
+            "    split: { weights: { stable: 1, canary: 0 } }",
+        )
+    );
+    let serin = Serin::start(&yaml).await;
+    (backend, serin)
+}
+
+/// Sends raw bytes and reads until serin closes the connection (or 5 s pass).
+async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await,
+        Ok(Ok(_)) | Ok(Err(_))
+    );
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_vectors_are_refused_and_never_reach_the_upstream() {
+    let (backend, serin) = one_backend("").await;
+    let vectors: &[(&str, &str)] = &[
+        (
+            "two different Content-Length values",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcdGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a Content-Length list",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 40\r\n\r\nabcd",
+        ),
+        (
+            "a Transfer-Encoding that does not end in chunked",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "an unknown Transfer-Encoding",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a Content-Length that is not a number",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\nabcd",
+        ),
+        (
+            "an obsolete line folding",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+        ),
+        (
+            "a space before the colon",
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 4\r\n\r\nabcd",
+        ),
+    ];
+    for (what, bytes) in vectors {
+        let before = backend.hits();
+        let (response, closed) = exchange(serin.addr, bytes.as_bytes()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "{what}: expected 400, got {response:?}"
+        );
+        assert!(closed, "{what}: the connection stays open");
+        assert!(!response.contains("stable"), "{what}: {response:?}");
+        assert_eq!(backend.hits(), before, "{what}: reached the backend");
+    }
+    assert!(
+        backend.seen().iter().all(|s| s.uri.path() != "/smuggled"),
+        "a smuggled request reached the backend"
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A malformed chunk is found only once the body streams: the upstream request is
+/// aborted, the client gets a 400 and a closed connection, and the version is not
+/// blamed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunk_is_a_400_that_does_not_count_against_the_version() {
+    let (backend, serin) = one_backend("").await;
+    let (response, closed) = exchange(
+        serin.addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\nabcd\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response:?}");
+    assert!(
+        response.contains("request body was malformed"),
+        "{response:?}"
+    );
+    assert!(closed, "the connection stays open");
+    let intervals = serin.dataplane.take_intervals();
+    let stable = &intervals[0].versions[0];
+    assert_eq!(stable.0, "stable");
+    assert_eq!(stable.1.responses, [0; 5], "{:?}", stable.1.responses);
+    assert_eq!((stable.1.resets, stable.1.client_gone), (0, 1));
+    let _ = backend;
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Both Content-Length and Transfer-Encoding: read by Transfer-Encoding alone, forwarded
+/// without the Content-Length, and the connection closed after the answer (RFC 9112
+/// §6.1), so what follows the chunked body is never read as a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    let (backend, serin) = one_backend("").await;
+    for order in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4",
+    ] {
+        let before = backend.hits();
+        let request = format!(
+            "POST /first HTTP/1.1\r\nHost: a\r\n{order}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        let (response, closed) = exchange(serin.addr, request.as_bytes()).await;
+        assert!(closed, "{order}: the connection stays open");
+        assert_eq!(
+            response.matches("HTTP/1.1 ").count(),
+            1,
+            "{order}: {response:?}"
+        );
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{order}: {response:?}"
+        );
+        assert_eq!(backend.hits(), before + 1, "{order}");
+        let seen = backend.last_seen();
+        assert_eq!(seen.uri.path(), "/first");
+        assert!(!seen.headers.contains_key("content-length"), "{order}");
+    }
+    assert!(backend.seen().iter().all(|s| s.uri.path() != "/smuggled"));
+    serin.shutdown(Duration::from_secs(5)).await;
+}
