@@ -146,3 +146,144 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
     assert!(backend.seen().iter().all(|s| s.uri.path() != "/smuggled"));
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_a_431() {
+    let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;
+    let big = "x".repeat(9 * 1024);
+    let (response, _) = exchange(
+        serin.addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response:?}");
+    assert_eq!(backend.hits(), 0);
+    // Under the limit: served.
+    let fits = "x".repeat(6 * 1024);
+    let got = get(&client(), &serin.url("/"), &[("x-big", &fits)]).await;
+    assert_eq!(got.status, http::StatusCode::OK);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_to_send_its_head_is_disconnected() {
+    let (backend, serin) = one_backend("limits: { header_read_timeout: 300ms }\n").await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "serin kept a slowloris connection open");
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(backend.hits(), 0);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_and_the_others_keep_serving() {
+    let (backend, serin) = one_backend("limits: { max_connections: 3 }\n").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let stream = tokio::net::TcpStream::connect(serin.addr)
+            .await
+            .expect("connect");
+        held.push(stream);
+    }
+    eventually(
+        Duration::from_secs(5),
+        "three connections are counted",
+        || async {
+            serin
+                .dataplane
+                .open_connections
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 3
+        },
+    )
+    .await;
+    // The fourth is closed without an answer.
+    let (response, closed) = exchange(serin.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(closed && response.is_empty(), "{response:?}");
+    assert_eq!(backend.hits(), 0);
+    // The held ones still serve.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    first.read_to_end(&mut out).await.expect("read");
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    // One closed: a new connection is served again.
+    drop(held);
+    eventually(
+        Duration::from_secs(5),
+        "a new connection is served",
+        || async {
+            let (response, _) = exchange(
+                serin.addr,
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            response.starts_with("HTTP/1.1 200")
+        },
+    )
+    .await;
+    assert!(
+        serin
+            .dataplane
+            .refused_connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_a_413() {
+    let (backend, serin) = one_backend("limits: { max_request_body: 1KiB }\n").await;
+    let body = "b".repeat(2000);
+    // Declared length: refused before anything goes upstream.
+    let (response, closed) = exchange(
+        serin.addr,
+        format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n{body}").as_bytes(),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response:?}");
+    assert!(closed);
+    assert_eq!(backend.hits(), 0);
+    // Chunked: cut off when it goes over.
+    let (response, _) = exchange(
+        serin.addr,
+        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{body}\r\n0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response:?}");
+    let intervals = serin.dataplane.take_intervals();
+    assert_eq!(intervals[0].versions[0].1.responses, [0; 5]);
+    // Within the limit: forwarded whole.
+    let (response, _) = exchange(
+        serin.addr,
+        format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{}",
+            &body[..1000]
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    serin.shutdown(Duration::from_secs(5)).await;
+}

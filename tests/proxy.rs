@@ -388,29 +388,44 @@ async fn hop_by_hop_headers_do_not_reach_the_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_headers_are_appended_and_set() {
+async fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
+    let forged = [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+        ("host", "shop.example.com"),
+    ];
+    // By default a client cannot forge where it came from.
     let (backend, serin) = stable_only().await;
-    let client = client();
-    get(
-        &client,
-        &serin.url("/a?b=c"),
-        &[
-            ("x-forwarded-for", "203.0.113.7"),
-            ("host", "shop.example.com"),
-        ],
-    )
-    .await;
+    get(&client(), &serin.url("/a?b=c"), &forged).await;
     let seen = backend.last_seen();
-    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "shop.example.com");
     assert_eq!(
         seen.uri.path_and_query().map(|p| p.as_str()),
         Some("/a?b=c")
     );
+    serin.shutdown(Duration::from_secs(5)).await;
 
-    get(&client, &serin.url("/"), &[]).await;
+    // A trusted peer (another proxy in front): its chain is kept and extended.
+    let dead = closed_port().await;
+    let yaml = two_versions(
+        backend.addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    )
+    .replace(
+        "{ name: web, listen: 127.0.0.1:0 }",
+        "{ name: web, listen: 127.0.0.1:0, trust_forwarded: [127.0.0.0/8, \"::1\"] }",
+    );
+    let serin = Serin::start(&yaml).await;
+    get(&client(), &serin.url("/"), &forged).await;
+    let seen = backend.last_seen();
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    get(&client(), &serin.url("/"), &[]).await;
     assert_eq!(backend.last_seen().headers["x-forwarded-for"], "127.0.0.1");
+    serin.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,13 +13,15 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin` and `state_dir`)"
+    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits` and `state_dir`)"
 )]
 pub struct RawConfig {
     #[serde(default)]
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
@@ -51,6 +53,23 @@ pub struct RawAdmin {
 pub struct RawListener {
     pub name: String,
     pub listen: String,
+    /// Peers (CIDRs) whose X-Forwarded-* headers are kept and extended.
+    #[serde(default)]
+    pub trust_forwarded: Option<Vec<String>>,
+}
+
+/// `limits`: sizes and counts stay loosely typed (`32KiB` or a number) for validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ max_header_bytes: 32KiB, max_connections: 10000 }`"
+)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<serde_yaml_ng::Value>,
+    pub header_read_timeout: Option<String>,
+    pub max_connections: Option<serde_yaml_ng::Value>,
+    pub h2_max_concurrent_streams: Option<serde_yaml_ng::Value>,
+    pub max_request_body: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,7 @@ pub const MAX_SUCCESS_RULES: usize = 4;
 pub struct Snapshot {
     pub admin: Admin,
     pub listeners: Vec<Listener>,
+    pub limits: Limits,
     pub routes: Vec<Route>,
     pub services: Vec<Service>,
     /// Directory of rollout state (`<service>.json`) and timelines
@@ -80,6 +81,52 @@ impl std::fmt::Debug for AdminToken {
 pub struct Listener {
     pub name: String,
     pub listen: SocketAddr,
+    /// Peers whose X-Forwarded-For, -Proto and -Host are kept (and extended); from any
+    /// other peer they are replaced.
+    pub trust_forwarded: Vec<ipnet::IpNet>,
+}
+
+impl Listener {
+    /// Whether `peer`'s X-Forwarded-* headers are trusted.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trust_forwarded.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// What a client may send, and how many may connect (`limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line and headers of an HTTP/1.1 request, or the header list of an
+    /// HTTP/2 request, in bytes; larger → 431.
+    pub max_header_bytes: u64,
+    /// Time a client gets to send a whole request head (slowloris). For HTTP/1.1 the
+    /// clock also runs while a keep-alive connection waits for its next request.
+    pub header_read_timeout: std::time::Duration,
+    /// Open client connections per serin process; beyond, new ones are closed at once.
+    pub max_connections: u64,
+    pub h2_max_concurrent_streams: u32,
+    /// Request body bytes; 0 = unlimited; larger → 413.
+    pub max_request_body: u64,
+}
+
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
+/// hyper's read buffer cannot be smaller, so neither can the header limit.
+pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
+pub const MAX_MAX_HEADER_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            max_request_body: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

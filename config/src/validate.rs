@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::schema::{
-    RawAnalysis, RawBurnRate, RawConfig, RawErrorRate, RawLatency, RawRollout, RawRuleKind,
-    RawService, RawSplit, RawSuccess, RawTimeouts, RULE_KINDS,
+    RawAnalysis, RawBurnRate, RawConfig, RawErrorRate, RawLatency, RawLimits, RawRollout,
+    RawRuleKind, RawService, RawSplit, RawSuccess, RawTimeouts, RULE_KINDS,
 };
 use crate::snapshot::{
-    Admin, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule, Service,
-    Snapshot, Split, Step, Sticky, Timeouts, Version, DEFAULT_ADMIN_LISTEN,
+    Admin, Analysis, Endpoint, HostMatch, Limits, Listener, OnFailure, Rollout, Route, Rule,
+    Service, Snapshot, Split, Step, Sticky, Timeouts, Version, DEFAULT_ADMIN_LISTEN,
     DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MIN_REQUESTS, DEFAULT_PROGRESS_DEADLINE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, MAX_SUCCESS_RULES,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS,
+    DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, MAX_MAX_HEADER_BYTES,
+    MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -125,9 +126,19 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                 );
             }
             bound.push((addr, listen_path));
+            let trust_forwarded = l
+                .trust_forwarded
+                .iter()
+                .flatten()
+                .enumerate()
+                .filter_map(|(j, cidr)| {
+                    cidr_net(cidr, &format!("{path}.trust_forwarded[{j}]"), &mut errs)
+                })
+                .collect();
             listeners.push(Listener {
                 name: l.name.clone(),
                 listen: addr,
+                trust_forwarded,
             });
         }
     }
@@ -146,6 +157,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push("admin.listen", message);
         }
     }
+
+    let limits = limits(raw.limits.as_ref(), &mut errs);
 
     // Services.
     let mut services = Vec::with_capacity(raw.services.len());
@@ -251,6 +264,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                 token: None,
             },
             listeners,
+            limits,
             routes,
             services,
             state_dir,
@@ -1142,6 +1156,125 @@ fn timeouts(raw: Option<&RawTimeouts>, path: &str, errs: &mut Errors) -> Timeout
             .and_then(|d| duration(d, &format!("{path}.request"), errs))
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
     }
+}
+
+fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
+    let defaults = Limits::default();
+    let Some(raw) = raw else {
+        return defaults;
+    };
+    let max_header_bytes = raw
+        .max_header_bytes
+        .as_ref()
+        .and_then(|v| {
+            let n = byte_size(v, "limits.max_header_bytes", errs)?;
+            if (MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&n) {
+                Some(n)
+            } else {
+                errs.push(
+                    "limits.max_header_bytes",
+                    format!(
+                        "{n} bytes is out of range: give 8KiB to 1MiB (the default is {}KiB)",
+                        DEFAULT_MAX_HEADER_BYTES / 1024
+                    ),
+                );
+                None
+            }
+        })
+        .unwrap_or(defaults.max_header_bytes);
+    let header_read_timeout = raw
+        .header_read_timeout
+        .as_deref()
+        .and_then(|d| duration(d, "limits.header_read_timeout", errs))
+        .unwrap_or(defaults.header_read_timeout);
+    let max_connections = raw
+        .max_connections
+        .as_ref()
+        .and_then(|v| count(v, "limits.max_connections", 1, 10_000_000, errs))
+        .unwrap_or(defaults.max_connections);
+    let h2_max_concurrent_streams = raw
+        .h2_max_concurrent_streams
+        .as_ref()
+        .and_then(|v| count(v, "limits.h2_max_concurrent_streams", 1, 10_000, errs))
+        .map(|n| n as u32)
+        .unwrap_or(defaults.h2_max_concurrent_streams);
+    let max_request_body = raw
+        .max_request_body
+        .as_ref()
+        .and_then(|v| byte_size(v, "limits.max_request_body", errs))
+        .unwrap_or(defaults.max_request_body);
+    Limits {
+        max_header_bytes,
+        header_read_timeout,
+        max_connections,
+        h2_max_concurrent_streams,
+        max_request_body,
+    }
+}
+
+/// A size in bytes: a whole number, or a number with a unit (`32KiB`, `1MiB`, `64kB`).
+fn byte_size(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<u64> {
+    let parsed = match value {
+        serde_yaml_ng::Value::Number(n) => n.as_u64().ok_or(()),
+        serde_yaml_ng::Value::String(t) => t
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| b.as_u64())
+            .map_err(|_| ()),
+        _ => Err(()),
+    };
+    match parsed {
+        Ok(n) => Some(n),
+        Err(()) => {
+            errs.push(
+                path,
+                format!(
+                    "{} is not a size: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB",
+                    describe(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A whole number in `min..=max`.
+fn count(
+    value: &serde_yaml_ng::Value,
+    path: &str,
+    min: u64,
+    max: u64,
+    errs: &mut Errors,
+) -> Option<u64> {
+    match value.as_u64() {
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        _ => {
+            errs.push(
+                path,
+                format!(
+                    "{} is not allowed: give a whole number from {min} to {max}",
+                    describe(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A network such as `10.0.0.0/8`, `fd00::/8` or a single address (`127.0.0.1`).
+fn cidr_net(text: &str, path: &str, errs: &mut Errors) -> Option<ipnet::IpNet> {
+    let t = text.trim();
+    if let Ok(net) = t.parse::<ipnet::IpNet>() {
+        return Some(net.trunc());
+    }
+    if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+        return Some(ipnet::IpNet::from(ip));
+    }
+    errs.push(
+        path,
+        format!("\"{text}\" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"),
+    );
+    None
 }
 
 /// A positive duration such as `250ms`, `1s`, `1m 30s`.

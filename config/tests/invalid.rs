@@ -77,7 +77,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "wrong_type_top",
         &[
-            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin` and `state_dir`)"#,
+            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits` and `state_dir`)"#,
         ],
     ),
     (
@@ -87,7 +87,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown_key_top",
         &[
-            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `routes`, `services`, `state_dir` (check the spelling; unknown keys are errors, not ignored)"#,
+            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir` (check the spelling; unknown keys are errors, not ignored)"#,
         ],
     ),
     (
@@ -305,6 +305,18 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].split.force.header: "x-serin-version:" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
             r#"FILE: services[1].split.sticky.cookie: "session;" is not a valid cookie name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. session)"#,
             r#"FILE: services[1].split.force.header: "" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+        ],
+    ),
+    (
+        "limits_bad",
+        &[
+            r#"FILE: listeners[0].trust_forwarded[1]: "10.0.0.300/8" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"#,
+            r#"FILE: listeners[0].trust_forwarded[2]: "proxy.internal" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"#,
+            r#"FILE: limits.max_header_bytes: 4096 bytes is out of range: give 8KiB to 1MiB (the default is 32KiB)"#,
+            r#"FILE: limits.header_read_timeout: "10" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: limits.max_connections: 0 is not allowed: give a whole number from 1 to 10000000"#,
+            r#"FILE: limits.h2_max_concurrent_streams: "many" is not allowed: give a whole number from 1 to 10000"#,
+            r#"FILE: limits.max_request_body: "12 bananas" is not a size: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB"#,
         ],
     ),
     (

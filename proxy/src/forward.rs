@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Incoming};
 
 use crate::headers::{
@@ -21,7 +21,8 @@ use crate::table::{ServiceRuntime, Table, VersionRuntime};
 use crate::upstream::{PooledBody, UpstreamError};
 
 /// The body serin sends upstream: the client's, streamed, or none (a retry).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// The client's body is read through `Limited` (`limits.max_request_body`).
+pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
 /// The body a client gets: the upstream's, streamed, or serin's own short text.
 pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
@@ -32,10 +33,12 @@ pub struct ConnInfo {
     pub listener: Arc<str>,
     /// The peer's IP as a header value, made once per connection for X-Forwarded-For.
     pub peer_ip: HeaderValue,
+    /// The peer is in the listener's `trust_forwarded`: its X-Forwarded-* are kept.
+    pub trusted: bool,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, listener: Arc<str>) -> Self {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, trusted: bool) -> Self {
         // An IP address's text is always a valid header value.
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -43,6 +46,7 @@ impl ConnInfo {
             peer,
             listener,
             peer_ip,
+            trusted,
         }
     }
 }
@@ -159,7 +163,13 @@ pub async fn proxy(
     // Stage 5: forward.
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    set_forwarded(headers, &conn.peer_ip, "http", host_value.clone());
+    set_forwarded(
+        headers,
+        &conn.peer_ip,
+        conn.trusted,
+        "http",
+        host_value.clone(),
+    );
     if let (true, Some(h)) = (from_uri, host_value) {
         headers.insert(HOST, h);
     }
@@ -182,7 +192,23 @@ pub async fn proxy(
     *req.version_mut() = http::Version::HTTP_11;
 
     let mut answered_by = version;
-    let mut result = attempt(service, version, req.map(Either::Left), success_rules).await;
+    // A body larger than the limit: refused before anything goes upstream when its
+    // length is declared, cut off (and the request aborted) when it is not.
+    let max_body = table.snapshot.limits.max_request_body;
+    let body_limit = match max_body {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    if max_body > 0 && req.body().size_hint().lower() > max_body {
+        return too_large(max_body, request_id);
+    }
+    let mut result = attempt(
+        service,
+        version,
+        req.map(|body| Either::Left(Limited::new(body, body_limit))),
+        success_rules,
+    )
+    .await;
     if let (true, Some((baseline, mut again))) = (result.failed(), retry_request) {
         let baseline = &service.versions[baseline];
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
@@ -220,6 +246,10 @@ pub async fn proxy(
                 Some(&answered_by.header_value),
                 request_id,
             )
+        }
+        Attempt::Failed(Outcome::ClientGone, Some(err)) if err.is_body_too_large() => {
+            tracing::debug!(service = %service.name, "the request body exceeded limits.max_request_body");
+            too_large(max_body, request_id)
         }
         Attempt::Failed(Outcome::ClientGone, err) => {
             // The client's own body failed: malformed chunked framing, or cut off. The
@@ -282,6 +312,21 @@ fn classify(err: &UpstreamError) -> Outcome {
     } else {
         Outcome::Reset
     }
+}
+
+/// 413 for a body over `limits.max_request_body`; the connection closes after it, as
+/// the rest of the body is not read.
+fn too_large(limit: u64, request_id: HeaderValue) -> Response<ProxyBody> {
+    let mut response = serin_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("413 Content Too Large: the request body is larger than {limit} bytes (limits.max_request_body)\n"),
+        None,
+        request_id,
+    );
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn not_found(host: &str, path: &str) -> Response<ProxyBody> {

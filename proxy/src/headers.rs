@@ -57,14 +57,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the peer address (`peer_ip`, made once per connection) to X-Forwarded-For,
-/// keeping what the client sent, and sets X-Forwarded-Proto and X-Forwarded-Host.
+/// Sets X-Forwarded-For, -Proto and -Host. From a `trusted` peer (one in the listener's
+/// `trust_forwarded`) the client's X-Forwarded-For is kept and the peer address
+/// appended, and its X-Forwarded-Proto and -Host are kept if present. From any other
+/// peer they are replaced: X-Forwarded-For is the peer address alone, so a client
+/// cannot forge its origin.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer_ip: &HeaderValue,
+    trusted: bool,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
+    if trusted {
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(h) = host {
+                headers.insert(&X_FORWARDED_HOST, h);
+            }
+        }
+    } else {
+        headers.insert(&X_FORWARDED_FOR, peer_ip.clone());
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        match host {
+            Some(h) => {
+                headers.insert(&X_FORWARDED_HOST, h);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+        return;
+    }
     if headers.contains_key(&X_FORWARDED_FOR) {
         let mut xff = Vec::with_capacity(64);
         for value in headers.get_all(&X_FORWARDED_FOR) {
@@ -80,15 +106,6 @@ pub fn set_forwarded(
         }
     } else {
         headers.insert(&X_FORWARDED_FOR, peer_ip.clone());
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    match host {
-        Some(h) => {
-            headers.insert(&X_FORWARDED_HOST, h);
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
     }
 }
 
@@ -148,21 +165,53 @@ mod tests {
         assert_eq!(left, vec!["x-kept"]);
     }
 
-    #[test]
-    fn forwarded_for_appends_the_peer() {
-        let mut h = HeaderMap::new();
+    fn forwarded(h: &mut HeaderMap) {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static(" 198.51.100.2 "));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(
+            &X_FORWARDED_HOST,
+            HeaderValue::from_static("forged.example"),
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_extends_forwarded_for() {
+        let mut h = HeaderMap::new();
+        forwarded(&mut h);
         let peer = HeaderValue::from_static("127.0.0.1");
-        set_forwarded(&mut h, &peer, "http", None);
+        set_forwarded(&mut h, &peer, true, "http", None);
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 198.51.100.2, 127.0.0.1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
-        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "forged.example");
 
         let mut fresh = HeaderMap::new();
-        set_forwarded(&mut fresh, &peer, "https", None);
+        set_forwarded(&mut fresh, &peer, true, "https", None);
         assert_eq!(fresh[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(fresh[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn any_other_peer_has_its_forwarded_headers_replaced() {
+        let mut h = HeaderMap::new();
+        forwarded(&mut h);
+        let peer = HeaderValue::from_static("192.0.2.9");
+        set_forwarded(
+            &mut h,
+            &peer,
+            false,
+            "http",
+            Some(HeaderValue::from_static("shop")),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "192.0.2.9");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "shop");
+        let mut no_host = HeaderMap::new();
+        forwarded(&mut no_host);
+        set_forwarded(&mut no_host, &peer, false, "http", None);
+        assert!(!no_host.contains_key(&X_FORWARDED_HOST));
     }
 
     #[test]

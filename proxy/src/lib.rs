@@ -44,6 +44,10 @@ pub struct DataPlane {
     /// Serialises writers (reload, weight changes) so none loses another's update.
     writer: Mutex<()>,
     shards: usize,
+    /// Client connections open now, over every worker (for `limits.max_connections`).
+    pub open_connections: std::sync::atomic::AtomicU64,
+    /// Connections closed at once because `limits.max_connections` were open.
+    pub refused_connections: std::sync::atomic::AtomicU64,
 }
 
 /// The intervals of one service's versions since the previous take.
@@ -61,6 +65,8 @@ impl DataPlane {
             table: ArcSwap::from_pointee(table),
             writer: Mutex::new(()),
             shards,
+            open_connections: Default::default(),
+            refused_connections: Default::default(),
         })
     }
 

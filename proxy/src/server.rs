@@ -15,7 +15,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use serin_config::Snapshot;
+use std::sync::atomic::Ordering;
+
+use serin_config::{Limits, Snapshot};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,8 +26,6 @@ use crate::error::ProxyError;
 use crate::forward::ConnInfo;
 use crate::{worker, DataPlane};
 
-/// Time a client gets to send a complete request head (slowloris defence).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// After an accept error (e.g. out of file descriptors), wait this long before retrying.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -68,7 +68,6 @@ pub async fn bind_all(snapshot: &Snapshot) -> Result<Vec<BoundListener>, ProxyEr
 /// call [`Serving::shutdown`].
 pub struct Serving {
     dataplane: Arc<DataPlane>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     listeners: Vec<Running>,
     /// Removed listeners whose connections are still draining.
     draining: Vec<JoinHandle<bool>>,
@@ -102,18 +101,33 @@ impl Running {
     }
 }
 
-/// Starts serving `listeners` with `dataplane`.
-pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Serving {
+/// The HTTP server settings of `limits`.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers 431 when the request head does not fit its read buffer.
+        .max_buf_size(header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels at once
+        // still count until serin has seen them; beyond this the connection ends.
+        .max_pending_accept_reset_streams(Some(limits.h2_max_concurrent_streams as usize))
+        .max_local_error_reset_streams(Some(1024));
+    builder
+}
+
+/// Starts serving `listeners` with `dataplane`.
+pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Serving {
     let mut serving = Serving {
         dataplane,
-        builder: Arc::new(builder),
         listeners: Vec::new(),
         draining: Vec::new(),
     };
@@ -123,13 +137,25 @@ pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Servin
     serving
 }
 
+/// Decrements the open-connection count when a connection ends.
+struct Open(Arc<DataPlane>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop(
     listener: BoundListener,
     dataplane: Arc<DataPlane>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     graceful: Arc<GracefulShutdown>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // Rebuilt when a reload changes the limits; connections keep the settings they
+    // were accepted with.
+    let mut limits = dataplane.snapshot().limits;
+    let mut builder = Arc::new(http_builder(&limits));
     loop {
         let accepted = tokio::select! {
             _ = stopped.changed() => break,
@@ -143,10 +169,32 @@ async fn accept_loop(
                 continue;
             }
         };
+        let table = dataplane.table();
+        let before = dataplane.open_connections.fetch_add(1, Ordering::Relaxed);
+        let open = Open(dataplane.clone());
+        if before >= table.snapshot.limits.max_connections {
+            dataplane
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, limit = table.snapshot.limits.max_connections, "too many connections; closing the new one");
+            drop(stream);
+            continue;
+        }
+        if table.snapshot.limits != limits {
+            limits = table.snapshot.limits;
+            builder = Arc::new(http_builder(&limits));
+        }
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
-        let info = Arc::new(ConnInfo::new(peer, listener.name.clone()));
+        let trusted = table
+            .snapshot
+            .listeners
+            .iter()
+            .find(|l| *l.name == *listener.name)
+            .is_some_and(|l| l.trusts(peer.ip()));
+        drop(table);
+        let info = Arc::new(ConnInfo::new(peer, listener.name.clone(), trusted));
         let dataplane = dataplane.clone();
         let service = service_fn(move |req| {
             let dataplane = dataplane.clone();
@@ -158,6 +206,7 @@ async fn accept_loop(
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(err) = conn.await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
@@ -176,7 +225,6 @@ impl Serving {
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             self.dataplane.clone(),
-            self.builder.clone(),
             graceful.clone(),
             stopped,
         ));

@@ -86,6 +86,18 @@ impl UpstreamError {
         )
     }
 
+    /// The client's body went over `limits.max_request_body`.
+    pub fn is_body_too_large(&self) -> bool {
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            if e.is::<http_body_util::LengthLimitError>() {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
     /// The client's own request body failed (it went away mid-upload).
     pub fn is_client_gone(&self) -> bool {
         match self {
