@@ -605,3 +605,96 @@ async fn a_client_abandoning_a_response_leaves_the_next_request_whole() {
     assert_eq!(backend.hits(), 11);
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A backend that accepts `Upgrade: echo` with 101 and then echoes every byte, counting
+/// upgrades; other requests get 200.
+async fn upgrade_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let upgrades = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = upgrades.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    let count = count.clone();
+                    async move {
+                        let mut resp = http::Response::new(Full::new(Bytes::new()));
+                        if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let on = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                if let Ok(upgraded) = on.await {
+                                    let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                                }
+                            });
+                            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                            resp.headers_mut()
+                                .insert("connection", "upgrade".parse().expect("value"));
+                            resp.headers_mut()
+                                .insert("upgrade", "echo".parse().expect("value"));
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, upgrades)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_pass_through_to_the_chosen_version() {
+    let (addr, upgrades) = upgrade_backend().await;
+    let dead = closed_port().await;
+    let serin = Serin::start(&two_versions(
+        addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    ))
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.expect("read the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    assert!(head.contains("x-serin-version: stable"), "{head}");
+    for message in ["hello", "through serin", "both ways"] {
+        stream.write_all(message.as_bytes()).await.expect("send");
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+            .await
+            .expect("echo within 5s")
+            .expect("read the echo");
+        assert_eq!(echoed, message.as_bytes());
+    }
+    assert_eq!(upgrades.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Counted for its version, as a 1xx answer.
+    let intervals = serin.dataplane.take_intervals();
+    assert_eq!(intervals[0].versions[0].1.responses[0], 1);
+    drop(stream);
+    serin.shutdown(Duration::from_secs(5)).await;
+}

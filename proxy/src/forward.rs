@@ -102,6 +102,7 @@ async fn attempt(
     version: &VersionRuntime,
     mut req: Request<UpstreamBody>,
     success_rules: u8,
+    upgrade: bool,
 ) -> Attempt {
     let guard = RecordGuard {
         stats: &version.stats,
@@ -116,7 +117,15 @@ async fn attempt(
             req.headers_mut().insert(HOST, host);
         }
     }
-    match tokio::time::timeout(service.request_timeout, endpoint.send(req)).await {
+    let sent = async {
+        if upgrade {
+            let sender = endpoint.connect_upgradable().await?;
+            endpoint.send_on(sender, req).await
+        } else {
+            endpoint.send(req).await
+        }
+    };
+    match tokio::time::timeout(service.request_timeout, sent).await {
         Ok(Ok(response)) => {
             guard.finish(Outcome::Response(response.status().as_u16()));
             Attempt::Answered(response)
@@ -161,8 +170,12 @@ pub async fn proxy(
     let success_rules = service.success_mask(req.method(), req.uri().path());
 
     // Stage 5: forward.
+    let upgrade = crate::upgrade::requested(&req);
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    if let Some(protocol) = &upgrade {
+        crate::upgrade::keep_asking(headers, protocol.clone());
+    }
     set_forwarded(
         headers,
         &conn.peer_ip,
@@ -180,7 +193,9 @@ pub async fn proxy(
         r.canary == chosen
             && matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
             && req.body().is_end_stream()
+            && upgrade.is_none()
     });
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let retry_request = retry.map(|r| {
         let mut again = Request::new(Either::Right(Empty::new()));
         *again.method_mut() = req.method().clone();
@@ -207,6 +222,7 @@ pub async fn proxy(
         version,
         req.map(|body| Either::Left(Limited::new(body, body_limit))),
         success_rules,
+        upgrade.is_some(),
     )
     .await;
     if let (true, Some((baseline, mut again))) = (result.failed(), retry_request) {
@@ -214,16 +230,25 @@ pub async fn proxy(
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
         *again.version_mut() = http::Version::HTTP_11;
         answered_by = baseline;
-        result = attempt(service, baseline, again, success_rules).await;
+        result = attempt(service, baseline, again, success_rules, false).await;
     }
 
     // Stage 7: respond.
     match result {
-        Attempt::Answered(response) => {
+        Attempt::Answered(mut response) => {
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let protocol = response.headers().get(http::header::UPGRADE).cloned();
+            if let (true, Some(client)) = (switching, client_upgrade) {
+                let upstream = hyper::upgrade::on(&mut response);
+                crate::upgrade::tunnel(client, upstream, answered_by.name.clone());
+            }
             let (mut parts, body) = response.into_parts();
             // Answer in the client's protocol version, whatever the upstream spoke.
             parts.version = client_version;
             strip_hop_by_hop(&mut parts.headers);
+            if let (true, Some(protocol)) = (switching, protocol) {
+                crate::upgrade::keep_asking(&mut parts.headers, protocol);
+            }
             parts
                 .headers
                 .insert(&X_SERIN_VERSION, answered_by.header_value.clone());

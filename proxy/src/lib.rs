@@ -23,6 +23,7 @@ pub mod record;
 pub mod server;
 pub mod split;
 pub mod table;
+pub mod upgrade;
 pub mod upstream;
 pub mod worker;
 

@@ -160,6 +160,16 @@ impl EndpointPool {
     }
 
     async fn connect(&self) -> Result<Sender, UpstreamError> {
+        self.connect_with(false).await
+    }
+
+    /// A new connection of its own (not pooled) that may switch protocols: for a
+    /// request asking for an upgrade (WebSocket).
+    pub async fn connect_upgradable(&self) -> Result<Sender, UpstreamError> {
+        self.connect_with(true).await
+    }
+
+    async fn connect_with(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
         let host = self.authority.host();
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(self.connect_timeout, connect_tcp(host, port)).await
@@ -182,12 +192,34 @@ impl EndpointPool {
                 source,
             })?;
         let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(upstream = %authority, error = %err, "upstream connection ended with an error");
-            }
-        });
+        let log = move |err: hyper::Error| {
+            tracing::debug!(upstream = %authority, error = %err, "upstream connection ended with an error");
+        };
+        if upgrades {
+            tokio::spawn(async move { connection.with_upgrades().await.map_err(log) });
+        } else {
+            tokio::spawn(async move { connection.await.map_err(log) });
+        }
         Ok(sender)
+    }
+
+    /// Sends `req` on `sender` (a connection of its own) and waits for the head.
+    pub async fn send_on(
+        &self,
+        mut sender: Sender,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(response.map(|inner| PooledBody {
+                ended: false,
+                inner,
+                home: None,
+            })),
+            Err(err) => Err(UpstreamError::Request {
+                authority: self.authority.clone(),
+                source: err.into_error(),
+            }),
+        }
     }
 
     /// Sends `req` (origin-form URI, Host set) on a pooled or new connection of the
