@@ -247,6 +247,11 @@ async fn serve(
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
     let control_loop = tokio::spawn(control.clone().run(tasks_stopped.clone()));
+    // Health checks run here, on the control thread, never on a worker.
+    let health_checks = tokio::spawn(serin_proxy::health::run(
+        dataplane.clone(),
+        tasks_stopped.clone(),
+    ));
     let health = Arc::new(Health::default());
     let (reload_handle, reload_requests) =
         serin_control::reload::ReloadHandle::new(reload::initial_status(config_path, config_text));
@@ -306,6 +311,9 @@ async fn serve(
     };
     if let Err(err) = control_loop.await {
         tracing::warn!(error = %err, "control loop ended abnormally");
+    }
+    if let Err(err) = health_checks.await {
+        tracing::warn!(error = %err, "health checks ended abnormally");
     }
     if drained {
         tracing::info!("all connections closed");

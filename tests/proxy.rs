@@ -698,3 +698,122 @@ async fn upgraded_connections_pass_through_to_the_chosen_version() {
     drop(stream);
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+fn health_config(
+    stable: std::net::SocketAddr,
+    canary: std::net::SocketAddr,
+    split: &str,
+) -> String {
+    two_versions(stable, canary, split).replace(
+        "endpoints: [",
+        "health: { path: /healthz, interval: 50ms, timeout: 40ms, unhealthy_after: 2, healthy_after: 2 }, endpoints: [",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_failing_its_health_checks_leaves_rotation_and_comes_back() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let serin = Serin::start(&health_config(
+        stable.addr,
+        canary.addr,
+        "    split: { weights: { stable: 50, canary: 50 } }",
+    ))
+    .await;
+    eventually(Duration::from_secs(5), "both are checked", || async {
+        stable
+            .state
+            .health_checks
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+            && canary
+                .state
+                .health_checks
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= 2
+    })
+    .await;
+    let (s, c) = spray(&serin, 100, 2).await;
+    assert!(s > 30 && c > 30, "{s}/{c}");
+
+    // The canary's health check fails (its app still answers): out of rotation, and
+    // its share goes to stable.
+    canary
+        .state
+        .health_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let hits = canary.hits();
+    eventually(
+        Duration::from_secs(5),
+        "the canary leaves rotation",
+        || async {
+            let before = canary.hits();
+            let (_, c) = spray(&serin, 20, 1).await;
+            c == 0 && canary.hits() == before
+        },
+    )
+    .await;
+    let (s, c) = spray(&serin, 100, 2).await;
+    assert_eq!((s, c), (100, 0));
+    assert!(canary.hits() >= hits);
+
+    // Healthy again: back in rotation.
+    canary
+        .state
+        .health_status
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    eventually(Duration::from_secs(5), "the canary is back", || async {
+        let (_, c) = spray(&serin, 20, 1).await;
+        c > 0
+    })
+    .await;
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_version_fails_over_without_a_client_error_and_is_ejected() {
+    let stable = Backend::start("stable").await;
+    let dead = closed_port().await;
+    // A rollout with the canary at 50 %, whose canary is not running.
+    let dir = TempDir::new("failover");
+    let yaml = rollout_config(
+        stable.addr,
+        dead,
+        &dir.0,
+        "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 50, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 10s\n        rules:\n          - error_rate: { max: 50% }\n",
+    )
+    .replace(
+        &format!("endpoints: [{dead}]"),
+        &format!("endpoints: [{dead}], eject: {{ consecutive_failures: 3, for: 1h }}"),
+    );
+    assert!(yaml.contains("eject"), "{yaml}");
+    let c = Controlled::start(&yaml).await;
+    // Every request is answered by stable: POSTs too, since nothing was sent.
+    let client = client();
+    for i in 0..40 {
+        let method = if i % 2 == 0 { "GET" } else { "POST" };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(c.serin.url("/"))
+            .header("x-user-id", format!("user-{i}"))
+            .body(Full::new(Bytes::from_static(b"order")))
+            .expect("request");
+        let got = send(&client, req).await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::OK, "stable"),
+            "request {i}"
+        );
+    }
+    assert_eq!(stable.hits(), 40);
+    let table = c.serin.dataplane.table();
+    let canary = &table.services[0].versions[1];
+    // Three refused connections ejected it; after that its share went straight to
+    // stable without trying.
+    assert!(!canary.available());
+    let failovers = canary.failovers.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((15..=25).contains(&failovers), "{failovers}");
+    c.stop().await;
+}

@@ -115,6 +115,36 @@ pub struct RawService {
 pub struct RawVersion {
     pub name: String,
     pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub health: Option<RawHealth>,
+    #[serde(default)]
+    pub eject: Option<RawEject>,
+}
+
+/// Active health checks of a version's endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ path: /healthz, interval: 5s, timeout: 1s, unhealthy_after: 3, healthy_after: 2 }`"
+)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub unhealthy_after: Option<serde_yaml_ng::Value>,
+    pub healthy_after: Option<serde_yaml_ng::Value>,
+}
+
+/// Passive ejection of endpoints that keep failing.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ consecutive_failures: 5, for: 30s }`"
+)]
+pub struct RawEject {
+    pub consecutive_failures: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "for")]
+    pub duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

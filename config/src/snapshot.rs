@@ -275,6 +275,28 @@ pub struct Version {
     pub endpoints: Vec<Endpoint>,
     /// Relative weight; the weights of a service are not all zero.
     pub weight: u32,
+    pub health: Option<HealthCheck>,
+    pub eject: Option<Eject>,
+}
+
+/// Active health checks: `GET path` on every endpoint each `interval`; an endpoint
+/// that fails `unhealthy_after` checks in a row leaves rotation until it passes
+/// `healthy_after` in a row. A check passes on a 2xx or 3xx within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+}
+
+/// Passive ejection: an endpoint whose requests fail `consecutive_failures` times in a
+/// row (connect error, reset, timeout or 5xx) leaves rotation for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eject {
+    pub consecutive_failures: u32,
+    pub duration: std::time::Duration,
 }
 
 /// An upstream address as `host:port` (an IP address or a DNS name, resolved when

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::schema::{
-    RawAnalysis, RawBurnRate, RawConfig, RawErrorRate, RawLatency, RawLimits, RawRollout,
-    RawRuleKind, RawService, RawSplit, RawSuccess, RawTimeouts, RULE_KINDS,
+    RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawHealth, RawLatency, RawLimits,
+    RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess, RawTimeouts, RULE_KINDS,
 };
 use crate::snapshot::{
-    Admin, Analysis, Endpoint, HostMatch, Limits, Listener, OnFailure, Rollout, Route, Rule,
-    Service, Snapshot, Split, Step, Sticky, Timeouts, Version, DEFAULT_ADMIN_LISTEN,
+    Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits, Listener, OnFailure, Rollout,
+    Route, Rule, Service, Snapshot, Split, Step, Sticky, Timeouts, Version, DEFAULT_ADMIN_LISTEN,
     DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS,
     DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, MAX_MAX_HEADER_BYTES,
@@ -382,10 +382,20 @@ fn service(
                 endpoints.push(ep);
             }
         }
+        let health = v
+            .health
+            .as_ref()
+            .and_then(|h| health(h, &format!("{vpath}.health"), errs));
+        let eject = v
+            .eject
+            .as_ref()
+            .and_then(|e| eject(e, &format!("{vpath}.eject"), errs));
         versions.push(Version {
             name: v.name.clone(),
             endpoints,
             weight: 0,
+            health,
+            eject,
         });
     }
 
@@ -1210,6 +1220,70 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
         h2_max_concurrent_streams,
         max_request_body,
     }
+}
+
+fn health(raw: &RawHealth, path: &str, errs: &mut Errors) -> Option<HealthCheck> {
+    let before = errs.len();
+    let check_path = match raw.path.as_deref() {
+        None => "/healthz".to_string(),
+        Some(p) => path_prefix(p, &format!("{path}.path"), errs).unwrap_or_default(),
+    };
+    let interval = raw
+        .interval
+        .as_deref()
+        .map_or(Some(Duration::from_secs(5)), |d| {
+            duration(d, &format!("{path}.interval"), errs)
+        });
+    let timeout = raw
+        .timeout
+        .as_deref()
+        .map_or(Some(Duration::from_secs(1)), |d| {
+            duration(d, &format!("{path}.timeout"), errs)
+        });
+    let unhealthy_after = raw.unhealthy_after.as_ref().map_or(Some(3), |v| {
+        count(v, &format!("{path}.unhealthy_after"), 1, 100, errs)
+    });
+    let healthy_after = raw.healthy_after.as_ref().map_or(Some(2), |v| {
+        count(v, &format!("{path}.healthy_after"), 1, 100, errs)
+    });
+    if let (Some(i), Some(t)) = (interval, timeout) {
+        if t > i {
+            errs.push(
+                format!("{path}.timeout"),
+                format!(
+                    "the timeout ({}) is longer than the interval ({}): a check must end before the next one starts",
+                    humantime::format_duration(t),
+                    humantime::format_duration(i)
+                ),
+            );
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(HealthCheck {
+        path: check_path,
+        interval: interval?,
+        timeout: timeout?,
+        unhealthy_after: unhealthy_after? as u32,
+        healthy_after: healthy_after? as u32,
+    })
+}
+
+fn eject(raw: &RawEject, path: &str, errs: &mut Errors) -> Option<Eject> {
+    let consecutive_failures = raw.consecutive_failures.as_ref().map_or(Some(5), |v| {
+        count(v, &format!("{path}.consecutive_failures"), 1, 10_000, errs)
+    });
+    let for_ = raw
+        .duration
+        .as_deref()
+        .map_or(Some(Duration::from_secs(30)), |d| {
+            duration(d, &format!("{path}.for"), errs)
+        });
+    Some(Eject {
+        consecutive_failures: consecutive_failures? as u32,
+        duration: for_?,
+    })
 }
 
 /// A size in bytes: a whole number, or a number with a unit (`32KiB`, `1MiB`, `64kB`).

@@ -308,6 +308,16 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "health_bad",
+        &[
+            r#"FILE: services[0].versions[0].health.path: "healthz" is not a path prefix: it must start with "/" (e.g. "/healthz")"#,
+            r#"FILE: services[0].versions[0].health.timeout: the timeout (2s) is longer than the interval (1s): a check must end before the next one starts"#,
+            r#"FILE: services[0].versions[0].health.unhealthy_after: 0 is not allowed: give a whole number from 1 to 100"#,
+            r#"FILE: services[0].versions[1].eject.consecutive_failures: -1 is not allowed: give a whole number from 1 to 10000"#,
+            r#"FILE: services[0].versions[1].eject.for: "soon" is not a valid duration: it does not start with a number; write a positive duration such as 500ms, 2s or 1m 30s"#,
+        ],
+    ),
+    (
         "limits_bad",
         &[
             r#"FILE: listeners[0].trust_forwarded[1]: "10.0.0.300/8" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"#,

@@ -83,7 +83,12 @@ impl Drop for RecordGuard<'_> {
 /// How one attempt at one version ended.
 enum Attempt {
     Answered(Response<PooledBody>),
-    Failed(Outcome, Option<UpstreamError>),
+    /// The request comes back when it was never sent.
+    Failed(
+        Outcome,
+        Option<UpstreamError>,
+        Option<Request<UpstreamBody>>,
+    ),
 }
 
 impl Attempt {
@@ -110,7 +115,12 @@ async fn attempt(
         started: Instant::now(),
         done: false,
     };
-    let endpoint = version.next_endpoint();
+    let Some(endpoint) = version.next_endpoint() else {
+        // Every endpoint is down or ejected (it became so since the split): nothing
+        // was sent, so another version may take the request.
+        guard.finish(Outcome::ConnectError);
+        return Attempt::Failed(Outcome::ConnectError, None, Some(req));
+    };
     if !req.headers().contains_key(HOST) {
         // HTTP/1.0 clients may send none; the upstream gets its own address.
         if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {
@@ -119,25 +129,29 @@ async fn attempt(
     }
     let sent = async {
         if upgrade {
-            let sender = endpoint.connect_upgradable().await?;
-            endpoint.send_on(sender, req).await
+            endpoint.send_upgrade(req).await
         } else {
             endpoint.send(req).await
         }
     };
     match tokio::time::timeout(service.request_timeout, sent).await {
         Ok(Ok(response)) => {
+            endpoint.observe(response.status().is_server_error(), &version.name);
             guard.finish(Outcome::Response(response.status().as_u16()));
             Attempt::Answered(response)
         }
-        Ok(Err(err)) => {
-            let outcome = classify(&err);
+        Ok(Err(failed)) => {
+            let outcome = classify(&failed.error);
+            if outcome != Outcome::ClientGone {
+                endpoint.observe(true, &version.name);
+            }
             guard.finish(outcome);
-            Attempt::Failed(outcome, Some(err))
+            Attempt::Failed(outcome, Some(failed.error), failed.unsent)
         }
         Err(_elapsed) => {
+            endpoint.observe(true, &version.name);
             guard.finish(Outcome::Timeout);
-            Attempt::Failed(Outcome::Timeout, None)
+            Attempt::Failed(Outcome::Timeout, None, None)
         }
     }
 }
@@ -165,7 +179,20 @@ pub async fn proxy(
     let service = &table.services[route.service];
 
     // Stage 4: split.
-    let chosen = split::choose(service, req.headers());
+    // A version named by the force header is asked for on purpose: no failover.
+    let forced = split::forced(service, req.headers());
+    let mut chosen = forced.unwrap_or_else(|| split::unforced(service, req.headers()));
+    if forced.is_none() && !service.versions[chosen].available() {
+        // Every endpoint of the chosen version is down or ejected: its share goes to
+        // the baseline (or to a version that can serve).
+        if let Some(other) = service.failover_for(chosen) {
+            service.versions[chosen]
+                .failovers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(service = %service.name, from = %service.versions[chosen].name, to = %service.versions[other].name, "failing over");
+            chosen = other;
+        }
+    }
     let version = &service.versions[chosen];
     let success_rules = service.success_mask(req.method(), req.uri().path());
 
@@ -225,6 +252,33 @@ pub async fn proxy(
         upgrade.is_some(),
     )
     .await;
+    // Refused connection: nothing was sent, so any method may go to another version.
+    result = match result {
+        Attempt::Failed(Outcome::ConnectError, err, Some(unsent)) => {
+            match service.failover_for(chosen).filter(|_| forced.is_none()) {
+                Some(other) => {
+                    version
+                        .failovers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    answered_by = &service.versions[other];
+                    tracing::debug!(service = %service.name, from = %version.name, to = %answered_by.name, "connection refused; failing over");
+                    attempt(
+                        service,
+                        answered_by,
+                        unsent,
+                        success_rules,
+                        upgrade.is_some(),
+                    )
+                    .await
+                }
+                None => Attempt::Failed(Outcome::ConnectError, err, Some(unsent)),
+            }
+        }
+        other => other,
+    };
+    // The baseline answers a failed idempotent canary request (unless it already did).
+    let retry_request =
+        retry_request.filter(|(b, _)| !std::ptr::eq(answered_by, &service.versions[*b]));
     if let (true, Some((baseline, mut again))) = (result.failed(), retry_request) {
         let baseline = &service.versions[baseline];
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
@@ -257,7 +311,7 @@ pub async fn proxy(
             }
             Response::from_parts(parts, Either::Left(body))
         }
-        Attempt::Failed(Outcome::Timeout, _) => {
+        Attempt::Failed(Outcome::Timeout, ..) => {
             tracing::debug!(service = %service.name, version = %answered_by.name, "upstream request timed out");
             let message = format!(
                 "504 Gateway Timeout: version \"{}\" of service \"{}\" did not respond within {}\n",
@@ -272,11 +326,11 @@ pub async fn proxy(
                 request_id,
             )
         }
-        Attempt::Failed(Outcome::ClientGone, Some(err)) if err.is_body_too_large() => {
+        Attempt::Failed(Outcome::ClientGone, Some(err), _) if err.is_body_too_large() => {
             tracing::debug!(service = %service.name, "the request body exceeded limits.max_request_body");
             too_large(max_body, request_id)
         }
-        Attempt::Failed(Outcome::ClientGone, err) => {
+        Attempt::Failed(Outcome::ClientGone, err, _) => {
             // The client's own body failed: malformed chunked framing, or cut off. The
             // upstream request was aborted; the version is not blamed.
             tracing::debug!(service = %service.name, error = ?err, "the client's request body failed");
@@ -291,7 +345,7 @@ pub async fn proxy(
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             response
         }
-        Attempt::Failed(outcome, err) => {
+        Attempt::Failed(outcome, err, _) => {
             tracing::debug!(service = %service.name, version = %answered_by.name, error = ?err, "upstream request failed");
             let message = match outcome {
                 Outcome::ConnectError => format!(

@@ -19,6 +19,7 @@
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod health;
 pub mod record;
 pub mod server;
 pub mod split;

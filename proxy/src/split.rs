@@ -99,23 +99,34 @@ impl SplitTable {
     pub fn versions(&self) -> usize {
         self.lower.len()
     }
+
+    /// Version `i`'s share of the points (0 = no weight).
+    pub fn weight_of(&self, i: usize) -> u32 {
+        let upper = if i == 0 { POINTS } else { self.lower[i - 1] };
+        upper.saturating_sub(self.lower.get(i).copied().unwrap_or(upper))
+    }
 }
 
 /// Picks the version (an index into `service.versions`) for a request with `headers`.
 #[inline]
 pub fn choose(service: &ServiceRuntime, headers: &HeaderMap) -> usize {
-    if let Some(name) = &service.force_header {
-        if let Some(wanted) = headers.get(name) {
-            let wanted = wanted.as_bytes();
-            if let Some(i) = service
-                .versions
-                .iter()
-                .position(|v| v.name.as_bytes() == wanted)
-            {
-                return i;
-            }
-        }
-    }
+    forced(service, headers).unwrap_or_else(|| unforced(service, headers))
+}
+
+/// The version the force header names, if it names one.
+#[inline]
+pub fn forced(service: &ServiceRuntime, headers: &HeaderMap) -> Option<usize> {
+    let name = service.force_header.as_ref()?;
+    let wanted = headers.get(name)?.as_bytes();
+    service
+        .versions
+        .iter()
+        .position(|v| v.name.as_bytes() == wanted)
+}
+
+/// The sticky cohort's version, else the next weighted pick.
+#[inline]
+pub fn unforced(service: &ServiceRuntime, headers: &HeaderMap) -> usize {
     match &service.sticky {
         Some(StickyKey::Header(name)) => {
             if let Some(key) = headers.get(name).filter(|v| !v.is_empty()) {

@@ -52,6 +52,8 @@ pub struct ServiceRuntime {
     pub force_header: Option<HeaderName>,
     pub versions: Box<[VersionRuntime]>,
     pub request_timeout: Duration,
+    /// The rollout's baseline, which takes the share of a version that cannot serve.
+    pub baseline: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,8 @@ pub struct VersionRuntime {
     endpoints: Box<[Arc<EndpointPool>]>,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
+    /// Requests sent to another version because this one could not serve them.
+    pub failovers: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ServiceRuntime {
@@ -101,21 +105,58 @@ impl std::fmt::Debug for VersionRuntime {
 }
 
 impl VersionRuntime {
-    /// Round robin over the version's endpoints.
+    /// Round robin over the version's endpoints that are in rotation; `None` when none
+    /// is (all down or ejected).
     #[inline]
-    pub fn next_endpoint(&self) -> &Arc<EndpointPool> {
-        let n = if self.endpoints.len() == 1 {
-            0
-        } else {
-            self.next_endpoint.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()
-        };
-        &self.endpoints[n]
+    pub fn next_endpoint(&self) -> Option<&Arc<EndpointPool>> {
+        let n = self.endpoints.len();
+        if n == 1 {
+            let only = &self.endpoints[0];
+            return only.available().then_some(only);
+        }
+        let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .find(|e| e.available())
+    }
+
+    /// Whether any endpoint is in rotation.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.endpoints.iter().any(|e| e.available())
+    }
+
+    /// The endpoints, for health checks and status.
+    pub fn endpoints(&self) -> &[Arc<EndpointPool>] {
+        &self.endpoints
     }
 }
 
 impl ServiceRuntime {
     pub fn version(&self, name: &str) -> Option<&VersionRuntime> {
         self.versions.iter().find(|v| &*v.name == name)
+    }
+
+    /// Where the requests of `unavailable` (a version with no endpoint in rotation, or
+    /// one that refused a connection) go instead: the rollout's baseline; without a
+    /// rollout (or for the baseline itself) the first other version with weight that can
+    /// serve, else any other that can. `None` when no other version can.
+    pub fn failover_for(&self, unavailable: usize) -> Option<usize> {
+        if let Some(b) = self.baseline.filter(|b| *b != unavailable) {
+            if self.versions[b].available() {
+                return Some(b);
+            }
+        }
+        let others = || {
+            self.versions
+                .iter()
+                .enumerate()
+                .filter(move |(i, v)| *i != unavailable && v.available())
+        };
+        others()
+            .find(|(i, _)| self.split.weight_of(*i) > 0)
+            .or_else(|| others().next())
+            .map(|(i, _)| i)
     }
 
     /// Bit i set: the request matches success rule i.
@@ -166,6 +207,8 @@ impl Table {
                             v.endpoints.iter().find(|p| {
                                 p.authority == authority
                                     && p.connect_timeout() == service.timeouts.connect
+                                    && p.health == version.health
+                                    && p.eject == version.eject
                             })
                         });
                         Ok(match kept {
@@ -174,6 +217,8 @@ impl Table {
                                 authority,
                                 service.timeouts.connect,
                                 shards,
+                                version.health.clone(),
+                                version.eject,
                             )),
                         })
                     })
@@ -187,12 +232,14 @@ impl Table {
                         version: version.name.clone(),
                         endpoint: String::new(),
                     })?;
+                let failovers = old_version.map(|v| v.failovers.clone()).unwrap_or_default();
                 versions.push(VersionRuntime {
                     name: version.name.as_str().into(),
                     header_value,
                     endpoints,
                     next_endpoint: AtomicUsize::new(0),
                     stats,
+                    failovers,
                 });
             }
             let weights: Vec<u32> = service.versions.iter().map(|v| v.weight).collect();
@@ -239,6 +286,7 @@ impl Table {
                     .transpose()?,
                 versions: versions.into(),
                 request_timeout: service.timeouts.request,
+                baseline: service.rollout.as_ref().map(|r| r.baseline),
             });
         }
 

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use serin_config::{Eject, HealthCheck};
 use tokio::net::TcpStream;
 
 use crate::forward::UpstreamBody;
@@ -43,6 +45,43 @@ pub struct EndpointPool {
     pub authority: Authority,
     connect_timeout: Duration,
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// Active health checks of this endpoint, if its version has them.
+    pub health: Option<HealthCheck>,
+    /// Passive ejection, if its version has it.
+    pub eject: Option<Eject>,
+    /// False while active health checks say the endpoint is down.
+    up: AtomicBool,
+    /// Check results in a row (by the health checker only): passes, failures.
+    passes: AtomicU32,
+    fails: AtomicU32,
+    /// When the next check is due (ms on [`clock_ms`]); a check in flight pushes it on.
+    pub(crate) next_check_ms: AtomicU64,
+    /// Request failures in a row, for passive ejection.
+    failures: AtomicU32,
+    /// Ejected until this time (ms on [`clock_ms`]); 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+}
+
+/// Milliseconds on a monotonic clock that starts with the process.
+pub fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A request that got no answer, and the request itself when it was never sent (a
+/// failed connect), so that another version can take it.
+pub struct Failed {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<UpstreamBody>>,
+}
+
+impl From<UpstreamError> for Failed {
+    fn from(error: UpstreamError) -> Self {
+        Self {
+            error,
+            unsent: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for EndpointPool {
@@ -108,14 +147,92 @@ impl UpstreamError {
 }
 
 impl EndpointPool {
-    pub fn new(authority: Authority, connect_timeout: Duration, workers: usize) -> Self {
+    pub fn new(
+        authority: Authority,
+        connect_timeout: Duration,
+        workers: usize,
+        health: Option<HealthCheck>,
+        eject: Option<Eject>,
+    ) -> Self {
         Self {
             authority,
             connect_timeout,
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            health,
+            eject,
+            up: AtomicBool::new(true),
+            passes: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+            next_check_ms: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the endpoint is in rotation: not down by health checks, not ejected.
+    #[inline]
+    pub fn available(&self) -> bool {
+        if !self.up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0 || clock_ms() >= until
+    }
+
+    /// Whether active health checks consider it up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request's outcome for passive ejection: `failed` = no answer or a 5xx.
+    #[inline]
+    pub fn observe(&self, failed: bool, version: &str) {
+        let Some(eject) = self.eject else {
+            return;
+        };
+        if !failed {
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= eject.consecutive_failures {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = clock_ms() + eject.duration.as_millis() as u64;
+            self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+            tracing::warn!(
+                version,
+                endpoint = %self.authority,
+                failures = n,
+                for_ = ?eject.duration,
+                "endpoint ejected after failing requests in a row"
+            );
+        }
+    }
+
+    /// Counts an active check's result; flips the endpoint's state when its threshold
+    /// is crossed. Returns the new state when it changed.
+    pub(crate) fn checked(&self, passed: bool, check: &HealthCheck) -> Option<bool> {
+        let up = self.up.load(Ordering::Relaxed);
+        if passed {
+            self.fails.store(0, Ordering::Relaxed);
+            let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+            if !up && n >= check.healthy_after {
+                self.up.store(true, Ordering::Relaxed);
+                return Some(true);
+            }
+        } else {
+            self.passes.store(0, Ordering::Relaxed);
+            let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
+            if up && n >= check.unhealthy_after {
+                self.up.store(false, Ordering::Relaxed);
+                return Some(false);
+            }
+        }
+        None
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -227,7 +344,7 @@ impl EndpointPool {
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, Failed> {
         let worker = crate::worker::index();
         for _ in 0..STALE_RETRIES {
             let Some(mut sender) = self.checkout(worker) else {
@@ -242,19 +359,46 @@ impl EndpointPool {
                         return Err(UpstreamError::Request {
                             authority: self.authority.clone(),
                             source: err.into_error(),
-                        })
+                        }
+                        .into())
                     }
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        let mut sender = match self.connect().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(req),
+                })
+            }
+        };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.wrap(response, sender, worker)),
             Err(err) => Err(UpstreamError::Request {
                 authority: self.authority.clone(),
                 source: err.into_error(),
-            }),
+            }
+            .into()),
         }
+    }
+
+    /// [`send`](Self::send) on a new connection of its own that may switch protocols.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, Failed> {
+        let sender = match self.connect_upgradable().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(req),
+                })
+            }
+        };
+        Ok(self.send_on(sender, req).await?)
     }
 
     fn wrap(
@@ -271,7 +415,7 @@ impl EndpointPool {
     }
 }
 
-async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
     // A literal address needs no resolver round trip.
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<std::net::IpAddr>() {

@@ -35,6 +35,10 @@ pub struct Seen {
 #[derive(Debug, Default)]
 pub struct BackendState {
     pub hits: AtomicUsize,
+    /// `GET /healthz` requests, answered with `health_status` (0 = 200) and not counted
+    /// in `hits`.
+    pub health_checks: AtomicUsize,
+    pub health_status: AtomicU16,
     /// TCP connections accepted.
     pub connections: AtomicUsize,
     /// Answer with a chunked body (no content-length) of two frames.
@@ -73,6 +77,17 @@ impl Backend {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
                         async move {
+                            if req.uri().path() == "/healthz" {
+                                st.health_checks.fetch_add(1, Ordering::SeqCst);
+                                let status = match st.health_status.load(Ordering::SeqCst) {
+                                    0 => 200,
+                                    s => s,
+                                };
+                                let mut resp =
+                                    Response::new(Chunks(vec![Bytes::from_static(b"health")]));
+                                *resp.status_mut() = StatusCode::from_u16(status).expect("status");
+                                return Ok::<_, Infallible>(resp);
+                            }
                             st.hits.fetch_add(1, Ordering::SeqCst);
                             st.seen.lock().expect("seen lock").push(Seen {
                                 method: req.method().clone(),
@@ -190,6 +205,8 @@ pub struct Serin {
     pub addr: SocketAddr,
     pub dataplane: Arc<DataPlane>,
     serving: Option<Serving>,
+    /// Stops the health checker.
+    _health: tokio::sync::watch::Sender<bool>,
 }
 
 impl Serin {
@@ -199,10 +216,13 @@ impl Serin {
         let addr = listeners[0].local_addr;
         let dataplane = Arc::new(DataPlane::new(snapshot, 2).expect("data plane"));
         let serving = server::serve(dataplane.clone(), listeners);
+        let (health, checks_stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(serin_proxy::health::run(dataplane.clone(), checks_stopped));
         Serin {
             addr,
             dataplane,
             serving: Some(serving),
+            _health: health,
         }
     }
 

@@ -1,0 +1,108 @@
+//! Active health checks: `GET path` on every endpoint of the versions that ask for it,
+//! each on a new connection, every `interval`. An endpoint that fails `unhealthy_after`
+//! checks in a row leaves rotation; one that then passes `healthy_after` in a row comes
+//! back. State lives on the endpoint's pool, so it survives reloads that keep the
+//! endpoint. Checks run on the caller's runtime (the control thread in `serin run`),
+//! never on a worker.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use serin_config::HealthCheck;
+use tokio::sync::watch;
+
+use crate::upstream::{clock_ms, connect_tcp, EndpointPool};
+use crate::DataPlane;
+
+/// How often the checker looks for checks that are due.
+const SCAN: Duration = Duration::from_millis(50);
+
+/// Runs health checks for the data plane's current table until `stop` turns true.
+pub async fn run(dataplane: Arc<DataPlane>, mut stop: watch::Receiver<bool>) {
+    let mut scan = tokio::time::interval(SCAN);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = scan.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let table = dataplane.table();
+        let now = clock_ms();
+        for service in table.services.iter() {
+            for version in service.versions.iter() {
+                for endpoint in version.endpoints() {
+                    let Some(check) = endpoint.health.clone() else {
+                        continue;
+                    };
+                    let due = endpoint.next_check_ms.load(Ordering::Relaxed);
+                    if now < due {
+                        continue;
+                    }
+                    endpoint
+                        .next_check_ms
+                        .store(now + check.interval.as_millis() as u64, Ordering::Relaxed);
+                    let endpoint = endpoint.clone();
+                    let names = (service.name.clone(), version.name.clone());
+                    tokio::spawn(async move {
+                        let passed = probe(&endpoint, &check).await;
+                        if let Some(up) = endpoint.checked(passed.is_ok(), &check) {
+                            let (service, version) = names;
+                            match (up, passed) {
+                                (true, _) => {
+                                    tracing::warn!(%service, %version, endpoint = %endpoint.authority, "endpoint passes its health checks again; back in rotation")
+                                }
+                                (false, Err(why)) => {
+                                    tracing::warn!(%service, %version, endpoint = %endpoint.authority, failed = check.unhealthy_after, last = %why, "endpoint fails its health checks; out of rotation")
+                                }
+                                (false, Ok(())) => {}
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One check: Ok on a 2xx or 3xx within the timeout, else why not.
+async fn probe(endpoint: &EndpointPool, check: &HealthCheck) -> Result<(), String> {
+    let authority = endpoint.authority.clone();
+    let attempt = async {
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = connect_tcp(host, port)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake failed: {e}"))?;
+        tokio::spawn(connection);
+        let req = Request::get(check.path.as_str())
+            .header(http::header::HOST, authority.as_str())
+            .header(http::header::USER_AGENT, "serin-health-check")
+            .header(http::header::CONNECTION, "close")
+            .body(Empty::new())
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        Ok::<StatusCode, String>(response.status())
+    };
+    match tokio::time::timeout(check.timeout, attempt).await {
+        Ok(Ok(status)) if status.is_success() || status.is_redirection() => Ok(()),
+        Ok(Ok(status)) => Err(format!("answered {status}")),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(format!("no answer within {}", humantime_ms(check.timeout))),
+    }
+}
+
+fn humantime_ms(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
