@@ -241,6 +241,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
     let admin_section = snapshot.admin.clone();
+    let tls: Vec<_> = snapshot.listeners.iter().map(|l| l.tls.clone()).collect();
     let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
     // Rollouts resume (or start) and set their weights before any request is served.
@@ -277,6 +278,7 @@ async fn serve(
         control.clone(),
         pool.clone(),
         admin_section,
+        tls,
     );
     let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
     let _watcher = if watch {

@@ -34,6 +34,9 @@ pub struct Reloader {
     status: ConfigStatus,
     /// The admin section in use; changing it takes a restart.
     admin: serin_config::Admin,
+    /// The serving listeners' TLS settings, certificates included: a reload of an
+    /// unchanged file still applies certificates that changed on disk.
+    tls: Vec<Option<serin_config::Tls>>,
 }
 
 /// The status of the config that `serin run` started with.
@@ -55,6 +58,7 @@ impl Reloader {
         control: Arc<Control>,
         workers: Arc<Workers>,
         admin: serin_config::Admin,
+        tls: Vec<Option<serin_config::Tls>>,
     ) -> Self {
         let status = initial_status(&path, text);
         Self {
@@ -63,6 +67,7 @@ impl Reloader {
             workers,
             status,
             admin,
+            tls,
         }
     }
 
@@ -131,11 +136,18 @@ impl Reloader {
     fn try_reload(&mut self) -> Result<bool, Vec<String>> {
         let text = serin_config::read_file(&self.path).map_err(|e| e.lines())?;
         let hash = hash_of(&text);
-        if hash == self.status.hash {
+        let has_tls = self.tls.iter().any(Option::is_some);
+        if hash == self.status.hash && !has_tls {
             tracing::debug!(config = %self.path.display(), "config unchanged");
             return Ok(true);
         }
         let snapshot = serin_config::parse_file_text(&text, &self.path).map_err(|e| e.lines())?;
+        let tls: Vec<Option<serin_config::Tls>> =
+            snapshot.listeners.iter().map(|l| l.tls.clone()).collect();
+        if hash == self.status.hash && tls == self.tls {
+            tracing::debug!(config = %self.path.display(), "config and certificates unchanged");
+            return Ok(true);
+        }
         if snapshot.admin.listen != self.admin.listen {
             tracing::warn!(
                 configured = %snapshot.admin.listen,
@@ -156,6 +168,7 @@ impl Reloader {
             .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         // Only now, with the routes in place, do new listeners accept.
         self.workers.commit(staged);
+        self.tls = tls;
         for change in &changes {
             tracing::info!("{change}");
         }

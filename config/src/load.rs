@@ -7,7 +7,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Vis
 
 use crate::error::{ConfigError, LoadError};
 use crate::schema::RawConfig;
-use crate::snapshot::{AdminToken, Snapshot};
+use crate::snapshot::{AdminToken, Certificate, KeyKind, Snapshot};
 use crate::validate::{compile_anchored, Anchored};
 
 /// Reads, parses and validates the file at `path`.
@@ -82,6 +82,10 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
     match (compile_anchored(&raw), token) {
         (Ok(mut snapshot), Ok(token)) => {
             snapshot.admin.token = token;
+            let errors = read_certificates(&raw, &mut snapshot, dir);
+            if !errors.is_empty() {
+                return Err(invalid(errors));
+            }
             Ok(snapshot)
         }
         (Ok(_), Err(error)) => Err(invalid(vec![error])),
@@ -91,6 +95,116 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
             Err(invalid(errors))
         }
     }
+}
+
+/// Reads the certificate and key files of every TLS listener (relative to `dir`) into
+/// the snapshot; every file that cannot be read or holds no usable PEM is an error.
+fn read_certificates(
+    raw: &RawConfig,
+    snapshot: &mut Snapshot,
+    dir: Option<&Path>,
+) -> Vec<Anchored> {
+    use rustls_pki_types::pem::{PemObject, SectionKind};
+    use rustls_pki_types::CertificateDer;
+    let mut errors = Vec::new();
+    let resolve = |written: &str| match dir {
+        Some(dir) if !Path::new(written).is_absolute() => dir.join(written),
+        _ => PathBuf::from(written),
+    };
+    for (i, raw_listener) in raw.listeners.iter().enumerate() {
+        let Some(raw_tls) = &raw_listener.tls else {
+            continue;
+        };
+        let Some(listener) = snapshot
+            .listeners
+            .iter_mut()
+            .find(|l| l.name == raw_listener.name)
+        else {
+            continue;
+        };
+        let Some(tls) = listener.tls.as_mut() else {
+            continue;
+        };
+        for (j, pair) in raw_tls.certificates.iter().enumerate() {
+            let at = |field: &str| format!("listeners[{i}].tls.certificates[{j}].{field}");
+            let mut error = |field: &str, message: String| {
+                errors.push(Anchored {
+                    anchor: at(field),
+                    error: ConfigError::new(at(field), message),
+                })
+            };
+            let cert_file = resolve(&pair.cert);
+            let key_file = resolve(&pair.key);
+            let read = |file: &Path| {
+                std::fs::read(file).map_err(|err| {
+                    format!(
+                        "cannot read {}: {err}; fix the path (relative paths are relative to the config file's directory)",
+                        file.display()
+                    )
+                })
+            };
+            let chain = match read(&cert_file) {
+                Err(message) => {
+                    error("cert", message);
+                    None
+                }
+                Ok(bytes) => {
+                    let chain: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&bytes)
+                        .map(|c| c.map(|c| c.as_ref().to_vec()))
+                        .collect();
+                    match chain {
+                        Ok(chain) if !chain.is_empty() => Some(chain),
+                        _ => {
+                            error(
+                                "cert",
+                                format!(
+                                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the certificate chain, leaf first",
+                                    cert_file.display()
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+            };
+            let key = match read(&key_file) {
+                Err(message) => {
+                    error("key", message);
+                    None
+                }
+                Ok(bytes) => {
+                    let found = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+                        .filter_map(Result::ok)
+                        .find_map(|(kind, der)| match kind {
+                            SectionKind::PrivateKey => Some((KeyKind::Pkcs8, der)),
+                            SectionKind::RsaPrivateKey => Some((KeyKind::Pkcs1, der)),
+                            SectionKind::EcPrivateKey => Some((KeyKind::Sec1, der)),
+                            _ => None,
+                        });
+                    if found.is_none() {
+                        error(
+                            "key",
+                            format!(
+                                "{} holds no PEM private key (PKCS#8, RSA or EC); give the key of the certificate",
+                                key_file.display()
+                            ),
+                        );
+                    }
+                    found
+                }
+            };
+            if let (Some(chain), Some((key_kind, key))) = (chain, key) {
+                tls.certificates.push(Certificate {
+                    cert_file,
+                    key_file,
+                    chain,
+                    key,
+                    key_kind,
+                });
+            }
+        }
+    }
+    errors
 }
 
 /// Reads the admin token from `admin.token_file` (relative to `dir`), when it is given

@@ -56,6 +56,31 @@ pub struct RawListener {
     /// Peers (CIDRs) whose X-Forwarded-* headers are kept and extended.
     #[serde(default)]
     pub trust_forwarded: Option<Vec<String>>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// TLS on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ certificates: [ { cert: certs/shop.pem, key: certs/shop.key } ] }`"
+)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub min_version: Option<String>,
+    pub alpn: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a certificate such as `{ cert: certs/shop.pem, key: certs/shop.key }`"
+)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
 }
 
 /// `limits`: sizes and counts stay loosely typed (`32KiB` or a number) for validation.

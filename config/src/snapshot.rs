@@ -84,6 +84,53 @@ pub struct Listener {
     /// Peers whose X-Forwarded-For, -Proto and -Host are kept (and extended); from any
     /// other peer they are replaced.
     pub trust_forwarded: Vec<ipnet::IpNet>,
+    pub tls: Option<Tls>,
+}
+
+/// TLS on a listener: certificates chosen by SNI (the first one when the client names
+/// no host any certificate covers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub certificates: Vec<Certificate>,
+    pub min_version: TlsVersion,
+    /// ALPN protocols offered, in order of preference: `h2`, `http/1.1`.
+    pub alpn: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// A certificate chain and its key, as read from their files at load.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// The files, relative paths resolved from the config file's directory.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The chain, leaf first (DER).
+    pub chain: Vec<Vec<u8>>,
+    /// The private key (DER: PKCS#8, PKCS#1 or SEC1, as `key_kind` says).
+    pub key: Vec<u8>,
+    pub key_kind: KeyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Pkcs8,
+    Pkcs1,
+    Sec1,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Listener {

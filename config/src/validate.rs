@@ -9,12 +9,12 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::schema::{
     RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawHealth, RawLatency, RawLimits,
-    RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess, RawTimeouts, RULE_KINDS,
+    RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess, RawTimeouts, RawTls, RULE_KINDS,
 };
 use crate::snapshot::{
     Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits, Listener, OnFailure, Rollout,
-    Route, Rule, Service, Snapshot, Split, Step, Sticky, Timeouts, Version, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
+    Route, Rule, Service, Snapshot, Split, Step, Sticky, Timeouts, Tls, TlsVersion, Version,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS,
     DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, MAX_MAX_HEADER_BYTES,
     MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES,
@@ -135,10 +135,15 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                     cidr_net(cidr, &format!("{path}.trust_forwarded[{j}]"), &mut errs)
                 })
                 .collect();
+            let tls = l
+                .tls
+                .as_ref()
+                .and_then(|t| tls(t, &format!("{path}.tls"), &mut errs));
             listeners.push(Listener {
                 name: l.name.clone(),
                 listen: addr,
                 trust_forwarded,
+                tls,
             });
         }
     }
@@ -1220,6 +1225,54 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
         h2_max_concurrent_streams,
         max_request_body,
     }
+}
+
+/// The TLS settings; certificate files are read by `crate::load`, which does the I/O,
+/// and fill `certificates` there.
+fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
+    let before = errs.len();
+    if raw.certificates.is_empty() {
+        errs.push(
+            format!("{path}.certificates"),
+            "at least one certificate is required (e.g. `- { cert: certs/shop.pem, key: certs/shop.key }`)",
+        );
+    }
+    let min_version = match raw.min_version.as_deref().map(str::trim) {
+        None | Some("1.2") => TlsVersion::V1_2,
+        Some("1.3") => TlsVersion::V1_3,
+        Some(other) => {
+            errs.push(
+                format!("{path}.min_version"),
+                format!("\"{other}\" is not a TLS version serin offers: write \"1.2\" or \"1.3\" (older versions are not supported)"),
+            );
+            TlsVersion::V1_2
+        }
+    };
+    let alpn = match &raw.alpn {
+        None => vec!["h2".to_string(), "http/1.1".to_string()],
+        Some(list) => {
+            for (i, p) in list.iter().enumerate() {
+                if p != "h2" && p != "http/1.1" {
+                    errs.push(
+                        format!("{path}.alpn[{i}]"),
+                        format!("\"{p}\" is not a protocol serin serves: use h2 or http/1.1"),
+                    );
+                }
+            }
+            if list.is_empty() {
+                errs.push(
+                    format!("{path}.alpn"),
+                    "the list is empty: give h2, http/1.1 or both, or leave out `alpn` for both",
+                );
+            }
+            list.clone()
+        }
+    };
+    (errs.len() == before).then_some(Tls {
+        certificates: Vec::new(),
+        min_version,
+        alpn,
+    })
 }
 
 fn health(raw: &RawHealth, path: &str, errs: &mut Errors) -> Option<HealthCheck> {

@@ -318,6 +318,14 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "tls_bad",
+        &[
+            r#"FILE: listeners[0].tls.min_version: "1.0" is not a TLS version serin offers: write "1.2" or "1.3" (older versions are not supported)"#,
+            r#"FILE: listeners[0].tls.alpn[1]: "spdy/3" is not a protocol serin serves: use h2 or http/1.1"#,
+            r#"FILE: listeners[1].tls.certificates: at least one certificate is required (e.g. `- { cert: certs/shop.pem, key: certs/shop.key }`)"#,
+        ],
+    ),
+    (
         "limits_bad",
         &[
             r#"FILE: listeners[0].trust_forwarded[1]: "10.0.0.300/8" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"#,
@@ -858,4 +866,19 @@ fn the_error_examples_in_the_docs_are_pinned_here() {
             "docs/config.md shows a line no case pins:\n{line}"
         );
     }
+}
+
+/// Certificate files are read relative to the config file's directory; each one that
+/// cannot be read is reported at its key.
+#[test]
+fn missing_certificate_files_are_named() {
+    let lines = check_lines("files/tls_missing_files");
+    let dir = Path::new(FIXTURES).join("files").join("no-such-dir");
+    assert_eq!(
+        lines,
+        vec![
+            format!("FILE: listeners[0].tls.certificates[0].cert: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("shop.pem").display()),
+            format!("FILE: listeners[0].tls.certificates[0].key: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("shop.key").display()),
+        ]
+    );
 }

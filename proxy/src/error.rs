@@ -22,4 +22,10 @@ pub enum ProxyError {
     HeaderName(String),
     #[error("\"{0}\" cannot be used as an HTTP method")]
     Method(String),
+    #[error("listener \"{listener}\": TLS with {file}: {reason}")]
+    Tls {
+        listener: String,
+        file: String,
+        reason: String,
+    },
 }

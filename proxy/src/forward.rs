@@ -35,6 +35,8 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// The peer is in the listener's `trust_forwarded`: its X-Forwarded-* are kept.
     pub trusted: bool,
+    /// `https` on a TLS listener, else `http` (X-Forwarded-Proto).
+    pub proto: &'static str,
 }
 
 impl ConnInfo {
@@ -47,6 +49,7 @@ impl ConnInfo {
             listener,
             peer_ip,
             trusted,
+            proto: "http",
         }
     }
 }
@@ -207,7 +210,7 @@ pub async fn proxy(
         headers,
         &conn.peer_ip,
         conn.trusted,
-        "http",
+        conn.proto,
         host_value.clone(),
     );
     if let (true, Some(h)) = (from_uri, host_value) {

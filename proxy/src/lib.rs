@@ -24,6 +24,7 @@ pub mod record;
 pub mod server;
 pub mod split;
 pub mod table;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 pub mod worker;

@@ -193,21 +193,53 @@ async fn accept_loop(
             .iter()
             .find(|l| *l.name == *listener.name)
             .is_some_and(|l| l.trusts(peer.ip()));
+        let tls = table.listener_tls(&listener.name).cloned();
         drop(table);
-        let info = Arc::new(ConnInfo::new(peer, listener.name.clone(), trusted));
+        let mut info = ConnInfo::new(peer, listener.name.clone(), trusted);
+        if tls.is_some() {
+            info.proto = "https";
+        }
+        let info = Arc::new(info);
         let dataplane = dataplane.clone();
         let service = service_fn(move |req| {
             let dataplane = dataplane.clone();
             let info = info.clone();
             async move { Ok::<_, Infallible>(dataplane.handle(req, &info).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = tls else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _open = open;
+                if let Err(err) = conn.await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded like a request head.
+        let builder = builder.clone();
+        let graceful = graceful.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _open = open;
-            if let Err(err) = conn.await {
+            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(err) = graceful.watch(conn).await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
         });

@@ -27,11 +27,22 @@ pub struct Table {
     pub services: Box<[ServiceRuntime]>,
 }
 
-#[derive(Debug)]
 struct ListenerRoutes {
     name: Box<str>,
+    /// TLS, when the listener has it.
+    tls: Option<crate::tls::TlsAcceptor>,
     /// Most specific host first, then longest prefix first: the first match wins.
     routes: Box<[CompiledRoute]>,
+}
+
+impl std::fmt::Debug for ListenerRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerRoutes")
+            .field("name", &self.name)
+            .field("tls", &self.tls.is_some())
+            .field("routes", &self.routes)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -309,18 +320,32 @@ impl Table {
                     (b.host.specificity(), b.prefix.len())
                         .cmp(&(a.host.specificity(), a.prefix.len()))
                 });
-                ListenerRoutes {
+                let tls = listener
+                    .tls
+                    .as_ref()
+                    .map(|tls| crate::tls::acceptor(&listener.name, tls))
+                    .transpose()?;
+                Ok(ListenerRoutes {
                     name: listener.name.as_str().into(),
+                    tls,
                     routes: routes.into(),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, ProxyError>>()?;
 
         Ok(Self {
             snapshot,
             listeners,
             services: services.into(),
         })
+    }
+
+    /// The TLS acceptor of the listener `name`, if it has TLS.
+    pub fn listener_tls(&self, name: &str) -> Option<&crate::tls::TlsAcceptor> {
+        self.listeners
+            .iter()
+            .find(|l| &*l.name == name)
+            .and_then(|l| l.tls.as_ref())
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceRuntime> {
