@@ -760,10 +760,10 @@ pub struct RolloutView {
     /// When the rollout entered its state (RFC 3339).
     pub since: Option<String>,
     pub reason: Option<String>,
-    /// The versions the rollout moves traffic between; null without a rollout.
-    #[serde(default)]
+    /// The versions the rollout moves traffic between; left out without a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
 }
 
@@ -1120,10 +1120,28 @@ mod tests {
         };
         let text = serde_json::to_string(&view).expect("encode");
         assert!(
-            text.starts_with(r#"{"name":"api","weights":{"stable":80,"canary":20},"rollout":{"state":"none","step":null,"since":null,"reason":null,"baseline":null,"canary":null},"window_s":null,"versions":{}}"#),
+            text.starts_with(r#"{"name":"api","weights":{"stable":80,"canary":20},"rollout":{"state":"none","step":null,"since":null,"reason":null},"window_s":null,"versions":{}}"#),
             "{text}"
         );
         let back: ServiceView = serde_json::from_str(&text).expect("decode");
         assert_eq!(back, view);
+    }
+
+    #[test]
+    fn a_rollout_names_its_baseline_and_canary() {
+        let status = RolloutStatus {
+            phase: Phase::Paused,
+            step: 1,
+            canary_weight: 20,
+            since_ms: 0,
+            reason: Some("paused by hand".into()),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+        };
+        let text = serde_json::to_string(&RolloutView::of(Some(&status))).expect("encode");
+        assert_eq!(
+            text,
+            r#"{"state":"paused","step":1,"since":"1970-01-01T00:00:00.000Z","reason":"paused by hand","baseline":"v1","canary":"v2"}"#
+        );
     }
 }
