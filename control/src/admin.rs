@@ -1,5 +1,5 @@
-//! The admin listener (`admin.listen`, loopback by default): health checks and the JSON
-//! API that reads and steers services and rollouts (docs/admin.md).
+//! The admin listener (`admin.listen`, loopback by default): health checks, Prometheus
+//! metrics and the JSON API that reads and steers services and rollouts (docs/admin.md).
 //!
 //! `GET /healthz` answers 200 while the process is alive; `GET /readyz` answers 200 once
 //! the config is loaded and every listener is bound, and 503 while draining on shutdown,
@@ -87,7 +87,7 @@ pub struct AdminContext {
     /// The reload loop's handle; without it `/api/v1/reload` and `/api/v1/config`
     /// answer 503.
     pub reload: Option<ReloadHandle>,
-    /// The bearer token every endpoint but the health checks requires.
+    /// The bearer token every endpoint but the health checks and `/metrics` requires.
     pub token: Option<String>,
     /// When the process started: during the first window, rates are per second up.
     pub started: Instant,
