@@ -66,6 +66,9 @@ enum Command {
     Reload(ops::AdminArgs),
     /// Show the decisions of the service's rollout, oldest first.
     Timeline(ops::TimelineArgs),
+    /// Write a Markdown post-mortem draft of the service's rollout: outcome, exposure,
+    /// the deciding rule, the timeline and the numbers behind each decision.
+    Report(ops::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Some(Command::Weights(args)) => ops::weights(args),
         Some(Command::Reload(args)) => ops::reload(args),
         Some(Command::Timeline(args)) => ops::timeline(args),
+        Some(Command::Report(args)) => ops::report(args),
         None => run_or_report(cli.run, cli.log_format),
     }
 }

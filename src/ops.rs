@@ -1,5 +1,6 @@
 //! The ops commands (`serin status`, `promote`, `pause`, `resume`, `abort`, `weights`,
-//! `reload`, `timeline`): clients of a running serin's admin API (docs/admin.md).
+//! `reload`, `timeline`, `report`): clients of a running serin's admin API
+//! (docs/admin.md).
 //!
 //! Exit codes: 0 done, 1 refused or failed (the API's message is printed), 2 usage.
 
@@ -14,6 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serin_control::admin::{ServiceView, VersionView};
+
+mod report;
+
+pub use report::{report, ReportArgs};
 
 /// Where the admin API is.
 #[derive(Debug, Clone, clap::Args)]
@@ -447,15 +452,9 @@ fn run(
     body: Option<String>,
     done: impl FnOnce(&[u8]) -> Result<(), String>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let outcome = runtime.block_on(send(&admin.admin, method, path, body));
     match outcome {
@@ -466,15 +465,33 @@ fn run(
                 ExitCode::FAILURE
             }
         },
-        Err(Failure::Usage(message)) => {
+        Err(failure) => failed(failure),
+    }
+}
+
+/// The single-threaded runtime a command talks to the admin API on.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Prints what went wrong; the exit code for it.
+fn failed(failure: Failure) -> ExitCode {
+    match failure {
+        Failure::Usage(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::Unreachable(message)) => {
+        Failure::Unreachable(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
-        Err(Failure::Refused(status, body)) => {
+        Failure::Refused(status, body) => {
             eprintln!("error: {}", refusal(status, &body));
             ExitCode::FAILURE
         }

@@ -1,15 +1,17 @@
-//! The admin listener (`admin.listen`, loopback by default): health checks and the JSON
-//! API that reads and steers services and rollouts (docs/admin.md).
+//! The admin listener (`admin.listen`, loopback by default): health checks, Prometheus
+//! metrics and the JSON API that reads and steers services and rollouts (docs/admin.md).
 //!
 //! `GET /healthz` answers 200 while the process is alive; `GET /readyz` answers 200 once
 //! the config is loaded and every listener is bound, and 503 while draining on shutdown,
 //! so a load balancer or kubelet stops sending traffic before connections close.
 //!
+//! `GET /metrics` exposes serin's metrics for Prometheus (see [`crate::metrics`]).
+//!
 //! `/api/v1/…` reports each service's weights, rollout and per-version numbers, its
 //! decision timeline and the config's status, and takes commands: promote, pause,
 //! resume, abort, manual weights and reload. Reads are `GET`, changes `POST` or `PUT`
 //! only. With a token (`admin.token_file` or `SERIN_ADMIN_TOKEN`) every endpoint but
-//! the health checks needs `Authorization: Bearer <token>`.
+//! the health checks and `/metrics` needs `Authorization: Bearer <token>`.
 //!
 //! [`handle`] is the whole API as one function of the context and a request, so the
 //! tests drive it without sockets; [`Admin::bind`] serves it.
@@ -36,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::metrics::{self, Format};
 use crate::reload::{LastReload, ReloadHandle};
 use crate::rollout::{Event, Phase};
 use crate::runner::{now_ms, rfc3339, Control, RolloutStatus, DEFAULT_WINDOW};
@@ -84,7 +87,7 @@ pub struct AdminContext {
     /// The reload loop's handle; without it `/api/v1/reload` and `/api/v1/config`
     /// answer 503.
     pub reload: Option<ReloadHandle>,
-    /// The bearer token every endpoint but the health checks requires.
+    /// The bearer token every endpoint but the health checks and `/metrics` requires.
     pub token: Option<String>,
     /// When the process started: during the first window, rates are per second up.
     pub started: Instant,
@@ -240,6 +243,7 @@ impl Command {
 pub enum Endpoint<'a> {
     Healthz,
     Readyz,
+    Metrics,
     Services,
     Service(&'a str),
     Timeline(&'a str),
@@ -268,6 +272,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEnd
     let (endpoint, allow) = match path {
         "/healthz" => (Endpoint::Healthz, READ),
         "/readyz" => (Endpoint::Readyz, READ),
+        "/metrics" => (Endpoint::Metrics, READ),
         _ => {
             let Some(rest) = path.strip_prefix("/api/v1/") else {
                 return Err(NoEndpoint::NotFound);
@@ -394,7 +399,7 @@ where
                 format!(
                     "no such endpoint: {path}; the API has /api/v1/services, \
                      /api/v1/services/{{name}}[/timeline|/weights|/promote|/pause|/resume|/abort], \
-                     /api/v1/reload, /api/v1/config, /healthz and /readyz (see docs/admin.md)"
+                     /api/v1/reload, /api/v1/config, /metrics, /healthz and /readyz (see docs/admin.md)"
                 ),
             )
         }
@@ -414,6 +419,13 @@ where
             DRAINING => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         },
+        Endpoint::Metrics => {
+            let accept = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            metrics_response(context, Format::from_accept(accept))
+        }
         Endpoint::Services => {
             let views: Vec<ServiceView> = context
                 .dataplane
@@ -443,6 +455,32 @@ where
                 "this process has no reload loop, so there is no config status to report",
             ),
         },
+    }
+}
+
+/// `GET /metrics`: the exposition in `format`, read now.
+fn metrics_response(context: &AdminContext, format: Format) -> Response<Full<Bytes>> {
+    let rendered = metrics::render(
+        &context.dataplane,
+        context.control.as_ref(),
+        context.reload.as_ref(),
+        format,
+    );
+    match rendered {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be encoded; this is a bug in serin, please report it",
+        ),
     }
 }
 
@@ -722,6 +760,11 @@ pub struct RolloutView {
     /// When the rollout entered its state (RFC 3339).
     pub since: Option<String>,
     pub reason: Option<String>,
+    /// The versions the rollout moves traffic between; left out without a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
 }
 
 impl RolloutView {
@@ -732,12 +775,16 @@ impl RolloutView {
                 step: Some(s.step),
                 since: Some(rfc3339(s.since_ms)),
                 reason: s.reason.clone(),
+                baseline: Some(s.baseline.clone()),
+                canary: Some(s.canary.clone()),
             },
             None => Self {
                 state: "none".to_string(),
                 step: None,
                 since: None,
                 reason: None,
+                baseline: None,
+                canary: None,
             },
         }
     }
@@ -913,6 +960,12 @@ mod tests {
         let cases: &[(&Method, &str, Result<Endpoint<'_>, NoEndpoint>)] = &[
             (&get, "/healthz", Ok(E::Healthz)),
             (&Method::HEAD, "/readyz", Ok(E::Readyz)),
+            (&get, "/metrics", Ok(E::Metrics)),
+            (
+                &Method::POST,
+                "/metrics",
+                Err(NoEndpoint::MethodNotAllowed(READ)),
+            ),
             (&get, "/api/v1/services", Ok(E::Services)),
             (&get, "/api/v1/services/", Ok(E::Services)),
             (&get, "/api/v1/services/api", Ok(E::Service("api"))),
@@ -1072,5 +1125,23 @@ mod tests {
         );
         let back: ServiceView = serde_json::from_str(&text).expect("decode");
         assert_eq!(back, view);
+    }
+
+    #[test]
+    fn a_rollout_names_its_baseline_and_canary() {
+        let status = RolloutStatus {
+            phase: Phase::Paused,
+            step: 1,
+            canary_weight: 20,
+            since_ms: 0,
+            reason: Some("paused by hand".into()),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+        };
+        let text = serde_json::to_string(&RolloutView::of(Some(&status))).expect("encode");
+        assert_eq!(
+            text,
+            r#"{"state":"paused","step":1,"since":"1970-01-01T00:00:00.000Z","reason":"paused by hand","baseline":"v1","canary":"v2"}"#
+        );
     }
 }

@@ -8,10 +8,12 @@
 //! * [`runner`]: the control loop that takes the data plane's intervals every tick,
 //!   judges, transitions, and publishes weights.
 //! * [`reload`]: the config's status and the reload trigger the admin API uses.
+//! * [`metrics`]: the cumulative totals the loop keeps and the Prometheus exposition.
 //! * [`admin`]: the admin listener.
 
 pub mod admin;
 pub mod analysis;
+pub mod metrics;
 pub mod reload;
 pub mod rollout;
 pub mod runner;

@@ -14,7 +14,8 @@ use serin_proxy::DataPlane;
 use tokio::sync::watch;
 
 use crate::analysis::{judge, Verdict};
-use crate::rollout::{transition, Action, Event, Phase, RolloutState};
+use crate::metrics::{rollback_trigger, Totals};
+use crate::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use crate::state::{self, Persisted};
 use crate::stats::Detector;
 use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
@@ -44,6 +45,9 @@ pub struct RolloutStatus {
     pub canary_weight: u32,
     pub since_ms: u64,
     pub reason: Option<String>,
+    /// The names of the rollout's baseline and canary versions.
+    pub baseline: String,
+    pub canary: String,
 }
 
 struct RolloutRun {
@@ -71,6 +75,9 @@ pub struct Control {
     services: Mutex<Vec<ServiceControl>>,
     /// The loop's period (ms): the shortest analysis interval; a reload may change it.
     tick_ms: AtomicU64,
+    /// Cumulative figures for /metrics (see `metrics`): taken after `services` when
+    /// both are held.
+    totals: Mutex<Totals>,
 }
 
 impl Control {
@@ -97,6 +104,7 @@ impl Control {
             state_dir,
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
+            totals: Mutex::new(Totals::default()),
         };
         {
             let mut services = control.lock();
@@ -178,6 +186,7 @@ impl Control {
         let tick = tick_of(&snapshot);
         self.dataplane.apply(snapshot)?;
         let snapshot = self.dataplane.snapshot();
+        self.totals().retain(&snapshot);
 
         let mut previous = std::mem::take(&mut *services);
         for (service, keep) in snapshot.services.iter().zip(kept) {
@@ -248,6 +257,10 @@ impl Control {
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn totals(&self) -> MutexGuard<'_, Totals> {
+        self.totals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs ticks until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let ticker_of = |ms: u64| {
@@ -280,6 +293,7 @@ impl Control {
         for service in services.iter_mut() {
             if let Some(taken) = intervals.iter().find(|i| i.service == service.name) {
                 service.window.push(now_ms, &taken.versions);
+                self.totals().add(&service.name, &taken.versions);
             }
             let name = service.name.clone();
             let Some(run) = service.rollout.as_mut() else {
@@ -342,6 +356,10 @@ impl Control {
             match action {
                 Action::SetCanaryWeight(w) => self.apply_weight(service, run, w),
                 Action::Record(decision) => {
+                    if decision.kind == DecisionKind::RolledBack {
+                        self.totals()
+                            .count_rollback(service, rollback_trigger(&decision));
+                    }
                     let window_since =
                         now_ms.saturating_sub(run.spec.analysis.window.as_millis() as u64);
                     let versions: BTreeMap<String, WindowNumbers> = window
@@ -441,6 +459,8 @@ impl Control {
                 canary_weight: r.state.canary_weight,
                 since_ms: r.state.since_ms,
                 reason: r.state.reason.clone(),
+                baseline: r.baseline.clone(),
+                canary: r.canary.clone(),
             })
     }
 
@@ -477,6 +497,12 @@ impl Control {
             .and_then(|s| s.rollout.as_ref())
             .map(|r| r.timeline.events().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Every version's cumulative counts and latency histogram, and every service's
+    /// rollbacks, as of the last tick (what `/metrics` exposes).
+    pub fn metric_totals(&self) -> Totals {
+        self.totals().clone()
     }
 
     /// The names of the services, in config order.

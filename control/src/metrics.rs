@@ -1,0 +1,868 @@
+//! Prometheus metrics: what `GET /metrics` on the admin listener exposes.
+//!
+//! The data plane's per-version intervals are drained by the control loop every tick
+//! (`DataPlane::take_intervals` in `Control::tick`), so the request counters and the
+//! duration histogram cannot be read from the data plane at scrape time: the loop adds
+//! every interval it takes into cumulative [`Totals`] (counts by status class and
+//! failure kind, histogram buckets and sum computed from the interval's HdrHistogram),
+//! never touching the request path. Those figures are as fresh as the last tick. The
+//! weights, rollout states, reload counts and process figures are read at scrape time.
+//!
+//! [`render`] builds a prometheus-client [`Registry`] whose collectors read all of this
+//! when they are encoded. Label values come only from names in the config (services,
+//! versions) and from fixed sets (status classes, failure kinds, states, rule kinds),
+//! never from request data, so the number of series is bounded by the config.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use serin_config::Snapshot;
+use serin_proxy::{DataPlane, Interval};
+
+use crate::analysis::rule_kind;
+use crate::reload::ReloadHandle;
+use crate::rollout::{Decision, Phase};
+use crate::runner::Control;
+
+/// Upper bounds, in seconds, of `serin_request_duration_seconds`' buckets: 1 ms to 10 s.
+pub const DURATION_BUCKETS_S: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The same bounds in microseconds, the unit of the data plane's histograms.
+const DURATION_BUCKETS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// The status classes `serin_requests_total` reports, with their index in
+/// [`VersionTotals::responses`]. 1xx is left out: an upstream's 1xx is never a final
+/// answer through serin (100 and 103 are interim, and `Upgrade` is not forwarded, so
+/// there is no 101).
+pub const CLASSES: [(&str, usize); 4] = [("2xx", 1), ("3xx", 2), ("4xx", 3), ("5xx", 4)];
+
+/// The failure kinds `serin_upstream_failures_total` reports.
+pub const FAILURE_KINDS: [&str; 3] = ["connect", "timeout", "reset"];
+
+/// The rollout states `serin_rollout_state` reports, one series each.
+pub const PHASES: [Phase; 5] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::Promoted,
+    Phase::RolledBack,
+];
+
+/// The `trigger` of a rollback that a person asked for (`abort`).
+pub const MANUAL_TRIGGER: &str = "manual";
+
+/// Everything one version has answered since serin started (or since the version was
+/// added by a reload).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionTotals {
+    /// Upstream responses by status class: index 0 = 1xx … 4 = 5xx.
+    pub responses: [u64; 5],
+    pub connect_errors: u64,
+    pub timeouts: u64,
+    pub resets: u64,
+    /// Requests per duration bucket, not cumulative: index i counts latencies above
+    /// bound i − 1 and up to bound i of [`DURATION_BUCKETS_S`]; the last, those above 10 s.
+    pub buckets: [u64; DURATION_BUCKETS_S.len() + 1],
+    /// Sum of the latencies, in microseconds.
+    pub duration_sum_us: u64,
+    /// Requests with a latency: responses and upstream failures (as the histogram).
+    pub duration_count: u64,
+}
+
+impl VersionTotals {
+    /// Adds one drained interval. Each distinct latency recorded in the interval's
+    /// HdrHistogram (3 significant digits) is counted once with its count, at the
+    /// middle of its resolution step.
+    pub fn add(&mut self, interval: &Interval) {
+        for (total, n) in self.responses.iter_mut().zip(interval.responses) {
+            *total += n;
+        }
+        self.connect_errors += interval.connect_errors;
+        self.timeouts += interval.timeouts;
+        self.resets += interval.resets;
+        let histogram = &interval.latency_us;
+        for recorded in histogram.iter_recorded() {
+            let us = histogram.median_equivalent(recorded.value_iterated_to());
+            let n = recorded.count_at_value();
+            let bucket = DURATION_BUCKETS_US.partition_point(|bound| *bound < us);
+            self.buckets[bucket] += n;
+            self.duration_sum_us = self.duration_sum_us.saturating_add(us.saturating_mul(n));
+            self.duration_count += n;
+        }
+    }
+
+    fn failures(&self, kind: &str) -> u64 {
+        match kind {
+            "connect" => self.connect_errors,
+            "timeout" => self.timeouts,
+            _ => self.resets,
+        }
+    }
+
+    /// The histogram's buckets as prometheus-client takes them: (upper bound in
+    /// seconds, count in that bucket alone), ending with +Inf.
+    fn histogram_buckets(&self) -> [(f64, u64); DURATION_BUCKETS_S.len() + 1] {
+        let mut out = [(f64::INFINITY, 0); DURATION_BUCKETS_S.len() + 1];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = (
+                DURATION_BUCKETS_S.get(i).copied().unwrap_or(f64::INFINITY),
+                self.buckets[i],
+            );
+        }
+        out
+    }
+}
+
+/// The control loop's cumulative figures for `/metrics`: per service and version, and
+/// rollbacks per service and trigger.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    versions: BTreeMap<String, BTreeMap<String, VersionTotals>>,
+    rollbacks: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Totals {
+    /// Adds the intervals of `service`'s versions, as taken from the data plane.
+    pub fn add(&mut self, service: &str, versions: &[(String, Interval)]) {
+        if !self.versions.contains_key(service) {
+            self.versions.insert(service.to_string(), BTreeMap::new());
+        }
+        let Some(by_version) = self.versions.get_mut(service) else {
+            return;
+        };
+        for (version, interval) in versions {
+            match by_version.get_mut(version) {
+                Some(totals) => totals.add(interval),
+                None => {
+                    let mut totals = VersionTotals::default();
+                    totals.add(interval);
+                    by_version.insert(version.clone(), totals);
+                }
+            }
+        }
+    }
+
+    /// Counts one rollback of `service`'s canary.
+    pub fn count_rollback(&mut self, service: &str, trigger: &str) {
+        *self
+            .rollbacks
+            .entry(service.to_string())
+            .or_default()
+            .entry(trigger.to_string())
+            .or_default() += 1;
+    }
+
+    /// Forgets services and versions that `snapshot` no longer configures; the others
+    /// keep their totals.
+    pub fn retain(&mut self, snapshot: &Snapshot) {
+        self.versions.retain(|service, by_version| {
+            snapshot.service(service).is_some_and(|s| {
+                by_version.retain(|version, _| s.versions.iter().any(|v| v.name == *version));
+                true
+            })
+        });
+        self.rollbacks
+            .retain(|service, _| snapshot.service(service).is_some());
+    }
+
+    /// What `version` of `service` has answered so far.
+    pub fn version(&self, service: &str, version: &str) -> Option<&VersionTotals> {
+        self.versions.get(service)?.get(version)
+    }
+
+    /// How often `service`'s canary was rolled back with `trigger`.
+    pub fn rollbacks(&self, service: &str, trigger: &str) -> u64 {
+        self.rollbacks
+            .get(service)
+            .and_then(|t| t.get(trigger))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The `trigger` label of a `rolled_back` decision: the kind of the rule that was
+/// breached (`error_rate`, `latency`, `burn_rate`, `success`), or `manual` for an abort.
+pub fn rollback_trigger(decision: &Decision) -> &'static str {
+    match &decision.breach {
+        _ if decision.manual => MANUAL_TRIGGER,
+        Some(breach) => breach.kind,
+        None => "unknown",
+    }
+}
+
+/// Which exposition format a scraper gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text, prometheus-client's own encoding: what Prometheus asks for.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for everything else (curl, promtool): the
+    /// same metrics, counters named with their `_total` in HELP and TYPE, no `# EOF`.
+    Prometheus,
+}
+
+impl Format {
+    /// OpenMetrics if the `Accept` header takes `application/openmetrics-text`.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let takes_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or("");
+                let refused = params.any(|p| {
+                    p.split_once('=').is_some_and(|(k, v)| {
+                        k.trim().eq_ignore_ascii_case("q")
+                            && v.trim().parse::<f64>().is_ok_and(|q| q <= 0.0)
+                    })
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if takes_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The whole exposition in `format`, read now.
+pub fn render(
+    dataplane: &Arc<DataPlane>,
+    control: Option<&Arc<Control>>,
+    reload: Option<&ReloadHandle>,
+    format: Format,
+) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ServingCollector {
+        dataplane: dataplane.clone(),
+        control: control.cloned(),
+        reload: reload.cloned(),
+    }));
+    registry.register_collector(Box::new(ProcessCollector));
+    let mut openmetrics = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut openmetrics, &registry)?;
+    Ok(match format {
+        Format::OpenMetrics => openmetrics,
+        Format::Prometheus => to_prometheus_text(&openmetrics),
+    })
+}
+
+/// prometheus-client writes OpenMetrics only. For the metrics serin exposes, the
+/// Prometheus text format differs in three ways: a counter's family is named with its
+/// `_total` suffix in `# HELP` and `# TYPE` (OpenMetrics names the family without it
+/// and only its samples with it), there are no `# UNIT` lines, and no `# EOF`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // prometheus-client writes each family's HELP line right before its TYPE line.
+    let mut help: Option<&str> = None;
+    let flush = |out: &mut String, line: &str| {
+        out.push_str(line);
+        out.push('\n');
+    };
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(pending) = help.replace(rest) {
+                flush(&mut out, &format!("# HELP {pending}"));
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.rsplit_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), kind),
+                "unknown" => (name.to_string(), "untyped"),
+                _ => (name.to_string(), kind),
+            };
+            if let Some(pending) = help.take() {
+                let text = pending.split_once(' ').map_or("", |(_, text)| text);
+                flush(&mut out, &format!("# HELP {name} {text}"));
+            }
+            flush(&mut out, &format!("# TYPE {name} {kind}"));
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            if let Some(pending) = help.take() {
+                flush(&mut out, &format!("# HELP {pending}"));
+            }
+            flush(&mut out, line);
+        }
+    }
+    out
+}
+
+/// Traffic, weights, rollouts, reloads and the build: serin's own metrics.
+struct ServingCollector {
+    dataplane: Arc<DataPlane>,
+    control: Option<Arc<Control>>,
+    reload: Option<ReloadHandle>,
+}
+
+impl fmt::Debug for ServingCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServingCollector")
+            .field("control", &self.control.is_some())
+            .field("reload", &self.reload.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for ServingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snapshot = self.dataplane.snapshot();
+        // Copied under the control loop's totals lock, which is released before the
+        // rollout states are read (they take the loop's own lock).
+        let totals = self.control.as_ref().map(|c| c.metric_totals());
+        if let Some(totals) = &totals {
+            traffic(&mut encoder, &snapshot, totals)?;
+        }
+        let weights: Vec<_> = snapshot
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.versions.iter().map(|v| {
+                    (
+                        [("service", s.name.as_str()), ("version", v.name.as_str())],
+                        u64::from(v.weight),
+                    )
+                })
+            })
+            .collect();
+        gauges(
+            &mut encoder,
+            "serin_version_weight",
+            "The weight each version is serving with now: a percentage during a rollout \
+             and after a change through the admin API, else the config's relative weight",
+            None,
+            &weights,
+        )?;
+        if let (Some(control), Some(totals)) = (&self.control, &totals) {
+            rollouts(&mut encoder, &snapshot, control, totals)?;
+        }
+        if let Some(reload) = &self.reload {
+            let status = reload.status();
+            counters(
+                &mut encoder,
+                "serin_config_reloads",
+                "Reloads of the config file by result (success: applied or unchanged; \
+                 failure: not applied, the previous config kept serving)",
+                None,
+                &[
+                    ([("result", "success")], status.reloads.success),
+                    ([("result", "failure")], status.reloads.failure),
+                ],
+            )?;
+            let ok = status.last_reload.as_ref().is_none_or(|r| r.ok);
+            gauge(
+                &mut encoder,
+                "serin_config_last_reload_success",
+                "1 if the newest reload of the config file succeeded (or none was tried \
+                 since the start), else 0",
+                None,
+                u64::from(ok),
+            )?;
+        }
+        gauges(
+            &mut encoder,
+            "serin_build_info",
+            "serin's version; always 1",
+            None,
+            &[([("version", env!("CARGO_PKG_VERSION"))], 1u64)],
+        )
+    }
+}
+
+/// Requests by class, upstream failures by kind and the duration histogram of every
+/// configured version.
+fn traffic(encoder: &mut DescriptorEncoder, snapshot: &Snapshot, totals: &Totals) -> fmt::Result {
+    let zero = VersionTotals::default();
+    let versions: Vec<(&str, &str, &VersionTotals)> = snapshot
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.versions.iter().map(|v| {
+                let t = totals.version(&s.name, &v.name).unwrap_or(&zero);
+                (s.name.as_str(), v.name.as_str(), t)
+            })
+        })
+        .collect();
+    let requests: Vec<_> = versions
+        .iter()
+        .flat_map(|(service, version, t)| {
+            CLASSES.iter().map(|(class, i)| {
+                (
+                    [
+                        ("service", *service),
+                        ("version", *version),
+                        ("class", *class),
+                    ],
+                    t.responses[*i],
+                )
+            })
+        })
+        .collect();
+    counters(
+        encoder,
+        "serin_requests",
+        "Upstream responses per version by status class (requests that got no response \
+         are in serin_upstream_failures_total); as of the control loop's last tick",
+        None,
+        &requests,
+    )?;
+    let failures: Vec<_> = versions
+        .iter()
+        .flat_map(|(service, version, t)| {
+            FAILURE_KINDS.iter().map(|kind| {
+                (
+                    [
+                        ("service", *service),
+                        ("version", *version),
+                        ("kind", *kind),
+                    ],
+                    t.failures(kind),
+                )
+            })
+        })
+        .collect();
+    counters(
+        encoder,
+        "serin_upstream_failures",
+        "Requests per version that got no upstream response, by kind: connect (no \
+         connection), timeout (no answer within the request timeout), reset (the \
+         connection broke); as of the control loop's last tick",
+        None,
+        &failures,
+    )?;
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(
+        "serin_request_duration",
+        "Time from sending the request upstream to its response head or failure, per \
+         version (HdrHistogram, 3 significant digits); as of the control loop's last tick",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (service, version, t) in &versions {
+        let labels = [("service", *service), ("version", *version)];
+        metric
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                t.duration_sum_us as f64 / 1e6,
+                t.duration_count,
+                &t.histogram_buckets(),
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+/// The state, step and rollbacks of every service with a rollout.
+fn rollouts(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &Snapshot,
+    control: &Control,
+    totals: &Totals,
+) -> fmt::Result {
+    let statuses: Vec<_> = snapshot
+        .services
+        .iter()
+        .filter_map(|s| control.status(&s.name).map(|status| (s, status)))
+        .collect();
+    let states: Vec<_> = statuses
+        .iter()
+        .flat_map(|(s, status)| {
+            PHASES.iter().map(move |phase| {
+                (
+                    [("service", s.name.as_str()), ("state", phase.as_str())],
+                    u64::from(*phase == status.phase),
+                )
+            })
+        })
+        .collect();
+    gauges(
+        encoder,
+        "serin_rollout_state",
+        "1 for the state each rollout is in, 0 for the others",
+        None,
+        &states,
+    )?;
+    let steps: Vec<_> = statuses
+        .iter()
+        .map(|(s, status)| ([("service", s.name.as_str())], status.step as u64))
+        .collect();
+    gauges(
+        encoder,
+        "serin_rollout_step",
+        "The step each rollout is at, counted from 0 as the config's steps",
+        None,
+        &steps,
+    )?;
+    // Every trigger a service's rollout can have, at 0 until it happens, and any
+    // trigger already counted (a rule removed by a reload keeps its count).
+    let rollbacks: Vec<_> = snapshot
+        .services
+        .iter()
+        .flat_map(|s| {
+            let mut triggers: BTreeSet<&str> = totals
+                .rollbacks
+                .get(&s.name)
+                .map(|t| t.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            if let Some(rollout) = &s.rollout {
+                triggers.insert(MANUAL_TRIGGER);
+                for rule in &rollout.analysis.rules {
+                    triggers.insert(rule_kind(rule));
+                }
+            }
+            triggers.into_iter().map(|trigger| {
+                (
+                    [("service", s.name.as_str()), ("trigger", trigger)],
+                    totals.rollbacks(&s.name, trigger),
+                )
+            })
+        })
+        .collect();
+    counters(
+        encoder,
+        "serin_rollbacks",
+        "Canary rollbacks by trigger: the kind of the rule that was breached, or manual \
+         for an abort",
+        None,
+        &rollbacks,
+    )
+}
+
+/// The process's memory, CPU time and file descriptors, from /proc (Linux only).
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    #[cfg(target_os = "linux")]
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let figures = match process::read() {
+            Ok(figures) => figures,
+            Err(err) => {
+                process::warn_once(&err);
+                return Ok(());
+            }
+        };
+        gauge(
+            &mut encoder,
+            "process_resident_memory",
+            "Resident memory size",
+            Some(&Unit::Bytes),
+            figures.resident_bytes,
+        )?;
+        counter(
+            &mut encoder,
+            "process_cpu",
+            "User and system CPU time spent",
+            Some(&Unit::Seconds),
+            figures.cpu_seconds,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            figures.open_fds,
+        )?;
+        if let Some(max) = figures.max_fds {
+            gauge(
+                &mut encoder,
+                "process_max_fds",
+                "The limit on open file descriptors (soft)",
+                None,
+                max,
+            )?;
+        }
+        gauge(
+            &mut encoder,
+            "process_start_time",
+            "When the process started, in seconds since the Unix epoch",
+            Some(&Unit::Seconds),
+            figures.start_time_seconds,
+        )
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn encode(&self, _encoder: DescriptorEncoder) -> fmt::Result {
+        Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod process {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use procfs::process::{LimitValue, Process};
+
+    pub struct Figures {
+        pub resident_bytes: u64,
+        pub cpu_seconds: f64,
+        pub open_fds: u64,
+        /// None when unlimited.
+        pub max_fds: Option<u64>,
+        pub start_time_seconds: f64,
+    }
+
+    pub fn read() -> Result<Figures, String> {
+        let me = Process::myself().map_err(|e| format!("cannot open /proc/self: {e}"))?;
+        let stat = me
+            .stat()
+            .map_err(|e| format!("cannot read /proc/self/stat: {e}"))?;
+        let open_fds = me
+            .fd_count()
+            .map_err(|e| format!("cannot count /proc/self/fd: {e}"))?;
+        let limits = me
+            .limits()
+            .map_err(|e| format!("cannot read /proc/self/limits: {e}"))?;
+        let boot = procfs::boot_time_secs()
+            .map_err(|e| format!("cannot read the boot time from /proc/stat: {e}"))?;
+        let ticks = procfs::ticks_per_second().max(1) as f64;
+        Ok(Figures {
+            resident_bytes: stat.rss.saturating_mul(procfs::page_size()),
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            open_fds: open_fds as u64,
+            max_fds: match limits.max_open_files.soft_limit {
+                LimitValue::Value(n) => Some(n),
+                LimitValue::Unlimited => None,
+            },
+            start_time_seconds: boot as f64 + stat.starttime as f64 / ticks,
+        })
+    }
+
+    /// A failure is logged once: /metrics is scraped every few seconds.
+    pub fn warn_once(err: &str) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %err, "the process_* metrics are left out of /metrics");
+        }
+    }
+}
+
+/// One counter family with a series per label set; nothing for no series.
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(
+        L,
+        impl prometheus_client::encoding::EncodeCounterValue + Copy,
+    )],
+) -> fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for (labels, value) in series {
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// One counter without labels.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl prometheus_client::encoding::EncodeCounterValue,
+) -> fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+/// One gauge without labels.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+/// One gauge family with a series per label set; nothing for no series.
+fn gauges<L: EncodeLabelSet, V: EncodeGaugeValue + Copy>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(L, V)],
+) -> fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serin_proxy::{Outcome, VersionStats};
+
+    use super::*;
+
+    #[test]
+    fn intervals_add_up_into_cumulative_buckets() {
+        let stats = VersionStats::new(1);
+        for ms in [0.2, 0.9, 1.0, 3.0, 3.0, 40.0, 2_000.0, 30_000.0] {
+            stats.record(Outcome::Response(200), Duration::from_secs_f64(ms / 1000.0));
+        }
+        stats.record(Outcome::Response(503), Duration::from_millis(7));
+        stats.record(Outcome::ConnectError, Duration::from_millis(1));
+        stats.record(Outcome::ClientGone, Duration::from_millis(1));
+        let mut totals = VersionTotals::default();
+        totals.add(&stats.take());
+        stats.record(Outcome::Timeout, Duration::from_secs(5));
+        totals.add(&stats.take());
+
+        assert_eq!(totals.responses, [0, 8, 0, 0, 1]);
+        assert_eq!(
+            (totals.connect_errors, totals.timeouts, totals.resets),
+            (1, 1, 0)
+        );
+        // The client that went away is in no figure.
+        assert_eq!(totals.duration_count, 11);
+        assert_eq!(
+            totals.buckets,
+            // ≤1ms ≤2.5 ≤5 ≤10 ≤25 ≤50 ≤.1s ≤.25 ≤.5 ≤1 ≤2.5 ≤5 ≤10 +Inf
+            [4, 0, 2, 1, 0, 1, 0, 0, 0, 0, 1, 1, 0, 1]
+        );
+        let sum_ms = totals.duration_sum_us as f64 / 1000.0;
+        let exact = 0.2 + 0.9 + 1.0 + 3.0 + 3.0 + 40.0 + 2_000.0 + 30_000.0 + 7.0 + 1.0 + 5_000.0;
+        assert!(
+            (sum_ms - exact).abs() / exact < 0.001,
+            "{sum_ms} vs {exact}"
+        );
+    }
+
+    #[test]
+    fn totals_follow_the_configured_services_and_versions() {
+        let interval = |status| {
+            let stats = VersionStats::new(1);
+            stats.record(Outcome::Response(status), Duration::from_millis(2));
+            stats.take()
+        };
+        let mut totals = Totals::default();
+        totals.add(
+            "api",
+            &[
+                ("stable".into(), interval(200)),
+                ("canary".into(), interval(500)),
+            ],
+        );
+        totals.add("api", &[("stable".into(), interval(204))]);
+        totals.add("web", &[("v1".into(), interval(200))]);
+        totals.count_rollback("api", "error_rate");
+        totals.count_rollback("api", MANUAL_TRIGGER);
+        totals.count_rollback("api", MANUAL_TRIGGER);
+        totals.count_rollback("web", MANUAL_TRIGGER);
+        assert_eq!(
+            totals.version("api", "stable").map(|t| t.responses[1]),
+            Some(2)
+        );
+        assert_eq!(totals.rollbacks("api", MANUAL_TRIGGER), 2);
+
+        let snapshot = serin_config::parse_str(
+            "listeners: [{ name: web, listen: 127.0.0.1:0 }]\n\
+             routes: [{ listener: web, match: { path_prefix: / }, service: api }]\n\
+             services:\n  - name: api\n    versions: [{ name: stable, endpoints: [127.0.0.1:1] }]\n",
+            "test.yaml",
+        )
+        .expect("valid config");
+        totals.retain(&snapshot);
+        assert_eq!(
+            totals.version("api", "stable").map(|t| t.responses[1]),
+            Some(2)
+        );
+        assert_eq!(totals.version("api", "canary"), None);
+        assert_eq!(totals.version("web", "v1"), None);
+        assert_eq!(totals.rollbacks("api", "error_rate"), 1);
+        assert_eq!(totals.rollbacks("web", MANUAL_TRIGGER), 0);
+    }
+
+    #[test]
+    fn openmetrics_is_asked_for_by_accept() {
+        let prometheus_2 = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::from_accept(Some(prometheus_2)), Format::OpenMetrics);
+        assert_eq!(
+            Format::from_accept(Some("Application/OpenMetrics-Text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        for other in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("text/plain;version=0.0.4, application/openmetrics-text;q=0"),
+            Some("application/json"),
+        ] {
+            assert_eq!(Format::from_accept(other), Format::Prometheus, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_prometheus_text_format_names_counters_with_their_total() {
+        let openmetrics = "# HELP serin_requests Requests.\n\
+             # TYPE serin_requests counter\n\
+             serin_requests_total{service=\"api\"} 3\n\
+             # HELP process_cpu_seconds CPU.\n\
+             # TYPE process_cpu_seconds counter\n\
+             # UNIT process_cpu_seconds seconds\n\
+             process_cpu_seconds_total 0.5\n\
+             # HELP serin_request_duration_seconds Time.\n\
+             # TYPE serin_request_duration_seconds histogram\n\
+             # UNIT serin_request_duration_seconds seconds\n\
+             serin_request_duration_seconds_sum 0.1\n\
+             serin_request_duration_seconds_count 1\n\
+             serin_request_duration_seconds_bucket{le=\"+Inf\"} 1\n\
+             # HELP serin_build_info Build.\n\
+             # TYPE serin_build_info gauge\n\
+             serin_build_info{version=\"0.1.0\"} 1\n\
+             # EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP serin_requests_total Requests.\n\
+             # TYPE serin_requests_total counter\n\
+             serin_requests_total{service=\"api\"} 3\n\
+             # HELP process_cpu_seconds_total CPU.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total 0.5\n\
+             # HELP serin_request_duration_seconds Time.\n\
+             # TYPE serin_request_duration_seconds histogram\n\
+             serin_request_duration_seconds_sum 0.1\n\
+             serin_request_duration_seconds_count 1\n\
+             serin_request_duration_seconds_bucket{le=\"+Inf\"} 1\n\
+             # HELP serin_build_info Build.\n\
+             # TYPE serin_build_info gauge\n\
+             serin_build_info{version=\"0.1.0\"} 1\n"
+        );
+    }
+}
