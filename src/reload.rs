@@ -34,6 +34,8 @@ pub struct Reloader {
     status: ConfigStatus,
     /// The admin section in use; changing it takes a restart.
     admin: serin_config::Admin,
+    /// The telemetry section in use; changing it takes a restart.
+    telemetry: serin_config::Telemetry,
 }
 
 /// The status of the config that `serin run` started with.
@@ -55,6 +57,7 @@ impl Reloader {
         control: Arc<Control>,
         workers: Arc<Workers>,
         admin: serin_config::Admin,
+        telemetry: serin_config::Telemetry,
     ) -> Self {
         let status = initial_status(&path, text);
         Self {
@@ -63,6 +66,7 @@ impl Reloader {
             workers,
             status,
             admin,
+            telemetry,
         }
     }
 
@@ -145,6 +149,9 @@ impl Reloader {
         }
         if snapshot.admin.token != self.admin.token {
             tracing::warn!("admin.token_file changes take effect on restart");
+        }
+        if snapshot.telemetry != self.telemetry {
+            tracing::warn!("telemetry changes take effect on restart");
         }
         let staged = self
             .workers
