@@ -661,3 +661,76 @@ async fn without_tracing_the_clients_trace_context_passes_through_untouched() {
     assert_eq!(seen.headers["traceparent"], traceparent);
     assert_eq!(seen.headers["tracestate"], "vendor=abc");
 }
+
+/// A canary request that fails and is answered by the baseline: the failure is an event,
+/// the span reports the baseline's answer, and is not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failure_retried_on_the_baseline_is_an_event() {
+    let collector = Collector::start().await;
+    let stable = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let dir = TempDir::new("telemetry");
+    let config = dir.0.join("serin.yaml");
+    let yaml = format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+listeners: [{{ name: web, listen: 127.0.0.1:0 }}]
+routes: [{{ listener: web, service: api }}]
+services:
+  - name: api
+    versions:
+      - {{ name: stable, endpoints: [{stable}] }}
+      - {{ name: canary, endpoints: [{dead}] }}
+    split: {{ weights: {{ stable: 100, canary: 0 }}, force: {{ header: x-serin-version }} }}
+    rollout:
+      baseline: stable
+      canary: canary
+      steps: [{{ weight: 10, hold: 1h }}]
+      analysis: {{ rules: [{{ error_rate: {{ max: 50% }} }}] }}
+      retry_on_baseline: true
+state_dir: "{dir}"
+telemetry:
+  tracing: {{ otlp_endpoint: "http://{collector}" }}
+"#,
+        stable = stable.addr,
+        dir = dir.0.display(),
+        collector = collector.addr,
+    );
+    std::fs::write(&config, yaml).expect("write the config");
+    let serin = SerinProcess::start(&config, 1, &[], QUICK_EXPORT);
+
+    let (trace_id, parent_id) = ids();
+    let got = get(
+        &client(),
+        &serin.url("/"),
+        &[
+            ("x-serin-version", "canary"),
+            ("traceparent", &format!("00-{trace_id}-{parent_id}-01")),
+        ],
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
+
+    let span = collector.span_of(&trace_id).await.span;
+    let events: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        events,
+        ["cannot connect to the upstream", "retrying on the baseline"]
+    );
+    assert_eq!(
+        attr(&span.events[0].attributes, "serin.version").as_deref(),
+        Some("canary")
+    );
+    assert_eq!(
+        attr(&span.attributes, "serin.version").as_deref(),
+        Some("stable")
+    );
+    assert_eq!(
+        attr(&span.attributes, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_ne!(
+        span.status.as_ref().map(|s| s.code),
+        Some(SpanStatus::Error as i32)
+    );
+}

@@ -247,7 +247,7 @@ pub async fn proxy(
         attempt(service, version, req.map(Either::Left), success_rules).await;
     if let (true, Some((baseline, mut again))) = (result.failed(), retry_request) {
         if let Some(o) = observation.as_deref_mut() {
-            o.attempted(chosen, &upstream.authority, &result);
+            o.retrying(chosen, &upstream.authority, &result);
         }
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
         *again.version_mut() = http::Version::HTTP_11;

@@ -201,7 +201,7 @@ impl Telemetry {
             upstream: None,
             status: 0,
             bytes: 0,
-            failed: false,
+            failure: None,
         }))
     }
 }
@@ -229,8 +229,8 @@ pub struct Observation {
     /// The status sent; 0 until a response is made.
     status: u16,
     bytes: u64,
-    /// An upstream failure set the span's error status.
-    failed: bool,
+    /// How the last attempt failed, if it did: the span's error status.
+    failure: Option<&'static str>,
 }
 
 static HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
@@ -263,6 +263,7 @@ impl Observation {
     pub(crate) fn attempted(&mut self, version: usize, upstream: &Authority, attempt: &Attempt) {
         self.version = Some(version);
         self.upstream = Some(upstream.clone());
+        self.failure = None;
         let Attempt::Failed(outcome, err) = attempt else {
             return;
         };
@@ -290,8 +291,22 @@ impl Observation {
             attributes.push(KeyValue::new("exception.message", err.to_string()));
         }
         span.add_event(what, attributes);
-        span.set_status(Status::error(what));
-        self.failed = true;
+        self.failure = Some(what);
+    }
+
+    /// The attempt at `version` failed (`attempt`) and is retried on the baseline.
+    pub(crate) fn retrying(&mut self, version: usize, upstream: &Authority, attempt: &Attempt) {
+        self.attempted(version, upstream, attempt);
+        if let Some(span) = self.span.as_mut().filter(|s| s.is_recording()) {
+            let mut attributes = vec![KeyValue::new("serin.upstream", upstream.to_string())];
+            if let Attempt::Answered(response) = attempt {
+                attributes.push(KeyValue::new(
+                    HTTP_RESPONSE_STATUS_CODE,
+                    i64::from(response.status().as_u16()),
+                ));
+            }
+            span.add_event("retrying on the baseline", attributes);
+        }
     }
 
     /// Counts a frame of the response body as it is sent.
@@ -338,8 +353,10 @@ impl Observation {
                 HTTP_RESPONSE_STATUS_CODE,
                 i64::from(self.status),
             ));
-            if self.status >= 500 && !self.failed {
-                span.set_status(Status::error(""));
+            match self.failure {
+                Some(what) => span.set_status(Status::error(what)),
+                None if self.status >= 500 => span.set_status(Status::error("")),
+                None => {}
             }
         }
         span.end();
