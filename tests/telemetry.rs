@@ -734,3 +734,52 @@ telemetry:
         Some(SpanStatus::Error as i32)
     );
 }
+
+/// A `traceparent` that is not a valid one is ignored: serin starts a trace of its own
+/// and the upstream gets serin's context, never the client's garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_traceparent_starts_a_new_trace() {
+    let collector = Collector::start().await;
+    let setup = setup(&format!(
+        "  tracing: {{ otlp_endpoint: http://{} }}",
+        collector.addr
+    ))
+    .await;
+    let serin = SerinProcess::start(&setup.config, 1, &[], QUICK_EXPORT);
+    let client = client();
+    let hostile = [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01".to_string(),
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".to_string(),
+        "not a traceparent".to_string(),
+        format!("00-{}-00f067aa0ba902b7-01", "a".repeat(4000)),
+    ];
+    for traceparent in &hostile {
+        let got = get(
+            &client,
+            &serin.url("/ok"),
+            &[("traceparent", traceparent), ("tracestate", "=,=,garbage")],
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "{traceparent}");
+        let seen = setup.backend.last_seen();
+        let passed_on = seen.headers["traceparent"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert_ne!(&passed_on, traceparent);
+        assert!(!seen.headers.contains_key("tracestate"), "{traceparent}");
+        let trace_id = passed_on.split('-').nth(1).expect("a trace id").to_string();
+        let span = collector.span_of(&trace_id).await.span;
+        assert!(
+            span.parent_span_id.is_empty(),
+            "a root span for {traceparent}"
+        );
+        assert_eq!(
+            passed_on,
+            format!("00-{trace_id}-{}-01", hex(&span.span_id)),
+            "{traceparent}"
+        );
+    }
+}
