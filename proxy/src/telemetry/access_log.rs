@@ -95,7 +95,15 @@ impl AccessLog {
                 what: "access log writer",
                 source,
             })?;
-        tracing::info!(format = ?config.format, sample_ratio = config.sample_ratio, "writing access logs to stdout");
+        let shown = match format {
+            AccessLogFormat::Text => "text",
+            _ => "json",
+        };
+        tracing::info!(
+            format = shown,
+            sample_ratio = config.sample_ratio,
+            "writing access logs to stdout"
+        );
         Ok(Self {
             sample_ratio: config.sample_ratio,
             sender,

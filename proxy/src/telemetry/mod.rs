@@ -85,22 +85,6 @@ impl Telemetry {
         Self::with_access_log(config.tracing.as_ref(), log)
     }
 
-    /// [`Telemetry::start`] with the access log written to `out` (tests).
-    pub fn start_with_output(
-        config: &serin_config::Telemetry,
-        out: Box<dyn std::io::Write + Send>,
-    ) -> Result<Option<Arc<Self>>, TelemetryError> {
-        let log = match config.access_log.format {
-            serin_config::AccessLogFormat::Off => None,
-            _ => Some(access_log::AccessLog::start(
-                config.access_log,
-                config.tracing.is_some(),
-                out,
-            )?),
-        };
-        Self::with_access_log(config.tracing.as_ref(), log)
-    }
-
     fn with_access_log(
         tracing: Option<&serin_config::Tracing>,
         access_log: Option<access_log::AccessLog>,
