@@ -74,7 +74,7 @@ impl Telemetry {
     /// Starts what `config` turns on: the span exporter (its own threads) and the access
     /// log writer (a thread writing to stdout). `None` when both are off.
     pub fn start(config: &serin_config::Telemetry) -> Result<Option<Arc<Self>>, TelemetryError> {
-        let log = match config.access_log.format {
+        let access_log = match config.access_log.format {
             serin_config::AccessLogFormat::Off => None,
             _ => Some(access_log::AccessLog::start(
                 config.access_log,
@@ -82,14 +82,7 @@ impl Telemetry {
                 Box::new(std::io::stdout()),
             )?),
         };
-        Self::with_access_log(config.tracing.as_ref(), log)
-    }
-
-    fn with_access_log(
-        tracing: Option<&serin_config::Tracing>,
-        access_log: Option<access_log::AccessLog>,
-    ) -> Result<Option<Arc<Self>>, TelemetryError> {
-        let (tracing, pipeline) = match tracing {
+        let (tracing, pipeline) = match &config.tracing {
             Some(config) => {
                 let (tracing, pipeline) = trace::start(config)?;
                 (Some(tracing), Some(pipeline))
@@ -106,21 +99,22 @@ impl Telemetry {
         })))
     }
 
-    /// Exports the spans still queued and writes the access log lines still queued,
+    /// Writes the access log lines still queued, then exports the spans still queued,
     /// within `timeout` in all; later spans and lines are dropped. Blocks: call it from
     /// a thread that may block (`spawn_blocking`), after the workers have drained.
     pub fn shutdown(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        // Lines first: stdout is quick, a collector may not be.
+        if let Some(log) = &self.access_log {
+            log.flush(timeout);
+        }
         let pipeline = self
             .pipeline
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(pipeline) = pipeline {
-            pipeline.shutdown(timeout);
-        }
-        if let Some(log) = &self.access_log {
-            log.flush(deadline.saturating_duration_since(Instant::now()));
+            pipeline.shutdown(deadline.saturating_duration_since(Instant::now()));
         }
         let stats = self.stats();
         if self.tracing.is_some() {
