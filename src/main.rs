@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serin_control::admin::{Admin, AdminContext, Health};
 use serin_control::runner::{now_ms, Control};
-use serin_proxy::{server, DataPlane};
+use serin_proxy::{server, DataPlane, Telemetry};
 
 mod demo;
 mod ops;
@@ -208,6 +208,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     raise_open_file_limit();
     // Bound before anything starts, so a taken address fails the start cleanly.
     let sockets = server::bind_workers(&snapshot, workers)?;
+    // The span exporter and the access log writer run on threads of their own.
+    let telemetry = Telemetry::start(&snapshot.telemetry).context("cannot start telemetry")?;
     // Control, admin and signals run on the main thread; requests on the workers.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("serin-control")
@@ -217,6 +219,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(
         snapshot,
         sockets,
+        telemetry,
         workers,
         args.grace,
         &config_path,
@@ -234,9 +237,15 @@ fn raise_open_file_limit() {
     }
 }
 
+/// The least time the exporters get to flush on shutdown, even if draining took the
+/// whole grace period.
+const MIN_FLUSH: Duration = Duration::from_millis(200);
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     snapshot: serin_config::Snapshot,
     sockets: server::WorkerSockets,
+    telemetry: Option<Arc<Telemetry>>,
     workers: usize,
     grace: Duration,
     config_path: &Path,
@@ -246,8 +255,9 @@ async fn serve(
     let admin_addr = snapshot.admin.listen;
     let admin_section = snapshot.admin.clone();
     let tls: Vec<_> = snapshot.listeners.iter().map(|l| l.tls.clone()).collect();
+    let telemetry_section = snapshot.telemetry.clone();
     let token = admin_token(&snapshot)?;
-    let dataplane = Arc::new(DataPlane::new(snapshot, workers)?);
+    let dataplane = Arc::new(DataPlane::new(snapshot, workers)?.with_telemetry(telemetry.clone()));
     // Rollouts resume (or start) and set their weights before any request is served.
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
@@ -283,6 +293,7 @@ async fn serve(
         pool.clone(),
         admin_section,
         tls,
+        telemetry_section,
     );
     let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
     let _watcher = if watch {
@@ -302,6 +313,7 @@ async fn serve(
     tracing::info!(config = %config_path.display(), workers, "serin is ready");
 
     shutdown_signal().await?;
+    let stopping = Instant::now();
     tracing::info!("shutting down: draining in-flight requests");
     health.set_draining();
     hangups.abort();
@@ -325,6 +337,14 @@ async fn serve(
         tracing::info!("all connections closed");
     } else {
         tracing::warn!(grace = ?grace, "grace period over; closing the remaining connections");
+    }
+    if let Some(telemetry) = telemetry {
+        // Spans and log lines of the drained requests go out in what is left of the grace.
+        let left = grace.saturating_sub(stopping.elapsed()).max(MIN_FLUSH);
+        let flushed = tokio::task::spawn_blocking(move || telemetry.shutdown(left)).await;
+        if let Err(err) = flushed {
+            tracing::warn!(error = %err, "flushing traces and access logs failed");
+        }
     }
     admin.shutdown().await;
     Ok(())

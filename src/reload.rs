@@ -37,6 +37,8 @@ pub struct Reloader {
     /// The serving listeners' TLS settings, certificates included: a reload of an
     /// unchanged file still applies certificates that changed on disk.
     tls: Vec<Option<serin_config::Tls>>,
+    /// The telemetry section in use; changing it takes a restart.
+    telemetry: serin_config::Telemetry,
 }
 
 /// The status of the config that `serin run` started with.
@@ -59,6 +61,7 @@ impl Reloader {
         workers: Arc<Workers>,
         admin: serin_config::Admin,
         tls: Vec<Option<serin_config::Tls>>,
+        telemetry: serin_config::Telemetry,
     ) -> Self {
         let status = initial_status(&path, text);
         Self {
@@ -68,6 +71,7 @@ impl Reloader {
             status,
             admin,
             tls,
+            telemetry,
         }
     }
 
@@ -157,6 +161,9 @@ impl Reloader {
         }
         if snapshot.admin.token != self.admin.token {
             tracing::warn!("admin.token_file changes take effect on restart");
+        }
+        if snapshot.telemetry != self.telemetry {
+            tracing::warn!("telemetry changes take effect on restart");
         }
         let staged = self
             .workers

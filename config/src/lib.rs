@@ -15,7 +15,7 @@ pub mod validate;
 pub use error::{ConfigError, LoadError};
 pub use load::{load_file, parse_file_text, parse_str, read_file};
 pub use snapshot::{
-    Admin, AdminToken, Analysis, Certificate, Eject, Endpoint, HealthCheck, HostMatch, KeyKind,
-    Limits, Listener, OnFailure, Rollout, Route, Rule, Service, Snapshot, Split, Step, Sticky,
-    Timeouts, Tls, TlsVersion, Version,
+    AccessLog, AccessLogFormat, Admin, AdminToken, Analysis, Certificate, Eject, Endpoint,
+    HealthCheck, HostMatch, KeyKind, Limits, Listener, OnFailure, Rollout, Route, Rule, Service,
+    Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing, Version,
 };

@@ -13,7 +13,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits` and `state_dir`)"
+    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `state_dir` and `telemetry`)"
 )]
 pub struct RawConfig {
     #[serde(default)]
@@ -29,6 +29,43 @@ pub struct RawConfig {
     /// `None`: not given; `Some(None)`: given without a value (an error, like `""`).
     #[serde(default, deserialize_with = "present")]
     pub state_dir: Option<Option<String>>,
+    #[serde(default)]
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `tracing` and `access_log`, both optional, e.g. `{ access_log: { format: json } }`"
+)]
+pub struct RawTelemetry {
+    pub tracing: Option<RawTracing>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// Tracing settings; the endpoint, ratio and name stay loose for [`crate::validate`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ otlp_endpoint: http://127.0.0.1:4318, sample_ratio: 0.05 }`"
+)]
+pub struct RawTracing {
+    /// `None`: not given (tracing off); `Some(None)`: given without a value (an error).
+    #[serde(default, deserialize_with = "present")]
+    pub otlp_endpoint: Option<Option<String>>,
+    pub sample_ratio: Option<serde_yaml_ng::Value>,
+    #[serde(default, deserialize_with = "present")]
+    pub service_name: Option<Option<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ format: json }` or `{ format: text, sample_ratio: 0.1 }`"
+)]
+pub struct RawAccessLog {
+    pub format: Option<serde_yaml_ng::Value>,
+    pub sample_ratio: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,60 @@ pub struct Snapshot {
     /// (`<service>.timeline.jsonl`), as written (relative paths are relative to the
     /// working directory).
     pub state_dir: PathBuf,
+    /// Traces and access logs; read at start only (a reload that changes them warns).
+    pub telemetry: Telemetry,
+}
+
+/// `telemetry`: what serin reports about each request besides its stats.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Telemetry {
+    /// `None`: no `otlp_endpoint`, tracing off.
+    pub tracing: Option<Tracing>,
+    pub access_log: AccessLog,
+}
+
+/// OpenTelemetry traces, exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// `otlp_endpoint` as written (trimmed), for messages.
+    pub otlp_endpoint: String,
+    /// The URL spans are POSTed to: `otlp_endpoint` followed by `/v1/traces` (unless it
+    /// ends with that already). Always `http://`.
+    pub traces_url: String,
+    /// Share of traces serin starts (requests without a parent), 0 to 1; a request with
+    /// a parent follows the parent's sampling decision.
+    pub sample_ratio: f64,
+    /// The `service.name` of serin's spans.
+    pub service_name: String,
+}
+
+pub const DEFAULT_TRACE_SAMPLE_RATIO: f64 = 1.0;
+pub const DEFAULT_TRACE_SERVICE_NAME: &str = "serin";
+
+/// Access logs: one line per request on stdout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+    /// Share of requests logged, 0 to 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        Self {
+            format: AccessLogFormat::Off,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Off,
+    /// One JSON object a line.
+    Json,
+    /// One line of `key=value` pairs (logfmt).
+    Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

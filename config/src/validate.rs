@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::schema::{
-    RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawHealth, RawLatency, RawLimits,
-    RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess, RawTimeouts, RawTls, RULE_KINDS,
+    RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawHealth,
+    RawLatency, RawLimits, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess, RawTelemetry,
+    RawTimeouts, RawTls, RawTracing, RULE_KINDS,
 };
 use crate::snapshot::{
-    Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits, Listener, OnFailure, Rollout,
-    Route, Rule, Service, Snapshot, Split, Step, Sticky, Timeouts, Tls, TlsVersion, Version,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS,
-    DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, MAX_MAX_HEADER_BYTES,
+    AccessLog, AccessLogFormat, Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits,
+    Listener, OnFailure, Rollout, Route, Rule, Service, Snapshot, Split, Step, Sticky, Telemetry,
+    Timeouts, Tls, TlsVersion, Tracing, Version, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL,
+    DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MIN_REQUESTS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
+    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, MAX_MAX_HEADER_BYTES,
     MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES,
 };
 
@@ -66,7 +68,7 @@ impl Errors {
 }
 
 /// Compiles `raw`, or lists every error found, in the order the checks ran (sections
-/// in the order admin, listeners, services, routes). [`crate::parse_str`] sorts them
+/// in the order admin, listeners, services, routes, state_dir, telemetry). [`crate::parse_str`] sorts them
 /// into document order.
 pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
     compile_anchored(raw).map_err(|errors| errors.into_iter().map(|e| e.error).collect())
@@ -257,6 +259,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
     };
 
+    let telemetry = telemetry(raw.telemetry.as_ref(), &mut errs);
+
     if errs.len() > 0 {
         return Err(errs.0);
     }
@@ -273,6 +277,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             routes,
             services,
             state_dir,
+            telemetry,
         }),
         // Unreachable in practice: a bad admin address pushed an error above.
         None => Err(vec![Anchored {
@@ -280,6 +285,226 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             error: ConfigError::new("admin.listen", "no admin address"),
         }]),
     }
+}
+
+fn telemetry(raw: Option<&RawTelemetry>, errs: &mut Errors) -> Telemetry {
+    let Some(raw) = raw else {
+        return Telemetry::default();
+    };
+    Telemetry {
+        tracing: raw
+            .tracing
+            .as_ref()
+            .and_then(|t| tracing(t, "telemetry.tracing", errs)),
+        access_log: raw
+            .access_log
+            .as_ref()
+            .map(|a| access_log(a, "telemetry.access_log", errs))
+            .unwrap_or_default(),
+    }
+}
+
+/// Tracing settings; `None` without an `otlp_endpoint` (tracing off) or with an error.
+/// Every key is checked either way.
+fn tracing(raw: &RawTracing, path: &str, errs: &mut Errors) -> Option<Tracing> {
+    let sample_ratio = match &raw.sample_ratio {
+        None => Some(DEFAULT_TRACE_SAMPLE_RATIO),
+        Some(value) => ratio(value, &format!("{path}.sample_ratio"), errs),
+    };
+    let npath = format!("{path}.service_name");
+    let service_name = match &raw.service_name {
+        None => Some(DEFAULT_TRACE_SERVICE_NAME.to_string()),
+        Some(given) => {
+            let name = given.as_deref().unwrap_or("").trim();
+            let why = if name.is_empty() {
+                Some("it is empty".to_string())
+            } else if name.chars().any(char::is_control) {
+                Some(format!(
+                    "\"{}\" contains a control character",
+                    name.escape_default()
+                ))
+            } else if name.len() > 255 {
+                Some(format!("it is {} bytes long, more than 255", name.len()))
+            } else {
+                None
+            };
+            match why {
+                None => Some(name.to_string()),
+                Some(why) => {
+                    errs.push(
+                        &npath,
+                        format!(
+                            "{why}: give the name serin's spans are reported under (e.g. \
+                             serin-edge), or leave out `service_name` for \
+                             \"{DEFAULT_TRACE_SERVICE_NAME}\""
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let epath = format!("{path}.otlp_endpoint");
+    let endpoint = match &raw.otlp_endpoint {
+        None => return None,
+        Some(Some(text)) if !text.trim().is_empty() => {
+            otlp_endpoint(text, &epath, errs).map(|url| (text.trim().to_string(), url))
+        }
+        Some(_) => {
+            errs.push(
+                &epath,
+                "it is empty: give the OTLP/HTTP URL of a collector (e.g. \
+                 http://127.0.0.1:4318), or leave out `otlp_endpoint` to turn tracing off",
+            );
+            None
+        }
+    };
+    let (otlp_endpoint, traces_url) = endpoint?;
+    Some(Tracing {
+        otlp_endpoint,
+        traces_url,
+        sample_ratio: sample_ratio?,
+        service_name: service_name?,
+    })
+}
+
+/// The URL spans are sent to, for an `otlp_endpoint` written as `http://HOST[:PORT][/PATH]`.
+fn otlp_endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
+    let why = match traces_url(text.trim()) {
+        Ok(url) => return Some(url),
+        Err(why) => why,
+    };
+    errs.push(
+        path,
+        format!(
+            "\"{text}\" is not an OTLP/HTTP endpoint: {why} (write the collector's URL, e.g. \
+             http://127.0.0.1:4318; spans are sent to its /v1/traces)"
+        ),
+    );
+    None
+}
+
+fn traces_url(t: &str) -> Result<String, String> {
+    let rest = match t.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err(
+                "serin exports spans over plain HTTP only: use http:// to a collector \
+                        or agent on a trusted network"
+                    .to_string(),
+            )
+        }
+        Some((scheme, _)) => return Err(format!("the scheme \"{scheme}\" is not supported")),
+        None => return Err("the scheme is missing".to_string()),
+    };
+    let (authority, url_path) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if url_path.contains(['?', '#']) {
+        return Err("remove the query or fragment (from '?' or '#' on)".to_string());
+    }
+    if url_path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("the path contains a space or a control character".to_string());
+    }
+    if authority.contains('@') {
+        return Err(
+            "remove the user name and password; send credentials as headers with \
+                    OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+                .to_string(),
+        );
+    }
+    if authority.is_empty() {
+        return Err("the host is missing".to_string());
+    }
+    let has_port = match authority.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .is_some_and(|(_, after)| !after.is_empty()),
+        None => authority.contains(':'),
+    };
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    if with_port.ends_with(":0") {
+        return Err(
+            "port 0 cannot be connected to; give the port the collector listens on \
+                    (OTLP/HTTP's is 4318)"
+                .to_string(),
+        );
+    }
+    endpoint_authority(&with_port)?;
+    let url_path = url_path.trim_end_matches('/');
+    Ok(if url_path.ends_with("/v1/traces") {
+        format!("http://{authority}{url_path}")
+    } else {
+        format!("http://{authority}{url_path}/v1/traces")
+    })
+}
+
+fn access_log(raw: &RawAccessLog, path: &str, errs: &mut Errors) -> AccessLog {
+    let fpath = format!("{path}.format");
+    let format = match &raw.format {
+        None => {
+            errs.push_at(
+                format!("{path}.{AFTER}"),
+                path,
+                "the format is missing: give `format: json` or `format: text` (or `format: off` \
+                 to log nothing)",
+            );
+            AccessLogFormat::Off
+        }
+        Some(serde_yaml_ng::Value::String(s)) if s == "off" => AccessLogFormat::Off,
+        Some(serde_yaml_ng::Value::String(s)) if s == "json" => AccessLogFormat::Json,
+        Some(serde_yaml_ng::Value::String(s)) if s == "text" => AccessLogFormat::Text,
+        Some(other) => {
+            errs.push(
+                &fpath,
+                format!(
+                    "{} is not an access log format: write json (one JSON object a line), text \
+                     (key=value pairs) or off",
+                    describe(other)
+                ),
+            );
+            AccessLogFormat::Off
+        }
+    };
+    let sample_ratio = raw
+        .sample_ratio
+        .as_ref()
+        .and_then(|v| ratio(v, &format!("{path}.sample_ratio"), errs))
+        .unwrap_or(1.0);
+    AccessLog {
+        format,
+        sample_ratio,
+    }
+}
+
+/// A sampling ratio: a plain number from 0 to 1, both included.
+fn ratio(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<f64> {
+    if let Some(r) = value.as_f64().filter(|r| (0.0..=1.0).contains(r)) {
+        return Some(r);
+    }
+    let message = match value {
+        serde_yaml_ng::Value::Number(n) => format!(
+            "{n} is out of range: a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%)"
+        ),
+        serde_yaml_ng::Value::String(s) if s.trim().ends_with('%') => format!(
+            "\"{s}\" is a percentage; write the sample ratio as a number from 0 to 1, \
+             without %, e.g. 0.05 for 5%"
+        ),
+        other => format!(
+            "a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%), got {}",
+            describe(other)
+        ),
+    };
+    errs.push(path, message);
+    None
 }
 
 /// An address already taken that another one cannot be bound next to.

@@ -77,7 +77,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "wrong_type_top",
         &[
-            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits` and `state_dir`)"#,
+            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `state_dir` and `telemetry`)"#,
         ],
     ),
     (
@@ -87,7 +87,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown_key_top",
         &[
-            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir` (check the spelling; unknown keys are errors, not ignored)"#,
+            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry` (check the spelling; unknown keys are errors, not ignored)"#,
         ],
     ),
     (
@@ -545,6 +545,60 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: state_dir: it is empty: give the directory for rollout state and timelines (e.g. ./serin-state), or leave out `state_dir` for that default"#,
         ],
     ),
+    // Telemetry: tracing and access logs.
+    (
+        "telemetry_many_errors",
+        &[
+            r#"FILE: telemetry.tracing.otlp_endpoint: "127.0.0.1:4318" is not an OTLP/HTTP endpoint: the scheme is missing (write the collector's URL, e.g. http://127.0.0.1:4318; spans are sent to its /v1/traces)"#,
+            r#"FILE: telemetry.tracing.sample_ratio: "5%" is a percentage; write the sample ratio as a number from 0 to 1, without %, e.g. 0.05 for 5%"#,
+            r#"FILE: telemetry.tracing.service_name: it is empty: give the name serin's spans are reported under (e.g. serin-edge), or leave out `service_name` for "serin""#,
+            r#"FILE: telemetry.access_log.format: "JSON" is not an access log format: write json (one JSON object a line), text (key=value pairs) or off"#,
+            r#"FILE: telemetry.access_log.sample_ratio: 10 is out of range: a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%)"#,
+        ],
+    ),
+    (
+        "telemetry_endpoint_https",
+        &[
+            r#"FILE: telemetry.tracing.otlp_endpoint: "https://collector.example.com:4318" is not an OTLP/HTTP endpoint: serin exports spans over plain HTTP only: use http:// to a collector or agent on a trusted network (write the collector's URL, e.g. http://127.0.0.1:4318; spans are sent to its /v1/traces)"#,
+        ],
+    ),
+    (
+        "telemetry_endpoint_bad",
+        &[
+            r#"FILE: telemetry.tracing.otlp_endpoint: "http://127.0.0.1:99999/v1/traces" is not an OTLP/HTTP endpoint: port 99999 is out of range 1-65535 (write the collector's URL, e.g. http://127.0.0.1:4318; spans are sent to its /v1/traces)"#,
+        ],
+    ),
+    (
+        "telemetry_endpoint_query",
+        &[
+            r#"FILE: telemetry.tracing.otlp_endpoint: "http://collector:4318/otlp?token=x" is not an OTLP/HTTP endpoint: remove the query or fragment (from '?' or '#' on) (write the collector's URL, e.g. http://127.0.0.1:4318; spans are sent to its /v1/traces)"#,
+        ],
+    ),
+    (
+        "telemetry_endpoint_empty",
+        &[
+            r#"FILE: telemetry.tracing.otlp_endpoint: it is empty: give the OTLP/HTTP URL of a collector (e.g. http://127.0.0.1:4318), or leave out `otlp_endpoint` to turn tracing off"#,
+        ],
+    ),
+    (
+        "telemetry_ratio_out_of_range",
+        &[
+            r#"FILE: telemetry.tracing.sample_ratio: 1.5 is out of range: a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%)"#,
+            r#"FILE: telemetry.access_log.sample_ratio: -0.1 is out of range: a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%)"#,
+        ],
+    ),
+    (
+        "telemetry_access_log_no_format",
+        &[
+            r#"FILE: telemetry.access_log: the format is missing: give `format: json` or `format: text` (or `format: off` to log nothing)"#,
+        ],
+    ),
+    (
+        "telemetry_unknown_key",
+        &[
+            r#"FILE:10:5: telemetry.tracing: unknown field `otlp_endpiont`, expected one of `otlp_endpoint`, `sample_ratio`, `service_name` (check the spelling; unknown keys are errors, not ignored)"#,
+        ],
+    ),
     // Many errors at once: all reported, in document order.
     (
         "many_errors",
@@ -736,6 +790,28 @@ state_dir:
         err.lines(),
         [
             r#"FILE: state_dir: it is empty: give the directory for rollout state and timelines (e.g. ./serin-state), or leave out `state_dir` for that default"#,
+        ]
+    );
+}
+
+/// `otlp_endpoint:` and `service_name:` with no value are as empty as `""`.
+#[test]
+fn telemetry_keys_without_a_value_are_errors() {
+    let text = "\
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes: [{ listener: web, service: api }]
+services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]
+telemetry:
+  tracing:
+    otlp_endpoint:
+    service_name:
+";
+    let err = parse_str(text, "FILE").expect_err("invalid");
+    assert_eq!(
+        err.lines(),
+        [
+            r#"FILE: telemetry.tracing.otlp_endpoint: it is empty: give the OTLP/HTTP URL of a collector (e.g. http://127.0.0.1:4318), or leave out `otlp_endpoint` to turn tracing off"#,
+            r#"FILE: telemetry.tracing.service_name: it is empty: give the name serin's spans are reported under (e.g. serin-edge), or leave out `service_name` for "serin""#,
         ]
     );
 }

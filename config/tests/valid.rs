@@ -10,8 +10,8 @@ use serin_config::snapshot::{
     DEFAULT_PROGRESS_DEADLINE, DEFAULT_STATE_DIR, MAX_SUCCESS_RULES,
 };
 use serin_config::{
-    load_file, parse_str, AdminToken, Analysis, Endpoint, HostMatch, OnFailure, Rollout, Rule,
-    Snapshot, Split, Step, Sticky, Timeouts,
+    load_file, parse_str, AccessLog, AccessLogFormat, AdminToken, Analysis, Endpoint, HostMatch,
+    OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tracing,
 };
 
 fn workspace(path: &str) -> PathBuf {
@@ -119,6 +119,105 @@ fn what_is_left_out_takes_its_default() {
         }
     );
     assert_eq!(api.timeouts, Timeouts::default());
+    // No telemetry: no tracing, no access log.
+    assert_eq!(s.telemetry, Telemetry::default());
+    assert_eq!(s.telemetry.tracing, None);
+    assert_eq!(s.telemetry.access_log.format, AccessLogFormat::Off);
+}
+
+#[test]
+fn telemetry_compiles_to_the_tracing_and_access_log_settings() {
+    let s = load("tests/fixtures/valid/telemetry.yaml");
+    assert_eq!(
+        s.telemetry,
+        Telemetry {
+            tracing: Some(Tracing {
+                otlp_endpoint: "http://127.0.0.1:4318".to_string(),
+                traces_url: "http://127.0.0.1:4318/v1/traces".to_string(),
+                sample_ratio: 0.05,
+                service_name: "serin-edge".to_string(),
+            }),
+            access_log: AccessLog {
+                format: AccessLogFormat::Json,
+                sample_ratio: 0.5,
+            },
+        }
+    );
+}
+
+/// The telemetry keys of `text`, appended to a minimal config.
+fn telemetry(text: &str) -> Telemetry {
+    let config = format!(
+        "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\n\
+         routes: [{{ listener: web, service: api }}]\n\
+         services: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}] }}]\n\
+         telemetry:\n{text}"
+    );
+    match parse_str(&config, "telemetry") {
+        Ok(s) => s.telemetry,
+        Err(err) => panic!("{text} should be valid:\n{}", err.lines().join("\n")),
+    }
+}
+
+#[test]
+fn tracing_defaults_and_where_spans_are_sent() {
+    let url = |endpoint: &str| {
+        telemetry(&format!("  tracing: {{ otlp_endpoint: \"{endpoint}\" }}\n"))
+            .tracing
+            .expect("tracing on")
+            .traces_url
+    };
+    // The base URL gets the traces path of OTLP/HTTP; a full one is kept.
+    assert_eq!(
+        url("http://127.0.0.1:4318"),
+        "http://127.0.0.1:4318/v1/traces"
+    );
+    assert_eq!(
+        url("http://127.0.0.1:4318/"),
+        "http://127.0.0.1:4318/v1/traces"
+    );
+    assert_eq!(
+        url(" http://otel.internal:4318/v1/traces "),
+        "http://otel.internal:4318/v1/traces"
+    );
+    assert_eq!(url("http://gw:8080/otlp/"), "http://gw:8080/otlp/v1/traces");
+    assert_eq!(url("HTTP://collector"), "http://collector/v1/traces");
+    assert_eq!(url("http://[::1]:4318"), "http://[::1]:4318/v1/traces");
+
+    let defaults = telemetry("  tracing: { otlp_endpoint: http://127.0.0.1:4318 }\n")
+        .tracing
+        .expect("tracing on");
+    assert_eq!(defaults.sample_ratio, 1.0);
+    assert_eq!(defaults.service_name, "serin");
+    // 0 and 1 are ratios too, written as integers.
+    let never = telemetry("  tracing: { otlp_endpoint: http://c:4318, sample_ratio: 0 }\n");
+    assert_eq!(never.tracing.map(|t| t.sample_ratio), Some(0.0));
+    // Without an endpoint tracing is off, whatever else is given.
+    assert_eq!(
+        telemetry("  tracing: { sample_ratio: 0.1, service_name: edge }\n").tracing,
+        None
+    );
+}
+
+#[test]
+fn access_log_formats_and_sampling() {
+    let log = |text: &str| telemetry(&format!("  access_log: {text}\n")).access_log;
+    assert_eq!(
+        log("{ format: json }"),
+        AccessLog {
+            format: AccessLogFormat::Json,
+            sample_ratio: 1.0
+        }
+    );
+    assert_eq!(
+        log("{ format: text, sample_ratio: 0.25 }"),
+        AccessLog {
+            format: AccessLogFormat::Text,
+            sample_ratio: 0.25
+        }
+    );
+    assert_eq!(log("{ format: off }"), AccessLog::default());
+    assert_eq!(telemetry("  {}\n"), Telemetry::default());
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Stages 3–7 for one request: route, split, forward, record, respond.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,7 +11,7 @@ use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::headers::{
     ensure_request_id, host_without_port, set_forwarded, strip_hop_by_hop, X_REQUEST_ID,
@@ -18,13 +20,59 @@ use crate::headers::{
 use crate::record::{Outcome, VersionStats};
 use crate::split;
 use crate::table::{ServiceRuntime, Table, VersionRuntime};
-use crate::upstream::{PooledBody, UpstreamError};
+use crate::telemetry::{Observation, Telemetry};
+use crate::upstream::{EndpointPool, PooledBody, UpstreamError};
 
 /// The body serin sends upstream: the client's, streamed, or none (a retry).
 /// The client's body is read through `Limited` (`limits.max_request_body`).
 pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
-/// The body a client gets: the upstream's, streamed, or serin's own short text.
-pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
+/// A response body: the upstream's, streamed, or serin's own short text.
+type AnyBody = Either<PooledBody, Full<Bytes>>;
+
+/// The body a client gets, carrying the request's [`Observation`] when it is traced or
+/// logged: it counts the bytes sent, and the span ends and the log line goes out when
+/// the body is done with.
+pub struct ProxyBody {
+    inner: AnyBody,
+    observation: Option<Box<Observation>>,
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = <AnyBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(observation) = this.observation.as_deref_mut() {
+            observation.polled(&polled);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `response`, with the request's observation (if any) told its status and riding
+/// along in its body.
+fn observed(
+    response: Response<AnyBody>,
+    mut observation: Option<Box<Observation>>,
+) -> Response<ProxyBody> {
+    if let Some(o) = observation.as_deref_mut() {
+        o.responded(response.status());
+    }
+    response.map(|inner| ProxyBody { inner, observation })
+}
 
 /// What a request knows of the connection it came on.
 #[derive(Debug, Clone)]
@@ -84,7 +132,7 @@ impl Drop for RecordGuard<'_> {
 }
 
 /// How one attempt at one version ended.
-enum Attempt {
+pub(crate) enum Attempt {
     Answered(Response<PooledBody>),
     /// The request comes back when it was never sent.
     Failed(
@@ -104,14 +152,15 @@ impl Attempt {
     }
 }
 
-/// Sends `req` to `version` and records the outcome against it (stages 5 and 6).
-async fn attempt(
+/// Sends `req` to `version` and records the outcome against it (stages 5 and 6); also
+/// returns the endpoint it went to.
+async fn attempt<'v>(
     service: &ServiceRuntime,
-    version: &VersionRuntime,
+    version: &'v VersionRuntime,
     mut req: Request<UpstreamBody>,
     success_rules: u8,
     upgrade: bool,
-) -> Attempt {
+) -> (Attempt, Option<&'v EndpointPool>) {
     let guard = RecordGuard {
         stats: &version.stats,
         success_rules,
@@ -122,7 +171,10 @@ async fn attempt(
         // Every endpoint is down or ejected (it became so since the split): nothing
         // was sent, so another version may take the request.
         guard.finish(Outcome::ConnectError);
-        return Attempt::Failed(Outcome::ConnectError, None, Some(req));
+        return (
+            Attempt::Failed(Outcome::ConnectError, None, Some(req)),
+            None,
+        );
     };
     if !req.headers().contains_key(HOST) {
         // HTTP/1.0 clients may send none; the upstream gets its own address.
@@ -137,7 +189,7 @@ async fn attempt(
             endpoint.send(req).await
         }
     };
-    match tokio::time::timeout(service.request_timeout, sent).await {
+    let attempt = match tokio::time::timeout(service.request_timeout, sent).await {
         Ok(Ok(response)) => {
             endpoint.observe(response.status().is_server_error(), &version.name);
             guard.finish(Outcome::Response(response.status().as_u16()));
@@ -156,14 +208,17 @@ async fn attempt(
             guard.finish(Outcome::Timeout);
             Attempt::Failed(Outcome::Timeout, None, None)
         }
-    }
+    };
+    (attempt, Some(&**endpoint))
 }
 
-/// Proxies one request with the routes and weights of `table`.
+/// Proxies one request with the routes and weights of `table`; `telemetry` traces and
+/// logs it when configured.
 pub async fn proxy(
     table: Arc<Table>,
     mut req: Request<Incoming>,
     conn: &ConnInfo,
+    telemetry: Option<&Arc<Telemetry>>,
 ) -> Response<ProxyBody> {
     // Stage 3: route. HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
     // `from_uri`: the host must also be written as a Host header for the upstream.
@@ -177,7 +232,10 @@ pub async fn proxy(
         .map(host_without_port)
         .unwrap_or("");
     let Some(route) = table.route(&conn.listener, host, req.uri().path()) else {
-        return not_found(host, req.uri().path());
+        let request_id = ensure_request_id(req.headers_mut());
+        let observation =
+            telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), conn, &request_id));
+        return observed(not_found(host, req.uri().path(), request_id), observation);
     };
     let service = &table.services[route.service];
 
@@ -213,10 +271,16 @@ pub async fn proxy(
         conn.proto,
         host_value.clone(),
     );
-    if let (true, Some(h)) = (from_uri, host_value) {
-        headers.insert(HOST, h);
+    if let (true, Some(h)) = (from_uri, &host_value) {
+        headers.insert(HOST, h.clone());
     }
     let request_id = ensure_request_id(headers);
+    let mut observation =
+        telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), conn, &request_id));
+    if let Some(o) = observation.as_deref_mut() {
+        o.routed(&table, route);
+        o.propagate(req.headers_mut());
+    }
     let client_version = req.version();
     // A failed idempotent canary request without a body may be answered by the baseline.
     let retry = service.retry.filter(|r| {
@@ -236,7 +300,7 @@ pub async fn proxy(
     *req.uri_mut() = origin_form(req.uri());
     *req.version_mut() = http::Version::HTTP_11;
 
-    let mut answered_by = version;
+    let (mut answered_by, mut answered_index) = (version, chosen);
     // A body larger than the limit: refused before anything goes upstream when its
     // length is declared, cut off (and the request aborted) when it is not.
     let max_body = table.snapshot.limits.max_request_body;
@@ -245,9 +309,9 @@ pub async fn proxy(
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
     if max_body > 0 && req.body().size_hint().lower() > max_body {
-        return too_large(max_body, request_id);
+        return observed(too_large(max_body, request_id), observation);
     }
-    let mut result = attempt(
+    let (mut result, mut upstream) = attempt(
         service,
         version,
         req.map(|body| Either::Left(Limited::new(body, body_limit))),
@@ -256,42 +320,45 @@ pub async fn proxy(
     )
     .await;
     // Refused connection: nothing was sent, so any method may go to another version.
-    result = match result {
-        Attempt::Failed(Outcome::ConnectError, err, Some(unsent)) => {
-            match service.failover_for(chosen).filter(|_| forced.is_none()) {
-                Some(other) => {
-                    version
-                        .failovers
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    answered_by = &service.versions[other];
-                    tracing::debug!(service = %service.name, from = %version.name, to = %answered_by.name, "connection refused; failing over");
-                    attempt(
-                        service,
-                        answered_by,
-                        unsent,
-                        success_rules,
-                        upgrade.is_some(),
-                    )
-                    .await
-                }
-                None => Attempt::Failed(Outcome::ConnectError, err, Some(unsent)),
+    if let Attempt::Failed(Outcome::ConnectError, _, Some(_)) = &result {
+        if let Some(other) = service.failover_for(chosen).filter(|_| forced.is_none()) {
+            if let Attempt::Failed(_, _, Some(unsent)) = result {
+                version
+                    .failovers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (answered_by, answered_index) = (&service.versions[other], other);
+                tracing::debug!(service = %service.name, from = %version.name, to = %answered_by.name, "connection refused; failing over");
+                (result, upstream) = attempt(
+                    service,
+                    answered_by,
+                    unsent,
+                    success_rules,
+                    upgrade.is_some(),
+                )
+                .await;
+            } else {
+                (result, upstream) = (Attempt::Failed(Outcome::ConnectError, None, None), upstream);
             }
         }
-        other => other,
-    };
+    }
     // The baseline answers a failed idempotent canary request (unless it already did).
     let retry_request =
         retry_request.filter(|(b, _)| !std::ptr::eq(answered_by, &service.versions[*b]));
     if let (true, Some((baseline, mut again))) = (result.failed(), retry_request) {
-        let baseline = &service.versions[baseline];
+        if let Some(o) = observation.as_deref_mut() {
+            o.retrying(chosen, upstream.map(|u| &u.authority), &result);
+        }
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
         *again.version_mut() = http::Version::HTTP_11;
-        answered_by = baseline;
-        result = attempt(service, baseline, again, success_rules, false).await;
+        (answered_by, answered_index) = (&service.versions[baseline], baseline);
+        (result, upstream) = attempt(service, answered_by, again, success_rules, false).await;
+    }
+    if let Some(o) = observation.as_deref_mut() {
+        o.attempted(answered_index, upstream.map(|u| &u.authority), &result);
     }
 
     // Stage 7: respond.
-    match result {
+    let response = match result {
         Attempt::Answered(mut response) => {
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             let protocol = response.headers().get(http::header::UPGRADE).cloned();
@@ -367,7 +434,8 @@ pub async fn proxy(
                 request_id,
             )
         }
-    }
+    };
+    observed(response, observation)
 }
 
 /// The request target as an upstream HTTP/1.1 request carries it: path and query.
@@ -398,7 +466,7 @@ fn classify(err: &UpstreamError) -> Outcome {
 
 /// 413 for a body over `limits.max_request_body`; the connection closes after it, as
 /// the rest of the body is not read.
-fn too_large(limit: u64, request_id: HeaderValue) -> Response<ProxyBody> {
+fn too_large(limit: u64, request_id: HeaderValue) -> Response<AnyBody> {
     let mut response = serin_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("413 Content Too Large: the request body is larger than {limit} bytes (limits.max_request_body)\n"),
@@ -411,7 +479,7 @@ fn too_large(limit: u64, request_id: HeaderValue) -> Response<ProxyBody> {
     response
 }
 
-fn not_found(host: &str, path: &str) -> Response<ProxyBody> {
+fn not_found(host: &str, path: &str, request_id: HeaderValue) -> Response<AnyBody> {
     let message = format!(
         "404 Not Found: no route for host \"{}\" and path \"{}\"\n",
         truncate(host, 200),
@@ -419,10 +487,12 @@ fn not_found(host: &str, path: &str) -> Response<ProxyBody> {
     );
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
     *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    headers.insert(&X_REQUEST_ID, request_id);
     response
 }
 
@@ -431,7 +501,7 @@ fn serin_response(
     message: String,
     version: Option<&HeaderValue>,
     request_id: HeaderValue,
-) -> Response<ProxyBody> {
+) -> Response<AnyBody> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
     *response.status_mut() = status;
     let headers = response.headers_mut();

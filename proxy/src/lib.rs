@@ -12,6 +12,9 @@
 //! 6. **record** ([`record`]): latency and outcome into the version's sharded stats.
 //! 7. **respond**: the upstream's response, streamed, with `x-serin-version`.
 //!
+//! With [`telemetry`] configured, a request is also traced (a server span, W3C trace
+//! context passed to the upstream) and logged; off, that costs one branch.
+//!
 //! Stages 3–7 read one [`table::Table`], loaded once per request from an `ArcSwap`;
 //! configuration changes publish a new table and never block a request. Split and
 //! record allocate nothing and take no contended lock.
@@ -24,6 +27,7 @@ pub mod record;
 pub mod server;
 pub mod split;
 pub mod table;
+pub mod telemetry;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
@@ -40,6 +44,7 @@ pub use error::ProxyError;
 pub use forward::{ConnInfo, ProxyBody};
 pub use record::{Interval, Outcome, VersionStats};
 pub use table::Table;
+pub use telemetry::Telemetry;
 
 /// The data plane's shared state: the current [`Table`], swapped whole.
 pub struct DataPlane {
@@ -51,6 +56,8 @@ pub struct DataPlane {
     pub open_connections: std::sync::atomic::AtomicU64,
     /// Connections closed at once because `limits.max_connections` were open.
     pub refused_connections: std::sync::atomic::AtomicU64,
+    /// Traces and access logs, when configured (set at start; a reload keeps them).
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// The intervals of one service's versions since the previous take.
@@ -70,12 +77,23 @@ impl DataPlane {
             shards,
             open_connections: Default::default(),
             refused_connections: Default::default(),
+            telemetry: None,
         })
+    }
+
+    /// Traces and logs requests with `telemetry` (see [`Telemetry::start`]).
+    pub fn with_telemetry(mut self, telemetry: Option<Arc<Telemetry>>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
     }
 
     /// Handles one request on the current table.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
-        forward::proxy(self.table.load_full(), req, conn).await
+        forward::proxy(self.table.load_full(), req, conn, self.telemetry.as_ref()).await
     }
 
     pub fn table(&self) -> Arc<Table> {

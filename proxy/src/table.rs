@@ -50,6 +50,9 @@ pub struct CompiledRoute {
     host: HostMatch,
     prefix: Box<str>,
     pub service: usize,
+    /// The route as traces name it: its host pattern and path prefix (`*/api`).
+    pub label: Arc<str>,
+    pub listener: Arc<str>,
 }
 
 pub struct ServiceRuntime {
@@ -314,6 +317,8 @@ impl Table {
                         host: r.host.clone(),
                         prefix: r.path_prefix.as_str().into(),
                         service: r.service,
+                        label: format!("{}{}", host_pattern(&r.host), r.path_prefix).into(),
+                        listener: listener.name.as_str().into(),
                     })
                     .collect();
                 routes.sort_by(|a, b| {
@@ -371,6 +376,15 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
+    }
+}
+
+/// A host pattern as written: `*`, `*.example.com`, `example.com`.
+fn host_pattern(host: &HostMatch) -> String {
+    match host {
+        HostMatch::Any => "*".to_string(),
+        HostMatch::Suffix(suffix) => format!("*{suffix}"),
+        HostMatch::Exact(exact) => exact.clone(),
     }
 }
 

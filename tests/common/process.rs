@@ -1,4 +1,5 @@
-//! `serin run` as a child process, with its JSON log lines readable.
+//! `serin run` as a child process, with its JSON log lines (stderr) and its access log
+//! lines (stdout) readable.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ pub struct SerinProcess {
     lines: mpsc::Receiver<String>,
     /// Every log line read so far, and whether a `wait_for` has taken it.
     seen: Vec<(Value, bool)>,
+    stdout: mpsc::Receiver<String>,
+    /// Every stdout line read so far, and whether a `wait_for_stdout` has taken it.
+    stdout_seen: Vec<(String, bool)>,
     /// `admin.listen` and the first listener, as logged.
     pub admin: SocketAddr,
     pub web: SocketAddr,
@@ -39,7 +43,7 @@ impl SerinProcess {
             .arg(config)
             .args(extra)
             .env_remove("SERIN_ADMIN_TOKEN")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (key, value) in env {
             match value {
@@ -48,19 +52,14 @@ impl SerinProcess {
             };
         }
         let mut child = command.spawn().expect("spawn serin run");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stderr.take().expect("stderr"));
+        let stdout = read_lines(child.stdout.take().expect("stdout"));
         let mut process = SerinProcess {
             child,
             lines,
             seen: Vec::new(),
+            stdout,
+            stdout_seen: Vec::new(),
             admin: SocketAddr::from(([0, 0, 0, 0], 0)),
             web: SocketAddr::from(([0, 0, 0, 0], 0)),
         };
@@ -98,6 +97,30 @@ impl SerinProcess {
         }
     }
 
+    /// How many of the log lines read so far satisfy `matches`.
+    pub fn logged(&self, matches: impl Fn(&Value) -> bool) -> usize {
+        self.seen.iter().filter(|(line, _)| matches(line)).count()
+    }
+
+    /// The first stdout line not yet taken that satisfies `matches`, waiting up to 20 s.
+    pub fn wait_for_stdout(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut checked = 0;
+        loop {
+            for (line, taken) in self.stdout_seen.iter_mut().skip(checked) {
+                if !*taken && matches(line) {
+                    *taken = true;
+                    return line.clone();
+                }
+            }
+            checked = self.stdout_seen.len();
+            assert!(Instant::now() < deadline, "serin never printed {what}");
+            if let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(100)) {
+                self.stdout_seen.push((line, false));
+            }
+        }
+    }
+
     /// The `addr` field of the next log line whose message is `message`.
     pub fn addr_of(&mut self, message: &str) -> SocketAddr {
         let line = self.wait_for(message, |l| l["message"] == message);
@@ -113,6 +136,19 @@ impl SerinProcess {
         let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
     }
+}
+
+/// The lines of `pipe`, read on a thread of their own.
+fn read_lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 impl Drop for SerinProcess {
