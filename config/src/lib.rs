@@ -15,6 +15,7 @@ pub mod validate;
 pub use error::{ConfigError, LoadError};
 pub use load::{load_file, parse_file_text, parse_str, read_file};
 pub use snapshot::{
-    Admin, AdminToken, Analysis, Endpoint, HostMatch, Listener, OnFailure, Rollout, Route, Rule,
-    Service, Snapshot, Split, Step, Sticky, Timeouts, Version,
+    Admin, AdminToken, Analysis, Endpoint, HostMatch, Listener, NotifyEvent, NotifyFormat,
+    NotifyTarget, OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky,
+    Timeouts, Version, WebhookUrl,
 };

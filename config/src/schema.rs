@@ -13,7 +13,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin` and `state_dir`)"
+    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `state_dir` and `notify`)"
 )]
 pub struct RawConfig {
     #[serde(default)]
@@ -27,6 +27,27 @@ pub struct RawConfig {
     /// `None`: not given; `Some(None)`: given without a value (an error, like `""`).
     #[serde(default, deserialize_with = "present")]
     pub state_dir: Option<Option<String>>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+/// A webhook told about rollout decisions. The URL, names, choices, durations and
+/// header values stay loose here; [`crate::validate`] checks them all.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a webhook such as `{ url: \"http://127.0.0.1:7000/hooks/serin\", events: [rolled_back, promoted] }`"
+)]
+pub struct RawNotify {
+    pub url: String,
+    pub events: Vec<String>,
+    pub format: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<serde_yaml_ng::Value>,
+    /// Header name → value, in the order written, duplicates kept (validation reports
+    /// them); values stay loose so that a bad one is reported without being shown.
+    #[serde(default, deserialize_with = "header_pairs")]
+    pub headers: Vec<(String, serde_yaml_ng::Value)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +303,31 @@ impl<'de> Deserialize<'de> for RawRule {
 /// An optional key whose value may be empty: `Some(None)` when written without one.
 fn present<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(de).map(Some)
+}
+
+/// `headers`: a mapping read as its list of pairs, in the order written, duplicates kept.
+fn header_pairs<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Vec<(String, serde_yaml_ng::Value)>, D::Error> {
+    struct Pairs;
+    impl<'de> Visitor<'de> for Pairs {
+        type Value = Vec<(String, serde_yaml_ng::Value)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "a mapping of header name to value, e.g. `{ Authorization: \"Bearer TOKEN\" }`",
+            )
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(1));
+            while let Some(pair) = map.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+    }
+    de.deserialize_map(Pairs)
 }
 
 /// A mapping read as its list of pairs, in the order written, duplicates kept.
