@@ -7,11 +7,13 @@
 //! * [`state`], [`timeline`]: the persisted rollout state and the decision log.
 //! * [`runner`]: the control loop that takes the data plane's intervals every tick,
 //!   judges, transitions, and publishes weights.
+//! * [`notify`]: webhooks told about rollout decisions, delivered off the loop.
 //! * [`reload`]: the config's status and the reload trigger the admin API uses.
 //! * [`admin`]: the admin listener.
 
 pub mod admin;
 pub mod analysis;
+pub mod notify;
 pub mod reload;
 pub mod rollout;
 pub mod runner;
