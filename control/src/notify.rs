@@ -17,10 +17,11 @@
 //! line and headers). A 2xx answer is delivered. A connection failure, a timeout, 408,
 //! 429 and 5xx are retried up to `retries` times, after an exponential backoff with
 //! jitter (`backon`): the n-th retry waits [`FIRST_RETRY_DELAY`] × 2ⁿ⁻¹, capped at
-//! [`MAX_RETRY_DELAY`], plus a random part of up to as much again; a `Retry-After` of
-//! a 429 or 503 lengthens the wait (up to the cap). Any other answer (3xx, 4xx) is a
-//! failure at once. Failures are logged with the URL's host and port only (its path
-//! and the header values may be secrets) and counted: [`Notifier::counts`].
+//! [`MAX_RETRY_DELAY`], plus a random part of up to as much again; a `Retry-After`
+//! (seconds) on an answer that is retried lengthens the wait (up to the cap). Any other
+//! answer (3xx, 4xx) is a failure at once. Failures are logged with the URL's host and
+//! port only (its path and the header values may be secrets) and counted:
+//! [`Notifier::counts`]. Notifications still queued when the runtime stops are lost.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -935,6 +936,45 @@ mod tests {
         assert_eq!(json["status"]["state"], "rolled_back");
         assert_eq!(json["status"]["steps"], 2);
         assert_eq!(json["manual"], false);
+    }
+
+    /// docs/config.md shows a notification with every field a real one has, and the
+    /// Slack text of the same decision.
+    #[test]
+    fn the_documented_payload_has_the_fields_of_a_real_one() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/config.md"))
+                .expect("docs/config.md");
+        let section = docs
+            .split("### What a webhook is sent")
+            .nth(1)
+            .expect("the payload section");
+        let blocks: Vec<serde_json::Value> = section
+            .split("```json\n")
+            .skip(1)
+            .take(2)
+            .map(|b| serde_json::from_str(b.split("```").next().unwrap_or("")).expect("JSON"))
+            .collect();
+        let real: serde_json::Value =
+            serde_json::from_slice(&notification().body(NotifyFormat::Json).expect("json"))
+                .expect("parse");
+        /// Every key, nested ones as `a.b`, sorted.
+        fn keys(v: &serde_json::Value) -> Vec<String> {
+            let mut all = Vec::new();
+            for (k, inner) in v.as_object().into_iter().flatten() {
+                all.push(k.clone());
+                all.extend(keys(inner).into_iter().map(|i| format!("{k}.{i}")));
+            }
+            all
+        }
+        assert_eq!(keys(&blocks[0]), keys(&real));
+        let text = blocks[1]["text"]
+            .as_str()
+            .expect("the slack example's text");
+        assert!(
+            text.starts_with("serin: api: canary canary was rolled back."),
+            "{text}"
+        );
     }
 
     #[test]
