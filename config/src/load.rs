@@ -71,6 +71,7 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
         && raw.admin.is_none()
         && raw.state_dir.is_none()
         && raw.telemetry.is_none()
+        && raw.notify.is_empty()
         && matches!(outline(), Some(Outline::Null))
     {
         return Err(empty("holds no settings, only comments"));

@@ -13,7 +13,7 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `state_dir` and `telemetry`)"
+    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `notify`, `state_dir` and `telemetry`)"
 )]
 pub struct RawConfig {
     #[serde(default)]
@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub state_dir: Option<Option<String>>,
     #[serde(default)]
     pub telemetry: Option<RawTelemetry>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +68,25 @@ pub struct RawTracing {
 pub struct RawAccessLog {
     pub format: Option<serde_yaml_ng::Value>,
     pub sample_ratio: Option<serde_yaml_ng::Value>,
+}
+
+/// A webhook told about rollout decisions. The URL, names, choices, durations and
+/// header values stay loose here; [`crate::validate`] checks them all.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a webhook such as `{ url: \"http://127.0.0.1:7000/hooks/serin\", events: [rolled_back, promoted] }`"
+)]
+pub struct RawNotify {
+    pub url: String,
+    pub events: Vec<String>,
+    pub format: Option<String>,
+    pub timeout: Option<String>,
+    pub retries: Option<serde_yaml_ng::Value>,
+    /// Header name → value, in the order written, duplicates kept (validation reports
+    /// them); values stay loose so that a bad one is reported without being shown.
+    #[serde(default, deserialize_with = "header_pairs")]
+    pub headers: Vec<(String, serde_yaml_ng::Value)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +414,31 @@ impl<'de> Deserialize<'de> for RawRule {
 /// An optional key whose value may be empty: `Some(None)` when written without one.
 fn present<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(de).map(Some)
+}
+
+/// `headers`: a mapping read as its list of pairs, in the order written, duplicates kept.
+fn header_pairs<'de, D: Deserializer<'de>>(
+    de: D,
+) -> Result<Vec<(String, serde_yaml_ng::Value)>, D::Error> {
+    struct Pairs;
+    impl<'de> Visitor<'de> for Pairs {
+        type Value = Vec<(String, serde_yaml_ng::Value)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "a mapping of header name to value, e.g. `{ Authorization: \"Bearer TOKEN\" }`",
+            )
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(1));
+            while let Some(pair) = map.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+    }
+    de.deserialize_map(Pairs)
 }
 
 /// A mapping read as its list of pairs, in the order written, duplicates kept.

@@ -22,6 +22,14 @@ pub const DEFAULT_CONFIDENCE: f64 = 0.99;
 /// The data plane counts matching requests for at most this many `success` rules per
 /// service (fixed-size counters keep recording allocation-free).
 pub const MAX_SUCCESS_RULES: usize = 4;
+/// Limit of one attempt to deliver a webhook when `notify[].timeout` is not given.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The range `notify[].timeout` must lie in.
+pub const MIN_NOTIFY_TIMEOUT: Duration = Duration::from_millis(10);
+pub const MAX_NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts after the first failed one when `notify[].retries` is not given.
+pub const DEFAULT_NOTIFY_RETRIES: u32 = 4;
+pub const MAX_NOTIFY_RETRIES: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -36,6 +44,8 @@ pub struct Snapshot {
     pub state_dir: PathBuf,
     /// Traces and access logs; read at start only (a reload that changes them warns).
     pub telemetry: Telemetry,
+    /// Webhooks told about rollout decisions, in the order written.
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// `telemetry`: what serin reports about each request besides its stats.
@@ -445,4 +455,152 @@ impl Snapshot {
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
     }
+}
+
+/// A webhook that is sent a notification when a rollout takes a decision of one of
+/// `events`. Its `Debug` shows neither the URL's path (a Slack webhook's path is its
+/// secret) nor the header values.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub url: WebhookUrl,
+    /// At least one, each once.
+    pub events: Vec<NotifyEvent>,
+    pub format: NotifyFormat,
+    /// Limit of one attempt: connecting, sending, and the response's status line and
+    /// headers. From [`MIN_NOTIFY_TIMEOUT`] to [`MAX_NOTIFY_TIMEOUT`].
+    pub timeout: Duration,
+    /// Attempts after the first failed one, at most [`MAX_NOTIFY_RETRIES`].
+    pub retries: u32,
+    /// Extra request headers: lowercase name, value (printable ASCII, spaces allowed).
+    pub headers: Vec<(String, Secret)>,
+}
+
+impl NotifyTarget {
+    pub fn wants(&self, event: NotifyEvent) -> bool {
+        self.events.contains(&event)
+    }
+}
+
+impl std::fmt::Debug for NotifyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyTarget")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("format", &self.format)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// An `http://` URL, checked: a host (IP address or DNS name), a port (80 when not
+/// written), an origin-form path and query, no credentials and no fragment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    url: String,
+    authority: String,
+}
+
+impl WebhookUrl {
+    /// `url` must have been checked by validation; `authority` is its `host:port`.
+    pub(crate) fn new(url: String, authority: String) -> Self {
+        Self { url, authority }
+    }
+
+    /// The whole URL, as sent to: may hold a secret in its path or query.
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// `host:port`, safe to log.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// `http://host:port/…`: the URL without its path and query, for logs.
+    pub fn redacted(&self) -> String {
+        format!("http://{}/…", self.authority)
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookUrl({})", self.redacted())
+    }
+}
+
+/// A value that must not be shown: its `Debug` is `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The rollout decisions a webhook can be sent, named as in the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifyEvent {
+    Started,
+    StepAdvanced,
+    Held,
+    Paused,
+    Resumed,
+    RolledBack,
+    Promoted,
+    ManualWeights,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 8] = [
+        NotifyEvent::Started,
+        NotifyEvent::StepAdvanced,
+        NotifyEvent::Held,
+        NotifyEvent::Paused,
+        NotifyEvent::Resumed,
+        NotifyEvent::RolledBack,
+        NotifyEvent::Promoted,
+        NotifyEvent::ManualWeights,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Started => "started",
+            NotifyEvent::StepAdvanced => "step_advanced",
+            NotifyEvent::Held => "held",
+            NotifyEvent::Paused => "paused",
+            NotifyEvent::Resumed => "resumed",
+            NotifyEvent::RolledBack => "rolled_back",
+            NotifyEvent::Promoted => "promoted",
+            NotifyEvent::ManualWeights => "manual_weights",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == text)
+    }
+}
+
+/// The body a webhook is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// The whole notification as a JSON object.
+    Json,
+    /// `{"text": "..."}`, one readable paragraph, for a Slack incoming webhook.
+    Slack,
 }

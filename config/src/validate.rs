@@ -9,17 +9,19 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::schema::{
     RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawHealth,
-    RawLatency, RawLimits, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess, RawTelemetry,
-    RawTimeouts, RawTls, RawTracing, RULE_KINDS,
+    RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess,
+    RawTelemetry, RawTimeouts, RawTls, RawTracing, RULE_KINDS,
 };
 use crate::snapshot::{
     AccessLog, AccessLogFormat, Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits,
-    Listener, OnFailure, Rollout, Route, Rule, Service, Snapshot, Split, Step, Sticky, Telemetry,
-    Timeouts, Tls, TlsVersion, Tracing, Version, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL,
-    DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES,
-    DEFAULT_MIN_REQUESTS, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
-    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, MAX_MAX_HEADER_BYTES,
-    MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES,
+    Listener, NotifyEvent, NotifyFormat, NotifyTarget, OnFailure, Rollout, Route, Rule, Secret,
+    Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing, Version,
+    WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW,
+    DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS,
+    DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_TRACE_SAMPLE_RATIO,
+    DEFAULT_TRACE_SERVICE_NAME, MAX_MAX_HEADER_BYTES, MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT,
+    MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -260,6 +262,12 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
     };
 
     let telemetry = telemetry(raw.telemetry.as_ref(), &mut errs);
+    let notify = raw
+        .notify
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| notify_target(n, &format!("notify[{i}]"), &mut errs))
+        .collect();
 
     if errs.len() > 0 {
         return Err(errs.0);
@@ -278,6 +286,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             services,
             state_dir,
             telemetry,
+            notify,
         }),
         // Unreachable in practice: a bad admin address pushed an error above.
         None => Err(vec![Anchored {
@@ -505,6 +514,269 @@ fn ratio(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<
     };
     errs.push(path, message);
     None
+}
+
+/// One webhook of `notify`; `None` if it has an error (each one pushed).
+fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<NotifyTarget> {
+    let before = errs.len();
+    let url = webhook_url(&raw.url, &format!("{path}.url"), errs);
+
+    let names = || {
+        NotifyEvent::ALL
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let epath = format!("{path}.events");
+    if raw.events.is_empty() {
+        errs.push(
+            &epath,
+            format!(
+                "give at least one event to send: any of {} (e.g. `[rolled_back, paused, promoted]`)",
+                names()
+            ),
+        );
+    }
+    let mut events: Vec<NotifyEvent> = Vec::with_capacity(raw.events.len());
+    for (j, name) in raw.events.iter().enumerate() {
+        let jpath = format!("{epath}[{j}]");
+        match NotifyEvent::parse(name.trim()) {
+            Some(event) => match events.iter().position(|e| *e == event) {
+                Some(_) => {
+                    let first = raw
+                        .events
+                        .iter()
+                        .position(|n| n.trim() == name.trim())
+                        .unwrap_or(0);
+                    errs.push(
+                        &jpath,
+                        format!(
+                            "\"{name}\" is already listed at events[{first}]; list each event once"
+                        ),
+                    );
+                }
+                None => events.push(event),
+            },
+            None => errs.push(
+                &jpath,
+                format!(
+                    "\"{name}\" is not a rollout event: write any of {}",
+                    names()
+                ),
+            ),
+        }
+    }
+
+    let format = match raw.format.as_deref().map(str::trim) {
+        None | Some("json") => NotifyFormat::Json,
+        Some("slack") => NotifyFormat::Slack,
+        Some(other) => {
+            errs.push(
+                format!("{path}.format"),
+                format!(
+                    "\"{other}\" is not a format: write json (the notification as a JSON object) \
+                     or slack (a `{{\"text\": …}}` body for a Slack incoming webhook)"
+                ),
+            );
+            NotifyFormat::Json
+        }
+    };
+
+    let tpath = format!("{path}.timeout");
+    let timeout = match raw.timeout.as_deref() {
+        None => Some(DEFAULT_NOTIFY_TIMEOUT),
+        Some(text) => duration(text, &tpath, errs).filter(|d| {
+            let ok = (MIN_NOTIFY_TIMEOUT..=MAX_NOTIFY_TIMEOUT).contains(d);
+            if !ok {
+                errs.push(
+                    &tpath,
+                    format!(
+                        "\"{text}\" is out of range: one attempt to deliver a webhook may take \
+                         from 10ms to 60s (serin retries a failed attempt); write e.g. 2s"
+                    ),
+                );
+            }
+            ok
+        }),
+    };
+
+    let retries = match &raw.retries {
+        None => Some(DEFAULT_NOTIFY_RETRIES),
+        Some(value) => match value.as_u64() {
+            Some(n) if n <= u64::from(MAX_NOTIFY_RETRIES) => Some(n as u32),
+            _ => {
+                errs.push(
+                    format!("{path}.retries"),
+                    format!(
+                        "retries must be a whole number from 0 to {MAX_NOTIFY_RETRIES}, the attempts \
+                         after a first one that fails (e.g. 4), got {}",
+                        describe(value)
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    let hpath = format!("{path}.headers");
+    let mut headers: Vec<(String, Secret)> = Vec::with_capacity(raw.headers.len());
+    for (name, value) in &raw.headers {
+        let Some(lower) = header_name(name, &hpath, errs) else {
+            continue;
+        };
+        let vpath = format!("{hpath}.{name}");
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            errs.push(
+                &vpath,
+                format!("serin sets \"{name}\" itself; remove it from the headers"),
+            );
+            continue;
+        }
+        if headers.iter().any(|(n, _)| *n == lower) {
+            errs.push(
+                &vpath,
+                format!(
+                    "\"{name}\" is given twice (header names ignore case); give each header once"
+                ),
+            );
+            continue;
+        }
+        // The value is never shown: it may be a secret.
+        let why = match value {
+            serde_yaml_ng::Value::String(v) if v.trim().is_empty() => "it is empty",
+            serde_yaml_ng::Value::String(v)
+                if v.chars()
+                    .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic()) =>
+            {
+                headers.push((lower, Secret::new(v.trim())));
+                continue;
+            }
+            serde_yaml_ng::Value::String(_) => {
+                "it holds a character that cannot be sent in a header (a line break, a control \
+                 character or a non-ASCII one)"
+            }
+            _ => "it is not a string; quote it",
+        };
+        errs.push(&vpath, format!("the value is not valid: {why}"));
+    }
+
+    if errs.len() != before {
+        return None;
+    }
+    Some(NotifyTarget {
+        url: url?,
+        events,
+        format,
+        timeout: timeout?,
+        retries: retries?,
+        headers,
+    })
+}
+
+/// Headers serin writes on a webhook request itself.
+const RESERVED_HEADERS: [&str; 7] = [
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+];
+
+/// An `http://` URL for a webhook. Messages show the URL without its path and query,
+/// which may hold a secret (a Slack webhook's path is its token), nor credentials.
+fn webhook_url(text: &str, path: &str, errs: &mut Errors) -> Option<WebhookUrl> {
+    let t = text.trim();
+    let (scheme, rest) = match t.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, t),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let shown = format!(
+        "{}{host_port}{}",
+        scheme.map(|s| format!("{s}://")).unwrap_or_default(),
+        if tail.is_empty() || tail == "/" {
+            ""
+        } else {
+            "/…"
+        }
+    );
+    let why = match scheme {
+        _ if t.is_empty() => "it is empty".to_string(),
+        None => "the scheme is missing".to_string(),
+        Some(s) if s.eq_ignore_ascii_case("https") => {
+            errs.push(
+                path,
+                format!(
+                    "\"{shown}\" uses https, which serin cannot send webhooks over yet (plain \
+                     http only); give an http:// URL (e.g. a relay on this host that forwards \
+                     over TLS)"
+                ),
+            );
+            return None;
+        }
+        Some(s) if !s.eq_ignore_ascii_case("http") => format!("the scheme \"{s}\" is not http"),
+        Some(_) if authority.contains('@') => {
+            "it holds credentials (user:password@), which would be shown wherever the URL is; \
+             send them in a header instead (`headers: { Authorization: … }`)"
+                .to_string()
+        }
+        Some(_) if authority.is_empty() => "the host is missing".to_string(),
+        Some(_) => {
+            let has_port = match authority.strip_prefix('[') {
+                Some(inside) => inside
+                    .split_once(']')
+                    .is_some_and(|(_, a)| a.starts_with(':')),
+                None => authority.contains(':'),
+            };
+            let with_port = if has_port {
+                authority.to_string()
+            } else {
+                format!("{authority}:80")
+            };
+            match endpoint_authority(&with_port) {
+                Err(why) => why.replace("the upstream", "the receiver"),
+                Ok(normalised) => match url_tail_problem(tail) {
+                    Some(why) => why,
+                    None => {
+                        let tail = if tail.is_empty() { "/" } else { tail };
+                        let url = format!("http://{normalised}{tail}");
+                        match url.parse::<http::Uri>() {
+                            Ok(_) => return Some(WebhookUrl::new(url, normalised)),
+                            Err(err) => format!("its path or query is not valid ({err})"),
+                        }
+                    }
+                },
+            }
+        }
+    };
+    errs.push(
+        path,
+        format!(
+            "\"{shown}\" is not a webhook URL: {why} (write http://HOST:PORT/PATH, e.g. \
+             http://127.0.0.1:7000/hooks/serin)"
+        ),
+    );
+    None
+}
+
+/// What is wrong with the path and query of a webhook URL, if anything.
+fn url_tail_problem(tail: &str) -> Option<String> {
+    if tail.contains('#') {
+        return Some("remove the fragment (#…): it is never sent to a server".to_string());
+    }
+    let c = tail.chars().find(|c| !c.is_ascii_graphic())?;
+    Some(if c == ' ' {
+        "its path contains a space; write a space as %20".to_string()
+    } else if c.is_ascii() {
+        "its path contains a control character".to_string()
+    } else {
+        "its path contains a non-ASCII character; percent-encode it".to_string()
+    })
 }
 
 /// An address already taken that another one cannot be bound next to.

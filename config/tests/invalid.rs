@@ -77,7 +77,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "wrong_type_top",
         &[
-            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `state_dir` and `telemetry`)"#,
+            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `notify`, `state_dir` and `telemetry`)"#,
         ],
     ),
     (
@@ -87,7 +87,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown_key_top",
         &[
-            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry` (check the spelling; unknown keys are errors, not ignored)"#,
+            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry`, `notify` (check the spelling; unknown keys are errors, not ignored)"#,
         ],
     ),
     (
@@ -641,6 +641,80 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[1].rollout.steps: a rollout needs at least one step, each the canary's share of traffic in percent (e.g. `- { weight: 10, hold: 1m }` then `- { weight: 100 }`)"#,
             r#"FILE: services[1].rollout.analysis.rules: at least one rule is required: a rollout with no rule could never fail, so any canary would be promoted (e.g. `- error_rate: { max: 1% }`)"#,
         ],
+    ),
+    // Webhooks (`notify`).
+    (
+        "notify_url_bad",
+        &[
+            r#"FILE: notify[0].url: "" is not a webhook URL: it is empty (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[1].url: "127.0.0.1:7000/…" is not a webhook URL: the scheme is missing (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[2].url: "ftp://127.0.0.1/…" is not a webhook URL: the scheme "ftp" is not http (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[3].url: "http://127.0.0.1:7000/…" is not a webhook URL: it holds credentials (user:password@), which would be shown wherever the URL is; send them in a header instead (`headers: { Authorization: … }`) (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[4].url: "http://127.0.0.1:70000/…" is not a webhook URL: port 70000 is out of range 1-65535 (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[5].url: "http://hooks_internal/…" is not a webhook URL: "hooks_internal" is not an IP address or a DNS name: it contains '_' (use letters, digits, '-' and '.') (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[6].url: "http:///…" is not a webhook URL: the host is missing (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[7].url: "http://127.0.0.1:7000/…" is not a webhook URL: its path contains a space; write a space as %20 (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[8].url: "http://127.0.0.1:7000/…" is not a webhook URL: remove the fragment (#…): it is never sent to a server (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+            r#"FILE: notify[9].url: "http://127.0.0.1:0/…" is not a webhook URL: port 0 cannot be connected to; give the port the receiver listens on (write http://HOST:PORT/PATH, e.g. http://127.0.0.1:7000/hooks/serin)"#,
+        ],
+    ),
+    (
+        "notify_https",
+        &[
+            r#"FILE: notify[0].url: "https://hooks.slack.com/…" uses https, which serin cannot send webhooks over yet (plain http only); give an http:// URL (e.g. a relay on this host that forwards over TLS)"#,
+        ],
+    ),
+    (
+        "notify_events_bad",
+        &[
+            r#"FILE: notify[0].events[1]: "rollback" is not a rollout event: write any of started, step_advanced, held, paused, resumed, rolled_back, promoted, manual_weights"#,
+            r#"FILE: notify[0].events[3]: "rolled_back" is already listed at events[0]; list each event once"#,
+            r#"FILE: notify[1].events: give at least one event to send: any of started, step_advanced, held, paused, resumed, rolled_back, promoted, manual_weights (e.g. `[rolled_back, paused, promoted]`)"#,
+        ],
+    ),
+    (
+        "notify_format_bad",
+        &[
+            r#"FILE: notify[0].format: "xml" is not a format: write json (the notification as a JSON object) or slack (a `{"text": …}` body for a Slack incoming webhook)"#,
+        ],
+    ),
+    (
+        "notify_timeout_bad",
+        &[
+            r#"FILE: notify[0].timeout: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: notify[1].timeout: "10m" is out of range: one attempt to deliver a webhook may take from 10ms to 60s (serin retries a failed attempt); write e.g. 2s"#,
+            r#"FILE: notify[2].timeout: "2" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: notify[3].timeout: "1ms" is out of range: one attempt to deliver a webhook may take from 10ms to 60s (serin retries a failed attempt); write e.g. 2s"#,
+        ],
+    ),
+    (
+        "notify_retries_bad",
+        &[
+            r#"FILE: notify[0].retries: retries must be a whole number from 0 to 10, the attempts after a first one that fails (e.g. 4), got -1"#,
+            r#"FILE: notify[1].retries: retries must be a whole number from 0 to 10, the attempts after a first one that fails (e.g. 4), got 11"#,
+            r#"FILE: notify[2].retries: retries must be a whole number from 0 to 10, the attempts after a first one that fails (e.g. 4), got "3" (write numbers without quotes)"#,
+        ],
+    ),
+    (
+        "notify_headers_bad",
+        &[
+            r#"FILE: notify[0].headers: "X Team" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+            r#"FILE: notify[0].headers.Content-Type: serin sets "Content-Type" itself; remove it from the headers"#,
+            r#"FILE: notify[0].headers.authorization: "authorization" is given twice (header names ignore case); give each header once"#,
+            r#"FILE: notify[0].headers.X-Break: the value is not valid: it holds a character that cannot be sent in a header (a line break, a control character or a non-ASCII one)"#,
+            r#"FILE: notify[0].headers.X-Number: the value is not valid: it is not a string; quote it"#,
+            r#"FILE: notify[0].headers.X-Empty: the value is not valid: it is empty"#,
+        ],
+    ),
+    (
+        "notify_unknown_key",
+        &[
+            r#"FILE:8:5: notify[0]: unknown field `timout`, expected one of `url`, `events`, `format`, `timeout`, `retries`, `headers` (check the spelling; unknown keys are errors, not ignored)"#,
+        ],
+    ),
+    (
+        "notify_missing_events",
+        &[r#"FILE:6:5: notify[0]: missing field `events`"#],
     ),
 ];
 

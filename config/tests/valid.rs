@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use serin_config::snapshot::{
     DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_MIN_REQUESTS,
-    DEFAULT_PROGRESS_DEADLINE, DEFAULT_STATE_DIR, MAX_SUCCESS_RULES,
+    DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE, DEFAULT_STATE_DIR,
+    MAX_SUCCESS_RULES,
 };
 use serin_config::{
     load_file, parse_str, AccessLog, AccessLogFormat, AdminToken, Analysis, Endpoint, HostMatch,
-    OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tracing,
+    NotifyEvent, NotifyFormat, OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky, Telemetry,
+    Timeouts, Tracing,
 };
 
 fn workspace(path: &str) -> PathBuf {
@@ -231,6 +233,57 @@ fn the_admin_token_is_read_from_its_file_trimmed_and_never_shown() {
     assert!(!format!("{s:?}").contains("s3cr3t"));
     // Without `token_file` there is no token.
     assert_eq!(load("tests/fixtures/valid/defaults.yaml").admin.token, None);
+}
+
+#[test]
+fn webhooks_take_their_defaults_and_never_show_their_secrets() {
+    let s = load("tests/fixtures/valid/notify.yaml");
+    assert_eq!(s.notify.len(), 2);
+    let plain = &s.notify[0];
+    // No port: 80; the host is stored lowercase; the path as written.
+    assert_eq!(plain.url.as_str(), "http://hooks.internal:80/serin");
+    assert_eq!(plain.url.authority(), "hooks.internal:80");
+    assert_eq!(plain.events, [NotifyEvent::RolledBack]);
+    assert_eq!(plain.format, NotifyFormat::Json);
+    assert_eq!(plain.timeout, DEFAULT_NOTIFY_TIMEOUT);
+    assert_eq!(plain.retries, DEFAULT_NOTIFY_RETRIES);
+    assert!(plain.headers.is_empty());
+
+    let full = &s.notify[1];
+    assert_eq!(
+        full.url.as_str(),
+        "http://[::1]:7000/hooks/T0000/s3cr3t-path?channel=ops"
+    );
+    assert_eq!(full.url.redacted(), "http://[::1]:7000/…");
+    assert_eq!(full.events, NotifyEvent::ALL);
+    assert!(full.wants(NotifyEvent::Held) && !plain.wants(NotifyEvent::Held));
+    assert_eq!(full.format, NotifyFormat::Slack);
+    assert_eq!(full.timeout, Duration::from_millis(1500));
+    assert_eq!(full.retries, 0);
+    let headers: Vec<(&str, &str)> = full
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("authorization", "Bearer t0k3n-value"),
+            ("x-team", "platform")
+        ]
+    );
+    // A logged snapshot shows neither header values nor the URL's path and query.
+    let shown = format!("{s:?}");
+    assert!(
+        !shown.contains("t0k3n") && !shown.contains("platform"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("s3cr3t") && !shown.contains("channel"),
+        "{shown}"
+    );
+    // Without `notify`, no webhook.
+    assert!(load("tests/fixtures/valid/defaults.yaml").notify.is_empty());
 }
 
 #[test]

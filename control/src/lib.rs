@@ -7,6 +7,7 @@
 //! * [`state`], [`timeline`]: the persisted rollout state and the decision log.
 //! * [`runner`]: the control loop that takes the data plane's intervals every tick,
 //!   judges, transitions, and publishes weights.
+//! * [`notify`]: webhooks told about rollout decisions, delivered off the loop.
 //! * [`reload`]: the config's status and the reload trigger the admin API uses.
 //! * [`metrics`]: the cumulative totals the loop keeps and the Prometheus exposition.
 //! * [`admin`]: the admin listener.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod analysis;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod rollout;
 pub mod runner;

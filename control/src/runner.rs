@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::analysis::{judge, Verdict};
 use crate::metrics::{rollback_trigger, Totals};
+use crate::notify::{Notification, Notifier, RolloutContext};
 use crate::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use crate::state::{self, Persisted};
 use crate::stats::Detector;
@@ -78,6 +79,8 @@ pub struct Control {
     /// Cumulative figures for /metrics (see `metrics`): taken after `services` when
     /// both are held.
     totals: Mutex<Totals>,
+    /// The webhooks of `notify`: decisions are queued there, never waited on.
+    notifier: Notifier,
 }
 
 impl Control {
@@ -105,6 +108,7 @@ impl Control {
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
             totals: Mutex::new(Totals::default()),
+            notifier: Notifier::new(&snapshot.notify),
         };
         {
             let mut services = control.lock();
@@ -187,6 +191,7 @@ impl Control {
         self.dataplane.apply(snapshot)?;
         let snapshot = self.dataplane.snapshot();
         self.totals().retain(&snapshot);
+        self.notifier.reconfigure(&snapshot.notify);
 
         let mut previous = std::mem::take(&mut *services);
         for (service, keep) in snapshot.services.iter().zip(kept) {
@@ -340,7 +345,8 @@ impl Control {
         judgement.verdict
     }
 
-    /// Applies `event` to the rollout: transition, actions, timeline, persistence.
+    /// Applies `event` to the rollout: transition, actions, timeline, notifications,
+    /// persistence.
     fn step(
         &self,
         service: &str,
@@ -349,9 +355,32 @@ impl Control {
         event: Event<'_>,
         now_ms: u64,
     ) {
+        self.step_with(service, run, window, event, now_ms, None);
+    }
+
+    /// [`Self::step`], where `previous` are the service's weights before the event
+    /// when they were changed already (manual weights); else they are read here.
+    fn step_with(
+        &self,
+        service: &str,
+        run: &mut RolloutRun,
+        window: &ServiceWindow,
+        event: Event<'_>,
+        now_ms: u64,
+        previous: Option<BTreeMap<String, u32>>,
+    ) {
         let (next, actions) = transition(&run.spec, &run.state, event, now_ms);
         let changed = next != run.state;
         run.state = next;
+        // Weights before the actions, for notifications (read only if one is wanted).
+        let notified = actions
+            .iter()
+            .any(|a| matches!(a, Action::Record(d) if self.notifier.wants(d.kind)));
+        let previous = match previous {
+            Some(weights) => Some(weights),
+            None if notified => Some(self.weights_of(service)),
+            None => None,
+        };
         for action in actions {
             match action {
                 Action::SetCanaryWeight(w) => self.apply_weight(service, run, w),
@@ -392,6 +421,24 @@ impl Control {
                         }
                         None => {
                             tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
+                        }
+                    }
+                    if let Some(previous) = previous.as_ref() {
+                        if self.notifier.wants(decision.kind) {
+                            let context = RolloutContext {
+                                spec: &run.spec,
+                                baseline: &run.baseline,
+                                canary: &run.canary,
+                                started_ms: run.state.started_ms,
+                                canary_weight: run.state.canary_weight,
+                            };
+                            self.notifier.send(Notification::new(
+                                &event,
+                                previous.clone(),
+                                &context,
+                                window,
+                                decision.breach.as_ref(),
+                            ));
                         }
                     }
                     run.timeline.record(event);
@@ -505,6 +552,11 @@ impl Control {
         self.totals().clone()
     }
 
+    /// The webhooks and their counts of notifications delivered, failed and dropped.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
     /// The names of the services, in config order.
     pub fn services(&self) -> Vec<String> {
         self.lock().iter().map(|s| s.name.clone()).collect()
@@ -531,10 +583,22 @@ impl Control {
     ) -> Result<Option<RolloutStatus>, serin_proxy::WeightsError> {
         {
             let mut services = self.lock();
+            // The weights before, for a notification of the change.
+            let before = self
+                .notifier
+                .wants(DecisionKind::ManualWeights)
+                .then(|| self.weights_of(service));
             self.dataplane.set_weights(service, weights)?;
             if let Some(s) = services.iter_mut().find(|s| s.name == service) {
                 if let Some(run) = s.rollout.as_mut() {
-                    self.step(service, run, &s.window, Event::ManualWeights, now_ms);
+                    self.step_with(
+                        service,
+                        run,
+                        &s.window,
+                        Event::ManualWeights,
+                        now_ms,
+                        before,
+                    );
                 }
             }
         }

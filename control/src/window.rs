@@ -186,6 +186,11 @@ impl ServiceWindow {
         Aggregate::of(self.ticks.back().and_then(|(_, s)| s.get(index)))
     }
 
+    /// The ticks, oldest first: each one's end time and samples (one per version).
+    pub fn ticks(&self) -> impl DoubleEndedIterator<Item = (u64, &[Sample])> + '_ {
+        self.ticks.iter().map(|(at, s)| (*at, s.as_slice()))
+    }
+
     /// End time of the newest tick.
     pub fn latest_at(&self) -> Option<u64> {
         self.ticks.back().map(|(at, _)| *at)

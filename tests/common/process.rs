@@ -121,6 +121,16 @@ impl SerinProcess {
         }
     }
 
+    /// Every log line written so far (taken by `wait_for` or not), in order.
+    pub fn all_logged(&mut self) -> Vec<Value> {
+        while let Ok(line) = self.lines.try_recv() {
+            if let Ok(json) = serde_json::from_str::<Value>(&line) {
+                self.seen.push((json, false));
+            }
+        }
+        self.seen.iter().map(|(line, _)| line.clone()).collect()
+    }
+
     /// The `addr` field of the next log line whose message is `message`.
     pub fn addr_of(&mut self, message: &str) -> SocketAddr {
         let line = self.wait_for(message, |l| l["message"] == message);
