@@ -70,6 +70,7 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
         && raw.services.is_empty()
         && raw.admin.is_none()
         && raw.state_dir.is_none()
+        && raw.limits.is_none()
         && raw.telemetry.is_none()
         && raw.notify.is_empty()
         && matches!(outline(), Some(Outline::Null))
