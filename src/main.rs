@@ -66,6 +66,8 @@ enum Command {
     Reload(ops::AdminArgs),
     /// Show the decisions of the service's rollout, oldest first.
     Timeline(ops::TimelineArgs),
+    /// Exit 0 if the running serin is ready for traffic (`--live`: alive); for probes.
+    Ready(ops::ReadyArgs),
     /// Write a Markdown post-mortem draft of the service's rollout: outcome, exposure,
     /// the deciding rule, the timeline and the numbers behind each decision.
     Report(ops::ReportArgs),
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Some(Command::Abort(args)) => ops::command(args, ops::Verb::Abort),
         Some(Command::Weights(args)) => ops::weights(args),
         Some(Command::Reload(args)) => ops::reload(args),
+        Some(Command::Ready(args)) => ops::ready(args),
         Some(Command::Timeline(args)) => ops::timeline(args),
         Some(Command::Report(args)) => ops::report(args),
         None => run_or_report(cli.run, cli.log_format),

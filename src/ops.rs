@@ -209,6 +209,27 @@ pub fn reload(args: AdminArgs) -> ExitCode {
     })
 }
 
+/// Arguments of `serin ready`.
+#[derive(Debug, clap::Args)]
+pub struct ReadyArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Ask `/healthz` (is the process alive) instead of `/readyz` (should it get traffic).
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// Exit 0 when the running serin is ready (or alive, with `--live`): a probe for
+/// Kubernetes `exec` checks and Docker `HEALTHCHECK`, which keeps the admin listener on
+/// loopback inside the pod or container.
+pub fn ready(args: ReadyArgs) -> ExitCode {
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    run(&args.admin, Method::GET, path, None, |body| {
+        print!("{}", String::from_utf8_lossy(body));
+        Ok(())
+    })
+}
+
 /// One decision as the timeline shows it.
 #[derive(Debug, Deserialize)]
 struct Decision {

@@ -389,3 +389,18 @@ async fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("plain HTTP"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_a_probe_for_containers() {
+    let (_stable, _canary, serin, _dir) = start(None).await;
+    let admin = serin.admin_url();
+    let out = ops(&["ready", "--admin", &admin], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ready\n");
+    let out = ops(&["ready", "--live", "--admin", &admin], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ok\n");
+    drop(serin);
+    let out = ops(&["ready", "--admin", &admin], None).await;
+    assert_eq!(out.status.code(), Some(1));
+}
