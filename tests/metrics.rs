@@ -863,3 +863,66 @@ async fn promtool_finds_nothing_to_say() {
         checked.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failovers_ejected_endpoints_and_connections_are_exported() {
+    let stable = Backend::start("stable").await;
+    let dead = closed_port().await;
+    let yaml = two_versions(
+        stable.addr,
+        dead,
+        "    split: { weights: { stable: 50, canary: 50 } }",
+    )
+    .replace(
+        &format!("endpoints: [{dead}]"),
+        &format!("endpoints: [{dead}], eject: {{ consecutive_failures: 2, for: 1h }}"),
+    );
+    let m = Metered::start(&yaml, None).await;
+    let client = client();
+    for _ in 0..20 {
+        let got = get(&client, &m.c.serin.url("/"), &[]).await;
+        assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
+    }
+    let s = m.scrape().await;
+    assert_eq!(
+        s.value(
+            "serin_failovers_total",
+            &[("service", "api"), ("version", "canary")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        s.value(
+            "serin_failovers_total",
+            &[("service", "api"), ("version", "stable")]
+        ),
+        0.0
+    );
+    let dead = dead.to_string();
+    assert_eq!(
+        s.value(
+            "serin_endpoint_up",
+            &[
+                ("service", "api"),
+                ("version", "canary"),
+                ("endpoint", &dead)
+            ]
+        ),
+        0.0
+    );
+    let live = stable.addr.to_string();
+    assert_eq!(
+        s.value(
+            "serin_endpoint_up",
+            &[
+                ("service", "api"),
+                ("version", "stable"),
+                ("endpoint", &live)
+            ]
+        ),
+        1.0
+    );
+    assert!(s.value("serin_connections_open", &[]) >= 1.0);
+    assert_eq!(s.value("serin_connections_refused_total", &[]), 0.0);
+    m.stop().await;
+}

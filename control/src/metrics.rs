@@ -326,7 +326,12 @@ impl fmt::Debug for ServingCollector {
 
 impl Collector for ServingCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let snapshot = self.dataplane.snapshot();
+        // With a control loop, the config and the rollouts' statuses are read together,
+        // so a step and its weights agree.
+        let (snapshot, statuses) = match &self.control {
+            Some(control) => control.statuses_with_snapshot(),
+            None => (self.dataplane.snapshot(), Default::default()),
+        };
         // Copied under the control loop's totals lock, which is released before the
         // rollout states are read (they take the loop's own lock).
         let totals = self.control.as_ref().map(|c| c.metric_totals());
@@ -353,8 +358,22 @@ impl Collector for ServingCollector {
             None,
             &weights,
         )?;
+        edge(&mut encoder, &self.dataplane)?;
         if let (Some(control), Some(totals)) = (&self.control, &totals) {
-            rollouts(&mut encoder, &snapshot, control, totals)?;
+            rollouts(&mut encoder, &snapshot, &statuses, totals)?;
+            let sent = control.notifier().counts();
+            counters(
+                &mut encoder,
+                "serin_notifications",
+                "Rollout notifications to webhooks by result (delivered; failed after its \
+                 retries; dropped from a full queue)",
+                None,
+                &[
+                    ([("result", "delivered")], sent.delivered),
+                    ([("result", "failed")], sent.failed),
+                    ([("result", "dropped")], sent.dropped),
+                ],
+            )?;
         }
         if let Some(reload) = &self.reload {
             let status = reload.status();
@@ -387,6 +406,63 @@ impl Collector for ServingCollector {
             &[([("version", env!("CARGO_PKG_VERSION"))], 1u64)],
         )
     }
+}
+
+/// Connections, endpoint health and failovers, read from the data plane as they are.
+fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane) -> fmt::Result {
+    use std::sync::atomic::Ordering;
+    gauge(
+        encoder,
+        "serin_connections_open",
+        "Client connections open now, over every worker",
+        None,
+        dataplane.open_connections.load(Ordering::Relaxed),
+    )?;
+    counter(
+        encoder,
+        "serin_connections_refused",
+        "Client connections closed as soon as they were accepted because \
+         limits.max_connections were open",
+        None,
+        dataplane.refused_connections.load(Ordering::Relaxed),
+    )?;
+    let table = dataplane.table();
+    let mut failovers = Vec::new();
+    let mut endpoints = Vec::new();
+    for service in table.services.iter() {
+        for version in service.versions.iter() {
+            failovers.push((
+                [("service", &*service.name), ("version", &*version.name)],
+                version.failovers.load(Ordering::Relaxed),
+            ));
+            for endpoint in version.endpoints() {
+                endpoints.push((
+                    [
+                        ("service", service.name.to_string()),
+                        ("version", version.name.to_string()),
+                        ("endpoint", endpoint.authority.to_string()),
+                    ],
+                    u64::from(endpoint.available()),
+                ));
+            }
+        }
+    }
+    counters(
+        encoder,
+        "serin_failovers",
+        "Requests for this version that another version answered because none of its \
+         endpoints was in rotation or its connection was refused",
+        None,
+        &failovers,
+    )?;
+    gauges(
+        encoder,
+        "serin_endpoint_up",
+        "1 while the endpoint is in rotation (passing its health checks and not \
+         ejected), else 0",
+        None,
+        &endpoints,
+    )
 }
 
 /// Requests by class, upstream failures by kind and the duration histogram of every
@@ -478,13 +554,13 @@ fn traffic(encoder: &mut DescriptorEncoder, snapshot: &Snapshot, totals: &Totals
 fn rollouts(
     encoder: &mut DescriptorEncoder,
     snapshot: &Snapshot,
-    control: &Control,
+    statuses: &std::collections::BTreeMap<String, crate::runner::RolloutStatus>,
     totals: &Totals,
 ) -> fmt::Result {
     let statuses: Vec<_> = snapshot
         .services
         .iter()
-        .filter_map(|s| control.status(&s.name).map(|status| (s, status)))
+        .filter_map(|s| statuses.get(&s.name).map(|status| (s, status)))
         .collect();
     let states: Vec<_> = statuses
         .iter()

@@ -500,15 +500,7 @@ impl Control {
             .iter()
             .find(|s| s.name == service)
             .and_then(|s| s.rollout.as_ref())
-            .map(|r| RolloutStatus {
-                phase: r.state.phase,
-                step: r.state.step,
-                canary_weight: r.state.canary_weight,
-                since_ms: r.state.since_ms,
-                reason: r.state.reason.clone(),
-                baseline: r.baseline.clone(),
-                canary: r.canary.clone(),
-            })
+            .map(status_of)
     }
 
     /// Each version's numbers over the ticks that ended after `since_ms`, and the end of
@@ -555,6 +547,18 @@ impl Control {
     /// The webhooks and their counts of notifications delivered, failed and dropped.
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// The data plane's config and every rollout's status, read together under the
+    /// control lock, so that a step and the weights it set are seen together.
+    pub fn statuses_with_snapshot(&self) -> (Arc<Snapshot>, BTreeMap<String, RolloutStatus>) {
+        let services = self.lock();
+        let snapshot = self.dataplane.snapshot();
+        let statuses = services
+            .iter()
+            .filter_map(|s| s.rollout.as_ref().map(|r| (s.name.clone(), status_of(r))))
+            .collect();
+        (snapshot, statuses)
     }
 
     /// The names of the services, in config order.
@@ -693,5 +697,17 @@ fn set_rollout_weights(service: &mut Service, baseline: usize, canary: usize, ca
     }
     if let Some(v) = service.versions.get_mut(canary) {
         v.weight = w;
+    }
+}
+
+fn status_of(r: &RolloutRun) -> RolloutStatus {
+    RolloutStatus {
+        phase: r.state.phase,
+        step: r.state.step,
+        canary_weight: r.state.canary_weight,
+        since_ms: r.state.since_ms,
+        reason: r.state.reason.clone(),
+        baseline: r.baseline.clone(),
+        canary: r.canary.clone(),
     }
 }
