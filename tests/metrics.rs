@@ -258,12 +258,13 @@ async fn requests_are_counted_per_version_class_and_failure_kind() {
         let labels = [("service", "api"), ("version", version), ("class", class)];
         assert_eq!(s.value(requests, &labels), n, "{version} {class}");
     }
+    // No upgrade was asked for: no 101.
     assert_eq!(
         s.get(
             requests,
             &[("service", "api"), ("version", "stable"), ("class", "1xx")]
         ),
-        None
+        Some(0.0)
     );
     for (version, kind, n) in [
         ("broken", "connect", 1.0),
