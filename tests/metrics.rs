@@ -885,13 +885,12 @@ async fn failovers_ejected_endpoints_and_connections_are_exported() {
         assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
     }
     let s = m.scrape().await;
-    assert_eq!(
-        s.value(
-            "serin_failovers_total",
-            &[("service", "api"), ("version", "canary")]
-        ),
-        10.0
+    // About half of the 20 were split to the canary; each failed over.
+    let failovers = s.value(
+        "serin_failovers_total",
+        &[("service", "api"), ("version", "canary")],
     );
+    assert!((5.0..=15.0).contains(&failovers), "{failovers}");
     assert_eq!(
         s.value(
             "serin_failovers_total",

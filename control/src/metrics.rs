@@ -47,13 +47,8 @@ const DURATION_BUCKETS_US: [u64; 13] = [
 /// The status classes `serin_requests_total` reports, with their index in
 /// [`VersionTotals::responses`]. The only final 1xx through serin is a `101 Switching
 /// Protocols` (a WebSocket upgrade); interim ones (100, 103) are not recorded.
-pub const CLASSES: [(&str, usize); 5] = [
-    ("1xx", 0),
-    ("2xx", 1),
-    ("3xx", 2),
-    ("4xx", 3),
-    ("5xx", 4),
-];
+pub const CLASSES: [(&str, usize); 5] =
+    [("1xx", 0), ("2xx", 1), ("3xx", 2), ("4xx", 3), ("5xx", 4)];
 
 /// The failure kinds `serin_upstream_failures_total` reports.
 pub const FAILURE_KINDS: [&str; 3] = ["connect", "timeout", "reset"];
