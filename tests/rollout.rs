@@ -167,8 +167,14 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
         stable.hits()
     );
     assert_eq!(tally.errors.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A step whose hold ended before the canary had enough requests is held (recorded
+    // as `held`) until it has; on a loaded machine that can happen. Nothing else may.
+    let decisions: Vec<DecisionKind> = events(&c)
+        .into_iter()
+        .filter(|e| *e != DecisionKind::Held)
+        .collect();
     assert_eq!(
-        events(&c),
+        decisions,
         vec![
             DecisionKind::Started,
             DecisionKind::StepAdvanced,
@@ -180,6 +186,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
         .control
         .timeline("api")
         .iter()
+        .filter(|e| e.event != DecisionKind::Held)
         .map(|e| e.weights["canary"])
         .collect();
     assert_eq!(steps, vec![10, 50, 100, 100]);
