@@ -251,6 +251,39 @@ pub enum Endpoint<'a> {
     Weights(&'a str),
     Reload,
     Config,
+    /// A file of the dashboard (`/ui` and its assets).
+    Ui(&'static Asset),
+}
+
+/// A file of the dashboard, embedded in the binary.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Asset {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static str,
+}
+
+/// The dashboard: one page, its style sheet and its script, no other request.
+pub const UI: [Asset; 3] = [
+    Asset {
+        path: "/ui",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("ui/index.html"),
+    },
+    Asset {
+        path: "/ui/ui.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("ui/ui.css"),
+    },
+    Asset {
+        path: "/ui/ui.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("ui/ui.js"),
+    },
+];
+
+fn ui_asset(path: &str) -> Option<&'static Asset> {
+    UI.iter().find(|asset| asset.path == path)
 }
 
 /// Why a request has no endpoint.
@@ -269,6 +302,13 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEnd
         "" => "/",
         trimmed => trimmed,
     };
+    if let Some(asset) = ui_asset(path) {
+        return if method == Method::GET || method == Method::HEAD {
+            Ok(Endpoint::Ui(asset))
+        } else {
+            Err(NoEndpoint::MethodNotAllowed(READ))
+        };
+    }
     let (endpoint, allow) = match path {
         "/healthz" => (Endpoint::Healthz, READ),
         "/readyz" => (Endpoint::Readyz, READ),
@@ -309,12 +349,11 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEnd
     }
 }
 
-/// Paths anyone may read, token or not: what load balancers and scrapers poll.
+/// Paths anyone may read, token or not: what load balancers and scrapers poll, and the
+/// dashboard's files (which hold no data: the page asks for the token to read any).
 fn is_open(path: &str) -> bool {
-    matches!(
-        path.trim_end_matches('/'),
-        "/healthz" | "/readyz" | "/metrics"
-    )
+    let path = path.trim_end_matches('/');
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || ui_asset(path).is_some()
 }
 
 /// Whether the request may proceed: `Ok` without a token or with the right one.
@@ -399,7 +438,7 @@ where
                 format!(
                     "no such endpoint: {path}; the API has /api/v1/services, \
                      /api/v1/services/{{name}}[/timeline|/weights|/promote|/pause|/resume|/abort], \
-                     /api/v1/reload, /api/v1/config, /metrics, /healthz and /readyz (see docs/admin.md)"
+                     /api/v1/reload, /api/v1/config, /metrics, /healthz, /readyz and the dashboard /ui (see docs/admin.md)"
                 ),
             )
         }
@@ -426,6 +465,7 @@ where
                 .and_then(|v| v.to_str().ok());
             metrics_response(context, Format::from_accept(accept))
         }
+        Endpoint::Ui(asset) => ui_response(asset),
         Endpoint::Services => {
             let views: Vec<ServiceView> = context
                 .dataplane
@@ -482,6 +522,31 @@ fn metrics_response(context: &AdminContext, format: Format) -> Response<Full<Byt
             "the metrics could not be encoded; this is a bug in serin, please report it",
         ),
     }
+}
+
+/// A file of the dashboard. The page may not be framed (its buttons steer rollouts) and
+/// loads nothing but its own files and the API.
+fn ui_response(asset: &'static Asset) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+             img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    response
 }
 
 /// Bodies up to this size that are refused as too large are read first (see
@@ -765,6 +830,10 @@ pub struct RolloutView {
     pub baseline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
+    /// The canary's weight at each step, in order (`step` indexes them); left out
+    /// without a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
 }
 
 impl RolloutView {
@@ -777,6 +846,7 @@ impl RolloutView {
                 reason: s.reason.clone(),
                 baseline: Some(s.baseline.clone()),
                 canary: Some(s.canary.clone()),
+                steps: Some(s.steps.clone()),
             },
             None => Self {
                 state: "none".to_string(),
@@ -785,6 +855,7 @@ impl RolloutView {
                 reason: None,
                 baseline: None,
                 canary: None,
+                steps: None,
             },
         }
     }
@@ -1078,6 +1149,56 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_is_served_without_a_token_with_its_content_types() {
+        let t = Some("s3cret");
+        let expected = [
+            ("/ui", "text/html; charset=utf-8"),
+            ("/ui/", "text/html; charset=utf-8"),
+            ("/ui/ui.css", "text/css; charset=utf-8"),
+            ("/ui/ui.js", "text/javascript; charset=utf-8"),
+        ];
+        for (path, content_type) in expected {
+            assert_eq!(authorize(t, path, &headers(None)), Ok(()), "{path}");
+            let Ok(Endpoint::Ui(asset)) = resolve(&Method::GET, path) else {
+                panic!("{path} is not a dashboard file");
+            };
+            let response = ui_response(asset);
+            assert_eq!(response.status(), StatusCode::OK);
+            let headers = response.headers();
+            assert_eq!(headers[header::CONTENT_TYPE], content_type, "{path}");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+            assert!(!asset.body.is_empty());
+        }
+        assert_eq!(resolve(&Method::HEAD, "/ui").map(|_| ()), Ok(()));
+        assert_eq!(
+            resolve(&Method::POST, "/ui"),
+            Err(NoEndpoint::MethodNotAllowed(READ))
+        );
+        // Only the dashboard's own files are open: its data needs the token.
+        for guarded in ["/ui/other.js", "/ui/api/v1/services", "/uix", "/"] {
+            assert_eq!(
+                authorize(t, guarded, &headers(None)),
+                Err(Refused::NoToken),
+                "{guarded}"
+            );
+        }
+        assert_eq!(
+            resolve(&Method::GET, "/ui/other.js"),
+            Err(NoEndpoint::NotFound)
+        );
+        // The page loads its own files only: no CDN, no other origin.
+        let page = UI[0].body;
+        for asset in &UI[1..] {
+            assert!(page.contains(asset.path), "{} is not linked", asset.path);
+        }
+        for file in &UI {
+            assert!(!file.body.contains("http://") || file.path == "/ui/ui.js");
+            assert!(!file.body.contains("https://"), "{}", file.path);
+        }
+    }
+
+    #[test]
     fn finished_rollouts_take_only_the_command_that_finished_them() {
         for command in [
             Command::Promote,
@@ -1137,11 +1258,12 @@ mod tests {
             reason: Some("paused by hand".into()),
             baseline: "v1".into(),
             canary: "v2".into(),
+            steps: vec![20, 50, 100],
         };
         let text = serde_json::to_string(&RolloutView::of(Some(&status))).expect("encode");
         assert_eq!(
             text,
-            r#"{"state":"paused","step":1,"since":"1970-01-01T00:00:00.000Z","reason":"paused by hand","baseline":"v1","canary":"v2"}"#
+            r#"{"state":"paused","step":1,"since":"1970-01-01T00:00:00.000Z","reason":"paused by hand","baseline":"v1","canary":"v2","steps":[20,50,100]}"#
         );
     }
 }

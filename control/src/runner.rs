@@ -49,6 +49,8 @@ pub struct RolloutStatus {
     /// The names of the rollout's baseline and canary versions.
     pub baseline: String,
     pub canary: String,
+    /// The canary's weight at each step of the rollout, in order.
+    pub steps: Vec<u32>,
 }
 
 struct RolloutRun {
@@ -709,5 +711,6 @@ fn status_of(r: &RolloutRun) -> RolloutStatus {
         reason: r.state.reason.clone(),
         baseline: r.baseline.clone(),
         canary: r.canary.clone(),
+        steps: r.spec.steps.iter().map(|s| s.weight).collect(),
     }
 }

@@ -660,6 +660,7 @@ mod tests {
                 reason: None,
                 baseline: Some("stable".into()),
                 canary: Some("canary".into()),
+                steps: Some(vec![10, 100]),
             },
             window_s: None,
             versions: Vec::new(),
