@@ -220,6 +220,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(control.clone().run(control_stopped));
     let serving = server::serve(dataplane.clone(), listeners);
+    // The admin API and the dashboard, on a free loopback port.
+    let health = Arc::new(serin_control::admin::Health::default());
+    health.set_ready();
+    let admin = serin_control::admin::Admin::bind(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        serin_control::admin::AdminContext {
+            control: Some(control.clone()),
+            ..serin_control::admin::AdminContext::new(health, dataplane.clone())
+        },
+    )
+    .await?;
+    let admin_url = format!("http://{}", admin.local_addr);
     let started = Instant::now();
 
     println!(
@@ -242,6 +254,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ),
     }
     println!("load: {} req/s as 500 users (x-user-id); try: curl -si http://{web}/ -H 'x-user-id: alice'", args.rate);
+    println!("watch it: dashboard {admin_url}/ui · serin status --admin {admin_url} · metrics {admin_url}/metrics");
     println!();
 
     let load = tokio::spawn(generate_load(web, args.rate));
@@ -354,9 +367,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             println!("result: the canary passed every step and was promoted to 100%.")
         }
         other => println!(
-            "result: the rollout did not finish within {} (state {:?}).",
+            "result: the rollout did not finish within {} (it is {}).",
             humantime::format_duration(args.limit),
-            other.map(Phase::as_str)
+            other.map(Phase::as_str).unwrap_or("not running")
         ),
     }
     println!(
@@ -364,6 +377,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         state_dir.join("api.timeline.jsonl").display()
     );
     serving.shutdown(Duration::from_secs(2)).await;
+    admin.shutdown().await;
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(())
 }
