@@ -188,6 +188,9 @@ pub struct RawService {
     pub split: Option<RawSplit>,
     pub timeouts: Option<RawTimeouts>,
     pub rollout: Option<RawRollout>,
+    /// gRPC settings for every version (a version may set its own).
+    #[serde(default)]
+    pub grpc: Option<RawGrpc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +205,22 @@ pub struct RawVersion {
     pub health: Option<RawHealth>,
     #[serde(default)]
     pub eject: Option<RawEject>,
+    /// `http1` (default), `http2` or `auto`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub grpc: Option<RawGrpc>,
+}
+
+/// How gRPC responses are judged.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ error_codes: [UNAVAILABLE, INTERNAL] }`"
+)]
+pub struct RawGrpc {
+    /// gRPC status codes, by name or number, that count as errors of the version.
+    pub error_codes: Option<Vec<serde_yaml_ng::Value>>,
 }
 
 /// Active health checks of a version's endpoints.

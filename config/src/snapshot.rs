@@ -388,7 +388,49 @@ pub struct Version {
     pub weight: u32,
     pub health: Option<HealthCheck>,
     pub eject: Option<Eject>,
+    /// The HTTP version spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
+    /// gRPC status codes that count as errors: bit `n` set = code `n` (1–16).
+    pub grpc_error_codes: u32,
 }
+
+/// The HTTP version serin speaks to a version's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 on pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (cleartext h2c): one multiplexed connection per
+    /// endpoint and worker.
+    Http2,
+    /// HTTP/2 when the client spoke HTTP/2, else HTTP/1.1.
+    Auto,
+}
+
+/// The gRPC status codes by number (index) as written in config: 0 `OK` … 16 `UNAUTHENTICATED`.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The default `grpc.error_codes`: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE, DATA_LOSS.
+pub const DEFAULT_GRPC_ERROR_CODES: u32 = 1 << 2 | 1 << 4 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15;
 
 /// Active health checks: `GET path` on every endpoint each `interval`; an endpoint
 /// that fails `unhealthy_after` checks in a row leaves rotation until it passes

@@ -8,20 +8,21 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::schema::{
-    RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawHealth,
+    RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawGrpc, RawHealth,
     RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess,
     RawTelemetry, RawTimeouts, RawTls, RawTracing, RULE_KINDS,
 };
 use crate::snapshot::{
     AccessLog, AccessLogFormat, Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits,
     Listener, NotifyEvent, NotifyFormat, NotifyTarget, OnFailure, Rollout, Route, Rule, Secret,
-    Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing, Version,
-    WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW,
-    DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS,
-    DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_TRACE_SAMPLE_RATIO,
-    DEFAULT_TRACE_SERVICE_NAME, MAX_MAX_HEADER_BYTES, MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT,
-    MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
+    Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing,
+    UpstreamProtocol, Version, WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL,
+    DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT,
+    DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
+    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_MAX_HEADER_BYTES,
+    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES,
+    MIN_NOTIFY_TIMEOUT,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -855,6 +856,10 @@ fn service(
             "a service needs at least one version (e.g. `- { name: stable, endpoints: [127.0.0.1:9001] }`)",
         );
     }
+    let service_grpc_codes = match &s.grpc {
+        Some(g) => grpc_codes(g, &format!("{path}.grpc"), errs),
+        None => DEFAULT_GRPC_ERROR_CODES,
+    };
     let mut versions = Vec::with_capacity(s.versions.len());
     let mut version_names: HashMap<&str, usize> = HashMap::new();
     for (j, v) in s.versions.iter().enumerate() {
@@ -892,12 +897,19 @@ fn service(
             .eject
             .as_ref()
             .and_then(|e| eject(e, &format!("{vpath}.eject"), errs));
+        let protocol = upstream_protocol(v.protocol.as_deref(), &format!("{vpath}.protocol"), errs);
+        let grpc_error_codes = match &v.grpc {
+            Some(g) => grpc_codes(g, &format!("{vpath}.grpc"), errs),
+            None => service_grpc_codes,
+        };
         versions.push(Version {
             name: v.name.clone(),
             endpoints,
             weight: 0,
             health,
             eject,
+            protocol,
+            grpc_error_codes,
         });
     }
 
@@ -1770,6 +1782,59 @@ fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
         min_version,
         alpn,
     })
+}
+
+fn upstream_protocol(raw: Option<&str>, path: &str, errs: &mut Errors) -> UpstreamProtocol {
+    match raw {
+        None | Some("http1") => UpstreamProtocol::Http1,
+        Some("http2") => UpstreamProtocol::Http2,
+        Some("auto") => UpstreamProtocol::Auto,
+        Some(other) => {
+            errs.push(
+                path.to_string(),
+                format!(
+                    "\"{other}\" is not an upstream protocol: write http1 (the default), \
+                     http2 (cleartext HTTP/2 with prior knowledge, e.g. for gRPC) or auto \
+                     (HTTP/2 when the client spoke HTTP/2)"
+                ),
+            );
+            UpstreamProtocol::Http1
+        }
+    }
+}
+
+/// `grpc.error_codes` as a bit set; names (any case) or numbers 1–16.
+fn grpc_codes(raw: &RawGrpc, path: &str, errs: &mut Errors) -> u32 {
+    let Some(codes) = &raw.error_codes else {
+        return DEFAULT_GRPC_ERROR_CODES;
+    };
+    let mut mask = 0u32;
+    for (i, code) in codes.iter().enumerate() {
+        let at = format!("{path}.error_codes[{i}]");
+        let number = match code {
+            serde_yaml_ng::Value::Number(n) => n.as_u64().filter(|n| *n <= 16).map(|n| n as usize),
+            serde_yaml_ng::Value::String(s) => GRPC_CODES
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(s.trim())),
+            _ => None,
+        };
+        match number {
+            Some(0) => errs.push(
+                at,
+                "OK (0) is success and cannot count as an error: remove it",
+            ),
+            Some(n) => mask |= 1 << n,
+            None => errs.push(
+                at,
+                format!(
+                    "{} is not a gRPC status code: write a name such as UNAVAILABLE or INTERNAL, \
+                     or a number from 1 to 16",
+                    describe(code)
+                ),
+            ),
+        }
+    }
+    mask
 }
 
 fn health(raw: &RawHealth, path: &str, errs: &mut Errors) -> Option<HealthCheck> {

@@ -308,6 +308,16 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "upstream_protocol_bad",
+        &[
+            r#"FILE: services[0].grpc.error_codes[1]: 17 is not a gRPC status code: write a name such as UNAVAILABLE or INTERNAL, or a number from 1 to 16"#,
+            r#"FILE: services[0].versions[0].protocol: "http3" is not an upstream protocol: write http1 (the default), http2 (cleartext HTTP/2 with prior knowledge, e.g. for gRPC) or auto (HTTP/2 when the client spoke HTTP/2)"#,
+            r#"FILE: services[0].versions[1].grpc.error_codes[0]: OK (0) is success and cannot count as an error: remove it"#,
+            r#"FILE: services[0].versions[1].grpc.error_codes[2]: "x" is not a gRPC status code: write a name such as UNAVAILABLE or INTERNAL, or a number from 1 to 16"#,
+            r#"FILE: services[0].versions[1].grpc.error_codes[3]: a list is not a gRPC status code: write a name such as UNAVAILABLE or INTERNAL, or a number from 1 to 16"#,
+        ],
+    ),
+    (
         "health_bad",
         &[
             r#"FILE: services[0].versions[0].health.path: "healthz" is not a path prefix: it must start with "/" (e.g. "/healthz")"#,

@@ -21,7 +21,10 @@ use crate::record::{Outcome, VersionStats};
 use crate::split;
 use crate::table::{ServiceRuntime, Table, VersionRuntime};
 use crate::telemetry::{Observation, Telemetry};
-use crate::upstream::{EndpointPool, PooledBody, UpstreamError};
+use crate::upstream::{
+    grpc_outcome, grpc_status, EndpointPool, GrpcRecord, PooledBody, UpstreamError,
+};
+use serin_config::snapshot::UpstreamProtocol;
 
 /// The body serin sends upstream: the client's, streamed, or none (a retry).
 /// The client's body is read through `Limited` (`limits.max_request_body`).
@@ -160,6 +163,7 @@ async fn attempt<'v>(
     mut req: Request<UpstreamBody>,
     success_rules: u8,
     upgrade: bool,
+    client_h2: bool,
 ) -> (Attempt, Option<&'v EndpointPool>) {
     let guard = RecordGuard {
         stats: &version.stats,
@@ -182,17 +186,48 @@ async fn attempt<'v>(
             req.headers_mut().insert(HOST, host);
         }
     }
+    let h2 = !upgrade
+        && match version.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Auto => client_h2,
+        };
+    if h2 {
+        to_h2(&mut req, &endpoint.authority);
+    }
     let sent = async {
         if upgrade {
             endpoint.send_upgrade(req).await
+        } else if h2 {
+            endpoint.send_h2(req).await
         } else {
             endpoint.send(req).await
         }
     };
     let attempt = match tokio::time::timeout(service.request_timeout, sent).await {
-        Ok(Ok(response)) => {
+        Ok(Ok(mut response)) => {
             endpoint.observe(response.status().is_server_error(), &version.name);
-            guard.finish(Outcome::Response(response.status().as_u16()));
+            let status = response.status().as_u16();
+            let grpc = version.grpc_error_codes != 0 && is_grpc(response.headers());
+            match grpc.then(|| grpc_status(response.headers())) {
+                // A trailers-only gRPC response: the status is in the head.
+                Some(Some(code)) => {
+                    guard.finish(grpc_outcome(code, version.grpc_error_codes, status))
+                }
+                // The status comes in the trailers: the body records it then.
+                Some(None) => {
+                    let mut guard = guard;
+                    guard.done = true;
+                    response.body_mut().record_grpc_on_trailers(GrpcRecord {
+                        stats: version.stats.clone(),
+                        started: guard.started,
+                        success_rules,
+                        error_codes: version.grpc_error_codes,
+                        status,
+                    });
+                }
+                None => guard.finish(Outcome::Response(status)),
+            }
             Attempt::Answered(response)
         }
         Ok(Err(failed)) => {
@@ -282,6 +317,7 @@ pub async fn proxy(
         o.propagate(req.headers_mut());
     }
     let client_version = req.version();
+    let client_h2 = client_version == http::Version::HTTP_2;
     // A failed idempotent canary request without a body may be answered by the baseline.
     let retry = service.retry.filter(|r| {
         r.canary == chosen
@@ -317,6 +353,7 @@ pub async fn proxy(
         req.map(|body| Either::Left(Limited::new(body, body_limit))),
         success_rules,
         upgrade.is_some(),
+        client_h2,
     )
     .await;
     // Refused connection: nothing was sent, so any method may go to another version.
@@ -334,6 +371,7 @@ pub async fn proxy(
                     unsent,
                     success_rules,
                     upgrade.is_some(),
+                    client_h2,
                 )
                 .await;
             } else {
@@ -351,7 +389,8 @@ pub async fn proxy(
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
         *again.version_mut() = http::Version::HTTP_11;
         (answered_by, answered_index) = (&service.versions[baseline], baseline);
-        (result, upstream) = attempt(service, answered_by, again, success_rules, false).await;
+        (result, upstream) =
+            attempt(service, answered_by, again, success_rules, false, client_h2).await;
     }
     if let Some(o) = observation.as_deref_mut() {
         o.attempted(answered_index, upstream.map(|u| &u.authority), &result);
@@ -436,6 +475,42 @@ pub async fn proxy(
         }
     };
     observed(response, observation)
+}
+
+/// Whether a message is gRPC (`content-type: application/grpc`, `application/grpc+proto`, …).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Makes an origin-form HTTP/1.1 request into an HTTP/2 one: the URI in absolute form
+/// (`http`, the Host, or the endpoint when there is none; the Host header itself goes,
+/// `:authority` carries it), and `te: trailers` for gRPC, which asks for it.
+fn to_h2(req: &mut Request<UpstreamBody>, endpoint: &http::uri::Authority) {
+    let authority = req
+        .headers_mut()
+        .remove(HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| endpoint.clone());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .filter(|pq| pq.as_str().starts_with('/'))
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    if is_grpc(req.headers()) {
+        req.headers_mut()
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// The request target as an upstream HTTP/1.1 request carries it: path and query.

@@ -98,6 +98,10 @@ pub struct VersionRuntime {
     pub stats: Arc<VersionStats>,
     /// Requests sent to another version because this one could not serve them.
     pub failovers: Arc<std::sync::atomic::AtomicU64>,
+    /// The HTTP version spoken to the endpoints.
+    pub protocol: serin_config::snapshot::UpstreamProtocol,
+    /// gRPC status codes that count as errors (bit n = code n).
+    pub grpc_error_codes: u32,
 }
 
 impl std::fmt::Debug for ServiceRuntime {
@@ -254,6 +258,8 @@ impl Table {
                     next_endpoint: AtomicUsize::new(0),
                     stats,
                     failovers,
+                    protocol: version.protocol,
+                    grpc_error_codes: version.grpc_error_codes,
                 });
             }
             let weights: Vec<u32> = service.versions.iter().map(|v| v.weight).collect();

@@ -6,6 +6,11 @@
 //! end; one whose body was abandoned is closed. A request that an idle connection could
 //! not take (the upstream closed it meanwhile) is sent again on another connection;
 //! a request that was written is never sent twice.
+//!
+//! A version with `protocol: http2` (or `auto`, for HTTP/2 clients) is spoken to over
+//! cleartext HTTP/2 with prior knowledge instead: each worker keeps one shared
+//! connection per endpoint that carries many streams at once, and dials a new one when
+//! it has closed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,11 +24,13 @@ use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serin_config::{Eject, HealthCheck};
 use tokio::net::TcpStream;
 
 use crate::forward::UpstreamBody;
+use crate::record::{Outcome, VersionStats};
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -34,6 +41,7 @@ pub const MAX_IDLE: usize = 256;
 const STALE_RETRIES: usize = 3;
 
 type Sender = SendRequest<UpstreamBody>;
+type H2Sender = http2::SendRequest<UpstreamBody>;
 
 struct Idle {
     sender: Sender,
@@ -45,6 +53,8 @@ pub struct EndpointPool {
     pub authority: Authority,
     connect_timeout: Duration,
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// The shared HTTP/2 connection of each worker, once one was needed.
+    h2: Box<[Mutex<Option<H2Sender>>]>,
     /// Active health checks of this endpoint, if its version has them.
     pub health: Option<HealthCheck>,
     /// Passive ejection, if its version has it.
@@ -160,6 +170,7 @@ impl EndpointPool {
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            h2: (0..workers.max(1)).map(|_| Mutex::new(None)).collect(),
             health,
             eject,
             up: AtomicBool::new(true),
@@ -286,7 +297,7 @@ impl EndpointPool {
         self.connect_with(true).await
     }
 
-    async fn connect_with(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
+    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let host = self.authority.host();
         let port = self.authority.port_u16().unwrap_or(80);
         let stream = match tokio::time::timeout(self.connect_timeout, connect_tcp(host, port)).await
@@ -301,6 +312,11 @@ impl EndpointPool {
             Err(_) => return Err(UpstreamError::ConnectTimeout(self.authority.clone())),
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect_with(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
+        let stream = self.dial().await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -320,6 +336,80 @@ impl EndpointPool {
         Ok(sender)
     }
 
+    /// A new HTTP/2 connection (prior knowledge), driven by a task of the calling worker.
+    async fn connect_h2(&self) -> Result<H2Sender, UpstreamError> {
+        let stream = self.dial().await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(upstream = %authority, error = %err, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The calling worker's HTTP/2 connection to this endpoint, if it is still open.
+    fn shared_h2(&self, worker: usize) -> Option<H2Sender> {
+        let slot = self.h2[worker % self.h2.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// Sends `req` (absolute-form URI, HTTP/2) as a stream on the calling worker's
+    /// shared HTTP/2 connection, dialling it when there is none or it has closed.
+    pub async fn send_h2(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, Failed> {
+        let worker = crate::worker::index();
+        if let Some(mut sender) = self.shared_h2(worker) {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(response.map(PooledBody::unpooled)),
+                    Err(mut err) => match err.take_message() {
+                        // Never written: the connection closed under us; dial anew.
+                        Some(unsent) => req = unsent,
+                        None => {
+                            return Err(UpstreamError::Request {
+                                authority: self.authority.clone(),
+                                source: err.into_error(),
+                            }
+                            .into())
+                        }
+                    },
+                }
+            }
+        }
+        let mut sender = match self.connect_h2().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(req),
+                })
+            }
+        };
+        *self.h2[worker % self.h2.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(response.map(PooledBody::unpooled)),
+            Err(err) => Err(UpstreamError::Request {
+                authority: self.authority.clone(),
+                source: err.into_error(),
+            }
+            .into()),
+        }
+    }
+
     /// Sends `req` on `sender` (a connection of its own) and waits for the head.
     pub async fn send_on(
         &self,
@@ -327,11 +417,7 @@ impl EndpointPool {
         req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         match sender.try_send_request(req).await {
-            Ok(response) => Ok(response.map(|inner| PooledBody {
-                ended: false,
-                inner,
-                home: None,
-            })),
+            Ok(response) => Ok(response.map(PooledBody::unpooled)),
             Err(err) => Err(UpstreamError::Request {
                 authority: self.authority.clone(),
                 source: err.into_error(),
@@ -411,6 +497,7 @@ impl EndpointPool {
             ended: inner.is_end_stream(),
             inner,
             home: Some((sender, self.clone(), worker)),
+            grpc: None,
         })
     }
 }
@@ -424,15 +511,88 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStr
     }
 }
 
+/// The outcome of a gRPC call whose status is still to come in the response trailers:
+/// recorded once, when they arrive (or the body ends or breaks without them).
+pub struct GrpcRecord {
+    pub stats: Arc<VersionStats>,
+    pub started: Instant,
+    pub success_rules: u8,
+    /// `grpc.error_codes` of the version (bit n = code n).
+    pub error_codes: u32,
+    /// The HTTP status of the response head.
+    pub status: u16,
+}
+
+/// gRPC's UNKNOWN: what a call that ends without a `grpc-status` counts as.
+const GRPC_UNKNOWN: u32 = 2;
+
+/// The `grpc-status` of `headers` (head or trailers), if there is one; a value that is
+/// not a code counts as UNKNOWN.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    let value = headers.get("grpc-status")?;
+    Some(
+        std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|code| *code <= 16)
+            .unwrap_or(GRPC_UNKNOWN),
+    )
+}
+
+/// What a gRPC call with `code` counts as: a listed error code is recorded in the 5xx
+/// class (gRPC answers HTTP 200 whatever the call's outcome), anything else as the HTTP
+/// status of the response.
+pub fn grpc_outcome(code: u32, error_codes: u32, status: u16) -> Outcome {
+    if code != 0 && code < 32 && error_codes & (1 << code) != 0 {
+        Outcome::Response(500)
+    } else {
+        Outcome::Response(status)
+    }
+}
+
+impl GrpcRecord {
+    fn finish(self, outcome: Outcome) {
+        self.stats
+            .record_matching(outcome, self.started.elapsed(), self.success_rules);
+    }
+
+    fn finish_with(self, code: u32) {
+        let outcome = grpc_outcome(code, self.error_codes, self.status);
+        self.finish(outcome);
+    }
+}
+
 /// An upstream response body that returns its connection to the pool once read to the
-/// end. Dropped early, it closes the connection instead (its state is unknown).
+/// end. Dropped early, it closes the connection instead (its state is unknown). For a
+/// gRPC call it also records the call's outcome when the trailers carrying its status
+/// go by.
 pub struct PooledBody {
     inner: Incoming,
     ended: bool,
     home: Option<(Sender, Arc<EndpointPool>, usize)>,
+    grpc: Option<GrpcRecord>,
 }
 
 impl PooledBody {
+    fn unpooled(inner: Incoming) -> Self {
+        Self {
+            ended: false,
+            inner,
+            home: None,
+            grpc: None,
+        }
+    }
+
+    /// Records `record` when the call's status arrives, instead of at the head.
+    pub fn record_grpc_on_trailers(&mut self, record: GrpcRecord) {
+        self.grpc = Some(record);
+    }
+
+    /// Whether a gRPC outcome is still waiting for the trailers.
+    pub fn grpc_pending(&self) -> bool {
+        self.grpc.is_some()
+    }
+
     fn release(&mut self) {
         if let Some((sender, pool, worker)) = self.home.take() {
             pool.put_back(worker, sender);
@@ -450,6 +610,35 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.grpc.is_some() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        let code = grpc_status(trailers).unwrap_or(GRPC_UNKNOWN);
+                        if let Some(record) = this.grpc.take() {
+                            record.finish_with(code);
+                        }
+                    } else if this.inner.is_end_stream() {
+                        // The last data frame, and no trailers will follow.
+                        if let Some(record) = this.grpc.take() {
+                            record.finish_with(GRPC_UNKNOWN);
+                        }
+                    }
+                }
+                // Ended without trailers: the call has no status.
+                Poll::Ready(None) => {
+                    if let Some(record) = this.grpc.take() {
+                        record.finish_with(GRPC_UNKNOWN);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    if let Some(record) = this.grpc.take() {
+                        record.finish(Outcome::Reset);
+                    }
+                }
+                Poll::Pending => {}
+            }
+        }
         match &polled {
             Poll::Ready(None) => {
                 this.ended = true;
@@ -476,6 +665,10 @@ impl Body for PooledBody {
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
+        if let Some(record) = self.grpc.take() {
+            // The client stopped reading before the call's status arrived.
+            record.finish(Outcome::ClientGone);
+        }
         if self.ended || self.inner.is_end_stream() {
             self.release();
         }

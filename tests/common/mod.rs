@@ -30,6 +30,8 @@ pub struct Seen {
     pub method: http::Method,
     pub uri: http::Uri,
     pub headers: HeaderMap,
+    /// The HTTP version the request arrived in.
+    pub version: http::Version,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +95,7 @@ impl Backend {
                                 method: req.method().clone(),
                                 uri: req.uri().clone(),
                                 headers: req.headers().clone(),
+                                version: req.version(),
                             });
                             let delay = st.delay_ms.load(Ordering::SeqCst);
                             if delay > 0 {
