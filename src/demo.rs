@@ -266,6 +266,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut cursor = now_ms();
     let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut second = 0u64;
+    let mut view = View::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {},
@@ -283,22 +284,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 FaultKind::Latency => canary_faults.extra_us.store(40_000, Ordering::Relaxed),
             }
             fault_at = Some(now_ms());
-            println!("       >>> fault injected into the canary");
+            view.event(">>> fault injected into the canary");
         }
         let status = control.status("api");
         let phase = status.as_ref().map_or("none", |s| s.phase.as_str());
         let weight = status.as_ref().map_or(0, |s| s.canary_weight);
-        let mut line = format!("{second:>3}s  {phase:<11} canary {weight:>3}%");
+        let mut per_version = Vec::new();
         if let Some((newest, numbers)) = control.numbers_since("api", cursor) {
             cursor = newest;
             for (name, n) in &numbers {
                 let total = totals.entry(name.clone()).or_default();
                 total.0 += n.requests;
                 total.1 += n.errors;
-                line.push_str(&format!("  | {name}: {}", figures(n)));
+                per_version.push((name.clone(), figures(n)));
             }
         }
-        println!("{line}");
+        view.tick(second, phase, weight, status.as_ref(), &per_version);
         let events = control.timeline("api");
         for e in events.iter().skip(printed_events) {
             let why = e
@@ -307,12 +308,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .map(|r| format!("{} — {}", r.rule, r.summary))
                 .or(e.reason.clone())
                 .unwrap_or_default();
-            println!(
-                "       decision: {:?} → canary {}%  {}",
+            view.event(&format!(
+                "decision: {:?} → canary {}%  {}",
                 e.event,
                 e.weights.get("canary").copied().unwrap_or(0),
                 why
-            );
+            ));
         }
         printed_events = events.len();
         if finished_at.is_none() && status.as_ref().is_some_and(|s| !s.phase.is_active()) {
@@ -325,6 +326,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             break;
         }
     }
+    view.finish();
     load.abort();
     let _ = stop_control.send(true);
 
@@ -416,5 +418,117 @@ async fn generate_load(target: SocketAddr, rate: u32) {
                 let _ = resp.into_body().collect().await;
             }
         });
+    }
+}
+
+/// What the demo shows each second: on a terminal, a live view (the rollout's progress
+/// through its steps and a line per version, redrawn in place, with decisions printed
+/// above); otherwise plain lines, one per second, so logs and pipes read well.
+enum View {
+    Plain,
+    Live {
+        bars: indicatif::MultiProgress,
+        rollout: indicatif::ProgressBar,
+        versions: Vec<(String, indicatif::ProgressBar)>,
+    },
+}
+
+impl View {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() {
+            return View::Plain;
+        }
+        let bars = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30.cyan/blue}] step {pos}/{len}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("█▌ ");
+        let rollout = bars.add(indicatif::ProgressBar::new(1).with_style(style));
+        rollout.set_prefix("rollout");
+        View::Live {
+            bars,
+            rollout,
+            versions: Vec::new(),
+        }
+    }
+
+    fn event(&self, text: &str) {
+        match self {
+            View::Plain => println!("       {text}"),
+            View::Live { bars, .. } => {
+                if bars.println(format!("  {text}")).is_err() {
+                    println!("  {text}");
+                }
+            }
+        }
+    }
+
+    fn tick(
+        &mut self,
+        second: u64,
+        phase: &str,
+        weight: u32,
+        status: Option<&serin_control::runner::RolloutStatus>,
+        per_version: &[(String, String)],
+    ) {
+        match self {
+            View::Plain => {
+                let mut line = format!("{second:>3}s  {phase:<11} canary {weight:>3}%");
+                for (name, figures) in per_version {
+                    line.push_str(&format!("  | {name}: {figures}"));
+                }
+                println!("{line}");
+            }
+            View::Live {
+                bars,
+                rollout,
+                versions,
+            } => {
+                if let Some(s) = status {
+                    let steps = s.steps.len().max(1) as u64;
+                    rollout.set_length(steps);
+                    let done = match s.phase {
+                        Phase::Promoted => steps,
+                        Phase::Pending => 0,
+                        _ => (s.step as u64 + 1).min(steps),
+                    };
+                    rollout.set_position(done);
+                }
+                rollout.set_message(format!("{phase} · canary {weight}% · {second}s"));
+                for (name, figures) in per_version {
+                    let bar = match versions.iter().find(|(n, _)| n == name) {
+                        Some((_, bar)) => bar.clone(),
+                        None => {
+                            let bar = bars.add(indicatif::ProgressBar::new_spinner());
+                            bar.set_style(
+                                indicatif::ProgressStyle::with_template("{prefix:>8}  {msg}")
+                                    .unwrap_or_else(|_| {
+                                        indicatif::ProgressStyle::default_spinner()
+                                    }),
+                            );
+                            bar.set_prefix(name.clone());
+                            versions.push((name.clone(), bar.clone()));
+                            bar
+                        }
+                    };
+                    bar.set_message(figures.clone());
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let View::Live {
+            rollout, versions, ..
+        } = self
+        {
+            rollout.abandon();
+            for (_, bar) in versions {
+                bar.abandon();
+            }
+            println!();
+        }
     }
 }

@@ -241,3 +241,26 @@ fn the_demo_promotes_a_good_canary() {
         "{stdout}"
     );
 }
+
+/// On a terminal the demo redraws a live view (the rollout's progress through its
+/// steps, a line per version) instead of printing a line a second. `script` (util-linux)
+/// gives it a pseudo-terminal.
+#[test]
+fn the_demo_draws_a_live_view_on_a_terminal() {
+    let command = format!("{SERIN} demo --scenario bad --fault-after 3s --limit 60s");
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the demo under script(1) from util-linux");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("rollout ["), "{text}");
+    assert!(text.contains("step 1/4"), "{text}");
+    assert!(
+        text.contains("result: serin rolled the canary back on its own."),
+        "{text}"
+    );
+    // No plain per-second lines on a terminal.
+    assert!(!text.contains("  1s  "), "{text}");
+}
