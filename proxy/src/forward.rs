@@ -443,16 +443,12 @@ pub async fn proxy(
             // The client's own body failed: malformed chunked framing, or cut off. The
             // upstream request was aborted; the version is not blamed.
             tracing::debug!(service = %service.name, error = ?err, "the client's request body failed");
-            let mut response = serin_response(
+            closing(serin_response(
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request: the request body was malformed or cut off; nothing was answered upstream\n".to_string(),
                 None,
                 request_id,
-            );
-            response
-                .headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            response
+            ))
         }
         Attempt::Failed(outcome, err, _) => {
             tracing::debug!(service = %service.name, version = %answered_by.name, error = ?err, "upstream request failed");
@@ -542,12 +538,17 @@ fn classify(err: &UpstreamError) -> Outcome {
 /// 413 for a body over `limits.max_request_body`; the connection closes after it, as
 /// the rest of the body is not read.
 fn too_large(limit: u64, request_id: HeaderValue) -> Response<AnyBody> {
-    let mut response = serin_response(
+    closing(serin_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("413 Content Too Large: the request body is larger than {limit} bytes (limits.max_request_body)\n"),
         None,
         request_id,
-    );
+    ))
+}
+
+/// `response`, closing the connection after it: the rest of the request is not read,
+/// so where the next request would begin is unknown.
+fn closing(mut response: Response<AnyBody>) -> Response<AnyBody> {
     response
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -85,6 +85,16 @@ pub struct Failed {
     pub unsent: Option<Request<UpstreamBody>>,
 }
 
+impl Failed {
+    /// A connect that failed: the request was never sent and comes back.
+    fn unsent(error: UpstreamError, req: Request<UpstreamBody>) -> Self {
+        Self {
+            error,
+            unsent: Some(req),
+        }
+    }
+}
+
 impl From<UpstreamError> for Failed {
     fn from(error: UpstreamError) -> Self {
         Self {
@@ -374,28 +384,14 @@ impl EndpointPool {
             if sender.ready().await.is_ok() {
                 match sender.try_send_request(req).await {
                     Ok(response) => return Ok(response.map(PooledBody::unpooled)),
-                    Err(mut err) => match err.take_message() {
-                        // Never written: the connection closed under us; dial anew.
-                        Some(unsent) => req = unsent,
-                        None => {
-                            return Err(UpstreamError::Request {
-                                authority: self.authority.clone(),
-                                source: err.into_error(),
-                            }
-                            .into())
-                        }
-                    },
+                    // Never written: the connection closed under us; dial anew.
+                    Err(err) => req = self.unsent(err)?,
                 }
             }
         }
         let mut sender = match self.connect_h2().await {
             Ok(sender) => sender,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    unsent: Some(req),
-                })
-            }
+            Err(error) => return Err(Failed::unsent(error, req)),
         };
         *self.h2[worker % self.h2.len()]
             .lock()
@@ -438,27 +434,13 @@ impl EndpointPool {
             };
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.wrap(response, sender, worker)),
-                Err(mut err) => match err.take_message() {
-                    // Never written: the connection was closed under us; try another.
-                    Some(unsent) => req = unsent,
-                    None => {
-                        return Err(UpstreamError::Request {
-                            authority: self.authority.clone(),
-                            source: err.into_error(),
-                        }
-                        .into())
-                    }
-                },
+                // Never written: the connection was closed under us; try another.
+                Err(err) => req = self.unsent(err)?,
             }
         }
         let mut sender = match self.connect().await {
             Ok(sender) => sender,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    unsent: Some(req),
-                })
-            }
+            Err(error) => return Err(Failed::unsent(error, req)),
         };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.wrap(response, sender, worker)),
@@ -477,14 +459,21 @@ impl EndpointPool {
     ) -> Result<Response<PooledBody>, Failed> {
         let sender = match self.connect_upgradable().await {
             Ok(sender) => sender,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    unsent: Some(req),
-                })
-            }
+            Err(error) => return Err(Failed::unsent(error, req)),
         };
         Ok(self.send_on(sender, req).await?)
+    }
+
+    /// The request back from a send that failed before writing it, or the failure of
+    /// one that was written (never sent twice).
+    fn unsent(
+        &self,
+        mut err: hyper::client::conn::TrySendError<Request<UpstreamBody>>,
+    ) -> Result<Request<UpstreamBody>, UpstreamError> {
+        err.take_message().ok_or_else(|| UpstreamError::Request {
+            authority: self.authority.clone(),
+            source: err.into_error(),
+        })
     }
 
     fn wrap(
