@@ -506,7 +506,7 @@ impl Snapshot {
 pub struct NotifyTarget {
     pub url: WebhookUrl,
     /// At least one, each once.
-    pub events: Vec<NotifyEvent>,
+    pub events: Vec<DecisionKind>,
     pub format: NotifyFormat,
     /// Limit of one attempt: connecting, sending, and the response's status line and
     /// headers. From [`MIN_NOTIFY_TIMEOUT`] to [`MAX_NOTIFY_TIMEOUT`].
@@ -518,7 +518,7 @@ pub struct NotifyTarget {
 }
 
 impl NotifyTarget {
-    pub fn wants(&self, event: NotifyEvent) -> bool {
+    pub fn wants(&self, event: DecisionKind) -> bool {
         self.events.contains(&event)
     }
 }
@@ -595,9 +595,10 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The rollout decisions a webhook can be sent, named as in the timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NotifyEvent {
+/// A rollout decision, as the timeline records it and `notify[].events` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
     Started,
     StepAdvanced,
     Held,
@@ -608,28 +609,28 @@ pub enum NotifyEvent {
     ManualWeights,
 }
 
-impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 8] = [
-        NotifyEvent::Started,
-        NotifyEvent::StepAdvanced,
-        NotifyEvent::Held,
-        NotifyEvent::Paused,
-        NotifyEvent::Resumed,
-        NotifyEvent::RolledBack,
-        NotifyEvent::Promoted,
-        NotifyEvent::ManualWeights,
+impl DecisionKind {
+    pub const ALL: [DecisionKind; 8] = [
+        DecisionKind::Started,
+        DecisionKind::StepAdvanced,
+        DecisionKind::Held,
+        DecisionKind::Paused,
+        DecisionKind::Resumed,
+        DecisionKind::RolledBack,
+        DecisionKind::Promoted,
+        DecisionKind::ManualWeights,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            NotifyEvent::Started => "started",
-            NotifyEvent::StepAdvanced => "step_advanced",
-            NotifyEvent::Held => "held",
-            NotifyEvent::Paused => "paused",
-            NotifyEvent::Resumed => "resumed",
-            NotifyEvent::RolledBack => "rolled_back",
-            NotifyEvent::Promoted => "promoted",
-            NotifyEvent::ManualWeights => "manual_weights",
+            DecisionKind::Started => "started",
+            DecisionKind::StepAdvanced => "step_advanced",
+            DecisionKind::Held => "held",
+            DecisionKind::Paused => "paused",
+            DecisionKind::Resumed => "resumed",
+            DecisionKind::RolledBack => "rolled_back",
+            DecisionKind::Promoted => "promoted",
+            DecisionKind::ManualWeights => "manual_weights",
         }
     }
 

@@ -13,9 +13,9 @@ use crate::schema::{
     RawTelemetry, RawTimeouts, RawTls, RawTracing, RULE_KINDS,
 };
 use crate::snapshot::{
-    AccessLog, AccessLogFormat, Admin, Analysis, Eject, Endpoint, HealthCheck, HostMatch, Limits,
-    Listener, NotifyEvent, NotifyFormat, NotifyTarget, OnFailure, Rollout, Route, Rule, Secret,
-    Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing,
+    AccessLog, AccessLogFormat, Admin, Analysis, DecisionKind, Eject, Endpoint, HealthCheck,
+    HostMatch, Limits, Listener, NotifyFormat, NotifyTarget, OnFailure, Rollout, Route, Rule,
+    Secret, Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing,
     UpstreamProtocol, Version, WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL,
     DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES,
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT,
@@ -523,7 +523,7 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
     let url = webhook_url(&raw.url, &format!("{path}.url"), errs);
 
     let names = || {
-        NotifyEvent::ALL
+        DecisionKind::ALL
             .iter()
             .map(|e| e.as_str())
             .collect::<Vec<_>>()
@@ -539,10 +539,10 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             ),
         );
     }
-    let mut events: Vec<NotifyEvent> = Vec::with_capacity(raw.events.len());
+    let mut events: Vec<DecisionKind> = Vec::with_capacity(raw.events.len());
     for (j, name) in raw.events.iter().enumerate() {
         let jpath = format!("{epath}[{j}]");
-        match NotifyEvent::parse(name.trim()) {
+        match DecisionKind::parse(name.trim()) {
             Some(event) => match events.iter().position(|e| *e == event) {
                 Some(_) => {
                     let first = raw

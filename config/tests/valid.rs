@@ -11,8 +11,8 @@ use serin_config::snapshot::{
     MAX_SUCCESS_RULES,
 };
 use serin_config::{
-    load_file, parse_str, AccessLog, AccessLogFormat, AdminToken, Analysis, Endpoint, HostMatch,
-    NotifyEvent, NotifyFormat, OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky, Telemetry,
+    load_file, parse_str, AccessLog, AccessLogFormat, AdminToken, Analysis, DecisionKind, Endpoint,
+    HostMatch, NotifyFormat, OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky, Telemetry,
     Timeouts, Tracing,
 };
 
@@ -243,7 +243,7 @@ fn webhooks_take_their_defaults_and_never_show_their_secrets() {
     // No port: 80; the host is stored lowercase; the path as written.
     assert_eq!(plain.url.as_str(), "http://hooks.internal:80/serin");
     assert_eq!(plain.url.authority(), "hooks.internal:80");
-    assert_eq!(plain.events, [NotifyEvent::RolledBack]);
+    assert_eq!(plain.events, [DecisionKind::RolledBack]);
     assert_eq!(plain.format, NotifyFormat::Json);
     assert_eq!(plain.timeout, DEFAULT_NOTIFY_TIMEOUT);
     assert_eq!(plain.retries, DEFAULT_NOTIFY_RETRIES);
@@ -255,8 +255,8 @@ fn webhooks_take_their_defaults_and_never_show_their_secrets() {
         "http://[::1]:7000/hooks/T0000/s3cr3t-path?channel=ops"
     );
     assert_eq!(full.url.redacted(), "http://[::1]:7000/…");
-    assert_eq!(full.events, NotifyEvent::ALL);
-    assert!(full.wants(NotifyEvent::Held) && !plain.wants(NotifyEvent::Held));
+    assert_eq!(full.events, DecisionKind::ALL);
+    assert!(full.wants(DecisionKind::Held) && !plain.wants(DecisionKind::Held));
     assert_eq!(full.format, NotifyFormat::Slack);
     assert_eq!(full.timeout, Duration::from_millis(1500));
     assert_eq!(full.retries, 0);

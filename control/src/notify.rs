@@ -36,7 +36,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use serin_config::{NotifyEvent, NotifyFormat, NotifyTarget, Rollout, Rule};
+use serin_config::{NotifyFormat, NotifyTarget, Rollout, Rule};
 
 use crate::analysis::{rule_text, Breach, Ms, Pct};
 use crate::rollout::{DecisionKind, Phase};
@@ -53,26 +53,8 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 const USER_AGENT: &str = concat!("serin/", env!("CARGO_PKG_VERSION"));
 
-/// The target of a timeline decision kind in `notify[].events`.
-pub fn event_of(kind: DecisionKind) -> NotifyEvent {
-    match kind {
-        DecisionKind::Started => NotifyEvent::Started,
-        DecisionKind::StepAdvanced => NotifyEvent::StepAdvanced,
-        DecisionKind::Held => NotifyEvent::Held,
-        DecisionKind::Paused => NotifyEvent::Paused,
-        DecisionKind::Resumed => NotifyEvent::Resumed,
-        DecisionKind::RolledBack => NotifyEvent::RolledBack,
-        DecisionKind::Promoted => NotifyEvent::Promoted,
-        DecisionKind::ManualWeights => NotifyEvent::ManualWeights,
-    }
-}
-
-fn bit(event: NotifyEvent) -> u32 {
-    let index = NotifyEvent::ALL
-        .iter()
-        .position(|e| *e == event)
-        .unwrap_or(0);
-    1 << index
+fn bit(event: DecisionKind) -> u32 {
+    1 << event as u32
 }
 
 /// What a webhook is sent (the `json` format; `slack` sends [`Notification::text`]).
@@ -449,7 +431,7 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// The webhooks of the config and their delivery tasks.
 pub struct Notifier {
     targets: Mutex<Vec<Target>>,
-    /// Bit i: some target wants `NotifyEvent::ALL[i]`.
+    /// Bit i: some target wants `DecisionKind::ALL[i]`.
     wanted: AtomicU32,
     counters: Arc<Counters>,
     client: HttpClient,
@@ -511,12 +493,12 @@ impl Notifier {
 
     /// Whether some target wants decisions of `kind`.
     pub fn wants(&self, kind: DecisionKind) -> bool {
-        self.wanted.load(Ordering::Relaxed) & bit(event_of(kind)) != 0
+        self.wanted.load(Ordering::Relaxed) & bit(kind) != 0
     }
 
     /// Queues `notification` for every target that wants its kind, and returns at once.
     pub fn send(&self, notification: Notification) {
-        let event = event_of(notification.event);
+        let event = notification.event;
         let notification = Arc::new(notification);
         let runtime = tokio::runtime::Handle::try_current().ok();
         let mut targets = self.lock();
@@ -529,7 +511,7 @@ impl Notifier {
                         tracing::warn!(
                             webhook = %target.name,
                             url = %target.config.url.redacted(),
-                            dropped_event = event_of(oldest.event).as_str(),
+                            dropped_event = oldest.event.as_str(),
                             dropped_service = %oldest.service,
                             dropped_at = %oldest.at,
                             capacity = QUEUE_CAPACITY,
@@ -656,7 +638,7 @@ async fn deliver(
     notification: &Notification,
     counters: &Counters,
 ) {
-    let event = event_of(notification.event).as_str();
+    let event = notification.event.as_str();
     let body = match notification.body(config.format) {
         Ok(body) => body,
         Err(err) => {

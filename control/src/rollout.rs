@@ -90,18 +90,8 @@ pub enum Event<'a> {
     ManualWeights,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecisionKind {
-    Started,
-    StepAdvanced,
-    Held,
-    Paused,
-    Resumed,
-    RolledBack,
-    Promoted,
-    ManualWeights,
-}
+/// Defined with the config, whose `notify[].events` name the same decisions.
+pub use serin_config::DecisionKind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
