@@ -281,11 +281,7 @@ pub async fn proxy(
     if forced.is_none() && !service.versions[chosen].available() {
         // Every endpoint of the chosen version is down or ejected: its share goes to
         // the baseline (or to a version that can serve).
-        if let Some(other) = service.failover_for(chosen) {
-            service.versions[chosen]
-                .failovers
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(service = %service.name, from = %service.versions[chosen].name, to = %service.versions[other].name, "failing over");
+        if let Some(other) = service.fail_over(chosen) {
             chosen = other;
         }
     }
@@ -357,26 +353,25 @@ pub async fn proxy(
     )
     .await;
     // Refused connection: nothing was sent, so any method may go to another version.
-    if let Attempt::Failed(Outcome::ConnectError, _, Some(_)) = &result {
-        if let Some(other) = service.failover_for(chosen).filter(|_| forced.is_none()) {
-            if let Attempt::Failed(_, _, Some(unsent)) = result {
-                version
-                    .failovers
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                (answered_by, answered_index) = (&service.versions[other], other);
-                tracing::debug!(service = %service.name, from = %version.name, to = %answered_by.name, "connection refused; failing over");
-                (result, upstream) = attempt(
-                    service,
-                    answered_by,
-                    unsent,
-                    success_rules,
-                    upgrade.is_some(),
-                    client_h2,
-                )
-                .await;
-            } else {
-                (result, upstream) = (Attempt::Failed(Outcome::ConnectError, None, None), upstream);
-            }
+    if forced.is_none() {
+        if let Attempt::Failed(Outcome::ConnectError, err, Some(unsent)) = result {
+            result = match service.fail_over(chosen) {
+                Some(other) => {
+                    (answered_by, answered_index) = (&service.versions[other], other);
+                    let again = attempt(
+                        service,
+                        answered_by,
+                        unsent,
+                        success_rules,
+                        upgrade.is_some(),
+                        client_h2,
+                    )
+                    .await;
+                    upstream = again.1;
+                    again.0
+                }
+                None => Attempt::Failed(Outcome::ConnectError, err, Some(unsent)),
+            };
         }
     }
     // The baseline answers a failed idempotent canary request (unless it already did).

@@ -280,11 +280,6 @@ impl Serving {
         true
     }
 
-    /// The names of the listeners accepting now.
-    pub fn names(&self) -> Vec<Arc<str>> {
-        self.listeners.iter().map(|l| l.name.clone()).collect()
-    }
-
     /// Stops accepting, lets in-flight requests finish for at most `grace`, and returns
     /// whether every connection closed in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
@@ -389,25 +384,12 @@ pub struct Workers {
     grace: Duration,
 }
 
-/// What [`Workers::reconcile`] changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ListenerChanges {
-    pub added: Vec<ListenerAddr>,
-    pub removed: Vec<ListenerAddr>,
-}
-
 /// New listeners bound on every worker, not yet accepting: the first half of a reload.
 /// Dropping it closes the sockets.
 #[derive(Debug)]
 pub struct StagedListeners {
     sockets: WorkerSockets,
     removed: Vec<ListenerAddr>,
-}
-
-impl StagedListeners {
-    pub fn is_empty(&self) -> bool {
-        self.sockets.listeners.is_empty() && self.removed.is_empty()
-    }
 }
 
 fn register(index: usize, own: Vec<(Arc<str>, std::net::TcpListener)>) -> Vec<BoundListener> {
@@ -497,11 +479,6 @@ impl Workers {
         })
     }
 
-    /// The listeners being served, as configured and as bound.
-    pub fn listeners(&self) -> Vec<ListenerAddr> {
-        self.lock_listeners().clone()
-    }
-
     fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<ListenerAddr>> {
         self.listeners.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -533,7 +510,7 @@ impl Workers {
     /// Second half of a reload: stops accepting on the listeners `staged` removes (their
     /// connections drain within the grace period) and starts accepting on the ones it
     /// bound.
-    pub fn commit(&self, staged: StagedListeners) -> ListenerChanges {
+    pub fn commit(&self, staged: StagedListeners) {
         let mut current = self.lock_listeners();
         let StagedListeners { sockets, removed } = staged;
         let names: Vec<Arc<str>> = removed.iter().map(|r| r.name.clone()).collect();
@@ -552,11 +529,7 @@ impl Workers {
         for l in &sockets.listeners {
             tracing::info!(listener = %l.name, addr = %l.bound, workers = self.commands.len(), "listening");
         }
-        current.extend(sockets.listeners.iter().cloned());
-        ListenerChanges {
-            added: sockets.listeners,
-            removed,
-        }
+        current.extend(sockets.listeners);
     }
 
     /// Stops accepting on every worker, lets in-flight requests finish within the grace

@@ -177,6 +177,16 @@ impl ServiceRuntime {
             .map(|(i, _)| i)
     }
 
+    /// [`Self::failover_for`], counting the failover against `unavailable`.
+    pub fn fail_over(&self, unavailable: usize) -> Option<usize> {
+        let other = self.failover_for(unavailable)?;
+        self.versions[unavailable]
+            .failovers
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(service = %self.name, from = %self.versions[unavailable].name, to = %self.versions[other].name, "failing over");
+        Some(other)
+    }
+
     /// Bit i set: the request matches success rule i.
     #[inline]
     pub fn success_mask(&self, method: &http::Method, path: &str) -> u8 {

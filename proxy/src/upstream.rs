@@ -202,11 +202,6 @@ impl EndpointPool {
         until == 0 || clock_ms() >= until
     }
 
-    /// Whether active health checks consider it up.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
     /// Counts a request's outcome for passive ejection: `failed` = no answer or a 5xx.
     #[inline]
     pub fn observe(&self, failed: bool, version: &str) {
