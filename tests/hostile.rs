@@ -8,22 +8,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// serin with one backend (`stable`, weight 100) and `extra` appended to the config.
-async fn one_backend(extra: &str) -> (Backend, Serin) {
-    let backend = Backend::start("stable").await;
-    let dead = closed_port().await;
-    let yaml = format!(
-        "{}{extra}",
-        two_versions(
-            backend.addr,
-            dead,
-            "    split: { weights: { stable: 1, canary: 0 } }",
-        )
-    );
-    let serin = Serin::start(&yaml).await;
-    (backend, serin)
-}
-
 /// Sends raw bytes and reads until serin closes the connection (or 5 s pass).
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -872,7 +872,7 @@ async fn failovers_ejected_endpoints_and_connections_are_exported() {
     let yaml = two_versions(
         stable.addr,
         dead,
-        "    split: { weights: { stable: 50, canary: 50 } }",
+        "    split: { weights: { stable: 50, canary: 50 }, sticky: { header: x-user-id } }",
     )
     .replace(
         &format!("endpoints: [{dead}]"),
@@ -880,17 +880,26 @@ async fn failovers_ejected_endpoints_and_connections_are_exported() {
     );
     let m = Metered::start(&yaml, None).await;
     let client = client();
-    for _ in 0..20 {
-        let got = get(&client, &m.c.serin.url("/"), &[]).await;
+    let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+    for user in &users {
+        let got = get(&client, &m.c.serin.url("/"), &[("x-user-id", user)]).await;
         assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
     }
+    // Every user whose cohort is the canary's failed over to stable.
+    let split = &m.c.serin.dataplane.table().services[0].split;
+    let canary_users = users
+        .iter()
+        .filter(|u| split.pick_sticky(u.as_bytes()) == 1)
+        .count();
+    assert!(canary_users > 0);
     let s = m.scrape().await;
-    // About half of the 20 were split to the canary; each failed over.
-    let failovers = s.value(
-        "serin_failovers_total",
-        &[("service", "api"), ("version", "canary")],
+    assert_eq!(
+        s.value(
+            "serin_failovers_total",
+            &[("service", "api"), ("version", "canary")]
+        ),
+        canary_users as f64
     );
-    assert!((5.0..=15.0).contains(&failovers), "{failovers}");
     assert_eq!(
         s.value(
             "serin_failovers_total",

@@ -57,15 +57,10 @@ async fn handshake(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_certificate_and_alpn_h2_is_served() {
     let backend = Backend::start("stable").await;
-    let dead = closed_port().await;
     let dir = TempDir::new("tls");
     let shop = certificate(&dir.0, "shop", &["shop.example"]);
     let api = certificate(&dir.0, "api", &["api.example", "*.api.example"]);
-    let yaml = two_versions(
-        backend.addr,
-        dead,
-        "    split: { weights: { stable: 1, canary: 0 } }",
-    )
+    let yaml = stable_only_config(backend.addr).await
     .replace(
         "{ name: web, listen: 127.0.0.1:0 }",
         &format!(

@@ -197,6 +197,26 @@ pub async fn pair(split: &str) -> (Backend, Backend, Serin) {
     (stable, canary, serin)
 }
 
+/// The usual config with every request going to `stable` at `addr`; the canary, at
+/// weight 0, is a port nothing listens on.
+pub async fn stable_only_config(addr: SocketAddr) -> String {
+    let dead = closed_port().await;
+    two_versions(
+        addr,
+        dead,
+        "    split: { weights: { stable: 1, canary: 0 } }",
+    )
+}
+
+/// A backend `stable`, and serin sending every request to it, with `extra` appended to
+/// the config (e.g. `limits: { ... }`).
+pub async fn one_backend(extra: &str) -> (Backend, Serin) {
+    let backend = Backend::start("stable").await;
+    let yaml = format!("{}{extra}", stable_only_config(backend.addr).await);
+    let serin = Serin::start(&yaml).await;
+    (backend, serin)
+}
+
 /// A loopback port nothing listens on.
 pub async fn closed_port() -> SocketAddr {
     let socket = TcpListener::bind("127.0.0.1:0").await.expect("bind");
