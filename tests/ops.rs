@@ -4,43 +4,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{SerinProcess, SERIN};
+use common::process::{ops, stderr, stdout, SerinProcess, SERIN};
 use common::*;
 use serde_json::{json, Value};
 
 /// A rollout held at 20 % until a person acts.
 const HELD: &str = "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 20, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 10s\n        rules:\n          - error_rate: { max: 50% }\n";
-
-/// Runs `serin ARGS` (an ops command) to completion, with `token` in SERIN_ADMIN_TOKEN.
-async fn ops(args: &[&str], token: Option<&str>) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let token = token.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(SERIN);
-        command
-            .args(&args)
-            .env_remove("SERIN_ADMIN")
-            .env_remove("SERIN_ADMIN_TOKEN")
-            .stdin(Stdio::null());
-        if let Some(token) = token {
-            command.env("SERIN_ADMIN_TOKEN", token);
-        }
-        command.output().expect("run serin")
-    })
-    .await
-    .expect("join")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Backends, and `serin run` with `api` (the held rollout) and `web` (no rollout).
 async fn start(token: Option<&str>) -> (Backend, Backend, SerinProcess, TempDir) {

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::process::{SerinProcess, SERIN};
+use common::process::{ops, stderr, stdout, SerinProcess};
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -15,26 +15,7 @@ use serde_json::Value;
 
 /// Runs `serin ARGS` to completion.
 async fn serin(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(SERIN)
-            .args(&args)
-            .env_remove("SERIN_ADMIN")
-            .env_remove("SERIN_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run serin")
-    })
-    .await
-    .expect("join")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    ops(args, None).await
 }
 
 /// `serin run` with `api` (stable and canary under `rollout`) and `web` (no rollout).

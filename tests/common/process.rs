@@ -12,6 +12,35 @@ use serde_json::Value;
 
 pub const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
+/// Runs `serin ARGS` (an ops command) to completion off the async runtime, with
+/// `token` in SERIN_ADMIN_TOKEN and neither it nor SERIN_ADMIN inherited otherwise.
+pub async fn ops(args: &[&str], token: Option<&str>) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let token = token.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(SERIN);
+        command
+            .args(&args)
+            .env_remove("SERIN_ADMIN")
+            .env_remove("SERIN_ADMIN_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(token) = token {
+            command.env("SERIN_ADMIN_TOKEN", token);
+        }
+        command.output().expect("run serin")
+    })
+    .await
+    .expect("join")
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A running `serin run`; killed when dropped.
 pub struct SerinProcess {
     pub child: Child,
