@@ -197,13 +197,6 @@ impl std::fmt::Debug for Certificate {
     }
 }
 
-impl Listener {
-    /// Whether `peer`'s X-Forwarded-* headers are trusted.
-    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
-        self.trust_forwarded.iter().any(|net| net.contains(&peer))
-    }
-}
-
 /// What a client may send, and how many may connect (`limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -187,13 +187,7 @@ async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
-        let trusted = table
-            .snapshot
-            .listeners
-            .iter()
-            .find(|l| *l.name == *listener.name)
-            .is_some_and(|l| l.trusts(peer.ip()));
-        let tls = table.listener_tls(&listener.name).cloned();
+        let (trusted, tls) = table.accepting(&listener.name, peer.ip());
         drop(table);
         let mut info = ConnInfo::new(peer, listener.name.clone(), trusted);
         if tls.is_some() {

@@ -31,6 +31,8 @@ struct ListenerRoutes {
     name: Box<str>,
     /// TLS, when the listener has it.
     tls: Option<crate::tls::TlsAcceptor>,
+    /// Peers whose X-Forwarded-* are kept (`trust_forwarded`).
+    trust_forwarded: Box<[ipnet::IpNet]>,
     /// Most specific host first, then longest prefix first: the first match wins.
     routes: Box<[CompiledRoute]>,
 }
@@ -349,6 +351,7 @@ impl Table {
                 Ok(ListenerRoutes {
                     name: listener.name.as_str().into(),
                     tls,
+                    trust_forwarded: listener.trust_forwarded.as_slice().into(),
                     routes: routes.into(),
                 })
             })
@@ -361,12 +364,20 @@ impl Table {
         })
     }
 
-    /// The TLS acceptor of the listener `name`, if it has TLS.
-    pub fn listener_tls(&self, name: &str) -> Option<&crate::tls::TlsAcceptor> {
-        self.listeners
-            .iter()
-            .find(|l| &*l.name == name)
-            .and_then(|l| l.tls.as_ref())
+    /// What a new connection from `peer` on the listener `name` is given: whether its
+    /// X-Forwarded-* headers are trusted, and the TLS acceptor if the listener has TLS.
+    pub fn accepting(
+        &self,
+        name: &str,
+        peer: std::net::IpAddr,
+    ) -> (bool, Option<crate::tls::TlsAcceptor>) {
+        match self.listeners.iter().find(|l| &*l.name == name) {
+            Some(l) => (
+                l.trust_forwarded.iter().any(|net| net.contains(&peer)),
+                l.tls.clone(),
+            ),
+            None => (false, None),
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceRuntime> {
