@@ -1,5 +1,6 @@
 //! Stages 3–7 for one request: route, split, forward, record, respond.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -195,16 +196,20 @@ async fn attempt<'v>(
     if h2 {
         to_h2(&mut req, &endpoint.authority);
     }
-    let sent = async {
-        if upgrade {
-            endpoint.send_upgrade(req).await
-        } else if h2 {
-            endpoint.send_h2(req).await
-        } else {
-            endpoint.send(req).await
-        }
+    // The sends are built in place (not bound first): a future moved into another
+    // takes room twice in the enclosing future, which every connection keeps.
+    let sent = if upgrade {
+        tokio::time::timeout(
+            service.request_timeout,
+            Box::pin(endpoint.send_upgrade(req)),
+        )
+        .await
+    } else if h2 {
+        tokio::time::timeout(service.request_timeout, endpoint.send_h2(req)).await
+    } else {
+        tokio::time::timeout(service.request_timeout, endpoint.send(req)).await
     };
-    let attempt = match tokio::time::timeout(service.request_timeout, sent).await {
+    let attempt = match sent {
         Ok(Ok(mut response)) => {
             endpoint.observe(response.status().is_server_error(), &version.name);
             let status = response.status().as_u16();
@@ -249,12 +254,17 @@ async fn attempt<'v>(
 
 /// Proxies one request with the routes and weights of `table`; `telemetry` traces and
 /// logs it when configured.
+///
+/// Everything is owned, so the future is the server's service future itself, with no
+/// wrapper holding a second copy of the request: the server keeps a slot of this size
+/// for every connection.
 pub async fn proxy(
     table: Arc<Table>,
     mut req: Request<Incoming>,
-    conn: &ConnInfo,
-    telemetry: Option<&Arc<Telemetry>>,
-) -> Response<ProxyBody> {
+    conn: Arc<ConnInfo>,
+    telemetry: Option<Arc<Telemetry>>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let telemetry = telemetry.as_ref();
     // Stage 3: route. HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
     // `from_uri`: the host must also be written as a Host header for the upstream.
     let (host_value, from_uri): (Option<HeaderValue>, bool) = match req.uri().authority() {
@@ -269,8 +279,11 @@ pub async fn proxy(
     let Some(route) = table.route(&conn.listener, host, req.uri().path()) else {
         let request_id = ensure_request_id(req.headers_mut());
         let observation =
-            telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), conn, &request_id));
-        return observed(not_found(host, req.uri().path(), request_id), observation);
+            telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), &conn, &request_id));
+        return Ok(observed(
+            not_found(host, req.uri().path(), request_id),
+            observation,
+        ));
     };
     let service = &table.services[route.service];
 
@@ -307,7 +320,7 @@ pub async fn proxy(
     }
     let request_id = ensure_request_id(headers);
     let mut observation =
-        telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), conn, &request_id));
+        telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), &conn, &request_id));
     if let Some(o) = observation.as_deref_mut() {
         o.routed(&table, route);
         o.propagate(req.headers_mut());
@@ -341,7 +354,7 @@ pub async fn proxy(
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
     if max_body > 0 && req.body().size_hint().lower() > max_body {
-        return observed(too_large(max_body, request_id), observation);
+        return Ok(observed(too_large(max_body, request_id), observation));
     }
     let (mut result, mut upstream) = attempt(
         service,
@@ -358,14 +371,16 @@ pub async fn proxy(
             result = match service.fail_over(chosen) {
                 Some(other) => {
                     (answered_by, answered_index) = (&service.versions[other], other);
-                    let again = attempt(
+                    // Boxed, as the retry below: rare, and inline it would grow
+                    // every request's future.
+                    let again = Box::pin(attempt(
                         service,
                         answered_by,
                         unsent,
                         success_rules,
                         upgrade.is_some(),
                         client_h2,
-                    )
+                    ))
                     .await;
                     upstream = again.1;
                     again.0
@@ -384,8 +399,15 @@ pub async fn proxy(
         tracing::debug!(service = %service.name, version = %version.name, "retrying a failed canary request on the baseline");
         *again.version_mut() = http::Version::HTTP_11;
         (answered_by, answered_index) = (&service.versions[baseline], baseline);
-        (result, upstream) =
-            attempt(service, answered_by, again, success_rules, false, client_h2).await;
+        (result, upstream) = Box::pin(attempt(
+            service,
+            answered_by,
+            again,
+            success_rules,
+            false,
+            client_h2,
+        ))
+        .await;
     }
     if let Some(o) = observation.as_deref_mut() {
         o.attempted(answered_index, upstream.map(|u| &u.authority), &result);
@@ -465,7 +487,7 @@ pub async fn proxy(
             )
         }
     };
-    observed(response, observation)
+    Ok(observed(response, observation))
 }
 
 /// Whether a message is gRPC (`content-type: application/grpc`, `application/grpc+proto`, …).

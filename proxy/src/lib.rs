@@ -33,6 +33,7 @@ pub mod upgrade;
 pub mod upstream;
 pub mod worker;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -92,8 +93,21 @@ impl DataPlane {
     }
 
     /// Handles one request on the current table.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
-        forward::proxy(self.table.load_full(), req, conn, self.telemetry.as_ref()).await
+    ///
+    /// Not an `async fn`: the returned future is the forwarding future itself, which the
+    /// server stores per connection (a wrapper would hold the request twice).
+    pub fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+    ) -> impl std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static
+    {
+        forward::proxy(
+            self.table.load_full(),
+            req,
+            conn.clone(),
+            self.telemetry.clone(),
+        )
     }
 
     pub fn table(&self) -> Arc<Table> {

@@ -6,7 +6,6 @@
 //! connections over the workers and a request never leaves the thread that accepted it.
 //! [`serve`] runs listeners on the calling runtime (tests, the demo).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,11 +194,7 @@ async fn accept_loop(
         }
         let info = Arc::new(info);
         let dataplane = dataplane.clone();
-        let service = service_fn(move |req| {
-            let dataplane = dataplane.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(dataplane.handle(req, &info).await) }
-        });
+        let service = service_fn(move |req| dataplane.handle(req, &info));
         let Some(tls) = tls else {
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -293,13 +293,15 @@ impl EndpointPool {
     }
 
     async fn connect(&self) -> Result<Sender, UpstreamError> {
-        self.connect_with(false).await
+        // Boxed: dialling is rare, and inline its future would make every request's
+        // future (kept per connection by the server) several KiB larger.
+        Box::pin(self.connect_with(false)).await
     }
 
     /// A new connection of its own (not pooled) that may switch protocols: for a
     /// request asking for an upgrade (WebSocket).
     pub async fn connect_upgradable(&self) -> Result<Sender, UpstreamError> {
-        self.connect_with(true).await
+        Box::pin(self.connect_with(true)).await
     }
 
     async fn dial(&self) -> Result<TcpStream, UpstreamError> {
@@ -384,7 +386,7 @@ impl EndpointPool {
                 }
             }
         }
-        let mut sender = match self.connect_h2().await {
+        let mut sender = match Box::pin(self.connect_h2()).await {
             Ok(sender) => sender,
             Err(error) => return Err(Failed::unsent(error, req)),
         };
