@@ -271,3 +271,124 @@ async fn bodies_over_the_limit_are_a_413() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A hyper HTTP/1.1 client connection of its own to `addr`, and whether it has ended.
+async fn h1_connection(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+async fn h1_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: std::net::SocketAddr,
+) -> (http::StatusCode, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(format!("http://{addr}/"))
+        .header("host", "a")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+const IDLE: &str = "limits: { idle_timeout: 1s, header_read_timeout: 5s }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let (backend, serin) = one_backend(IDLE).await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    // Keep-alive: only serin closing the connection ends this read; header_read_timeout
+    // (5s) is not the clock that does it.
+    let mut out = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_millis(4500), stream.read_to_end(&mut out)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "serin kept an idle connection open: {read:?}"
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("stable"), "{out}");
+    assert_eq!(backend.hits(), 1);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_in_use_outlives_idle_timeout() {
+    let (backend, serin) = one_backend(IDLE).await;
+    let (mut sender, conn) = h1_connection(serin.addr).await;
+    // Every 300ms for 2.5s: more than twice the idle timeout on one connection.
+    for _ in 0..9 {
+        assert_eq!(
+            h1_get(&mut sender, serin.addr).await,
+            (http::StatusCode::OK, "stable".to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!conn.is_finished(), "serin closed a connection in use");
+    assert_eq!(backend.hits(), 9);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_is_not_cut_by_idle_timeout() {
+    let (backend, serin) = one_backend(IDLE).await;
+    backend
+        .state
+        .body_len
+        .store(10_000, std::sync::atomic::Ordering::SeqCst);
+    backend.set_delay(Duration::from_millis(2500));
+    let (mut sender, _conn) = h1_connection(serin.addr).await;
+    let (status, body) = h1_get(&mut sender, serin.addr).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(body, "x".repeat(10_000));
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_sent_goaway_and_closed() {
+    let (backend, serin) = one_backend(IDLE).await;
+    let stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/", serin.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    drop(resp);
+    // The connection future ends only when serin sends GOAWAY and closes.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "serin kept an idle HTTP/2 connection open");
+    assert_eq!(backend.hits(), 1);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
