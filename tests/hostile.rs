@@ -271,3 +271,310 @@ async fn bodies_over_the_limit_are_a_413() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A hyper HTTP/1.1 client connection of its own to `addr`, and whether it has ended.
+async fn h1_connection(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+async fn h1_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    addr: std::net::SocketAddr,
+) -> (http::StatusCode, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(format!("http://{addr}/"))
+        .header("host", "a")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+const IDLE: &str = "limits: { idle_timeout: 1s, header_read_timeout: 5s }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let (backend, serin) = one_backend(IDLE).await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    // Keep-alive: only serin closing the connection ends this read; header_read_timeout
+    // (5s) is not the clock that does it.
+    let mut out = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_millis(4500), stream.read_to_end(&mut out)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "serin kept an idle connection open: {read:?}"
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("stable"), "{out}");
+    assert_eq!(backend.hits(), 1);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_in_use_outlives_idle_timeout() {
+    let (backend, serin) = one_backend(IDLE).await;
+    let (mut sender, conn) = h1_connection(serin.addr).await;
+    // Every 300ms for 2.5s: more than twice the idle timeout on one connection.
+    for _ in 0..9 {
+        assert_eq!(
+            h1_get(&mut sender, serin.addr).await,
+            (http::StatusCode::OK, "stable".to_string())
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!conn.is_finished(), "serin closed a connection in use");
+    assert_eq!(backend.hits(), 9);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_is_not_cut_by_idle_timeout() {
+    let (backend, serin) = one_backend(IDLE).await;
+    backend
+        .state
+        .body_len
+        .store(10_000, std::sync::atomic::Ordering::SeqCst);
+    backend.set_delay(Duration::from_millis(2500));
+    let (mut sender, _conn) = h1_connection(serin.addr).await;
+    let (status, body) = h1_get(&mut sender, serin.addr).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(body, "x".repeat(10_000));
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_sent_goaway_and_closed() {
+    let (backend, serin) = one_backend(IDLE).await;
+    let stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/", serin.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    drop(resp);
+    // The connection future ends only when serin sends GOAWAY and closes.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "serin kept an idle HTTP/2 connection open");
+    assert_eq!(backend.hits(), 1);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_h2_stream_does_not_keep_its_connection_open() {
+    // The client gives up on a slow request (RST_STREAM): nothing is in flight any
+    // more, so the connection is idle and must still be closed.
+    let (backend, serin) = one_backend(IDLE).await;
+    backend.set_delay(Duration::from_secs(30));
+    let tcp = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let req = http::Request::get(format!("http://{}/", serin.addr))
+        .body(())
+        .expect("request");
+    let (_response, mut stream) = client.send_request(req, true).expect("send");
+    eventually(
+        Duration::from_secs(5),
+        "the backend got the request",
+        || async { backend.hits() == 1 },
+    )
+    .await;
+    stream.send_reset(h2::Reason::CANCEL);
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(
+        ended.is_ok(),
+        "serin kept an HTTP/2 connection whose only stream was cancelled open"
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_ends_the_connection_and_others_are_still_served() {
+    // CVE-2023-44487: open a stream, cancel it at once, again and again.
+    let (backend, serin) = one_backend("").await;
+    let tcp = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    const ATTEMPTS: usize = 20_000;
+    let mut sent = 0;
+    while sent < ATTEMPTS {
+        client = match client.ready().await {
+            Ok(client) => client,
+            Err(_) => break,
+        };
+        let req = http::Request::get(format!("http://{}/", serin.addr))
+            .body(())
+            .expect("request");
+        let Ok((_response, mut stream)) = client.send_request(req, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+        if sent % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("serin kept a rapid-reset connection open")
+        .expect("connection task");
+    let err = ended.expect_err("the connection ended without an error");
+    // GOAWAY, or (when serin's close wins over the client's read) a broken pipe.
+    assert!(
+        err.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || err.is_io(),
+        "{err} after {sent} streams"
+    );
+    assert!(sent < ATTEMPTS, "every one of {ATTEMPTS} streams was sent");
+    assert!(
+        backend.hits() < 1_000,
+        "{} of {sent} cancelled streams reached the backend",
+        backend.hits()
+    );
+    let got = get(&h2_client(), &serin.url("/"), &[]).await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (http::StatusCode::OK, "stable")
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An HTTP/2 frame: the 9-byte header, then the payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("frame length");
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.extend([kind, flags]);
+    out.extend(stream.to_be_bytes());
+    out.extend(payload);
+    out
+}
+
+/// One header as an HPACK "literal without indexing, new name" (names and values
+/// shorter than 127 bytes, no Huffman).
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x00, name.len() as u8];
+    out.extend(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend(value.as_bytes());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_continuation_flood_is_cut_off_and_others_are_still_served() {
+    // CVE-2024-27316 family: a header block that never ends.
+    const MAX_HEADER_BYTES: usize = 8 * 1024;
+    let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;
+    let stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let (closed, mut seen_closed) = tokio::sync::watch::channel(false);
+    let reader = {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                // A GOAWAY frame (type 7) among what serin sent.
+                let mut at = 0;
+                while got.len() >= at + 9 {
+                    let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+                    if got[at + 3] == 0x7 {
+                        let _ = closed.send(true);
+                    }
+                    at += 9 + len;
+                }
+            }
+            let _ = closed.send(true);
+            got
+        })
+    };
+    let mut flood = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    flood.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+                                         // HEADERS, END_STREAM but not END_HEADERS: GET http://a/
+    let mut block = vec![0x82, 0x86, 0x84];
+    block.extend(literal(":authority", "a"));
+    flood.extend(frame(0x1, 0x1, 1, &block));
+    wr.write_all(&flood).await.expect("write the preface");
+    let filler = "f".repeat(100);
+    let mut payload = Vec::new();
+    for i in 0..9 {
+        payload.extend(literal(&format!("x-flood-{i}"), &filler));
+    }
+    let mut sent = 0;
+    while sent < 10 * MAX_HEADER_BYTES && !*seen_closed.borrow() {
+        if wr.write_all(&frame(0x9, 0, 1, &payload)).await.is_err() {
+            break;
+        }
+        sent += payload.len();
+        // Give serin a moment to answer each frame, so `sent` is what it took in.
+        let _ = tokio::time::timeout(Duration::from_millis(50), seen_closed.wait_for(|c| *c)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("serin kept a CONTINUATION flood connection open")
+        .expect("reader task");
+    let mut goaway = None;
+    let mut at = 0;
+    while got.len() >= at + 9 {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        if got[at + 3] == 0x7 && got.len() >= at + 9 + 8 {
+            let code = &got[at + 9 + 4..at + 9 + 8];
+            goaway = Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
+        }
+        at += 9 + len;
+    }
+    // ENHANCE_YOUR_CALM, after a few frames: the header block never reached its end.
+    assert_eq!(goaway, Some(0xb), "after {sent} bytes of CONTINUATION");
+    assert!(
+        sent < 10 * MAX_HEADER_BYTES,
+        "serin read {sent} bytes of one header block"
+    );
+    assert_eq!(backend.hits(), 0);
+    let got = get(&h2_client(), &serin.url("/"), &[]).await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (http::StatusCode::OK, "stable")
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}

@@ -150,6 +150,7 @@ pub struct RawCertificate {
 pub struct RawLimits {
     pub max_header_bytes: Option<serde_yaml_ng::Value>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub max_connections: Option<serde_yaml_ng::Value>,
     pub h2_max_concurrent_streams: Option<serde_yaml_ng::Value>,
     pub max_request_body: Option<serde_yaml_ng::Value>,

@@ -203,9 +203,12 @@ pub struct Limits {
     /// The request line and headers of an HTTP/1.1 request, or the header list of an
     /// HTTP/2 request, in bytes; larger → 431.
     pub max_header_bytes: u64,
-    /// Time a client gets to send a whole request head (slowloris). For HTTP/1.1 the
-    /// clock also runs while a keep-alive connection waits for its next request.
+    /// Time a client gets to send a whole request head once its first byte arrived
+    /// (slowloris), and to finish a TLS handshake.
     pub header_read_timeout: std::time::Duration,
+    /// Time a client connection may sit with no request in flight and no bytes
+    /// moving (HTTP/1.1 keep-alive, HTTP/2 with no open stream) before serin closes it.
+    pub idle_timeout: std::time::Duration,
     /// Open client connections per serin process; beyond, new ones are closed at once.
     pub max_connections: u64,
     pub h2_max_concurrent_streams: u32,
@@ -218,6 +221,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
 pub const MIN_MAX_HEADER_BYTES: u64 = 8 * 1024;
 pub const MAX_MAX_HEADER_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const MIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
@@ -226,6 +231,7 @@ impl Default for Limits {
         Self {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             max_request_body: 0,

@@ -18,11 +18,11 @@ use crate::snapshot::{
     Secret, Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing,
     UpstreamProtocol, Version, WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL,
     DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT,
-    DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES,
+    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
     DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_MAX_HEADER_BYTES,
-    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_SUCCESS_RULES, MIN_MAX_HEADER_BYTES,
-    MIN_NOTIFY_TIMEOUT,
+    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_SUCCESS_RULES, MIN_IDLE_TIMEOUT,
+    MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -1711,6 +1711,25 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
         .as_deref()
         .and_then(|d| duration(d, "limits.header_read_timeout", errs))
         .unwrap_or(defaults.header_read_timeout);
+    let idle_timeout = raw
+        .idle_timeout
+        .as_deref()
+        .and_then(|text| {
+            duration(text, "limits.idle_timeout", errs).filter(|d| {
+                let ok = *d >= MIN_IDLE_TIMEOUT;
+                if !ok {
+                    errs.push(
+                        "limits.idle_timeout",
+                        format!(
+                            "\"{text}\" is too short: an idle connection must be given at least 1s (the default is {}s)",
+                            DEFAULT_IDLE_TIMEOUT.as_secs()
+                        ),
+                    );
+                }
+                ok
+            })
+        })
+        .unwrap_or(defaults.idle_timeout);
     let max_connections = raw
         .max_connections
         .as_ref()
@@ -1730,6 +1749,7 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
     Limits {
         max_header_bytes,
         header_read_timeout,
+        idle_timeout,
         max_connections,
         h2_max_concurrent_streams,
         max_request_body,

@@ -342,6 +342,7 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: listeners[0].trust_forwarded[2]: "proxy.internal" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"#,
             r#"FILE: limits.max_header_bytes: 4096 bytes is out of range: give 8KiB to 1MiB (the default is 32KiB)"#,
             r#"FILE: limits.header_read_timeout: "10" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: limits.idle_timeout: "500ms" is too short: an idle connection must be given at least 1s (the default is 60s)"#,
             r#"FILE: limits.max_connections: 0 is not allowed: give a whole number from 1 to 10000000"#,
             r#"FILE: limits.h2_max_concurrent_streams: "many" is not allowed: give a whole number from 1 to 10000"#,
             r#"FILE: limits.max_request_body: "12 bananas" is not a size: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB"#,

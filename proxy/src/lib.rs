@@ -23,6 +23,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod health;
+mod idle;
 pub mod record;
 pub mod server;
 pub mod split;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::atomic::Ordering;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use serin_config::{Limits, Snapshot};
 use tokio::net::TcpListener;
@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ProxyError;
 use crate::forward::ConnInfo;
+use crate::idle::{Activity, Counting, Expiry, InFlight, Tracked};
 use crate::{worker, DataPlane};
 
 /// After an accept error (e.g. out of file descriptors), wait this long before retrying.
@@ -77,7 +78,8 @@ struct Running {
     name: Arc<str>,
     accept_loop: JoinHandle<()>,
     stop: watch::Sender<bool>,
-    graceful: Arc<GracefulShutdown>,
+    /// Tells the listener's connections to finish; each holds a receiver.
+    drain: watch::Sender<bool>,
 }
 
 impl Running {
@@ -88,15 +90,12 @@ impl Running {
         if let Err(err) = self.accept_loop.await {
             tracing::warn!(listener = %self.name, error = %err, "accept loop ended abnormally");
         }
-        let open = self.graceful.count();
+        let open = self.drain.receiver_count();
         tracing::debug!(listener = %self.name, open_connections = open, grace = ?grace, "draining connections");
-        match Arc::try_unwrap(self.graceful) {
-            Ok(graceful) => tokio::time::timeout(grace, graceful.shutdown())
-                .await
-                .is_ok(),
-            // Unreachable: the accept loop, the only other holder, has ended.
-            Err(_) => false,
-        }
+        let _ = self.drain.send(true);
+        tokio::time::timeout(grace, self.drain.closed())
+            .await
+            .is_ok()
     }
 }
 
@@ -107,7 +106,9 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // hyper's header timer also runs while a keep-alive connection waits for its
+        // next request; serin times heads and idleness apart (`crate::idle`).
+        .header_read_timeout(None)
         // hyper answers 431 when the request head does not fit its read buffer.
         .max_buf_size(header_bytes.max(8192))
         .keep_alive(true);
@@ -145,10 +146,65 @@ impl Drop for Open {
     }
 }
 
+/// Serves one connection until it ends, the listener drains, or its clock runs out.
+async fn serve_connection<I>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: Tracked<I>,
+    dataplane: Arc<DataPlane>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    mut drain: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let counting = activity.clone();
+    let service = service_fn(move |req| {
+        let in_flight = InFlight::start(&counting);
+        Counting::new(dataplane.handle(req, &info), in_flight)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Whether the connection was asked to finish, and when it is cut if it does not.
+    let mut asked = false;
+    let mut cut_at: Option<tokio::time::Instant> = None;
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            // The grace period is the listener's to enforce.
+            _ = drain.wait_for(|d| *d), if !asked => {
+                asked = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            expiry = activity.expired(), if !asked => match expiry {
+                Expiry::Idle => {
+                    tracing::debug!(%peer, "idle connection; closing it");
+                    asked = true;
+                    conn.as_mut().graceful_shutdown();
+                    // A client that neither closes nor answers HTTP/2's GOAWAY is cut
+                    // after one more idle period.
+                    cut_at = Some(tokio::time::Instant::now() + activity.idle_timeout());
+                }
+                Expiry::Head => {
+                    tracing::debug!(%peer, "request head not read within header_read_timeout; closing the connection");
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(cut_at.unwrap_or_else(tokio::time::Instant::now)), if cut_at.is_some() => {
+                tracing::debug!(%peer, "idle connection did not close; dropping it");
+                return;
+            }
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
 async fn accept_loop(
     listener: BoundListener,
     dataplane: Arc<DataPlane>,
-    graceful: Arc<GracefulShutdown>,
+    drain: watch::Receiver<bool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     // Rebuilt when a reload changes the limits; connections keep the settings they
@@ -193,24 +249,19 @@ async fn accept_loop(
             info.proto = "https";
         }
         let info = Arc::new(info);
+        let activity = Activity::new(limits.idle_timeout, limits.header_read_timeout);
         let dataplane = dataplane.clone();
-        let service = service_fn(move |req| dataplane.handle(req, &info));
+        let builder = builder.clone();
+        let drain = drain.clone();
         let Some(tls) = tls else {
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _open = open;
-                if let Err(err) = conn.await {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
+                let io = Tracked::new(stream, activity.clone());
+                serve_connection(builder, io, dataplane, info, activity, drain, peer).await;
             });
             continue;
         };
         // The handshake runs in the connection's task, bounded like a request head.
-        let builder = builder.clone();
-        let graceful = graceful.clone();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _open = open;
@@ -225,12 +276,8 @@ async fn accept_loop(
                     return;
                 }
             };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(err) = graceful.watch(conn).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
+            let io = Tracked::new(stream, activity.clone());
+            serve_connection(builder, io, dataplane, info, activity, drain, peer).await;
         });
     }
     tracing::debug!(listener = %listener.name, "stopped accepting");
@@ -241,19 +288,19 @@ impl Serving {
     pub fn add(&mut self, listener: BoundListener) {
         tracing::debug!(listener = %listener.name, addr = %listener.local_addr, "accepting");
         let (stop, stopped) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
+        let (drain, draining) = watch::channel(false);
         let name = listener.name.clone();
         let accept_loop = tokio::spawn(accept_loop(
             listener,
             self.dataplane.clone(),
-            graceful.clone(),
+            draining,
             stopped,
         ));
         self.listeners.push(Running {
             name,
             accept_loop,
             stop,
-            graceful,
+            drain,
         });
     }
 

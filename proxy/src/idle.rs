@@ -1,0 +1,322 @@
+//! A client connection's two clocks: `limits.idle_timeout` (nothing in flight and no
+//! bytes moving) and `limits.header_read_timeout` (an HTTP/1.1 request head that has
+//! begun but not ended).
+//!
+//! hyper's own HTTP/1.1 header timer starts as soon as a keep-alive connection goes
+//! idle, so it cannot tell a slow head from a quiet connection; serin turns it off and
+//! keeps both clocks here. [`Tracked`] wraps the connection's IO and notes when bytes
+//! last moved; the service counts requests started and responses finished
+//! ([`Activity::request_started`], [`Counted`]); [`Activity::expired`] runs beside the
+//! connection in its own task and says when and how to end it. Everything lives on the
+//! connection's task, so the atomics are never contended: a request costs two relaxed
+//! increments and a clock read, an IO call a clock read and a store.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// No request head is being read.
+const NO_HEAD: u64 = u64::MAX;
+
+/// How a connection's clock ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// Nothing in flight and no bytes moved for `idle_timeout`: close it politely
+    /// (HTTP/2: `GOAWAY`).
+    Idle,
+    /// A request head began and did not end in time (or stalled): drop it.
+    Head,
+}
+
+/// What a connection is doing, shared by its IO, its service and its clock.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    base: Instant,
+    /// Milliseconds since `base` when bytes last moved or a response ended.
+    last: AtomicU64,
+    /// Requests handed to the service.
+    started: AtomicU32,
+    /// Responses whose body is done (sent or dropped).
+    finished: AtomicU32,
+    /// Milliseconds since `base` when the first byte of a head not yet handed to the
+    /// service arrived, or [`NO_HEAD`].
+    head_since: AtomicU64,
+    /// `started` when that head began: once it changes, the head has been read.
+    head_of: AtomicU32,
+    /// HTTP/2 has no head to time: its frames move without a request in flight.
+    h2: AtomicBool,
+    /// Wakes the clock when a head begins: its deadline is earlier than the idle one.
+    head_began: tokio::sync::Notify,
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+}
+
+impl Activity {
+    pub(crate) fn new(idle_timeout: Duration, header_read_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            started: AtomicU32::new(0),
+            finished: AtomicU32::new(0),
+            head_since: AtomicU64::new(NO_HEAD),
+            head_of: AtomicU32::new(0),
+            h2: AtomicBool::new(false),
+            head_began: tokio::sync::Notify::new(),
+            idle_timeout,
+            header_read_timeout,
+        })
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
+    fn in_flight(&self) -> bool {
+        self.started.load(Ordering::Relaxed) != self.finished.load(Ordering::Relaxed)
+    }
+
+    fn request_started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn response_finished(&self) {
+        self.last.store(self.now(), Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn head_pending(&self) -> Option<u64> {
+        let since = self.head_since.load(Ordering::Relaxed);
+        (since != NO_HEAD
+            && self.head_of.load(Ordering::Relaxed) == self.started.load(Ordering::Relaxed))
+        .then_some(since)
+    }
+
+    fn read(&self, first: &[u8], at_start: bool) {
+        let now = self.now();
+        self.last.store(now, Ordering::Relaxed);
+        if at_start
+            && first.len() >= 4
+            && b"PRI * HTTP/2.0".starts_with(&first[..first.len().min(14)])
+        {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        if self.h2.load(Ordering::Relaxed) || self.in_flight() || self.head_pending().is_some() {
+            return;
+        }
+        self.head_of
+            .store(self.started.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.head_since.store(now, Ordering::Relaxed);
+        self.head_began.notify_one();
+    }
+
+    fn wrote(&self) {
+        self.last.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Resolves when the connection should end. Sleeps at most one `idle_timeout` at a
+    /// time and looks again, so only the start of a head needs to wake it.
+    pub(crate) async fn expired(&self) -> Expiry {
+        let idle = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(NO_HEAD / 4);
+        let head = u64::try_from(self.header_read_timeout.as_millis()).unwrap_or(NO_HEAD / 4);
+        loop {
+            let now = self.now();
+            let (deadline, expiry) = if self.in_flight() {
+                // A request in flight is never cut; look again later.
+                (now.saturating_add(idle), None)
+            } else {
+                let quiet = self.last.load(Ordering::Relaxed).saturating_add(idle);
+                match self.head_pending() {
+                    Some(since) => (quiet.min(since.saturating_add(head)), Some(Expiry::Head)),
+                    None => (quiet, Some(Expiry::Idle)),
+                }
+            };
+            match expiry {
+                Some(expiry) if deadline <= now => return expiry,
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(self.base + Duration::from_millis(deadline)) => {}
+                        _ = self.head_began.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection's IO, noting when bytes move.
+pub(crate) struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    read_any: bool,
+}
+
+impl<I> Tracked<I> {
+    pub(crate) fn new(inner: I, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity,
+            read_any: false,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let got = &buf.filled()[before..];
+            if !got.is_empty() {
+                this.activity.read(got, !this.read_any);
+                this.read_any = true;
+            }
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                this.activity.wrote();
+            }
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                this.activity.wrote();
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// One request in flight on a connection: counted as finished when dropped, whether
+/// with its response body (sent or abandoned) or with a request future cancelled
+/// before any response (an HTTP/2 stream reset, a client gone).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// The service was handed a request.
+    pub(crate) fn start(activity: &Arc<Activity>) -> Self {
+        activity.request_started();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.response_finished();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The service future of a connection: the forwarding future, its response body
+    /// wrapped in [`Counted`]. Written out rather than an `async` block, which would
+    /// hold the request a second time in every connection's future slot.
+    pub(crate) struct Counting<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> Counting<F> {
+    pub(crate) fn new(inner: F, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<F, B> std::future::Future for Counting<F>
+where
+    F: std::future::Future<Output = Result<http::Response<B>, std::convert::Infallible>>,
+{
+    type Output = Result<http::Response<Counted<B>>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
+            return Poll::Pending;
+        };
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|inner| Counted {
+            inner,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+/// A response body that tells the connection's [`Activity`] when it is done (dropped).
+pub struct Counted<B> {
+    inner: B,
+    _in_flight: Option<InFlight>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
