@@ -17,6 +17,21 @@ const MAX_CONNECTION_HEADERS: usize = 8;
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (Connection, Keep-Alive, Proxy-*,
 /// TE, Trailer, Transfer-Encoding, Upgrade) and every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (standard names compare as
+    // enum tags) instead of a hashed removal for each of the eight.
+    let hop = |k: &HeaderName| {
+        k == CONNECTION
+            || k == KEEP_ALIVE
+            || k == PROXY_CONNECTION
+            || k == TE
+            || k == TRAILER
+            || k == TRANSFER_ENCODING
+            || k == UPGRADE
+            || k.as_str().starts_with("proxy-")
+    };
+    if !headers.keys().any(hop) {
+        return;
+    }
     // Collect the Connection values first (cheap clones of shared bytes), then remove
     // the headers they name.
     let mut named: [Option<HeaderValue>; MAX_CONNECTION_HEADERS] = Default::default();
