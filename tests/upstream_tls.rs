@@ -268,7 +268,10 @@ async fn protocol_auto_speaks_what_the_backend_chose() {
         assert_eq!(got.status, StatusCode::OK);
         assert_eq!(got.body, BODY);
     }
-    assert_eq!(*h1.versions.lock().unwrap(), vec![http::Version::HTTP_11; 3]);
+    assert_eq!(
+        *h1.versions.lock().unwrap(),
+        vec![http::Version::HTTP_11; 3]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,10 +320,14 @@ async fn health_checks_go_over_tls() {
     ))
     .await;
     // Checks that pass over TLS reach the backend as requests.
-    eventually(std::time::Duration::from_secs(10), "health checks over TLS", || {
-        let answered = backend.answered();
-        async move { answered >= 2 }
-    })
+    eventually(
+        std::time::Duration::from_secs(10),
+        "health checks over TLS",
+        || {
+            let answered = backend.answered();
+            async move { answered >= 2 }
+        },
+    )
     .await;
     let got = get(&client(), &serin.url("/hello"), &[]).await;
     assert_eq!(got.status, StatusCode::OK);

@@ -14,16 +14,17 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring::default_provider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, ServerName, UnixTime, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    ServerName, UnixTime,
 };
-use serin_config::{Certificate, KeyKind, Tls, TlsVersion};
 use serin_config::snapshot::UpstreamProtocol;
+use serin_config::{Certificate, KeyKind, Tls, TlsVersion};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::error::ProxyError;
