@@ -123,8 +123,11 @@ fn main() -> ExitCode {
 
 fn check(file: &Path) -> ExitCode {
     match serin_config::load_file(file) {
-        Ok(_) => {
+        Ok(snapshot) => {
             println!("ok");
+            for warning in snapshot.warnings() {
+                println!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -18,5 +18,5 @@ pub use snapshot::{
     AccessLog, AccessLogFormat, Admin, AdminToken, Analysis, Certificate, DecisionKind, Eject,
     Endpoint, HealthCheck, HostMatch, KeyKind, Limits, Listener, NotifyFormat, NotifyTarget,
     OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky, Telemetry,
-    Timeouts, Tls, TlsVersion, Tracing, Version, WebhookUrl,
+    Timeouts, Tls, TlsVersion, Tracing, UpstreamTls, Version, WebhookUrl,
 };

@@ -107,8 +107,6 @@ fn read_certificates(
     snapshot: &mut Snapshot,
     dir: Option<&Path>,
 ) -> Vec<Anchored> {
-    use rustls_pki_types::pem::{PemObject, SectionKind};
-    use rustls_pki_types::CertificateDer;
     let mut errors = Vec::new();
     let resolve = |written: &str| match dir {
         Some(dir) if !Path::new(written).is_absolute() => dir.join(written),
@@ -138,64 +136,12 @@ fn read_certificates(
             };
             let cert_file = resolve(&pair.cert);
             let key_file = resolve(&pair.key);
-            let read = |file: &Path| {
-                std::fs::read(file).map_err(|err| {
-                    format!(
-                        "cannot read {}: {err}; fix the path (relative paths are relative to the config file's directory)",
-                        file.display()
-                    )
-                })
-            };
-            let chain = match read(&cert_file) {
-                Err(message) => {
-                    error("cert", message);
-                    None
-                }
-                Ok(bytes) => {
-                    let chain: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&bytes)
-                        .map(|c| c.map(|c| c.as_ref().to_vec()))
-                        .collect();
-                    match chain {
-                        Ok(chain) if !chain.is_empty() => Some(chain),
-                        _ => {
-                            error(
-                                "cert",
-                                format!(
-                                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the certificate chain, leaf first",
-                                    cert_file.display()
-                                ),
-                            );
-                            None
-                        }
-                    }
-                }
-            };
-            let key = match read(&key_file) {
-                Err(message) => {
-                    error("key", message);
-                    None
-                }
-                Ok(bytes) => {
-                    let found = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
-                        .filter_map(Result::ok)
-                        .find_map(|(kind, der)| match kind {
-                            SectionKind::PrivateKey => Some((KeyKind::Pkcs8, der)),
-                            SectionKind::RsaPrivateKey => Some((KeyKind::Pkcs1, der)),
-                            SectionKind::EcPrivateKey => Some((KeyKind::Sec1, der)),
-                            _ => None,
-                        });
-                    if found.is_none() {
-                        error(
-                            "key",
-                            format!(
-                                "{} holds no PEM private key (PKCS#8, RSA or EC); give the key of the certificate",
-                                key_file.display()
-                            ),
-                        );
-                    }
-                    found
-                }
-            };
+            let chain = read_chain(&cert_file, "give the certificate chain, leaf first")
+                .map_err(|message| error("cert", message))
+                .ok();
+            let key = read_key(&key_file)
+                .map_err(|message| error("key", message))
+                .ok();
             if let (Some(chain), Some((key_kind, key))) = (chain, key) {
                 tls.certificates.push(Certificate {
                     cert_file,
@@ -207,7 +153,138 @@ fn read_certificates(
             }
         }
     }
+    read_upstream_tls(raw, snapshot, &resolve, &mut errors);
     errors
+}
+
+/// Reads the CA, client certificate and key files of every version with `tls` (paths
+/// resolved by `resolve`) into the snapshot; what cannot be read or used is an error.
+fn read_upstream_tls(
+    raw: &RawConfig,
+    snapshot: &mut Snapshot,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    errors: &mut Vec<Anchored>,
+) {
+    for (i, raw_service) in raw.services.iter().enumerate() {
+        let Some(service) = snapshot
+            .services
+            .iter_mut()
+            .find(|s| s.name == raw_service.name)
+        else {
+            continue;
+        };
+        for (j, raw_version) in raw_service.versions.iter().enumerate() {
+            let Some(raw_tls) = &raw_version.tls else {
+                continue;
+            };
+            let Some(tls) = service
+                .versions
+                .iter_mut()
+                .find(|v| v.name == raw_version.name)
+                .and_then(|v| v.tls.as_mut())
+            else {
+                continue;
+            };
+            let mut error = |field: &str, message: String| {
+                let at = format!("services[{i}].versions[{j}].tls.{field}");
+                errors.push(Anchored {
+                    anchor: at.clone(),
+                    error: ConfigError::new(at, message),
+                })
+            };
+            if let Some(ca) = &raw_tls.ca {
+                let file = resolve(ca);
+                match read_chain(&file, "give the PEM certificates of the CAs to trust")
+                    .and_then(|roots| check_roots(&file, roots))
+                {
+                    Ok(roots) => {
+                        tls.ca = roots;
+                        tls.ca_file = Some(file);
+                    }
+                    Err(message) => error("ca", message),
+                }
+            }
+            if let (Some(cert), Some(key)) = (&raw_tls.cert, &raw_tls.key) {
+                let cert_file = resolve(cert);
+                let key_file = resolve(key);
+                let chain = read_chain(&cert_file, "give the client certificate chain, leaf first")
+                    .map_err(|message| error("cert", message))
+                    .ok();
+                let key = read_key(&key_file)
+                    .map_err(|message| error("key", message))
+                    .ok();
+                if let (Some(chain), Some((key_kind, key))) = (chain, key) {
+                    tls.client = Some(Certificate {
+                        cert_file,
+                        key_file,
+                        chain,
+                        key,
+                        key_kind,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `roots` when each is a certificate that can be trusted as a root, else why not.
+fn check_roots(file: &Path, roots: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, String> {
+    for (n, der) in roots.iter().enumerate() {
+        let cert = rustls_pki_types::CertificateDer::from(der.as_slice());
+        if let Err(err) = webpki::anchor_from_trusted_cert(&cert) {
+            return Err(format!(
+                "certificate {} in {} cannot be used as a trusted root: {err}; give the PEM certificates of the CAs to trust",
+                n + 1,
+                file.display()
+            ));
+        }
+    }
+    Ok(roots)
+}
+
+fn cannot_read(file: &Path, err: std::io::Error) -> String {
+    format!(
+        "cannot read {}: {err}; fix the path (relative paths are relative to the config file's directory)",
+        file.display()
+    )
+}
+
+/// The PEM certificates in `file` (DER), or why there are none; `advice` says what
+/// the file should hold.
+fn read_chain(file: &Path, advice: &str) -> Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let bytes = std::fs::read(file).map_err(|err| cannot_read(file, err))?;
+    let chain: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&bytes)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect();
+    match chain {
+        Ok(chain) if !chain.is_empty() => Ok(chain),
+        _ => Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); {advice}",
+            file.display()
+        )),
+    }
+}
+
+/// The first PEM private key in `file`, or why there is none.
+fn read_key(file: &Path) -> Result<(KeyKind, Vec<u8>), String> {
+    use rustls_pki_types::pem::{PemObject, SectionKind};
+    let bytes = std::fs::read(file).map_err(|err| cannot_read(file, err))?;
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .find_map(|(kind, der)| match kind {
+            SectionKind::PrivateKey => Some((KeyKind::Pkcs8, der)),
+            SectionKind::RsaPrivateKey => Some((KeyKind::Pkcs1, der)),
+            SectionKind::EcPrivateKey => Some((KeyKind::Sec1, der)),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            format!(
+                "{} holds no PEM private key (PKCS#8, RSA or EC); give the key of the certificate",
+                file.display()
+            )
+        })
 }
 
 /// Reads the admin token from `admin.token_file` (relative to `dir`), when it is given

@@ -194,6 +194,25 @@ pub struct RawService {
     pub grpc: Option<RawGrpc>,
 }
 
+/// TLS to a version's endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ ca: certs/ca.pem, server_name: api.internal }` (or `{}` for TLS with the bundled roots)"
+)]
+pub struct RawUpstreamTls {
+    /// PEM bundle of the roots to trust instead of the bundled (webpki) ones.
+    pub ca: Option<String>,
+    /// The name sent as SNI and verified; default: the endpoint's host.
+    pub server_name: Option<String>,
+    /// Client certificate chain and key for mutual TLS (both or neither).
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// No verification of the upstream's certificate at all.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -211,6 +230,9 @@ pub struct RawVersion {
     pub protocol: Option<String>,
     #[serde(default)]
     pub grpc: Option<RawGrpc>,
+    /// TLS to the endpoints (`{}` for TLS with the bundled roots).
+    #[serde(default)]
+    pub tls: Option<RawUpstreamTls>,
 }
 
 /// How gRPC responses are judged.

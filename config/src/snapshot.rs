@@ -391,6 +391,25 @@ pub struct Version {
     pub protocol: UpstreamProtocol,
     /// gRPC status codes that count as errors: bit `n` set = code `n` (1–16).
     pub grpc_error_codes: u32,
+    /// TLS to the endpoints; `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to a version's endpoints; the files are read at load (`crate::load`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// The `ca` file, resolved from the config file's directory; `None`: the bundled
+    /// (webpki) roots.
+    pub ca_file: Option<PathBuf>,
+    /// The roots of `ca_file` (DER), read at load.
+    pub ca: Vec<Vec<u8>>,
+    /// The name sent as SNI and verified (a DNS name or an IP address); `None`: each
+    /// endpoint's host.
+    pub server_name: Option<String>,
+    /// The client certificate for mutual TLS, read at load.
+    pub client: Option<Certificate>,
+    /// No verification of the upstream's certificate at all.
+    pub insecure_skip_verify: bool,
 }
 
 /// The HTTP version serin speaks to a version's endpoints.
@@ -495,6 +514,23 @@ impl Snapshot {
 
     pub fn listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// Settings that are valid but unsafe, one sentence each with where they are:
+    /// logged at load and at every reload, and printed by `serin check`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, service) in self.services.iter().enumerate() {
+            for (j, version) in service.versions.iter().enumerate() {
+                if version.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+                    warnings.push(format!(
+                        "services[{i}].versions[{j}].tls.insecure_skip_verify: version \"{}\" of service \"{}\" does not verify its endpoints' certificates at all, so anyone on the network path can impersonate them; give `ca` (and `server_name`) instead",
+                        version.name, service.name
+                    ));
+                }
+            }
+        }
+        warnings
     }
 }
 

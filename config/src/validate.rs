@@ -10,16 +10,17 @@ use crate::error::ConfigError;
 use crate::schema::{
     RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawGrpc, RawHealth,
     RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess,
-    RawTelemetry, RawTimeouts, RawTls, RawTracing, RULE_KINDS,
+    RawTelemetry, RawTimeouts, RawTls, RawTracing, RawUpstreamTls, RULE_KINDS,
 };
 use crate::snapshot::{
     AccessLog, AccessLogFormat, Admin, Analysis, DecisionKind, Eject, Endpoint, HealthCheck,
     HostMatch, Limits, Listener, NotifyFormat, NotifyTarget, OnFailure, Rollout, Route, Rule,
     Secret, Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing,
-    UpstreamProtocol, Version, WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL,
-    DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES,
-    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
+    UpstreamProtocol, UpstreamTls, Version, WebhookUrl, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT,
+    DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
     DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_MAX_HEADER_BYTES,
     MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_SUCCESS_RULES, MIN_IDLE_TIMEOUT,
     MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
@@ -902,6 +903,10 @@ fn service(
             Some(g) => grpc_codes(g, &format!("{vpath}.grpc"), errs),
             None => service_grpc_codes,
         };
+        let tls = v
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(t, &endpoints, &vpath, errs));
         versions.push(Version {
             name: v.name.clone(),
             endpoints,
@@ -910,6 +915,7 @@ fn service(
             eject,
             protocol,
             grpc_error_codes,
+            tls,
         });
     }
 
@@ -1802,6 +1808,79 @@ fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
         min_version,
         alpn,
     })
+}
+
+/// A version's `tls`; its files are read by `crate::load`, which does the I/O.
+fn upstream_tls(
+    raw: &RawUpstreamTls,
+    endpoints: &[Endpoint],
+    vpath: &str,
+    errs: &mut Errors,
+) -> Option<UpstreamTls> {
+    let before = errs.len();
+    let path = format!("{vpath}.tls");
+    for (field, value) in [("ca", &raw.ca), ("cert", &raw.cert), ("key", &raw.key)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            errs.push(
+                format!("{path}.{field}"),
+                "the path is empty: give a PEM file (relative paths are relative to the config file's directory), or leave the key out",
+            );
+        }
+    }
+    match (&raw.cert, &raw.key) {
+        (Some(_), None) => errs.push(
+            format!("{path}.key"),
+            "`cert` is given without `key`: give both the client certificate and its private key (for mutual TLS), or neither",
+        ),
+        (None, Some(_)) => errs.push(
+            format!("{path}.cert"),
+            "`key` is given without `cert`: give both the client certificate and its private key (for mutual TLS), or neither",
+        ),
+        _ => {}
+    }
+    let server_name = match raw.server_name.as_deref().map(str::trim) {
+        Some(name) => {
+            if !is_server_name(name) {
+                errs.push(
+                    format!("{path}.server_name"),
+                    format!("\"{name}\" is not a DNS name or an IP address; write the name the upstream's certificate is issued for (e.g. api.internal)"),
+                );
+            }
+            Some(name.to_string())
+        }
+        None => {
+            for (k, e) in endpoints.iter().enumerate() {
+                let host = endpoint_host(&e.authority);
+                if !is_server_name(host) {
+                    errs.push(
+                        format!("{vpath}.endpoints[{k}]"),
+                        format!("the host \"{host}\" cannot be verified over TLS (it is not a DNS name or an IP address); set `tls.server_name` to the name the upstream's certificate is issued for"),
+                    );
+                }
+            }
+            None
+        }
+    };
+    (errs.len() == before).then_some(UpstreamTls {
+        ca_file: None,
+        ca: Vec::new(),
+        server_name,
+        client: None,
+        insecure_skip_verify: raw.insecure_skip_verify,
+    })
+}
+
+/// The host of a normalised `host:port` endpoint, without an IPv6 address's brackets.
+pub fn endpoint_host(authority: &str) -> &str {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Whether `name` can be sent as SNI and verified: a DNS name or an IP address.
+fn is_server_name(name: &str) -> bool {
+    rustls_pki_types::ServerName::try_from(name).is_ok()
 }
 
 fn upstream_protocol(raw: Option<&str>, path: &str, errs: &mut Errors) -> UpstreamProtocol {

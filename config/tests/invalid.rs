@@ -336,6 +336,15 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "upstream_tls_bad",
+        &[
+            r#"FILE: services[0].versions[0].tls.server_name: "api internal" is not a DNS name or an IP address; write the name the upstream's certificate is issued for (e.g. api.internal)"#,
+            r#"FILE: services[0].versions[0].tls.key: `cert` is given without `key`: give both the client certificate and its private key (for mutual TLS), or neither"#,
+            r#"FILE: services[0].versions[1].tls.ca: the path is empty: give a PEM file (relative paths are relative to the config file's directory), or leave the key out"#,
+            r#"FILE: services[0].versions[1].tls.cert: `key` is given without `cert`: give both the client certificate and its private key (for mutual TLS), or neither"#,
+        ],
+    ),
+    (
         "limits_bad",
         &[
             r#"FILE: listeners[0].trust_forwarded[1]: "10.0.0.300/8" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"#,
@@ -1040,6 +1049,24 @@ fn missing_certificate_files_are_named() {
         vec![
             format!("FILE: listeners[0].tls.certificates[0].cert: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("shop.pem").display()),
             format!("FILE: listeners[0].tls.certificates[0].key: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("shop.key").display()),
+        ]
+    );
+}
+
+/// A version's TLS files are read relative to the config file's directory; one that
+/// cannot be read, or holds no certificate, is reported at its key.
+#[test]
+fn unusable_upstream_tls_files_are_named() {
+    let lines = check_lines("files/upstream_tls_files");
+    let files = Path::new(FIXTURES).join("files");
+    let dir = files.join("no-such-dir");
+    assert_eq!(
+        lines,
+        vec![
+            format!("FILE: services[0].versions[0].tls.ca: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("ca.pem").display()),
+            "FILE: services[0].versions[1].tls.ca: FILE holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the PEM certificates of the CAs to trust".to_string(),
+            format!("FILE: services[0].versions[1].tls.cert: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("client.pem").display()),
+            format!("FILE: services[0].versions[1].tls.key: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("client.key").display()),
         ]
     );
 }

@@ -28,4 +28,10 @@ pub enum ProxyError {
         file: String,
         reason: String,
     },
+    #[error("TLS to the endpoints of version \"{version}\" of service \"{service}\": {reason}")]
+    UpstreamTls {
+        service: String,
+        version: String,
+        reason: String,
+    },
 }

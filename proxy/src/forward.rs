@@ -187,21 +187,30 @@ async fn attempt<'v>(
             req.headers_mut().insert(HOST, host);
         }
     }
+    // Over TLS, `auto` is decided by the upstream's ALPN choice, on the connection.
+    let negotiated = !upgrade && version.tls && version.protocol == UpstreamProtocol::Auto;
     let h2 = !upgrade
+        && !negotiated
         && match version.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Auto => client_h2,
         };
     if h2 {
-        to_h2(&mut req, &endpoint.authority);
+        to_h2(&mut req, &endpoint.authority, version.tls);
     }
     // The sends are built in place (not bound first): a future moved into another
-    // takes room twice in the enclosing future, which every connection keeps.
+    // takes room twice in the enclosing future.
     let sent = if upgrade {
         tokio::time::timeout(
             service.request_timeout,
             Box::pin(endpoint.send_upgrade(req)),
+        )
+        .await
+    } else if negotiated {
+        tokio::time::timeout(
+            service.request_timeout,
+            endpoint.send_negotiated(req, |req| to_h2(req, &endpoint.authority, true)),
         )
         .await
     } else if h2 {
@@ -500,14 +509,18 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// Makes an origin-form HTTP/1.1 request into an HTTP/2 one: the URI in absolute form
 /// (`http`, the Host, or the endpoint when there is none; the Host header itself goes,
 /// `:authority` carries it), and `te: trailers` for gRPC, which asks for it.
-fn to_h2(req: &mut Request<UpstreamBody>, endpoint: &http::uri::Authority) {
+fn to_h2(req: &mut Request<UpstreamBody>, endpoint: &http::uri::Authority, tls: bool) {
     let authority = req
         .headers_mut()
         .remove(HOST)
         .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
         .unwrap_or_else(|| endpoint.clone());
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
     parts.authority = Some(authority);
     parts.path_and_query = Some(
         req.uri()

@@ -3,7 +3,7 @@
 //! checks in a row leaves rotation; one that then passes `healthy_after` in a row comes
 //! back. State lives on the endpoint's pool, so it survives reloads that keep the
 //! endpoint. Checks run on the caller's runtime (the control thread in `serin run`),
-//! never on a worker.
+//! never on a worker. A version with `tls` is checked over TLS (ALPN `http/1.1`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -78,11 +78,18 @@ async fn probe(endpoint: &EndpointPool, check: &HealthCheck) -> Result<(), Strin
         let stream = connect_tcp(host, port)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake failed: {e}"))?;
-        tokio::spawn(connection);
+        let mut sender = match endpoint.tls() {
+            None => handshake(TokioIo::new(stream)).await?,
+            Some(tls) => {
+                let stream = tls
+                    .connectors
+                    .http1
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                handshake(TokioIo::new(stream)).await?
+            }
+        };
         let req = Request::get(check.path.as_str())
             .header(http::header::HOST, authority.as_str())
             .header(http::header::USER_AGENT, "serin-health-check")
@@ -101,6 +108,20 @@ async fn probe(endpoint: &EndpointPool, check: &HealthCheck) -> Result<(), Strin
         Ok(Err(why)) => Err(why),
         Err(_) => Err(format!("no answer within {}", humantime_ms(check.timeout))),
     }
+}
+
+/// HTTP/1.1 on a check's connection.
+async fn handshake<T>(
+    io: TokioIo<T>,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .map_err(|e| format!("handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 fn humantime_ms(d: Duration) -> String {

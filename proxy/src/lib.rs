@@ -69,10 +69,18 @@ pub struct ServiceInterval {
     pub versions: Vec<(String, Interval)>,
 }
 
+/// Logs the unsafe settings of a config being put to use (at load and every reload).
+fn warn_unsafe(snapshot: &Snapshot) {
+    for warning in snapshot.warnings() {
+        tracing::warn!("{warning}");
+    }
+}
+
 impl DataPlane {
     /// `shards`: stats shards per version, normally the number of worker threads.
     pub fn new(snapshot: Snapshot, shards: usize) -> Result<Self, ProxyError> {
         let table = Table::build(Arc::new(snapshot), None, shards)?;
+        warn_unsafe(&table.snapshot);
         Ok(Self {
             table: ArcSwap::from_pointee(table),
             writer: Mutex::new(()),
@@ -126,6 +134,7 @@ impl DataPlane {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.table.load_full();
         let next = Table::build(Arc::new(snapshot), Some(&current), self.shards)?;
+        warn_unsafe(&next.snapshot);
         self.table.store(Arc::new(next));
         Ok(())
     }

@@ -18,7 +18,8 @@ use serin_config::{HostMatch, Rule, Snapshot, Sticky};
 use crate::error::ProxyError;
 use crate::record::VersionStats;
 use crate::split::SplitTable;
-use crate::upstream::EndpointPool;
+use crate::upstream::{EndpointPool, TlsTarget};
+use rustls_pki_types::ServerName;
 
 #[derive(Debug)]
 pub struct Table {
@@ -102,6 +103,8 @@ pub struct VersionRuntime {
     pub failovers: Arc<std::sync::atomic::AtomicU64>,
     /// The HTTP version spoken to the endpoints.
     pub protocol: serin_config::snapshot::UpstreamProtocol,
+    /// Whether the endpoints are spoken to over TLS.
+    pub tls: bool,
     /// gRPC status codes that count as errors (bit n = code n).
     pub grpc_error_codes: u32,
 }
@@ -221,6 +224,8 @@ impl Table {
             let mut versions = Vec::with_capacity(service.versions.len());
             for version in &service.versions {
                 let old_version = old.and_then(|o| o.version(&version.name));
+                // Built once for the version, when one of its endpoints needs a new pool.
+                let mut connectors: Option<crate::tls::UpstreamTls> = None;
                 let endpoints = version
                     .endpoints
                     .iter()
@@ -239,18 +244,55 @@ impl Table {
                                     && p.connect_timeout() == service.timeouts.connect
                                     && p.health == version.health
                                     && p.eject == version.eject
+                                    && p.same_tls(version.tls.as_ref(), version.protocol)
                             })
                         });
-                        Ok(match kept {
-                            Some(pool) => pool.clone(),
-                            None => Arc::new(EndpointPool::new(
-                                authority,
-                                service.timeouts.connect,
-                                shards,
-                                version.health.clone(),
-                                version.eject,
-                            )),
-                        })
+                        if let Some(pool) = kept {
+                            return Ok(pool.clone());
+                        }
+                        let tls = match &version.tls {
+                            None => None,
+                            Some(settings) => {
+                                let built = match &connectors {
+                                    Some(built) => built.clone(),
+                                    None => {
+                                        let built = crate::tls::connectors(
+                                            &service.name,
+                                            &version.name,
+                                            settings,
+                                            version.protocol,
+                                        )?;
+                                        connectors = Some(built.clone());
+                                        built
+                                    }
+                                };
+                                let name = settings.server_name.as_deref().unwrap_or_else(|| {
+                                    serin_config::validate::endpoint_host(&e.authority)
+                                });
+                                let server_name = ServerName::try_from(name)
+                                    .map_err(|err| ProxyError::UpstreamTls {
+                                        service: service.name.clone(),
+                                        version: version.name.clone(),
+                                        reason: format!(
+                                            "\"{name}\" cannot be verified: {err}; set tls.server_name"
+                                        ),
+                                    })?
+                                    .to_owned();
+                                Some(TlsTarget {
+                                    connectors: built,
+                                    server_name,
+                                    protocol: version.protocol,
+                                })
+                            }
+                        };
+                        Ok(Arc::new(EndpointPool::new(
+                            authority,
+                            service.timeouts.connect,
+                            shards,
+                            version.health.clone(),
+                            version.eject,
+                            tls,
+                        )))
                     })
                     .collect::<Result<Box<[_]>, ProxyError>>()?;
                 let stats = old_version
@@ -271,6 +313,7 @@ impl Table {
                     stats,
                     failovers,
                     protocol: version.protocol,
+                    tls: version.tls.is_some(),
                     grpc_error_codes: version.grpc_error_codes,
                 });
             }

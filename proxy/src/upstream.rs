@@ -11,6 +11,11 @@
 //! cleartext HTTP/2 with prior knowledge instead: each worker keeps one shared
 //! connection per endpoint that carries many streams at once, and dials a new one when
 //! it has closed.
+//!
+//! A version with `tls` speaks TLS to its endpoints with the connectors built with the
+//! table (never per request). ALPN follows `protocol`; with `auto` the upstream's
+//! choice decides: `h2` makes the connection the worker's shared HTTP/2 connection,
+//! anything else an HTTP/1.1 one of the pool. A failed TLS handshake is a connect error.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,11 +31,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use serin_config::{Eject, HealthCheck};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use crate::forward::UpstreamBody;
 use crate::record::{Outcome, VersionStats};
+use crate::tls::UpstreamTls;
 
 /// How long an idle pooled connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -48,9 +57,20 @@ struct Idle {
     since: Instant,
 }
 
+/// TLS to one endpoint: the version's connectors and the name to verify.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub connectors: UpstreamTls,
+    pub server_name: ServerName<'static>,
+    /// The version's protocol the connectors' ALPN was chosen for.
+    pub protocol: serin_config::snapshot::UpstreamProtocol,
+}
+
 /// One endpoint's pools, one per worker.
 pub struct EndpointPool {
     pub authority: Authority,
+    /// TLS to the endpoint, if its version has `tls`.
+    tls: Option<TlsTarget>,
     connect_timeout: Duration,
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// The shared HTTP/2 connection of each worker, once one was needed.
@@ -123,6 +143,12 @@ pub enum UpstreamError {
     },
     #[error("connecting to {0} timed out")]
     ConnectTimeout(Authority),
+    #[error("TLS handshake with {authority} failed: {source}")]
+    Tls {
+        authority: Authority,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP handshake with {authority} failed: {source}")]
     Handshake {
         authority: Authority,
@@ -141,7 +167,10 @@ impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::ConnectTimeout(_) | Self::Handshake { .. }
+            Self::Connect { .. }
+                | Self::ConnectTimeout(_)
+                | Self::Tls { .. }
+                | Self::Handshake { .. }
         )
     }
 
@@ -173,9 +202,11 @@ impl EndpointPool {
         workers: usize,
         health: Option<HealthCheck>,
         eject: Option<Eject>,
+        tls: Option<TlsTarget>,
     ) -> Self {
         Self {
             authority,
+            tls,
             connect_timeout,
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
@@ -322,10 +353,68 @@ impl EndpointPool {
         Ok(stream)
     }
 
+    /// TLS to the endpoint, if its version has `tls`.
+    pub fn tls(&self) -> Option<&TlsTarget> {
+        self.tls.as_ref()
+    }
+
+    /// Whether the pool speaks TLS as `tls` and `protocol` ask (so a reload may keep it).
+    pub fn same_tls(
+        &self,
+        tls: Option<&serin_config::UpstreamTls>,
+        protocol: serin_config::snapshot::UpstreamProtocol,
+    ) -> bool {
+        match (&self.tls, tls) {
+            (None, None) => true,
+            (Some(ours), Some(theirs)) => {
+                ours.connectors.settings == *theirs && ours.protocol == protocol
+            }
+            _ => false,
+        }
+    }
+
+    /// The TLS handshake over `stream` with `connector`, within the connect timeout.
+    async fn handshake_tls(
+        &self,
+        stream: TcpStream,
+        connector: &TlsConnector,
+        server_name: &ServerName<'static>,
+    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let handshake = connector.connect(server_name.clone(), stream);
+        match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(source)) => {
+                let error = UpstreamError::Tls {
+                    authority: self.authority.clone(),
+                    source,
+                };
+                tracing::warn!(upstream = %self.authority, "{error}");
+                Err(error)
+            }
+            Err(_) => Err(UpstreamError::ConnectTimeout(self.authority.clone())),
+        }
+    }
+
     async fn connect_with(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
         let stream = self.dial().await?;
+        match &self.tls {
+            None => self.handshake_h1(TokioIo::new(stream), upgrades).await,
+            Some(tls) => {
+                let stream = self
+                    .handshake_tls(stream, &tls.connectors.http1, &tls.server_name)
+                    .await?;
+                self.handshake_h1(TokioIo::new(stream), upgrades).await
+            }
+        }
+    }
+
+    /// HTTP/1.1 on a connection, driven by a task of the calling worker.
+    async fn handshake_h1<T>(&self, io: TokioIo<T>, upgrades: bool) -> Result<Sender, UpstreamError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|source| UpstreamError::Handshake {
                 authority: self.authority.clone(),
@@ -343,11 +432,27 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    /// A new HTTP/2 connection (prior knowledge), driven by a task of the calling worker.
+    /// A new HTTP/2 connection (prior knowledge, or ALPN `h2` over TLS), driven by a
+    /// task of the calling worker.
     async fn connect_h2(&self) -> Result<H2Sender, UpstreamError> {
         let stream = self.dial().await?;
+        match &self.tls {
+            None => self.handshake_h2(TokioIo::new(stream)).await,
+            Some(tls) => {
+                let stream = self
+                    .handshake_tls(stream, &tls.connectors.main, &tls.server_name)
+                    .await?;
+                self.handshake_h2(TokioIo::new(stream)).await
+            }
+        }
+    }
+
+    async fn handshake_h2<T>(&self, io: TokioIo<T>) -> Result<H2Sender, UpstreamError>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(|source| UpstreamError::Handshake {
                 authority: self.authority.clone(),
@@ -360,6 +465,70 @@ impl EndpointPool {
             }
         });
         Ok(sender)
+    }
+
+    /// Sends `req` (origin-form URI, Host set) to a TLS endpoint whose ALPN decides
+    /// the protocol (`protocol: auto`): on the worker's shared HTTP/2 connection if
+    /// there is one, else on a pooled HTTP/1.1 one, else on a new connection that is
+    /// HTTP/2 (and becomes the shared one) when the upstream chose `h2`. `to_h2` turns
+    /// the request into its HTTP/2 form.
+    pub async fn send_negotiated(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+        to_h2: impl FnOnce(&mut Request<UpstreamBody>),
+    ) -> Result<Response<PooledBody>, Failed> {
+        let Some(tls) = &self.tls else {
+            return self.send(req).await;
+        };
+        let worker = crate::worker::index();
+        if self.shared_h2(worker).is_some() {
+            to_h2(&mut req);
+            return self.send_h2(req).await;
+        }
+        req = match self.send_idle(worker, req).await? {
+            Ok(response) => return Ok(response),
+            Err(req) => req,
+        };
+        let connected = async {
+            let stream = self.dial().await?;
+            self.handshake_tls(stream, &tls.connectors.main, &tls.server_name)
+                .await
+        };
+        let stream = match connected.await {
+            Ok(stream) => stream,
+            Err(error) => return Err(Failed::unsent(error, req)),
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        if h2 {
+            let mut sender = match self.handshake_h2(TokioIo::new(stream)).await {
+                Ok(sender) => sender,
+                Err(error) => return Err(Failed::unsent(error, req)),
+            };
+            *self.h2[worker % self.h2.len()]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+            to_h2(&mut req);
+            return match sender.try_send_request(req).await {
+                Ok(response) => Ok(response.map(PooledBody::unpooled)),
+                Err(err) => Err(UpstreamError::Request {
+                    authority: self.authority.clone(),
+                    source: err.into_error(),
+                }
+                .into()),
+            };
+        }
+        let mut sender = match self.handshake_h1(TokioIo::new(stream), false).await {
+            Ok(sender) => sender,
+            Err(error) => return Err(Failed::unsent(error, req)),
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(self.wrap(response, sender, worker)),
+            Err(err) => Err(UpstreamError::Request {
+                authority: self.authority.clone(),
+                source: err.into_error(),
+            }
+            .into()),
+        }
     }
 
     /// The calling worker's HTTP/2 connection to this endpoint, if it is still open.
@@ -425,16 +594,10 @@ impl EndpointPool {
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Failed> {
         let worker = crate::worker::index();
-        for _ in 0..STALE_RETRIES {
-            let Some(mut sender) = self.checkout(worker) else {
-                break;
-            };
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.wrap(response, sender, worker)),
-                // Never written: the connection was closed under us; try another.
-                Err(err) => req = self.unsent(err)?,
-            }
-        }
+        req = match self.send_idle(worker, req).await? {
+            Ok(response) => return Ok(response),
+            Err(req) => req,
+        };
         let mut sender = match self.connect().await {
             Ok(sender) => sender,
             Err(error) => return Err(Failed::unsent(error, req)),
@@ -447,6 +610,26 @@ impl EndpointPool {
             }
             .into()),
         }
+    }
+
+    /// Sends `req` on a pooled connection of `worker`, if one takes it; the request
+    /// comes back when none did (it was never written).
+    async fn send_idle(
+        self: &Arc<Self>,
+        worker: usize,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Result<Response<PooledBody>, Request<UpstreamBody>>, Failed> {
+        for _ in 0..STALE_RETRIES {
+            let Some(mut sender) = self.checkout(worker) else {
+                break;
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(Ok(self.wrap(response, sender, worker))),
+                // Never written: the connection was closed under us; try another.
+                Err(err) => req = self.unsent(err)?,
+            }
+        }
+        Ok(Err(req))
     }
 
     /// [`send`](Self::send) on a new connection of its own that may switch protocols.
