@@ -76,6 +76,17 @@ if any(k[0] == "S4" for k in vals):
     print(f"| {num(s)} | {num(h)} | {num(n)} | {ratio(s, h)} | {ratio(s, n)} |")
     print()
 
+if any(k[0] == "S4TLS" for k in vals):
+    print("## S4TLS — TLS 1.3 downstream (TLS_AES_128_GCM_SHA256, X25519, one ECDSA P-256 certificate), req/s\n")
+    print("| client | serin (rustls) | HAProxy (OpenSSL) | nginx (OpenSSL) | serin/HAProxy | serin/nginx |")
+    print("|---|---|---|---|---|---|")
+    for metric, client in (("h2", "h2load -c16 -m16, h2 by ALPN"), ("h1", "wrk -c32, HTTP/1.1")):
+        s, h, n = (med("S4TLS", metric, t) for t in ("serin", "haproxy", "nginx"))
+        if s is None:
+            continue
+        print(f"| {client} | {num(s)} | {num(h)} | {num(n)} | {ratio(s, h)} | {ratio(s, n)} |")
+    print()
+
 mem = [k for k in vals if k[0] == "MEM"]
 if mem:
     conns = sorted({k[1] for k in mem if k[1].startswith("conns")})
