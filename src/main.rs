@@ -83,7 +83,8 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 
-    /// Do not watch the config file; reload only on SIGHUP or `POST /api/v1/reload`.
+    /// Do not watch the config file and the certificate files it names; reload only on
+    /// SIGHUP or `POST /api/v1/reload`.
     #[arg(long)]
     no_watch: bool,
 
@@ -260,8 +261,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let admin_addr = snapshot.admin.listen;
     let admin_section = snapshot.admin.clone();
-    let tls: Vec<_> = snapshot.listeners.iter().map(|l| l.tls.clone()).collect();
+    let files = reload::FileContents::of(&snapshot);
     let telemetry_section = snapshot.telemetry.clone();
+    let watched_files = snapshot.watched_files();
     let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?.with_telemetry(telemetry.clone()));
     // Rollouts resume (or start) and set their weights before any request is served.
@@ -292,18 +294,8 @@ async fn serve(
     );
 
     // Reloads: the file watcher, SIGHUP and the admin API all ask the one reloader.
-    let reloader = reload::Reloader::new(
-        config_path.to_path_buf(),
-        config_text,
-        control.clone(),
-        pool.clone(),
-        admin_section,
-        tls,
-        telemetry_section,
-    );
-    let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
-    let _watcher = if watch {
-        match reload::watch_file(config_path, reload_handle.clone()) {
+    let watcher = if watch {
+        match reload::FileWatcher::start(config_path, &watched_files, reload_handle.clone()) {
             Ok(w) => Some(w),
             Err(err) => {
                 tracing::warn!("{err:#}; reload with SIGHUP or POST /api/v1/reload instead");
@@ -313,6 +305,17 @@ async fn serve(
     } else {
         None
     };
+    let reloader = reload::Reloader::new(
+        config_path.to_path_buf(),
+        config_text,
+        control.clone(),
+        pool.clone(),
+        admin_section,
+        files,
+        telemetry_section,
+    )
+    .watching(watcher);
+    let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
     let hangups = tokio::spawn(reload_on_sighup(reload_handle));
 
     health.set_ready();

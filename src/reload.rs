@@ -1,18 +1,20 @@
 //! Hot reload: the config file is read and checked whole, then applied whole, or not at
-//! all. Triggers are the file changing (watched with `notify`, debounced), SIGHUP and
-//! `POST /api/v1/reload`; every one goes through [`Reloader::reload`], one at a time.
+//! all. Triggers are the file, or a certificate or key it names, changing (watched with
+//! `notify`, debounced), SIGHUP and `POST /api/v1/reload`; every one goes through [`Reloader::reload`], one at a time.
 //!
 //! Applying a valid config is two-phase: new listeners are bound on every worker first
 //! (a taken address fails the reload and nothing changes), then the data plane and the
 //! control loop adopt the new config (rollouts with an unchanged spec keep their state),
 //! and finally the new listeners start accepting and removed ones stop and drain.
 
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use notify_debouncer_mini::{new_debouncer_opt, DebounceEventResult, Debouncer};
 use serin_control::reload::{ConfigStatus, LastReload, ReloadHandle, ReloadRequests};
 use serin_control::runner::{now_ms, rfc3339, Control};
 use serin_proxy::server::Workers;
@@ -21,6 +23,33 @@ use tokio::sync::watch;
 /// Quiet time after the last file event before reloading: editors and ConfigMap
 /// updates touch the file (or the directory) several times in a row.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The settings a config takes from files other than itself, contents included: the
+/// listeners' TLS (certificates and keys) and the versions' upstream TLS (CA bundles,
+/// client certificates).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FileContents {
+    listeners: Vec<Option<serin_config::Tls>>,
+    upstreams: Vec<Option<serin_config::UpstreamTls>>,
+}
+
+impl FileContents {
+    pub fn of(snapshot: &serin_config::Snapshot) -> Self {
+        Self {
+            listeners: snapshot.listeners.iter().map(|l| l.tls.clone()).collect(),
+            upstreams: snapshot
+                .services
+                .iter()
+                .flat_map(|s| &s.versions)
+                .map(|v| v.tls.clone())
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.listeners.iter().all(Option::is_none) && self.upstreams.iter().all(Option::is_none)
+    }
+}
 
 /// The hash `GET /api/v1/config` shows: xxh3-64 of the file's text, as hex.
 pub fn hash_of(text: &str) -> String {
@@ -34,11 +63,13 @@ pub struct Reloader {
     status: ConfigStatus,
     /// The admin section in use; changing it takes a restart.
     admin: serin_config::Admin,
-    /// The serving listeners' TLS settings, certificates included: a reload of an
-    /// unchanged file still applies certificates that changed on disk.
-    tls: Vec<Option<serin_config::Tls>>,
+    /// What the serving config's other files brought in (certificates, keys, CA
+    /// bundles): a reload of an unchanged file still applies ones that changed on disk.
+    files: FileContents,
     /// The telemetry section in use; changing it takes a restart.
     telemetry: serin_config::Telemetry,
+    /// Follows the files each applied config references; `None` with `--no-watch`.
+    watcher: Option<FileWatcher>,
 }
 
 /// The status of the config that `serin run` started with.
@@ -60,7 +91,7 @@ impl Reloader {
         control: Arc<Control>,
         workers: Arc<Workers>,
         admin: serin_config::Admin,
-        tls: Vec<Option<serin_config::Tls>>,
+        files: FileContents,
         telemetry: serin_config::Telemetry,
     ) -> Self {
         let status = initial_status(&path, text);
@@ -70,9 +101,16 @@ impl Reloader {
             workers,
             status,
             admin,
-            tls,
+            files,
             telemetry,
+            watcher: None,
         }
+    }
+
+    /// Keeps `watcher` watching the files of every config this reloader applies.
+    pub fn watching(mut self, watcher: Option<FileWatcher>) -> Self {
+        self.watcher = watcher;
+        self
     }
 
     pub fn status(&self) -> ConfigStatus {
@@ -140,16 +178,14 @@ impl Reloader {
     fn try_reload(&mut self) -> Result<bool, Vec<String>> {
         let text = serin_config::read_file(&self.path).map_err(|e| e.lines())?;
         let hash = hash_of(&text);
-        let has_tls = self.tls.iter().any(Option::is_some);
-        if hash == self.status.hash && !has_tls {
+        if hash == self.status.hash && self.files.is_empty() {
             tracing::debug!(config = %self.path.display(), "config unchanged");
             return Ok(true);
         }
         let snapshot = serin_config::parse_file_text(&text, &self.path).map_err(|e| e.lines())?;
-        let tls: Vec<Option<serin_config::Tls>> =
-            snapshot.listeners.iter().map(|l| l.tls.clone()).collect();
-        if hash == self.status.hash && tls == self.tls {
-            tracing::debug!(config = %self.path.display(), "config and certificates unchanged");
+        let files = FileContents::of(&snapshot);
+        if hash == self.status.hash && files == self.files {
+            tracing::debug!(config = %self.path.display(), "config and the files it names unchanged");
             return Ok(true);
         }
         if snapshot.admin.listen != self.admin.listen {
@@ -165,6 +201,7 @@ impl Reloader {
         if snapshot.telemetry != self.telemetry {
             tracing::warn!("telemetry changes take effect on restart");
         }
+        let referenced = snapshot.watched_files();
         let staged = self
             .workers
             .stage(&snapshot)
@@ -175,7 +212,10 @@ impl Reloader {
             .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         // Only now, with the routes in place, do new listeners accept.
         self.workers.commit(staged);
-        self.tls = tls;
+        self.files = files;
+        if let Some(watcher) = &mut self.watcher {
+            watcher.watch(&referenced);
+        }
         for change in &changes {
             tracing::info!("{change}");
         }
@@ -186,38 +226,165 @@ impl Reloader {
     }
 }
 
-/// Watches the config file's directory and asks for a reload when the file (or a
-/// Kubernetes ConfigMap's `..data` link beside it) changes. Watching the directory,
-/// not the file, survives editors that save by writing a new file and renaming it
-/// over the old one.
-pub fn watch_file(
-    path: &Path,
-    handle: ReloadHandle,
-) -> anyhow::Result<Debouncer<notify::RecommendedWatcher>> {
-    use anyhow::Context;
-    let absolute = std::path::absolute(path)
-        .with_context(|| format!("cannot resolve the config path {}", path.display()))?;
-    let dir = absolute
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let name = absolute.file_name().map(|n| n.to_os_string());
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            let relevant = events.iter().any(|e| {
-                let file = e.path.file_name();
-                file == name.as_deref() || file == Some(std::ffi::OsStr::new("..data"))
-            });
-            if relevant {
-                handle.request("file");
+/// Watches the config file and every file it references ([`Snapshot::watched_files`]:
+/// certificates and keys) and asks for a reload when one of them changes, or when a
+/// Kubernetes ConfigMap's or Secret's `..data` link beside one of them is swapped.
+/// Watching the directories, not the files, survives editors and tools that save by
+/// writing a new file and renaming it over the old one. [`FileWatcher::watch`] follows
+/// the references of each newly applied config.
+///
+/// [`Snapshot::watched_files`]: serin_config::Snapshot::watched_files
+pub struct FileWatcher {
+    debouncer: Debouncer<ChangesOnly>,
+    /// The config file, absolute.
+    config: PathBuf,
+    /// The files a change of which asks for a reload (the config file included),
+    /// absolute; the debouncer's callback reads them.
+    files: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// The directories being watched.
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl FileWatcher {
+    /// Watches `config` and `referenced` (the serving config's
+    /// [`Snapshot::watched_files`](serin_config::Snapshot::watched_files)). Fails when
+    /// the config file's directory cannot be watched; a referenced file's directory that
+    /// cannot be is logged and left out.
+    pub fn start(
+        config: &Path,
+        referenced: &[PathBuf],
+        handle: ReloadHandle,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let config = std::path::absolute(config)
+            .with_context(|| format!("cannot resolve the config path {}", config.display()))?;
+        let files = Arc::new(Mutex::new(BTreeSet::from([config.clone()])));
+        let watched = files.clone();
+        let config_debounce = notify_debouncer_mini::Config::default().with_timeout(DEBOUNCE);
+        let debouncer = new_debouncer_opt::<_, ChangesOnly>(
+            config_debounce,
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    let files = watched.lock().unwrap_or_else(PoisonError::into_inner);
+                    let changed = events.iter().find(|e| is_watched(&files, &e.path));
+                    if let Some(event) = changed {
+                        tracing::info!(file = %event.path.display(), "changed on disk: reloading");
+                        handle.request("file");
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "watching the config files failed"),
+            },
+        )
+        .context("cannot start watching the config file")?;
+        let mut watcher = Self {
+            debouncer,
+            dirs: BTreeSet::new(),
+            files,
+            config: config.clone(),
+        };
+        let dir = parent_of(&config);
+        watcher
+            .debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {} for config changes", dir.display()))?;
+        watcher.dirs.insert(dir);
+        watcher.watch(referenced);
+        Ok(watcher)
+    }
+
+    /// From now on watches the config file and `referenced` (and no longer the files
+    /// of the config before): directories newly needed are added, those no longer
+    /// needed dropped.
+    pub fn watch(&mut self, referenced: &[PathBuf]) {
+        let mut files = BTreeSet::from([self.config.clone()]);
+        for file in referenced {
+            match std::path::absolute(file) {
+                Ok(file) => {
+                    files.insert(file);
+                }
+                Err(err) => tracing::warn!(
+                    file = %file.display(),
+                    error = %err,
+                    "cannot resolve the path to watch it; reload with SIGHUP or POST /api/v1/reload after changing it"
+                ),
             }
         }
-        Err(err) => tracing::warn!(error = %err, "watching the config file failed"),
-    })
-    .context("cannot start watching the config file")?;
-    debouncer
-        .watcher()
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {} for config changes", dir.display()))?;
-    Ok(debouncer)
+        let wanted: BTreeSet<PathBuf> = files.iter().map(|f| parent_of(f)).collect();
+        for dir in self.dirs.difference(&wanted) {
+            if let Err(err) = self.debouncer.watcher().unwatch(dir) {
+                tracing::debug!(dir = %dir.display(), error = %err, "unwatching failed");
+            }
+        }
+        let mut dirs = BTreeSet::new();
+        for dir in wanted {
+            if self.dirs.contains(&dir) {
+                dirs.insert(dir);
+                continue;
+            }
+            match self
+                .debouncer
+                .watcher()
+                .watch(&dir, RecursiveMode::NonRecursive)
+            {
+                Ok(()) => {
+                    dirs.insert(dir);
+                }
+                Err(err) => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %err,
+                    "cannot watch the directory of a file the config references; reload with SIGHUP or POST /api/v1/reload after changing its files"
+                ),
+            }
+        }
+        self.dirs = dirs;
+        *self.files.lock().unwrap_or_else(PoisonError::into_inner) = files;
+    }
+}
+
+/// The platform's watcher without access events (a file opened or closed after
+/// reading): every reload reads the watched files, and those reads must not ask for
+/// the next reload.
+pub struct ChangesOnly(notify::RecommendedWatcher);
+
+impl notify::Watcher for ChangesOnly {
+    fn new<F: notify::EventHandler>(
+        mut handler: F,
+        config: notify::Config,
+    ) -> notify::Result<Self> {
+        let changes = move |event: notify::Result<notify::Event>| {
+            if !matches!(&event, Ok(e) if e.kind.is_access()) {
+                handler.handle_event(event);
+            }
+        };
+        notify::RecommendedWatcher::new(changes, config).map(Self)
+    }
+
+    fn watch(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()> {
+        self.0.watch(path, mode)
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        self.0.unwatch(path)
+    }
+
+    fn kind() -> notify::WatcherKind {
+        notify::RecommendedWatcher::kind()
+    }
+}
+
+/// Whether a change at `path` concerns one of `files`: the file itself, or a `..data`
+/// link (how Kubernetes swaps a mounted ConfigMap or Secret) in a file's directory.
+fn is_watched(files: &BTreeSet<PathBuf>, path: &Path) -> bool {
+    if files.contains(path) {
+        return true;
+    }
+    path.file_name() == Some(OsStr::new("..data"))
+        && files.iter().any(|f| f.parent() == path.parent())
+}
+
+fn parent_of(file: &Path) -> PathBuf {
+    file.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }

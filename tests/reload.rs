@@ -115,6 +115,8 @@ async fn a_saved_file_moves_traffic_without_failing_a_request() {
     assert_eq!(status["last_reload"]["ok"], true, "{status}");
     assert_eq!(status["last_reload"]["trigger"], "file", "{status}");
     assert_eq!(status["reloads"]["failure"], 0, "{status}");
+    // Reading the file to reload it is no change: one save, one reload.
+    assert_eq!(status["reloads"]["success"], 1, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

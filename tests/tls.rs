@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::SerinProcess;
 use common::*;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
@@ -32,6 +34,17 @@ async fn handshake(
     name: &str,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_handshake(addr, trusted, name, alpn)
+        .await
+        .expect("TLS handshake")
+}
+
+async fn try_handshake(
+    addr: std::net::SocketAddr,
+    trusted: &[CertificateDer<'static>],
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in trusted {
         roots.add(cert.clone()).expect("trust the certificate");
@@ -44,14 +57,13 @@ async fn handshake(
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
     TlsConnector::from(Arc::new(config))
         .connect(
             ServerName::try_from(name.to_string()).expect("server name"),
             tcp,
         )
         .await
-        .expect("TLS handshake")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,4 +142,148 @@ async fn sni_picks_the_certificate_and_alpn_h2_is_served() {
         .to_bytes();
     assert_eq!(&body[..], b"stable");
     serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The leaf certificate a new connection to `addr` is served for `name`; `None` when the
+/// handshake fails (a certificate that `trusted` does not hold).
+async fn served(
+    addr: std::net::SocketAddr,
+    trusted: &[CertificateDer<'static>],
+    name: &str,
+) -> Option<CertificateDer<'static>> {
+    let tls = try_handshake(addr, trusted, name, &[b"http/1.1"])
+        .await
+        .ok()?;
+    Some(
+        tls.get_ref()
+            .1
+            .peer_certificates()?
+            .first()?
+            .clone()
+            .into_owned(),
+    )
+}
+
+/// Puts `from` in `to`'s place by renaming, as cert-manager and editors do.
+fn rename_over(from: &Path, to: &Path) {
+    std::fs::rename(from, to).expect("rename into place");
+}
+
+async fn config_status(serin: &SerinProcess) -> serde_json::Value {
+    let got = get(
+        &client(),
+        &format!("{}/api/v1/config", serin.admin_url()),
+        &[],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    serde_json::from_str(&got.body).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificate_files_are_served_to_new_connections_and_a_bad_one_changes_nothing() {
+    let backend = Backend::start("stable").await;
+    let dir = TempDir::new("tls-rotate");
+    // The certificates live beside the config, in a directory of their own.
+    let certs = dir.0.join("certs");
+    std::fs::create_dir(&certs).expect("create the certs directory");
+    let old = certificate(&certs, "site", &["shop.example"]);
+    let yaml = stable_only_config(backend.addr).await.replace(
+        "{ name: web, listen: 127.0.0.1:0 }",
+        "{ name: web, listen: 127.0.0.1:0, tls: { certificates: [ { cert: certs/site.pem, key: certs/site.key } ] } }",
+    );
+    let config = dir.0.join("serin.yaml");
+    std::fs::write(&config, yaml).expect("write the config");
+    let mut serin = SerinProcess::start(&config, 1, &[], &[]);
+    assert_eq!(
+        served(serin.web, std::slice::from_ref(&old), "shop.example").await,
+        Some(old.clone())
+    );
+
+    // A connection opened before the rotation.
+    let tls = handshake(
+        serin.web,
+        std::slice::from_ref(&old),
+        "shop.example",
+        &[b"http/1.1"],
+    )
+    .await;
+    let (mut open, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http/1.1");
+    tokio::spawn(conn);
+    let request = || {
+        http::Request::get("/")
+            .header("host", "shop.example")
+            .body(Empty::<Bytes>::new())
+            .expect("request")
+    };
+    let response = open.send_request(request()).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.expect("body");
+
+    // Rotated: new files written beside the old ones, then renamed over them.
+    let new = certificate(&certs, "next", &["shop.example"]);
+    assert_ne!(new, old);
+    rename_over(&certs.join("next.key"), &certs.join("site.key"));
+    rename_over(&certs.join("next.pem"), &certs.join("site.pem"));
+    let both = [old.clone(), new.clone()];
+    eventually(
+        Duration::from_secs(10),
+        "new connections get the rotated certificate",
+        || async { served(serin.web, &both, "shop.example").await.as_ref() == Some(&new) },
+    )
+    .await;
+    let status = config_status(&serin).await;
+    assert_eq!(status["last_reload"]["ok"], true, "{status}");
+    assert_eq!(status["last_reload"]["trigger"], "file", "{status}");
+    assert_eq!(status["reloads"]["failure"], 0, "{status}");
+
+    // The connection opened before keeps working.
+    let response = open.send_request(request()).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"stable");
+
+    // A broken certificate: the reload fails, says which file, and the rotated
+    // certificate keeps being served.
+    let garbage = certs.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write garbage");
+    rename_over(&garbage, &certs.join("site.pem"));
+    eventually(
+        Duration::from_secs(10),
+        "the reload of the broken certificate fails",
+        || async { config_status(&serin).await["reloads"]["failure"] == 1 },
+    )
+    .await;
+    let status = config_status(&serin).await;
+    let site = certs.join("site.pem").display().to_string();
+    assert_eq!(status["last_reload"]["ok"], false, "{status}");
+    assert_eq!(status["last_reload"]["trigger"], "file", "{status}");
+    let errors = status["last_reload"]["errors"].to_string();
+    assert!(errors.contains(&site), "{errors}");
+    assert!(errors.contains("holds no PEM certificate"), "{errors}");
+    serin.wait_for("the failure logged with the file", |line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&site) && m.contains("holds no PEM certificate"))
+    });
+    assert_eq!(
+        served(serin.web, &both, "shop.example").await,
+        Some(new.clone())
+    );
+    let response = open.send_request(request()).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    // Reading the files is no change: the one failed reload was the last.
+    let last = config_status(&serin).await;
+    assert_eq!(last["reloads"], status["reloads"], "{last}");
+    assert_eq!(
+        last["last_reload"]["at"], status["last_reload"]["at"],
+        "{last}"
+    );
 }

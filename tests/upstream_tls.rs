@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use common::process::SerinProcess;
 use common::*;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -331,4 +332,36 @@ async fn health_checks_go_over_tls() {
     .await;
     let got = get(&client(), &serin.url("/hello"), &[]).await;
     assert_eq!(got.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_bundle_replaced_on_disk_is_trusted_without_a_signal() {
+    // The backend's certificate is of a CA the config's bundle does not hold yet.
+    let ca = TestCa::new();
+    ca.issue("server", &["127.0.0.1"]);
+    let other = TestCa::new();
+    let backend = TlsBackend::start(&ca, &[b"http/1.1"], false).await;
+    let dir = TempDir::new("uptls-rotate");
+    let trust = dir.0.join("trust");
+    std::fs::create_dir(&trust).expect("create the trust directory");
+    std::fs::copy(other.path("ca.pem"), trust.join("ca.pem")).expect("write the bundle");
+    let path = dir.0.join("serin.yaml");
+    std::fs::write(&path, config(backend.addr, "tls: { ca: trust/ca.pem }"))
+        .expect("write the config");
+    let serin = SerinProcess::start(&path, 1, &[], &[]);
+    let got = get(&client(), &serin.url("/"), &[]).await;
+    assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(backend.answered(), 0);
+
+    // The bundle is replaced the way a secret mount or an editor does it: a rename.
+    std::fs::copy(ca.path("ca.pem"), trust.join("ca.pem.new")).expect("write the new bundle");
+    std::fs::rename(trust.join("ca.pem.new"), trust.join("ca.pem")).expect("rename it over");
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the new CA bundle is trusted",
+        || async { get(&client(), &serin.url("/"), &[]).await.status == StatusCode::OK },
+    )
+    .await;
+    let got = get(&client(), &serin.url("/"), &[]).await;
+    assert_eq!(got.body, BODY);
 }

@@ -532,6 +532,39 @@ impl Snapshot {
         }
         warnings
     }
+
+    /// The files besides the config file whose content a reload reads again: the
+    /// listeners' certificate chains and keys, and the versions' upstream CA bundles and
+    /// client certificates and keys. `serin run` watches their directories
+    /// and reloads when one changes. Paths as resolved at load (relative ones joined to
+    /// the config file's directory), in the order written, each once.
+    ///
+    /// A new kind of file reference is one more `.chain(..)` here.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let listener_certificates = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|tls| &tls.certificates)
+            .flat_map(|c| [&c.cert_file, &c.key_file]);
+        let upstream_tls = self
+            .services
+            .iter()
+            .flat_map(|s| &s.versions)
+            .filter_map(|v| v.tls.as_ref());
+        let upstream_files = upstream_tls.flat_map(|tls| {
+            tls.ca_file
+                .iter()
+                .chain(tls.client.iter().flat_map(|c| [&c.cert_file, &c.key_file]))
+        });
+        let mut files: Vec<PathBuf> = Vec::new();
+        for file in listener_certificates.chain(upstream_files) {
+            if !files.contains(file) {
+                files.push(file.clone());
+            }
+        }
+        files
+    }
 }
 
 /// A webhook that is sent a notification when a rollout takes a decision of one of

@@ -740,3 +740,58 @@ fn the_docs_show_the_rollout_example_verbatim() {
         "docs/config.md must show examples/rollout.yaml exactly"
     );
 }
+
+#[test]
+fn watched_files_are_every_certificate_and_key_once_relative_ones_from_the_config_dir() {
+    let dir = std::env::temp_dir().join(format!("serin-watched-files-{}", std::process::id()));
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("create the certs directory");
+    let pem = |label: &str| format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+    std::fs::write(certs.join("a.pem"), pem("CERTIFICATE")).expect("write a.pem");
+    std::fs::write(certs.join("b.pem"), pem("CERTIFICATE")).expect("write b.pem");
+    std::fs::write(certs.join("shared.key"), pem("PRIVATE KEY")).expect("write shared.key");
+    let other = dir.join("other.key");
+    std::fs::write(&other, pem("PRIVATE KEY")).expect("write other.key");
+    let config = dir.join("serin.yaml");
+    let text = format!(
+        "listeners:
+  - {{ name: plain, listen: 127.0.0.1:0 }}
+  - name: secure
+    listen: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ cert: certs/a.pem, key: certs/shared.key }}
+        - {{ cert: {b}, key: certs/shared.key }}
+  - name: secure2
+    listen: 127.0.0.1:0
+    tls:
+      certificates:
+        - {{ cert: certs/a.pem, key: {other} }}
+routes:
+  - {{ listener: plain, service: api }}
+services:
+  - name: api
+    versions:
+      - {{ name: stable, endpoints: [127.0.0.1:9001] }}
+",
+        b = certs.join("b.pem").display(),
+        other = other.display(),
+    );
+    std::fs::write(&config, text).expect("write the config");
+    let snapshot = load_file(&config).unwrap_or_else(|err| panic!("{}", err.lines().join("\n")));
+    let _ = std::fs::remove_dir_all(&dir);
+    // In the order written, each once; the listener without TLS adds nothing.
+    assert_eq!(
+        snapshot.watched_files(),
+        [
+            certs.join("a.pem"),
+            certs.join("shared.key"),
+            certs.join("b.pem"),
+            other,
+        ]
+    );
+    // Without TLS nothing besides the config file is read.
+    assert!(load("tests/fixtures/valid/defaults.yaml")
+        .watched_files()
+        .is_empty());
+}
