@@ -220,6 +220,46 @@ async fn status_in_trailers_is_passed_on_and_counted() {
 }
 
 #[tokio::test]
+async fn listed_grpc_statuses_eject_the_endpoint_like_5xx() {
+    let backend = grpc_backend().await;
+    let serin = Serin::start(&grpc_config(
+        backend,
+        ", eject: { consecutive_failures: 3, for: 1h }",
+    ))
+    .await;
+    let in_rotation = || serin.dataplane.table().services[0].versions[0].endpoints()[0].available();
+    // NOT_FOUND is not listed: the caller's problem, not the endpoint's.
+    for _ in 0..3 {
+        let err = call(&serin, "/test.Greeter/Say", "missing")
+            .await
+            .expect_err("NOT_FOUND reaches the client");
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    assert!(in_rotation(), "unlisted statuses ejected the endpoint");
+    // UNAVAILABLE three times in a row, twice in the trailers of a streamed reply and
+    // once in a trailers-only response.
+    for method in [
+        "/test.Greeter/Flaky",
+        "/test.Greeter/Flaky",
+        "/test.Greeter/Say",
+    ] {
+        let err = call(&serin, method, "unavailable")
+            .await
+            .expect_err("UNAVAILABLE reaches the client");
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+    assert!(
+        !in_rotation(),
+        "three UNAVAILABLE calls in a row did not eject it"
+    );
+    // The only endpoint is out: serin answers the next call itself.
+    let err = call(&serin, "/test.Greeter/Say", "world")
+        .await
+        .expect_err("no endpoint is in rotation");
+    assert_ne!(err.message(), "hello world");
+}
+
+#[tokio::test]
 async fn error_codes_are_configurable_per_version() {
     let backend = grpc_backend().await;
     let serin = Serin::start(&grpc_config(

@@ -220,15 +220,17 @@ async fn attempt<'v>(
     };
     let attempt = match sent {
         Ok(Ok(mut response)) => {
-            endpoint.observe(response.status().is_server_error(), &version.name);
             let status = response.status().as_u16();
             let grpc = version.grpc_error_codes != 0 && is_grpc(response.headers());
             match grpc.then(|| grpc_status(response.headers())) {
                 // A trailers-only gRPC response: the status is in the head.
                 Some(Some(code)) => {
-                    guard.finish(grpc_outcome(code, version.grpc_error_codes, status))
+                    let outcome = grpc_outcome(code, version.grpc_error_codes, status);
+                    endpoint.observe(outcome.is_error());
+                    guard.finish(outcome)
                 }
-                // The status comes in the trailers: the body records it then.
+                // The status comes in the trailers: the body records it (and counts
+                // it for the endpoint's ejection) then.
                 Some(None) => {
                     let mut guard = guard;
                     guard.done = true;
@@ -238,22 +240,26 @@ async fn attempt<'v>(
                         success_rules,
                         error_codes: version.grpc_error_codes,
                         status,
+                        endpoint: endpoint.clone(),
                     });
                 }
-                None => guard.finish(Outcome::Response(status)),
+                None => {
+                    endpoint.observe(response.status().is_server_error());
+                    guard.finish(Outcome::Response(status))
+                }
             }
             Attempt::Answered(response)
         }
         Ok(Err(failed)) => {
             let outcome = classify(&failed.error);
             if outcome != Outcome::ClientGone {
-                endpoint.observe(true, &version.name);
+                endpoint.observe(true);
             }
             guard.finish(outcome);
             Attempt::Failed(outcome, Some(failed.error), failed.unsent)
         }
         Err(_elapsed) => {
-            endpoint.observe(true, &version.name);
+            endpoint.observe(true);
             guard.finish(Outcome::Timeout);
             Attempt::Failed(Outcome::Timeout, None, None)
         }

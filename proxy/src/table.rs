@@ -287,6 +287,7 @@ impl Table {
                         };
                         Ok(Arc::new(EndpointPool::new(
                             authority,
+                            &version.name,
                             service.timeouts.connect,
                             shards,
                             version.health.clone(),

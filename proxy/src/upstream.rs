@@ -69,6 +69,8 @@ pub struct TlsTarget {
 /// One endpoint's pools, one per worker.
 pub struct EndpointPool {
     pub authority: Authority,
+    /// The version it belongs to, for the log line of an ejection.
+    version: Box<str>,
     /// TLS to the endpoint, if its version has `tls`.
     tls: Option<TlsTarget>,
     connect_timeout: Duration,
@@ -198,6 +200,7 @@ impl UpstreamError {
 impl EndpointPool {
     pub fn new(
         authority: Authority,
+        version: &str,
         connect_timeout: Duration,
         workers: usize,
         health: Option<HealthCheck>,
@@ -206,6 +209,7 @@ impl EndpointPool {
     ) -> Self {
         Self {
             authority,
+            version: version.into(),
             tls,
             connect_timeout,
             idle: (0..workers.max(1))
@@ -235,7 +239,7 @@ impl EndpointPool {
 
     /// Counts a request's outcome for passive ejection: `failed` = no answer or a 5xx.
     #[inline]
-    pub fn observe(&self, failed: bool, version: &str) {
+    pub fn observe(&self, failed: bool) {
         let Some(eject) = self.eject else {
             return;
         };
@@ -251,7 +255,7 @@ impl EndpointPool {
             let until = clock_ms() + eject.duration.as_millis() as u64;
             self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
             tracing::warn!(
-                version,
+                version = %self.version,
                 endpoint = %self.authority,
                 failures = n,
                 for_ = ?eject.duration,
@@ -690,6 +694,9 @@ pub struct GrpcRecord {
     pub error_codes: u32,
     /// The HTTP status of the response head.
     pub status: u16,
+    /// The endpoint that answered: a call failing with one of `error_codes` counts
+    /// towards its passive ejection, like a 5xx.
+    pub endpoint: Arc<EndpointPool>,
 }
 
 /// gRPC's UNKNOWN: what a call that ends without a `grpc-status` counts as.
@@ -727,6 +734,7 @@ impl GrpcRecord {
 
     fn finish_with(self, code: u32) {
         let outcome = grpc_outcome(code, self.error_codes, self.status);
+        self.endpoint.observe(outcome.is_error());
         self.finish(outcome);
     }
 }
