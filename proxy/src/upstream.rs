@@ -471,6 +471,24 @@ impl EndpointPool {
         Ok(sender)
     }
 
+    /// A new TLS connection offering both protocols, HTTP/2 or HTTP/1.1 as the upstream
+    /// chose by ALPN.
+    async fn connect_negotiated(&self, tls: &TlsTarget) -> Result<Negotiated, UpstreamError> {
+        let stream = self.dial().await?;
+        let stream = self
+            .handshake_tls(stream, &tls.connectors.main, &tls.server_name)
+            .await?;
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            Ok(Negotiated::Http2(
+                self.handshake_h2(TokioIo::new(stream)).await?,
+            ))
+        } else {
+            Ok(Negotiated::Http1(
+                self.handshake_h1(TokioIo::new(stream), false).await?,
+            ))
+        }
+    }
+
     /// Sends `req` (origin-form URI, Host set) to a TLS endpoint whose ALPN decides
     /// the protocol (`protocol: auto`): on the worker's shared HTTP/2 connection if
     /// there is one, else on a pooled HTTP/1.1 one, else on a new connection that is
@@ -493,37 +511,28 @@ impl EndpointPool {
             Ok(response) => return Ok(response),
             Err(req) => req,
         };
-        let connected = async {
-            let stream = self.dial().await?;
-            self.handshake_tls(stream, &tls.connectors.main, &tls.server_name)
-                .await
-        };
-        let stream = match connected.await {
-            Ok(stream) => stream,
+        // Boxed: dialling is rare, and its futures (the TLS handshake's among them)
+        // would otherwise be inline in every request's future.
+        let connected = match Box::pin(self.connect_negotiated(tls)).await {
+            Ok(connected) => connected,
             Err(error) => return Err(Failed::unsent(error, req)),
         };
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        if h2 {
-            let mut sender = match self.handshake_h2(TokioIo::new(stream)).await {
-                Ok(sender) => sender,
-                Err(error) => return Err(Failed::unsent(error, req)),
-            };
-            *self.h2[worker % self.h2.len()]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-            to_h2(&mut req);
-            return match sender.try_send_request(req).await {
-                Ok(response) => Ok(response.map(PooledBody::unpooled)),
-                Err(err) => Err(UpstreamError::Request {
-                    authority: self.authority.clone(),
-                    source: err.into_error(),
-                }
-                .into()),
-            };
-        }
-        let mut sender = match self.handshake_h1(TokioIo::new(stream), false).await {
-            Ok(sender) => sender,
-            Err(error) => return Err(Failed::unsent(error, req)),
+        let mut sender = match connected {
+            Negotiated::Http1(sender) => sender,
+            Negotiated::Http2(mut sender) => {
+                *self.h2[worker % self.h2.len()]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                to_h2(&mut req);
+                return match sender.try_send_request(req).await {
+                    Ok(response) => Ok(response.map(PooledBody::unpooled)),
+                    Err(err) => Err(UpstreamError::Request {
+                        authority: self.authority.clone(),
+                        source: err.into_error(),
+                    }
+                    .into()),
+                };
+            }
         };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.wrap(response, sender, worker)),
@@ -682,6 +691,12 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> std::io::Result<TcpStr
         Ok(ip) => TcpStream::connect(SocketAddr::new(ip, port)).await,
         Err(_) => TcpStream::connect((host, port)).await,
     }
+}
+
+/// A new connection to a TLS endpoint, in the protocol its ALPN chose.
+enum Negotiated {
+    Http1(Sender),
+    Http2(H2Sender),
 }
 
 /// The outcome of a gRPC call whose status is still to come in the response trailers:
