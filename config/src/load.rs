@@ -134,22 +134,11 @@ fn read_certificates(
                     error: ConfigError::new(at(field), message),
                 })
             };
-            let cert_file = resolve(&pair.cert);
-            let key_file = resolve(&pair.key);
-            let chain = read_chain(&cert_file, "give the certificate chain, leaf first")
-                .map_err(|message| error("cert", message))
-                .ok();
-            let key = read_key(&key_file)
-                .map_err(|message| error("key", message))
-                .ok();
-            if let (Some(chain), Some((key_kind, key))) = (chain, key) {
-                tls.certificates.push(Certificate {
-                    cert_file,
-                    key_file,
-                    chain,
-                    key,
-                    key_kind,
-                });
+            let advice = "give the certificate chain, leaf first";
+            if let Some(certificate) =
+                read_certificate(resolve(&pair.cert), resolve(&pair.key), advice, &mut error)
+            {
+                tls.certificates.push(certificate);
             }
         }
     }
@@ -205,26 +194,36 @@ fn read_upstream_tls(
                 }
             }
             if let (Some(cert), Some(key)) = (&raw_tls.cert, &raw_tls.key) {
-                let cert_file = resolve(cert);
-                let key_file = resolve(key);
-                let chain = read_chain(&cert_file, "give the client certificate chain, leaf first")
-                    .map_err(|message| error("cert", message))
-                    .ok();
-                let key = read_key(&key_file)
-                    .map_err(|message| error("key", message))
-                    .ok();
-                if let (Some(chain), Some((key_kind, key))) = (chain, key) {
-                    tls.client = Some(Certificate {
-                        cert_file,
-                        key_file,
-                        chain,
-                        key,
-                        key_kind,
-                    });
-                }
+                let advice = "give the client certificate chain, leaf first";
+                tls.client = read_certificate(resolve(cert), resolve(key), advice, &mut error);
             }
         }
     }
+}
+
+/// A certificate chain and its key read from their files, or `None` after telling
+/// `error` (with the field, `cert` or `key`) what is wrong with each; `advice` says
+/// what the certificate file should hold.
+fn read_certificate(
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    advice: &str,
+    error: &mut impl FnMut(&str, String),
+) -> Option<Certificate> {
+    let chain = read_chain(&cert_file, advice)
+        .map_err(|message| error("cert", message))
+        .ok();
+    let key = read_key(&key_file)
+        .map_err(|message| error("key", message))
+        .ok();
+    let (chain, (key_kind, key)) = (chain?, key?);
+    Some(Certificate {
+        cert_file,
+        key_file,
+        chain,
+        key,
+        key_kind,
+    })
 }
 
 /// `roots` when each is a certificate that can be trusted as a root, else why not.
