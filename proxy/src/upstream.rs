@@ -520,28 +520,25 @@ impl EndpointPool {
         let mut sender = match connected {
             Negotiated::Http1(sender) => sender,
             Negotiated::Http2(mut sender) => {
-                *self.h2[worker % self.h2.len()]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                self.share_h2(worker, &sender);
                 to_h2(&mut req);
                 return match sender.try_send_request(req).await {
                     Ok(response) => Ok(response.map(PooledBody::unpooled)),
-                    Err(err) => Err(UpstreamError::Request {
-                        authority: self.authority.clone(),
-                        source: err.into_error(),
-                    }
-                    .into()),
+                    Err(err) => Err(self.send_failed(err).into()),
                 };
             }
         };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.wrap(response, sender, worker)),
-            Err(err) => Err(UpstreamError::Request {
-                authority: self.authority.clone(),
-                source: err.into_error(),
-            }
-            .into()),
+            Err(err) => Err(self.send_failed(err).into()),
         }
+    }
+
+    /// Makes `sender` the calling worker's HTTP/2 connection to this endpoint.
+    fn share_h2(&self, worker: usize, sender: &H2Sender) {
+        *self.h2[worker % self.h2.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
     }
 
     /// The calling worker's HTTP/2 connection to this endpoint, if it is still open.
@@ -572,16 +569,10 @@ impl EndpointPool {
             Ok(sender) => sender,
             Err(error) => return Err(Failed::unsent(error, req)),
         };
-        *self.h2[worker % self.h2.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        self.share_h2(worker, &sender);
         match sender.try_send_request(req).await {
             Ok(response) => Ok(response.map(PooledBody::unpooled)),
-            Err(err) => Err(UpstreamError::Request {
-                authority: self.authority.clone(),
-                source: err.into_error(),
-            }
-            .into()),
+            Err(err) => Err(self.send_failed(err).into()),
         }
     }
 
@@ -593,10 +584,7 @@ impl EndpointPool {
     ) -> Result<Response<PooledBody>, UpstreamError> {
         match sender.try_send_request(req).await {
             Ok(response) => Ok(response.map(PooledBody::unpooled)),
-            Err(err) => Err(UpstreamError::Request {
-                authority: self.authority.clone(),
-                source: err.into_error(),
-            }),
+            Err(err) => Err(self.send_failed(err)),
         }
     }
 
@@ -617,11 +605,7 @@ impl EndpointPool {
         };
         match sender.try_send_request(req).await {
             Ok(response) => Ok(self.wrap(response, sender, worker)),
-            Err(err) => Err(UpstreamError::Request {
-                authority: self.authority.clone(),
-                source: err.into_error(),
-            }
-            .into()),
+            Err(err) => Err(self.send_failed(err).into()),
         }
     }
 
@@ -657,16 +641,27 @@ impl EndpointPool {
         Ok(self.send_on(sender, req).await?)
     }
 
+    /// A send that failed, the request written or not.
+    fn send_failed(
+        &self,
+        err: hyper::client::conn::TrySendError<Request<UpstreamBody>>,
+    ) -> UpstreamError {
+        UpstreamError::Request {
+            authority: self.authority.clone(),
+            source: err.into_error(),
+        }
+    }
+
     /// The request back from a send that failed before writing it, or the failure of
     /// one that was written (never sent twice).
     fn unsent(
         &self,
         mut err: hyper::client::conn::TrySendError<Request<UpstreamBody>>,
     ) -> Result<Request<UpstreamBody>, UpstreamError> {
-        err.take_message().ok_or_else(|| UpstreamError::Request {
-            authority: self.authority.clone(),
-            source: err.into_error(),
-        })
+        match err.take_message() {
+            Some(req) => Ok(req),
+            None => Err(self.send_failed(err)),
+        }
     }
 
     fn wrap(
