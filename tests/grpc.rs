@@ -115,19 +115,7 @@ fn flaky() -> Response<tonic::body::Body> {
 }
 
 fn grpc_config(backend: SocketAddr, version_extra: &str) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - {{ name: web, listen: 127.0.0.1:0 }}
-routes:
-  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: greeter }}
-services:
-  - name: greeter
-    versions:
-      - {{ name: stable, endpoints: [{backend}], protocol: http2{version_extra} }}
-"#
-    )
+    one_version(backend, &format!(", protocol: http2{version_extra}"))
 }
 
 async fn call(serin: &Serin, method: &'static str, name: &str) -> Result<String, Status> {
@@ -281,7 +269,7 @@ async fn error_codes_are_configurable_per_version() {
 #[tokio::test]
 async fn h2c_upstream_for_plain_http_requests() {
     let backend = Backend::start("stable").await;
-    let yaml = grpc_config(backend.addr, "").replace("greeter", "api");
+    let yaml = grpc_config(backend.addr, "");
     let serin = Serin::start(&yaml).await;
     let got = get(&client(), &serin.url("/plain?q=1"), &[]).await;
     assert_eq!(got.status, http::StatusCode::OK);
@@ -309,9 +297,7 @@ async fn h2c_upstream_for_plain_http_requests() {
 #[tokio::test]
 async fn auto_follows_the_client() {
     let backend = Backend::start("stable").await;
-    let yaml = grpc_config(backend.addr, "")
-        .replace("greeter", "api")
-        .replace("protocol: http2", "protocol: auto");
+    let yaml = grpc_config(backend.addr, "").replace("protocol: http2", "protocol: auto");
     let serin = Serin::start(&yaml).await;
     get(&client(), &serin.url("/"), &[]).await;
     assert_eq!(backend.last_seen().version, http::Version::HTTP_11);

@@ -141,19 +141,7 @@ impl TlsBackend {
 /// serin's config with one version `stable` at `backend`, with `version_extra` (e.g.
 /// `tls: {...}`) added to it.
 fn config(backend: std::net::SocketAddr, version_extra: &str) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - {{ name: web, listen: 127.0.0.1:0 }}
-routes:
-  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: api }}
-services:
-  - name: api
-    versions:
-      - {{ name: stable, endpoints: [{backend}], {version_extra} }}
-"#
-    )
+    one_version(backend, &format!(", {version_extra}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

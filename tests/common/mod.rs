@@ -261,6 +261,24 @@ impl Serin {
     }
 }
 
+/// One service `api` with one version `stable` at `endpoint`; `version_extra` is
+/// appended inside the version's flow mapping (e.g. `, protocol: http2`).
+pub fn one_version(endpoint: SocketAddr, version_extra: &str) -> String {
+    format!(
+        r#"
+admin: {{ listen: 127.0.0.1:0 }}
+listeners:
+  - {{ name: web, listen: 127.0.0.1:0 }}
+routes:
+  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: api }}
+services:
+  - name: api
+    versions:
+      - {{ name: stable, endpoints: [{endpoint}]{version_extra} }}
+"#
+    )
+}
+
 /// The usual two-version service in front of `stable` and `canary`, with `split`
 /// appended to the service (its split, timeouts, rollout).
 pub fn two_versions(stable: SocketAddr, canary: SocketAddr, split: &str) -> String {
