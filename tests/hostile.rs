@@ -367,6 +367,194 @@ async fn a_slow_response_is_not_cut_by_idle_timeout() {
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Connections parked now (quiet HTTP/1.1 keep-alive connections holding no buffers).
+fn parked(serin: &Serin) -> u64 {
+    serin
+        .dataplane
+        .parked_connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits until `n` connections are parked (serin parks after a second of quiet).
+async fn until_parked(serin: &Serin, n: u64) {
+    eventually(Duration::from_secs(5), "connections parked", || async {
+        parked(serin) == n
+    })
+    .await;
+}
+
+/// Reads one response off a raw connection: its head and the body its Content-Length
+/// names.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a response within 5s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "serin closed the connection: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+const PARK: &str = "limits: { idle_timeout: 30s, header_read_timeout: 2s }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_keep_alive_connection_is_parked_and_serves_its_next_request() {
+    let (backend, serin) = one_backend(PARK).await;
+    let (mut sender, conn) = h1_connection(serin.addr).await;
+    let ok = (http::StatusCode::OK, "stable".to_string());
+    assert_eq!(h1_get(&mut sender, serin.addr).await, ok);
+    until_parked(&serin, 1).await;
+    // The same connection, woken by its next request.
+    assert_eq!(h1_get(&mut sender, serin.addr).await, ok);
+    assert_eq!(parked(&serin), 0);
+    until_parked(&serin, 1).await;
+    assert_eq!(h1_get(&mut sender, serin.addr).await, ok);
+    assert!(!conn.is_finished(), "the client's connection ended");
+    assert_eq!(backend.hits(), 3);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_is_closed_after_idle_timeout() {
+    let (backend, serin) =
+        one_backend("limits: { idle_timeout: 2s, header_read_timeout: 1s }\n").await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    until_parked(&serin, 1).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "serin kept a parked connection open: {read:?} {rest:?}"
+    );
+    assert_eq!(parked(&serin), 0);
+    assert_eq!(backend.hits(), 1);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_head_begun_before_a_park_is_served_whole() {
+    let (backend, serin) = one_backend(PARK).await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    // One request, and the start of the next in the same write.
+    stream
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HT")
+        .await
+        .expect("write");
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Longer than a park takes (1 to 2 s of quiet), and nothing to poll for: the
+    // connection is not counted as parked, as it goes on at once with the half-read
+    // head that outlived hyper's connection.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stream
+        .write_all(b"TP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let second = read_response(&mut stream).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(second.ends_with("stable"), "{second}");
+    let paths: Vec<String> = backend
+        .seen()
+        .iter()
+        .map(|s| s.uri.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/one", "/two"]);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_stalls_on_a_parked_connection_is_cut_by_header_read_timeout() {
+    let (backend, serin) = one_backend(PARK).await;
+    let mut stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_response(&mut stream).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    until_parked(&serin, 1).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost")
+        .await
+        .expect("write");
+    // header_read_timeout is 2s; idle_timeout (30s) is not what ends it.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "serin kept a stalled head open: {read:?}"
+    );
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(backend.hits(), 1);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_are_closed_at_once_on_shutdown() {
+    let (_backend, serin) = one_backend(PARK).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(serin.addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("write");
+        let got = read_response(&mut stream).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        streams.push(stream);
+    }
+    until_parked(&serin, 3).await;
+    assert!(
+        serin.shutdown(Duration::from_secs(10)).await,
+        "parked connections held the drain"
+    );
+    for mut stream in streams {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2_connection_is_sent_goaway_and_closed() {
     let (backend, serin) = one_backend(IDLE).await;

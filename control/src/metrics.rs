@@ -418,6 +418,14 @@ fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane) -> fmt::Result {
         None,
         dataplane.open_connections.load(Ordering::Relaxed),
     )?;
+    gauge(
+        encoder,
+        "serin_connections_parked",
+        "Client connections open now that hold no HTTP buffers: HTTP/1.1 keep-alive \
+         connections quiet for a second, waiting for their next request",
+        None,
+        dataplane.parked_connections.load(Ordering::Relaxed),
+    )?;
     counter(
         encoder,
         "serin_connections_refused",

@@ -11,6 +11,12 @@
 //! end it. Everything lives on the connection's task, so the atomics are never
 //! contended: an IO call costs one relaxed increment, a request two more and one
 //! clock read when its head begins.
+//!
+//! An HTTP/1.1 connection quiet for [`PARK_AFTER`] is *parked*: serin asks hyper to
+//! finish it ([`Activity::parking`] keeps the socket open), takes the socket back,
+//! and waits for it to become readable holding no buffers, as nginx does with idle
+//! keep-alive connections. hyper keeps two 8 KiB buffers per connection for the
+//! connection's life; a parked connection holds only its socket and this clock.
 
 use std::io;
 use std::pin::Pin;
@@ -35,7 +41,16 @@ pub(crate) enum Expiry {
     Idle,
     /// A request head began and did not end in time (or stalled): drop it.
     Head,
+    /// Quiet for [`PARK_AFTER`] with nothing in flight and no head begun: the
+    /// connection may be parked until it is readable or this deadline (when it would
+    /// have been idle for `idle_timeout`) passes.
+    Quiet(Instant),
 }
+
+/// How long an HTTP/1.1 connection is quiet before it is parked. Long enough that a
+/// connection under load never is (each park and wake costs a new hyper connection
+/// and its buffers), short enough that idle ones hold no buffers.
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// What a connection is doing, shared by its IO, its service and its clock.
 #[derive(Debug)]
@@ -58,6 +73,8 @@ pub(crate) struct Activity {
     h2: AtomicBool,
     /// Wakes the clock when a head begins: its deadline is earlier than the idle one.
     head_began: tokio::sync::Notify,
+    /// The connection is being parked: its IO's shutdown must keep the socket open.
+    parking: AtomicBool,
     idle_timeout: Duration,
     header_read_timeout: Duration,
 }
@@ -73,6 +90,7 @@ impl Activity {
             head_of: AtomicU32::new(0),
             h2: AtomicBool::new(false),
             head_began: tokio::sync::Notify::new(),
+            parking: AtomicBool::new(false),
             idle_timeout,
             header_read_timeout,
         })
@@ -80,6 +98,17 @@ impl Activity {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+
+    /// While set, the connection's IO ignores shutdown: hyper ends the connection,
+    /// serin keeps the socket.
+    pub(crate) fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    /// Requests handed to the service so far.
+    pub(crate) fn requests(&self) -> u32 {
+        self.started.load(Ordering::Relaxed)
     }
 
     fn now(&self) -> u64 {
@@ -127,13 +156,17 @@ impl Activity {
         self.moves.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Resolves when the connection should end. Looks every quarter of `idle_timeout`
-    /// (an idle connection is closed between 1 and 1.25 × `idle_timeout` after it went
-    /// quiet); the start of a head wakes it at once.
-    pub(crate) async fn expired(&self) -> Expiry {
+    /// Resolves when the connection should end, or with `park`, be parked. Looks every
+    /// quarter of `idle_timeout` (an idle connection is closed between 1 and 1.25 ×
+    /// `idle_timeout` after it went quiet), or after [`PARK_AFTER`] when parking; the
+    /// start of a head wakes it at once.
+    pub(crate) async fn expired(&self, park: bool) -> Expiry {
         let idle = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(NO_HEAD / 4);
         let head = u64::try_from(self.header_read_timeout.as_millis()).unwrap_or(NO_HEAD / 4);
-        let step = (idle / 4).max(1);
+        let park_after = u64::try_from(PARK_AFTER.as_millis()).unwrap_or(NO_HEAD / 4);
+        // Parking a connection that would be closed as soon is no use.
+        let park = park && park_after < idle;
+        let step = if park { park_after } else { (idle / 4).max(1) };
         let mut seen = self.moves.load(Ordering::Relaxed);
         let mut quiet_since = self.now();
         loop {
@@ -142,13 +175,17 @@ impl Activity {
             if moves != seen {
                 (seen, quiet_since) = (moves, now);
             }
+            let quiet = quiet_since.saturating_add(idle);
             let (deadline, expiry) = if self.in_flight() {
                 // A request in flight is never cut; look again later.
                 (now.saturating_add(step), None)
             } else {
-                let quiet = quiet_since.saturating_add(idle);
                 match self.head_pending() {
                     Some(since) => (quiet.min(since.saturating_add(head)), Some(Expiry::Head)),
+                    None if park => (
+                        quiet_since.saturating_add(park_after),
+                        Some(Expiry::Quiet(self.base + Duration::from_millis(quiet))),
+                    ),
                     None => (quiet, Some(Expiry::Idle)),
                 }
             };
@@ -165,11 +202,34 @@ impl Activity {
     }
 }
 
+/// IO that can say when it is readable without reading: what a parked connection
+/// waits on.
+pub(crate) trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// hyper reads until the TLS stream has no plaintext left before a connection is
+/// parked, so the socket's readiness is the stream's.
+impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+}
+
 /// A connection's IO, noting when bytes move.
 pub(crate) struct Tracked<I> {
     inner: I,
     activity: Arc<Activity>,
     read_any: bool,
+    /// Bytes already read from `inner` and to be read again first: the sniffed start
+    /// of a connection, or what hyper had read when the connection was parked.
+    prefix: Bytes,
 }
 
 impl<I> Tracked<I> {
@@ -178,7 +238,35 @@ impl<I> Tracked<I> {
             inner,
             activity,
             read_any: false,
+            prefix: Bytes::new(),
         }
+    }
+
+    /// `bytes` are read again before anything more from the socket.
+    pub(crate) fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        // A head that began before the park is timed from now.
+        self.activity.read(&bytes, false);
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else {
+            let mut joined = bytes::BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.freeze();
+        }
+    }
+}
+
+impl<I: ReadReady> Tracked<I> {
+    /// Resolves when the socket has something to read (or an error, or EOF).
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        if !self.prefix.is_empty() {
+            return Ok(());
+        }
+        std::future::poll_fn(|cx| self.inner.poll_read_ready(cx)).await
     }
 }
 
@@ -189,6 +277,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
@@ -242,7 +335,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.activity.parking.load(Ordering::Relaxed) {
+            // hyper ends a connection being parked; the socket stays open.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

@@ -58,6 +58,8 @@ pub struct DataPlane {
     pub open_connections: std::sync::atomic::AtomicU64,
     /// Connections closed at once because `limits.max_connections` were open.
     pub refused_connections: std::sync::atomic::AtomicU64,
+    /// Open HTTP/1.1 connections parked while quiet: they hold no HTTP buffers.
+    pub parked_connections: std::sync::atomic::AtomicU64,
     /// Traces and access logs, when configured (set at start; a reload keeps them).
     telemetry: Option<Arc<Telemetry>>,
 }
@@ -86,6 +88,7 @@ impl DataPlane {
             writer: Mutex::new(()),
             shards,
             open_connections: Default::default(),
+            parked_connections: Default::default(),
             refused_connections: Default::default(),
             telemetry: None,
         })

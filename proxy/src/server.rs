@@ -1,5 +1,8 @@
-//! Stages 1 and 2: accept TCP connections and serve HTTP/1.1 and HTTP/2 (prior
-//! knowledge) on them with hyper-util's auto server; graceful shutdown.
+//! Stages 1 and 2: accept TCP connections and serve HTTP/1.1 and HTTP/2 (ALPN, or
+//! prior knowledge told by its preface) on them with hyper's servers; graceful
+//! shutdown. An HTTP/1.1 connection quiet for a second is parked: hyper's connection
+//! and its buffers are dropped and the socket waits for its next request alone
+//! (`crate::idle`).
 //!
 //! `serin run` uses [`Workers`]: one thread per worker, each with a single-threaded
 //! runtime and its own `SO_REUSEPORT` socket per listener, so the kernel spreads
@@ -10,11 +13,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use std::sync::atomic::Ordering;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use serin_config::{Limits, Snapshot};
 use tokio::net::TcpListener;
@@ -23,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ProxyError;
 use crate::forward::ConnInfo;
-use crate::idle::{Activity, Counting, Expiry, InFlight, Tracked};
+use crate::idle::{Activity, Counting, Expiry, InFlight, ReadReady, Tracked};
 use crate::{worker, DataPlane};
 
 /// After an accept error (e.g. out of file descriptors), wait this long before retrying.
@@ -99,29 +106,68 @@ impl Running {
     }
 }
 
-/// The HTTP server settings of `limits`.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper's header timer also runs while a keep-alive connection waits for its
-        // next request; serin times heads and idleness apart (`crate::idle`).
-        .header_read_timeout(None)
-        // hyper answers 431 when the request head does not fit its read buffer.
-        .max_buf_size(header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        // Rapid reset (CVE-2023-44487): streams a client opens and cancels at once
-        // still count until serin has seen them; beyond this the connection ends.
-        .max_pending_accept_reset_streams(Some(limits.h2_max_concurrent_streams as usize))
-        .max_local_error_reset_streams(Some(1024));
-    builder
+/// The HTTP servers of a listener's connections, with the settings of `limits`.
+struct Servers {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    fn new(limits: &Limits) -> Self {
+        let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // hyper's header timer also runs while a keep-alive connection waits for its
+            // next request; serin times heads and idleness apart (`crate::idle`).
+            .header_read_timeout(None)
+            // hyper answers 431 when the request head does not fit its read buffer.
+            .max_buf_size(header_bytes.max(8192))
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            // Rapid reset (CVE-2023-44487): streams a client opens and cancels at once
+            // still count until serin has seen them; beyond this the connection ends.
+            .max_pending_accept_reset_streams(Some(limits.h2_max_concurrent_streams as usize))
+            .max_local_error_reset_streams(Some(1024));
+        Self { h1, h2 }
+    }
+}
+
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+}
+
+/// What an HTTP/2 client with prior knowledge sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the start of a connection until it is, or cannot be, HTTP/2's preface; the
+/// bytes are read again by the server. `None`: the client closed before sending any.
+async fn sniff<I: AsyncRead + Unpin>(io: &mut Tracked<I>) -> std::io::Result<Option<Proto>> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let proto = loop {
+        let got = io.read(&mut buf[n..]).await?;
+        if got == 0 {
+            if n == 0 {
+                return Ok(None);
+            }
+            break Proto::Http1;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            break Proto::Http1;
+        }
+        if n == H2_PREFACE.len() {
+            break Proto::Http2;
+        }
+    };
+    io.unread(Bytes::copy_from_slice(&buf[..n]));
+    Ok(Some(proto))
 }
 
 /// Starts serving `listeners` with `dataplane`.
@@ -137,6 +183,60 @@ pub fn serve(dataplane: Arc<DataPlane>, listeners: Vec<BoundListener>) -> Servin
     serving
 }
 
+/// What the binary gives to return freed memory to the system (its allocator's
+/// collect); see [`on_parked`].
+static RELEASE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// A release is scheduled on this worker.
+    static RELEASE_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How long after a connection is parked its worker calls the [`on_parked`] hook, so
+/// that one call covers a burst of parks.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// Sets `release` to be called on a worker's thread a second after it parked
+/// connections (at most once a second): parked connections free their buffers, and an
+/// allocator that returns freed pages lazily (mimalloc, on later allocations) would
+/// otherwise keep them while the worker is idle. Set once, before serving; later
+/// calls are ignored.
+pub fn on_parked(release: fn()) {
+    let _ = RELEASE_MEMORY.set(release);
+}
+
+/// Schedules the [`on_parked`] hook on this worker, unless it is already.
+fn release_memory_soon() {
+    let Some(&release) = RELEASE_MEMORY.get() else {
+        return;
+    };
+    if RELEASE_PENDING.with(|pending| pending.replace(true)) {
+        return;
+    }
+    // A worker's runtime is single-threaded: this runs on the same thread (and heap).
+    tokio::spawn(async move {
+        tokio::time::sleep(RELEASE_AFTER).await;
+        RELEASE_PENDING.with(|pending| pending.set(false));
+        release();
+    });
+}
+
+/// Counts a parked connection while it is.
+struct Parked<'a>(&'a DataPlane);
+
+impl<'a> Parked<'a> {
+    fn new(dataplane: &'a DataPlane) -> Self {
+        dataplane.parked_connections.fetch_add(1, Ordering::Relaxed);
+        Self(dataplane)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.parked_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Decrements the open-connection count when a connection ends.
 struct Open(Arc<DataPlane>);
 
@@ -146,58 +246,184 @@ impl Drop for Open {
     }
 }
 
-/// Serves one connection until it ends, the listener drains, or its clock runs out.
-async fn serve_connection<I>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    io: Tracked<I>,
-    dataplane: Arc<DataPlane>,
-    info: Arc<ConnInfo>,
-    activity: Arc<Activity>,
-    mut drain: watch::Receiver<bool>,
+/// How a hyper connection's run ended.
+enum Ran {
+    /// The connection is over.
+    Ended,
+    /// hyper finished the quiet connection and left the socket open; it would be idle
+    /// for `idle_timeout` at the deadline.
+    Parked(tokio::time::Instant),
+}
+
+/// Runs one hyper connection until it ends, the listener drains, its clock runs out,
+/// or (with `park`) it has been quiet long enough to be parked.
+async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    drain: &mut watch::Receiver<bool>,
     peer: SocketAddr,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    park: bool,
+) -> Ran
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
-    let counting = activity.clone();
-    let service = service_fn(move |req| {
-        let in_flight = InFlight::start(&counting);
-        Counting::new(dataplane.handle(req, &info), in_flight)
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
     // Whether the connection was asked to finish, and when it is cut if it does not.
     let mut asked = false;
     let mut cut_at: Option<tokio::time::Instant> = None;
+    // When parking: the idle deadline, and the requests served before hyper was asked.
+    let mut parking: Option<(tokio::time::Instant, u32)> = None;
     let ended = loop {
         tokio::select! {
             ended = conn.as_mut() => break ended,
             // The grace period is the listener's to enforce.
             _ = drain.wait_for(|d| *d), if !asked => {
                 asked = true;
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
             }
-            expiry = activity.expired(), if !asked => match expiry {
+            expiry = activity.expired(park), if !asked => match expiry {
                 Expiry::Idle => {
                     tracing::debug!(%peer, "idle connection; closing it");
                     asked = true;
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                     // A client that neither closes nor answers HTTP/2's GOAWAY is cut
                     // after one more idle period.
                     cut_at = Some(tokio::time::Instant::now() + activity.idle_timeout());
                 }
                 Expiry::Head => {
                     tracing::debug!(%peer, "request head not read within header_read_timeout; closing the connection");
-                    return;
+                    return Ran::Ended;
+                }
+                Expiry::Quiet(deadline) => {
+                    // Nothing in flight and nothing read: hyper ends the connection at
+                    // once, without a byte, and the socket stays open.
+                    asked = true;
+                    activity.set_parking(true);
+                    parking = Some((deadline, activity.requests()));
+                    shutdown(conn.as_mut());
                 }
             },
             _ = tokio::time::sleep_until(cut_at.unwrap_or_else(tokio::time::Instant::now)), if cut_at.is_some() => {
                 tracing::debug!(%peer, "idle connection did not close; dropping it");
-                return;
+                return Ran::Ended;
             }
         }
     };
-    if let Err(err) = ended {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    activity.set_parking(false);
+    match (ended, parking) {
+        // A request read meanwhile was answered with `connection: close`.
+        (Ok(()), Some((deadline, requests))) if activity.requests() == requests => {
+            Ran::Parked(deadline)
+        }
+        (Err(err), _) => {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+            Ran::Ended
+        }
+        _ => Ran::Ended,
+    }
+}
+
+/// Serves one connection until it ends, the listener drains, or its clock runs out.
+/// `proto` is the protocol ALPN chose, if any.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<I>(
+    servers: Arc<Servers>,
+    mut io: Tracked<I>,
+    dataplane: Arc<DataPlane>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+    mut drain: watch::Receiver<bool>,
+    peer: SocketAddr,
+    proto: Option<Proto>,
+) where
+    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let counting = activity.clone();
+    let plane = dataplane.clone();
+    let mut service = service_fn(move |req| {
+        let in_flight = InFlight::start(&counting);
+        Counting::new(dataplane.handle(req, &info), in_flight)
+    });
+    let proto = match proto {
+        Some(proto) => proto,
+        None => tokio::select! {
+            sniffed = sniff(&mut io) => match sniffed {
+                Ok(Some(proto)) => proto,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::debug!(%peer, error = %err, "connection failed before its first request");
+                    return;
+                }
+            },
+            _ = drain.wait_for(|d| *d) => return,
+            expiry = activity.expired(false) => {
+                tracing::debug!(%peer, ?expiry, "no request in time; closing the connection");
+                return;
+            }
+        },
+    };
+    if proto == Proto::Http2 {
+        // Boxed, as the HTTP/1.1 connection is: every connection's task would
+        // otherwise be as large as an HTTP/2 connection.
+        let mut conn = Box::pin(servers.h2.serve_connection(TokioIo::new(io), service));
+        drive(
+            conn.as_mut(),
+            |c| c.graceful_shutdown(),
+            &activity,
+            &mut drain,
+            peer,
+            false,
+        )
+        .await;
+        return;
+    }
+    loop {
+        let mut conn = Box::pin(
+            servers
+                .h1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let ran = drive(
+            conn.as_mut(),
+            |c| c.graceful_shutdown(),
+            &activity,
+            &mut drain,
+            peer,
+            true,
+        )
+        .await;
+        let Ran::Parked(deadline) = ran else {
+            return;
+        };
+        // `None`: upgraded meanwhile (the upgrade owns the socket now).
+        let Some(parts) = (*Pin::into_inner(conn)).into_parts() else {
+            return;
+        };
+        io = parts.io.into_inner();
+        service = parts.service;
+        if !parts.read_buf.is_empty() {
+            // A head had begun after all: serve it on a new connection at once. Copied:
+            // the view would keep hyper's whole read buffer.
+            io.unread(Bytes::copy_from_slice(&parts.read_buf));
+            continue;
+        }
+        drop(parts.read_buf);
+        tracing::trace!(%peer, "connection parked");
+        let _parked = Parked::new(&plane);
+        release_memory_soon();
+        tokio::select! {
+            ready = io.readable() => if let Err(err) = ready {
+                tracing::debug!(%peer, error = %err, "parked connection failed");
+                return;
+            },
+            _ = drain.wait_for(|d| *d) => return,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(%peer, "idle connection; closing it");
+                return;
+            }
+        }
     }
 }
 
@@ -210,7 +436,7 @@ async fn accept_loop(
     // Rebuilt when a reload changes the limits; connections keep the settings they
     // were accepted with.
     let mut limits = dataplane.snapshot().limits;
-    let mut builder = Arc::new(http_builder(&limits));
+    let mut servers = Arc::new(Servers::new(&limits));
     loop {
         let accepted = tokio::select! {
             _ = stopped.changed() => break,
@@ -237,7 +463,7 @@ async fn accept_loop(
         }
         if table.snapshot.limits != limits {
             limits = table.snapshot.limits;
-            builder = Arc::new(http_builder(&limits));
+            servers = Arc::new(Servers::new(&limits));
         }
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
@@ -251,13 +477,13 @@ async fn accept_loop(
         let info = Arc::new(info);
         let activity = Activity::new(limits.idle_timeout, limits.header_read_timeout);
         let dataplane = dataplane.clone();
-        let builder = builder.clone();
+        let servers = servers.clone();
         let drain = drain.clone();
         let Some(tls) = tls else {
             tokio::spawn(async move {
                 let _open = open;
                 let io = Tracked::new(stream, activity.clone());
-                serve_connection(builder, io, dataplane, info, activity, drain, peer).await;
+                serve_connection(servers, io, dataplane, info, activity, drain, peer, None).await;
             });
             continue;
         };
@@ -276,8 +502,13 @@ async fn accept_loop(
                     return;
                 }
             };
+            let proto = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Some(Proto::Http2),
+                Some(b"http/1.1") => Some(Proto::Http1),
+                _ => None,
+            };
             let io = Tracked::new(stream, activity.clone());
-            serve_connection(builder, io, dataplane, info, activity, drain, peer).await;
+            serve_connection(servers, io, dataplane, info, activity, drain, peer, proto).await;
         });
     }
     tracing::debug!(listener = %listener.name, "stopped accepting");
@@ -577,5 +808,39 @@ impl Workers {
             drained &= thread.join().unwrap_or(false);
         }
         drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::type_complexity)]
+    fn size_of_future<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(
+            Arc<Servers>,
+            Tracked<tokio::net::TcpStream>,
+            Arc<DataPlane>,
+            Arc<ConnInfo>,
+            Arc<Activity>,
+            watch::Receiver<bool>,
+            SocketAddr,
+            Option<Proto>,
+        ) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every open connection's task holds this future for the connection's life, so
+    /// 10,000 idle connections cost 10,000 of it. hyper's connections are boxed and
+    /// dropped while a connection is parked; nothing large may be held inline.
+    #[test]
+    fn the_connection_future_stays_small() {
+        let size = size_of_future(serve_connection::<tokio::net::TcpStream>);
+        assert!(
+            size <= 1536,
+            "the connection future is {size} bytes; box what grew it"
+        );
     }
 }
