@@ -12,6 +12,22 @@ use serin_control::admin::{Admin, AdminContext, Health};
 use serin_control::runner::{now_ms, Control};
 use serin_proxy::{server, DataPlane, Telemetry};
 
+/// mimalloc: per-thread free lists suit one runtime per worker thread, and it returns
+/// freed pages to the system (asked to by [`release_memory`] when connections park),
+/// so the buffers of connections that went idle do not stay in the RSS; glibc's
+/// malloc keeps them. Built without transparent huge pages, which would add 2 MiB of
+/// RSS per touched arena page.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Returns this thread's freed pages to the system now, rather than on some later
+/// allocation (which an idle worker does not make).
+fn release_memory() {
+    // SAFETY: mi_collect only walks the calling thread's heap; it may be called at
+    // any time from any thread that uses mimalloc.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 mod demo;
 mod ops;
 mod reload;
@@ -288,6 +304,7 @@ async fn serve(
         },
     )
     .await?;
+    server::on_parked(release_memory);
     let pool = Arc::new(
         server::Workers::start(dataplane, sockets, grace)
             .context("cannot start the worker threads")?,
