@@ -89,11 +89,19 @@ if any(k[0] == "S4TLS" for k in vals):
 
 mem = [k for k in vals if k[0] == "MEM"]
 if mem:
-    conns = sorted({k[1] for k in mem if k[1].startswith("conns")})
-    columns = [m for m in ("start", "after-load") if any(k[1] == m for k in mem)] + conns
+    held = sorted({k[1] for k in mem if k[1].startswith(("conns", "fresh"))}, key=lambda c: (c[5:], c[0] != "f"))
+    columns = [m for m in ("start", "after-load") if any(k[1] == m for k in mem)] + held
     names = {"start": "idle, before any traffic", "after-load": "idle, after the load scenarios"}
+
+    def name(c):
+        if c in names:
+            return names[c]
+        if c.startswith("fresh"):
+            return f"{c[5:]} keep-alive connections, at once after their request"
+        return f"{c[5:]} idle keep-alive connections (3 s later)"
+
     print("## Memory — RSS, MB\n")
-    print("| | " + " | ".join(names.get(c, f"{c[5:]} idle keep-alive connections") for c in columns) + " |")
+    print("| | " + " | ".join(name(c) for c in columns) + " |")
     print("|---" * (1 + len(columns)) + "|")
     for t, name in (("serin", "serin"), ("haproxy", "HAProxy"), ("nginx", "nginx")):
         cells = [num((med("MEM", m, t) or 0) / 1024, "{:.1f}") for m in columns]
