@@ -48,6 +48,15 @@ if any(k[0] == "S1" for k in vals):
             continue
         print(f"| {c[1:]} | {num(d)} | {num(s)} | {num(h)} | {num(n)} | {ratio(s, h)} | {ratio(s, n)} | {ratio(s, d)} |")
     print()
+    if any(k[1] == "user_us" for k in vals if k[0] == "S1"):
+        print("CPU of the proxy's core per request at c32, µs (from /proc/<pid>/stat over the run; the kernel part is mostly loopback TCP, paid alike):\n")
+        print("| | user | kernel | total |")
+        print("|---|---|---|---|")
+        for t, name in (("serin", "serin"), ("haproxy", "HAProxy"), ("nginx", "nginx")):
+            u, k = med("S1", "user_us", t), med("S1", "sys_us", t)
+            total = u + k if u is not None and k is not None else None
+            print(f"| {name} | {num(u, '{:.2f}')} | {num(k, '{:.2f}')} | {num(total, '{:.2f}')} |")
+        print()
 
 if any(k[0] == "S2" for k in vals):
     print(f"## S2 — latency at {rate} req/s (50 % of HAProxy's S1 capacity), open loop (oha --latency-correction), µs added over direct\n")
