@@ -14,53 +14,74 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// At most this many `Connection` header lines are honoured; more is not a real client.
 const MAX_CONNECTION_HEADERS: usize = 8;
 
+/// The hop-by-hop headers of RFC 9110 §7.6.1, by bit.
+const HOP: [&HeaderName; 7] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+];
+/// Bit of `HOP` for Connection, and of any other `proxy-` header.
+const CONNECTION_BIT: u8 = 1;
+const PROXY_BIT: u8 = 1 << 7;
+
+/// Which hop-by-hop header `name` is, as a bit (0 for none).
+fn hop_bit(name: &HeaderName) -> u8 {
+    for (i, hop) in HOP.iter().enumerate() {
+        if name == *hop {
+            return 1 << i;
+        }
+    }
+    if name.as_str().starts_with("proxy-") {
+        PROXY_BIT
+    } else {
+        0
+    }
+}
+
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (Connection, Keep-Alive, Proxy-*,
 /// TE, Trailer, Transfer-Encoding, Upgrade) and every header that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names (standard names compare as
-    // enum tags) instead of a hashed removal for each of the eight.
-    let hop = |k: &HeaderName| {
-        k == CONNECTION
-            || k == KEEP_ALIVE
-            || k == PROXY_CONNECTION
-            || k == TE
-            || k == TRAILER
-            || k == TRANSFER_ENCODING
-            || k == UPGRADE
-            || k.as_str().starts_with("proxy-")
-    };
-    if !headers.keys().any(hop) {
+    // One pass over the names (standard names compare as enum tags) says which are
+    // present; most messages carry none, and most of the rest only `Connection:
+    // keep-alive`, so only what is there is removed (each removal hashes the name).
+    let present = headers.keys().fold(0u8, |bits, k| bits | hop_bit(k));
+    if present == 0 {
         return;
     }
-    // Collect the Connection values first (cheap clones of shared bytes), then remove
-    // the headers they name.
-    let mut named: [Option<HeaderValue>; MAX_CONNECTION_HEADERS] = Default::default();
-    for (slot, value) in named.iter_mut().zip(headers.get_all(CONNECTION)) {
-        *slot = Some(value.clone());
-    }
-    for value in named.iter().flatten() {
-        let Ok(text) = value.to_str() else { continue };
-        for token in text.split(',') {
-            let token = token.trim();
-            if !token.is_empty() {
-                headers.remove(token);
+    if present & CONNECTION_BIT != 0 {
+        // Collect the Connection values first (cheap clones of shared bytes), then
+        // remove the headers they name.
+        let mut named: [Option<HeaderValue>; MAX_CONNECTION_HEADERS] = Default::default();
+        for (slot, value) in named.iter_mut().zip(headers.get_all(CONNECTION)) {
+            *slot = Some(value.clone());
+        }
+        for value in named.iter().flatten() {
+            let Ok(text) = value.to_str() else { continue };
+            for token in text.split(',') {
+                let token = token.trim();
+                // `keep-alive`, `upgrade`, … name hop-by-hop headers, removed below
+                // if present; `close` is an option that names none in practice.
+                let known = token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str()));
+                if !known {
+                    headers.remove(token);
+                }
             }
         }
     }
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
     // Other Proxy-* headers (Proxy-Authorization, Proxy-Authenticate, …) are meant for
     // this hop. Rare, so the allocation of the list only happens when there is one.
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+    if present & PROXY_BIT != 0 {
         let proxy: Vec<HeaderName> = headers
             .keys()
             .filter(|k| k.as_str().starts_with("proxy-"))
@@ -174,6 +195,29 @@ mod tests {
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn connection_options_alone_leave_every_other_header() {
+        for connection in ["keep-alive", "close", "Keep-Alive, Upgrade", " , close"] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_static(connection));
+            h.insert("content-type", HeaderValue::from_static("text/plain"));
+            h.insert("x-request-id", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
+            assert_eq!(left, vec!["content-type", "x-request-id"], "{connection}");
+        }
+        // A hop-by-hop header without Connection goes too.
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
