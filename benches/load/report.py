@@ -107,7 +107,7 @@ if mem:
             return names[c]
         if c.startswith("fresh"):
             return f"{c[5:]} keep-alive connections, at once after their request"
-        return f"{c[5:]} idle keep-alive connections (3 s later)"
+        return f"{c[5:]} idle keep-alive connections (5 s later)"
 
     print("## Memory — RSS, MB\n")
     print("| | " + " | ".join(name(c) for c in columns) + " |")
