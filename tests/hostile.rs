@@ -416,6 +416,15 @@ async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
     }
 }
 
+/// A raw connection to `addr` that sent `request` and read its 200 answer.
+async fn answered(addr: std::net::SocketAddr, request: &[u8]) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let got = read_response(&mut stream).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    stream
+}
+
 const PARK: &str = "limits: { idle_timeout: 30s, header_read_timeout: 2s }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,15 +448,7 @@ async fn a_quiet_keep_alive_connection_is_parked_and_serves_its_next_request() {
 async fn a_parked_connection_is_closed_after_idle_timeout() {
     let (backend, serin) =
         one_backend("limits: { idle_timeout: 2s, header_read_timeout: 1s }\n").await;
-    let mut stream = tokio::net::TcpStream::connect(serin.addr)
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .expect("write");
-    let first = read_response(&mut stream).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let mut stream = answered(serin.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     until_parked(&serin, 1).await;
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(6), stream.read_to_end(&mut rest)).await;
@@ -463,16 +464,12 @@ async fn a_parked_connection_is_closed_after_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_head_begun_before_a_park_is_served_whole() {
     let (backend, serin) = one_backend(PARK).await;
-    let mut stream = tokio::net::TcpStream::connect(serin.addr)
-        .await
-        .expect("connect");
     // One request, and the start of the next in the same write.
-    stream
-        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HT")
-        .await
-        .expect("write");
-    let first = read_response(&mut stream).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let mut stream = answered(
+        serin.addr,
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HT",
+    )
+    .await;
     // Longer than a park takes (1 to 2 s of quiet), and nothing to poll for: the
     // connection is not counted as parked, as it goes on at once with the half-read
     // head that outlived hyper's connection.
@@ -496,15 +493,7 @@ async fn a_pipelined_head_begun_before_a_park_is_served_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_that_stalls_on_a_parked_connection_is_cut_by_header_read_timeout() {
     let (backend, serin) = one_backend(PARK).await;
-    let mut stream = tokio::net::TcpStream::connect(serin.addr)
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .expect("write");
-    let first = read_response(&mut stream).await;
-    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let mut stream = answered(serin.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     until_parked(&serin, 1).await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost")
@@ -531,16 +520,7 @@ async fn parked_connections_are_closed_at_once_on_shutdown() {
     let (_backend, serin) = one_backend(PARK).await;
     let mut streams = Vec::new();
     for _ in 0..3 {
-        let mut stream = tokio::net::TcpStream::connect(serin.addr)
-            .await
-            .expect("connect");
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .expect("write");
-        let got = read_response(&mut stream).await;
-        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
-        streams.push(stream);
+        streams.push(answered(serin.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await);
     }
     until_parked(&serin, 3).await;
     assert!(

@@ -66,6 +66,42 @@ async fn try_handshake(
         .await
 }
 
+/// An HTTP/1.1 client connection over TLS to `addr` for `name` (trusting `trusted`),
+/// and its connection task.
+async fn h1_over_tls(
+    addr: std::net::SocketAddr,
+    trusted: &CertificateDer<'static>,
+    name: &str,
+) -> (
+    hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tls = handshake(addr, std::slice::from_ref(trusted), name, &[b"http/1.1"]).await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http/1.1");
+    (sender, tokio::spawn(conn))
+}
+
+/// `GET /` for shop.example on `sender`: the status and the body.
+async fn get_shop(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) -> (StatusCode, Bytes) {
+    let req = http::Request::get("/")
+        .header("host", "shop.example")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(req).await.expect("response");
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_the_certificate_and_alpn_h2_is_served() {
     let backend = Backend::start("stable").await;
@@ -95,17 +131,7 @@ async fn sni_picks_the_certificate_and_alpn_h2_is_served() {
     }
 
     // HTTP/1.1 over TLS: the backend is told the client used https.
-    let tls = handshake(
-        serin.addr,
-        std::slice::from_ref(&shop),
-        "shop.example",
-        &[b"http/1.1"],
-    )
-    .await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("http/1.1");
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h1_over_tls(serin.addr, &shop, "shop.example").await;
     let req = http::Request::get("/")
         .header("host", "shop.example")
         .body(Empty::<Bytes>::new())
@@ -201,17 +227,7 @@ async fn rotated_certificate_files_are_served_to_new_connections_and_a_bad_one_c
     );
 
     // A connection opened before the rotation.
-    let tls = handshake(
-        serin.web,
-        std::slice::from_ref(&old),
-        "shop.example",
-        &[b"http/1.1"],
-    )
-    .await;
-    let (mut open, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("http/1.1");
-    tokio::spawn(conn);
+    let (mut open, _conn) = h1_over_tls(serin.web, &old, "shop.example").await;
     let request = || {
         http::Request::get("/")
             .header("host", "shop.example")
@@ -240,15 +256,10 @@ async fn rotated_certificate_files_are_served_to_new_connections_and_a_bad_one_c
     assert_eq!(status["reloads"]["failure"], 0, "{status}");
 
     // The connection opened before keeps working.
-    let response = open.send_request(request()).await.expect("response");
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    assert_eq!(&body[..], b"stable");
+    assert_eq!(
+        get_shop(&mut open).await,
+        (StatusCode::OK, Bytes::from_static(b"stable"))
+    );
 
     // A broken certificate: the reload fails, says which file, and the rotated
     // certificate keeps being served.
@@ -302,17 +313,7 @@ async fn a_quiet_tls_connection_is_parked_and_serves_its_next_request() {
         ),
     );
     let serin = Serin::start(&yaml).await;
-    let tls = handshake(
-        serin.addr,
-        std::slice::from_ref(&shop),
-        "shop.example",
-        &[b"http/1.1"],
-    )
-    .await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("http/1.1");
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h1_over_tls(serin.addr, &shop, "shop.example").await;
     let parked = || {
         serin
             .dataplane
@@ -320,19 +321,10 @@ async fn a_quiet_tls_connection_is_parked_and_serves_its_next_request() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     for _ in 0..2 {
-        let req = http::Request::get("/")
-            .header("host", "shop.example")
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let response = sender.send_request(req).await.expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        assert_eq!(&body[..], b"stable");
+        assert_eq!(
+            get_shop(&mut sender).await,
+            (StatusCode::OK, Bytes::from_static(b"stable"))
+        );
         eventually(Duration::from_secs(5), "the connection parked", || async {
             parked() == 1
         })
