@@ -562,6 +562,43 @@ async fn an_idle_h2_connection_is_sent_goaway_and_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_between_requests_is_not_cut_by_header_read_timeout() {
+    // HTTP/2 has no head to time: the frames a client sends between requests (and its
+    // preface) must not start header_read_timeout, only idle_timeout counts.
+    let (backend, serin) =
+        one_backend("limits: { idle_timeout: 10s, header_read_timeout: 300ms }\n").await;
+    let stream = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    // The client pings every 100ms while idle: frames keep arriving with no request.
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    let conn = tokio::spawn(conn);
+    for _ in 0..3 {
+        // Several header_read_timeouts before each request (the first after the
+        // preface alone) on the same connection.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let req = http::Request::get(format!("http://{}/", serin.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), http::StatusCode::OK);
+    }
+    assert!(
+        !conn.is_finished(),
+        "serin cut an HTTP/2 connection between requests"
+    );
+    assert_eq!(backend.hits(), 3);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_h2_stream_does_not_keep_its_connection_open() {
     // The client gives up on a slow request (RST_STREAM): nothing is in flight any
     // more, so the connection is idle and must still be closed.

@@ -69,7 +69,8 @@ pub(crate) struct Activity {
     head_since: AtomicU64,
     /// `started` when that head began: once it changes, the head has been read.
     head_of: AtomicU32,
-    /// HTTP/2 has no head to time: its frames move without a request in flight.
+    /// HTTP/2 has no head to time: its frames move without a request in flight. Set
+    /// by the server once it knows the protocol (ALPN or the preface).
     h2: AtomicBool,
     /// Wakes the clock when a head begins: its deadline is earlier than the idle one.
     head_began: tokio::sync::Notify,
@@ -135,14 +136,15 @@ impl Activity {
         .then_some(since)
     }
 
-    fn read(&self, first: &[u8], at_start: bool) {
+    /// The connection speaks HTTP/2: no head is timed from now on, and the preface
+    /// read to tell the protocol is no head either.
+    pub(crate) fn set_http2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+        self.head_since.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    fn read(&self) {
         self.moves.fetch_add(1, Ordering::Relaxed);
-        if at_start
-            && first.len() >= 4
-            && b"PRI * HTTP/2.0".starts_with(&first[..first.len().min(14)])
-        {
-            self.h2.store(true, Ordering::Relaxed);
-        }
         if self.h2.load(Ordering::Relaxed) || self.in_flight() || self.head_pending().is_some() {
             return;
         }
@@ -226,7 +228,6 @@ impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
 pub(crate) struct Tracked<I> {
     inner: I,
     activity: Arc<Activity>,
-    read_any: bool,
     /// Bytes already read from `inner` and to be read again first: the sniffed start
     /// of a connection, or what hyper had read when the connection was parked.
     prefix: Bytes,
@@ -237,7 +238,6 @@ impl<I> Tracked<I> {
         Self {
             inner,
             activity,
-            read_any: false,
             prefix: Bytes::new(),
         }
     }
@@ -248,7 +248,7 @@ impl<I> Tracked<I> {
             return;
         }
         // A head that began before the park is timed from now.
-        self.activity.read(&bytes, false);
+        self.activity.read();
         if self.prefix.is_empty() {
             self.prefix = bytes;
         } else {
@@ -285,10 +285,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let got = &buf.filled()[before..];
-            if !got.is_empty() {
-                this.activity.read(got, !this.read_any);
-                this.read_any = true;
+            if buf.filled().len() > before {
+                this.activity.read();
             }
         }
         polled

@@ -407,6 +407,7 @@ async fn serve_connection<I>(
         },
     };
     if proto == Proto::Http2 {
+        activity.set_http2();
         Box::pin(async {
             let conn = std::pin::pin!(servers.h2.serve_connection(TokioIo::new(io), service));
             drive(
