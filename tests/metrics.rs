@@ -172,23 +172,16 @@ impl Metered {
 /// `broken`, whose endpoint refuses connections.
 async fn three_versions(stable: SocketAddr, canary: SocketAddr) -> String {
     let broken = closed_port().await;
-    format!(
-        r#"
-listeners:
-  - {{ name: web, listen: 127.0.0.1:0 }}
-routes:
-  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: api }}
-services:
-  - name: api
-    versions:
-      - {{ name: stable, endpoints: [{stable}] }}
+    api_service(
+        &format!(
+            "      - {{ name: stable, endpoints: [{stable}] }}
       - {{ name: canary, endpoints: [{canary}] }}
-      - {{ name: broken, endpoints: [{broken}] }}
-    split:
-      weights: {{ stable: 100, canary: 0, broken: 0 }}
-      force: {{ header: x-serin-version }}
-    timeouts: {{ connect: 1s, request: 5s }}
-"#
+      - {{ name: broken, endpoints: [{broken}] }}"
+        ),
+        "    split:
+      weights: { stable: 100, canary: 0, broken: 0 }
+      force: { header: x-serin-version }
+    timeouts: { connect: 1s, request: 5s }",
     )
 }
 

@@ -261,9 +261,10 @@ impl Serin {
     }
 }
 
-/// One service `api` with one version `stable` at `endpoint`; `version_extra` is
-/// appended inside the version's flow mapping (e.g. `, protocol: http2`).
-pub fn one_version(endpoint: SocketAddr, version_extra: &str) -> String {
+/// serin with one listener sending every request to service `api`, whose versions are
+/// `versions` (YAML sequence items, indented for `versions:`), with `rest` appended to
+/// the service (its split, timeouts, rollout).
+pub fn api_service(versions: &str, rest: &str) -> String {
     format!(
         r#"
 admin: {{ listen: 127.0.0.1:0 }}
@@ -274,28 +275,29 @@ routes:
 services:
   - name: api
     versions:
-      - {{ name: stable, endpoints: [{endpoint}]{version_extra} }}
+{versions}
+{rest}
 "#
+    )
+}
+
+/// One service `api` with one version `stable` at `endpoint`; `version_extra` is
+/// appended inside the version's flow mapping (e.g. `, protocol: http2`).
+pub fn one_version(endpoint: SocketAddr, version_extra: &str) -> String {
+    api_service(
+        &format!("      - {{ name: stable, endpoints: [{endpoint}]{version_extra} }}"),
+        "",
     )
 }
 
 /// The usual two-version service in front of `stable` and `canary`, with `split`
 /// appended to the service (its split, timeouts, rollout).
 pub fn two_versions(stable: SocketAddr, canary: SocketAddr, split: &str) -> String {
-    format!(
-        r#"
-admin: {{ listen: 127.0.0.1:0 }}
-listeners:
-  - {{ name: web, listen: 127.0.0.1:0 }}
-routes:
-  - {{ listener: web, match: {{ host: "*", path_prefix: / }}, service: api }}
-services:
-  - name: api
-    versions:
-      - {{ name: stable, endpoints: [{stable}] }}
-      - {{ name: canary, endpoints: [{canary}] }}
-{split}
-"#
+    api_service(
+        &format!(
+            "      - {{ name: stable, endpoints: [{stable}] }}\n      - {{ name: canary, endpoints: [{canary}] }}"
+        ),
+        split,
     )
 }
 
