@@ -1149,3 +1149,282 @@ async fn weights_are_taken_as_json_only() {
     assert_eq!(s.rollout().await.1, json!({"stable": 80, "canary": 0}));
     s.stop().await;
 }
+
+/// Property tests of the JSON bodies the API takes (`PUT …/weights`, the only endpoint
+/// that reads one): whatever the bytes, the API answers in bounded time with success or
+/// a 4xx whose message names what was wrong, and never panics.
+mod bodies {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Method, Request, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    use serde_json::Value;
+    use serin_control::admin::{handle, AdminContext, Health};
+
+    use super::*;
+
+    const WEIGHTS: &str = "/api/v1/services/api/weights";
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just("stable".to_string()),
+            4 => Just("canary".to_string()),
+            1 => "[ -~]{0,10}",
+            1 => "\\PC{0,6}",
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => (0u64..=100).prop_map(Value::from),
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => (95u64..=105).prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<f64>().prop_filter_map("a finite number", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            1 => "[ -~]{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    /// Any JSON value, nested a few levels.
+    fn json() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..8)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An object of weights, mostly well-formed.
+    fn weights() -> impl Strategy<Value = Value> {
+        prop::collection::vec((key(), leaf()), 0..4)
+            .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+    }
+
+    fn text(value: &Value) -> Vec<u8> {
+        serde_json::to_vec(value).unwrap_or_default()
+    }
+
+    /// What a client might send as the body.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            1 => prop::collection::vec(any::<u8>(), 0..2048),
+            1 => json().prop_map(|v| text(&v)),
+            3 => weights().prop_map(|v| text(&v)),
+            // A body cut short, or with one byte changed.
+            1 => (weights(), any::<prop::sample::Index>()).prop_map(|(v, at)| {
+                let mut t = text(&v);
+                t.truncate(at.index(t.len() + 1));
+                t
+            }),
+            1 => (weights(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(v, at, byte)| {
+                let mut t = text(&v);
+                let i = at.index(t.len());
+                t[i] = byte;
+                t
+            }),
+            // Nested far deeper than any weights.
+            1 => (1usize..20_000, prop_oneof![Just("["), Just("{\"stable\":")])
+                .prop_map(|(n, open)| open.repeat(n).into_bytes()),
+        ]
+    }
+
+    /// Sends `body` as `content_type` to `PUT …/weights`: the status and the answer.
+    async fn put(
+        context: &AdminContext,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(StatusCode, Value), TestCaseError> {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(WEIGHTS)
+            .header("host", "127.0.0.1:9901")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| TestCaseError::fail(format!("request: {e}")))?;
+        // Bounded: nothing a body holds may keep the API busy (a loose bound: the
+        // machine is shared).
+        let response = tokio::time::timeout(Duration::from_secs(5), handle(context, request))
+            .await
+            .map_err(|_| TestCaseError::fail("no answer within 5 s"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| TestCaseError::fail(format!("body: {e}")))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            TestCaseError::fail(format!(
+                "the answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })?;
+        Ok((status, value))
+    }
+
+    /// Whether `message`, the answer to `sent`, names what was wrong with it.
+    fn names_the_problem(sent: &[u8], message: &str) -> bool {
+        const EXAMPLE: &str = "send a JSON object of version to weight (0 to 100), e.g. {\"stable\": 80, \"canary\": 20}";
+        let object = serde_json::from_slice::<Value>(sent).ok();
+        match object {
+            None => message.starts_with("the body is not JSON (") && message.ends_with(EXAMPLE),
+            Some(Value::Object(object)) if object.is_empty() => {
+                message == format!("the body names no version; {EXAMPLE}")
+            }
+            Some(Value::Object(object)) => {
+                message.starts_with("every version of \"api\" would have weight 0")
+                    || object
+                        .keys()
+                        .any(|k| message.starts_with(&format!("\"{k}\": ")))
+            }
+            Some(_) => message == format!("the body is not a JSON object; {EXAMPLE}"),
+        }
+    }
+
+    fn check(sent: &[u8], status: StatusCode, answer: &Value) -> Result<(), TestCaseError> {
+        let shown = String::from_utf8_lossy(&sent[..sent.len().min(300)]);
+        if status == StatusCode::OK {
+            // Applied: every version named has the weight it was given.
+            let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(sent) else {
+                return Err(TestCaseError::fail(format!("200 for {shown}")));
+            };
+            for (version, weight) in &object {
+                prop_assert_eq!(&answer["weights"][version], weight, "{}", shown);
+            }
+            return Ok(());
+        }
+        prop_assert!(
+            status.is_client_error(),
+            "{} for {}: {}",
+            status,
+            shown,
+            answer
+        );
+        let message = answer["error"].as_str().unwrap_or_default();
+        if sent.len() > serin_control::admin::MAX_BODY {
+            prop_assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", message);
+            prop_assert!(
+                message.starts_with("the body is larger than 64 KiB"),
+                "{}",
+                message
+            );
+            return Ok(());
+        }
+        prop_assert!(
+            status == StatusCode::BAD_REQUEST && names_the_problem(sent, message),
+            "{} for {}: {:?}",
+            status,
+            shown,
+            message
+        );
+        Ok(())
+    }
+
+    /// A runtime, a held rollout (not on any socket) and an admin context for it.
+    fn setup() -> (tokio::runtime::Runtime, Controlled, AdminContext, TempDir) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let dir = TempDir::new("admin-bodies");
+        let yaml = rollout_config(
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+            &dir.0,
+            HELD,
+        );
+        let c = runtime.block_on(Controlled::start(&yaml));
+        let context = AdminContext {
+            control: Some(c.control.clone()),
+            ..AdminContext::new(
+                std::sync::Arc::new(Health::default()),
+                c.serin.dataplane.clone(),
+            )
+        };
+        (runtime, c, context, dir)
+    }
+
+    fn config(cases: u32) -> Config {
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn any_weights_body_is_applied_or_refused_with_what_is_wrong() {
+        let (runtime, c, context, _dir) = setup();
+        let mut runner = TestRunner::new(config(512));
+        let outcome = runner.run(&body(), |sent| {
+            let (status, answer) = runtime.block_on(put(&context, "application/json", &sent))?;
+            check(&sent, status, &answer)
+        });
+        runtime.block_on(c.stop());
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+    }
+
+    #[test]
+    fn a_body_not_declared_json_is_refused_before_it_is_read() {
+        let (runtime, c, context, _dir) = setup();
+        let mut runner = TestRunner::new(config(256));
+        // (Content-Type, whether it declares JSON)
+        let content_type = prop_oneof![
+            "[ -~]{0,40}"
+                .prop_filter("not JSON", |t| !t.to_ascii_lowercase().contains("json"))
+                .prop_map(|t| (t, false)),
+            prop_oneof![
+                Just("text/plain"),
+                Just("text/plain;charset=UTF-8"),
+                Just("application/x-www-form-urlencoded"),
+                Just("multipart/form-data; boundary=x"),
+                Just("application/jsonp"),
+                Just("application/merge-patch+json"),
+                Just("text/json"),
+            ]
+            .prop_map(|t| (t.to_string(), false)),
+            prop_oneof![
+                Just("application/json"),
+                Just("application/json; charset=utf-8"),
+                Just("APPLICATION/JSON"),
+                Just("application/json;charset=\"utf-8\""),
+            ]
+            .prop_map(|t| (t.to_string(), true)),
+        ];
+        let outcome = runner.run(&(content_type, body()), |((content_type, json), sent)| {
+            let (status, answer) = runtime.block_on(put(&context, &content_type, &sent))?;
+            if json {
+                return check(&sent, status, &answer);
+            }
+            prop_assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{}",
+                content_type
+            );
+            let message = answer["error"].as_str().unwrap_or_default();
+            prop_assert!(
+                message.starts_with("PUT /api/v1/services/api/weights takes a JSON body"),
+                "{}",
+                message
+            );
+            Ok(())
+        });
+        runtime.block_on(c.stop());
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+    }
+}
