@@ -300,6 +300,7 @@ async fn serve(
             control: Some(control.clone()),
             reload: Some(reload_handle.clone()),
             token,
+            allowed_hosts: admin_section.allowed_hosts.clone(),
             ..AdminContext::new(health.clone(), dataplane.clone())
         },
     )

@@ -198,6 +198,13 @@ impl Reloader {
         if snapshot.admin.token != self.admin.token {
             tracing::warn!("admin.token_file changes take effect on restart");
         }
+        if snapshot.admin.allowed_hosts != self.admin.allowed_hosts {
+            tracing::warn!(
+                configured = ?snapshot.admin.allowed_hosts,
+                in_use = ?self.admin.allowed_hosts,
+                "admin.allowed_hosts changes take effect on restart"
+            );
+        }
         if snapshot.telemetry != self.telemetry {
             tracing::warn!("telemetry changes take effect on restart");
         }

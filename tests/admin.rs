@@ -13,6 +13,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 use serin_control::admin::{Admin, AdminContext, Health};
 use serin_control::reload::{ConfigStatus, LastReload, ReloadCounts, ReloadHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A rollout that stays at 20 % until a person acts.
 const HELD: &str = "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 20, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 5s\n        rules:\n          - error_rate: { max: 50% }\n";
@@ -30,6 +31,16 @@ impl Setup {
     /// `api` with stable and canary, with the rollout [`HELD`] or split 70/30 without
     /// one; the admin API with `token` and `reload`.
     async fn start(rollout: bool, token: Option<&str>, reload: Option<ReloadHandle>) -> Setup {
+        Setup::start_with(rollout, token, reload, &[]).await
+    }
+
+    /// [`Setup::start`] with `allowed_hosts`.
+    async fn start_with(
+        rollout: bool,
+        token: Option<&str>,
+        reload: Option<ReloadHandle>,
+        allowed_hosts: &[&str],
+    ) -> Setup {
         let (stable, canary) = (
             Backend::start("stable").await,
             Backend::start("canary").await,
@@ -55,6 +66,7 @@ impl Setup {
             control: Some(c.control.clone()),
             reload,
             token: token.map(str::to_string),
+            allowed_hosts: allowed_hosts.iter().map(|h| h.to_string()).collect(),
             ..AdminContext::new(health, c.serin.dataplane.clone())
         };
         let admin = Admin::bind("127.0.0.1:0".parse().expect("addr"), context)
@@ -93,8 +105,51 @@ impl Setup {
         self.call(Method::POST, path, "", &[]).await
     }
 
+    /// A PUT of a JSON body, as the serin CLI sends it.
     async fn put(&self, path: &str, body: &str) -> Got {
-        self.call(Method::PUT, path, body, &[]).await
+        self.call(
+            Method::PUT,
+            path,
+            body,
+            &[("content-type", "application/json")],
+        )
+        .await
+    }
+
+    /// `request` (raw bytes, `{admin}` replaced by the admin address) on a connection of
+    /// its own: what a browser would send, untouched by any client library.
+    async fn raw(&self, request: &str) -> Raw {
+        let request = request.replace("{admin}", &self.admin.local_addr.to_string());
+        let mut stream = tokio::net::TcpStream::connect(self.admin.local_addr)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        Raw::parse(&out)
+    }
+
+    /// The rollout as a person would check it: state, weights and the timeline's events.
+    async fn rollout(&self) -> (String, Value, Vec<String>) {
+        let view = body(&self.get("/api/v1/services/api").await);
+        let events = body(&self.get("/api/v1/services/api/timeline").await);
+        let events = events
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|e| e["event"].as_str().expect("event").to_string())
+            .collect();
+        (
+            view["rollout"]["state"]
+                .as_str()
+                .expect("state")
+                .to_string(),
+            view["weights"].clone(),
+            events,
+        )
     }
 
     /// `n` requests through serin, without a sticky key.
@@ -108,6 +163,48 @@ impl Setup {
     async fn stop(self) {
         self.admin.shutdown().await;
         self.c.stop().await;
+    }
+}
+
+/// A response read off the wire.
+struct Raw {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Raw {
+    fn parse(bytes: &[u8]) -> Raw {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete head: {text:?}"));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status: {head}"));
+        Raw {
+            status,
+            head: head.to_ascii_lowercase(),
+            body: body.to_string(),
+        }
+    }
+
+    /// The `error` of a JSON error answer with `status`.
+    fn refused(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}\n\n{}", self.head, self.body);
+        assert!(
+            self.head.contains("\r\ncontent-type: application/json\r\n"),
+            "{}",
+            self.head
+        );
+        let value: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body));
+        value["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {}", self.body))
+            .to_string()
     }
 }
 
@@ -674,4 +771,660 @@ async fn reload_runs_through_the_reload_loop_and_reports_its_outcome() {
         "the reload loop has stopped; restart serin to apply a changed config"
     );
     s.stop().await;
+}
+
+/// A browser's "simple" request: no preflight, so it reaches serin from any page.
+fn browser_post(path: &str, host: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: text/plain\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+const NAMES: &str = "the admin API answers only requests whose Host is an IP address, localhost, \
+     or a name in admin.allowed_hosts, so that no web page can reach it through a DNS name its \
+     author controls (DNS rebinding)";
+const CLIENTS: &str = "changes are taken from the dashboard this listener serves at /ui, and from \
+     clients that send no Origin header, such as the serin CLI and curl";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_cannot_change_a_rollout() {
+    let s = Setup::start(true, None, None).await;
+    let before = s.rollout().await;
+    assert_eq!(
+        before,
+        (
+            "progressing".to_string(),
+            json!({"stable": 80, "canary": 20}),
+            vec!["started".to_string()]
+        )
+    );
+    let commands = [
+        "/api/v1/services/api/pause",
+        "/api/v1/services/api/abort",
+        "/api/v1/services/api/promote",
+        "/api/v1/reload",
+    ];
+
+    // Through DNS rebinding: the page's own name, pointed at the admin listener.
+    for path in commands {
+        let got = s
+            .raw(&browser_post(
+                path,
+                "evil.example",
+                "Origin: http://evil.example\r\n",
+            ))
+            .await;
+        assert_eq!(
+            got.refused(403),
+            format!(
+                "refused: the request names the admin API \"evil.example\" (its Host header), \
+                 which is not one of its names; {NAMES}. If you reach serin by this name, add \
+                 \"evil.example\" to admin.allowed_hosts in the config and restart serin, or \
+                 use its IP address"
+            ),
+            "{path}"
+        );
+    }
+
+    // Cross-site requests to the admin address itself, as a browser sends them.
+    let own = format!("http://{}", s.admin.local_addr);
+    for path in commands {
+        let got = s
+            .raw(&browser_post(
+                path,
+                "{admin}",
+                "Origin: http://evil.example\r\nSec-Fetch-Site: cross-site\r\n",
+            ))
+            .await;
+        assert_eq!(
+            got.refused(403),
+            format!(
+                "refused: a POST the browser marks as sent by another site \
+                 (`Sec-Fetch-Site: cross-site`) cannot change anything here; {CLIENTS}"
+            ),
+            "{path}"
+        );
+        // A browser without Fetch Metadata still sends its Origin.
+        let got = s
+            .raw(&browser_post(
+                path,
+                "{admin}",
+                "Origin: http://evil.example\r\n",
+            ))
+            .await;
+        assert_eq!(
+            got.refused(403),
+            format!(
+                "refused: a POST sent by a web page of http://evil.example, which is not the \
+                 admin API's own origin ({own}), cannot change anything here; {CLIENTS}"
+            ),
+            "{path}"
+        );
+        // A page on another port of the same machine is another origin.
+        let got = s
+            .raw(&browser_post(
+                path,
+                "{admin}",
+                "Origin: http://127.0.0.1:1\r\n",
+            ))
+            .await;
+        assert!(
+            got.refused(403)
+                .starts_with("refused: a POST sent by a web page of http://127.0.0.1:1,"),
+            "{path}"
+        );
+        // A sandboxed frame or a file: page.
+        let got = s
+            .raw(&browser_post(path, "{admin}", "Origin: null\r\n"))
+            .await;
+        assert_eq!(
+            got.refused(403),
+            format!(
+                "refused: a POST sent by a web page with `Origin: null` (a sandboxed frame, a \
+                 file: page or a redirect) cannot change anything here; {CLIENTS}"
+            ),
+            "{path}"
+        );
+    }
+    // Weights as a cross-site form would send them.
+    let got = s
+        .raw(
+            "PUT /api/v1/services/api/weights HTTP/1.1\r\nHost: {admin}\r\n\
+             Origin: http://evil.example\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 12\r\nConnection: close\r\n\r\n{\"canary\":0}",
+        )
+        .await;
+    assert!(got
+        .refused(403)
+        .starts_with("refused: a PUT sent by a web page of http://evil.example,"));
+
+    // Nothing changed: still progressing at 80/20, nothing on the timeline.
+    assert_eq!(s.rollout().await, before);
+    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    s.traffic(20).await;
+    assert!(s.canary.hits() > 0, "the canary still takes its share");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_name_reads_nothing_and_learns_nothing_of_the_token() {
+    let s = Setup::start(true, Some("s3cr3t"), None).await;
+    let get = |path: &str, host: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let not_ours = format!(
+        "refused: the request names the admin API \"evil.example\" (its Host header), which is \
+         not one of its names; {NAMES}. If you reach serin by this name, add \"evil.example\" to \
+         admin.allowed_hosts in the config and restart serin, or use its IP address"
+    );
+    // The API, /metrics, the dashboard and unknown paths: 403 before the token's 401 or a
+    // 404 could tell anything, with the token or without.
+    for path in [
+        "/api/v1/services",
+        "/api/v1/services/api/timeline",
+        "/api/v1/config",
+        "/metrics",
+        "/ui",
+        "/ui/ui.js",
+        "/nothing",
+    ] {
+        for extra in ["", "Authorization: Bearer s3cr3t\r\n"] {
+            let got = s.raw(&get(path, "evil.example:9901", extra)).await;
+            assert_eq!(got.refused(403), not_ours, "{path} {extra}");
+            assert!(!got.body.contains("canary"), "{}", got.body);
+        }
+    }
+    // A change from the rebound page: refused for its Host, before its origin or token.
+    let got = s
+        .raw(&browser_post(
+            "/api/v1/services/api/abort",
+            "EVIL.example.",
+            "Origin: http://EVIL.example.\r\n",
+        ))
+        .await;
+    assert_eq!(got.refused(403), not_ours);
+    // A change from another page to the right address: refused for its origin, before
+    // the token.
+    let got = s
+        .raw(&browser_post(
+            "/api/v1/services/api/abort",
+            "{admin}",
+            "Origin: http://evil.example\r\n",
+        ))
+        .await;
+    assert!(got
+        .refused(403)
+        .starts_with("refused: a POST sent by a web page of http://evil.example,"));
+
+    // HTTP/1.1 without a Host.
+    let got = s
+        .raw("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(
+        got.refused(403),
+        format!(
+            "refused: the request has no Host header; {NAMES}. Send the address you connect \
+             to as the Host, as browsers, curl and the serin CLI do"
+        )
+    );
+    let got = s
+        .raw(&get("/metrics", "evil.example", "Host: 127.0.0.1\r\n"))
+        .await;
+    assert!(got
+        .refused(403)
+        .starts_with("refused: the request names its host more than once"));
+
+    // Probes pass whatever they call serin.
+    let got = s.raw(&get("/healthz", "evil.example", "")).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "ok\n"));
+    let got = s.raw(&get("/readyz", "evil.example", "")).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "ready\n"));
+    let got = s
+        .raw("GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!((got.status, got.body.as_str()), (200, "ready\n"));
+
+    // With a Host that names it, the token decides as before.
+    let got = s.raw(&get("/api/v1/services", "{admin}", "")).await;
+    assert!(got
+        .refused(401)
+        .starts_with("this endpoint needs the admin token"));
+    let got = s
+        .raw(&get(
+            "/api/v1/services/api",
+            "{admin}",
+            "Authorization: Bearer s3cr3t\r\n",
+        ))
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_addresses_loopback_names_and_allowed_hosts_reach_the_api() {
+    let s = Setup::start_with(true, None, None, &["serin-admin.example"]).await;
+    let port = s.admin.local_addr.port();
+    for host in [
+        "{admin}".to_string(),
+        format!("localhost:{port}"),
+        format!("LOCALHOST.:{port}"),
+        "dashboard.localhost".to_string(),
+        // An address other than the one connected to: a pod IP behind a Service, [::1].
+        "10.1.2.3:9901".to_string(),
+        "[::1]:9901".to_string(),
+        format!("serin-admin.example:{port}"),
+        "Serin-Admin.Example.".to_string(),
+    ] {
+        for path in ["/api/v1/services/api", "/metrics", "/ui"] {
+            let got = s
+                .raw(&format!(
+                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                ))
+                .await;
+            assert_eq!(got.status, 200, "{host} {path}: {}", got.body);
+        }
+    }
+    for host in [
+        "serin-admin.example.evil.example",
+        "serin-admin",
+        "localhost.evil.example",
+    ] {
+        let got = s
+            .raw(&format!(
+                "GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert!(
+            got.refused(403)
+                .contains(&format!("add \"{host}\" to admin.allowed_hosts")),
+            "{host}"
+        );
+    }
+    // HTTP/1.0 has no Host to send.
+    let got = s.raw("GET /api/v1/services/api HTTP/1.0\r\n\r\n").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_own_requests_and_clients_without_an_origin_change_the_rollout() {
+    let s = Setup::start_with(true, None, None, &["serin-admin.example"]).await;
+    let port = s.admin.local_addr.port();
+    // The dashboard's fetch: its own origin, same-origin by Fetch Metadata.
+    let got = s
+        .raw(
+            "POST /api/v1/services/api/pause HTTP/1.1\r\nHost: {admin}\r\n\
+             Origin: http://{admin}\r\nSec-Fetch-Site: same-origin\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Paused);
+    // The dashboard opened by a listed name.
+    let got = s
+        .raw(&format!(
+            "POST /api/v1/services/api/resume HTTP/1.1\r\nHost: serin-admin.example:{port}\r\n\
+             Origin: http://serin-admin.example:{port}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    // JSON with a charset, from the page's own origin.
+    let weights = r#"{"stable": 60, "canary": 40}"#;
+    let got = s
+        .raw(&format!(
+            "PUT /api/v1/services/api/weights HTTP/1.1\r\nHost: localhost:{port}\r\n\
+             Origin: http://localhost:{port}\r\nContent-Type: application/json; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{weights}",
+            weights.len()
+        ))
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(s.rollout().await.1, json!({"stable": 60, "canary": 40}));
+    // curl: no Origin at all.
+    let got = s
+        .raw(
+            "POST /api/v1/services/api/abort HTTP/1.1\r\nHost: {admin}\r\nUser-Agent: curl/8.15.0\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(s.c.phase(), serin_control::rollout::Phase::RolledBack);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_taken_as_json_only() {
+    let s = Setup::start(true, None, None).await;
+    let before = s.rollout().await;
+    let put = |content_type: &str| {
+        let body = r#"{"canary": 0}"#;
+        format!(
+            "PUT /api/v1/services/api/weights HTTP/1.1\r\nHost: {{admin}}\r\n{content_type}\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let example = "send `Content-Type: application/json` with it, e.g. curl -X PUT -H \
+         'Content-Type: application/json' -d '{\"stable\": 80, \"canary\": 20}' URL (the serin \
+         CLI sends it)";
+    let got = s.raw(&put("")).await;
+    assert_eq!(
+        got.refused(415),
+        format!(
+            "PUT /api/v1/services/api/weights takes a JSON body and the request has no \
+             Content-Type; {example}"
+        )
+    );
+    assert!(
+        got.head.contains("\r\naccept: application/json\r\n"),
+        "{}",
+        got.head
+    );
+    // What curl -d sends, what a form sends, what a "simple" fetch sends.
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/plain;charset=UTF-8",
+    ] {
+        let got = s
+            .raw(&put(&format!("Content-Type: {content_type}\r\n")))
+            .await;
+        assert_eq!(
+            got.refused(415),
+            format!(
+                "PUT /api/v1/services/api/weights takes a JSON body and the request has \
+                 Content-Type \"{content_type}\"; {example}"
+            )
+        );
+    }
+    assert_eq!(s.rollout().await, before);
+    let got = s
+        .raw(&put("Content-Type: Application/JSON; charset=utf-8\r\n"))
+        .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(s.rollout().await.1, json!({"stable": 80, "canary": 0}));
+    s.stop().await;
+}
+
+/// Property tests of the JSON bodies the API takes (`PUT …/weights`, the only endpoint
+/// that reads one): whatever the bytes, the API answers in bounded time with success or
+/// a 4xx whose message names what was wrong, and never panics.
+mod bodies {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Method, Request, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    use serde_json::Value;
+    use serin_control::admin::{handle, AdminContext, Health};
+
+    use super::*;
+
+    const WEIGHTS: &str = "/api/v1/services/api/weights";
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just("stable".to_string()),
+            4 => Just("canary".to_string()),
+            1 => "[ -~]{0,10}",
+            1 => "\\PC{0,6}",
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            3 => (0u64..=100).prop_map(Value::from),
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => (95u64..=105).prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<f64>().prop_filter_map("a finite number", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            1 => "[ -~]{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    /// Any JSON value, nested a few levels.
+    fn json() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..8)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// An object of weights, mostly well-formed.
+    fn weights() -> impl Strategy<Value = Value> {
+        prop::collection::vec((key(), leaf()), 0..4)
+            .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+    }
+
+    fn text(value: &Value) -> Vec<u8> {
+        serde_json::to_vec(value).unwrap_or_default()
+    }
+
+    /// What a client might send as the body.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            1 => prop::collection::vec(any::<u8>(), 0..2048),
+            1 => json().prop_map(|v| text(&v)),
+            3 => weights().prop_map(|v| text(&v)),
+            // A body cut short, or with one byte changed.
+            1 => (weights(), any::<prop::sample::Index>()).prop_map(|(v, at)| {
+                let mut t = text(&v);
+                t.truncate(at.index(t.len() + 1));
+                t
+            }),
+            1 => (weights(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(v, at, byte)| {
+                let mut t = text(&v);
+                let i = at.index(t.len());
+                t[i] = byte;
+                t
+            }),
+            // Nested far deeper than any weights.
+            1 => (1usize..20_000, prop_oneof![Just("["), Just("{\"stable\":")])
+                .prop_map(|(n, open)| open.repeat(n).into_bytes()),
+        ]
+    }
+
+    /// Sends `body` as `content_type` to `PUT …/weights`: the status and the answer.
+    async fn put(
+        context: &AdminContext,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(StatusCode, Value), TestCaseError> {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(WEIGHTS)
+            .header("host", "127.0.0.1:9901")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| TestCaseError::fail(format!("request: {e}")))?;
+        // Bounded: nothing a body holds may keep the API busy (a loose bound: the
+        // machine is shared).
+        let response = tokio::time::timeout(Duration::from_secs(5), handle(context, request))
+            .await
+            .map_err(|_| TestCaseError::fail("no answer within 5 s"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| TestCaseError::fail(format!("body: {e}")))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            TestCaseError::fail(format!(
+                "the answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+        })?;
+        Ok((status, value))
+    }
+
+    /// Whether `message`, the answer to `sent`, names what was wrong with it.
+    fn names_the_problem(sent: &[u8], message: &str) -> bool {
+        const EXAMPLE: &str = "send a JSON object of version to weight (0 to 100), e.g. {\"stable\": 80, \"canary\": 20}";
+        let object = serde_json::from_slice::<Value>(sent).ok();
+        match object {
+            None => message.starts_with("the body is not JSON (") && message.ends_with(EXAMPLE),
+            Some(Value::Object(object)) if object.is_empty() => {
+                message == format!("the body names no version; {EXAMPLE}")
+            }
+            Some(Value::Object(object)) => {
+                message.starts_with("every version of \"api\" would have weight 0")
+                    || object
+                        .keys()
+                        .any(|k| message.starts_with(&format!("\"{k}\": ")))
+            }
+            Some(_) => message == format!("the body is not a JSON object; {EXAMPLE}"),
+        }
+    }
+
+    fn check(sent: &[u8], status: StatusCode, answer: &Value) -> Result<(), TestCaseError> {
+        let shown = String::from_utf8_lossy(&sent[..sent.len().min(300)]);
+        if status == StatusCode::OK {
+            // Applied: every version named has the weight it was given.
+            let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(sent) else {
+                return Err(TestCaseError::fail(format!("200 for {shown}")));
+            };
+            for (version, weight) in &object {
+                prop_assert_eq!(&answer["weights"][version], weight, "{}", shown);
+            }
+            return Ok(());
+        }
+        prop_assert!(
+            status.is_client_error(),
+            "{} for {}: {}",
+            status,
+            shown,
+            answer
+        );
+        let message = answer["error"].as_str().unwrap_or_default();
+        if sent.len() > serin_control::admin::MAX_BODY {
+            prop_assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", message);
+            prop_assert!(
+                message.starts_with("the body is larger than 64 KiB"),
+                "{}",
+                message
+            );
+            return Ok(());
+        }
+        prop_assert!(
+            status == StatusCode::BAD_REQUEST && names_the_problem(sent, message),
+            "{} for {}: {:?}",
+            status,
+            shown,
+            message
+        );
+        Ok(())
+    }
+
+    /// A runtime, a held rollout (not on any socket) and an admin context for it.
+    fn setup() -> (tokio::runtime::Runtime, Controlled, AdminContext, TempDir) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let dir = TempDir::new("admin-bodies");
+        let yaml = rollout_config(
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+            &dir.0,
+            HELD,
+        );
+        let c = runtime.block_on(Controlled::start(&yaml));
+        let context = AdminContext {
+            control: Some(c.control.clone()),
+            ..AdminContext::new(
+                std::sync::Arc::new(Health::default()),
+                c.serin.dataplane.clone(),
+            )
+        };
+        (runtime, c, context, dir)
+    }
+
+    fn config(cases: u32) -> Config {
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn any_weights_body_is_applied_or_refused_with_what_is_wrong() {
+        let (runtime, c, context, _dir) = setup();
+        let mut runner = TestRunner::new(config(512));
+        let outcome = runner.run(&body(), |sent| {
+            let (status, answer) = runtime.block_on(put(&context, "application/json", &sent))?;
+            check(&sent, status, &answer)
+        });
+        runtime.block_on(c.stop());
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+    }
+
+    #[test]
+    fn a_body_not_declared_json_is_refused_before_it_is_read() {
+        let (runtime, c, context, _dir) = setup();
+        let mut runner = TestRunner::new(config(256));
+        // (Content-Type, whether it declares JSON)
+        let content_type = prop_oneof![
+            "[ -~]{0,40}"
+                .prop_filter("not JSON", |t| !t.to_ascii_lowercase().contains("json"))
+                .prop_map(|t| (t, false)),
+            prop_oneof![
+                Just("text/plain"),
+                Just("text/plain;charset=UTF-8"),
+                Just("application/x-www-form-urlencoded"),
+                Just("multipart/form-data; boundary=x"),
+                Just("application/jsonp"),
+                Just("application/merge-patch+json"),
+                Just("text/json"),
+            ]
+            .prop_map(|t| (t.to_string(), false)),
+            prop_oneof![
+                Just("application/json"),
+                Just("application/json; charset=utf-8"),
+                Just("APPLICATION/JSON"),
+                Just("application/json;charset=\"utf-8\""),
+            ]
+            .prop_map(|t| (t.to_string(), true)),
+        ];
+        let outcome = runner.run(&(content_type, body()), |((content_type, json), sent)| {
+            let (status, answer) = runtime.block_on(put(&context, &content_type, &sent))?;
+            if json {
+                return check(&sent, status, &answer);
+            }
+            prop_assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{}",
+                content_type
+            );
+            let message = answer["error"].as_str().unwrap_or_default();
+            prop_assert!(
+                message.starts_with("PUT /api/v1/services/api/weights takes a JSON body"),
+                "{}",
+                message
+            );
+            Ok(())
+        });
+        runtime.block_on(c.stop());
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+    }
 }

@@ -98,9 +98,32 @@ fn prometheus_scrapes_the_admin_listener_and_its_config_is_valid() {
         "`apt-get install prometheus` (.ci/run does)",
     );
     assert!(out.status.success(), "{}", text(&out));
-    // The target is serin's admin listener, which listens beyond loopback in the demo.
-    assert!(read("deploy/compose/prometheus/prometheus.yml").contains(r#"targets: ["serin:9901"]"#));
-    assert!(read("deploy/compose/serin.yaml").contains("listen: 0.0.0.0:9901"));
+    // The target is serin's admin listener, which listens beyond loopback in the demo
+    // and answers the name Prometheus scrapes it by.
+    let prometheus = read("deploy/compose/prometheus/prometheus.yml");
+    assert!(prometheus.contains(r#"targets: ["serin:9901"]"#));
+    let serin = serin_config::load_file(&workspace("deploy/compose/serin.yaml"))
+        .unwrap_or_else(|err| panic!("{}", err.lines().join("\n")));
+    assert_eq!(serin.admin.listen.to_string(), "0.0.0.0:9901");
+    let targets: Vec<&str> = prometheus
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("- targets: [")
+                .or(l.trim().strip_prefix("targets: ["))
+        })
+        .flat_map(|l| l.trim_end_matches(']').split(','))
+        .map(|t| t.trim().trim_matches('"'))
+        .collect();
+    assert_eq!(targets, ["serin:9901"]);
+    for target in targets {
+        assert_eq!(
+            serin_control::admin::guard::host_allowed(target, &serin.admin.allowed_hosts),
+            Ok(()),
+            "serin's admin API would refuse Prometheus' scrapes of {target}: add its name to \
+             admin.allowed_hosts in deploy/compose/serin.yaml"
+        );
+    }
     // Grafana's datasource is that Prometheus, under the uid the dashboard names.
     let datasource = read("deploy/compose/grafana/provisioning/datasources/prometheus.yml");
     assert!(

@@ -376,3 +376,83 @@ async fn ready_is_a_probe_for_containers() {
     let out = ops(&["ready", "--admin", &admin], None).await;
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `request` (raw bytes) to `admin`: the status line and the body.
+async fn raw(admin: SocketAddr, request: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_run_answers_the_names_in_allowed_hosts_and_the_cli_still_works() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("ops-hosts");
+    let yaml = rollout_config(stable.addr, canary.addr, &dir.0, HELD).replace(
+        "admin: { listen: 127.0.0.1:0 }",
+        "admin: { listen: 127.0.0.1:0, allowed_hosts: [serin-admin.test] }",
+    );
+    assert!(yaml.contains("allowed_hosts"));
+    let config = dir.0.join("serin.yaml");
+    std::fs::write(&config, &yaml).expect("write the config");
+    let mut serin = SerinProcess::start(&config, 1, &[], &[]);
+    let port = serin.admin.port();
+    let get = |host: &str| {
+        format!("GET /api/v1/services/api HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+
+    let (status, body) = raw(serin.admin, &get(&format!("serin-admin.test:{port}"))).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let (status, body) = raw(serin.admin, &get(&format!("other.test:{port}"))).await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden", "{body}");
+    let error: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("add \"other.test\" to admin.allowed_hosts")),
+        "{body}"
+    );
+
+    // The CLI names serin by its address and sends no Origin: nothing changes for it.
+    let admin = serin.admin_url();
+    let out = ops(&["pause", "api", "--admin", &admin], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = ops(&["weights", "api", "canary=0", "--admin", &admin], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("(weights set by hand)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A changed list takes a restart: a reload says so and keeps the list in use.
+    std::fs::write(
+        &config,
+        yaml.replace("[serin-admin.test]", "[serin-admin.test, other.test]"),
+    )
+    .expect("write the config");
+    serin.signal(libc::SIGHUP);
+    serin.wait_for("the restart warning", |l| {
+        l["message"] == "admin.allowed_hosts changes take effect on restart"
+    });
+    serin.wait_for("the reload", |l| l["message"] == "config reloaded");
+    let (status, _) = raw(serin.admin, &get(&format!("other.test:{port}"))).await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+    drop(serin);
+}

@@ -92,7 +92,7 @@ pub struct RawNotify {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping such as `{ listen: 127.0.0.1:9901 }` or `{ listen: 127.0.0.1:9901, token_file: /etc/serin/admin.token }`"
+    expecting = "a mapping such as `{ listen: 127.0.0.1:9901 }` or `{ listen: 0.0.0.0:9901, allowed_hosts: [serin], token_file: /etc/serin/admin.token }`"
 )]
 pub struct RawAdmin {
     /// `None`: the default address.
@@ -101,6 +101,10 @@ pub struct RawAdmin {
     /// `None`: not given; `Some(None)`: given without a value (an error, like `""`).
     #[serde(default, deserialize_with = "present")]
     pub token_file: Option<Option<String>>,
+    /// Host names the admin API answers to besides IP addresses and `localhost`; checked
+    /// by [`crate::validate`].
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -109,6 +109,9 @@ pub struct Admin {
     /// The token read from `token_file` at load, trimmed; every admin endpoint except
     /// the health checks requires it as `Authorization: Bearer <token>`.
     pub token: Option<AdminToken>,
+    /// `admin.allowed_hosts`: the names (lowercase, without a trailing dot) a request's
+    /// `Host` may carry besides an IP address, `localhost` and `*.localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The admin API's bearer token. Its `Debug` does not show it, so a logged snapshot

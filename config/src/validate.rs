@@ -99,6 +99,13 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
     };
 
+    let allowed_hosts = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.allowed_hosts.as_deref())
+        .map(|names| admin_allowed_hosts(names, &mut errs))
+        .unwrap_or_default();
+
     // Listeners.
     if raw.listeners.is_empty() {
         errs.push(
@@ -281,6 +288,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                 listen,
                 token_file,
                 token: None,
+                allowed_hosts,
             },
             listeners,
             limits,
@@ -296,6 +304,71 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             error: ConfigError::new("admin.listen", "no admin address"),
         }]),
     }
+}
+
+/// `admin.allowed_hosts`: each a host name, lowercased and without a trailing dot.
+/// IP addresses and `localhost` are always accepted as a `Host`, so an IP address here is
+/// an error that says so, as are ports, schemes, wildcards and names listed twice.
+fn admin_allowed_hosts(names: &[String], errs: &mut Errors) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::with_capacity(names.len());
+    let mut first_at: HashMap<String, usize> = HashMap::new();
+    for (i, written) in names.iter().enumerate() {
+        let path = format!("admin.allowed_hosts[{i}]");
+        let name = written.trim();
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let bracketed_v6 = name
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .is_some_and(|(ip, _)| ip.parse::<Ipv6Addr>().is_ok());
+        let ip =
+            name.parse::<IpAddr>().is_ok() || name.parse::<SocketAddr>().is_ok() || bracketed_v6;
+        let port = name.rsplit_once(':').filter(|(host, port)| {
+            !host.contains(':') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        });
+        let why = if name.is_empty() {
+            "it is empty; give a host name the admin API is reached by, such as serin.example.com"
+                .to_string()
+        } else if name.contains("://") {
+            format!(
+                "\"{written}\" is a URL; give the host name alone, without scheme, port or path \
+                 (e.g. \"serin.example.com\")"
+            )
+        } else if name.contains('*') {
+            format!(
+                "\"{written}\" is a wildcard; list each name the admin API is reached by \
+                 (e.g. \"serin.example.com\")"
+            )
+        } else if ip {
+            format!(
+                "\"{written}\" is an IP address, and a Host that is an IP address is always \
+                 accepted; list only host names here"
+            )
+        } else if let Some((host, _)) = port {
+            format!(
+                "\"{written}\" has a port; write the name alone (\"{host}\"): a listed name is \
+                 accepted with any port"
+            )
+        } else if let Some(why) = dns_name_problem(name) {
+            format!("\"{written}\" is not a host name: {why}")
+        } else {
+            let name = name.to_ascii_lowercase();
+            if let Some(first) = first_at.get(&name) {
+                errs.push(
+                    &path,
+                    format!(
+                        "\"{written}\" is listed already as admin.allowed_hosts[{first}] \
+                         (names are compared without regard to case); list each name once"
+                    ),
+                );
+            } else {
+                first_at.insert(name.clone(), i);
+                hosts.push(name);
+            }
+            continue;
+        };
+        errs.push(path, why);
+    }
+    hosts
 }
 
 fn telemetry(raw: Option<&RawTelemetry>, errs: &mut Errors) -> Telemetry {

@@ -135,6 +135,26 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: admin.listen: the admin API listens on 127.0.0.1:9901 when `admin.listen` is not given, and listeners[0].listen (0.0.0.0:9901) takes that port; give the admin API another address with `admin: { listen: IP:PORT }`"#,
         ],
     ),
+    (
+        "admin_allowed_hosts",
+        &[
+            r#"FILE: admin.allowed_hosts[0]: "serin:9901" has a port; write the name alone ("serin"): a listed name is accepted with any port"#,
+            r#"FILE: admin.allowed_hosts[1]: it is empty; give a host name the admin API is reached by, such as serin.example.com"#,
+            r#"FILE: admin.allowed_hosts[2]: "http://serin.example.com" is a URL; give the host name alone, without scheme, port or path (e.g. "serin.example.com")"#,
+            r#"FILE: admin.allowed_hosts[3]: "*.example.com" is a wildcard; list each name the admin API is reached by (e.g. "serin.example.com")"#,
+            r#"FILE: admin.allowed_hosts[4]: "10.0.0.7" is an IP address, and a Host that is an IP address is always accepted; list only host names here"#,
+            r#"FILE: admin.allowed_hosts[5]: "[::1]:9901" is an IP address, and a Host that is an IP address is always accepted; list only host names here"#,
+            r#"FILE: admin.allowed_hosts[6]: "serin admin" is not a host name: it contains a space"#,
+            r#"FILE: admin.allowed_hosts[7]: "serin_admin" is not a host name: it contains '_' (use letters, digits, '-' and '.')"#,
+            r#"FILE: admin.allowed_hosts[9]: "SERIN." is listed already as admin.allowed_hosts[8] (names are compared without regard to case); list each name once"#,
+        ],
+    ),
+    (
+        "admin_allowed_hosts_not_a_list",
+        &[
+            r#"FILE:2:18: admin.allowed_hosts: invalid type: string "serin", expected a list (write `[a, b]`, or one `- item` per line)"#,
+        ],
+    ),
     // The admin token file: read at load, reported with the other errors.
     (
         "admin_token_file_missing",

@@ -236,6 +236,44 @@ fn the_admin_token_is_read_from_its_file_trimmed_and_never_shown() {
 }
 
 #[test]
+fn allowed_hosts_are_stored_lowercase_without_a_trailing_dot() {
+    let config = |admin: &str| {
+        format!(
+            "admin: {admin}\n\
+             listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\n\
+             routes: [{{ listener: web, service: api }}]\n\
+             services: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}] }}]\n"
+        )
+    };
+    let hosts = |admin: &str| match parse_str(&config(admin), "admin") {
+        Ok(s) => s.admin.allowed_hosts,
+        Err(err) => panic!("{admin} should be valid:\n{}", err.lines().join("\n")),
+    };
+    assert_eq!(
+        hosts("{ allowed_hosts: [Serin, serin-admin.monitoring.svc.cluster.local., localhost] }"),
+        [
+            "serin",
+            "serin-admin.monitoring.svc.cluster.local",
+            "localhost"
+        ]
+    );
+    // Left out, empty or null: no name besides IP addresses and localhost.
+    for none in [
+        "{ listen: 127.0.0.1:9901 }",
+        "{ allowed_hosts: [] }",
+        "{ allowed_hosts: }",
+    ] {
+        assert_eq!(hosts(none), Vec::<String>::new(), "{none}");
+    }
+    assert_eq!(
+        load("tests/fixtures/valid/defaults.yaml")
+            .admin
+            .allowed_hosts,
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn webhooks_take_their_defaults_and_never_show_their_secrets() {
     let s = load("tests/fixtures/valid/notify.yaml");
     assert_eq!(s.notify.len(), 2);

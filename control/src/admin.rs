@@ -13,6 +13,11 @@
 //! only. With a token (`admin.token_file` or `SERIN_ADMIN_TOKEN`) every endpoint but
 //! the health checks and `/metrics` needs `Authorization: Bearer <token>`.
 //!
+//! Before the token, token or not, [`guard`] refuses (403) what a web page could make a
+//! browser send: a Host that is not an IP address, `localhost` or a name in
+//! `admin.allowed_hosts` (DNS rebinding), and a change from another origin. A body
+//! must be `application/json` (415).
+//!
 //! [`handle`] is the whole API as one function of the context and a request, so the
 //! tests drive it without sockets; [`Admin::bind`] serves it.
 
@@ -37,6 +42,8 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub mod guard;
 
 use crate::metrics::{self, Format};
 use crate::reload::{LastReload, ReloadHandle};
@@ -89,6 +96,9 @@ pub struct AdminContext {
     pub reload: Option<ReloadHandle>,
     /// The bearer token every endpoint but the health checks and `/metrics` requires.
     pub token: Option<String>,
+    /// `admin.allowed_hosts`: the names a request's Host may carry besides IP addresses
+    /// and loopback names (lowercase, without a trailing dot); see [`guard`].
+    pub allowed_hosts: Vec<String>,
     /// When the process started: during the first window, rates are per second up.
     pub started: Instant,
 }
@@ -102,6 +112,7 @@ impl AdminContext {
             control: None,
             reload: None,
             token: None,
+            allowed_hosts: Vec::new(),
             started: Instant::now(),
         }
     }
@@ -113,6 +124,7 @@ impl fmt::Debug for AdminContext {
             .field("control", &self.control.is_some())
             .field("reload", &self.reload.is_some())
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +152,12 @@ impl Admin {
         let local_addr = socket
             .local_addr()
             .map_err(|source| AdminBindError { addr, source })?;
-        tracing::info!(addr = %local_addr, token = context.token.is_some(), "admin listening");
+        tracing::info!(
+            addr = %local_addr,
+            token = context.token.is_some(),
+            allowed_hosts = ?context.allowed_hosts,
+            "admin listening"
+        );
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(socket, Arc::new(context), stopped));
         Ok(Self {
@@ -253,6 +270,14 @@ pub enum Endpoint<'a> {
     Config,
     /// A file of the dashboard (`/ui` and its assets).
     Ui(&'static Asset),
+}
+
+impl Endpoint<'_> {
+    /// Whether the endpoint reads a request body (a JSON one: [`guard::json_body`]).
+    /// Every other endpoint ignores what is sent.
+    pub fn takes_body(&self) -> bool {
+        matches!(self, Endpoint::Weights(_))
+    }
 }
 
 /// A file of the dashboard, embedded in the binary.
@@ -393,6 +418,16 @@ where
 {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
+    // Before the token: a page that may not send this learns nothing from a 401 either.
+    if let Err(forbidden) = guard::check(&parts, &context.allowed_hosts) {
+        tracing::debug!(
+            method = %parts.method,
+            path,
+            reason = ?forbidden,
+            "admin request refused"
+        );
+        return error(StatusCode::FORBIDDEN, forbidden.message());
+    }
     match authorize(context.token.as_deref(), path, &parts.headers) {
         Ok(()) => {}
         Err(Refused::NoToken) => {
@@ -443,7 +478,13 @@ where
             )
         }
     };
-    let body = if matches!(endpoint, Endpoint::Weights(_)) {
+    let body = if endpoint.takes_body() {
+        if let Err(not_json) = guard::json_body(&parts.headers) {
+            // Read (and drop) what fits the limit first, as for a 413, so that a client
+            // still sending the body reads the answer instead of a reset connection.
+            let _ = Limited::new(body, MAX_BODY).collect().await;
+            return unsupported_type(&parts.method, path, not_json);
+        }
         match read_body(&parts.headers, body).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -979,6 +1020,31 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
             error: message.into(),
         },
     )
+}
+
+/// 415 for a body that is not declared JSON: what was sent, and a request that works.
+fn unsupported_type(
+    method: &Method,
+    path: &str,
+    not_json: guard::NotJson,
+) -> Response<Full<Bytes>> {
+    let sent = match not_json {
+        guard::NotJson::Missing => "no Content-Type".to_string(),
+        guard::NotJson::Other(other) => format!("Content-Type {other:?}"),
+    };
+    let mut response = error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "{method} {path} takes a JSON body and the request has {sent}; send \
+             `Content-Type: application/json` with it, e.g. curl -X {method} \
+             -H 'Content-Type: application/json' -d '{{\"stable\": 80, \"canary\": 20}}' URL \
+             (the serin CLI sends it)"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn unauthorized(challenge: &'static str, message: &str) -> Response<Full<Bytes>> {
