@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Quoted, Shown};
 use crate::schema::{
     RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawGrpc, RawHealth,
     RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess,
@@ -28,6 +28,10 @@ use crate::snapshot::{
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
 pub const MAX_WEIGHT: u64 = 1_000_000;
+
+/// Longest duration accepted anywhere: no setting needs more, and every duration can
+/// then be added to a clock or counted in milliseconds without overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Shortest analysis interval accepted.
 pub const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_millis(100);
@@ -116,8 +120,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push(
                 format!("{path}.name"),
                 format!(
-                    "listener name \"{}\" is already used by listeners[{first}]; names must be unique",
-                    l.name
+                    "listener name {} is already used by listeners[{first}]; names must be unique",
+                    Quoted(&l.name)
                 ),
             );
         } else {
@@ -196,8 +200,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push(
                 format!("{path}.listener"),
                 format!(
-                    "listener \"{}\" is not defined (defined: {})",
-                    r.listener,
+                    "listener {} is not defined (defined: {})",
+                    Quoted(&r.listener),
                     list(raw.listeners.iter().map(|l| l.name.as_str()))
                 ),
             );
@@ -214,8 +218,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push(
                 format!("{path}.service"),
                 format!(
-                    "service \"{}\" is not defined (defined: {})",
-                    r.service,
+                    "service {} is not defined (defined: {})",
+                    Quoted(&r.service),
                     list(raw.services.iter().map(|s| s.name.as_str()))
                 ),
             );
@@ -229,10 +233,11 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                 format!("{path}.{AFTER}"),
                 &path,
                 format!(
-                    "routes[{first}] already matches host \"{}\" and path_prefix \"{prefix}\" on listener \"{}\", \
+                    "routes[{first}] already matches host {} and path_prefix {} on listener {}, \
                      so this route would never be used; remove one or make them differ",
-                    host_pattern(&host),
-                    r.listener
+                    Quoted(&host_pattern(&host)),
+                    Quoted(&prefix),
+                    Quoted(&r.listener)
                 ),
             );
             continue;
@@ -330,10 +335,7 @@ fn tracing(raw: &RawTracing, path: &str, errs: &mut Errors) -> Option<Tracing> {
             let why = if name.is_empty() {
                 Some("it is empty".to_string())
             } else if name.chars().any(char::is_control) {
-                Some(format!(
-                    "\"{}\" contains a control character",
-                    name.escape_default()
-                ))
+                Some(format!("{} contains a control character", Quoted(name)))
             } else if name.len() > 255 {
                 Some(format!("it is {} bytes long, more than 255", name.len()))
             } else {
@@ -388,8 +390,9 @@ fn otlp_endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
     errs.push(
         path,
         format!(
-            "\"{text}\" is not an OTLP/HTTP endpoint: {why} (write the collector's URL, e.g. \
-             http://127.0.0.1:4318; spans are sent to its /v1/traces)"
+            "{text_q} is not an OTLP/HTTP endpoint: {why} (write the collector's URL, e.g. \
+             http://127.0.0.1:4318; spans are sent to its /v1/traces)",
+            text_q = Quoted(text)
         ),
     );
     None
@@ -405,7 +408,12 @@ fn traces_url(t: &str) -> Result<String, String> {
                     .to_string(),
             )
         }
-        Some((scheme, _)) => return Err(format!("the scheme \"{scheme}\" is not supported")),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "the scheme {scheme_q} is not supported",
+                scheme_q = Quoted(scheme)
+            ))
+        }
         None => return Err("the scheme is missing".to_string()),
     };
     let (authority, url_path) = match rest.find(['/', '?', '#']) {
@@ -506,8 +514,9 @@ fn ratio(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<
             "{n} is out of range: a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%)"
         ),
         serde_yaml_ng::Value::String(s) if s.trim().ends_with('%') => format!(
-            "\"{s}\" is a percentage; write the sample ratio as a number from 0 to 1, \
-             without %, e.g. 0.05 for 5%"
+            "{s_q} is a percentage; write the sample ratio as a number from 0 to 1, \
+             without %, e.g. 0.05 for 5%",
+            s_q = Quoted(s)
         ),
         other => format!(
             "a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%), got {}",
@@ -554,7 +563,8 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
                     errs.push(
                         &jpath,
                         format!(
-                            "\"{name}\" is already listed at events[{first}]; list each event once"
+                            "{name_q} is already listed at events[{first}]; list each event once",
+                            name_q = Quoted(name)
                         ),
                     );
                 }
@@ -563,8 +573,9 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             None => errs.push(
                 &jpath,
                 format!(
-                    "\"{name}\" is not a rollout event: write any of {}",
-                    names()
+                    "{name_q} is not a rollout event: write any of {}",
+                    names(),
+                    name_q = Quoted(name)
                 ),
             ),
         }
@@ -577,8 +588,9 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             errs.push(
                 format!("{path}.format"),
                 format!(
-                    "\"{other}\" is not a format: write json (the notification as a JSON object) \
-                     or slack (a `{{\"text\": …}}` body for a Slack incoming webhook)"
+                    "{other_q} is not a format: write json (the notification as a JSON object) \
+                     or slack (a `{{\"text\": …}}` body for a Slack incoming webhook)",
+                    other_q = Quoted(other)
                 ),
             );
             NotifyFormat::Json
@@ -594,8 +606,9 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
                 errs.push(
                     &tpath,
                     format!(
-                        "\"{text}\" is out of range: one attempt to deliver a webhook may take \
-                         from 10ms to 60s (serin retries a failed attempt); write e.g. 2s"
+                        "{text_q} is out of range: one attempt to deliver a webhook may take \
+                         from 10ms to 60s (serin retries a failed attempt); write e.g. 2s",
+                        text_q = Quoted(text)
                     ),
                 );
             }
@@ -631,7 +644,10 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
         if RESERVED_HEADERS.contains(&lower.as_str()) {
             errs.push(
                 &vpath,
-                format!("serin sets \"{name}\" itself; remove it from the headers"),
+                format!(
+                    "serin sets {name_q} itself; remove it from the headers",
+                    name_q = Quoted(name)
+                ),
             );
             continue;
         }
@@ -639,7 +655,8 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             errs.push(
                 &vpath,
                 format!(
-                    "\"{name}\" is given twice (header names ignore case); give each header once"
+                    "{name_q} is given twice (header names ignore case); give each header once",
+                    name_q = Quoted(name)
                 ),
             );
             continue;
@@ -714,14 +731,17 @@ fn webhook_url(text: &str, path: &str, errs: &mut Errors) -> Option<WebhookUrl> 
             errs.push(
                 path,
                 format!(
-                    "\"{shown}\" uses https, which serin cannot send webhooks over yet (plain \
+                    "{shown_q} uses https, which serin cannot send webhooks over yet (plain \
                      http only); give an http:// URL (e.g. a relay on this host that forwards \
-                     over TLS)"
+                     over TLS)",
+                    shown_q = Quoted(&shown)
                 ),
             );
             return None;
         }
-        Some(s) if !s.eq_ignore_ascii_case("http") => format!("the scheme \"{s}\" is not http"),
+        Some(s) if !s.eq_ignore_ascii_case("http") => {
+            format!("the scheme {s_q} is not http", s_q = Quoted(s))
+        }
         Some(_) if authority.contains('@') => {
             "it holds credentials (user:password@), which would be shown wherever the URL is; \
              send them in a header instead (`headers: { Authorization: … }`)"
@@ -759,8 +779,9 @@ fn webhook_url(text: &str, path: &str, errs: &mut Errors) -> Option<WebhookUrl> 
     errs.push(
         path,
         format!(
-            "\"{shown}\" is not a webhook URL: {why} (write http://HOST:PORT/PATH, e.g. \
-             http://127.0.0.1:7000/hooks/serin)"
+            "{shown_q} is not a webhook URL: {why} (write http://HOST:PORT/PATH, e.g. \
+             http://127.0.0.1:7000/hooks/serin)",
+            shown_q = Quoted(&shown)
         ),
     );
     None
@@ -846,8 +867,8 @@ fn service(
         errs.push(
             format!("{path}.name"),
             format!(
-                "service name \"{}\" is already used by services[{first}]; names must be unique",
-                s.name
+                "service name {} is already used by services[{first}]; names must be unique",
+                Quoted(&s.name)
             ),
         );
     }
@@ -870,9 +891,9 @@ fn service(
             errs.push(
                 format!("{vpath}.name"),
                 format!(
-                    "version name \"{}\" is already used by {path}.versions[{first}]; \
+                    "version name {} is already used by {path}.versions[{first}]; \
                      the versions of a service need different names",
-                    v.name
+                    Quoted(&v.name)
                 ),
             );
         } else {
@@ -935,7 +956,9 @@ fn service(
                     versions
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| format!("{}: {}", v.name, if i == 0 { 100 } else { 0 }))
+                        .map(|(i, v)| {
+                            format!("{}: {}", Shown(&v.name), if i == 0 { 100 } else { 0 })
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -972,7 +995,10 @@ fn rollout(
         if index.is_none() {
             errs.push(
                 format!("{path}.{key}"),
-                format!("version \"{name}\" is not defined (defined: {defined})"),
+                format!(
+                    "version {name_q} is not defined (defined: {defined})",
+                    name_q = Quoted(name)
+                ),
             );
         }
         index
@@ -983,9 +1009,9 @@ fn rollout(
         errs.push(
             format!("{path}.canary"),
             format!(
-                "\"{}\" is also the baseline; the canary must be another version of the service \
+                "{} is also the baseline; the canary must be another version of the service \
                  (defined: {defined})",
-                raw.canary
+                Quoted(&raw.canary)
             ),
         );
     }
@@ -1000,8 +1026,9 @@ fn rollout(
             errs.push(
                 format!("{path}.on_failure"),
                 format!(
-                    "\"{other}\" is not an action: write rollback (the canary's weight goes to 0) \
-                     or pause (the weights stay for a person to decide)"
+                    "{other_q} is not an action: write rollback (the canary's weight goes to 0) \
+                     or pause (the weights stay for a person to decide)",
+                    other_q = Quoted(other)
                 ),
             );
             OnFailure::Rollback
@@ -1103,7 +1130,8 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
                     errs.push(
                         &ipath,
                         format!(
-                            "\"{text}\" is too short: the analysis interval must be at least 100ms"
+                            "{text_q} is too short: the analysis interval must be at least 100ms",
+                            text_q = Quoted(text)
                         ),
                     );
                 }
@@ -1119,7 +1147,7 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
     if let (Some(interval), Some(window)) = (interval, window) {
         if window < interval {
             let shown = |given: Option<&str>, value: Duration| match given {
-                Some(text) => format!("\"{text}\""),
+                Some(text) => Quoted(text).to_string(),
                 None => format!("{} (the default)", humantime::format_duration(value)),
             };
             errs.push(
@@ -1219,9 +1247,10 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
                         &kpath,
                         &ipath,
                         format!(
-                            "\"{key}\" is not a kind of rule: write one of {} \
+                            "{key_q} is not a kind of rule: write one of {} \
                              (e.g. `- error_rate: {{ max: 1% }}`)",
-                            RULE_KINDS.join(", ")
+                            RULE_KINDS.join(", "),
+                            key_q = Quoted(key)
                         ),
                     );
                     None
@@ -1363,8 +1392,9 @@ fn success(raw: &RawSuccess, slot: usize, path: &str, errs: &mut Errors) -> Opti
             errs.push(
                 format!("{path}.method"),
                 format!(
-                    "\"{m}\" is not a valid HTTP method: use only letters, digits and \
-                     !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method"
+                    "{m_q} is not a valid HTTP method: use only letters, digits and \
+                     !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method",
+                    m_q = Quoted(m)
                 ),
             );
             None
@@ -1482,7 +1512,7 @@ fn percent(
             return None;
         }
     };
-    let shown = format!("\"{text}\"");
+    let shown = Quoted(text).to_string();
     let Some(number) = text.trim().strip_suffix('%').map(str::trim_end) else {
         let message = if decimal(text.trim()) {
             bare(shown)
@@ -1501,7 +1531,7 @@ fn percent(
         errs.push(path, not_a_percentage(shown));
         return None;
     };
-    if !range.contains(percent) {
+    if !percent.is_finite() || !range.contains(percent) {
         errs.push(
             path,
             format!(
@@ -1559,7 +1589,10 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
             errs.push_at(
                 &kpath,
                 &wpath,
-                format!("version \"{key}\" is not defined (defined: {defined})"),
+                format!(
+                    "version {key_q} is not defined (defined: {defined})",
+                    key_q = Quoted(key)
+                ),
             );
             continue;
         };
@@ -1567,7 +1600,10 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
             errs.push_at(
                 &kpath,
                 &wpath,
-                format!("version \"{key}\" is given a weight twice; give each version one weight"),
+                format!(
+                    "version {key_q} is given a weight twice; give each version one weight",
+                    key_q = Quoted(key)
+                ),
             );
             continue;
         }
@@ -1613,7 +1649,7 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
                 "no weight for {noun} {}; give every version a weight (0 sends it no traffic)",
                 missing
                     .iter()
-                    .map(|m| format!("\"{m}\""))
+                    .map(|m| Quoted(m).to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -1637,9 +1673,9 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
                     errs.push(
                         format!("{spath}.cookie"),
                         format!(
-                            "\"{c}\" is not a valid cookie name: use only letters, digits and \
+                            "{c_q} is not a valid cookie name: use only letters, digits and \
                              !#$%&'*+-.^_`|~ (e.g. session)"
-                        ),
+                        , c_q = Quoted(c)),
                     );
                     None
                 }
@@ -1727,9 +1763,9 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
                     errs.push(
                         "limits.idle_timeout",
                         format!(
-                            "\"{text}\" is too short: an idle connection must be given at least 1s (the default is {}s)",
+                            "{text_q} is too short: an idle connection must be given at least 1s (the default is {}s)",
                             DEFAULT_IDLE_TIMEOUT.as_secs()
-                        ),
+                        , text_q = Quoted(text)),
                     );
                 }
                 ok
@@ -1778,7 +1814,7 @@ fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
         Some(other) => {
             errs.push(
                 format!("{path}.min_version"),
-                format!("\"{other}\" is not a TLS version serin offers: write \"1.2\" or \"1.3\" (older versions are not supported)"),
+                format!("{other_q} is not a TLS version serin offers: write \"1.2\" or \"1.3\" (older versions are not supported)", other_q = Quoted(other)),
             );
             TlsVersion::V1_2
         }
@@ -1790,7 +1826,10 @@ fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
                 if p != "h2" && p != "http/1.1" {
                     errs.push(
                         format!("{path}.alpn[{i}]"),
-                        format!("\"{p}\" is not a protocol serin serves: use h2 or http/1.1"),
+                        format!(
+                            "{p_q} is not a protocol serin serves: use h2 or http/1.1",
+                            p_q = Quoted(p)
+                        ),
                     );
                 }
             }
@@ -1843,7 +1882,7 @@ fn upstream_tls(
             if !is_server_name(name) {
                 errs.push(
                     format!("{path}.server_name"),
-                    format!("\"{name}\" is not a DNS name or an IP address; write the name the upstream's certificate is issued for (e.g. api.internal)"),
+                    format!("{name_q} is not a DNS name or an IP address; write the name the upstream's certificate is issued for (e.g. api.internal)", name_q = Quoted(name)),
                 );
             }
             Some(name.to_string())
@@ -1854,7 +1893,7 @@ fn upstream_tls(
                 if !is_server_name(host) {
                     errs.push(
                         format!("{vpath}.endpoints[{k}]"),
-                        format!("the host \"{host}\" cannot be verified over TLS (it is not a DNS name or an IP address); set `tls.server_name` to the name the upstream's certificate is issued for"),
+                        format!("the host {host_q} cannot be verified over TLS (it is not a DNS name or an IP address); set `tls.server_name` to the name the upstream's certificate is issued for", host_q = Quoted(host)),
                     );
                 }
             }
@@ -1892,9 +1931,10 @@ fn upstream_protocol(raw: Option<&str>, path: &str, errs: &mut Errors) -> Upstre
             errs.push(
                 path.to_string(),
                 format!(
-                    "\"{other}\" is not an upstream protocol: write http1 (the default), \
+                    "{other_q} is not an upstream protocol: write http1 (the default), \
                      http2 (cleartext HTTP/2 with prior knowledge, e.g. for gRPC) or auto \
-                     (HTTP/2 when the client spoke HTTP/2)"
+                     (HTTP/2 when the client spoke HTTP/2)",
+                    other_q = Quoted(other)
                 ),
             );
             UpstreamProtocol::Http1
@@ -2001,29 +2041,69 @@ fn eject(raw: &RawEject, path: &str, errs: &mut Errors) -> Option<Eject> {
 }
 
 /// A size in bytes: a whole number, or a number with a unit (`32KiB`, `1MiB`, `64kB`).
+/// A size beyond what 64 bits hold is an error (bytesize would saturate it).
 fn byte_size(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<u64> {
+    enum Problem {
+        NotASize,
+        TooLarge,
+    }
     let parsed = match value {
-        serde_yaml_ng::Value::Number(n) => n.as_u64().ok_or(()),
+        serde_yaml_ng::Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(n), _) => Ok(n),
+            (None, Some(f)) if f >= U64_LIMIT => Err(Problem::TooLarge),
+            _ => Err(Problem::NotASize),
+        },
+        serde_yaml_ng::Value::String(t) if size_too_large(t) => Err(Problem::TooLarge),
         serde_yaml_ng::Value::String(t) => t
             .trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| b.as_u64())
-            .map_err(|_| ()),
-        _ => Err(()),
+            .map_err(|_| Problem::NotASize),
+        _ => Err(Problem::NotASize),
     };
-    match parsed {
-        Ok(n) => Some(n),
-        Err(()) => {
-            errs.push(
-                path,
-                format!(
-                    "{} is not a size: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB",
-                    describe(value)
-                ),
-            );
-            None
-        }
+    let why = match parsed {
+        Ok(n) => return Some(n),
+        Err(Problem::NotASize) => "is not a size",
+        Err(Problem::TooLarge) => "is too large to be a size (more than 16 EiB)",
+    };
+    errs.push(
+        path,
+        format!(
+            "{} {why}: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB",
+            describe(value)
+        ),
+    );
+    None
+}
+
+/// 2^64, the first whole number a `u64` cannot hold, as a float.
+const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0;
+
+/// Whether `text` is a size (a number and maybe a unit, as bytesize reads it) too large
+/// for 64 bits.
+fn size_too_large(text: &str) -> bool {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(end);
+    let factor = match unit.trim_start() {
+        "" => 1,
+        unit => match unit.parse::<bytesize::Unit>() {
+            Ok(unit) => unit * 1u64,
+            Err(_) => return false,
+        },
+    };
+    if number.bytes().all(|b| b.is_ascii_digit()) && !number.is_empty() {
+        return number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(factor))
+            .is_none();
     }
+    number
+        .parse::<f64>()
+        .is_ok_and(|n| n * factor as f64 >= U64_LIMIT)
 }
 
 /// A whole number in `min..=max`.
@@ -2060,7 +2140,7 @@ fn cidr_net(text: &str, path: &str, errs: &mut Errors) -> Option<ipnet::IpNet> {
     }
     errs.push(
         path,
-        format!("\"{text}\" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"),
+        format!("{text_q} is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1", text_q = Quoted(text)),
     );
     None
 }
@@ -2069,6 +2149,9 @@ fn cidr_net(text: &str, path: &str, errs: &mut Errors) -> Option<ipnet::IpNet> {
 fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
     let t = text.trim();
     let why = match humantime::parse_duration(t) {
+        Ok(d) if d > MAX_DURATION => {
+            "it is longer than 365 days, the longest serin takes".to_string()
+        }
         Ok(d) if !d.is_zero() => return Some(d),
         Ok(_) => "it is zero".to_string(),
         Err(_) if t.starts_with('-') => "it is negative".to_string(),
@@ -2076,7 +2159,10 @@ fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
             "the unit is missing".to_string()
         }
         Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
-            format!("unknown unit \"{unit}\" (use ms, s, m, h or d)")
+            format!(
+                "unknown unit {unit_q} (use ms, s, m, h or d)",
+                unit_q = Quoted(&unit)
+            )
         }
         Err(humantime::DurationError::NumberOverflow) => "it is too large".to_string(),
         Err(humantime::DurationError::Empty) => "it is empty".to_string(),
@@ -2084,7 +2170,7 @@ fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
             "it does not start with a number".to_string()
         }
         Err(humantime::DurationError::NumberExpected(i)) => match t.get(..i) {
-            Some(before) => format!("a number is expected after \"{}\"", before.trim_end()),
+            Some(before) => format!("a number is expected after {}", Quoted(before.trim_end())),
             None => "a number is expected".to_string(),
         },
         Err(humantime::DurationError::InvalidCharacter(i)) => {
@@ -2096,7 +2182,7 @@ fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
     };
     errs.push(
         path,
-        format!("\"{text}\" is not a valid duration: {why}; write a positive duration such as 500ms, 2s or 1m 30s"),
+        format!("{text_q} is not a valid duration: {why}; write a positive duration such as 500ms, 2s or 1m 30s", text_q = Quoted(text)),
     );
     None
 }
@@ -2107,7 +2193,7 @@ fn socket_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> 
         Err(_) => {
             errs.push(
                 path,
-                format!("\"{text}\" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"),
+                format!("{text_q} is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)", text_q = Quoted(text)),
             );
             None
         }
@@ -2123,7 +2209,7 @@ fn endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<Endpoint> {
     };
     errs.push(
         path,
-        format!("\"{text}\" is not a valid endpoint: {why} (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"),
+        format!("{text_q} is not a valid endpoint: {why} (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)", text_q = Quoted(text)),
     );
     None
 }
@@ -2152,12 +2238,20 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
             return Err("the closing ']' is missing".to_string());
         };
         if inside.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("\"{inside}\" is not an IPv6 address"));
+            return Err(format!(
+                "{inside_q} is not an IPv6 address",
+                inside_q = Quoted(inside)
+            ));
         }
         match after.strip_prefix(':') {
             Some(port) => (inside, port),
             None if after.is_empty() => return Err("the port is missing".to_string()),
-            None => return Err(format!("unexpected \"{after}\" after ']'")),
+            None => {
+                return Err(format!(
+                    "unexpected {after_q} after ']'",
+                    after_q = Quoted(after)
+                ))
+            }
         }
     } else {
         let Some((host, port)) = t.rsplit_once(':') else {
@@ -2174,7 +2268,10 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
     let port = match port.parse::<u32>() {
         _ if port.is_empty() => return Err("the port is missing".to_string()),
         _ if !port.bytes().all(|b| b.is_ascii_digit()) => {
-            return Err(format!("\"{port}\" is not a port number"))
+            return Err(format!(
+                "{port_q} is not a port number",
+                port_q = Quoted(port)
+            ))
         }
         Ok(0) => {
             return Err(
@@ -2182,7 +2279,7 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
             )
         }
         Ok(p) if p <= 65535 => p,
-        _ => return Err(format!("port {port} is out of range 1-65535")),
+        _ => return Err(format!("port {} is out of range 1-65535", Shown(port))),
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port as u16).to_string());
@@ -2192,7 +2289,8 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
     }
     if let Some(why) = dns_name_problem(host) {
         return Err(format!(
-            "\"{host}\" is not an IP address or a DNS name: {why}"
+            "{host_q} is not an IP address or a DNS name: {why}",
+            host_q = Quoted(host)
         ));
     }
     Ok(format!("{}:{port}", host.to_ascii_lowercase()))
@@ -2213,7 +2311,8 @@ fn dns_name_problem(host: &str) -> Option<String> {
         }
         if label.len() > 63 {
             return Some(format!(
-                "the label \"{label}\" is longer than 63 characters"
+                "the label {label_q} is longer than 63 characters",
+                label_q = Quoted(label)
             ));
         }
         if let Some(c) = label
@@ -2227,7 +2326,10 @@ fn dns_name_problem(host: &str) -> Option<String> {
             });
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Some(format!("the label \"{label}\" starts or ends with '-'"));
+            return Some(format!(
+                "the label {label_q} starts or ends with '-'",
+                label_q = Quoted(label)
+            ));
         }
     }
     if host
@@ -2274,7 +2376,7 @@ fn host_match(text: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
     };
     errs.push(
         path,
-        format!("\"{text}\" is not a host pattern: {why} (write \"*\", a host name such as shop.example.com, or \"*.example.com\")"),
+        format!("{text_q} is not a host pattern: {why} (write \"*\", a host name such as shop.example.com, or \"*.example.com\")", text_q = Quoted(text)),
     );
     None
 }
@@ -2284,7 +2386,8 @@ fn host_problem(host: &str) -> Option<String> {
     if let Some((h, port)) = host.rsplit_once(':') {
         if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') {
             return Some(format!(
-                "remove the port \":{port}\" (routes match the host without its port)"
+                "remove the port {} (routes match the host without its port)",
+                Quoted(&format!(":{port}"))
             ));
         }
     }
@@ -2315,7 +2418,13 @@ fn path_prefix(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
             trimmed.to_string()
         });
     };
-    errs.push(path, format!("\"{text}\" is not a path prefix: {why}"));
+    errs.push(
+        path,
+        format!(
+            "{text_q} is not a path prefix: {why}",
+            text_q = Quoted(text)
+        ),
+    );
     None
 }
 
@@ -2342,8 +2451,8 @@ fn name(text: &str, path: &str, errs: &mut Errors) {
     errs.push(
         path,
         format!(
-            "\"{text}\" is not a valid name: {why} (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"
-        ),
+            "{text_q} is not a valid name: {why} (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"
+        , text_q = Quoted(text)),
     );
 }
 
@@ -2362,28 +2471,44 @@ fn header_name(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
         errs.push(
             path,
             format!(
-                "\"{text}\" is not a valid header name: use only letters, digits and \
-                 !#$%&'*+-.^_`|~ (e.g. x-user-id)"
+                "{text_q} is not a valid header name: use only letters, digits and \
+                 !#$%&'*+-.^_`|~ (e.g. x-user-id)",
+                text_q = Quoted(text)
             ),
         );
         None
     }
 }
 
-/// The distinct `names`, in order, for "(defined: …)".
+/// The distinct `names`, in order, for "(defined: …)": at most [`LISTED_NAMES`] of
+/// them, each cut as [`Shown`] cuts text, and `…` when there are more; only the first
+/// hundred names are looked at, so a message costs the same however many there are.
 fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let mut all: Vec<&str> = Vec::new();
-    for name in names {
+    let mut names = names.peekable();
+    let mut looked_at = 0;
+    while let Some(name) = names.next_if(|_| all.len() < LISTED_NAMES && looked_at < 100) {
+        looked_at += 1;
         if !all.contains(&name) {
             all.push(name);
         }
     }
     if all.is_empty() {
-        "none".to_string()
-    } else {
-        all.join(", ")
+        return "none".to_string();
     }
+    let mut out = all
+        .iter()
+        .map(|name| Shown(name).to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.peek().is_some() {
+        out.push_str(", …");
+    }
+    out
 }
+
+/// How many names "(defined: …)" shows.
+const LISTED_NAMES: usize = 10;
 
 fn describe(value: &serde_yaml_ng::Value) -> String {
     match value {
@@ -2391,9 +2516,9 @@ fn describe(value: &serde_yaml_ng::Value) -> String {
         serde_yaml_ng::Value::Bool(b) => format!("{b}"),
         serde_yaml_ng::Value::Number(n) => format!("{n}"),
         serde_yaml_ng::Value::String(s) if s.trim().parse::<u64>().is_ok() => {
-            format!("\"{s}\" (write numbers without quotes)")
+            format!("{} (write numbers without quotes)", Quoted(s))
         }
-        serde_yaml_ng::Value::String(s) => format!("\"{s}\""),
+        serde_yaml_ng::Value::String(s) => Quoted(s).to_string(),
         serde_yaml_ng::Value::Sequence(_) => "a list".to_string(),
         serde_yaml_ng::Value::Mapping(_) => "a mapping".to_string(),
         serde_yaml_ng::Value::Tagged(_) => "a tagged value".to_string(),
