@@ -52,20 +52,43 @@ pub enum LoadError {
     /// The config file is not a regular file, or is larger than serin reads.
     #[error("config file {} {problem}", file.display())]
     File { file: PathBuf, problem: String },
-    /// The document parsed but its values are inconsistent; every problem found is listed.
-    #[error("{}", render_invalid(file, errors))]
+    /// The document parsed but its values are inconsistent; every problem found is
+    /// listed, up to [`MAX_LISTED_ERRORS`], and how many more there were.
+    #[error("{}", render_invalid(file, errors, *left_out))]
     Invalid {
         file: String,
         errors: Vec<ConfigError>,
+        /// Problems found beyond the ones listed.
+        left_out: usize,
     },
+}
+
+/// The most problems an invalid config lists: more would only bury the first ones.
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+/// The line that says how many problems were not listed.
+fn left_out_line(left_out: usize) -> String {
+    format!(
+        "{left_out} more {} not listed (serin lists the first {MAX_LISTED_ERRORS}); fix these first",
+        if left_out == 1 { "error" } else { "errors" }
+    )
 }
 
 impl LoadError {
     /// Each problem on its own line, as `serin check` prints them.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            LoadError::Invalid { file, errors } => {
-                errors.iter().map(|e| format!("{file}: {e}")).collect()
+            LoadError::Invalid {
+                file,
+                errors,
+                left_out,
+            } => {
+                let mut lines: Vec<String> =
+                    errors.iter().map(|e| format!("{file}: {e}")).collect();
+                if *left_out > 0 {
+                    lines.push(format!("{file}: {}", left_out_line(*left_out)));
+                }
+                lines
             }
             other => vec![other.to_string()],
         }
@@ -91,12 +114,17 @@ fn render_parse(
     out
 }
 
-fn render_invalid(file: &str, errors: &[ConfigError]) -> String {
-    let noun = if errors.len() == 1 { "error" } else { "errors" };
-    let mut out = format!("{} {noun} in {file}:", errors.len());
+fn render_invalid(file: &str, errors: &[ConfigError], left_out: usize) -> String {
+    let total = errors.len() + left_out;
+    let noun = if total == 1 { "error" } else { "errors" };
+    let mut out = format!("{total} {noun} in {file}:");
     for e in errors {
         out.push_str("\n  ");
         out.push_str(&e.to_string());
+    }
+    if left_out > 0 {
+        out.push_str("\n  ");
+        out.push_str(&left_out_line(left_out));
     }
     out
 }

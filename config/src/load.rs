@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::error::{bound_message, bound_path, ConfigError, LoadError, ShownPath, QUOTE_CHARS};
+use crate::error::{
+    bound_message, bound_path, ConfigError, LoadError, ShownPath, MAX_LISTED_ERRORS, QUOTE_CHARS,
+};
 use crate::files::{
     read_limited, size_text, Budget, Unreadable, MAX_CA_FILE_BYTES, MAX_CERTIFICATE_FILE_BYTES,
     MAX_CONFIG_FILE_BYTES, MAX_TOKEN_FILE_BYTES,
@@ -147,9 +149,16 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
     {
         return Err(empty("holds no settings, only comments"));
     }
-    let invalid = |errors| LoadError::Invalid {
-        file: origin.to_string(),
-        errors: in_document_order(errors, outline().as_ref()),
+    let invalid = |mut errors: Vec<Anchored>| {
+        // The first problems in the order of the checks: sorting tens of thousands by
+        // their place in the document would cost more than finding them.
+        let left_out = errors.len().saturating_sub(MAX_LISTED_ERRORS);
+        errors.truncate(MAX_LISTED_ERRORS);
+        LoadError::Invalid {
+            file: origin.to_string(),
+            errors: in_document_order(errors, outline().as_ref()),
+            left_out,
+        }
     };
     let mut budget = Budget::default();
     let token = read_token(&raw, dir, &mut budget);

@@ -112,7 +112,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
     }
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     let mut listener_names: HashMap<&str, usize> = HashMap::new();
-    let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+    let mut bound = Bound::default();
     for (i, l) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
         name(&l.name, &format!("{path}.name"), &mut errs);
@@ -129,13 +129,13 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
         let listen_path = format!("{path}.listen");
         if let Some(addr) = socket_addr(&l.listen, &listen_path, &mut errs) {
-            if let Some(clash) = clash(addr, &bound) {
+            if let Some(clash) = bound.clash(addr) {
                 errs.push(
                     &listen_path,
                     clash.message(addr, "give each listener its own address"),
                 );
             }
-            bound.push((addr, listen_path));
+            bound.push(addr, listen_path);
             let trust_forwarded = l
                 .trust_forwarded
                 .iter()
@@ -158,7 +158,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
     }
     if let Some(admin) = admin_listen {
-        if let Some(clash) = clash(admin, &bound) {
+        if let Some(clash) = bound.clash(admin) {
             let message = if listen_given.is_some() {
                 clash.message(admin, "the admin API needs an address of its own")
             } else {
@@ -636,6 +636,7 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
 
     let hpath = format!("{path}.headers");
     let mut headers: Vec<(String, Secret)> = Vec::with_capacity(raw.headers.len());
+    let mut seen_headers: HashSet<String> = HashSet::with_capacity(raw.headers.len());
     for (name, value) in &raw.headers {
         let Some(lower) = header_name(name, &hpath, errs) else {
             continue;
@@ -651,7 +652,7 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             );
             continue;
         }
-        if headers.iter().any(|(n, _)| *n == lower) {
+        if !seen_headers.insert(lower.clone()) {
             errs.push(
                 &vpath,
                 format!(
@@ -824,26 +825,74 @@ impl Clash<'_> {
     }
 }
 
-/// The first of `bound` that `addr` cannot be bound next to: the same address, or the
-/// same port where one of the two is a wildcard (`0.0.0.0` takes the port on every IPv4
-/// address, `[::]` on every address). Port 0 (any free port) never clashes.
-fn clash(addr: SocketAddr, bound: &[(SocketAddr, String)]) -> Option<Clash<'_>> {
-    if addr.port() == 0 {
-        return None;
+/// The listeners' addresses so far, indexed by port, so that finding a clash costs the
+/// same however many listeners there are.
+#[derive(Default)]
+struct Bound {
+    taken: Vec<(SocketAddr, String)>,
+    ports: HashMap<u16, PortUse>,
+}
+
+/// Who took a port first: at each address, at any IPv4 address, at any address, at the
+/// IPv4 wildcard, at the IPv6 wildcard (indices into [`Bound::taken`]).
+#[derive(Default)]
+struct PortUse {
+    at: HashMap<IpAddr, usize>,
+    first_v4: Option<usize>,
+    first: Option<usize>,
+    wildcard_v4: Option<usize>,
+    wildcard_v6: Option<usize>,
+}
+
+impl Bound {
+    /// `addr` is taken, by the key at `path`.
+    fn push(&mut self, addr: SocketAddr, path: String) {
+        let i = self.taken.len();
+        self.taken.push((addr, path));
+        if addr.port() == 0 {
+            return;
+        }
+        let port = self.ports.entry(addr.port()).or_default();
+        port.at.entry(addr.ip()).or_insert(i);
+        port.first.get_or_insert(i);
+        match addr.ip() {
+            IpAddr::V4(v4) => {
+                port.first_v4.get_or_insert(i);
+                if v4.is_unspecified() {
+                    port.wildcard_v4.get_or_insert(i);
+                }
+            }
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                port.wildcard_v6.get_or_insert(i);
+            }
+            IpAddr::V6(_) => {}
+        }
     }
-    let covers = |wide: IpAddr, other: IpAddr| match wide {
-        IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
-        IpAddr::V6(v6) => v6.is_unspecified(),
-    };
-    bound
-        .iter()
-        .find(|(other, _)| {
-            other.port() == addr.port()
-                && (*other == addr
-                    || covers(addr.ip(), other.ip())
-                    || covers(other.ip(), addr.ip()))
-        })
-        .map(|(other, path)| Clash { path, addr: *other })
+
+    /// The first address taken that `addr` cannot be bound next to: the same address, or
+    /// the same port where one of the two is a wildcard (`0.0.0.0` takes the port on
+    /// every IPv4 address, `[::]` on every address). Port 0 (any free port) never
+    /// clashes.
+    fn clash(&self, addr: SocketAddr) -> Option<Clash<'_>> {
+        if addr.port() == 0 {
+            return None;
+        }
+        let port = self.ports.get(&addr.port())?;
+        let ip = addr.ip();
+        let covered_by = [
+            port.at.get(&ip).copied(),
+            if ip.is_ipv4() { port.wildcard_v4 } else { None },
+            port.wildcard_v6,
+        ];
+        let covers = match ip {
+            IpAddr::V4(v4) if v4.is_unspecified() => port.first_v4,
+            IpAddr::V6(v6) if v6.is_unspecified() => port.first,
+            _ => None,
+        };
+        let first = covered_by.into_iter().chain([covers]).flatten().min()?;
+        let (other, path) = &self.taken[first];
+        Some(Clash { path, addr: *other })
+    }
 }
 
 /// The pattern a [`HostMatch`] was written as, for messages.
@@ -1581,11 +1630,17 @@ fn percentile(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Op
 fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors) -> Split {
     let wpath = format!("{path}.weights");
     let defined = list(versions.iter().map(|v| v.name.as_str()));
+    // The first version of each name (a lookup per key, not a scan: a split may name
+    // thousands).
+    let mut index_of: HashMap<String, usize> = HashMap::with_capacity(versions.len());
+    for (i, v) in versions.iter().enumerate() {
+        index_of.entry(v.name.clone()).or_insert(i);
+    }
     let mut given: HashSet<usize> = HashSet::new();
     let mut bad_weight = false;
     for (key, value) in &raw.weights {
         let kpath = format!("{wpath}.{key}");
-        let Some(index) = versions.iter().position(|v| &v.name == key) else {
+        let Some(&index) = index_of.get(key.as_str()) else {
             errs.push_at(
                 &kpath,
                 &wpath,

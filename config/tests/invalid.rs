@@ -1366,3 +1366,71 @@ fn errors_in_a_file_with_merges_name_their_path() {
         ["FILE: services[1].timeouts.request: \"0s\" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"]
     );
 }
+
+/// Tens of thousands of problems: the first hundred are listed, then how many more;
+/// finding and sorting them stays linear (58 s for 40 000 before, in a debug build).
+#[test]
+fn tens_of_thousands_of_problems_list_the_first_hundred() {
+    let headers: Vec<String> = (0..40_000).map(|i| format!("x-h{i}: \"a\\x01\"")).collect();
+    let text = format!(
+        "{SERVICE}notify: [{{ url: http://127.0.0.1:7000/, events: [rolled_back], headers: {{ {} }} }}]\n",
+        headers.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let err = parse_str(&text, "FILE").expect_err("invalid");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let lines = err.lines();
+    assert_eq!(lines.len(), 101);
+    assert_eq!(
+        lines[0],
+        "FILE: notify[0].headers.x-h0: the value is not valid: it holds a character that cannot be sent in a header (a line break, a control character or a non-ASCII one)"
+    );
+    assert_eq!(
+        lines[100],
+        "FILE: 39900 more errors not listed (serin lists the first 100); fix these first"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("40000 errors in FILE:\n  notify[0].headers.x-h0: "));
+}
+
+/// Checks that compare each item with the others look items up instead of scanning:
+/// 40 000 listeners took 43 s and 40 000 webhook headers 12 s (debug build).
+#[test]
+fn thousands_of_listeners_and_headers_are_checked_in_linear_time() {
+    let listeners: Vec<String> = (0..40_000)
+        .map(|i| {
+            format!(
+                "  - {{ name: l{i}, listen: 127.0.{}.{}:8080 }}",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let many_listeners = format!(
+        "listeners:\n{}\n  - {{ name: last, listen: 0.0.0.0:8080 }}\nroutes: [{{ listener: l0, service: api }}]\nservices: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}] }}]\n",
+        listeners.join("\n")
+    );
+    let headers: Vec<String> = (0..40_000).map(|i| format!("x-h{i}: v")).collect();
+    let many_headers = format!(
+        "{SERVICE}notify: [{{ url: http://127.0.0.1:7000/, events: [rolled_back], headers: {{ {}, X-H7: again }} }}]\n",
+        headers.join(", ")
+    );
+    for (what, text, expected) in [
+        (
+            "listeners",
+            many_listeners,
+            "FILE: listeners[40000].listen: 0.0.0.0:8080 overlaps listeners[0].listen (127.0.0.1:8080): a wildcard address (0.0.0.0 or [::]) takes port 8080 on every address; give each listener its own address",
+        ),
+        (
+            "headers",
+            many_headers,
+            "FILE: notify[0].headers.X-H7: \"X-H7\" is given twice (header names ignore case); give each header once",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let err = parse_str(&text, "FILE").expect_err("invalid");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{what}");
+        assert_eq!(err.lines(), [expected], "{what}");
+    }
+}
