@@ -2,6 +2,11 @@
 //! all. Triggers are the file, or a certificate or key it names, changing (watched with
 //! `notify`, debounced), SIGHUP and `POST /api/v1/reload`; every one goes through [`Reloader::reload`], one at a time.
 //!
+//! Reading and checking (the file and the files it names, parsing, validation) runs on
+//! tokio's blocking pool, off the control thread: that thread also serves the admin
+//! listener (`/healthz`) and runs the control loop, which must not wait on a large or
+//! hostile file. Applying stays on the control thread.
+//!
 //! Applying a valid config is two-phase: new listeners are bound on every worker first
 //! (a taken address fails the reload and nothing changes), then the data plane and the
 //! control loop adopt the new config (rollouts with an unchanged spec keep their state),
@@ -128,7 +133,7 @@ impl Reloader {
                     None => break,
                 },
             };
-            let outcome = self.reload(request.trigger);
+            let outcome = self.reload(request.trigger).await;
             let _ = requests.status.send(self.status());
             if let Some(reply) = request.reply {
                 let _ = reply.send(outcome);
@@ -138,9 +143,9 @@ impl Reloader {
 
     /// Reads, checks and applies the config file; on any failure the running config
     /// stays and every problem is logged and reported.
-    pub fn reload(&mut self, trigger: &'static str) -> LastReload {
+    pub async fn reload(&mut self, trigger: &'static str) -> LastReload {
         let at = rfc3339(now_ms());
-        let outcome = match self.try_reload() {
+        let outcome = match self.try_reload().await {
             Ok(unchanged) => {
                 self.status.reloads.success += 1;
                 LastReload {
@@ -175,14 +180,23 @@ impl Reloader {
     }
 
     /// Ok(true) when the file is what is serving already.
-    fn try_reload(&mut self) -> Result<bool, Vec<String>> {
-        let text = serin_config::read_file(&self.path).map_err(|e| e.lines())?;
-        let hash = hash_of(&text);
-        if hash == self.status.hash && self.files.is_empty() {
+    async fn try_reload(&mut self) -> Result<bool, Vec<String>> {
+        let path = self.path.clone();
+        let serving = self.status.hash.clone();
+        let names_files = !self.files.is_empty();
+        let read =
+            tokio::task::spawn_blocking(move || read_and_check(&path, &serving, names_files))
+                .await
+                .map_err(|err| {
+                    vec![format!(
+                        "{}: reading the config failed: {err}",
+                        self.path.display()
+                    )]
+                })??;
+        let Checked::Loaded { hash, snapshot } = read else {
             tracing::debug!(config = %self.path.display(), "config unchanged");
             return Ok(true);
-        }
-        let snapshot = serin_config::parse_file_text(&text, &self.path).map_err(|e| e.lines())?;
+        };
         let files = FileContents::of(&snapshot);
         if hash == self.status.hash && files == self.files {
             tracing::debug!(config = %self.path.display(), "config and the files it names unchanged");
@@ -215,7 +229,7 @@ impl Reloader {
             .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         let changes = self
             .control
-            .reconfigure(snapshot, now_ms())
+            .reconfigure(*snapshot, now_ms())
             .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         // Only now, with the routes in place, do new listeners accept.
         self.workers.commit(staged);
@@ -231,6 +245,33 @@ impl Reloader {
         tracing::info!(config = %self.path.display(), hash = %self.status.hash, "config reloaded");
         Ok(false)
     }
+}
+
+/// What reading and checking the config file found.
+enum Checked {
+    /// The same text as serving, and the serving config names no other file.
+    Unchanged,
+    /// A valid config, and the hash of its text.
+    Loaded {
+        hash: String,
+        snapshot: Box<serin_config::Snapshot>,
+    },
+}
+
+/// Reads and checks the config file at `path` (blocking: run off the control thread).
+/// A text hashing to `serving` is [`Checked::Unchanged`] unless the config names other
+/// files (`names_files`), whose contents may have changed.
+fn read_and_check(path: &Path, serving: &str, names_files: bool) -> Result<Checked, Vec<String>> {
+    let text = serin_config::read_file(path).map_err(|e| e.lines())?;
+    let hash = hash_of(&text);
+    if hash == serving && !names_files {
+        return Ok(Checked::Unchanged);
+    }
+    let snapshot = serin_config::parse_file_text(&text, path).map_err(|e| e.lines())?;
+    Ok(Checked::Loaded {
+        hash,
+        snapshot: Box::new(snapshot),
+    })
 }
 
 /// Watches the config file and every file it references ([`Snapshot::watched_files`]:

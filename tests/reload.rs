@@ -168,6 +168,15 @@ async fn every_kind_of_broken_file_keeps_the_running_config() {
             Some(two_versions(s.stable.addr, s.canary.addr, &split(0, 0))),
             "services[0].split.weights",
         ),
+        (
+            "nesting 50 000 levels deep",
+            Some(format!(
+                "listeners: {}{}\n",
+                "[".repeat(50_000),
+                "]".repeat(50_000)
+            )),
+            "lists and mappings nest more than 64 levels deep here",
+        ),
         ("a deleted file", None, "cannot read config file"),
     ];
     let mut failures = 0;
@@ -193,6 +202,21 @@ async fn every_kind_of_broken_file_keeps_the_running_config() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert_eq!(versions_of(&serin, 10).await, (10, 0));
     std::fs::remove_dir(&s.config).expect("remove the directory");
+    // A FIFO with no writer: refused at once, not waited on.
+    let made = std::process::Command::new("mkfifo")
+        .arg(&s.config)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let (status, json) = api(Method::POST, reload_url.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    assert!(
+        json["errors"]
+            .to_string()
+            .contains("is a FIFO (named pipe), not a regular file"),
+        "{json}"
+    );
+    std::fs::remove_file(&s.config).expect("remove the FIFO");
 
     // Fixed: applied.
     save(&s.config, &good);
@@ -334,4 +358,51 @@ async fn an_in_flight_request_finishes_where_it_started() {
     assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
     s.stable.set_delay(Duration::ZERO);
     assert_eq!(versions_of(&serin, 5).await, (0, 5));
+}
+
+/// A file that takes a while to check (7 700 services, near the limit of 250 000
+/// values, with one error at the end: about 2 s in a debug build) is read and checked
+/// off the thread that serves the admin listener: `/healthz` keeps answering all the
+/// while, so a liveness probe would not restart serin. Before, the thread was busy for
+/// the whole check (17–32 s for a hostile file) and not one probe was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_while_a_reload_checks_a_large_file() {
+    let s = setup(|st, ca, _| two_versions(st.addr, ca.addr, &split(100, 0))).await;
+    let serin = SerinProcess::start(&s.config, 1, &["--no-watch"], &[]);
+    let mut large = two_versions(s.stable.addr, s.canary.addr, &split(100, 0));
+    for i in 0..7_700 {
+        large.push_str(&format!(
+            "  - {{ name: s{i}, versions: [{{ name: stable, endpoints: [127.0.0.1:9001, 127.0.0.1:9002] }}, {{ name: canary, endpoints: [127.0.0.1:9003] }}], split: {{ weights: {{ stable: 90, canary: 10 }} }}, timeouts: {{ connect: 1s, request: 5s }} }}\n"
+        ));
+    }
+    large.push_str("  - { name: last, versions: [{ name: stable, endpoints: [127.0.0.1:0] }] }\n");
+    save(&s.config, &large);
+
+    let reload_url = format!("{}/api/v1/reload", serin.admin_url());
+    let reload = tokio::spawn(async move { api(Method::POST, reload_url).await });
+    let healthz = format!("{}/healthz", serin.admin_url());
+    let client = client();
+    let mut answered_during_reload = 0;
+    while !reload.is_finished() {
+        let got = get(&client, &healthz, &[]).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+        if !reload.is_finished() {
+            answered_during_reload += 1;
+        }
+    }
+    let (status, json) = reload.await.expect("reload task");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    assert!(
+        json["errors"]
+            .to_string()
+            .contains("services[7701].versions[0].endpoints[0]"),
+        "{json}"
+    );
+    // Probes are sent one after another: with the check on the admin thread, at most
+    // the one sent before the reload began could be answered.
+    assert!(
+        answered_during_reload >= 5,
+        "only {answered_during_reload} health checks answered during the reload"
+    );
+    assert_eq!(versions_of(&serin, 10).await, (10, 0));
 }

@@ -7,7 +7,9 @@
 //! Startup and reload take the same path.
 
 pub mod error;
+pub mod files;
 pub mod load;
+pub mod prescan;
 pub mod schema;
 pub mod snapshot;
 pub mod validate;

@@ -5,7 +5,14 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::error::{ConfigError, LoadError};
+use crate::error::{
+    bound_message, bound_path, ConfigError, LoadError, ShownPath, MAX_LISTED_ERRORS, QUOTE_CHARS,
+};
+use crate::files::{
+    read_limited, size_text, Budget, Unreadable, MAX_CA_FILE_BYTES, MAX_CERTIFICATE_FILE_BYTES,
+    MAX_CONFIG_FILE_BYTES, MAX_TOKEN_FILE_BYTES,
+};
+use crate::prescan;
 use crate::schema::RawConfig;
 use crate::snapshot::{AdminToken, Certificate, KeyKind, Snapshot};
 use crate::validate::{compile_anchored, Anchored};
@@ -16,11 +23,39 @@ pub fn load_file(path: &Path) -> Result<Snapshot, LoadError> {
     parse_file_text(&text, path)
 }
 
-/// Reads the file at `path` as text (for [`parse_str`]).
+/// Reads the file at `path` as text (for [`parse_file_text`]): a regular file of at
+/// most [`MAX_CONFIG_FILE_BYTES`], in UTF-8.
 pub fn read_file(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let problem = |problem: String| LoadError::File {
         file: path.to_path_buf(),
-        source,
+        problem,
+    };
+    let bytes = match read_limited(path, MAX_CONFIG_FILE_BYTES) {
+        Ok(bytes) => bytes,
+        Err(Unreadable::Io(source)) => {
+            return Err(LoadError::Io {
+                file: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(Unreadable::NotRegular(kind)) => {
+            return Err(problem(format!(
+                "is {kind}, not a regular file; give the path of the YAML file itself"
+            )))
+        }
+        Err(Unreadable::TooLarge(limit)) => {
+            return Err(problem(format!(
+                "is larger than {}, the most serin reads of a config file; check that it is \
+                 the config file meant",
+                size_text(limit)
+            )))
+        }
+    };
+    String::from_utf8(bytes).map_err(|err| {
+        problem(format!(
+            "is not UTF-8 text (byte {} is not); save it as UTF-8",
+            err.utf8_error().valid_up_to()
+        ))
     })
 }
 
@@ -50,8 +85,25 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
     if text.trim().is_empty() {
         return Err(empty("is empty"));
     }
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|err| {
+    if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(LoadError::Parse {
+            file: origin.to_string(),
+            line_col: None,
+            path: String::new(),
+            message: format!(
+                "the config is larger than {}, the most serin reads of a config",
+                size_text(MAX_CONFIG_FILE_BYTES)
+            ),
+        });
+    }
+    // Bounds nesting and aliases before serde_yaml_ng, which cannot (prescan.rs).
+    let seen = prescan::check(text).map_err(|exceeded| LoadError::Parse {
+        file: origin.to_string(),
+        line_col: Some((exceeded.line, exceeded.column)),
+        path: bound_path(&exceeded.path),
+        message: bound_message(&exceeded.message),
+    })?;
+    let parse_error = |err: serde_path_to_error::Error<serde_yaml_ng::Error>| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let line_col = inner.location().map(|l| (l.line(), l.column()));
@@ -59,10 +111,30 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
         LoadError::Parse {
             file: origin.to_string(),
             line_col,
-            path,
-            message,
+            path: bound_path(&path),
+            message: bound_message(&message),
         }
-    })?;
+    };
+    let raw: RawConfig = if seen.merges {
+        // serde_yaml_ng applies `<<` merges only to a `Value`, which has no locations:
+        // errors of such a file name their path, not their line.
+        let mut value: serde_yaml_ng::Value =
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
+                .map_err(parse_error)?;
+        value.apply_merge().map_err(|err| LoadError::Parse {
+            file: origin.to_string(),
+            line_col: None,
+            path: String::new(),
+            message: format!(
+                "{err}: a `<<` key merges a mapping (`<<: *defaults`) or a list of mappings \
+                 (`<<: [*a, *b]`) into the mapping that holds it"
+            ),
+        })?;
+        serde_path_to_error::deserialize(value).map_err(parse_error)?
+    } else {
+        serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text))
+            .map_err(parse_error)?
+    };
     // The outline is only read when there is something to report.
     let outline = || serde_yaml_ng::from_str::<Outline>(text).ok();
     if raw.listeners.is_empty()
@@ -77,15 +149,23 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
     {
         return Err(empty("holds no settings, only comments"));
     }
-    let invalid = |errors| LoadError::Invalid {
-        file: origin.to_string(),
-        errors: in_document_order(errors, outline().as_ref()),
+    let invalid = |mut errors: Vec<Anchored>| {
+        // The first problems in the order of the checks: sorting tens of thousands by
+        // their place in the document would cost more than finding them.
+        let left_out = errors.len().saturating_sub(MAX_LISTED_ERRORS);
+        errors.truncate(MAX_LISTED_ERRORS);
+        LoadError::Invalid {
+            file: origin.to_string(),
+            errors: in_document_order(errors, outline().as_ref()),
+            left_out,
+        }
     };
-    let token = read_token(&raw, dir);
+    let mut budget = Budget::default();
+    let token = read_token(&raw, dir, &mut budget);
     match (compile_anchored(&raw), token) {
         (Ok(mut snapshot), Ok(token)) => {
             snapshot.admin.token = token;
-            let errors = read_certificates(&raw, &mut snapshot, dir);
+            let errors = read_certificates(&raw, &mut snapshot, dir, &mut budget);
             if !errors.is_empty() {
                 return Err(invalid(errors));
             }
@@ -106,6 +186,7 @@ fn read_certificates(
     raw: &RawConfig,
     snapshot: &mut Snapshot,
     dir: Option<&Path>,
+    budget: &mut Budget,
 ) -> Vec<Anchored> {
     let mut errors = Vec::new();
     let resolve = |written: &str| match dir {
@@ -135,14 +216,18 @@ fn read_certificates(
                 })
             };
             let advice = "give the certificate chain, leaf first";
-            if let Some(certificate) =
-                read_certificate(resolve(&pair.cert), resolve(&pair.key), advice, &mut error)
-            {
+            if let Some(certificate) = read_certificate(
+                resolve(&pair.cert),
+                resolve(&pair.key),
+                advice,
+                budget,
+                &mut error,
+            ) {
                 tls.certificates.push(certificate);
             }
         }
     }
-    read_upstream_tls(raw, snapshot, &resolve, &mut errors);
+    read_upstream_tls(raw, snapshot, &resolve, budget, &mut errors);
     errors
 }
 
@@ -152,6 +237,7 @@ fn read_upstream_tls(
     raw: &RawConfig,
     snapshot: &mut Snapshot,
     resolve: &dyn Fn(&str) -> PathBuf,
+    budget: &mut Budget,
     errors: &mut Vec<Anchored>,
 ) {
     for (i, raw_service) in raw.services.iter().enumerate() {
@@ -183,7 +269,13 @@ fn read_upstream_tls(
             };
             if let Some(ca) = &raw_tls.ca {
                 let file = resolve(ca);
-                match read_chain(&file, "give the PEM certificates of the CAs to trust")
+                let what = PemFile {
+                    limit: MAX_CA_FILE_BYTES,
+                    holds: "the PEM certificates of the CAs to trust",
+                };
+                let advice = "give the PEM certificates of the CAs to trust";
+                match read_pem(&file, &what, budget)
+                    .and_then(|bytes| read_chain(&file, &bytes, advice))
                     .and_then(|roots| check_roots(&file, roots))
                 {
                     Ok(roots) => {
@@ -195,7 +287,8 @@ fn read_upstream_tls(
             }
             if let (Some(cert), Some(key)) = (&raw_tls.cert, &raw_tls.key) {
                 let advice = "give the client certificate chain, leaf first";
-                tls.client = read_certificate(resolve(cert), resolve(key), advice, &mut error);
+                tls.client =
+                    read_certificate(resolve(cert), resolve(key), advice, budget, &mut error);
             }
         }
     }
@@ -208,12 +301,23 @@ fn read_certificate(
     cert_file: PathBuf,
     key_file: PathBuf,
     advice: &str,
+    budget: &mut Budget,
     error: &mut impl FnMut(&str, String),
 ) -> Option<Certificate> {
-    let chain = read_chain(&cert_file, advice)
+    let cert_what = PemFile {
+        limit: MAX_CERTIFICATE_FILE_BYTES,
+        holds: "a PEM certificate chain, leaf first",
+    };
+    let chain = read_pem(&cert_file, &cert_what, budget)
+        .and_then(|bytes| read_chain(&cert_file, &bytes, advice))
         .map_err(|message| error("cert", message))
         .ok();
-    let key = read_key(&key_file)
+    let key_what = PemFile {
+        limit: MAX_CERTIFICATE_FILE_BYTES,
+        holds: "the certificate's PEM private key",
+    };
+    let key = read_pem(&key_file, &key_what, budget)
+        .and_then(|bytes| read_key(&key_file, &bytes))
         .map_err(|message| error("key", message))
         .ok();
     let (chain, (key_kind, key)) = (chain?, key?);
@@ -234,43 +338,69 @@ fn check_roots(file: &Path, roots: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, String>
             return Err(format!(
                 "certificate {} in {} cannot be used as a trusted root: {err}; give the PEM certificates of the CAs to trust",
                 n + 1,
-                file.display()
+                shown(file)
             ));
         }
     }
     Ok(roots)
 }
 
-fn cannot_read(file: &Path, err: std::io::Error) -> String {
-    format!(
-        "cannot read {}: {err}; fix the path (relative paths are relative to the config file's directory)",
-        file.display()
-    )
+/// A path as errors show it: whole when short, else its start and its length.
+fn shown(file: &Path) -> String {
+    ShownPath(&file.display().to_string()).to_string()
 }
 
-/// The PEM certificates in `file` (DER), or why there are none; `advice` says what
-/// the file should hold.
-fn read_chain(file: &Path, advice: &str) -> Result<Vec<Vec<u8>>, String> {
+/// What a PEM file named by the config is read as: its size limit, and what it holds.
+struct PemFile {
+    limit: u64,
+    holds: &'static str,
+}
+
+/// The bytes of the PEM file at `file`, within its limit and the config's budget, or
+/// why not.
+fn read_pem(file: &Path, what: &PemFile, budget: &mut Budget) -> Result<Vec<u8>, String> {
+    let bytes = read_limited(file, what.limit).map_err(|err| match err {
+        Unreadable::Io(err) => format!(
+            "cannot read {}: {err}; fix the path (relative paths are relative to the config file's directory)",
+            shown(file)
+        ),
+        Unreadable::NotRegular(kind) => format!(
+            "{} is {kind}, not a regular file; give the path of a file holding {}",
+            shown(file),
+            what.holds
+        ),
+        Unreadable::TooLarge(limit) => format!(
+            "{} is larger than {}, the most serin reads of such a file; give a file holding only {}",
+            shown(file),
+            size_text(limit),
+            what.holds
+        ),
+    })?;
+    budget.take(bytes.len(), file)?;
+    Ok(bytes)
+}
+
+/// The PEM certificates in `bytes`, read from `file` (DER), or why there are none;
+/// `advice` says what the file should hold.
+fn read_chain(file: &Path, bytes: &[u8], advice: &str) -> Result<Vec<Vec<u8>>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
-    let bytes = std::fs::read(file).map_err(|err| cannot_read(file, err))?;
-    let chain: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&bytes)
+    let chain: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(bytes)
         .map(|c| c.map(|c| c.as_ref().to_vec()))
         .collect();
     match chain {
         Ok(chain) if !chain.is_empty() => Ok(chain),
         _ => Err(format!(
             "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----); {advice}",
-            file.display()
+            shown(file)
         )),
     }
 }
 
-/// The first PEM private key in `file`, or why there is none.
-fn read_key(file: &Path) -> Result<(KeyKind, Vec<u8>), String> {
+/// The first PEM private key in `bytes`, read from `file`, or why there is none.
+fn read_key(file: &Path, bytes: &[u8]) -> Result<(KeyKind, Vec<u8>), String> {
     use rustls_pki_types::pem::{PemObject, SectionKind};
-    let bytes = std::fs::read(file).map_err(|err| cannot_read(file, err))?;
-    <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes)
         .filter_map(Result::ok)
         .find_map(|(kind, der)| match kind {
             SectionKind::PrivateKey => Some((KeyKind::Pkcs8, der)),
@@ -281,14 +411,18 @@ fn read_key(file: &Path) -> Result<(KeyKind, Vec<u8>), String> {
         .ok_or_else(|| {
             format!(
                 "{} holds no PEM private key (PKCS#8, RSA or EC); give the key of the certificate",
-                file.display()
+                shown(file)
             )
         })
 }
 
 /// Reads the admin token from `admin.token_file` (relative to `dir`), when it is given
 /// and not empty (validation reports an empty path).
-fn read_token(raw: &RawConfig, dir: Option<&Path>) -> Result<Option<AdminToken>, Anchored> {
+fn read_token(
+    raw: &RawConfig,
+    dir: Option<&Path>,
+    budget: &mut Budget,
+) -> Result<Option<AdminToken>, Anchored> {
     let Some(Some(written)) = raw.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
         return Ok(None);
     };
@@ -304,22 +438,37 @@ fn read_token(raw: &RawConfig, dir: Option<&Path>) -> Result<Option<AdminToken>,
         error: ConfigError::new("admin.token_file", message),
     };
     const OR_LEAVE_OUT: &str = "or leave out `token_file` to serve the admin API without a token";
-    let text = std::fs::read_to_string(&path).map_err(|err| {
-        let shown = path.display();
-        error(match err.kind() {
-            std::io::ErrorKind::NotFound => format!(
+    let shown = shown(&path);
+    let bytes = read_limited(&path, MAX_TOKEN_FILE_BYTES).map_err(|err| {
+        error(match err {
+            Unreadable::Io(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
                 "cannot read {shown}: the file does not exist; fix the path (a relative path \
                  is relative to the config file's directory), create the file holding the \
                  admin API's token (e.g. the output of `openssl rand -hex 32`), {OR_LEAVE_OUT}"
             ),
-            _ => format!(
+            Unreadable::Io(err) => format!(
                 "cannot read {shown}: {err}; check the path and the file's permissions \
                  (relative paths are relative to the config file's directory)"
             ),
+            Unreadable::NotRegular(kind) => format!(
+                "{shown} is {kind}, not a regular file; give the path of a file holding the \
+                 admin API's token, {OR_LEAVE_OUT}"
+            ),
+            Unreadable::TooLarge(limit) => format!(
+                "{shown} is larger than {}, the most serin reads of a token file; write only \
+                 the admin API's token into it (e.g. the output of `openssl rand -hex 32`)",
+                size_text(limit)
+            ),
         })
     })?;
+    budget.take(bytes.len(), &path).map_err(&error)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        error(format!(
+            "{shown} is not UTF-8 text; write the admin API's token into it (e.g. the output \
+             of `openssl rand -hex 32`)"
+        ))
+    })?;
     AdminToken::new(&text).map(Some).map_err(|why| {
-        let shown = path.display();
         error(if text.trim().is_empty() {
             format!(
                 "{shown} {why}; write the admin API's token into it (e.g. the output of \
@@ -359,6 +508,7 @@ fn parse_message(err: &serde_yaml_ng::Error, mut path: String) -> (String, Strin
             msg = rest.to_string();
         }
     }
+    let mut msg = shorten_quoted(&msg);
     if let Some(rest) = msg.strip_prefix("invalid type: unit value") {
         msg = format!("invalid type: an empty value{rest}");
     }
@@ -366,12 +516,65 @@ fn parse_message(err: &serde_yaml_ng::Error, mut path: String) -> (String, Strin
         msg.push_str(" (indent with spaces, never tabs; quote a value that starts with @ or `)");
     }
     if msg.starts_with("unknown field") {
-        path = value_path;
+        path = match err.location() {
+            Some(_) => value_path,
+            // Read from a `Value` (a file with `<<` merges), the message holds no path:
+            // serde_path_to_error's ends with the unknown key.
+            None => path
+                .rsplit_once('.')
+                .map(|(mapping, _)| mapping.to_string())
+                .unwrap_or_default(),
+        };
         msg.push_str(" (check the spelling; unknown keys are errors, not ignored)");
     } else if let Some(head) = msg.strip_suffix(", expected a sequence") {
         msg = format!("{head}, expected a list (write `[a, b]`, or one `- item` per line)");
     }
     (path, msg)
+}
+
+/// `message` (serde's) with every value it quotes — `"…"` (escaped as Rust's `{:?}`
+/// does) or `` `…` `` — cut to its first [`QUOTE_CHARS`] characters, as [`Quoted`]
+/// shows values: a key or a string of any length gives a short message. Control
+/// characters between backticks are escaped.
+fn shorten_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        out.push_str(&rest[..open]);
+        let quote = rest.as_bytes()[open] as char;
+        let inside = &rest[open + 1..];
+        // The closing quote: for `"`, one not escaped by a backslash.
+        let mut escaped = false;
+        let close = inside.char_indices().find_map(|(i, c)| {
+            let found = c == quote && !escaped;
+            escaped = quote == '"' && c == '\\' && !escaped;
+            found.then_some(i)
+        });
+        let Some(close) = close else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let value = &inside[..close];
+        let total = value.chars().count();
+        out.push(quote);
+        for c in value.chars().take(QUOTE_CHARS) {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        if total > QUOTE_CHARS {
+            out.push('…');
+            out.push(quote);
+            out.push_str(&format!(" ({total} characters)"));
+        } else {
+            out.push(quote);
+        }
+        rest = &inside[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Sorts `errors` into the order the document states the things they are about; errors

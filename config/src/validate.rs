@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Quoted, Shown};
 use crate::schema::{
     RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawGrpc, RawHealth,
     RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess,
@@ -28,6 +28,10 @@ use crate::snapshot::{
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
 pub const MAX_WEIGHT: u64 = 1_000_000;
+
+/// Longest duration accepted anywhere: no setting needs more, and every duration can
+/// then be added to a clock or counted in milliseconds without overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Shortest analysis interval accepted.
 pub const MIN_ANALYSIS_INTERVAL: Duration = Duration::from_millis(100);
@@ -115,7 +119,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
     }
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     let mut listener_names: HashMap<&str, usize> = HashMap::new();
-    let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+    let mut bound = Bound::default();
     for (i, l) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
         name(&l.name, &format!("{path}.name"), &mut errs);
@@ -123,8 +127,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push(
                 format!("{path}.name"),
                 format!(
-                    "listener name \"{}\" is already used by listeners[{first}]; names must be unique",
-                    l.name
+                    "listener name {} is already used by listeners[{first}]; names must be unique",
+                    Quoted(&l.name)
                 ),
             );
         } else {
@@ -132,13 +136,13 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
         let listen_path = format!("{path}.listen");
         if let Some(addr) = socket_addr(&l.listen, &listen_path, &mut errs) {
-            if let Some(clash) = clash(addr, &bound) {
+            if let Some(clash) = bound.clash(addr) {
                 errs.push(
                     &listen_path,
                     clash.message(addr, "give each listener its own address"),
                 );
             }
-            bound.push((addr, listen_path));
+            bound.push(addr, listen_path);
             let trust_forwarded = l
                 .trust_forwarded
                 .iter()
@@ -161,7 +165,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         }
     }
     if let Some(admin) = admin_listen {
-        if let Some(clash) = clash(admin, &bound) {
+        if let Some(clash) = bound.clash(admin) {
             let message = if listen_given.is_some() {
                 clash.message(admin, "the admin API needs an address of its own")
             } else {
@@ -203,8 +207,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push(
                 format!("{path}.listener"),
                 format!(
-                    "listener \"{}\" is not defined (defined: {})",
-                    r.listener,
+                    "listener {} is not defined (defined: {})",
+                    Quoted(&r.listener),
                     list(raw.listeners.iter().map(|l| l.name.as_str()))
                 ),
             );
@@ -221,8 +225,8 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             errs.push(
                 format!("{path}.service"),
                 format!(
-                    "service \"{}\" is not defined (defined: {})",
-                    r.service,
+                    "service {} is not defined (defined: {})",
+                    Quoted(&r.service),
                     list(raw.services.iter().map(|s| s.name.as_str()))
                 ),
             );
@@ -236,10 +240,11 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                 format!("{path}.{AFTER}"),
                 &path,
                 format!(
-                    "routes[{first}] already matches host \"{}\" and path_prefix \"{prefix}\" on listener \"{}\", \
+                    "routes[{first}] already matches host {} and path_prefix {} on listener {}, \
                      so this route would never be used; remove one or make them differ",
-                    host_pattern(&host),
-                    r.listener
+                    Quoted(&host_pattern(&host)),
+                    Quoted(&prefix),
+                    Quoted(&r.listener)
                 ),
             );
             continue;
@@ -403,10 +408,7 @@ fn tracing(raw: &RawTracing, path: &str, errs: &mut Errors) -> Option<Tracing> {
             let why = if name.is_empty() {
                 Some("it is empty".to_string())
             } else if name.chars().any(char::is_control) {
-                Some(format!(
-                    "\"{}\" contains a control character",
-                    name.escape_default()
-                ))
+                Some(format!("{} contains a control character", Quoted(name)))
             } else if name.len() > 255 {
                 Some(format!("it is {} bytes long, more than 255", name.len()))
             } else {
@@ -461,8 +463,9 @@ fn otlp_endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
     errs.push(
         path,
         format!(
-            "\"{text}\" is not an OTLP/HTTP endpoint: {why} (write the collector's URL, e.g. \
-             http://127.0.0.1:4318; spans are sent to its /v1/traces)"
+            "{text_q} is not an OTLP/HTTP endpoint: {why} (write the collector's URL, e.g. \
+             http://127.0.0.1:4318; spans are sent to its /v1/traces)",
+            text_q = Quoted(text)
         ),
     );
     None
@@ -478,7 +481,12 @@ fn traces_url(t: &str) -> Result<String, String> {
                     .to_string(),
             )
         }
-        Some((scheme, _)) => return Err(format!("the scheme \"{scheme}\" is not supported")),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "the scheme {scheme_q} is not supported",
+                scheme_q = Quoted(scheme)
+            ))
+        }
         None => return Err("the scheme is missing".to_string()),
     };
     let (authority, url_path) = match rest.find(['/', '?', '#']) {
@@ -579,8 +587,9 @@ fn ratio(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<
             "{n} is out of range: a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%)"
         ),
         serde_yaml_ng::Value::String(s) if s.trim().ends_with('%') => format!(
-            "\"{s}\" is a percentage; write the sample ratio as a number from 0 to 1, \
-             without %, e.g. 0.05 for 5%"
+            "{s_q} is a percentage; write the sample ratio as a number from 0 to 1, \
+             without %, e.g. 0.05 for 5%",
+            s_q = Quoted(s)
         ),
         other => format!(
             "a sample ratio is a number from 0 to 1 (e.g. 0.05 for 5%), got {}",
@@ -627,7 +636,8 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
                     errs.push(
                         &jpath,
                         format!(
-                            "\"{name}\" is already listed at events[{first}]; list each event once"
+                            "{name_q} is already listed at events[{first}]; list each event once",
+                            name_q = Quoted(name)
                         ),
                     );
                 }
@@ -636,8 +646,9 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             None => errs.push(
                 &jpath,
                 format!(
-                    "\"{name}\" is not a rollout event: write any of {}",
-                    names()
+                    "{name_q} is not a rollout event: write any of {}",
+                    names(),
+                    name_q = Quoted(name)
                 ),
             ),
         }
@@ -650,8 +661,9 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
             errs.push(
                 format!("{path}.format"),
                 format!(
-                    "\"{other}\" is not a format: write json (the notification as a JSON object) \
-                     or slack (a `{{\"text\": …}}` body for a Slack incoming webhook)"
+                    "{other_q} is not a format: write json (the notification as a JSON object) \
+                     or slack (a `{{\"text\": …}}` body for a Slack incoming webhook)",
+                    other_q = Quoted(other)
                 ),
             );
             NotifyFormat::Json
@@ -667,8 +679,9 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
                 errs.push(
                     &tpath,
                     format!(
-                        "\"{text}\" is out of range: one attempt to deliver a webhook may take \
-                         from 10ms to 60s (serin retries a failed attempt); write e.g. 2s"
+                        "{text_q} is out of range: one attempt to deliver a webhook may take \
+                         from 10ms to 60s (serin retries a failed attempt); write e.g. 2s",
+                        text_q = Quoted(text)
                     ),
                 );
             }
@@ -696,6 +709,7 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
 
     let hpath = format!("{path}.headers");
     let mut headers: Vec<(String, Secret)> = Vec::with_capacity(raw.headers.len());
+    let mut seen_headers: HashSet<String> = HashSet::with_capacity(raw.headers.len());
     for (name, value) in &raw.headers {
         let Some(lower) = header_name(name, &hpath, errs) else {
             continue;
@@ -704,15 +718,19 @@ fn notify_target(raw: &RawNotify, path: &str, errs: &mut Errors) -> Option<Notif
         if RESERVED_HEADERS.contains(&lower.as_str()) {
             errs.push(
                 &vpath,
-                format!("serin sets \"{name}\" itself; remove it from the headers"),
+                format!(
+                    "serin sets {name_q} itself; remove it from the headers",
+                    name_q = Quoted(name)
+                ),
             );
             continue;
         }
-        if headers.iter().any(|(n, _)| *n == lower) {
+        if !seen_headers.insert(lower.clone()) {
             errs.push(
                 &vpath,
                 format!(
-                    "\"{name}\" is given twice (header names ignore case); give each header once"
+                    "{name_q} is given twice (header names ignore case); give each header once",
+                    name_q = Quoted(name)
                 ),
             );
             continue;
@@ -787,14 +805,17 @@ fn webhook_url(text: &str, path: &str, errs: &mut Errors) -> Option<WebhookUrl> 
             errs.push(
                 path,
                 format!(
-                    "\"{shown}\" uses https, which serin cannot send webhooks over yet (plain \
+                    "{shown_q} uses https, which serin cannot send webhooks over yet (plain \
                      http only); give an http:// URL (e.g. a relay on this host that forwards \
-                     over TLS)"
+                     over TLS)",
+                    shown_q = Quoted(&shown)
                 ),
             );
             return None;
         }
-        Some(s) if !s.eq_ignore_ascii_case("http") => format!("the scheme \"{s}\" is not http"),
+        Some(s) if !s.eq_ignore_ascii_case("http") => {
+            format!("the scheme {s_q} is not http", s_q = Quoted(s))
+        }
         Some(_) if authority.contains('@') => {
             "it holds credentials (user:password@), which would be shown wherever the URL is; \
              send them in a header instead (`headers: { Authorization: … }`)"
@@ -832,8 +853,9 @@ fn webhook_url(text: &str, path: &str, errs: &mut Errors) -> Option<WebhookUrl> 
     errs.push(
         path,
         format!(
-            "\"{shown}\" is not a webhook URL: {why} (write http://HOST:PORT/PATH, e.g. \
-             http://127.0.0.1:7000/hooks/serin)"
+            "{shown_q} is not a webhook URL: {why} (write http://HOST:PORT/PATH, e.g. \
+             http://127.0.0.1:7000/hooks/serin)",
+            shown_q = Quoted(&shown)
         ),
     );
     None
@@ -876,26 +898,74 @@ impl Clash<'_> {
     }
 }
 
-/// The first of `bound` that `addr` cannot be bound next to: the same address, or the
-/// same port where one of the two is a wildcard (`0.0.0.0` takes the port on every IPv4
-/// address, `[::]` on every address). Port 0 (any free port) never clashes.
-fn clash(addr: SocketAddr, bound: &[(SocketAddr, String)]) -> Option<Clash<'_>> {
-    if addr.port() == 0 {
-        return None;
+/// The listeners' addresses so far, indexed by port, so that finding a clash costs the
+/// same however many listeners there are.
+#[derive(Default)]
+struct Bound {
+    taken: Vec<(SocketAddr, String)>,
+    ports: HashMap<u16, PortUse>,
+}
+
+/// Who took a port first: at each address, at any IPv4 address, at any address, at the
+/// IPv4 wildcard, at the IPv6 wildcard (indices into [`Bound::taken`]).
+#[derive(Default)]
+struct PortUse {
+    at: HashMap<IpAddr, usize>,
+    first_v4: Option<usize>,
+    first: Option<usize>,
+    wildcard_v4: Option<usize>,
+    wildcard_v6: Option<usize>,
+}
+
+impl Bound {
+    /// `addr` is taken, by the key at `path`.
+    fn push(&mut self, addr: SocketAddr, path: String) {
+        let i = self.taken.len();
+        self.taken.push((addr, path));
+        if addr.port() == 0 {
+            return;
+        }
+        let port = self.ports.entry(addr.port()).or_default();
+        port.at.entry(addr.ip()).or_insert(i);
+        port.first.get_or_insert(i);
+        match addr.ip() {
+            IpAddr::V4(v4) => {
+                port.first_v4.get_or_insert(i);
+                if v4.is_unspecified() {
+                    port.wildcard_v4.get_or_insert(i);
+                }
+            }
+            IpAddr::V6(v6) if v6.is_unspecified() => {
+                port.wildcard_v6.get_or_insert(i);
+            }
+            IpAddr::V6(_) => {}
+        }
     }
-    let covers = |wide: IpAddr, other: IpAddr| match wide {
-        IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
-        IpAddr::V6(v6) => v6.is_unspecified(),
-    };
-    bound
-        .iter()
-        .find(|(other, _)| {
-            other.port() == addr.port()
-                && (*other == addr
-                    || covers(addr.ip(), other.ip())
-                    || covers(other.ip(), addr.ip()))
-        })
-        .map(|(other, path)| Clash { path, addr: *other })
+
+    /// The first address taken that `addr` cannot be bound next to: the same address, or
+    /// the same port where one of the two is a wildcard (`0.0.0.0` takes the port on
+    /// every IPv4 address, `[::]` on every address). Port 0 (any free port) never
+    /// clashes.
+    fn clash(&self, addr: SocketAddr) -> Option<Clash<'_>> {
+        if addr.port() == 0 {
+            return None;
+        }
+        let port = self.ports.get(&addr.port())?;
+        let ip = addr.ip();
+        let covered_by = [
+            port.at.get(&ip).copied(),
+            if ip.is_ipv4() { port.wildcard_v4 } else { None },
+            port.wildcard_v6,
+        ];
+        let covers = match ip {
+            IpAddr::V4(v4) if v4.is_unspecified() => port.first_v4,
+            IpAddr::V6(v6) if v6.is_unspecified() => port.first,
+            _ => None,
+        };
+        let first = covered_by.into_iter().chain([covers]).flatten().min()?;
+        let (other, path) = &self.taken[first];
+        Some(Clash { path, addr: *other })
+    }
 }
 
 /// The pattern a [`HostMatch`] was written as, for messages.
@@ -919,8 +989,8 @@ fn service(
         errs.push(
             format!("{path}.name"),
             format!(
-                "service name \"{}\" is already used by services[{first}]; names must be unique",
-                s.name
+                "service name {} is already used by services[{first}]; names must be unique",
+                Quoted(&s.name)
             ),
         );
     }
@@ -943,9 +1013,9 @@ fn service(
             errs.push(
                 format!("{vpath}.name"),
                 format!(
-                    "version name \"{}\" is already used by {path}.versions[{first}]; \
+                    "version name {} is already used by {path}.versions[{first}]; \
                      the versions of a service need different names",
-                    v.name
+                    Quoted(&v.name)
                 ),
             );
         } else {
@@ -1008,7 +1078,9 @@ fn service(
                     versions
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| format!("{}: {}", v.name, if i == 0 { 100 } else { 0 }))
+                        .map(|(i, v)| {
+                            format!("{}: {}", Shown(&v.name), if i == 0 { 100 } else { 0 })
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
@@ -1045,7 +1117,10 @@ fn rollout(
         if index.is_none() {
             errs.push(
                 format!("{path}.{key}"),
-                format!("version \"{name}\" is not defined (defined: {defined})"),
+                format!(
+                    "version {name_q} is not defined (defined: {defined})",
+                    name_q = Quoted(name)
+                ),
             );
         }
         index
@@ -1056,9 +1131,9 @@ fn rollout(
         errs.push(
             format!("{path}.canary"),
             format!(
-                "\"{}\" is also the baseline; the canary must be another version of the service \
+                "{} is also the baseline; the canary must be another version of the service \
                  (defined: {defined})",
-                raw.canary
+                Quoted(&raw.canary)
             ),
         );
     }
@@ -1073,8 +1148,9 @@ fn rollout(
             errs.push(
                 format!("{path}.on_failure"),
                 format!(
-                    "\"{other}\" is not an action: write rollback (the canary's weight goes to 0) \
-                     or pause (the weights stay for a person to decide)"
+                    "{other_q} is not an action: write rollback (the canary's weight goes to 0) \
+                     or pause (the weights stay for a person to decide)",
+                    other_q = Quoted(other)
                 ),
             );
             OnFailure::Rollback
@@ -1176,7 +1252,8 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
                     errs.push(
                         &ipath,
                         format!(
-                            "\"{text}\" is too short: the analysis interval must be at least 100ms"
+                            "{text_q} is too short: the analysis interval must be at least 100ms",
+                            text_q = Quoted(text)
                         ),
                     );
                 }
@@ -1192,7 +1269,7 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
     if let (Some(interval), Some(window)) = (interval, window) {
         if window < interval {
             let shown = |given: Option<&str>, value: Duration| match given {
-                Some(text) => format!("\"{text}\""),
+                Some(text) => Quoted(text).to_string(),
                 None => format!("{} (the default)", humantime::format_duration(value)),
             };
             errs.push(
@@ -1292,9 +1369,10 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
                         &kpath,
                         &ipath,
                         format!(
-                            "\"{key}\" is not a kind of rule: write one of {} \
+                            "{key_q} is not a kind of rule: write one of {} \
                              (e.g. `- error_rate: {{ max: 1% }}`)",
-                            RULE_KINDS.join(", ")
+                            RULE_KINDS.join(", "),
+                            key_q = Quoted(key)
                         ),
                     );
                     None
@@ -1436,8 +1514,9 @@ fn success(raw: &RawSuccess, slot: usize, path: &str, errs: &mut Errors) -> Opti
             errs.push(
                 format!("{path}.method"),
                 format!(
-                    "\"{m}\" is not a valid HTTP method: use only letters, digits and \
-                     !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method"
+                    "{m_q} is not a valid HTTP method: use only letters, digits and \
+                     !#$%&'*+-.^_`|~ (e.g. POST), or leave out `method` to match every method",
+                    m_q = Quoted(m)
                 ),
             );
             None
@@ -1555,7 +1634,7 @@ fn percent(
             return None;
         }
     };
-    let shown = format!("\"{text}\"");
+    let shown = Quoted(text).to_string();
     let Some(number) = text.trim().strip_suffix('%').map(str::trim_end) else {
         let message = if decimal(text.trim()) {
             bare(shown)
@@ -1574,7 +1653,7 @@ fn percent(
         errs.push(path, not_a_percentage(shown));
         return None;
     };
-    if !range.contains(percent) {
+    if !percent.is_finite() || !range.contains(percent) {
         errs.push(
             path,
             format!(
@@ -1624,15 +1703,24 @@ fn percentile(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Op
 fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors) -> Split {
     let wpath = format!("{path}.weights");
     let defined = list(versions.iter().map(|v| v.name.as_str()));
+    // The first version of each name (a lookup per key, not a scan: a split may name
+    // thousands).
+    let mut index_of: HashMap<String, usize> = HashMap::with_capacity(versions.len());
+    for (i, v) in versions.iter().enumerate() {
+        index_of.entry(v.name.clone()).or_insert(i);
+    }
     let mut given: HashSet<usize> = HashSet::new();
     let mut bad_weight = false;
     for (key, value) in &raw.weights {
         let kpath = format!("{wpath}.{key}");
-        let Some(index) = versions.iter().position(|v| &v.name == key) else {
+        let Some(&index) = index_of.get(key.as_str()) else {
             errs.push_at(
                 &kpath,
                 &wpath,
-                format!("version \"{key}\" is not defined (defined: {defined})"),
+                format!(
+                    "version {key_q} is not defined (defined: {defined})",
+                    key_q = Quoted(key)
+                ),
             );
             continue;
         };
@@ -1640,7 +1728,10 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
             errs.push_at(
                 &kpath,
                 &wpath,
-                format!("version \"{key}\" is given a weight twice; give each version one weight"),
+                format!(
+                    "version {key_q} is given a weight twice; give each version one weight",
+                    key_q = Quoted(key)
+                ),
             );
             continue;
         }
@@ -1686,7 +1777,7 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
                 "no weight for {noun} {}; give every version a weight (0 sends it no traffic)",
                 missing
                     .iter()
-                    .map(|m| format!("\"{m}\""))
+                    .map(|m| Quoted(m).to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -1710,9 +1801,9 @@ fn split(raw: &RawSplit, versions: &mut [Version], path: &str, errs: &mut Errors
                     errs.push(
                         format!("{spath}.cookie"),
                         format!(
-                            "\"{c}\" is not a valid cookie name: use only letters, digits and \
+                            "{c_q} is not a valid cookie name: use only letters, digits and \
                              !#$%&'*+-.^_`|~ (e.g. session)"
-                        ),
+                        , c_q = Quoted(c)),
                     );
                     None
                 }
@@ -1800,9 +1891,9 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
                     errs.push(
                         "limits.idle_timeout",
                         format!(
-                            "\"{text}\" is too short: an idle connection must be given at least 1s (the default is {}s)",
+                            "{text_q} is too short: an idle connection must be given at least 1s (the default is {}s)",
                             DEFAULT_IDLE_TIMEOUT.as_secs()
-                        ),
+                        , text_q = Quoted(text)),
                     );
                 }
                 ok
@@ -1851,7 +1942,7 @@ fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
         Some(other) => {
             errs.push(
                 format!("{path}.min_version"),
-                format!("\"{other}\" is not a TLS version serin offers: write \"1.2\" or \"1.3\" (older versions are not supported)"),
+                format!("{other_q} is not a TLS version serin offers: write \"1.2\" or \"1.3\" (older versions are not supported)", other_q = Quoted(other)),
             );
             TlsVersion::V1_2
         }
@@ -1863,7 +1954,10 @@ fn tls(raw: &RawTls, path: &str, errs: &mut Errors) -> Option<Tls> {
                 if p != "h2" && p != "http/1.1" {
                     errs.push(
                         format!("{path}.alpn[{i}]"),
-                        format!("\"{p}\" is not a protocol serin serves: use h2 or http/1.1"),
+                        format!(
+                            "{p_q} is not a protocol serin serves: use h2 or http/1.1",
+                            p_q = Quoted(p)
+                        ),
                     );
                 }
             }
@@ -1916,7 +2010,7 @@ fn upstream_tls(
             if !is_server_name(name) {
                 errs.push(
                     format!("{path}.server_name"),
-                    format!("\"{name}\" is not a DNS name or an IP address; write the name the upstream's certificate is issued for (e.g. api.internal)"),
+                    format!("{name_q} is not a DNS name or an IP address; write the name the upstream's certificate is issued for (e.g. api.internal)", name_q = Quoted(name)),
                 );
             }
             Some(name.to_string())
@@ -1927,7 +2021,7 @@ fn upstream_tls(
                 if !is_server_name(host) {
                     errs.push(
                         format!("{vpath}.endpoints[{k}]"),
-                        format!("the host \"{host}\" cannot be verified over TLS (it is not a DNS name or an IP address); set `tls.server_name` to the name the upstream's certificate is issued for"),
+                        format!("the host {host_q} cannot be verified over TLS (it is not a DNS name or an IP address); set `tls.server_name` to the name the upstream's certificate is issued for", host_q = Quoted(host)),
                     );
                 }
             }
@@ -1965,9 +2059,10 @@ fn upstream_protocol(raw: Option<&str>, path: &str, errs: &mut Errors) -> Upstre
             errs.push(
                 path.to_string(),
                 format!(
-                    "\"{other}\" is not an upstream protocol: write http1 (the default), \
+                    "{other_q} is not an upstream protocol: write http1 (the default), \
                      http2 (cleartext HTTP/2 with prior knowledge, e.g. for gRPC) or auto \
-                     (HTTP/2 when the client spoke HTTP/2)"
+                     (HTTP/2 when the client spoke HTTP/2)",
+                    other_q = Quoted(other)
                 ),
             );
             UpstreamProtocol::Http1
@@ -2074,29 +2169,69 @@ fn eject(raw: &RawEject, path: &str, errs: &mut Errors) -> Option<Eject> {
 }
 
 /// A size in bytes: a whole number, or a number with a unit (`32KiB`, `1MiB`, `64kB`).
+/// A size beyond what 64 bits hold is an error (bytesize would saturate it).
 fn byte_size(value: &serde_yaml_ng::Value, path: &str, errs: &mut Errors) -> Option<u64> {
+    enum Problem {
+        NotASize,
+        TooLarge,
+    }
     let parsed = match value {
-        serde_yaml_ng::Value::Number(n) => n.as_u64().ok_or(()),
+        serde_yaml_ng::Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(n), _) => Ok(n),
+            (None, Some(f)) if f >= U64_LIMIT => Err(Problem::TooLarge),
+            _ => Err(Problem::NotASize),
+        },
+        serde_yaml_ng::Value::String(t) if size_too_large(t) => Err(Problem::TooLarge),
         serde_yaml_ng::Value::String(t) => t
             .trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| b.as_u64())
-            .map_err(|_| ()),
-        _ => Err(()),
+            .map_err(|_| Problem::NotASize),
+        _ => Err(Problem::NotASize),
     };
-    match parsed {
-        Ok(n) => Some(n),
-        Err(()) => {
-            errs.push(
-                path,
-                format!(
-                    "{} is not a size: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB",
-                    describe(value)
-                ),
-            );
-            None
-        }
+    let why = match parsed {
+        Ok(n) => return Some(n),
+        Err(Problem::NotASize) => "is not a size",
+        Err(Problem::TooLarge) => "is too large to be a size (more than 16 EiB)",
+    };
+    errs.push(
+        path,
+        format!(
+            "{} {why}: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB",
+            describe(value)
+        ),
+    );
+    None
+}
+
+/// 2^64, the first whole number a `u64` cannot hold, as a float.
+const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0;
+
+/// Whether `text` is a size (a number and maybe a unit, as bytesize reads it) too large
+/// for 64 bits.
+fn size_too_large(text: &str) -> bool {
+    let t = text.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(end);
+    let factor = match unit.trim_start() {
+        "" => 1,
+        unit => match unit.parse::<bytesize::Unit>() {
+            Ok(unit) => unit * 1u64,
+            Err(_) => return false,
+        },
+    };
+    if number.bytes().all(|b| b.is_ascii_digit()) && !number.is_empty() {
+        return number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(factor))
+            .is_none();
     }
+    number
+        .parse::<f64>()
+        .is_ok_and(|n| n * factor as f64 >= U64_LIMIT)
 }
 
 /// A whole number in `min..=max`.
@@ -2133,7 +2268,7 @@ fn cidr_net(text: &str, path: &str, errs: &mut Errors) -> Option<ipnet::IpNet> {
     }
     errs.push(
         path,
-        format!("\"{text}\" is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1"),
+        format!("{text_q} is not a network: write a CIDR such as 10.0.0.0/8 or fd00::/8, or one address such as 127.0.0.1", text_q = Quoted(text)),
     );
     None
 }
@@ -2142,6 +2277,9 @@ fn cidr_net(text: &str, path: &str, errs: &mut Errors) -> Option<ipnet::IpNet> {
 fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
     let t = text.trim();
     let why = match humantime::parse_duration(t) {
+        Ok(d) if d > MAX_DURATION => {
+            "it is longer than 365 days, the longest serin takes".to_string()
+        }
         Ok(d) if !d.is_zero() => return Some(d),
         Ok(_) => "it is zero".to_string(),
         Err(_) if t.starts_with('-') => "it is negative".to_string(),
@@ -2149,7 +2287,10 @@ fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
             "the unit is missing".to_string()
         }
         Err(humantime::DurationError::UnknownUnit { unit, .. }) => {
-            format!("unknown unit \"{unit}\" (use ms, s, m, h or d)")
+            format!(
+                "unknown unit {unit_q} (use ms, s, m, h or d)",
+                unit_q = Quoted(&unit)
+            )
         }
         Err(humantime::DurationError::NumberOverflow) => "it is too large".to_string(),
         Err(humantime::DurationError::Empty) => "it is empty".to_string(),
@@ -2157,7 +2298,7 @@ fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
             "it does not start with a number".to_string()
         }
         Err(humantime::DurationError::NumberExpected(i)) => match t.get(..i) {
-            Some(before) => format!("a number is expected after \"{}\"", before.trim_end()),
+            Some(before) => format!("a number is expected after {}", Quoted(before.trim_end())),
             None => "a number is expected".to_string(),
         },
         Err(humantime::DurationError::InvalidCharacter(i)) => {
@@ -2169,7 +2310,7 @@ fn duration(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
     };
     errs.push(
         path,
-        format!("\"{text}\" is not a valid duration: {why}; write a positive duration such as 500ms, 2s or 1m 30s"),
+        format!("{text_q} is not a valid duration: {why}; write a positive duration such as 500ms, 2s or 1m 30s", text_q = Quoted(text)),
     );
     None
 }
@@ -2180,7 +2321,7 @@ fn socket_addr(text: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> 
         Err(_) => {
             errs.push(
                 path,
-                format!("\"{text}\" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"),
+                format!("{text_q} is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)", text_q = Quoted(text)),
             );
             None
         }
@@ -2196,7 +2337,7 @@ fn endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<Endpoint> {
     };
     errs.push(
         path,
-        format!("\"{text}\" is not a valid endpoint: {why} (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)"),
+        format!("{text_q} is not a valid endpoint: {why} (write host:port, e.g. 127.0.0.1:9001, [::1]:9001 or api.internal:80)", text_q = Quoted(text)),
     );
     None
 }
@@ -2225,12 +2366,20 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
             return Err("the closing ']' is missing".to_string());
         };
         if inside.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("\"{inside}\" is not an IPv6 address"));
+            return Err(format!(
+                "{inside_q} is not an IPv6 address",
+                inside_q = Quoted(inside)
+            ));
         }
         match after.strip_prefix(':') {
             Some(port) => (inside, port),
             None if after.is_empty() => return Err("the port is missing".to_string()),
-            None => return Err(format!("unexpected \"{after}\" after ']'")),
+            None => {
+                return Err(format!(
+                    "unexpected {after_q} after ']'",
+                    after_q = Quoted(after)
+                ))
+            }
         }
     } else {
         let Some((host, port)) = t.rsplit_once(':') else {
@@ -2247,7 +2396,10 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
     let port = match port.parse::<u32>() {
         _ if port.is_empty() => return Err("the port is missing".to_string()),
         _ if !port.bytes().all(|b| b.is_ascii_digit()) => {
-            return Err(format!("\"{port}\" is not a port number"))
+            return Err(format!(
+                "{port_q} is not a port number",
+                port_q = Quoted(port)
+            ))
         }
         Ok(0) => {
             return Err(
@@ -2255,7 +2407,7 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
             )
         }
         Ok(p) if p <= 65535 => p,
-        _ => return Err(format!("port {port} is out of range 1-65535")),
+        _ => return Err(format!("port {} is out of range 1-65535", Shown(port))),
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port as u16).to_string());
@@ -2265,7 +2417,8 @@ fn endpoint_authority(t: &str) -> Result<String, String> {
     }
     if let Some(why) = dns_name_problem(host) {
         return Err(format!(
-            "\"{host}\" is not an IP address or a DNS name: {why}"
+            "{host_q} is not an IP address or a DNS name: {why}",
+            host_q = Quoted(host)
         ));
     }
     Ok(format!("{}:{port}", host.to_ascii_lowercase()))
@@ -2286,7 +2439,8 @@ fn dns_name_problem(host: &str) -> Option<String> {
         }
         if label.len() > 63 {
             return Some(format!(
-                "the label \"{label}\" is longer than 63 characters"
+                "the label {label_q} is longer than 63 characters",
+                label_q = Quoted(label)
             ));
         }
         if let Some(c) = label
@@ -2300,7 +2454,10 @@ fn dns_name_problem(host: &str) -> Option<String> {
             });
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Some(format!("the label \"{label}\" starts or ends with '-'"));
+            return Some(format!(
+                "the label {label_q} starts or ends with '-'",
+                label_q = Quoted(label)
+            ));
         }
     }
     if host
@@ -2347,7 +2504,7 @@ fn host_match(text: &str, path: &str, errs: &mut Errors) -> Option<HostMatch> {
     };
     errs.push(
         path,
-        format!("\"{text}\" is not a host pattern: {why} (write \"*\", a host name such as shop.example.com, or \"*.example.com\")"),
+        format!("{text_q} is not a host pattern: {why} (write \"*\", a host name such as shop.example.com, or \"*.example.com\")", text_q = Quoted(text)),
     );
     None
 }
@@ -2357,7 +2514,8 @@ fn host_problem(host: &str) -> Option<String> {
     if let Some((h, port)) = host.rsplit_once(':') {
         if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') {
             return Some(format!(
-                "remove the port \":{port}\" (routes match the host without its port)"
+                "remove the port {} (routes match the host without its port)",
+                Quoted(&format!(":{port}"))
             ));
         }
     }
@@ -2388,7 +2546,13 @@ fn path_prefix(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
             trimmed.to_string()
         });
     };
-    errs.push(path, format!("\"{text}\" is not a path prefix: {why}"));
+    errs.push(
+        path,
+        format!(
+            "{text_q} is not a path prefix: {why}",
+            text_q = Quoted(text)
+        ),
+    );
     None
 }
 
@@ -2415,8 +2579,8 @@ fn name(text: &str, path: &str, errs: &mut Errors) {
     errs.push(
         path,
         format!(
-            "\"{text}\" is not a valid name: {why} (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"
-        ),
+            "{text_q} is not a valid name: {why} (use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit)"
+        , text_q = Quoted(text)),
     );
 }
 
@@ -2435,28 +2599,44 @@ fn header_name(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
         errs.push(
             path,
             format!(
-                "\"{text}\" is not a valid header name: use only letters, digits and \
-                 !#$%&'*+-.^_`|~ (e.g. x-user-id)"
+                "{text_q} is not a valid header name: use only letters, digits and \
+                 !#$%&'*+-.^_`|~ (e.g. x-user-id)",
+                text_q = Quoted(text)
             ),
         );
         None
     }
 }
 
-/// The distinct `names`, in order, for "(defined: …)".
+/// The distinct `names`, in order, for "(defined: …)": at most [`LISTED_NAMES`] of
+/// them, each cut as [`Shown`] cuts text, and `…` when there are more; only the first
+/// hundred names are looked at, so a message costs the same however many there are.
 fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let mut all: Vec<&str> = Vec::new();
-    for name in names {
+    let mut names = names.peekable();
+    let mut looked_at = 0;
+    while let Some(name) = names.next_if(|_| all.len() < LISTED_NAMES && looked_at < 100) {
+        looked_at += 1;
         if !all.contains(&name) {
             all.push(name);
         }
     }
     if all.is_empty() {
-        "none".to_string()
-    } else {
-        all.join(", ")
+        return "none".to_string();
     }
+    let mut out = all
+        .iter()
+        .map(|name| Shown(name).to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.peek().is_some() {
+        out.push_str(", …");
+    }
+    out
 }
+
+/// How many names "(defined: …)" shows.
+const LISTED_NAMES: usize = 10;
 
 fn describe(value: &serde_yaml_ng::Value) -> String {
     match value {
@@ -2464,9 +2644,9 @@ fn describe(value: &serde_yaml_ng::Value) -> String {
         serde_yaml_ng::Value::Bool(b) => format!("{b}"),
         serde_yaml_ng::Value::Number(n) => format!("{n}"),
         serde_yaml_ng::Value::String(s) if s.trim().parse::<u64>().is_ok() => {
-            format!("\"{s}\" (write numbers without quotes)")
+            format!("{} (write numbers without quotes)", Quoted(s))
         }
-        serde_yaml_ng::Value::String(s) => format!("\"{s}\""),
+        serde_yaml_ng::Value::String(s) => Quoted(s).to_string(),
         serde_yaml_ng::Value::Sequence(_) => "a list".to_string(),
         serde_yaml_ng::Value::Mapping(_) => "a mapping".to_string(),
         serde_yaml_ng::Value::Tagged(_) => "a tagged value".to_string(),

@@ -164,9 +164,9 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "admin_token_file_empty",
+        "admin_token_file_device",
         &[
-            r#"FILE: admin.token_file: /dev/null is empty; write the admin API's token into it (e.g. the output of `openssl rand -hex 32`), or leave out `token_file` to serve the admin API without a token"#,
+            r#"FILE: admin.token_file: /dev/zero is a character device, not a regular file; give the path of a file holding the admin API's token, or leave out `token_file` to serve the admin API without a token"#,
         ],
     ),
     (
@@ -362,6 +362,18 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].versions[0].tls.key: `cert` is given without `key`: give both the client certificate and its private key (for mutual TLS), or neither"#,
             r#"FILE: services[0].versions[1].tls.ca: the path is empty: give a PEM file (relative paths are relative to the config file's directory), or leave the key out"#,
             r#"FILE: services[0].versions[1].tls.cert: `key` is given without `cert`: give both the client certificate and its private key (for mutual TLS), or neither"#,
+        ],
+    ),
+    // Values too large to hold: an error, never a saturated number.
+    (
+        "values_overflow",
+        &[
+            r#"FILE: limits.max_header_bytes: "99999999999999999999TiB" is too large to be a size (more than 16 EiB): write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB"#,
+            r#"FILE: limits.max_request_body: 1e30 is too large to be a size (more than 16 EiB): write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB"#,
+            r#"FILE: limits.header_read_timeout: "400d" is not a valid duration: it is longer than 365 days, the longest serin takes; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].timeouts.request: "99999999999999999999s" is not a valid duration: it is too large; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].rollout.steps[0].hold: "1000y" is not a valid duration: it is longer than 365 days, the longest serin takes; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].rollout.analysis.rules[0].latency.max_increase: "10000000000000000000000000000000000000000000000000000000000000000000000000000000…" (314 characters) is out of range: write a percentage above 0%, e.g. 20%"#,
         ],
     ),
     (
@@ -1089,4 +1101,356 @@ fn unusable_upstream_tls_files_are_named() {
             format!("FILE: services[0].versions[1].tls.key: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("client.key").display()),
         ]
     );
+}
+
+// Hostile documents and files: each is refused at once, with a short error line.
+
+/// A directory of its own under the system's temp directory, for files a test makes.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("serin-invalid-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The lines `serin check` prints for `text` saved in `dir` as serin.yaml, the file's
+/// path replaced by `FILE` (and `dir` by `DIR`).
+fn check_text(dir: &Path, text: &str) -> Vec<String> {
+    let config = dir.join("serin.yaml");
+    std::fs::write(&config, text).expect("write the config");
+    match load_file(&config) {
+        Ok(_) => vec!["ok".to_string()],
+        Err(err) => err
+            .lines()
+            .into_iter()
+            .map(|line| {
+                line.replace(&config.display().to_string(), "FILE")
+                    .replace(&dir.display().to_string(), "DIR")
+            })
+            .collect(),
+    }
+}
+
+const SERVICE: &str = "\
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes: [{ listener: web, service: api }]
+services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]
+";
+
+/// `listeners: [[[[…]]]]` 50 000 levels deep (100 KB) took 17–32 s to refuse, in
+/// libyaml's scanner; now the first level past the limit ends the reading.
+#[test]
+fn fifty_thousand_levels_of_nesting_are_refused_at_once() {
+    let n = 50_000;
+    let text = format!("listeners: {}{}\n", "[".repeat(n), "]".repeat(n));
+    let started = std::time::Instant::now();
+    let err = parse_str(&text, "FILE").expect_err("too deep");
+    // Loose: a loaded machine; it was 17 s and more.
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(
+        err.lines(),
+        [
+            "FILE:1:75: listeners[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][… (38 characters left out) …[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: lists and mappings nest more than 64 levels deep here, serin's limit; a serin config needs about 10: check for a `[` or `{` that is never closed"
+        ]
+    );
+}
+
+/// A 130 KB file of aliases to one 128 KiB string grew a running serin from 41 MB to
+/// 590 MB; an alias now counts as what it repeats, before anything is expanded.
+#[test]
+fn aliases_that_would_repeat_megabytes_are_refused_before_they_are_expanded() {
+    let big = "x".repeat(128 * 1024);
+    let text = format!(
+        "{SERVICE}state_dir: &big {big}\nadmin: {{ listen: [{}] }}\n",
+        vec!["*big"; 500].join(", ")
+    );
+    assert!(text.len() < 135_000);
+    assert_eq!(
+        parse_str(&text, "FILE").expect_err("too large").lines(),
+        [
+            "FILE:5:391: admin.listen[62]: with the alias *big (which counts as the node it names) the document holds more than 8 MiB of text (each alias counting the text of the node it names), serin's limit; shorten the values, or repeat less through aliases"
+        ]
+    );
+}
+
+#[test]
+fn an_alias_inside_the_node_it_names_is_refused() {
+    let text =
+        format!("{SERVICE}notify: &loop [{{ url: http://127.0.0.1:7000/, events: *loop }}]\n");
+    assert_eq!(
+        parse_str(&text, "FILE").expect_err("recursive").lines(),
+        [
+            "FILE:4:55: notify[0].events: the alias *loop is inside the node anchored &loop that it names, so it would repeat that node without end; move the alias out of the node"
+        ]
+    );
+}
+
+/// An error quotes the start of a value, never all of it: one such file wrote 135 MB
+/// of log. Parse errors (serde's quotes), validation errors and paths alike.
+#[test]
+fn an_error_quotes_only_the_start_of_a_long_value() {
+    let long = "a".repeat(200_000);
+    let shown = format!("{}…", "a".repeat(80));
+    let wrong_type = format!(
+        "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\nroutes: [{{ listener: web, service: api }}]\nservices: [{{ name: api, versions: [{{ name: stable, endpoints: \"{long}\" }}] }}]\n"
+    );
+    assert_eq!(
+        parse_str(&wrong_type, "FILE").expect_err("wrong type").lines(),
+        [format!("FILE:3:63: services[0].versions[0].endpoints: invalid type: string \"{shown}\" (200000 characters), expected a list (write `[a, b]`, or one `- item` per line)")]
+    );
+    // A key longer than 1024 characters must be written after `? `.
+    let unknown_key = format!("{SERVICE}? {long}\n: 1\n");
+    assert_eq!(
+        parse_str(&unknown_key, "FILE").expect_err("unknown key").lines(),
+        [format!("FILE:4:3: unknown field `{shown}` (200000 characters), expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry`, `notify` (check the spelling; unknown keys are errors, not ignored)")]
+    );
+    let invalid = format!(
+        "listeners: [{{ name: web, listen: \"{long}\" }}]\nroutes: [{{ listener: web, service: api }}]\nservices:\n  - name: api\n    versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}]\n    split:\n      weights:\n        stable: 1\n        ? {long}\n        : 1\n"
+    );
+    let mut lines = parse_str(&invalid, "FILE").expect_err("invalid").lines();
+    assert_eq!(
+        lines,
+        [
+            format!("FILE: listeners[0].listen: \"{shown}\" (200000 characters) is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"),
+            format!("FILE: services[0].split.weights: version \"{shown}\" (200000 characters) is not defined (defined: stable)"),
+        ]
+    );
+    // A key in the path is cut too.
+    let header = format!(
+        "{SERVICE}notify:\n  - url: http://127.0.0.1:7000/\n    events: [rolled_back]\n    headers:\n      ? x-{long}\n      : \"bad\\x01value\"\n"
+    );
+    let header_lines = parse_str(&header, "FILE").expect_err("invalid").lines();
+    assert_eq!(
+        header_lines,
+        [format!("FILE: notify[0].headers.x-{}…: the value is not valid: it holds a character that cannot be sent in a header (a line break, a control character or a non-ASCII one)", "a".repeat(30))]
+    );
+    lines.extend(header_lines);
+    for line in &lines {
+        assert!(line.len() < 400, "{line}");
+    }
+}
+
+/// Error lines stay one line: a control character in a value is escaped.
+#[test]
+fn a_value_with_a_line_break_is_quoted_on_one_line() {
+    let text =
+        "listeners: [{ name: web, listen: \"127.0.0.1:80\\n80\" }]\nroutes: []\nservices: []\n";
+    assert_eq!(
+        parse_str(text, "FILE").expect_err("invalid").lines(),
+        [
+            r#"FILE: listeners[0].listen: "127.0.0.1:80\n80" is not a socket address (write IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"#
+        ]
+    );
+}
+
+/// The config file itself: a regular file of at most 4 MiB, in UTF-8. A FIFO is
+/// refused without waiting for a writer, /dev/zero without reading it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_config_file_is_read_only_if_it_is_a_regular_file_within_its_limit() {
+    let dir = scratch("config-file");
+    let lines = |path: &Path| {
+        let err = load_file(path).expect_err("refused");
+        err.lines()
+            .into_iter()
+            .map(|l| l.replace(&dir.display().to_string(), "DIR"))
+            .collect::<Vec<_>>()
+    };
+    let fifo = dir.join("fifo.yaml");
+    mkfifo(&fifo);
+    assert_eq!(
+        lines(&fifo),
+        ["config file DIR/fifo.yaml is a FIFO (named pipe), not a regular file; give the path of the YAML file itself"]
+    );
+    assert_eq!(
+        lines(Path::new("/dev/zero")),
+        ["config file /dev/zero is a character device, not a regular file; give the path of the YAML file itself"]
+    );
+    assert_eq!(
+        lines(&dir),
+        ["config file DIR is a directory, not a regular file; give the path of the YAML file itself"]
+    );
+    let large = dir.join("large.yaml");
+    let mut text = SERVICE.to_string();
+    text.push_str(&"# padding\n".repeat(420_000));
+    std::fs::write(&large, &text).expect("write");
+    assert_eq!(
+        lines(&large),
+        ["config file DIR/large.yaml is larger than 4 MiB, the most serin reads of a config file; check that it is the config file meant"]
+    );
+    let latin1 = dir.join("latin1.yaml");
+    std::fs::write(&latin1, b"state_dir: caf\xe9\n").expect("write");
+    assert_eq!(
+        lines(&latin1),
+        ["config file DIR/latin1.yaml is not UTF-8 text (byte 14 is not); save it as UTF-8"]
+    );
+    // The same text given directly, as `parse_str` is.
+    assert_eq!(
+        parse_str(&text, "FILE").expect_err("too large").lines(),
+        ["FILE: the config is larger than 4 MiB, the most serin reads of a config"]
+    );
+}
+
+#[cfg(target_os = "linux")]
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+}
+
+/// Files the config names: regular files only, each within its limit, and all of them
+/// within 64 MiB. `token_file: /dev/zero` grew `serin check` to gigabytes, and a FIFO
+/// blocked it forever.
+#[cfg(target_os = "linux")]
+#[test]
+fn named_files_are_read_only_if_regular_and_within_their_limits() {
+    let dir = scratch("named-files");
+    mkfifo(&dir.join("token.fifo"));
+    assert_eq!(
+        check_text(&dir, &format!("admin: {{ token_file: token.fifo }}\n{SERVICE}")),
+        ["FILE: admin.token_file: DIR/token.fifo is a FIFO (named pipe), not a regular file; give the path of a file holding the admin API's token, or leave out `token_file` to serve the admin API without a token"]
+    );
+    std::fs::write(dir.join("large.token"), "x".repeat(64 * 1024 + 1)).expect("write");
+    assert_eq!(
+        check_text(&dir, &format!("admin: {{ token_file: large.token }}\n{SERVICE}")),
+        ["FILE: admin.token_file: DIR/large.token is larger than 64 KiB, the most serin reads of a token file; write only the admin API's token into it (e.g. the output of `openssl rand -hex 32`)"]
+    );
+    std::fs::write(dir.join("empty.token"), "").expect("write");
+    assert_eq!(
+        check_text(&dir, &format!("admin: {{ token_file: empty.token }}\n{SERVICE}")),
+        ["FILE: admin.token_file: DIR/empty.token is empty; write the admin API's token into it (e.g. the output of `openssl rand -hex 32`), or leave out `token_file` to serve the admin API without a token"]
+    );
+
+    let tls_version = |name: &str, ca: &str| {
+        format!("{{ name: {name}, endpoints: [127.0.0.1:9001], tls: {{ ca: {ca} }} }}")
+    };
+    let with_versions = |versions: Vec<String>| {
+        let weights: Vec<String> = (0..versions.len()).map(|i| format!("v{i}: 1")).collect();
+        format!(
+            "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\nroutes: [{{ listener: web, service: api }}]\nservices:\n  - name: api\n    versions: [{}]\n    split: {{ weights: {{ {} }} }}\n",
+            versions.join(", "),
+            weights.join(", ")
+        )
+    };
+    std::fs::write(dir.join("huge-ca.pem"), vec![b'-'; 4 * 1024 * 1024 + 1]).expect("write");
+    assert_eq!(
+        check_text(&dir, &with_versions(vec![tls_version("v0", "/dev/zero"), tls_version("v1", "huge-ca.pem")])),
+        [
+            "FILE: services[0].versions[0].tls.ca: /dev/zero is a character device, not a regular file; give the path of a file holding the PEM certificates of the CAs to trust",
+            "FILE: services[0].versions[1].tls.ca: DIR/huge-ca.pem is larger than 4 MiB, the most serin reads of such a file; give a file holding only the PEM certificates of the CAs to trust",
+        ]
+    );
+    // Sixteen copies of a 4 MiB bundle fill the budget; the seventeenth is refused.
+    std::fs::write(dir.join("ca.pem"), vec![b'-'; 4 * 1024 * 1024]).expect("write");
+    let versions = (0..17)
+        .map(|i| tls_version(&format!("v{i}"), "ca.pem"))
+        .collect();
+    let lines = check_text(&dir, &with_versions(versions));
+    assert_eq!(lines.len(), 17);
+    assert_eq!(
+        lines[15],
+        "FILE: services[0].versions[15].tls.ca: DIR/ca.pem holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the PEM certificates of the CAs to trust"
+    );
+    assert_eq!(
+        lines[16],
+        "FILE: services[0].versions[16].tls.ca: with DIR/ca.pem the files this config names add up to more than 64 MiB, the most serin reads for one config; name fewer or smaller files (each file named is read, and kept, once per key that names it)"
+    );
+}
+
+/// serde_yaml_ng applies `<<` merges only to a document read as a whole, without
+/// locations: an error in a file with merges names its path but not its line.
+#[test]
+fn errors_in_a_file_with_merges_name_their_path() {
+    let with = |timeouts: &str| {
+        format!(
+            "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\nroutes: [{{ listener: web, service: a }}]\nservices:\n  - name: a\n    versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}]\n    timeouts: &t {{ connect: 2s, request: 20s }}\n  - name: b\n    versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}]\n    timeouts: {timeouts}\n"
+        )
+    };
+    let lines = |text: String| parse_str(&text, "FILE").expect_err("invalid").lines();
+    assert_eq!(
+        lines(with("{ <<: *t, retries: 3 }")),
+        ["FILE: services[1].timeouts: unknown field `retries`, expected `connect` or `request` (check the spelling; unknown keys are errors, not ignored)"]
+    );
+    assert_eq!(
+        lines(with("{ <<: *t, request: 5 }")),
+        ["FILE: services[1].timeouts.request: invalid type: integer `5`, expected a string"]
+    );
+    assert_eq!(
+        lines(with("{ <<: 5 }")),
+        ["FILE: expected a mapping or list of mappings for merging, but found scalar: a `<<` key merges a mapping (`<<: *defaults`) or a list of mappings (`<<: [*a, *b]`) into the mapping that holds it"]
+    );
+    assert_eq!(
+        lines(with("{ <<: *t, request: 0s }")),
+        ["FILE: services[1].timeouts.request: \"0s\" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"]
+    );
+}
+
+/// Tens of thousands of problems: the first hundred are listed, then how many more;
+/// finding and sorting them stays linear (58 s for 40 000 before, in a debug build).
+#[test]
+fn tens_of_thousands_of_problems_list_the_first_hundred() {
+    let headers: Vec<String> = (0..40_000).map(|i| format!("x-h{i}: \"a\\x01\"")).collect();
+    let text = format!(
+        "{SERVICE}notify: [{{ url: http://127.0.0.1:7000/, events: [rolled_back], headers: {{ {} }} }}]\n",
+        headers.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let err = parse_str(&text, "FILE").expect_err("invalid");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let lines = err.lines();
+    assert_eq!(lines.len(), 101);
+    assert_eq!(
+        lines[0],
+        "FILE: notify[0].headers.x-h0: the value is not valid: it holds a character that cannot be sent in a header (a line break, a control character or a non-ASCII one)"
+    );
+    assert_eq!(
+        lines[100],
+        "FILE: 39900 more errors not listed (serin lists the first 100); fix these first"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("40000 errors in FILE:\n  notify[0].headers.x-h0: "));
+}
+
+/// Checks that compare each item with the others look items up instead of scanning:
+/// 40 000 listeners took 43 s and 40 000 webhook headers 12 s (debug build).
+#[test]
+fn thousands_of_listeners_and_headers_are_checked_in_linear_time() {
+    let listeners: Vec<String> = (0..40_000)
+        .map(|i| {
+            format!(
+                "  - {{ name: l{i}, listen: 127.0.{}.{}:8080 }}",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    let many_listeners = format!(
+        "listeners:\n{}\n  - {{ name: last, listen: 0.0.0.0:8080 }}\nroutes: [{{ listener: l0, service: api }}]\nservices: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}] }}]\n",
+        listeners.join("\n")
+    );
+    let headers: Vec<String> = (0..40_000).map(|i| format!("x-h{i}: v")).collect();
+    let many_headers = format!(
+        "{SERVICE}notify: [{{ url: http://127.0.0.1:7000/, events: [rolled_back], headers: {{ {}, X-H7: again }} }}]\n",
+        headers.join(", ")
+    );
+    for (what, text, expected) in [
+        (
+            "listeners",
+            many_listeners,
+            "FILE: listeners[40000].listen: 0.0.0.0:8080 overlaps listeners[0].listen (127.0.0.1:8080): a wildcard address (0.0.0.0 or [::]) takes port 8080 on every address; give each listener its own address",
+        ),
+        (
+            "headers",
+            many_headers,
+            "FILE: notify[0].headers.X-H7: \"X-H7\" is given twice (header names ignore case); give each header once",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let err = parse_str(&text, "FILE").expect_err("invalid");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{what}");
+        assert_eq!(err.lines(), [expected], "{what}");
+    }
 }

@@ -415,6 +415,58 @@ fn cookie_sticky_relative_weights_and_partial_timeouts() {
     assert_eq!(s.routes[1].listener, 1);
 }
 
+/// YAML anchors, aliases and `<<` merge keys: a version and timeouts written once and
+/// used again, with a key overriding what a merge brings.
+#[test]
+fn anchors_aliases_and_merges_repeat_what_they_name() {
+    let yaml = "\
+listeners: [{ name: web, listen: 127.0.0.1:8080 }]
+routes:
+  - { listener: web, match: { path_prefix: /a }, service: a }
+  - { listener: web, match: { path_prefix: /b }, service: b }
+  - { listener: web, match: { path_prefix: /c }, service: c }
+services:
+  - name: a
+    versions:
+      - &stable { name: stable, endpoints: [127.0.0.1:9001, 127.0.0.1:9002] }
+    timeouts: &timeouts { connect: 2s, request: 20s }
+  - name: b
+    versions:
+      - { <<: *stable, endpoints: [127.0.0.1:9003] }
+    timeouts: { <<: *timeouts, request: 5s }
+  - name: c
+    versions: [*stable]
+    timeouts: *timeouts
+";
+    let s = match parse_str(yaml, "inline") {
+        Ok(s) => s,
+        Err(err) => panic!("{}", err.lines().join("\n")),
+    };
+    let by_name = |name: &str| {
+        let service = s.services.iter().find(|x| x.name == name).expect("service");
+        let v = &service.versions[0];
+        (v.name.clone(), v.endpoints.clone(), service.timeouts)
+    };
+    let timeouts = |connect, request| Timeouts {
+        connect: Duration::from_secs(connect),
+        request: Duration::from_secs(request),
+    };
+    let both = endpoints(&["127.0.0.1:9001", "127.0.0.1:9002"]);
+    assert_eq!(
+        by_name("a"),
+        ("stable".to_string(), both.clone(), timeouts(2, 20))
+    );
+    assert_eq!(
+        by_name("b"),
+        (
+            "stable".to_string(),
+            endpoints(&["127.0.0.1:9003"]),
+            timeouts(2, 5)
+        )
+    );
+    assert_eq!(by_name("c"), ("stable".to_string(), both, timeouts(2, 20)));
+}
+
 #[test]
 fn port_zero_never_clashes() {
     let s = load("tests/fixtures/valid/ephemeral_ports.yaml");
@@ -434,6 +486,8 @@ fn duration_syntax() {
         ("1.5s", Duration::from_millis(1500)),
         ("2 sec", Duration::from_secs(2)),
         ("1h", Duration::from_secs(3600)),
+        // The longest accepted.
+        ("365d", Duration::from_secs(365 * 24 * 3600)),
     ] {
         let yaml = format!(
             "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\n\
