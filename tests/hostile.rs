@@ -131,6 +131,221 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Asserts that nothing was recorded against any version since the last take: a
+/// refusal never reached one.
+fn nothing_recorded(serin: &Serin, what: &str) {
+    for service in serin.dataplane.take_intervals() {
+        for (version, interval) in service.versions {
+            assert_eq!(
+                (interval.responses, interval.resets, interval.client_gone),
+                ([0; 5], 0, 0),
+                "{what}: recorded against {version}"
+            );
+        }
+    }
+}
+
+/// Requests whose Host, target or Transfer-Encoding serin cannot forward faithfully:
+/// serin's own 400 naming the fault, the connection closed, nothing sent upstream and
+/// nothing recorded against a version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hosts_targets_and_transfer_encodings_are_a_400_that_closes() {
+    let (backend, serin) = one_backend("").await;
+    let vectors: &[(&str, &str, &str)] = &[
+        (
+            "two Host lines",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: evil.example\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            "two equal Host lines",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            "two Host lines on HTTP/1.0",
+            "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "more than one Host",
+        ),
+        ("no Host", "GET / HTTP/1.1\r\n\r\n", "needs a Host"),
+        (
+            "absolute-form without Host",
+            "GET http://a/ HTTP/1.1\r\n\r\n",
+            "needs a Host",
+        ),
+        ("an empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", "Host header is not"),
+        ("a space in Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "Host header is not"),
+        ("userinfo in Host", "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", "Host header is not"),
+        ("a port over 65535", "GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n", "Host header is not"),
+        ("an empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", "Host header is not"),
+        ("a path in Host", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", "Host header is not"),
+        ("an unbracketed IPv6 Host", "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", "Host header is not"),
+        ("non-ASCII in Host", "GET / HTTP/1.1\r\nHost: a\u{e9}\r\n\r\n", "Host header is not"),
+        (
+            "absolute-form with a bad Host line",
+            "GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "Host header is not",
+        ),
+        (
+            "userinfo in the target",
+            "GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "authority of the request target",
+        ),
+        (
+            "a bad port in the target",
+            "GET http://a:99999/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "authority of the request target",
+        ),
+        (
+            "another scheme",
+            "GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "neither http nor https",
+        ),
+        (
+            "authority-form for GET",
+            "GET evil.example HTTP/1.1\r\nHost: a\r\n\r\n",
+            "authority-form",
+        ),
+        ("asterisk-form for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", "only for OPTIONS"),
+        (
+            "chunked twice on one line",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "chunked exactly once",
+        ),
+        (
+            "chunked on two lines",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "chunked exactly once",
+        ),
+        (
+            "a coding before chunked",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "may only be chunked",
+        ),
+        (
+            "a coding on a line of its own",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "may only be chunked",
+        ),
+    ];
+    for (what, bytes, says) in vectors {
+        let before = backend.hits();
+        let (response, closed) = exchange(serin.addr, bytes.as_bytes()).await;
+        // HTTP/1.0 is answered in HTTP/1.0.
+        assert!(
+            response.starts_with("HTTP/1.1 400") || response.starts_with("HTTP/1.0 400"),
+            "{what}: expected 400, got {response:?}"
+        );
+        assert!(response.contains(says), "{what}: {response:?}");
+        assert!(
+            response.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {response:?}"
+        );
+        assert!(closed, "{what}: the connection stays open");
+        assert_eq!(backend.hits(), before, "{what}: reached the backend");
+        nothing_recorded(&serin, what);
+    }
+    // serin tunnels nothing.
+    let (response, closed) = exchange(
+        serin.addr,
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 501"), "{response:?}");
+    assert!(response.contains("does not tunnel CONNECT"), "{response:?}");
+    assert!(closed);
+    assert_eq!(backend.hits(), 0);
+    nothing_recorded(&serin, "CONNECT");
+
+    // What the rules allow is served: HTTP/1.0 without Host, OPTIONS *, an IPv6 Host,
+    // absolute-form (its authority wins over the Host line).
+    for (request, host) in [
+        ("GET / HTTP/1.0\r\n\r\n", serin.addr.to_string()),
+        ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "a".to_string()),
+        (
+            "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            "[::1]:8080".to_string(),
+        ),
+        ("GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", "b".to_string()),
+    ] {
+        let closing = request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+        let (response, _) = exchange(serin.addr, closing.as_bytes()).await;
+        assert!(response.contains(" 200 OK"), "{request:?}: {response:?}");
+        let seen = backend.last_seen();
+        assert_eq!(
+            seen.headers.get_all("host").iter().count(),
+            1,
+            "{request:?}"
+        );
+        if !request.contains("HTTP/1.0") {
+            assert_eq!(seen.headers["host"], host.as_str(), "{request:?}");
+        }
+    }
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An HTTP/2 request whose `host` header names another authority than its
+/// `:authority`, or has two: a 400 on that stream; the connection serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_host_that_differs_from_authority_is_a_400_on_that_stream() {
+    let (backend, serin) = one_backend("").await;
+    let tcp = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let mut two = http::Request::get("http://a/x").body(()).expect("request");
+    two.headers_mut()
+        .append("host", http::HeaderValue::from_static("a"));
+    two.headers_mut()
+        .append("host", http::HeaderValue::from_static("a"));
+    let cases = [
+        (
+            http::Request::get("http://a/x")
+                .header("host", "evil.example")
+                .body(())
+                .expect("request"),
+            "another authority than :authority",
+        ),
+        (two, "more than one Host"),
+        (
+            http::Request::get("http://user@a/x")
+                .body(())
+                .expect("request"),
+            "authority of the request target",
+        ),
+    ];
+    for (req, says) in cases {
+        let (response, _) = client.send_request(req, true).expect("send");
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), http::StatusCode::BAD_REQUEST, "{says}");
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            text.extend_from_slice(&chunk.expect("body"));
+        }
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains(says), "{text}");
+        client = client.ready().await.expect("the connection serves on");
+    }
+    assert_eq!(backend.hits(), 0);
+    nothing_recorded(&serin, "HTTP/2");
+    // The same connection, a host that names the same authority: served.
+    let req = http::Request::get("http://a/x")
+        .header("host", "A:80")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(req, true).expect("send");
+    assert_eq!(
+        response.await.expect("response").status(),
+        http::StatusCode::OK
+    );
+    assert_eq!(backend.last_seen().headers["host"], "a");
+    assert!(!conn.is_finished());
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_a_431() {
     let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;

@@ -1,4 +1,4 @@
-//! Stages 3–7 for one request: route, split, forward, record, respond.
+//! Stages 3–7 for one request: check and route, split, forward, record, respond.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::guard::{self, Refusal};
 use crate::headers::{
     ensure_request_id, host_without_port, set_forwarded, strip_hop_by_hop, X_REQUEST_ID,
     X_SERIN_VERSION,
@@ -280,7 +281,17 @@ pub async fn proxy(
     telemetry: Option<Arc<Telemetry>>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let telemetry = telemetry.as_ref();
-    // Stage 3: route. HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
+    // Stage 3: check, then route.
+    if let Err(refusal) = guard::check(req.method(), req.version(), req.uri(), req.headers()) {
+        let request_id = ensure_request_id(req.headers_mut());
+        let observation = telemetry.and_then(|t| t.observe(&req, None, &conn, &request_id));
+        tracing::debug!(peer = %conn.peer, ?refusal, "request refused");
+        return Ok(observed(
+            refused(refusal, req.version(), request_id),
+            observation,
+        ));
+    }
+    // HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
     // `from_uri`: the host must also be written as a Host header for the upstream.
     let (host_value, from_uri): (Option<HeaderValue>, bool) = match req.uri().authority() {
         Some(authority) => (HeaderValue::from_str(authority.as_str()).ok(), true),
@@ -582,6 +593,18 @@ fn too_large(limit: u64, request_id: HeaderValue) -> Response<AnyBody> {
     ))
 }
 
+/// serin's answer to a request [`guard::check`] refused, recorded against no version.
+/// An HTTP/1 connection closes after it: what the client meant by the rest of its
+/// bytes is in doubt. HTTP/2 refuses the stream alone.
+fn refused(refusal: Refusal, version: http::Version, request_id: HeaderValue) -> Response<AnyBody> {
+    let response = serin_response(refusal.status(), refusal.message(), None, request_id);
+    if version == http::Version::HTTP_2 {
+        response
+    } else {
+        closing(response)
+    }
+}
+
 /// `response`, closing the connection after it: the rest of the request is not read,
 /// so where the next request would begin is unknown.
 fn closing(mut response: Response<AnyBody>) -> Response<AnyBody> {
@@ -610,11 +633,11 @@ fn not_found(host: &str, path: &str, request_id: HeaderValue) -> Response<AnyBod
 
 fn serin_response(
     status: StatusCode,
-    message: String,
+    message: impl Into<Bytes>,
     version: Option<&HeaderValue>,
     request_id: HeaderValue,
 ) -> Response<AnyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
+    let mut response = Response::new(Either::Right(Full::new(message.into())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
