@@ -346,6 +346,71 @@ async fn h2_host_that_differs_from_authority_is_a_400_on_that_stream() {
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Names that a backend folding `_` into `-` (CGI, WSGI, PHP) would read as one that
+/// serin checked, replaced or removed are not forwarded; other names are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_header_names_are_not_forwarded() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer_Encoding: chunked\r\nContent_Length: 40\r\nTransfer---Encoding: chunked\r\nX_Forwarded_For: 10.0.0.1\r\nX-Real_IP: 10.0.0.1\r\nHost_: admin.internal\r\n-Connection: close\r\nX_User_Id: u-17\r\nConnection: close\r\n\r\nabcd",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    let seen = backend.last_seen();
+    for gone in [
+        "transfer_encoding",
+        "content_length",
+        "transfer---encoding",
+        "x_forwarded_for",
+        "x-real_ip",
+        "host_",
+        "-connection",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "backend saw {gone}: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.headers["x_user_id"], "u-17");
+    assert_eq!(seen.headers["content-length"], "4");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["host"], "a");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A Content-Length with leading zeros is sent upstream as a plain number: a backend
+/// that reads `010` as octal would otherwise take 8 bytes as the body and the rest as
+/// its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_with_leading_zeros_goes_upstream_as_a_plain_number() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 010\r\nConnection: close\r\n\r\nabcdefghij",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert_eq!(backend.last_seen().headers["content-length"], "10");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `Connection: host` does not take the Host away: the upstream would answer for its
+/// own address rather than the routed host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_remove_host() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"GET / HTTP/1.1\r\nHost: shop.example\r\nConnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert_eq!(backend.last_seen().headers["host"], "shop.example");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_a_431() {
     let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;

@@ -16,8 +16,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::guard::{self, Refusal};
 use crate::headers::{
-    ensure_request_id, host_without_port, set_forwarded, strip_hop_by_hop, X_REQUEST_ID,
-    X_SERIN_VERSION,
+    canonical_content_length, drop_look_alikes, ensure_request_id, host_without_port,
+    set_forwarded, strip_hop_by_hop, X_REQUEST_ID, X_SERIN_VERSION,
 };
 use crate::record::{Outcome, VersionStats};
 use crate::split;
@@ -331,6 +331,8 @@ pub async fn proxy(
     let upgrade = crate::upgrade::requested(&req);
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    drop_look_alikes(headers);
+    canonical_content_length(headers);
     if let Some(protocol) = &upgrade {
         crate::upgrade::keep_asking(headers, protocol.clone());
     }

@@ -8,8 +8,8 @@
 //!    listener + host (exact, `*.suffix`, `*`; port ignored) + longest whole-segment
 //!    path prefix; no route → 404.
 //! 4. **split** ([`split::choose`]): force header → sticky cohort → weights.
-//! 5. **forward** ([`forward`], [`headers`]): hop-by-hop headers stripped,
-//!    X-Forwarded-* and x-request-id set, sent over a pooled keep-alive upstream
+//! 5. **forward** ([`forward`], [`headers`]): hop-by-hop headers and look-alike names
+//!    stripped, X-Forwarded-* and x-request-id set, sent over a pooled keep-alive upstream
 //!    connection with connect and request timeouts (failure → 502, timeout → 504).
 //! 6. **record** ([`record`]): latency and outcome into the version's sharded stats.
 //! 7. **respond**: the upstream's response, streamed, with `x-serin-version`.
