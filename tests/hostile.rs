@@ -411,6 +411,106 @@ async fn connection_cannot_remove_host() {
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Two equal Content-Length lines (hyper keeps one), or Content-Length with
+/// Transfer-Encoding (hyper drops the Content-Length): the request is answered, then
+/// neither connection is used again. Normal requests share one upstream connection.
+/// On one thread, so that every request uses the same worker's pool.
+#[tokio::test]
+async fn after_normalised_framing_neither_connection_is_reused() {
+    let (backend, serin) = one_backend("").await;
+    let post =
+        |path: &str| format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd");
+    let mut kept = answered(serin.addr, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    for path in ["/b", "/c"] {
+        kept.write_all(post(path).as_bytes()).await.expect("write");
+        let got = read_response(&mut kept).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "normal requests share one connection"
+    );
+    let vectors: &[(&str, &str, Option<&str>)] = &[
+        (
+            "two equal Content-Length lines",
+            "POST /normalised HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+            Some("4"),
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            "POST /normalised HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+            None,
+        ),
+        (
+            "Transfer-Encoding and Content-Length, in other case",
+            "POST /normalised HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+            None,
+        ),
+    ];
+    for (what, request, length) in vectors {
+        let before = backend.connections();
+        let (response, closed) = exchange(serin.addr, request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{what}: {response:?}");
+        assert!(
+            response.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {response:?}"
+        );
+        assert!(closed, "{what}: the client's connection stays open");
+        let seen = backend.last_seen();
+        assert_eq!(seen.uri.path(), "/normalised", "{what}");
+        let lengths: Vec<&str> = seen
+            .headers
+            .get_all("content-length")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(
+            lengths,
+            length.iter().copied().collect::<Vec<_>>(),
+            "{what}"
+        );
+        // The next request cannot have the connection the normalised one went on.
+        kept.write_all(post("/next").as_bytes())
+            .await
+            .expect("write");
+        let got = read_response(&mut kept).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{what}: {got}");
+        assert_eq!(
+            backend.connections(),
+            before + 1,
+            "{what}: the upstream connection was reused"
+        );
+        kept.write_all(post("/next").as_bytes())
+            .await
+            .expect("write");
+        read_response(&mut kept).await;
+        assert_eq!(backend.connections(), before + 1, "{what}");
+    }
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A normalised head pipelined behind a clean one: the flag is taken by the first
+/// request, whose connection then closes, so the normalised one is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_normalised_head_is_never_served() {
+    let (backend, serin) = one_backend("").await;
+    let (response, closed) = exchange(
+        serin.addr,
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nPOST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+    )
+    .await;
+    assert!(closed);
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response:?}");
+    let paths: Vec<String> = backend
+        .seen()
+        .iter()
+        .map(|s| s.uri.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/first"]);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_a_431() {
     let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;

@@ -79,6 +79,15 @@ fn observed(
     response.map(|inner| ProxyBody { inner, observation })
 }
 
+/// Marks a request (in its extensions) whose HTTP/1.1 head had framing hyper
+/// normalised: two equal Content-Length lines (one kept), or Content-Length with
+/// Transfer-Encoding (the Content-Length dropped). It is forwarded as hyper read it,
+/// but neither connection is reused after it: the client's closes after the answer,
+/// and the upstream connection is not pooled. Set by the server from the bytes the
+/// connection read (`crate::idle::FramingScan`).
+#[derive(Debug, Clone, Copy)]
+pub struct NormalisedFraming;
+
 /// What a request knows of the connection it came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -173,6 +182,8 @@ async fn attempt<'v>(
         started: Instant::now(),
         done: false,
     };
+    // The connection that carries a request with normalised framing is not reused.
+    let reuse = req.extensions().get::<NormalisedFraming>().is_none();
     let Some(endpoint) = version.next_endpoint() else {
         // Every endpoint is down or ejected (it became so since the split): nothing
         // was sent, so another version may take the request.
@@ -221,6 +232,9 @@ async fn attempt<'v>(
     };
     let attempt = match sent {
         Ok(Ok(mut response)) => {
+            if !reuse {
+                response.body_mut().close_connection_after();
+            }
             let status = response.status().as_u16();
             let grpc = version.grpc_error_codes != 0 && is_grpc(response.headers());
             match grpc.then(|| grpc_status(response.headers())) {
@@ -281,6 +295,7 @@ pub async fn proxy(
     telemetry: Option<Arc<Telemetry>>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let telemetry = telemetry.as_ref();
+    let normalised = req.extensions().get::<NormalisedFraming>().is_some();
     // Stage 3: check, then route.
     if let Err(refusal) = guard::check(req.method(), req.version(), req.uri(), req.headers()) {
         let request_id = ensure_request_id(req.headers_mut());
@@ -306,10 +321,8 @@ pub async fn proxy(
         let request_id = ensure_request_id(req.headers_mut());
         let observation =
             telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), &conn, &request_id));
-        return Ok(observed(
-            not_found(host, req.uri().path(), request_id),
-            observation,
-        ));
+        let response = not_found(host, req.uri().path(), request_id);
+        return Ok(observed(closing_if(normalised, response), observation));
     };
     let service = &table.services[route.service];
 
@@ -327,8 +340,11 @@ pub async fn proxy(
     let version = &service.versions[chosen];
     let success_rules = service.success_mask(req.method(), req.uri().path());
 
-    // Stage 5: forward.
-    let upgrade = crate::upgrade::requested(&req);
+    // Stage 5: forward. A request with normalised framing is never an upgrade: it is
+    // answered and its connection closed.
+    let upgrade = (!normalised)
+        .then(|| crate::upgrade::requested(&req))
+        .flatten();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     drop_look_alikes(headers);
@@ -515,7 +531,7 @@ pub async fn proxy(
             )
         }
     };
-    Ok(observed(response, observation))
+    Ok(observed(closing_if(normalised, response), observation))
 }
 
 /// Whether a message is gRPC (`content-type: application/grpc`, `application/grpc+proto`, …).
@@ -604,6 +620,15 @@ fn refused(refusal: Refusal, version: http::Version, request_id: HeaderValue) ->
         response
     } else {
         closing(response)
+    }
+}
+
+/// `response`, closing the connection after it when `close`.
+fn closing_if(close: bool, response: Response<AnyBody>) -> Response<AnyBody> {
+    if close {
+        closing(response)
+    } else {
+        response
     }
 }
 
