@@ -511,6 +511,28 @@ async fn a_pipelined_normalised_head_is_never_served() {
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
+/// `Upgrade: h2c` is not passed on: an upstream that switched would take HTTP/2 from
+/// the client past serin. The request is forwarded as a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_not_passed_on() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings, close\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    let seen = backend.last_seen();
+    for gone in ["upgrade", "connection", "http2-settings"] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "backend saw {gone}: {:?}",
+            seen.headers
+        );
+    }
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_a_431() {
     let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;
