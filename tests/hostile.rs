@@ -448,10 +448,21 @@ async fn after_normalised_framing_neither_connection_is_reused() {
             None,
         ),
     ];
+    // Answers large enough to stream over many reads: the upstream connection, taken
+    // out of the pool at the head, still delivers the whole body.
+    backend
+        .state
+        .body_len
+        .store(200_000, std::sync::atomic::Ordering::SeqCst);
     for (what, request, length) in vectors {
         let before = backend.connections();
         let (response, closed) = exchange(serin.addr, request.as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 200"), "{what}: {response:?}");
+        assert!(
+            response.ends_with(&format!("\r\n\r\n{}", "x".repeat(200_000))),
+            "{what}: the body was cut short ({} bytes in all)",
+            response.len()
+        );
         assert!(
             response.to_ascii_lowercase().contains("connection: close"),
             "{what}: {response:?}"
