@@ -1,5 +1,6 @@
-//! Micro-benchmarks of serin's own per-request work: route match, split decision,
-//! record, their sum, and the snapshot load. `cargo bench --bench split_record`.
+//! Micro-benchmarks of serin's own per-request work: the request checks and header
+//! hygiene, route match, split decision, record, their sum, and the snapshot load.
+//! `cargo bench --bench split_record`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 use serin_proxy::record::Outcome;
-use serin_proxy::{split, DataPlane};
+use serin_proxy::{guard, headers, split, DataPlane};
 
 const CONFIG: &str = r#"
 listeners: [{ name: web, listen: 127.0.0.1:0 }]
@@ -42,6 +43,40 @@ fn bench(c: &mut Criterion) {
     forced.insert("x-serin-version", HeaderValue::from_static("canary"));
 
     let mut g = c.benchmark_group("hot_path");
+    // A typical browser request's headers.
+    let mut request = HeaderMap::new();
+    for (name, value) in [
+        ("host", "shop.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-language", "en-GB,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cookie", "theme=dark; session=5f2c9a7e; lang=en"),
+        ("referer", "https://shop.example.com/"),
+        ("x_custom_id", "42"),
+    ] {
+        request.insert(name, HeaderValue::from_static(value));
+    }
+    let target: http::Uri = "/checkout/pay?item=3".parse().unwrap_or_default();
+    g.bench_function("request/check", |b| {
+        b.iter(|| {
+            guard::check(
+                &http::Method::GET,
+                http::Version::HTTP_11,
+                black_box(&target),
+                black_box(&request),
+            )
+        })
+    });
+    g.bench_function("request/look_alikes", |b| {
+        b.iter(|| headers::drop_look_alikes(black_box(&mut request)))
+    });
+    g.bench_function("request/content_length", |b| {
+        b.iter(|| headers::canonical_content_length(black_box(&mut request)))
+    });
     g.bench_function("route", |b| {
         b.iter(|| {
             black_box(table.route(

@@ -1,4 +1,5 @@
-//! The hot path (split + record) allocates nothing: counted with a counting allocator.
+//! The hot path (split + record, and the request checks and header hygiene before
+//! them) allocates nothing: counted with a counting allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use serin_proxy::record::Outcome;
-use serin_proxy::{split, DataPlane};
+use serin_proxy::{guard, headers, split, DataPlane};
 
 struct Counting;
 
@@ -103,4 +104,29 @@ services:
     });
     assert_eq!(n, 0, "the hot path allocated {n} times");
     assert!(picked[0] > 0 && picked[1] > 0, "{picked:?}");
+}
+
+#[test]
+fn request_checks_and_header_hygiene_allocate_nothing_on_a_clean_request() {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("shop.example.com:8080"));
+    h.insert("user-agent", HeaderValue::from_static("curl/8.5.0"));
+    h.insert("accept", HeaderValue::from_static("*/*"));
+    h.insert("content-length", HeaderValue::from_static("1234"));
+    h.insert("x-user-id", HeaderValue::from_static("user-17"));
+    h.insert("cookie", HeaderValue::from_static("a=1; session=abc"));
+    let mut chunked = h.clone();
+    chunked.remove("content-length");
+    chunked.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    let uri: http::Uri = "/checkout/pay?item=3".parse().expect("uri");
+    let n = allocations_during(|| {
+        for _ in 0..10_000 {
+            for h in [&mut h, &mut chunked] {
+                assert!(guard::check(&http::Method::POST, http::Version::HTTP_11, &uri, h).is_ok());
+                headers::drop_look_alikes(h);
+                headers::canonical_content_length(h);
+            }
+        }
+    });
+    assert_eq!(n, 0, "the request checks allocated {n} times");
 }

@@ -131,6 +131,419 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Asserts that nothing was recorded against any version since the last take: a
+/// refusal never reached one.
+fn nothing_recorded(serin: &Serin, what: &str) {
+    for service in serin.dataplane.take_intervals() {
+        for (version, interval) in service.versions {
+            assert_eq!(
+                (interval.responses, interval.resets, interval.client_gone),
+                ([0; 5], 0, 0),
+                "{what}: recorded against {version}"
+            );
+        }
+    }
+}
+
+/// Requests whose Host, target or Transfer-Encoding serin cannot forward faithfully:
+/// serin's own 400 naming the fault, the connection closed, nothing sent upstream and
+/// nothing recorded against a version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hosts_targets_and_transfer_encodings_are_a_400_that_closes() {
+    let (backend, serin) = one_backend("").await;
+    let vectors: &[(&str, &str, &str)] = &[
+        (
+            "two Host lines",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: evil.example\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            "two equal Host lines",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "more than one Host",
+        ),
+        (
+            "two Host lines on HTTP/1.0",
+            "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            "more than one Host",
+        ),
+        ("no Host", "GET / HTTP/1.1\r\n\r\n", "needs a Host"),
+        (
+            "absolute-form without Host",
+            "GET http://a/ HTTP/1.1\r\n\r\n",
+            "needs a Host",
+        ),
+        ("an empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", "Host header is not"),
+        ("a space in Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "Host header is not"),
+        ("userinfo in Host", "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", "Host header is not"),
+        ("a port over 65535", "GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n", "Host header is not"),
+        ("an empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", "Host header is not"),
+        ("a path in Host", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", "Host header is not"),
+        ("an unbracketed IPv6 Host", "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", "Host header is not"),
+        ("non-ASCII in Host", "GET / HTTP/1.1\r\nHost: a\u{e9}\r\n\r\n", "Host header is not"),
+        (
+            "absolute-form with a bad Host line",
+            "GET http://a/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "Host header is not",
+        ),
+        (
+            "userinfo in the target",
+            "GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "authority of the request target",
+        ),
+        (
+            "a bad port in the target",
+            "GET http://a:99999/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "authority of the request target",
+        ),
+        (
+            "another scheme",
+            "GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "neither http nor https",
+        ),
+        (
+            "authority-form for GET",
+            "GET evil.example HTTP/1.1\r\nHost: a\r\n\r\n",
+            "authority-form",
+        ),
+        ("asterisk-form for GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", "only for OPTIONS"),
+        (
+            "chunked twice on one line",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "chunked exactly once",
+        ),
+        (
+            "chunked on two lines",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "chunked exactly once",
+        ),
+        (
+            "a coding before chunked",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "may only be chunked",
+        ),
+        (
+            "a coding on a line of its own",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "may only be chunked",
+        ),
+    ];
+    for (what, bytes, says) in vectors {
+        let before = backend.hits();
+        let (response, closed) = exchange(serin.addr, bytes.as_bytes()).await;
+        // HTTP/1.0 is answered in HTTP/1.0.
+        assert!(
+            response.starts_with("HTTP/1.1 400") || response.starts_with("HTTP/1.0 400"),
+            "{what}: expected 400, got {response:?}"
+        );
+        assert!(response.contains(says), "{what}: {response:?}");
+        assert!(
+            response.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {response:?}"
+        );
+        assert!(closed, "{what}: the connection stays open");
+        assert_eq!(backend.hits(), before, "{what}: reached the backend");
+        nothing_recorded(&serin, what);
+    }
+    // serin tunnels nothing.
+    let (response, closed) = exchange(
+        serin.addr,
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 501"), "{response:?}");
+    assert!(response.contains("does not tunnel CONNECT"), "{response:?}");
+    assert!(closed);
+    assert_eq!(backend.hits(), 0);
+    nothing_recorded(&serin, "CONNECT");
+
+    // What the rules allow is served: HTTP/1.0 without Host, OPTIONS *, an IPv6 Host,
+    // absolute-form (its authority wins over the Host line).
+    for (request, host) in [
+        ("GET / HTTP/1.0\r\n\r\n", serin.addr.to_string()),
+        ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "a".to_string()),
+        (
+            "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            "[::1]:8080".to_string(),
+        ),
+        ("GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", "b".to_string()),
+    ] {
+        let closing = request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+        let (response, _) = exchange(serin.addr, closing.as_bytes()).await;
+        assert!(response.contains(" 200 OK"), "{request:?}: {response:?}");
+        let seen = backend.last_seen();
+        assert_eq!(
+            seen.headers.get_all("host").iter().count(),
+            1,
+            "{request:?}"
+        );
+        if !request.contains("HTTP/1.0") {
+            assert_eq!(seen.headers["host"], host.as_str(), "{request:?}");
+        }
+    }
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An HTTP/2 request whose `host` header names another authority than its
+/// `:authority`, or has two: a 400 on that stream; the connection serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_host_that_differs_from_authority_is_a_400_on_that_stream() {
+    let (backend, serin) = one_backend("").await;
+    let tcp = tokio::net::TcpStream::connect(serin.addr)
+        .await
+        .expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let mut two = http::Request::get("http://a/x").body(()).expect("request");
+    two.headers_mut()
+        .append("host", http::HeaderValue::from_static("a"));
+    two.headers_mut()
+        .append("host", http::HeaderValue::from_static("a"));
+    let cases = [
+        (
+            http::Request::get("http://a/x")
+                .header("host", "evil.example")
+                .body(())
+                .expect("request"),
+            "another authority than :authority",
+        ),
+        (two, "more than one Host"),
+        (
+            http::Request::get("http://user@a/x")
+                .body(())
+                .expect("request"),
+            "authority of the request target",
+        ),
+    ];
+    for (req, says) in cases {
+        let (response, _) = client.send_request(req, true).expect("send");
+        let response = response.await.expect("response");
+        assert_eq!(response.status(), http::StatusCode::BAD_REQUEST, "{says}");
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            text.extend_from_slice(&chunk.expect("body"));
+        }
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains(says), "{text}");
+        client = client.ready().await.expect("the connection serves on");
+    }
+    assert_eq!(backend.hits(), 0);
+    nothing_recorded(&serin, "HTTP/2");
+    // The same connection, a host that names the same authority: served.
+    let req = http::Request::get("http://a/x")
+        .header("host", "A:80")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(req, true).expect("send");
+    assert_eq!(
+        response.await.expect("response").status(),
+        http::StatusCode::OK
+    );
+    assert_eq!(backend.last_seen().headers["host"], "a");
+    assert!(!conn.is_finished());
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Names that a backend folding `_` into `-` (CGI, WSGI, PHP) would read as one that
+/// serin checked, replaced or removed are not forwarded; other names are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_header_names_are_not_forwarded() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer_Encoding: chunked\r\nContent_Length: 40\r\nTransfer---Encoding: chunked\r\nX_Forwarded_For: 10.0.0.1\r\nX-Real_IP: 10.0.0.1\r\nHost_: admin.internal\r\n-Connection: close\r\nX_User_Id: u-17\r\nConnection: close\r\n\r\nabcd",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    let seen = backend.last_seen();
+    for gone in [
+        "transfer_encoding",
+        "content_length",
+        "transfer---encoding",
+        "x_forwarded_for",
+        "x-real_ip",
+        "host_",
+        "-connection",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "backend saw {gone}: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.headers["x_user_id"], "u-17");
+    assert_eq!(seen.headers["content-length"], "4");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["host"], "a");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A Content-Length with leading zeros is sent upstream as a plain number: a backend
+/// that reads `010` as octal would otherwise take 8 bytes as the body and the rest as
+/// its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_length_with_leading_zeros_goes_upstream_as_a_plain_number() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 010\r\nConnection: close\r\n\r\nabcdefghij",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert_eq!(backend.last_seen().headers["content-length"], "10");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `Connection: host` does not take the Host away: the upstream would answer for its
+/// own address rather than the routed host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_remove_host() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"GET / HTTP/1.1\r\nHost: shop.example\r\nConnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert_eq!(backend.last_seen().headers["host"], "shop.example");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Two equal Content-Length lines (hyper keeps one), or Content-Length with
+/// Transfer-Encoding (hyper drops the Content-Length): the request is answered, then
+/// neither connection is used again. Normal requests share one upstream connection.
+/// On one thread, so that every request uses the same worker's pool.
+#[tokio::test]
+async fn after_normalised_framing_neither_connection_is_reused() {
+    let (backend, serin) = one_backend("").await;
+    let post =
+        |path: &str| format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd");
+    let mut kept = answered(serin.addr, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    for path in ["/b", "/c"] {
+        kept.write_all(post(path).as_bytes()).await.expect("write");
+        let got = read_response(&mut kept).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "normal requests share one connection"
+    );
+    let vectors: &[(&str, &str, Option<&str>)] = &[
+        (
+            "two equal Content-Length lines",
+            "POST /normalised HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+            Some("4"),
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            "POST /normalised HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+            None,
+        ),
+        (
+            "Transfer-Encoding and Content-Length, in other case",
+            "POST /normalised HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+            None,
+        ),
+    ];
+    // Answers large enough to stream over many reads: the upstream connection, taken
+    // out of the pool at the head, still delivers the whole body.
+    backend
+        .state
+        .body_len
+        .store(200_000, std::sync::atomic::Ordering::SeqCst);
+    for (what, request, length) in vectors {
+        let before = backend.connections();
+        let (response, closed) = exchange(serin.addr, request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{what}: {response:?}");
+        assert!(
+            response.ends_with(&format!("\r\n\r\n{}", "x".repeat(200_000))),
+            "{what}: the body was cut short ({} bytes in all)",
+            response.len()
+        );
+        assert!(
+            response.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {response:?}"
+        );
+        assert!(closed, "{what}: the client's connection stays open");
+        let seen = backend.last_seen();
+        assert_eq!(seen.uri.path(), "/normalised", "{what}");
+        let lengths: Vec<&str> = seen
+            .headers
+            .get_all("content-length")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(
+            lengths,
+            length.iter().copied().collect::<Vec<_>>(),
+            "{what}"
+        );
+        // The next request cannot have the connection the normalised one went on.
+        kept.write_all(post("/next").as_bytes())
+            .await
+            .expect("write");
+        let got = read_response(&mut kept).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{what}: {got}");
+        assert_eq!(
+            backend.connections(),
+            before + 1,
+            "{what}: the upstream connection was reused"
+        );
+        kept.write_all(post("/next").as_bytes())
+            .await
+            .expect("write");
+        read_response(&mut kept).await;
+        assert_eq!(backend.connections(), before + 1, "{what}");
+    }
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A normalised head pipelined behind a clean one: the flag is taken by the first
+/// request, whose connection then closes, so the normalised one is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_normalised_head_is_never_served() {
+    let (backend, serin) = one_backend("").await;
+    let (response, closed) = exchange(
+        serin.addr,
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nPOST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+    )
+    .await;
+    assert!(closed);
+    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response:?}");
+    let paths: Vec<String> = backend
+        .seen()
+        .iter()
+        .map(|s| s.uri.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/first"]);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `Upgrade: h2c` is not passed on: an upstream that switched would take HTTP/2 from
+/// the client past serin. The request is forwarded as a plain one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_not_passed_on() {
+    let (backend, serin) = one_backend("").await;
+    let (response, _) = exchange(
+        serin.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings, close\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    let seen = backend.last_seen();
+    for gone in ["upgrade", "connection", "http2-settings"] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "backend saw {gone}: {:?}",
+            seen.headers
+        );
+    }
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_heads_are_a_431() {
     let (backend, serin) = one_backend("limits: { max_header_bytes: 8KiB }\n").await;

@@ -378,6 +378,8 @@ async fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
     let forged = [
         ("x-forwarded-for", "203.0.113.7"),
         ("x-forwarded-proto", "https"),
+        ("forwarded", "for=203.0.113.7;proto=https"),
+        ("x-real-ip", "203.0.113.7"),
         ("host", "shop.example.com"),
     ];
     // By default a client cannot forge where it came from.
@@ -387,6 +389,17 @@ async fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "shop.example.com");
+    // serin does not set these two, so a client's are removed.
+    assert!(
+        !seen.headers.contains_key("forwarded"),
+        "{:?}",
+        seen.headers
+    );
+    assert!(
+        !seen.headers.contains_key("x-real-ip"),
+        "{:?}",
+        seen.headers
+    );
     assert_eq!(
         seen.uri.path_and_query().map(|p| p.as_str()),
         Some("/a?b=c")
@@ -403,6 +416,8 @@ async fn forwarded_headers_are_replaced_unless_the_peer_is_trusted() {
     let seen = backend.last_seen();
     assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["forwarded"], "for=203.0.113.7;proto=https");
+    assert_eq!(seen.headers["x-real-ip"], "203.0.113.7");
     get(&client(), &serin.url("/"), &[]).await;
     assert_eq!(backend.last_seen().headers["x-forwarded-for"], "127.0.0.1");
     serin.shutdown(Duration::from_secs(5)).await;

@@ -1,4 +1,4 @@
-//! Stages 3–7 for one request: route, split, forward, record, respond.
+//! Stages 3–7 for one request: check and route, split, forward, record, respond.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,9 +14,10 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::guard::{self, Refusal};
 use crate::headers::{
-    ensure_request_id, host_without_port, set_forwarded, strip_hop_by_hop, X_REQUEST_ID,
-    X_SERIN_VERSION,
+    canonical_content_length, drop_look_alikes, ensure_request_id, host_without_port,
+    set_forwarded, strip_hop_by_hop, X_REQUEST_ID, X_SERIN_VERSION,
 };
 use crate::record::{Outcome, VersionStats};
 use crate::split;
@@ -77,6 +78,15 @@ fn observed(
     }
     response.map(|inner| ProxyBody { inner, observation })
 }
+
+/// Marks a request (in its extensions) whose HTTP/1.1 head had framing hyper
+/// normalised: two equal Content-Length lines (one kept), or Content-Length with
+/// Transfer-Encoding (the Content-Length dropped). It is forwarded as hyper read it,
+/// but neither connection is reused after it: the client's closes after the answer,
+/// and the upstream connection is not pooled. Set by the server from the bytes the
+/// connection read (`crate::idle::FramingScan`).
+#[derive(Debug, Clone, Copy)]
+pub struct NormalisedFraming;
 
 /// What a request knows of the connection it came on.
 #[derive(Debug, Clone)]
@@ -172,6 +182,8 @@ async fn attempt<'v>(
         started: Instant::now(),
         done: false,
     };
+    // The connection that carries a request with normalised framing is not reused.
+    let reuse = req.extensions().get::<NormalisedFraming>().is_none();
     let Some(endpoint) = version.next_endpoint() else {
         // Every endpoint is down or ejected (it became so since the split): nothing
         // was sent, so another version may take the request.
@@ -220,6 +232,9 @@ async fn attempt<'v>(
     };
     let attempt = match sent {
         Ok(Ok(mut response)) => {
+            if !reuse {
+                response.body_mut().close_connection_after();
+            }
             let status = response.status().as_u16();
             let grpc = version.grpc_error_codes != 0 && is_grpc(response.headers());
             match grpc.then(|| grpc_status(response.headers())) {
@@ -280,7 +295,18 @@ pub async fn proxy(
     telemetry: Option<Arc<Telemetry>>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let telemetry = telemetry.as_ref();
-    // Stage 3: route. HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
+    let normalised = req.extensions().get::<NormalisedFraming>().is_some();
+    // Stage 3: check, then route.
+    if let Err(refusal) = guard::check(req.method(), req.version(), req.uri(), req.headers()) {
+        let request_id = ensure_request_id(req.headers_mut());
+        let observation = telemetry.and_then(|t| t.observe(&req, None, &conn, &request_id));
+        tracing::debug!(peer = %conn.peer, ?refusal, "request refused");
+        return Ok(observed(
+            refused(refusal, req.version(), request_id),
+            observation,
+        ));
+    }
+    // HTTP/2 (and absolute-form HTTP/1) carry the host in the URI.
     // `from_uri`: the host must also be written as a Host header for the upstream.
     let (host_value, from_uri): (Option<HeaderValue>, bool) = match req.uri().authority() {
         Some(authority) => (HeaderValue::from_str(authority.as_str()).ok(), true),
@@ -295,10 +321,8 @@ pub async fn proxy(
         let request_id = ensure_request_id(req.headers_mut());
         let observation =
             telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), &conn, &request_id));
-        return Ok(observed(
-            not_found(host, req.uri().path(), request_id),
-            observation,
-        ));
+        let response = not_found(host, req.uri().path(), request_id);
+        return Ok(observed(closing_if(normalised, response), observation));
     };
     let service = &table.services[route.service];
 
@@ -316,10 +340,15 @@ pub async fn proxy(
     let version = &service.versions[chosen];
     let success_rules = service.success_mask(req.method(), req.uri().path());
 
-    // Stage 5: forward.
-    let upgrade = crate::upgrade::requested(&req);
+    // Stage 5: forward. A request with normalised framing is never an upgrade: it is
+    // answered and its connection closed.
+    let upgrade = (!normalised)
+        .then(|| crate::upgrade::requested(&req))
+        .flatten();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    drop_look_alikes(headers);
+    canonical_content_length(headers);
     if let Some(protocol) = &upgrade {
         crate::upgrade::keep_asking(headers, protocol.clone());
     }
@@ -502,7 +531,7 @@ pub async fn proxy(
             )
         }
     };
-    Ok(observed(response, observation))
+    Ok(observed(closing_if(normalised, response), observation))
 }
 
 /// Whether a message is gRPC (`content-type: application/grpc`, `application/grpc+proto`, …).
@@ -582,6 +611,27 @@ fn too_large(limit: u64, request_id: HeaderValue) -> Response<AnyBody> {
     ))
 }
 
+/// serin's answer to a request [`guard::check`] refused, recorded against no version.
+/// An HTTP/1 connection closes after it: what the client meant by the rest of its
+/// bytes is in doubt. HTTP/2 refuses the stream alone.
+fn refused(refusal: Refusal, version: http::Version, request_id: HeaderValue) -> Response<AnyBody> {
+    let response = serin_response(refusal.status(), refusal.message(), None, request_id);
+    if version == http::Version::HTTP_2 {
+        response
+    } else {
+        closing(response)
+    }
+}
+
+/// `response`, closing the connection after it when `close`.
+fn closing_if(close: bool, response: Response<AnyBody>) -> Response<AnyBody> {
+    if close {
+        closing(response)
+    } else {
+        response
+    }
+}
+
 /// `response`, closing the connection after it: the rest of the request is not read,
 /// so where the next request would begin is unknown.
 fn closing(mut response: Response<AnyBody>) -> Response<AnyBody> {
@@ -610,11 +660,11 @@ fn not_found(host: &str, path: &str, request_id: HeaderValue) -> Response<AnyBod
 
 fn serin_response(
     status: StatusCode,
-    message: String,
+    message: impl Into<Bytes>,
     version: Option<&HeaderValue>,
     request_id: HeaderValue,
 ) -> Response<AnyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(message))));
+    let mut response = Response::new(Either::Right(Full::new(message.into())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

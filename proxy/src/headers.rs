@@ -1,6 +1,10 @@
-//! Header work of stage 5: hop-by-hop stripping, X-Forwarded-*, request ids.
+//! Header work of stage 5: hop-by-hop stripping, look-alike names, a canonical
+//! Content-Length, X-Forwarded-* (and the client's Forwarded and X-Real-IP), request ids.
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use http::HeaderMap;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -8,6 +12,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_SERIN_VERSION: HeaderName = HeaderName::from_static("x-serin-version");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -65,8 +70,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 let token = token.trim();
                 // `keep-alive`, `upgrade`, … name hop-by-hop headers, removed below
                 // if present; `close` is an option that names none in practice.
+                // Host is never a connection option: a client naming it would have the
+                // upstream answer for its own address rather than the routed host.
                 let known = token.is_empty()
                     || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case(HOST.as_str())
                     || HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str()));
                 if !known {
                     headers.remove(token);
@@ -95,9 +103,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Sets X-Forwarded-For, -Proto and -Host. From a `trusted` peer (one in the listener's
 /// `trust_forwarded`) the client's X-Forwarded-For is kept and the peer address
-/// appended, and its X-Forwarded-Proto and -Host are kept if present. From any other
-/// peer they are replaced: X-Forwarded-For is the peer address alone, so a client
-/// cannot forge its origin.
+/// appended, and its X-Forwarded-Proto and -Host, Forwarded and X-Real-IP are kept if
+/// present. From any other peer they are replaced: X-Forwarded-For is the peer address
+/// alone, and Forwarded and X-Real-IP, which serin does not set, are removed, so a
+/// client cannot forge its origin.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer_ip: &HeaderValue,
@@ -115,6 +124,8 @@ pub fn set_forwarded(
             }
         }
     } else {
+        headers.remove(FORWARDED);
+        headers.remove(&X_REAL_IP);
         headers.insert(&X_FORWARDED_FOR, peer_ip.clone());
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         match host {
@@ -143,6 +154,104 @@ pub fn set_forwarded(
     } else {
         headers.insert(&X_FORWARDED_FOR, peer_ip.clone());
     }
+}
+
+/// The names a look-alike must not be taken for: those that frame a message, route it,
+/// manage its connection, or say where it came from.
+const SPECIAL: [&str; 14] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+/// The longest of [`SPECIAL`], and room for one trailing `-` while folding.
+const FOLDED_MAX: usize = 18;
+
+/// Whether `name` is one of [`SPECIAL`] written with `_` for `-`, runs of `-`, or `-`
+/// at either end (`transfer_encoding`, `content--length`, `host-`). A backend behind
+/// CGI, WSGI or PHP folds `_` into `-`, and some parsers skip the rest, so it could
+/// read such a header as the real one that serin checked, replaced or removed.
+fn look_alike(name: &[u8]) -> bool {
+    // Only a name with `_`, `--` or an edge `-` needs folding: almost none do.
+    let mut odd = name.first() == Some(&b'-') || name.last() == Some(&b'-');
+    let mut previous = 0u8;
+    for &b in name {
+        if b == b'_' || (b == b'-' && previous == b'-') {
+            odd = true;
+            break;
+        }
+        previous = b;
+    }
+    if !odd {
+        return false;
+    }
+    let mut folded = [0u8; FOLDED_MAX];
+    let mut len = 0;
+    for &b in name {
+        let b = if b == b'_' { b'-' } else { b };
+        if b == b'-' && (len == 0 || folded[len - 1] == b'-') {
+            continue;
+        }
+        if len == FOLDED_MAX {
+            return false;
+        }
+        folded[len] = b;
+        len += 1;
+    }
+    let folded = folded[..len].strip_suffix(b"-").unwrap_or(&folded[..len]);
+    SPECIAL.iter().any(|s| s.as_bytes() == folded)
+}
+
+/// Removes the headers whose names are look-alikes of the ones serin treats specially
+/// (see [`look_alike`]). They are dropped rather than refused: a client cannot use them
+/// with serin, and a request carrying one is otherwise well formed.
+pub fn drop_look_alikes(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| look_alike(k.as_str().as_bytes())) {
+        return;
+    }
+    // Rare: the list is allocated only when there is something to drop.
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| look_alike(k.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in names {
+        tracing::debug!(header = %name, "dropped a header named like one serin treats specially");
+        headers.remove(name);
+    }
+}
+
+/// Makes the request's Content-Length one plain number: hyper keeps the first of
+/// several equal lines as written (`004`), and HTTP/2 allows several equal values,
+/// which an upstream might reject or read otherwise (leading zeros as octal).
+pub fn canonical_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    let bytes = first.as_bytes();
+    if values.next().is_none() && (bytes.len() == 1 || bytes.first() != Some(&b'0')) {
+        return;
+    }
+    // Both parsers checked the values are equal numbers; a value that is not one is
+    // left for the upstream to refuse.
+    let Some(length) = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
 }
 
 /// The request's `x-request-id`, generated (a random UUID v4) when absent or empty.
@@ -271,6 +380,129 @@ mod tests {
         forwarded(&mut no_host);
         set_forwarded(&mut no_host, &peer, false, "http", None);
         assert!(!no_host.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn connection_cannot_name_host() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Host, x-secret"));
+        h.insert("host", HeaderValue::from_static("shop.example.com"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["host"]);
+    }
+
+    #[test]
+    fn forwarded_and_real_ip_go_unless_the_peer_is_trusted() {
+        let client = |h: &mut HeaderMap| {
+            h.insert("forwarded", HeaderValue::from_static("for=203.0.113.7"));
+            h.append("forwarded", HeaderValue::from_static("for=198.51.100.2"));
+            h.insert(&X_REAL_IP, HeaderValue::from_static("203.0.113.7"));
+        };
+        let peer = HeaderValue::from_static("192.0.2.9");
+        let mut untrusted = HeaderMap::new();
+        client(&mut untrusted);
+        set_forwarded(&mut untrusted, &peer, false, "http", None);
+        assert!(!untrusted.contains_key("forwarded"), "{untrusted:?}");
+        assert!(!untrusted.contains_key(&X_REAL_IP), "{untrusted:?}");
+        assert_eq!(untrusted[&X_FORWARDED_FOR], "192.0.2.9");
+
+        let mut trusted = HeaderMap::new();
+        client(&mut trusted);
+        set_forwarded(&mut trusted, &peer, true, "http", None);
+        assert_eq!(trusted.get_all("forwarded").iter().count(), 2);
+        assert_eq!(trusted[&X_REAL_IP], "203.0.113.7");
+    }
+
+    #[test]
+    fn look_alikes_of_special_names_are_found() {
+        for name in [
+            "transfer_encoding",
+            "content_length",
+            "transfer---encoding",
+            "content--length",
+            "x_forwarded_for",
+            "x-forwarded_for",
+            "x__forwarded__proto",
+            "x_forwarded_host",
+            "x_real_ip",
+            "host_",
+            "_host",
+            "-host",
+            "host-",
+            "-transfer-encoding-",
+            "transfer-encoding-",
+            "te_",
+            "keep_alive",
+            "proxy_connection",
+            "connection_",
+            "trailer_",
+            "upgrade_",
+            "forwarded-",
+        ] {
+            assert!(look_alike(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "transfer-encoding",
+            "content-length",
+            "host",
+            "x-forwarded-for",
+            "x_user_id",
+            "x_custom",
+            // `_` stands for `-`, it is not dropped.
+            "up_grade",
+            "content_type",
+            "hosts_",
+            "x-forwarded-for-x",
+            "transfer-encodings_",
+            "a_very_long_header_name_that_is_nothing_special",
+            "_",
+            "-",
+            "",
+        ] {
+            assert!(!look_alike(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_dropped_and_other_names_kept() {
+        let mut h = HeaderMap::new();
+        for name in ["transfer_encoding", "content--length", "host_", "x_real_ip"] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_static("1"),
+            );
+        }
+        h.insert("x_user_id", HeaderValue::from_static("u"));
+        h.insert("content-length", HeaderValue::from_static("4"));
+        drop_look_alikes(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["content-length", "x_user_id"]);
+    }
+
+    #[test]
+    fn content_length_is_made_one_plain_number() {
+        for (values, expected) in [
+            (&["4"][..], "4"),
+            (&["0"][..], "0"),
+            (&["004"][..], "4"),
+            (&["010"][..], "10"),
+            (&["00"][..], "0"),
+            (&["5", "5"][..], "5"),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            canonical_content_length(&mut h);
+            let after: Vec<&HeaderValue> = h.get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(after, vec![expected], "{values:?}");
+        }
+        let mut none = HeaderMap::new();
+        canonical_content_length(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -17,6 +17,13 @@
 //! and waits for it to become readable holding no buffers, as nginx does with idle
 //! keep-alive connections. hyper keeps two 8 KiB buffers per connection for the
 //! connection's life; a parked connection holds only its socket and this clock.
+//!
+//! [`Tracked`] also watches an HTTP/1.1 connection's bytes for framing hyper
+//! normalises without a trace in the request it hands over ([`FramingScan`]): a head
+//! with two Content-Length lines (hyper keeps one) or with Content-Length and
+//! Transfer-Encoding (hyper drops the Content-Length). The service takes the
+//! connection's flag with the next request, and neither that request's client
+//! connection nor its upstream one is reused (`crate::forward::NormalisedFraming`).
 
 use std::io;
 use std::pin::Pin;
@@ -76,6 +83,9 @@ pub(crate) struct Activity {
     head_began: tokio::sync::Notify,
     /// The connection is being parked: its IO's shutdown must keep the socket open.
     parking: AtomicBool,
+    /// A request head whose framing hyper normalises was read ([`FramingScan`]) and
+    /// no request has been handed to the service since.
+    normalised_framing: AtomicBool,
     idle_timeout: Duration,
     header_read_timeout: Duration,
 }
@@ -92,6 +102,7 @@ impl Activity {
             h2: AtomicBool::new(false),
             head_began: tokio::sync::Notify::new(),
             parking: AtomicBool::new(false),
+            normalised_framing: AtomicBool::new(false),
             idle_timeout,
             header_read_timeout,
         })
@@ -105,6 +116,16 @@ impl Activity {
     /// serin keeps the socket.
     pub(crate) fn set_parking(&self, parking: bool) {
         self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    /// Whether a head with normalised framing was read since the previous request was
+    /// handed to the service; clears it. Asked once per request. It may be a later
+    /// head than the request's own (pipelined): that request's connection then closes
+    /// and the later one is never served, which is as safe.
+    pub(crate) fn take_normalised_framing(&self) -> bool {
+        // A load first: the clean path writes nothing.
+        self.normalised_framing.load(Ordering::Relaxed)
+            && self.normalised_framing.swap(false, Ordering::Relaxed)
     }
 
     /// Requests handed to the service so far.
@@ -224,13 +245,129 @@ impl ReadReady for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     }
 }
 
+/// Header lines whose repetition or combination hyper normalises, as they begin.
+const CONTENT_LENGTH: &[u8] = b"content-length:";
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding:";
+
+/// What the start of the line being scanned is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LineStart {
+    /// Nothing yet.
+    #[default]
+    Empty,
+    /// A carriage return alone so far: the line may be the empty line ending a head.
+    Cr,
+    /// A prefix of [`CONTENT_LENGTH`] or [`TRANSFER_ENCODING`] so far (all of it once
+    /// `at` is its length).
+    ContentLength,
+    TransferEncoding,
+    /// Anything else: the rest of the line does not matter.
+    Other,
+}
+
+/// Spots a request head whose framing hyper normalises, in an HTTP/1.1 connection's
+/// bytes as they are read: at least two Content-Length lines, or Content-Length and
+/// Transfer-Encoding. hyper refuses every other ambiguous framing itself.
+///
+/// Lines are found with memchr; the first bytes of each line (at most 18) are matched,
+/// ignoring case, against the two names and their colon, which is how hyper's parser
+/// must see them (no space before the colon, no folding). The match carries across
+/// reads in four bytes of state, so a line split anywhere is seen whole. An empty line
+/// ends a head and resets the counts. The scanner does not know where bodies are, so a
+/// body's lines are scanned as if they were headers: that can only find a head that is
+/// not there (the connection is then closed after its next answer, never refused), and
+/// cannot hide one, since every header line of a head starts after a line feed and a
+/// head ends at its own empty line.
+#[derive(Debug, Default)]
+pub(crate) struct FramingScan {
+    start: LineStart,
+    /// Bytes of the line matched so far (no more than the longer name).
+    at: u8,
+    /// Content-Length and Transfer-Encoding lines since the last empty line.
+    content_length: u8,
+    transfer_encoding: u8,
+}
+
+impl FramingScan {
+    /// Scans `bytes`, read right after those scanned before; true if a head with
+    /// normalised framing was seen in them.
+    pub(crate) fn scan(&mut self, mut bytes: &[u8]) -> bool {
+        let mut found = false;
+        while let Some(end) = memchr::memchr(b'\n', bytes) {
+            self.extend(&bytes[..end]);
+            found |= self.line_ended();
+            bytes = &bytes[end + 1..];
+        }
+        self.extend(bytes);
+        found
+    }
+
+    /// Matches the next bytes of the current line, as far as they matter.
+    fn extend(&mut self, part: &[u8]) {
+        for &b in part {
+            let at = usize::from(self.at);
+            let (name, kind) = match self.start {
+                LineStart::Other => return,
+                LineStart::Empty => {
+                    self.start = match b.to_ascii_lowercase() {
+                        b'\r' => LineStart::Cr,
+                        b'c' => LineStart::ContentLength,
+                        b't' => LineStart::TransferEncoding,
+                        _ => LineStart::Other,
+                    };
+                    self.at = 1;
+                    continue;
+                }
+                LineStart::Cr => {
+                    self.start = LineStart::Other;
+                    return;
+                }
+                LineStart::ContentLength => (CONTENT_LENGTH, LineStart::ContentLength),
+                LineStart::TransferEncoding => (TRANSFER_ENCODING, LineStart::TransferEncoding),
+            };
+            if at == name.len() {
+                // The whole name and its colon: what follows is the value.
+                return;
+            }
+            self.start = if b.to_ascii_lowercase() == name[at] {
+                kind
+            } else {
+                LineStart::Other
+            };
+            self.at += 1;
+        }
+    }
+
+    fn line_ended(&mut self) -> bool {
+        let (start, at) = (std::mem::take(&mut self.start), usize::from(self.at));
+        self.at = 0;
+        match start {
+            LineStart::Empty | LineStart::Cr => {
+                self.content_length = 0;
+                self.transfer_encoding = 0;
+                return false;
+            }
+            LineStart::ContentLength if at == CONTENT_LENGTH.len() => {
+                self.content_length = self.content_length.saturating_add(1);
+            }
+            LineStart::TransferEncoding if at == TRANSFER_ENCODING.len() => {
+                self.transfer_encoding = self.transfer_encoding.saturating_add(1);
+            }
+            _ => return false,
+        }
+        self.content_length >= 2 || (self.content_length >= 1 && self.transfer_encoding >= 1)
+    }
+}
+
 /// A connection's IO, noting when bytes move.
 pub(crate) struct Tracked<I> {
     inner: I,
     activity: Arc<Activity>,
     /// Bytes already read from `inner` and to be read again first: the sniffed start
-    /// of a connection, or what hyper had read when the connection was parked.
+    /// of a connection, or what hyper had read when the connection was parked. They
+    /// were scanned when first read.
     prefix: Bytes,
+    framing: FramingScan,
 }
 
 impl<I> Tracked<I> {
@@ -239,6 +376,7 @@ impl<I> Tracked<I> {
             inner,
             activity,
             prefix: Bytes::new(),
+            framing: FramingScan::default(),
         }
     }
 
@@ -287,6 +425,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         if let Poll::Ready(Ok(())) = polled {
             if buf.filled().len() > before {
                 this.activity.read();
+                if !this.activity.h2.load(Ordering::Relaxed)
+                    && this.framing.scan(&buf.filled()[before..])
+                {
+                    this.activity
+                        .normalised_framing
+                        .store(true, Ordering::Relaxed);
+                }
             }
         }
         polled
@@ -424,5 +569,81 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether scanning `bytes`, split into reads at `splits`, finds normalised framing.
+    fn scanned(bytes: &[u8], splits: &[usize]) -> bool {
+        let mut scan = FramingScan::default();
+        let mut found = false;
+        let mut from = 0;
+        for &at in splits.iter().chain(std::iter::once(&bytes.len())) {
+            found |= scan.scan(&bytes[from..at]);
+            from = at;
+        }
+        found
+    }
+
+    /// The same answer whether the bytes come in one read, in two split at any offset,
+    /// or one byte at a time.
+    fn found_however_read(bytes: &[u8]) -> bool {
+        let whole = scanned(bytes, &[]);
+        for at in 0..=bytes.len() {
+            assert_eq!(scanned(bytes, &[at]), whole, "split at {at}: {bytes:?}");
+        }
+        let each: Vec<usize> = (1..bytes.len()).collect();
+        assert_eq!(scanned(bytes, &each), whole, "byte by byte: {bytes:?}");
+        whole
+    }
+
+    #[test]
+    fn heads_whose_framing_hyper_normalises_are_found() {
+        for head in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\ncontent-length: 4\r\nCONTENT-LENGTH: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\ncOnTeNt-LeNgTh:4\r\ntRaNsFeR-eNcOdInG:chunked\r\n\r\n",
+            // Bare line feeds, as hyper accepts them.
+            "POST / HTTP/1.1\nHost: a\nContent-Length: 4\nContent-Length: 4\n\nabcd",
+            // The second request of a keep-alive connection.
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            // After a body that does not end with a line feed.
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(found_however_read(head.as_bytes()), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn clean_heads_are_not_found() {
+        for head in [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+            // One per head, over several heads.
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nxPOST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            // Names that only begin alike, or are not at the start of a line.
+            "POST / HTTP/1.1\r\nContent-Length-X: 4\r\nX-Content-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+            "POST / HTTP/1.1\r\nX: Content-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+            "POST / HTTP/1.1\r\nContent-Lengt: 4\r\nTransfer-Encodin: chunked\r\nContent-Length: 4\r\n\r\nabcd",
+            // A long line is not mistaken for a short one.
+            "GET / HTTP/1.1\r\nX-Long: content-length: content-length: content-length:\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(!found_however_read(head.as_bytes()), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_can_only_add_a_false_alarm() {
+        // Lines in a body look like headers to the scanner: the connection would be
+        // closed after the answer, nothing worse.
+        let body = "POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\nContent-Length: 1\r\nContent-Length: 1\r\n";
+        assert!(found_however_read(body.as_bytes()));
     }
 }

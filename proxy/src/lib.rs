@@ -3,11 +3,13 @@
 //! 1. **accept** ([`server`]): TCP connections on each configured listener.
 //! 2. **HTTP server** ([`server`]): hyper-util's auto server, HTTP/1.1 and HTTP/2
 //!    (prior knowledge).
-//! 3. **route** ([`table::Table::route`]): listener + host (exact, `*.suffix`, `*`; port
-//!    ignored) + longest whole-segment path prefix; no route → 404.
+//! 3. **check** ([`guard::check`]): target form, Host and Transfer-Encoding; a
+//!    request that fails gets serin's own 400. **route** ([`table::Table::route`]):
+//!    listener + host (exact, `*.suffix`, `*`; port ignored) + longest whole-segment
+//!    path prefix; no route → 404.
 //! 4. **split** ([`split::choose`]): force header → sticky cohort → weights.
-//! 5. **forward** ([`forward`], [`headers`]): hop-by-hop headers stripped,
-//!    X-Forwarded-* and x-request-id set, sent over a pooled keep-alive upstream
+//! 5. **forward** ([`forward`], [`headers`]): hop-by-hop headers and look-alike names
+//!    stripped, X-Forwarded-* and x-request-id set, sent over a pooled keep-alive upstream
 //!    connection with connect and request timeouts (failure → 502, timeout → 504).
 //! 6. **record** ([`record`]): latency and outcome into the version's sharded stats.
 //! 7. **respond**: the upstream's response, streamed, with `x-serin-version`.
@@ -21,6 +23,7 @@
 
 pub mod error;
 pub mod forward;
+pub mod guard;
 pub mod headers;
 pub mod health;
 mod idle;

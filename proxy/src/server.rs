@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ProxyError;
-use crate::forward::ConnInfo;
+use crate::forward::{ConnInfo, NormalisedFraming};
 use crate::idle::{Activity, Counting, Expiry, InFlight, ReadReady, Tracked};
 use crate::{worker, DataPlane};
 
@@ -393,8 +393,11 @@ async fn serve_connection<I>(
 {
     let counting = activity.clone();
     let plane = dataplane.clone();
-    let mut service = service_fn(move |req| {
+    let mut service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let in_flight = InFlight::start(&counting);
+        if counting.take_normalised_framing() {
+            req.extensions_mut().insert(NormalisedFraming);
+        }
         Counting::new(dataplane.handle(req, &info), in_flight)
     });
     // Each stage that waits on hyper or on a clock runs boxed: a parked connection's task

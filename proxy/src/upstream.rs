@@ -775,6 +775,12 @@ impl PooledBody {
         self.grpc = Some(record);
     }
 
+    /// The connection is not pooled again: it closes once this response has been
+    /// read (its sender goes now, so it takes no other request).
+    pub fn close_connection_after(&mut self) {
+        self.home = None;
+    }
+
     /// Whether a gRPC outcome is still waiting for the trailers.
     pub fn grpc_pending(&self) -> bool {
         self.grpc.is_some()
