@@ -25,6 +25,7 @@ pub mod headers;
 pub mod health;
 mod idle;
 pub mod record;
+mod send;
 pub mod server;
 pub mod split;
 pub mod table;
