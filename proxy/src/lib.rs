@@ -24,6 +24,7 @@ pub mod forward;
 pub mod headers;
 pub mod health;
 mod idle;
+mod pace;
 pub mod record;
 mod send;
 pub mod server;
