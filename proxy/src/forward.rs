@@ -503,7 +503,9 @@ pub async fn proxy(
             tracing::debug!(service = %service.name, "the client's request body stalled; the upstream request was aborted");
             body_read_timeout(limits.body_read_timeout, request_id)
         }
-        Attempt::Failed(Outcome::ClientGone, None, _) => {
+        Attempt::Failed(Outcome::ClientGone, None, _)
+            if body.is_some_and(BodyWatch::waits_for_client) =>
+        {
             tracing::debug!(service = %service.name, "the request timed out while the client was still sending its body");
             closing(serin_response(
                 StatusCode::REQUEST_TIMEOUT,
