@@ -4,7 +4,7 @@
 //!
 //! - **Small bodies are read first.** A body of a declared length up to
 //!   `request_buffer` is read whole before an upstream connection is taken
-//!   ([`upstream_body`]), each read within `body_read_timeout`: a client that sends it
+//!   (`read_whole`), each read within `body_read_timeout`: a client that sends it
 //!   slowly, or never, holds no upstream connection, and the upstream never sees the
 //!   request. Most such bodies come with their head and are taken as they are, with no
 //!   timer and no copy; one that comes in pieces is copied into one buffer of its
@@ -13,7 +13,7 @@
 //!   may wait at most `body_read_timeout` for the client; then the body fails, hyper
 //!   aborts the upstream request, and the client is answered 408. The timer is made
 //!   the first time a read waits, so a body that is already there costs none.
-//! - **Whose fault.** [`BodyWatch`] says how a streamed body is doing: waiting for the
+//! - **Whose fault.** `BodyWatch` says how a streamed body is doing: waiting for the
 //!   client, ended, or timed out. A request that fails or times out while its body
 //!   waits for the client is the client's doing, not the version's.
 
