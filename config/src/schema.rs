@@ -158,6 +158,9 @@ pub struct RawLimits {
     pub max_connections: Option<serde_yaml_ng::Value>,
     pub h2_max_concurrent_streams: Option<serde_yaml_ng::Value>,
     pub max_request_body: Option<serde_yaml_ng::Value>,
+    pub request_buffer: Option<serde_yaml_ng::Value>,
+    pub body_read_timeout: Option<String>,
+    pub send_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

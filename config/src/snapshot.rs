@@ -217,6 +217,15 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     /// Request body bytes; 0 = unlimited; larger → 413.
     pub max_request_body: u64,
+    /// A request body of a declared length up to this many bytes is read whole before
+    /// an upstream connection is taken; 0 = every body streams.
+    pub request_buffer: u64,
+    /// Time allowed between two reads of a request body (nginx's
+    /// `client_body_timeout`); longer → 408, not counted against the version.
+    pub body_read_timeout: std::time::Duration,
+    /// Time a write to a client may make no progress (nginx's `send_timeout`) before
+    /// serin closes the connection.
+    pub send_timeout: std::time::Duration,
 }
 
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 * 1024;
@@ -228,6 +237,14 @@ pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_
 pub const MIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Most JSON and form bodies fit; nginx's `client_body_buffer_size` is 8 or 16 KiB.
+pub const DEFAULT_REQUEST_BUFFER: u64 = 16 * 1024;
+pub const MAX_REQUEST_BUFFER: u64 = 1024 * 1024;
+/// Shorter than the default request timeout (15s), so that a body that stalls is the
+/// client's 408 before it could be the version's 504.
+pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// nginx's `send_timeout`.
+pub const DEFAULT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -238,6 +255,9 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             max_request_body: 0,
+            request_buffer: DEFAULT_REQUEST_BUFFER,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 }

@@ -22,8 +22,8 @@ use crate::snapshot::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT,
     DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
     DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_MAX_HEADER_BYTES,
-    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_SUCCESS_RULES, MIN_IDLE_TIMEOUT,
-    MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
+    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_REQUEST_BUFFER, MAX_SUCCESS_RULES,
+    MIN_IDLE_TIMEOUT, MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -1916,6 +1916,35 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
         .as_ref()
         .and_then(|v| byte_size(v, "limits.max_request_body", errs))
         .unwrap_or(defaults.max_request_body);
+    let request_buffer = raw
+        .request_buffer
+        .as_ref()
+        .and_then(|v| {
+            let n = byte_size(v, "limits.request_buffer", errs)?;
+            if n <= MAX_REQUEST_BUFFER {
+                Some(n)
+            } else {
+                errs.push(
+                    "limits.request_buffer",
+                    format!(
+                        "{n} bytes is out of range: give 0 (every body streams) to 1MiB (the default is {}KiB)",
+                        defaults.request_buffer / 1024
+                    ),
+                );
+                None
+            }
+        })
+        .unwrap_or(defaults.request_buffer);
+    let body_read_timeout = raw
+        .body_read_timeout
+        .as_deref()
+        .and_then(|d| duration(d, "limits.body_read_timeout", errs))
+        .unwrap_or(defaults.body_read_timeout);
+    let send_timeout = raw
+        .send_timeout
+        .as_deref()
+        .and_then(|d| duration(d, "limits.send_timeout", errs))
+        .unwrap_or(defaults.send_timeout);
     Limits {
         max_header_bytes,
         header_read_timeout,
@@ -1923,6 +1952,9 @@ fn limits(raw: Option<&RawLimits>, errs: &mut Errors) -> Limits {
         max_connections,
         h2_max_concurrent_streams,
         max_request_body,
+        request_buffer,
+        body_read_timeout,
+        send_timeout,
     }
 }
 

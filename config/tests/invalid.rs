@@ -387,6 +387,9 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: limits.max_connections: 0 is not allowed: give a whole number from 1 to 10000000"#,
             r#"FILE: limits.h2_max_concurrent_streams: "many" is not allowed: give a whole number from 1 to 10000"#,
             r#"FILE: limits.max_request_body: "12 bananas" is not a size: write a whole number of bytes or a number with a unit, such as 32KiB or 1MiB"#,
+            r#"FILE: limits.request_buffer: 2097152 bytes is out of range: give 0 (every body streams) to 1MiB (the default is 16KiB)"#,
+            r#"FILE: limits.body_read_timeout: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: limits.send_timeout: "fast" is not a valid duration: it does not start with a number; write a positive duration such as 500ms, 2s or 1m 30s"#,
         ],
     ),
     (

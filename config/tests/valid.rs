@@ -161,6 +161,37 @@ fn telemetry(text: &str) -> Telemetry {
     }
 }
 
+/// The `limits` of a config with `text` as its `limits:` mapping.
+fn limits(text: &str) -> serin_config::Limits {
+    let config = format!(
+        "listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\n\
+         routes: [{{ listener: web, service: api }}]\n\
+         services: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}] }}]\n\
+         limits: {text}\n"
+    );
+    match parse_str(&config, "limits") {
+        Ok(s) => s.limits,
+        Err(err) => panic!("{text} should be valid:\n{}", err.lines().join("\n")),
+    }
+}
+
+#[test]
+fn slow_client_limits_default_and_take_their_bounds() {
+    let defaults = limits("{}");
+    assert_eq!(defaults.request_buffer, 16 * 1024);
+    assert_eq!(defaults.body_read_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.send_timeout, Duration::from_secs(60));
+    assert_eq!(defaults, serin_config::Limits::default());
+
+    let set = limits("{ request_buffer: 1MiB, body_read_timeout: 1m 30s, send_timeout: 500ms }");
+    assert_eq!(set.request_buffer, 1024 * 1024);
+    assert_eq!(set.body_read_timeout, Duration::from_secs(90));
+    assert_eq!(set.send_timeout, Duration::from_millis(500));
+    // 0 turns buffering off; a plain number is bytes.
+    assert_eq!(limits("{ request_buffer: 0 }").request_buffer, 0);
+    assert_eq!(limits("{ request_buffer: 4096 }").request_buffer, 4096);
+}
+
 #[test]
 fn tracing_defaults_and_where_spans_are_sent() {
     let url = |endpoint: &str| {

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Empty, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::body::{BodyWatch, Buffered, Unread};
 use crate::guard::{self, Refusal};
 use crate::headers::{
     canonical_content_length, drop_look_alikes, ensure_request_id, host_without_port,
@@ -28,9 +29,7 @@ use crate::upstream::{
 };
 use serin_config::snapshot::UpstreamProtocol;
 
-/// The body serin sends upstream: the client's, streamed, or none (a retry).
-/// The client's body is read through `Limited` (`limits.max_request_body`).
-pub type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
+pub use crate::body::UpstreamBody;
 /// A response body: the upstream's, streamed, or serin's own short text.
 type AnyBody = Either<PooledBody, Full<Bytes>>;
 
@@ -175,6 +174,7 @@ async fn attempt<'v>(
     success_rules: u8,
     upgrade: bool,
     client_h2: bool,
+    body: Option<&BodyWatch>,
 ) -> (Attempt, Option<&'v EndpointPool>) {
     let guard = RecordGuard {
         stats: &version.stats,
@@ -266,12 +266,23 @@ async fn attempt<'v>(
             Attempt::Answered(response)
         }
         Ok(Err(failed)) => {
-            let outcome = classify(&failed.error);
+            // The client's body gave up waiting for the client (the upstream may only
+            // see a reset stream).
+            let outcome = if body.is_some_and(BodyWatch::timed_out) {
+                Outcome::ClientGone
+            } else {
+                classify(&failed.error)
+            };
             if outcome != Outcome::ClientGone {
                 endpoint.observe(true);
             }
             guard.finish(outcome);
             Attempt::Failed(outcome, Some(failed.error), failed.unsent)
+        }
+        // The client was still sending its body: it is what the request waited for.
+        Err(_elapsed) if body.is_some_and(BodyWatch::waits_for_client) => {
+            guard.finish(Outcome::ClientGone);
+            Attempt::Failed(Outcome::ClientGone, None, None)
         }
         Err(_elapsed) => {
             endpoint.observe(true);
@@ -380,7 +391,7 @@ pub async fn proxy(
     });
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let retry_request = retry.map(|r| {
-        let mut again = Request::new(Either::Right(Empty::new()));
+        let mut again = Request::new(Either::Right(Buffered::empty()));
         *again.method_mut() = req.method().clone();
         *again.headers_mut() = req.headers().clone();
         *again.uri_mut() = origin_form(req.uri());
@@ -400,13 +411,32 @@ pub async fn proxy(
     if max_body > 0 && req.body().size_hint().lower() > max_body {
         return Ok(observed(too_large(max_body, request_id), observation));
     }
+    // A small body is read whole before any upstream is asked; others stream
+    // (`crate::body`).
+    let limits = &table.snapshot.limits;
+    let (req, body) = match crate::body::to_buffer(req.body(), limits.request_buffer) {
+        // Boxed: a request with a body is the rarer kind, and inline the read would
+        // grow every request's future.
+        Some(len) => {
+            match Box::pin(crate::body::read_whole(req, len, limits.body_read_timeout)).await {
+                Ok(req) => (req, None),
+                Err(unread) => {
+                    let response = unread_body(unread, version, success_rules, limits, request_id);
+                    return Ok(observed(response, observation));
+                }
+            }
+        }
+        None => crate::body::streamed(req, limits.body_read_timeout, body_limit),
+    };
+    let body = body.as_deref();
     let (mut result, mut upstream) = attempt(
         service,
         version,
-        req.map(|body| Either::Left(Limited::new(body, body_limit))),
+        req,
         success_rules,
         upgrade.is_some(),
         client_h2,
+        body,
     )
     .await;
     // Refused connection: nothing was sent, so any method may go to another version.
@@ -424,6 +454,7 @@ pub async fn proxy(
                         success_rules,
                         upgrade.is_some(),
                         client_h2,
+                        body,
                     ))
                     .await;
                     upstream = again.1;
@@ -450,6 +481,7 @@ pub async fn proxy(
             success_rules,
             false,
             client_h2,
+            None,
         ))
         .await;
     }
@@ -495,6 +527,25 @@ pub async fn proxy(
                 Some(&answered_by.header_value),
                 request_id,
             )
+        }
+        Attempt::Failed(Outcome::ClientGone, ..) if body.is_some_and(BodyWatch::timed_out) => {
+            tracing::debug!(service = %service.name, "the client's request body stalled; the upstream request was aborted");
+            body_read_timeout(limits.body_read_timeout, request_id)
+        }
+        Attempt::Failed(Outcome::ClientGone, None, _)
+            if body.is_some_and(BodyWatch::waits_for_client) =>
+        {
+            tracing::debug!(service = %service.name, "the request timed out while the client was still sending its body");
+            closing(serin_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "408 Request Timeout: the request body was still arriving when the request timeout of service \"{}\" ({}) passed\n",
+                    service.name,
+                    humanize(service.request_timeout)
+                ),
+                None,
+                request_id,
+            ))
         }
         Attempt::Failed(Outcome::ClientGone, Some(err), _) if err.is_body_too_large() => {
             tracing::debug!(service = %service.name, "the request body exceeded limits.max_request_body");
@@ -598,6 +649,51 @@ fn classify(err: &UpstreamError) -> Outcome {
     } else {
         Outcome::Reset
     }
+}
+
+/// The answer to a body that was to be read whole and was not (`crate::body`), which
+/// is recorded for `version` as the client's doing.
+fn unread_body(
+    unread: Unread,
+    version: &VersionRuntime,
+    success_rules: u8,
+    limits: &serin_config::Limits,
+    request_id: HeaderValue,
+) -> Response<AnyBody> {
+    // Nothing was sent anywhere: the time taken is the client's, and not counted.
+    version
+        .stats
+        .record_matching(Outcome::ClientGone, Duration::ZERO, success_rules);
+    match unread {
+        Unread::TimedOut => {
+            tracing::debug!(version = %version.name, "the client's request body stalled before it was read whole");
+            body_read_timeout(limits.body_read_timeout, request_id)
+        }
+        Unread::Failed(err) => {
+            tracing::debug!(version = %version.name, error = %err, "the client's request body failed before it was read whole");
+            closing(serin_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the request body was cut off; nothing was sent upstream\n"
+                    .to_string(),
+                None,
+                request_id,
+            ))
+        }
+    }
+}
+
+/// 408 for a body the client stopped sending for `limits.body_read_timeout`; the
+/// connection closes after it, as the rest of the body is not read.
+fn body_read_timeout(timeout: Duration, request_id: HeaderValue) -> Response<AnyBody> {
+    closing(serin_response(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "408 Request Timeout: the client sent nothing of its request body for {} (limits.body_read_timeout)\n",
+            humanize(timeout)
+        ),
+        None,
+        request_id,
+    ))
 }
 
 /// 413 for a body over `limits.max_request_body`; the connection closes after it, as

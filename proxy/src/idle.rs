@@ -1,16 +1,18 @@
-//! A client connection's two clocks: `limits.idle_timeout` (nothing in flight and no
-//! bytes moving) and `limits.header_read_timeout` (an HTTP/1.1 request head that has
-//! begun but not ended).
+//! A client connection's clocks: `limits.idle_timeout` (nothing in flight and no
+//! bytes moving), `limits.header_read_timeout` (an HTTP/1.1 request head that has
+//! begun but not ended) and `limits.send_timeout` (the client takes nothing of what
+//! serin sends: `crate::send`).
 //!
 //! hyper's own HTTP/1.1 header timer starts as soon as a keep-alive connection goes
 //! idle, so it cannot tell a slow head from a quiet connection; serin turns it off and
-//! keeps both clocks here. [`Tracked`] wraps the connection's IO and counts that bytes
-//! moved; the service counts requests in flight ([`InFlight`], held by the response
-//! body [`Counted`] or dropped with a cancelled request); [`Activity::expired`] runs
-//! beside the connection in its own task, reads the clock, and says when and how to
-//! end it. Everything lives on the connection's task, so the atomics are never
-//! contended: an IO call costs one relaxed increment, a request two more and one
-//! clock read when its head begins.
+//! keeps the clocks here. [`Tracked`] wraps the connection's IO and counts that bytes
+//! moved (and, for writes, how many, or that the socket refused them); the service
+//! counts requests in flight ([`InFlight`], held by the response body [`Counted`] or
+//! dropped with a cancelled request); [`Activity::expired`] runs beside the connection
+//! in its own task, reads the clock, and says when and how to end it. Everything lives
+//! on the connection's task, so the atomics are never contended: a read costs one
+//! relaxed increment, a write four, a request two more and one clock read when its
+//! head begins.
 //!
 //! An HTTP/1.1 connection quiet for [`PARK_AFTER`] is *parked*: serin asks hyper to
 //! finish it ([`Activity::parking`] keeps the socket open), takes the socket back,
@@ -37,6 +39,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::send::{BodySend, SendClock, SendWatch};
+
 /// No request head is being read.
 const NO_HEAD: u64 = u64::MAX;
 
@@ -48,6 +52,8 @@ pub(crate) enum Expiry {
     Idle,
     /// A request head began and did not end in time (or stalled): drop it.
     Head,
+    /// The client took nothing of what serin sends for `send_timeout`: drop it.
+    Send,
     /// Quiet for [`PARK_AFTER`] with nothing in flight and no head begun: the
     /// connection may be parked until it is readable or this deadline (when it would
     /// have been idle for `idle_timeout`) passes.
@@ -86,12 +92,19 @@ pub(crate) struct Activity {
     /// A request head whose framing hyper normalises was read ([`FramingScan`]) and
     /// no request has been handed to the service since.
     normalised_framing: AtomicBool,
+    /// What the client takes of what serin sends.
+    send: SendClock,
     idle_timeout: Duration,
     header_read_timeout: Duration,
+    send_timeout: Duration,
 }
 
 impl Activity {
-    pub(crate) fn new(idle_timeout: Duration, header_read_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        idle_timeout: Duration,
+        header_read_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             base: Instant::now(),
             moves: AtomicU32::new(0),
@@ -103,8 +116,10 @@ impl Activity {
             head_began: tokio::sync::Notify::new(),
             parking: AtomicBool::new(false),
             normalised_framing: AtomicBool::new(false),
+            send: SendClock::default(),
             idle_timeout,
             header_read_timeout,
+            send_timeout,
         })
     }
 
@@ -175,25 +190,37 @@ impl Activity {
         self.head_began.notify_one();
     }
 
-    fn wrote(&self) {
-        self.moves.fetch_add(1, Ordering::Relaxed);
+    /// What became of a write: bytes moved, or the socket took none for now.
+    fn note_write(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.moves.fetch_add(1, Ordering::Relaxed);
+                self.send.wrote(*n);
+            }
+            Poll::Pending => self.send.refused(),
+            Poll::Ready(_) => {}
+        }
     }
 
     /// Resolves when the connection should end, or with `park`, be parked. Looks every
     /// quarter of `idle_timeout` (an idle connection is closed between 1 and 1.25 ×
-    /// `idle_timeout` after it went quiet), or after [`PARK_AFTER`] when parking; the
-    /// start of a head wakes it at once.
+    /// `idle_timeout` after it went quiet), or after [`PARK_AFTER`] when parking, and at
+    /// least every quarter of `send_timeout`; the start of a head wakes it at once.
     pub(crate) async fn expired(&self, park: bool) -> Expiry {
         let idle = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(NO_HEAD / 4);
         let head = u64::try_from(self.header_read_timeout.as_millis()).unwrap_or(NO_HEAD / 4);
         let park_after = u64::try_from(PARK_AFTER.as_millis()).unwrap_or(NO_HEAD / 4);
         // Parking a connection that would be closed as soon is no use.
         let park = park && park_after < idle;
-        let step = if park { park_after } else { (idle / 4).max(1) };
+        let mut send = SendWatch::new(self.send_timeout, &self.send, self.now());
+        let step = if park { park_after } else { (idle / 4).max(1) }.min(send.step());
         let mut seen = self.moves.load(Ordering::Relaxed);
         let mut quiet_since = self.now();
         loop {
             let now = self.now();
+            if send.look(&self.send, now) {
+                return Expiry::Send;
+            }
             let moves = self.moves.load(Ordering::Relaxed);
             if moves != seen {
                 (seen, quiet_since) = (moves, now);
@@ -446,11 +473,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            if n > 0 {
-                this.activity.wrote();
-            }
-        }
+        this.activity.note_write(&polled);
         polled
     }
 
@@ -461,11 +484,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            if n > 0 {
-                this.activity.wrote();
-            }
-        }
+        this.activity.note_write(&polled);
         polled
     }
 
@@ -474,7 +493,15 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        // Only a stream with its own buffer (TLS) can refuse a flush.
+        match polled {
+            Poll::Pending => this.activity.send.refused(),
+            Poll::Ready(Ok(())) => this.activity.send.flushed(),
+            Poll::Ready(Err(_)) => {}
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -538,18 +565,20 @@ where
         let Poll::Ready(Ok(response)) = this.inner.poll(cx) else {
             return Poll::Pending;
         };
-        let in_flight = this.in_flight.take();
-        Poll::Ready(Ok(response.map(|inner| Counted {
-            inner,
-            _in_flight: in_flight,
-        })))
+        let in_flight = this.in_flight.take().map(|in_flight| {
+            let activity = &in_flight.0;
+            let send = BodySend::new(&activity.send, activity.h2.load(Ordering::Relaxed));
+            (in_flight, send)
+        });
+        Poll::Ready(Ok(response.map(|inner| Counted { inner, in_flight })))
     }
 }
 
-/// A response body that tells the connection's [`Activity`] when it is done (dropped).
+/// A response body that tells the connection's [`Activity`] when it is done (dropped),
+/// and what it hands out ([`BodySend`]).
 pub struct Counted<B> {
     inner: B,
-    _in_flight: Option<InFlight>,
+    in_flight: Option<(InFlight, BodySend)>,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
@@ -560,7 +589,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        if let Some((in_flight, send)) = &mut this.in_flight {
+            std::task::ready!(send.poll_ready(&in_flight.0.send, cx));
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some((in_flight, send))) =
+            (&polled, &mut this.in_flight)
+        {
+            if let Some(data) = frame.data_ref() {
+                send.handed(&in_flight.0.send, data.len(), this.inner.is_end_stream());
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -569,6 +610,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Counted<B> {
+    fn drop(&mut self) {
+        if let Some((in_flight, send)) = &mut self.in_flight {
+            send.end(&in_flight.0.send);
+        }
     }
 }
 

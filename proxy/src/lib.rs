@@ -8,9 +8,11 @@
 //!    listener + host (exact, `*.suffix`, `*`; port ignored) + longest whole-segment
 //!    path prefix; no route → 404.
 //! 4. **split** ([`split::choose`]): force header → sticky cohort → weights.
-//! 5. **forward** ([`forward`], [`headers`]): hop-by-hop headers and look-alike names
-//!    stripped, X-Forwarded-* and x-request-id set, sent over a pooled keep-alive upstream
-//!    connection with connect and request timeouts (failure → 502, timeout → 504).
+//! 5. **forward** ([`forward`], [`headers`], [`body`]): hop-by-hop headers and
+//!    look-alike names stripped, X-Forwarded-* and x-request-id set, a small request
+//!    body read whole first, sent over a pooled keep-alive upstream connection with
+//!    connect and request timeouts (failure → 502, timeout → 504, a body the client
+//!    stalls → 408).
 //! 6. **record** ([`record`]): latency and outcome into the version's sharded stats.
 //! 7. **respond**: the upstream's response, streamed, with `x-serin-version`.
 //!
@@ -21,13 +23,16 @@
 //! configuration changes publish a new table and never block a request. Split and
 //! record allocate nothing and take no contended lock.
 
+pub mod body;
 pub mod error;
 pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod health;
 mod idle;
+mod pace;
 pub mod record;
+mod send;
 pub mod server;
 pub mod split;
 pub mod table;

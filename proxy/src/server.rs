@@ -130,7 +130,10 @@ impl Servers {
             // Rapid reset (CVE-2023-44487): streams a client opens and cancels at once
             // still count until serin has seen them; beyond this the connection ends.
             .max_pending_accept_reset_streams(Some(limits.h2_max_concurrent_streams as usize))
-            .max_local_error_reset_streams(Some(1024));
+            .max_local_error_reset_streams(Some(1024))
+            // What a stream's response may leave buffered for a client that does not
+            // take it; HTTP/1.1's bound is `crate::send`'s.
+            .max_send_buf_size(crate::send::H2_SEND_BUF);
         Self { h1, h2 }
     }
 }
@@ -168,6 +171,23 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut Tracked<I>) -> std::io::Result<Opt
     };
     io.unread(Bytes::copy_from_slice(&buf[..n]));
     Ok(Some(proto))
+}
+
+/// What a client's socket may queue that is not sent yet (`TCP_NOTSENT_LOWAT`). Without
+/// it Linux queues up to 4 MiB for a client that reads slowly, taking serin's writes as
+/// if it read fast; with it, a slow reader's writes are refused early, so serin knows
+/// (`crate::send`, `crate::pace`). Sent bytes awaiting acknowledgement do not count,
+/// so a fast client's window is not limited.
+const CLIENT_UNSENT: u32 = 128 * 1024;
+
+/// Sets [`CLIENT_UNSENT`] on a client connection (where the system has the option).
+fn limit_unsent(stream: &tokio::net::TcpStream, peer: SocketAddr) {
+    #[cfg(any(target_os = "android", target_os = "linux"))]
+    if let Err(err) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(CLIENT_UNSENT) {
+        tracing::debug!(%peer, error = %err, "cannot set TCP_NOTSENT_LOWAT");
+    }
+    #[cfg(not(any(target_os = "android", target_os = "linux")))]
+    let _ = (stream, peer);
 }
 
 /// Starts serving `listeners` with `dataplane`.
@@ -293,6 +313,10 @@ where
                 }
                 Expiry::Head => {
                     tracing::debug!(%peer, "request head not read within header_read_timeout; closing the connection");
+                    return Ran::Ended;
+                }
+                Expiry::Send => {
+                    tracing::debug!(%peer, "the client took nothing of its response within send_timeout; closing the connection");
                     return Ran::Ended;
                 }
                 Expiry::Quiet(deadline) => {
@@ -511,6 +535,7 @@ async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
+        limit_unsent(&stream, peer);
         let (trusted, tls) = table.accepting(&listener.name, peer.ip());
         drop(table);
         let mut info = ConnInfo::new(peer, listener.name.clone(), trusted);
@@ -518,7 +543,11 @@ async fn accept_loop(
             info.proto = "https";
         }
         let info = Arc::new(info);
-        let activity = Activity::new(limits.idle_timeout, limits.header_read_timeout);
+        let activity = Activity::new(
+            limits.idle_timeout,
+            limits.header_read_timeout,
+            limits.send_timeout,
+        );
         let dataplane = dataplane.clone();
         let servers = servers.clone();
         let drain = drain.clone();

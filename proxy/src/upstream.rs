@@ -48,6 +48,18 @@ pub const MAX_IDLE: usize = 256;
 /// Sends of one request to pooled connections that turned out to be closed before it
 /// falls back to a new connection.
 const STALE_RETRIES: usize = 3;
+/// hyper's buffer on an HTTP/1.1 upstream connection: the longest response head it
+/// reads, the largest read (`crate::pace`), and the most it buffers of a request body
+/// for an upstream that reads slowly (its default is about 400 KiB).
+const UPSTREAM_BUFFER: usize = crate::pace::BIG + 1;
+
+/// What an HTTP/2 upstream may send of one response before serin's client takes it
+/// (hyper's default is 2 MiB): what a slow reader's stream holds at most. HTTP/2's own
+/// default; a stream's throughput is at most this much per round trip to the upstream.
+const UPSTREAM_H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// The same for all streams of the shared connection: ample, so that slow readers, each
+/// holding up to a stream window of it, do not stall the worker's other streams.
+const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 type Sender = SendRequest<UpstreamBody>;
 type H2Sender = http2::SendRequest<UpstreamBody>;
@@ -402,23 +414,24 @@ impl EndpointPool {
     async fn connect_with(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
         let stream = self.dial().await?;
         match &self.tls {
-            None => self.handshake_h1(TokioIo::new(stream), upgrades).await,
+            None => self.handshake_h1(stream, upgrades).await,
             Some(tls) => {
                 let stream = self
                     .handshake_tls(stream, &tls.connectors.http1, &tls.server_name)
                     .await?;
-                self.handshake_h1(TokioIo::new(stream), upgrades).await
+                self.handshake_h1(stream, upgrades).await
             }
         }
     }
 
     /// HTTP/1.1 on a connection, driven by a task of the calling worker.
-    async fn handshake_h1<T>(&self, io: TokioIo<T>, upgrades: bool) -> Result<Sender, UpstreamError>
+    async fn handshake_h1<T>(&self, io: T, upgrades: bool) -> Result<Sender, UpstreamError>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, connection) = http1::Builder::new()
-            .handshake(io)
+            .max_buf_size(UPSTREAM_BUFFER)
+            .handshake(TokioIo::new(crate::pace::Paced::new(io)))
             .await
             .map_err(|source| UpstreamError::Handshake {
                 authority: self.authority.clone(),
@@ -456,6 +469,8 @@ impl EndpointPool {
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW)
             .handshake(io)
             .await
             .map_err(|source| UpstreamError::Handshake {
@@ -483,9 +498,7 @@ impl EndpointPool {
                 self.handshake_h2(TokioIo::new(stream)).await?,
             ))
         } else {
-            Ok(Negotiated::Http1(
-                self.handshake_h1(TokioIo::new(stream), false).await?,
-            ))
+            Ok(Negotiated::Http1(self.handshake_h1(stream, false).await?))
         }
     }
 

@@ -43,6 +43,10 @@ pub struct BackendState {
     pub health_status: AtomicU16,
     /// TCP connections accepted.
     pub connections: AtomicUsize,
+    /// TCP connections open now.
+    pub open: AtomicUsize,
+    /// Request body bytes received, over all requests.
+    pub received: AtomicUsize,
     /// Answer with a chunked body (no content-length) of two frames.
     pub chunked: std::sync::atomic::AtomicBool,
     /// Answer with a body of this many bytes instead of the name; 0 = the name.
@@ -74,7 +78,9 @@ impl Backend {
                     continue;
                 };
                 st.connections.fetch_add(1, Ordering::SeqCst);
+                st.open.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
+                let open = st.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
@@ -101,7 +107,10 @@ impl Backend {
                             if delay > 0 {
                                 tokio::time::sleep(Duration::from_millis(delay)).await;
                             }
-                            let _ = req.into_body().collect().await;
+                            if let Ok(body) = req.into_body().collect().await {
+                                st.received
+                                    .fetch_add(body.to_bytes().len(), Ordering::SeqCst);
+                            }
                             let status = match st.status.load(Ordering::SeqCst) {
                                 0 => 200,
                                 s => s,
@@ -126,6 +135,7 @@ impl Backend {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
+                    open.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -138,6 +148,16 @@ impl Backend {
 
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now.
+    pub fn open(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes received, over all requests.
+    pub fn received(&self) -> usize {
+        self.state.received.load(Ordering::SeqCst)
     }
 
     pub fn set_status(&self, status: u16) {
