@@ -4,7 +4,7 @@
 //! SNI (exact name, then a `*.` wildcard one label deep, else the first certificate),
 //! TLS 1.3 and, unless `min_version: "1.3"`, 1.2 with rustls's default suites (ECDHE
 //! with AES-GCM or ChaCha20-Poly1305 only; groups X25519, P-256, P-384: Mozilla's
-//! "intermediate" profile, or "modern" with TLS 1.3 only, as `tests/tls_profile.rs`
+//! "intermediate" profile, or "modern" with TLS 1.3 only, as `tests/it/tls_profile.rs`
 //! checks with sslyze), and ALPN `h2`/`http/1.1`. A reload builds new acceptors; connections already open
 //! keep the certificate they were served.
 //!

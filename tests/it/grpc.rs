@@ -1,16 +1,14 @@
 //! HTTP/2 and gRPC upstreams: real tonic calls through serin, gRPC statuses counted
 //! against the version, and h2c upstreams for plain HTTP requests.
 
-mod common;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::{BufMut, BytesMut};
-use common::*;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

@@ -1,11 +1,9 @@
 //! Hostile and malformed input: what a client that sends it gets, and what (nothing)
 //! reaches the upstream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends raw bytes and reads until serin closes the connection (or 5 s pass).

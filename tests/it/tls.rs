@@ -1,14 +1,12 @@
 //! TLS on a listener: the certificate chosen by SNI, ALPN h2, X-Forwarded-Proto.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::process::SerinProcess;
+use crate::common::*;
 use bytes::Bytes;
-use common::process::SerinProcess;
-use common::*;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -2,8 +2,6 @@
 //! loop decided, as the config asks; receivers that are down, hang or fail never hold a
 //! rollback up, and every outcome is counted. Deliveries are polled, never slept for.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::process::SerinProcess;
+use crate::common::*;
 use bytes::Bytes;
-use common::process::SerinProcess;
-use common::*;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

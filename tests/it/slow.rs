@@ -3,12 +3,10 @@
 //! what the backend and the version's stats see of them; normal large bodies and
 //! responses still pass whole.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,15 +1,13 @@
 //! TLS to upstreams: a version with `tls` reaches a backend served over rustls with a
 //! certificate of a test CA; verification, ALPN and mutual TLS as a user sees them.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::common::process::SerinProcess;
+use crate::common::*;
 use bytes::Bytes;
-use common::process::SerinProcess;
-use common::*;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;

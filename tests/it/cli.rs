@@ -1,12 +1,10 @@
 //! The `serin` binary: `check`, startup failures, and SIGTERM draining.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -236,7 +234,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
             "    split: { weights: { stable: 1, canary: 0 } }",
         ),
     );
-    let serin = common::process::SerinProcess::start(&config, 2, &[], &[]);
+    let serin = crate::common::process::SerinProcess::start(&config, 2, &[], &[]);
     let (admin, web) = (serin.admin, serin.web);
     let client = client();
     assert_eq!(
@@ -247,7 +245,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     );
 
     let url = format!("http://{web}/slow");
-    let in_flight = tokio::spawn(async move { get(&common::client(), &url, &[]).await });
+    let in_flight = tokio::spawn(async move { get(&crate::common::client(), &url, &[]).await });
     eventually(
         Duration::from_secs(5),
         "the slow request reached the backend",
@@ -260,7 +258,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     eventually(Duration::from_secs(5), "readyz reports draining", || {
         let readyz = readyz.clone();
         async move {
-            let fresh = common::client();
+            let fresh = crate::common::client();
             matches!(
                 tokio::time::timeout(Duration::from_secs(1), fresh.get(readyz.parse().expect("uri"))).await,
                 Ok(Ok(r)) if r.status() == StatusCode::SERVICE_UNAVAILABLE

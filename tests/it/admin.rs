@@ -2,12 +2,10 @@
 //! listener on a free port, real backends and real traffic. Every endpoint, its effect
 //! on the traffic the backends see, and every refusal a user can meet.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};

@@ -1,14 +1,12 @@
 //! Hot reload of the real binary: a changed file, SIGHUP and `POST /api/v1/reload` apply
 //! a valid config whole, without failing a request; a broken one changes nothing.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::process::SerinProcess;
+use crate::common::*;
 use bytes::Bytes;
-use common::process::SerinProcess;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;

@@ -1,13 +1,11 @@
 //! The example configs and the Kubernetes manifests: every one is valid, as `serin check`
 //! and a Kubernetes schema validator (kubernetes-validate, schemas bundled) see it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::process::SERIN;
-use common::TempDir;
+use crate::common::process::SERIN;
+use crate::common::TempDir;
 
 fn workspace(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

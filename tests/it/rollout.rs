@@ -2,11 +2,9 @@
 //! are switched at run time, real traffic. Holds and intervals are short so the tests
 //! run in seconds; the decisions are polled, never slept for.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serin_control::rollout::{DecisionKind, Phase};
 
 const FAST: &str = "        interval: 100ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%";

@@ -1,14 +1,12 @@
 //! The ops commands of the real `serin` binary against a real `serin run`: what a person
 //! at a terminal sees, and the exit codes scripts rely on.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{ops, stderr, stdout, SerinProcess, SERIN};
-use common::*;
+use crate::common::process::{ops, stderr, stdout, SerinProcess, SERIN};
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// A rollout held at 20 % until a person acts.

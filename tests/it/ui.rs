@@ -7,14 +7,12 @@
 //! chromium-driver`; `.ci/run` installs them). Leaves a screenshot of the page after a
 //! rollback in `target/ui-screenshot.png`.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use serin_control::admin::{Admin, AdminContext, Health};

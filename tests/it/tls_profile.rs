@@ -14,14 +14,12 @@
 //! given to sslyze with `--certinfo_ca_file`: that checks the chain serin serves is
 //! complete and matches the name, not that a public CA would trust it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 /// A CA and a leaf it signed for `localhost` (ECDSA P-256 with SHA-256, valid 90 days,
 /// as Mozilla recommends), written as `ca.pem`, `leaf.pem` (the chain, leaf first) and

@@ -2,8 +2,6 @@
 //! known traffic, rollout decisions and reloads, that hostile requests cannot add
 //! series, and that `promtool check metrics` finds nothing to say about it.
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -11,9 +9,9 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::process::SerinProcess;
+use crate::common::*;
 use bytes::Bytes;
-use common::process::SerinProcess;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serin_control::admin::{Admin, AdminContext, Health};

@@ -1,17 +1,15 @@
 //! Traces and access logs of the real binary: spans as an OTLP/HTTP collector receives
 //! them, the W3C trace context an upstream receives, and the access log lines on stdout.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::process::SerinProcess;
+use crate::common::*;
 use bytes::Bytes;
-use common::process::SerinProcess;
-use common::*;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

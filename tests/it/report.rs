@@ -1,14 +1,12 @@
 //! `serin report`: the post-mortem draft of a rollout driven on a real `serin run`, by
 //! hand and by the analysis, and the errors a person gets for what cannot be reported.
 
-mod common;
-
 use std::process::Output;
 use std::time::Duration;
 
+use crate::common::process::{ops, stderr, stdout, SerinProcess};
+use crate::common::*;
 use bytes::Bytes;
-use common::process::{ops, stderr, stdout, SerinProcess};
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
