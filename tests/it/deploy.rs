@@ -97,7 +97,7 @@ fn the_kubernetes_manifests_pass_a_strict_schema_check() {
         .output()
         .unwrap_or_else(|err| panic!("cannot run python3 ({err})"));
     if String::from_utf8_lossy(&out.stderr).contains("No module named kubernetes_validate") {
-        panic!("kubernetes-validate is missing: install it with `python3 -m pip install kubernetes-validate` (.ci/run does)");
+        panic!("kubernetes-validate is missing: install it with `python3 -m pip install kubernetes-validate` (scripts/test does)");
     }
     let text = format!(
         "{}{}",

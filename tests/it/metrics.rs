@@ -824,7 +824,7 @@ async fn promtool_finds_nothing_to_say() {
             Ok(child) => child,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
                 "promtool is not installed, and this test checks serin's /metrics with it: \
-                 install it with `apt-get install prometheus` (Debian/Ubuntu; .ci/run does \
+                 install it with `apt-get install prometheus` (Debian/Ubuntu; scripts/test does \
                  this), or put Prometheus' promtool on PATH"
             ),
             Err(err) => panic!("cannot run promtool: {err}"),

@@ -2,7 +2,7 @@
 //! "intermediate" for the default listener, "modern" (TLS 1.3 only) for
 //! `min_version: "1.3"`.
 //!
-//! sslyze is a Python tool (PyPI `sslyze`); `.ci/run` installs it. Its compliance check
+//! sslyze is a Python tool (PyPI `sslyze`); `scripts/test` installs it. Its compliance check
 //! covers protocol versions, cipher suites (TLS 1.2 and 1.3), key exchange groups and
 //! their sizes, the certificate (key type and curve, signature algorithm, lifetime,
 //! path validation) and TLS vulnerabilities (compression, renegotiation, extended master
@@ -134,7 +134,7 @@ async fn sslyze(dir: &Path, port: u16, profile: &str) -> Scan {
     let output = match output {
         Ok(output) => output,
         Err(e) => panic!(
-            "cannot run sslyze ({e}): install it as .ci/run's \"test tools\" step does \
+            "cannot run sslyze ({e}): install it as scripts/test does \
              (python3 -m pip install sslyze; its script goes to ~/.local/bin or the \
              Python's bin directory, which must be on PATH)"
         ),

@@ -4,7 +4,7 @@
 //! what the API answers after they press a button.
 //!
 //! Needs `chromium` and `chromedriver` on PATH (Debian: `apt-get install chromium
-//! chromium-driver`; `.ci/run` installs them). Leaves a screenshot of the page after a
+//! chromium-driver`; `scripts/test` installs them). Leaves a screenshot of the page after a
 //! rollback in `target/ui-screenshot.png`.
 
 use std::io::{BufRead, BufReader};
@@ -35,7 +35,7 @@ impl Driver {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("run chromedriver (install chromium and chromium-driver: see .ci/run)");
+            .expect("run chromedriver (install chromium and chromium-driver: see scripts/test)");
         let stdout = child.stdout.take().expect("chromedriver's stdout");
         let mut lines = BufReader::new(stdout).lines();
         let port = loop {
