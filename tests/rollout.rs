@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serin_control::rollout::{DecisionKind, Phase};
+use serin_judge::rollout::{DecisionKind, Phase};
 
 const FAST: &str = "        interval: 100ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%";
 
@@ -344,7 +344,7 @@ async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
     let c = Controlled::start(&first).await;
     c.control.command(
         "api",
-        serin_control::rollout::Event::Abort,
+        serin_judge::rollout::Event::Abort,
         serin_control::runner::now_ms(),
     );
     assert_eq!(c.phase(), Phase::RolledBack);

@@ -18,7 +18,7 @@ use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use serin_control::admin::{Admin, AdminContext, Health};
-use serin_control::rollout::Phase;
+use serin_judge::rollout::Phase;
 
 const TOKEN: &str = "ui-test-token";
 

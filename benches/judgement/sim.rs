@@ -1,7 +1,7 @@
 //! The judgement benchmark, simulated half: how often does the analysis roll back a
 //! HEALTHY canary (false rollbacks), and how fast does it catch a broken one?
 //!
-//! Drives `serin_control::analysis::judge` and `serin_control::rollout::transition`
+//! Drives `serin_judge::analysis::judge` and `serin_judge::rollout::transition`
 //! the way the runner does, on a simulated clock (no sleeping): every tick each version
 //! gets a `window::Sample` of that tick's requests, errors and latency buckets (the
 //! buckets of the recorder's own histogram, 1 µs..3 600 s, 3 significant digits), the
@@ -56,11 +56,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serin_config::{Analysis, OnFailure, Rollout, Rule, Step};
-use serin_control::analysis::{judge, rule_text, Input, Judgement, Verdict};
-use serin_control::rollout::{transition, Action, Event, Phase, RolloutState};
-use serin_control::stats::{kl, log_threshold, lower_bound, spend, upper_bound, Detector};
-use serin_control::window::{Aggregate, Sample, ServiceWindow};
+use serin_judge::analysis::{judge, rule_text, Input, Judgement, Verdict};
+use serin_judge::rollout::{transition, Action, Event, Phase, RolloutState};
+use serin_judge::spec::{Analysis, OnFailure, Rollout, Rule, Step};
+use serin_judge::stats::{kl, log_threshold, lower_bound, spend, upper_bound, Detector};
+use serin_judge::window::{Aggregate, Sample, ServiceWindow};
 use serin_proxy::Interval;
 
 const BASELINE: usize = 0;
@@ -340,7 +340,7 @@ impl Recorder {
                 (sample, counts)
             }
             Sampler::BoxMuller => {
-                // The recorder's own path: an Interval, then Sample::from_interval.
+                // The recorder's own path: an Interval, then the control loop's intake.
                 let iv = &mut self.interval;
                 iv.latency_us.reset();
                 iv.responses = [0, requests - errors, 0, 0, errors];
@@ -356,7 +356,7 @@ impl Recorder {
                         }
                     }
                 }
-                let sample = Sample::from_interval(iv);
+                let sample = serin_control::intake::sample_of(iv);
                 assert_eq!((sample.requests, sample.errors), (requests, errors));
                 let buckets = sample
                     .latency
@@ -634,7 +634,7 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
     let analysis = &spec.analysis;
     let interval_ms = analysis.interval.as_millis() as u64;
     let window_ms = analysis.window.as_millis() as u64;
-    let budgets = serin_control::analysis::budgets(analysis);
+    let budgets = serin_judge::analysis::budgets(analysis);
     let (p_low, p_high) = quantile_range(analysis);
     let canary_high = High::Quantile(p_high);
     // The baseline window: up to the rank of the widest confidence bound a relative

@@ -37,12 +37,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serin_config::{NotifyFormat, NotifyTarget, Rollout, Rule};
+use serin_judge::analysis::{rule_text, Breach, Ms, Pct};
+use serin_judge::rollout::{DecisionKind, Phase};
+use serin_judge::window::{Aggregate, ServiceWindow};
 
-use crate::analysis::{rule_text, Breach, Ms, Pct};
-use crate::rollout::{DecisionKind, Phase};
 use crate::runner::rfc3339;
 use crate::timeline::{RuleRecord, TimelineEvent, WindowNumbers};
-use crate::window::{Aggregate, ServiceWindow};
 
 /// Notifications waiting per target; past it the oldest is dropped.
 pub const QUEUE_CAPACITY: usize = 64;
@@ -333,7 +333,7 @@ pub fn breach_started(
     };
     let since = decided_ms.saturating_sub(spec.analysis.window.as_millis() as u64);
     let baseline = window.aggregate(spec.baseline, since);
-    let ticks: Vec<(u64, &[crate::window::Sample])> =
+    let ticks: Vec<(u64, &[serin_judge::window::Sample])> =
         window.ticks().filter(|(at, _)| *at <= decided_ms).collect();
     let mut first_bad = None;
     for (i, (_, samples)) in ticks.iter().enumerate().rev() {
@@ -744,7 +744,7 @@ mod tests {
     use serin_config::{Analysis, OnFailure, Step};
 
     use super::*;
-    use crate::window::Sample;
+    use serin_judge::window::Sample;
 
     fn spec(rules: Vec<Rule>) -> Rollout {
         Rollout {
@@ -785,7 +785,7 @@ mod tests {
     fn breach(rule: &Rule) -> Breach {
         Breach {
             rule: rule_text(rule),
-            kind: crate::analysis::rule_kind(rule),
+            kind: serin_judge::analysis::rule_kind(rule),
             observed: 0.5,
             threshold: 0.01,
             evidence: 10.0,

@@ -10,17 +10,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serin_config::{Rollout, Service, Snapshot};
+use serin_judge::analysis::{judge, Input, Verdict};
+use serin_judge::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
+use serin_judge::stats::Detector;
+use serin_judge::window::ServiceWindow;
 use serin_proxy::DataPlane;
 use tokio::sync::watch;
 
-use crate::analysis::{judge, Verdict};
 use crate::metrics::{rollback_trigger, Totals};
 use crate::notify::{Notification, Notifier, RolloutContext};
-use crate::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use crate::state::{self, Persisted};
-use crate::stats::Detector;
 use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
-use crate::window::ServiceWindow;
 
 /// How far back windows reach for services without a rollout (the admin API's view).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -299,7 +299,7 @@ impl Control {
         let mut services = self.lock();
         for service in services.iter_mut() {
             if let Some(taken) = intervals.iter().find(|i| i.service == service.name) {
-                service.window.push(now_ms, &taken.versions);
+                crate::intake::push(&mut service.window, now_ms, &taken.versions);
                 self.totals().add(&service.name, &taken.versions);
             }
             let name = service.name.clone();
@@ -334,7 +334,7 @@ impl Control {
         let baseline_step = window.aggregate(b, step_since);
         let canary_step = window.aggregate(c, step_since);
         let canary_tick = window.aggregate(c, run.last_eval_ms);
-        let input = crate::analysis::Input {
+        let input = Input {
             baseline_window: &baseline_window,
             canary_window: &canary_window,
             baseline_step: &baseline_step,

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serin_config::{Rollout, Service};
-
-use crate::rollout::RolloutState;
+use serin_judge::rollout::RolloutState;
 
 /// Bumped when the file's meaning changes.
 pub const FORMAT: u32 = 1;

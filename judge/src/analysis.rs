@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use serin_config::{Analysis, Rule};
+use crate::spec::{Analysis, Rule};
 
 use crate::stats::{self, upper_bound, Detector};
 use crate::window::Aggregate;
@@ -461,10 +461,8 @@ fn check(rule: &Rule, input: &Input<'_>) -> Check {
 mod tests {
     use std::time::Duration;
 
-    use serin_proxy::record::SuccessCount;
-
     use super::*;
-    use crate::window::Sample;
+    use crate::window::{Sample, SuccessCount};
 
     /// `requests` requests, `errors` failed, latencies spread evenly over [lo_ms, hi_ms].
     fn agg(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Aggregate {
