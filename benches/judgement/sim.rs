@@ -56,8 +56,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serin_judge::analysis::{judge, rule_text, Input, Judgement, Verdict};
+use serin_judge::analysis::{judge, Input, Judgement, Verdict};
 use serin_judge::rollout::{transition, Action, Event, Phase, RolloutState};
+use serin_judge::rules::{compile, CompiledAnalysis, Cutoff, Events, Null};
 use serin_judge::spec::{Analysis, OnFailure, Rollout, Rule, Step};
 use serin_judge::stats::{kl, log_threshold, lower_bound, spend, upper_bound, Detector};
 use serin_judge::window::{Aggregate, Sample, ServiceWindow};
@@ -540,16 +541,11 @@ enum High {
 }
 
 /// The lowest and highest percentile any rule reads, as fractions ((1, 0) when none does).
-fn quantile_range(analysis: &Analysis) -> (f64, f64) {
-    analysis
+fn quantile_range(rules: &CompiledAnalysis) -> (f64, f64) {
+    rules
         .rules
         .iter()
-        .filter_map(|r| match r {
-            Rule::Latency { percentile, .. } | Rule::LatencyIncrease { percentile, .. } => {
-                Some(percentile / 100.0)
-            }
-            _ => None,
-        })
+        .filter_map(|r| r.quantile())
         .fold((1.0, 0.0), |(lo, hi), p| (f64::min(lo, p), f64::max(hi, p)))
 }
 
@@ -634,21 +630,21 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
     let analysis = &spec.analysis;
     let interval_ms = analysis.interval.as_millis() as u64;
     let window_ms = analysis.window.as_millis() as u64;
-    let budgets = serin_judge::analysis::budgets(analysis);
-    let (p_low, p_high) = quantile_range(analysis);
+    // As the runner does: compiled once, when the spec is read.
+    let rules = compile(analysis);
+    let (p_low, p_high) = quantile_range(&rules);
     let canary_high = High::Quantile(p_high);
     // The baseline window: up to the rank of the widest confidence bound a relative
     // latency rule can take in this run (its level falls with the detector's ticks,
     // which are at most the run's ticks).
     let max_ticks = scn.limit_ms / interval_ms + 1;
-    let baseline_high = analysis
+    let baseline_high = rules
         .rules
         .iter()
-        .zip(&budgets)
-        .filter_map(|(r, b)| match r {
-            Rule::LatencyIncrease { percentile, .. } => Some(High::Bound {
-                p: percentile / 100.0,
-                log_inv_level: (1.0 / spend(b.baseline, max_ticks + 1)).ln(),
+        .filter_map(|r| match r.test.events {
+            Events::SlowerThan(Cutoff::Baseline { p, .. }) => Some(High::Bound {
+                p,
+                log_inv_level: (1.0 / spend(r.budget.baseline, max_ticks + 1)).ln(),
             }),
             _ => None,
         })
@@ -789,24 +785,24 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
             canary_tick: &ct,
             baseline_has_weight: weight < 100,
         };
-        let judged = judge(analysis, &detectors, &input);
+        let judged = judge(&rules, &detectors, &input);
         judged_ticks += 1;
 
         let step_age_ticks = now.saturating_sub(state.step_started_ms) / interval_ms;
         if sh.verify_every > 0 && (k.is_multiple_of(sh.verify_every) || step_age_ticks <= 2) {
             verify(
-                &window, &state, now, window_ms, weight, analysis, &detectors, &judged, seed,
+                &window, &state, now, window_ms, weight, &rules, &detectors, &judged, seed,
             );
             verified += 1;
         }
 
         detectors = judged.detectors;
-        if naive_ms.is_none() && naive_fails(analysis, table, &acc) {
+        if naive_ms.is_none() && naive_fails(&rules, table, &acc) {
             naive_ms = Some(now);
         }
-        for ((c, d), a) in closest.iter_mut().zip(&detectors).zip(&budgets) {
+        for ((c, d), r) in closest.iter_mut().zip(&detectors).zip(&rules.rules) {
             if d.ticks > 0 {
-                *c = c.max(d.log_value() - log_threshold(d.ticks, a.detector));
+                *c = c.max(d.log_value() - log_threshold(d.ticks, r.budget.detector));
             }
         }
         let (next, actions) = transition(spec, &state, Event::Tick(&judged.verdict), now);
@@ -840,24 +836,28 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
 
 /// What peeking does: each rule as a FIXED-sample one-sided test at 99 % (serin's
 /// Chernoff bounds at level 1 %, no correction for repetition) on the 30 s window,
-/// run every tick. Absolute rules: the window's lower bound above the threshold;
-/// `error_rate max_increase`: the canary's lower bound minus the baseline's upper
-/// bound (each at 0.5 %) above the increase. Only for the rules `--boundary` uses.
-fn naive_fails(analysis: &Analysis, table: &Table, acc: &[Acc; 2]) -> bool {
+/// run every tick. Rules with a fixed θ and cutoff: the lower bound of the window's
+/// share of failures above θ; `error_rate max_increase`: the canary's lower bound minus
+/// the baseline's upper bound (each at 0.5 %) above the increase. Relative latency
+/// rules and success rules (the simulation sends no matching requests) are not tested.
+fn naive_fails(rules: &CompiledAnalysis, table: &Table, acc: &[Acc; 2]) -> bool {
     let (b, c) = (&acc[BASELINE], &acc[CANARY]);
-    analysis.rules.iter().any(|rule| match rule {
-        Rule::ErrorRate { max } => lower_bound(c.errors, c.requests, 0.01) > *max,
-        Rule::Latency { percentile, max } => {
-            let k = c.count_above(table, max.as_micros() as u64);
-            lower_bound(k, c.n, 0.01) > 1.0 - percentile / 100.0
+    rules.rules.iter().any(|rule| {
+        let (n, k) = match rule.test.events {
+            Events::Errors => (c.requests, c.errors),
+            Events::SlowerThan(Cutoff::Fixed { us }) => (c.n, c.count_above(table, us)),
+            Events::SlowerThan(Cutoff::Baseline { .. }) | Events::Unsuccessful { .. } => {
+                return false
+            }
+        };
+        match rule.test.null {
+            Null::Fixed(theta) => lower_bound(k, n, 0.01) > theta,
+            Null::BaselinePlus { increase } => {
+                b.requests > 0
+                    && lower_bound(k, n, 0.005) - upper_bound(b.errors, b.requests, 0.005)
+                        > increase
+            }
         }
-        Rule::ErrorRateIncrease { max_increase } => {
-            b.requests > 0
-                && lower_bound(c.errors, c.requests, 0.005)
-                    - upper_bound(b.errors, b.requests, 0.005)
-                    > *max_increase
-        }
-        _ => false,
     })
 }
 
@@ -878,7 +878,7 @@ fn verify(
     now: u64,
     window_ms: u64,
     weight: u32,
-    analysis: &Analysis,
+    rules: &CompiledAnalysis,
     detectors: &[Detector],
     judged: &Judgement,
     seed: u64,
@@ -891,7 +891,7 @@ fn verify(
     let cs = window.aggregate(CANARY, since_step);
     let ct = window.latest(CANARY);
     let full = judge(
-        analysis,
+        rules,
         detectors,
         &Input {
             baseline_window: &bw,
@@ -1322,7 +1322,13 @@ fn rollout_table(scenarios: &[Scenario], results: &[Vec<Outcome>]) {
             }
         }
         let mean_ticks = outcomes.iter().map(|o| o.ticks as f64).sum::<f64>() / n.max(1) as f64;
-        let texts: Vec<String> = scn.rollout.analysis.rules.iter().map(rule_text).collect();
+        let texts: Vec<String> = scn
+            .rollout
+            .analysis
+            .rules
+            .iter()
+            .map(Rule::to_string)
+            .collect();
         let (mut best, mut best_rule) = (f64::NEG_INFINITY, String::new());
         let mut per_rollout = Vec::new();
         for o in outcomes {
@@ -1366,10 +1372,9 @@ fn rollout_table(scenarios: &[Scenario], results: &[Vec<Outcome>]) {
          threshold (a rollback needs ≥ 0), highest over all ticks and rules of a rollout; \
          the table gives its maximum over the rollouts (with the rule) and its median. \
          Mean ticks judged: 1 800 when every step passed as soon as its hold was over. \
-         Fixed 99 % test repeated every tick: rollouts in which the \
-         `error_rate max`, `latency max` and `error_rate max_increase` rules, each tested as \
-         if once (one-sided, 99 %, Chernoff bounds) on the window, would have failed at some \
-         tick (other rules are not tested this way). \
+         Fixed 99 % test repeated every tick: rollouts in which some rule, tested as if \
+         once (one-sided, 99 %, Chernoff bounds) on the window, would have failed at some \
+         tick (every rule but relative latency rules is tested this way). \
          {verified} judgements were re-computed on full buckets and agreed."
     );
     for n in notes {
@@ -1413,7 +1418,7 @@ fn false_rollbacks(opts: &Options, sh: &Shared) {
          \"Healthy\" means within every threshold of the row's rules:\n"
     );
     for &(row, bg, error_max, burn) in &rows {
-        let texts: Vec<String> = rules(error_max, burn).iter().map(rule_text).collect();
+        let texts: Vec<String> = rules(error_max, burn).iter().map(Rule::to_string).collect();
         let alpha = 0.01 / texts.len() as f64;
         println!(
             "- **{row}**: background errors {}; rules `{}` (α = 1 % / {} = {} per rule; \
@@ -1494,7 +1499,7 @@ fn boundary(opts: &Options, sh: &Shared) {
          the worst case the guarantee covers (P(rollback) ≤ 1 %). R = {rate} canary req/s.\n"
     );
     for (label, rule, _, _, what) in &rows {
-        println!("- **{label}**: `{}`; {what}.", rule_text(rule));
+        println!("- **{label}**: `{rule}`; {what}.");
     }
     println!();
     rollout_table(&scenarios, &results);
@@ -1535,7 +1540,7 @@ fn detection(opts: &Options, sh: &Shared) {
     }
     eprintln!("detection: {} runs", jobs.len());
     let results = run_all(&scenarios, &jobs, sh, opts.threads);
-    let texts: Vec<String> = rules(0.01, true).iter().map(rule_text).collect();
+    let texts: Vec<String> = rules(0.01, true).iter().map(Rule::to_string).collect();
     println!("\n## Time to detect a broken canary\n");
     println!(
         "1 000 req/s in all, canary at 10 % (steps 10 % hold 3600 s, 100 %), so 100 req/s on \

@@ -26,7 +26,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use serin_config::Snapshot;
-use serin_judge::analysis::rule_kind;
 use serin_judge::rollout::{Decision, Phase};
 use serin_proxy::{DataPlane, Interval};
 
@@ -613,7 +612,7 @@ fn rollouts(
             if let Some(rollout) = &s.rollout {
                 triggers.insert(MANUAL_TRIGGER);
                 for rule in &rollout.analysis.rules {
-                    triggers.insert(rule_kind(rule));
+                    triggers.insert(rule.kind());
                 }
             }
             triggers.into_iter().map(|trigger| {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serin_config::{Rollout, Service, Snapshot};
 use serin_judge::analysis::{judge, Input, Verdict};
 use serin_judge::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
+use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
 use serin_judge::window::ServiceWindow;
 use serin_proxy::DataPlane;
@@ -58,6 +59,8 @@ struct RolloutRun {
     baseline: String,
     canary: String,
     fingerprint: String,
+    /// The spec's analysis, compiled once: what the judgement and notifications run.
+    rules: CompiledAnalysis,
     state: RolloutState,
     detectors: Vec<Detector>,
     timeline: Timeline,
@@ -213,6 +216,7 @@ impl Control {
             let rollout = match (service.rollout.as_ref(), old.and_then(|o| o.rollout)) {
                 (Some(spec), Some(mut run)) if keep => {
                     run.spec = spec.clone();
+                    run.rules = compile(&spec.analysis);
                     Some(run)
                 }
                 (Some(_), _) => {
@@ -342,7 +346,7 @@ impl Control {
             canary_tick: &canary_tick,
             baseline_has_weight: run.state.canary_weight < 100,
         };
-        let judgement = judge(&spec.analysis, &run.detectors, &input);
+        let judgement = judge(&run.rules, &run.detectors, &input);
         run.detectors = judgement.detectors;
         judgement.verdict
     }
@@ -429,6 +433,7 @@ impl Control {
                         if self.notifier.wants(decision.kind) {
                             let context = RolloutContext {
                                 spec: &run.spec,
+                                rules: &run.rules,
                                 baseline: &run.baseline,
                                 canary: &run.canary,
                                 started_ms: run.state.started_ms,
@@ -682,6 +687,7 @@ fn new_run(
         baseline: service.versions[spec.baseline].name.clone(),
         canary: service.versions[spec.canary].name.clone(),
         spec: spec.clone(),
+        rules: compile(&spec.analysis),
         fingerprint,
         state,
         detectors: Vec::new(),

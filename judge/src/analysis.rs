@@ -1,5 +1,5 @@
-//! Judging a canary: a pure function of the rules, the detectors' state and the
-//! numbers of both versions, returning a verdict and the detectors' next state.
+//! Judging a canary: a pure function of the compiled rules, the detectors' state and
+//! the numbers of both versions, returning a verdict and the detectors' next state.
 //!
 //! * **Fail** only with evidence: each rule feeds its e-detector ([`crate::stats`]) one
 //!   batch per tick; a rule fails when its detector crosses the threshold for its share
@@ -10,14 +10,12 @@
 //!   success rule, or an observed value over a threshold that is not (yet) proven.
 //! * **Pass** otherwise.
 //!
+//! What each rule means is [`crate::rules`]'s; this module only runs them.
 //! docs/analysis.md derives the guarantee: over a whole healthy rollout, however long,
 //! P(some rule fails) ≤ 1 − confidence.
 
-use std::fmt;
-
-use crate::spec::{Analysis, Rule};
-
-use crate::stats::{self, upper_bound, Detector};
+use crate::rules::{Baseline, CompiledAnalysis, CompiledRule, Observation};
+use crate::stats::{self, Detector};
 use crate::window::Aggregate;
 
 /// The numbers a verdict is judged on.
@@ -47,6 +45,8 @@ pub enum Verdict {
 /// The rule that failed and the numbers that made it fail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breach {
+    /// The rule's position in the analysis (its [`CompiledRule::index`]).
+    pub index: usize,
     /// The rule as written, e.g. `error_rate max 1%`.
     pub rule: String,
     /// `error_rate`, `latency`, `burn_rate` or `success`.
@@ -79,229 +79,37 @@ enum Check {
     Marginal(String),
 }
 
-pub fn rule_text(rule: &Rule) -> String {
-    match rule {
-        Rule::ErrorRate { max } => format!("error_rate max {}", Pct(*max)),
-        Rule::ErrorRateIncrease { max_increase } => {
-            format!("error_rate max_increase {}", Pct(*max_increase))
-        }
-        Rule::Latency { percentile, max } => format!(
-            "latency p{percentile} max {}",
-            Ms(max.as_secs_f64() * 1000.0)
-        ),
-        Rule::LatencyIncrease {
-            percentile,
-            max_increase,
-        } => {
-            format!("latency p{percentile} max_increase {}", Pct(*max_increase))
-        }
-        Rule::BurnRate { slo, max } => format!("burn_rate slo {} max {max}", Pct(*slo)),
-        Rule::Success {
-            path_prefix,
-            method,
-            min,
-            ..
-        } => format!(
-            "success {}{path_prefix} min {}",
-            method
-                .as_deref()
-                .map(|m| format!("{m} "))
-                .unwrap_or_default(),
-            Pct(*min)
-        ),
-    }
-}
-
-pub fn rule_kind(rule: &Rule) -> &'static str {
-    match rule {
-        Rule::ErrorRate { .. } | Rule::ErrorRateIncrease { .. } => "error_rate",
-        Rule::Latency { .. } | Rule::LatencyIncrease { .. } => "latency",
-        Rule::BurnRate { .. } => "burn_rate",
-        Rule::Success { .. } => "success",
-    }
-}
-
-/// A fraction shown as a percentage.
-pub struct Pct(pub f64);
-
-impl fmt::Display for Pct {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0 * 100.0;
-        if (v - v.round()).abs() < 1e-9 {
-            write!(f, "{}%", v.round())
-        } else {
-            write!(f, "{}%", (v * 1000.0).round() / 1000.0)
-        }
-    }
-}
-
-/// Milliseconds, shortly.
-pub struct Ms(pub f64);
-
-impl fmt::Display for Ms {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= 100.0 || (self.0 - self.0.round()).abs() < 1e-9 {
-            write!(f, "{}ms", self.0.round())
-        } else {
-            write!(f, "{:.2}ms", self.0)
-        }
-    }
-}
-
-/// Upper confidence bound, at level `alpha`, for the `p`-quantile of `agg` in µs: the
-/// order statistic at the rank the number of values below the quantile exceeds with
-/// probability ≤ alpha (Chernoff bound on that binomial count).
-fn quantile_upper_us(agg: &Aggregate, p: f64, alpha: f64) -> Option<u64> {
-    let n = agg.latency_count();
-    if n == 0 {
-        return None;
-    }
-    let budget = (1.0 / alpha).ln() / n as f64;
-    // Smallest u > p with KL(u‖p) ≥ budget: then P(Bin(n, p) ≥ n·u) ≤ alpha.
-    let (mut lo, mut hi) = (p, 1.0);
-    if stats::kl(1.0, p) < budget {
-        return None;
-    }
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if stats::kl(mid, p) >= budget {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    let rank = (hi * n as f64).ceil() as u64;
-    agg.value_at_rank(rank.max(1))
-}
-
-/// A rule's share of the false-alarm budget 1 − confidence.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    /// For the rule's detector.
-    pub detector: f64,
-    /// For a relative rule's baseline bounds, spent over looks with [`stats::spend`]
-    /// (0 for an absolute rule).
-    pub baseline: f64,
-}
-
-/// The budget of each rule, in order: 1 − confidence split evenly over the rules; a
-/// relative rule gives half of its share to its detector and half to its baseline
-/// bounds. The shares sum to 1 − confidence (docs/analysis.md, "The budget").
-pub fn budgets(analysis: &Analysis) -> Vec<Budget> {
-    let share = (1.0 - analysis.confidence) / analysis.rules.len().max(1) as f64;
-    analysis
-        .rules
-        .iter()
-        .map(|rule| match rule {
-            Rule::ErrorRateIncrease { .. } | Rule::LatencyIncrease { .. } => Budget {
-                detector: share / 2.0,
-                baseline: share / 2.0,
-            },
-            _ => Budget {
-                detector: share,
-                baseline: 0.0,
-            },
-        })
-        .collect()
-}
-
 /// Judges one tick. `detectors` are the previous tick's (empty at the start).
-pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> Judgement {
+pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<'_>) -> Judgement {
     let rules = &analysis.rules;
-    let budgets = budgets(analysis);
     let mut next: Vec<Detector> = (0..rules.len())
         .map(|i| detectors.get(i).cloned().unwrap_or_default())
         .collect();
     let mut fail: Option<Breach> = None;
     let mut checks = Vec::with_capacity(rules.len());
 
-    for ((rule, detector), budget) in rules.iter().zip(next.iter_mut()).zip(&budgets) {
-        let tick = input.canary_tick;
-        let cw = input.canary_window;
-        let (alpha_detector, breach_at): (f64, Option<(f64, f64)>) = match rule {
-            Rule::ErrorRate { max } => {
-                detector.update(tick.requests, tick.errors, *max);
-                (budget.detector, cw.error_rate().map(|r| (r, *max)))
-            }
-            Rule::BurnRate { slo, max } => {
-                let theta = max * (1.0 - slo);
-                if theta < 1.0 {
-                    detector.update(tick.requests, tick.errors, theta);
-                }
-                (
-                    budget.detector,
-                    cw.error_rate().map(|r| (r / (1.0 - slo), *max)),
-                )
-            }
-            Rule::Latency { percentile, max } => {
-                let max_us = max.as_micros() as u64;
-                let theta = 1.0 - percentile / 100.0;
-                detector.update(tick.latency_count(), tick.count_above(max_us), theta);
-                (
-                    budget.detector,
-                    cw.quantile_ms(percentile / 100.0)
-                        .map(|ms| (ms, max.as_secs_f64() * 1000.0)),
-                )
-            }
-            Rule::Success { min, slot, .. } => {
-                let s = tick.success.get(*slot).copied().unwrap_or_default();
-                detector.update(s.matched, s.matched - s.succeeded, 1.0 - min);
-                let w = cw.success.get(*slot).copied().unwrap_or_default();
-                (
-                    budget.detector,
-                    (w.matched > 0).then(|| (w.succeeded as f64 / w.matched as f64, *min)),
-                )
-            }
-            Rule::ErrorRateIncrease { max_increase } => {
-                let b = input.baseline_window;
-                let mut shown = None;
-                if input.baseline_has_weight && b.requests > 0 {
-                    let level = stats::spend(budget.baseline, detector.ticks + 1);
-                    let theta = (upper_bound(b.errors, b.requests, level) + max_increase).min(1.0);
-                    if theta < 1.0 {
-                        detector.update(tick.requests, tick.errors, theta);
-                    }
-                    if let (Some(c), Some(b)) = (cw.error_rate(), b.error_rate()) {
-                        shown = Some((c - b, *max_increase));
-                    }
-                }
-                (budget.detector, shown)
-            }
-            Rule::LatencyIncrease {
-                percentile,
-                max_increase,
-            } => {
-                let b = input.baseline_window;
-                let p = percentile / 100.0;
-                let mut shown = None;
-                if input.baseline_has_weight {
-                    let level = stats::spend(budget.baseline, detector.ticks + 1);
-                    if let Some(upper) = quantile_upper_us(b, p, level) {
-                        let threshold_us = (upper as f64 * (1.0 + max_increase)) as u64;
-                        detector.update(
-                            tick.latency_count(),
-                            tick.count_above(threshold_us),
-                            1.0 - p,
-                        );
-                    }
-                    if let (Some(c), Some(b)) = (cw.quantile_ms(p), b.quantile_ms(p)) {
-                        shown = Some((c, b * (1.0 + max_increase)));
-                    }
-                }
-                (budget.detector, shown)
-            }
-        };
-        if fail.is_none() && detector.alarmed(alpha_detector) {
-            let (observed, threshold) = breach_at.unwrap_or((f64::NAN, f64::NAN));
-            let summary = summarize(rule, observed, threshold);
+    for (rule, detector) in rules.iter().zip(next.iter_mut()) {
+        let baseline = input.baseline_has_weight.then(|| Baseline {
+            window: input.baseline_window,
+            level: stats::spend(rule.budget.baseline, detector.ticks + 1),
+        });
+        if let Some(batch) = rule.batch(input.canary_tick, baseline) {
+            detector.update(batch.trials, batch.failures, batch.theta);
+        }
+        let alpha = rule.budget.detector;
+        if fail.is_none() && detector.alarmed(alpha) {
+            let observed = rule
+                .observe(input.canary_window, input.baseline_window)
+                .seen();
             fail = Some(Breach {
-                summary,
-                rule: rule_text(rule),
-                kind: rule_kind(rule),
-                observed,
-                threshold,
+                index: rule.index,
+                rule: rule.text.clone(),
+                kind: rule.kind,
+                observed: observed.map_or(f64::NAN, |o| o.value),
+                threshold: observed.map_or(f64::NAN, |o| o.limit),
                 evidence: detector.log_value(),
-                needed: stats::log_threshold(detector.ticks, alpha_detector),
+                needed: stats::log_threshold(detector.ticks, alpha),
+                summary: rule.summary(observed),
             });
         }
         checks.push(check(rule, input));
@@ -333,127 +141,25 @@ pub fn judge(analysis: &Analysis, detectors: &[Detector], input: &Input<'_>) -> 
     }
 }
 
-fn summarize(rule: &Rule, observed: f64, threshold: f64) -> String {
-    if observed.is_nan() {
-        return "canary over its threshold in the newest ticks".to_string();
-    }
-    match rule {
-        Rule::ErrorRate { .. } => format!(
-            "canary error rate {} against max {}",
-            Pct(observed),
-            Pct(threshold)
-        ),
-        Rule::ErrorRateIncrease { .. } => format!(
-            "canary error rate {} above the baseline's, against max_increase {}",
-            Pct(observed),
-            Pct(threshold)
-        ),
-        Rule::Latency { percentile, .. } => {
-            format!(
-                "canary p{percentile} {} against max {}",
-                Ms(observed),
-                Ms(threshold)
-            )
-        }
-        Rule::LatencyIncrease { percentile, .. } => format!(
-            "canary p{percentile} {} against {} allowed from the baseline",
-            Ms(observed),
-            Ms(threshold)
-        ),
-        Rule::BurnRate { .. } => format!("canary burn rate {observed:.2} against max {threshold}"),
-        Rule::Success { .. } => format!(
-            "canary success {} against min {}",
-            Pct(observed),
-            Pct(threshold)
-        ),
-    }
-}
-
 /// The point check of one rule on the numbers since the step began.
-fn check(rule: &Rule, input: &Input<'_>) -> Check {
-    let c = input.canary_step;
-    let b = input.baseline_step;
-    let text = rule_text(rule);
-    let no_baseline = || {
-        Check::NoData(format!(
+fn check(rule: &CompiledRule, input: &Input<'_>) -> Check {
+    if rule.is_relative() && !input.baseline_has_weight {
+        return Check::Ok;
+    }
+    let text = &rule.text;
+    match rule.observe(input.canary_step, input.baseline_step) {
+        Observation::NoBaseline => Check::NoData(format!(
             "{text}: no baseline traffic since the step began to compare with"
-        ))
-    };
-    let marginal = |what: String| Check::Marginal(format!("{text}: {what}, not yet conclusive"));
-    match rule {
-        Rule::ErrorRate { max } => match c.error_rate() {
-            Some(r) if r > *max => {
-                marginal(format!("canary error rate {} over {}", Pct(r), Pct(*max)))
-            }
-            _ => Check::Ok,
-        },
-        Rule::BurnRate { slo, max } => match c.error_rate() {
-            Some(r) if r / (1.0 - slo) > *max => marginal(format!(
-                "canary burn rate {:.2} over {max}",
-                r / (1.0 - slo)
-            )),
-            _ => Check::Ok,
-        },
-        Rule::Latency { percentile, max } => {
-            let max_ms = max.as_secs_f64() * 1000.0;
-            match c.quantile_ms(percentile / 100.0) {
-                Some(ms) if ms > max_ms => marginal(format!(
-                    "canary p{percentile} {} over {}",
-                    Ms(ms),
-                    Ms(max_ms)
-                )),
-                _ => Check::Ok,
-            }
-        }
-        Rule::Success { min, slot, .. } => {
-            let s = c.success.get(*slot).copied().unwrap_or_default();
-            if s.matched == 0 {
-                return Check::NoData(format!(
-                    "{text}: no canary request matched since the step began"
-                ));
-            }
-            let share = s.succeeded as f64 / s.matched as f64;
-            if share < *min {
-                marginal(format!("canary success {} under {}", Pct(share), Pct(*min)))
-            } else {
-                Check::Ok
-            }
-        }
-        Rule::ErrorRateIncrease { max_increase } => {
-            if !input.baseline_has_weight {
-                return Check::Ok;
-            }
-            match (c.error_rate(), b.error_rate()) {
-                (_, None) => no_baseline(),
-                (Some(cr), Some(br)) if cr - br > *max_increase => marginal(format!(
-                    "canary error rate {} is {} over the baseline's {}",
-                    Pct(cr),
-                    Pct(cr - br),
-                    Pct(br)
-                )),
-                _ => Check::Ok,
-            }
-        }
-        Rule::LatencyIncrease {
-            percentile,
-            max_increase,
-        } => {
-            if !input.baseline_has_weight {
-                return Check::Ok;
-            }
-            let p = percentile / 100.0;
-            match (c.quantile_ms(p), b.quantile_ms(p)) {
-                (_, None) => no_baseline(),
-                (Some(cm), Some(bm)) if cm > bm * (1.0 + max_increase) => marginal(format!(
-                    "canary p{percentile} {} over {} (baseline {} + {})",
-                    Ms(cm),
-                    Ms(bm * (1.0 + max_increase)),
-                    Ms(bm),
-                    Pct(*max_increase)
-                )),
-                _ => Check::Ok,
-            }
-        }
+        )),
+        Observation::NoCanary if rule.needs_canary_data() => Check::NoData(format!(
+            "{text}: no canary request matched since the step began"
+        )),
+        Observation::NoCanary => Check::Ok,
+        Observation::Seen(o) if rule.breaks(&o) => Check::Marginal(format!(
+            "{text}: {}, not yet conclusive",
+            rule.over_limit(&o)
+        )),
+        Observation::Seen(_) => Check::Ok,
     }
 }
 
@@ -462,6 +168,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::rules::compile;
+    use crate::spec::{Analysis, Rule};
     use crate::window::{Sample, SuccessCount};
 
     /// `requests` requests, `errors` failed, latencies spread evenly over [lo_ms, hi_ms].
@@ -505,10 +213,11 @@ mod tests {
             canary_tick: canary,
             baseline_has_weight: true,
         };
+        let compiled = compile(analysis);
         let mut detectors = Vec::new();
         let mut verdict = Verdict::Pass;
         for _ in 0..ticks {
-            let j = judge(analysis, &detectors, &input);
+            let j = judge(&compiled, &detectors, &input);
             detectors = j.detectors;
             verdict = j.verdict;
             if matches!(verdict, Verdict::Fail(_)) {
@@ -622,7 +331,7 @@ mod tests {
                 max_increase: 0.1,
             },
         ]);
-        assert_eq!(judge(&a, &[], &input).verdict, Verdict::Pass);
+        assert_eq!(judge(&compile(&a), &[], &input).verdict, Verdict::Pass);
     }
 
     #[test]
@@ -641,7 +350,7 @@ mod tests {
                 max: 4.0,
             },
         ]);
-        let b = budgets(&a);
+        let b: Vec<_> = compile(&a).rules.iter().map(|r| r.budget).collect();
         let near = |x: f64, y: f64| (x - y).abs() < 1e-12;
         assert!(near(b[0].detector, 0.0025) && b[0].baseline == 0.0, "{b:?}");
         assert!(

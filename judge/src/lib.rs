@@ -8,11 +8,13 @@
 //! * [`spec`]: the rollout's spec (steps, analysis, rules), built by serin-config.
 //! * [`window`]: per-version samples of each tick, merged into sliding windows.
 //! * [`stats`]: confidence bounds and the e-detector behind every failure verdict.
+//! * [`rules`]: each rule compiled once into the test it is.
 //! * [`analysis`]: the judgement `(rules, detectors, numbers) → verdict`.
 //! * [`rollout`]: the state machine `(spec, state, event, now) → (state, actions)`.
 
 pub mod analysis;
 pub mod rollout;
+pub mod rules;
 pub mod spec;
 pub mod stats;
 pub mod window;

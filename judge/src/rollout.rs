@@ -359,6 +359,7 @@ mod tests {
 
     fn breach() -> Breach {
         Breach {
+            index: 0,
             rule: "error_rate max 1%".into(),
             kind: "error_rate",
             observed: 0.5,

@@ -3,7 +3,10 @@
 //! config file (it depends on this crate, not the other way round); the judge reads no
 //! file.
 
+use std::fmt;
 use std::time::Duration;
+
+use crate::rules::{Ms, Pct};
 
 /// The data plane counts matching requests for at most this many `success` rules per
 /// service (fixed-size counters keep recording allocation-free).
@@ -75,6 +78,57 @@ pub enum Rule {
         min: f64,
         slot: usize,
     },
+}
+
+impl Rule {
+    /// `error_rate`, `latency`, `burn_rate` or `success`: the key the rule is written
+    /// under, and the trigger a rollback it decides is counted by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rule::ErrorRate { .. } | Rule::ErrorRateIncrease { .. } => "error_rate",
+            Rule::Latency { .. } | Rule::LatencyIncrease { .. } => "latency",
+            Rule::BurnRate { .. } => "burn_rate",
+            Rule::Success { .. } => "success",
+        }
+    }
+}
+
+/// The rule as written, shortly: `error_rate max 1%`, `latency p95 max_increase 20%`.
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::ErrorRate { max } => write!(f, "error_rate max {}", Pct(*max)),
+            Rule::ErrorRateIncrease { max_increase } => {
+                write!(f, "error_rate max_increase {}", Pct(*max_increase))
+            }
+            Rule::Latency { percentile, max } => write!(
+                f,
+                "latency p{percentile} max {}",
+                Ms(max.as_secs_f64() * 1000.0)
+            ),
+            Rule::LatencyIncrease {
+                percentile,
+                max_increase,
+            } => write!(
+                f,
+                "latency p{percentile} max_increase {}",
+                Pct(*max_increase)
+            ),
+            Rule::BurnRate { slo, max } => write!(f, "burn_rate slo {} max {max}", Pct(*slo)),
+            Rule::Success {
+                path_prefix,
+                method,
+                min,
+                ..
+            } => {
+                write!(f, "success ")?;
+                if let Some(m) = method {
+                    write!(f, "{m} ")?;
+                }
+                write!(f, "{path_prefix} min {}", Pct(*min))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
