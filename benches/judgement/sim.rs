@@ -802,7 +802,7 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
         }
         for ((c, d), r) in closest.iter_mut().zip(&detectors).zip(&rules.rules) {
             if d.ticks > 0 {
-                *c = c.max(d.log_value() - log_threshold(d.ticks, r.budget.detector));
+                *c = c.max(d.log_value() - log_threshold(r.budget.detector));
             }
         }
         let (next, actions) = transition(spec, &state, Event::Tick(&judged.verdict), now);

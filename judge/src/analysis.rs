@@ -108,7 +108,7 @@ pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<
                 observed: observed.map_or(f64::NAN, |o| o.value),
                 threshold: observed.map_or(f64::NAN, |o| o.limit),
                 evidence: detector.log_value(),
-                needed: stats::log_threshold(detector.ticks, alpha),
+                needed: stats::log_threshold(alpha),
                 summary: rule.summary(observed),
             });
         }

@@ -48,24 +48,28 @@ fn bisect(mut lo: f64, mut hi: f64, ok: impl Fn(f64) -> bool) -> f64 {
 }
 
 /// Odds ratios of the alternatives the detector mixes over: 1.25× to 4096×.
-const ODDS_RATIOS: [f64; 12] = [
+pub const ODDS_RATIOS: [f64; 12] = [
     1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 50.0, 150.0, 600.0, 4096.0,
 ];
 
-/// A mixture Shiryaev–Roberts e-detector for "the proportion of events exceeds θ".
+/// A mixture Shiryaev–Roberts e-detector for "the proportion of events exceeds θ",
+/// with weighted restarts and a fixed threshold.
 ///
-/// Each tick brings a batch (n, k) and the θ of the null for that tick. For each
+/// Each tick t brings a batch (n, k) and the θ of the null for that tick. For each
 /// alternative q_j (θ's odds times an odds ratio) the likelihood ratio
 /// LR_j = (q_j/θ)^k ((1−q_j)/(1−θ))^(n−k) has expectation ≤ 1 whenever the true
-/// proportion is ≤ θ, and R_j ← (R_j + 1)·LR_j is the Shiryaev–Roberts statistic. The
-/// detector D = mean_j R_j satisfies E[D_t] ≤ t under the null, so with the epoch
-/// thresholds of [`threshold`] P(D ever crosses) ≤ α. After a change the statistic grows
-/// from O(1) at once: a long healthy past does not dilute new evidence.
+/// proportion is ≤ θ. The statistic R_j ← (R_j + w_t)·LR_j sums, over every possible
+/// start τ of a change, w_τ times the likelihood ratio of the ticks since τ, and
+/// D = mean_j R_j. The weights w_t ([`weight`]) sum to 1, so D plus the weights still
+/// to come is a nonnegative supermartingale starting at 1, and by Ville's inequality
+/// P(D ever reaches 1/α) ≤ α ([`log_threshold`]). After a change the statistic holds the
+/// evidence since the change, at the cost ln(1/w_τ) of its start, however long the
+/// healthy past: a long healthy past does not dilute new evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detector {
     /// ln R_j per alternative (−∞ when R_j = 0).
     log_r: [f64; ODDS_RATIOS.len()],
-    /// Ticks with data seen so far (the t of the threshold).
+    /// Ticks with data seen so far (the t of the weights).
     pub ticks: u64,
 }
 
@@ -102,6 +106,7 @@ impl Detector {
             self.log_r = [f64::NEG_INFINITY; ODDS_RATIOS.len()];
             return;
         }
+        let log_w = weight(self.ticks).ln();
         let theta = theta.max(1e-9);
         let odds = theta / (1.0 - theta);
         let (k, n) = (k as f64, n as f64);
@@ -109,7 +114,7 @@ impl Detector {
             let q_odds = odds * ratio;
             let q = q_odds / (1.0 + q_odds);
             let log_lr = k * (q / theta).ln() + (n - k) * ((1.0 - q) / (1.0 - theta)).ln();
-            *r = log_add_exp(*r, 0.0) + log_lr;
+            *r = log_add_exp(*r, log_w) + log_lr;
         }
     }
 
@@ -124,29 +129,31 @@ impl Detector {
 
     /// Whether the detector has crossed its threshold for false-alarm budget `alpha`.
     pub fn alarmed(&self, alpha: f64) -> bool {
-        self.ticks > 0 && self.log_value() >= log_threshold(self.ticks, alpha)
+        self.ticks > 0 && self.log_value() >= log_threshold(alpha)
     }
 }
 
-/// ln of the threshold at tick `t` (1-based) for a total false-alarm budget `alpha`.
-///
-/// Ticks are grouped in epochs [2^j, 2^(j+1)); in epoch j the threshold is
-/// A_j = 2^(j+1)·(j+1)(j+2)/α. At a true proportion equal to θ, D_t is a submartingale
-/// with E[D_t] = t, so Doob's maximal inequality gives P(D crosses A_j before 2^(j+1)) ≤
-/// 2^(j+1)/A_j = α/((j+1)(j+2)), and these sum to α. Below θ every likelihood ratio is
-/// smaller draw by draw (each grows with the count of events), so the bound carries over
-/// (docs/analysis.md).
-pub fn log_threshold(t: u64, alpha: f64) -> f64 {
-    let j = 63 - u64::leading_zeros(t.max(1)) as u64;
-    let j = j as f64;
-    (j + 1.0) * std::f64::consts::LN_2 + ((j + 1.0) * (j + 2.0)).ln() - alpha.ln()
+/// ln of the detector's threshold for a false-alarm budget `alpha`: ln(1/α), the same
+/// at every tick (Ville's inequality; see [`Detector`]).
+pub fn log_threshold(alpha: f64) -> f64 {
+    -alpha.ln()
+}
+
+/// The weight of the t-th tick with data (1-based) as the start of a change:
+/// w_t = 1/ln(t − 1 + e) − 1/ln(t + e). The weights sum to exactly 1 over all t (the sum
+/// telescopes) and fall about like 1/(t ln² t): starting the evidence at tick 60 costs
+/// ln(1/w) ≈ 7.0 nats, at tick 1 800 (30 minutes of 1 s ticks) 11.5, at tick 1 about
+/// 1.4.
+pub fn weight(t: u64) -> f64 {
+    let a = (t.max(1) as f64) - 1.0 + std::f64::consts::E;
+    // 1/ln a − 1/ln(a + 1) = ln(1 + 1/a) / (ln a · ln(a + 1)), without cancellation.
+    (1.0 / a).ln_1p() / (a.ln() * (a + 1.0).ln())
 }
 
 /// The share of a budget given to the look with index `t` (1-based) when looks are
-/// tested one at a time: α_t = α / (t (t+1)), which sums to α over all t.
+/// tested one at a time: α_t = α·w_t ([`weight`]), which sums to α over all t.
 pub fn spend(alpha: f64, t: u64) -> f64 {
-    let t = t.max(1) as f64;
-    alpha / (t * (t + 1.0))
+    alpha * weight(t)
 }
 
 #[cfg(test)]
@@ -215,11 +222,20 @@ mod tests {
     }
 
     #[test]
-    fn thresholds_grow_slowly_and_spending_sums_to_the_budget() {
-        assert!(log_threshold(1, 0.01) < log_threshold(1800, 0.01));
-        assert!(log_threshold(1800, 0.01) < 20.0);
-        let total: f64 = (1..100_000).map(|t| spend(0.01, t)).sum();
-        assert!((total - 0.01).abs() < 1e-6, "{total}");
+    fn the_weights_sum_to_one_and_fall_slowly() {
+        // The partial sums telescope to 1 − 1/ln(T + e).
+        for big in [10u64, 1000, 100_000] {
+            let total: f64 = (1..=big).map(weight).sum();
+            let want = 1.0 - 1.0 / (big as f64 + std::f64::consts::E).ln();
+            assert!((total - want).abs() < 1e-9, "{big}: {total} vs {want}");
+        }
+        let cost = |t: u64| -weight(t).ln();
+        assert!((1.4..1.5).contains(&cost(1)), "{}", cost(1));
+        assert!((6.9..7.1).contains(&cost(60)), "{}", cost(60));
+        assert!((11.4..11.6).contains(&cost(1800)), "{}", cost(1800));
+        assert!(weight(1 << 40) > 0.0 && weight(1 << 40) < weight(1 << 39));
+        assert_eq!(spend(0.01, 7), 0.01 * weight(7));
+        assert!((log_threshold(0.01) - 100f64.ln()).abs() < 1e-12);
     }
 
     #[test]
@@ -228,5 +244,6 @@ mod tests {
         d.update(0, 0, 0.01);
         assert_eq!(d.ticks, 0);
         assert!(!d.alarmed(0.5));
+        assert_eq!(d, Detector::default());
     }
 }
