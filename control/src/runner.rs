@@ -337,13 +337,17 @@ impl Control {
         let canary_window = window.aggregate(c, window_since);
         let baseline_step = window.aggregate(b, step_since);
         let canary_step = window.aggregate(c, step_since);
+        // Every tick since the last judgement: the canary's batch, and the baseline's
+        // numbers of the same seconds.
         let canary_tick = window.aggregate(c, run.last_eval_ms);
+        let baseline_tick = window.aggregate(b, run.last_eval_ms);
         let input = Input {
             baseline_window: &baseline_window,
             canary_window: &canary_window,
             baseline_step: &baseline_step,
             canary_step: &canary_step,
             canary_tick: &canary_tick,
+            baseline_tick: &baseline_tick,
             baseline_has_weight: run.state.canary_weight < 100,
         };
         let judgement = judge(&run.rules, &run.detectors, &input);

@@ -30,6 +30,9 @@ pub struct Input<'a> {
     pub canary_step: &'a Aggregate,
     /// The canary's newest tick: the batch the detectors take.
     pub canary_tick: &'a Aggregate,
+    /// The baseline over the same tick: relative rules compare the canary's batch with
+    /// the baseline's numbers of the same seconds, as well as with its window.
+    pub baseline_tick: &'a Aggregate,
     /// Whether the baseline is meant to receive traffic (false at a 100 % canary step);
     /// relative rules are skipped when it is not.
     pub baseline_has_weight: bool,
@@ -91,6 +94,7 @@ pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<
     for (rule, detector) in rules.iter().zip(next.iter_mut()) {
         let baseline = input.baseline_has_weight.then(|| Baseline {
             window: input.baseline_window,
+            tick: input.baseline_tick,
             level: stats::spend(rule.budget.baseline, detector.ticks + 1),
         });
         if let Some(batch) = rule.batch(input.canary_tick, baseline) {
@@ -170,22 +174,43 @@ mod tests {
     use super::*;
     use crate::rules::compile;
     use crate::spec::{Analysis, Rule};
-    use crate::window::{Sample, SuccessCount};
+    use crate::window::{Sample, ServiceWindow, SuccessCount};
 
     /// `requests` requests, `errors` failed, latencies spread evenly over [lo_ms, hi_ms].
-    fn agg(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Aggregate {
+    fn sample(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Sample {
         let latency = (0..requests)
             .map(|i| {
                 let us = lo_ms * 1000 + (hi_ms - lo_ms) * 1000 * i / requests.max(1);
                 (us, us, 1)
             })
             .collect();
-        Aggregate::of([&Sample {
+        Sample {
             requests,
             errors,
             success: Default::default(),
             latency,
-        }])
+        }
+    }
+
+    /// As [`sample`], recorded in 1 ms buckets.
+    fn by_ms(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Sample {
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..requests {
+            *counts
+                .entry(lo_ms + (hi_ms - lo_ms) * i / requests)
+                .or_insert(0) += 1;
+        }
+        Sample {
+            latency: counts
+                .into_iter()
+                .map(|(ms, n)| (ms * 1000, ms * 1000 + 999, n))
+                .collect(),
+            ..sample(requests, errors, 0, 0)
+        }
+    }
+
+    fn agg(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Aggregate {
+        Aggregate::of([&sample(requests, errors, lo_ms, hi_ms)])
     }
 
     fn analysis(rules: Vec<Rule>) -> Analysis {
@@ -211,6 +236,7 @@ mod tests {
             baseline_step: baseline,
             canary_step: canary,
             canary_tick: canary,
+            baseline_tick: baseline,
             baseline_has_weight: true,
         };
         let compiled = compile(analysis);
@@ -282,6 +308,86 @@ mod tests {
         assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     }
 
+    /// Judges one-second ticks 1..=`ticks` as the control loop does, on a fake clock:
+    /// `at(t)` gives the baseline's and the canary's samples of tick t, a 30 s window
+    /// slides over them, and each verdict sees the newest tick of both versions. The
+    /// tick of the first Fail, if any, and its rule.
+    fn run_ticks(
+        rules: Vec<Rule>,
+        ticks: u64,
+        at: impl Fn(u64) -> (Sample, Sample),
+    ) -> Option<(u64, String)> {
+        let compiled = compile(&analysis(rules));
+        let mut window = ServiceWindow::new(vec!["stable".into(), "canary".into()], 30_000);
+        let mut detectors = Vec::new();
+        for t in 1..=ticks {
+            let (b, c) = at(t);
+            window.push_samples(t * 1000, vec![b, c]);
+            let since = (t * 1000).saturating_sub(30_000);
+            let (bw, cw) = (window.aggregate(0, since), window.aggregate(1, since));
+            let (bt, ct) = (window.latest(0), window.latest(1));
+            let input = Input {
+                baseline_window: &bw,
+                canary_window: &cw,
+                baseline_step: &bw,
+                canary_step: &cw,
+                canary_tick: &ct,
+                baseline_tick: &bt,
+                baseline_has_weight: true,
+            };
+            let judged = judge(&compiled, &detectors, &input);
+            detectors = judged.detectors;
+            if let Verdict::Fail(b) = judged.verdict {
+                return Some((t, b.rule));
+            }
+        }
+        None
+    }
+
+    /// An incident that hits both versions at once from tick 61 (a shared dependency
+    /// failing) fails no relative rule; the same incident on the canary alone fails it
+    /// within a few ticks.
+    #[test]
+    fn relative_rules_compare_the_canary_with_the_baseline_of_the_same_ticks() {
+        // 900 baseline and 100 canary requests a tick; healthy: 0.1 % errors and
+        // latencies evenly over 10–100 ms; the incident: 10 % errors, or every latency
+        // × 3 (30–300 ms).
+        let healthy = |n: u64| by_ms(n, n / 1000, 10, 100);
+        type Incident = fn(u64) -> Sample;
+        let cases: [(Rule, Incident); 2] = [
+            (
+                Rule::ErrorRateIncrease {
+                    max_increase: 0.005,
+                },
+                |n| by_ms(n, n / 10, 10, 100),
+            ),
+            (
+                Rule::LatencyIncrease {
+                    percentile: 95.0,
+                    max_increase: 0.2,
+                },
+                |n| by_ms(n, n / 1000, 30, 300),
+            ),
+        ];
+        for (rule, incident) in cases {
+            let text = rule.to_string();
+            let both = run_ticks(vec![rule.clone()], 120, |t| match t {
+                ..=60 => (healthy(900), healthy(100)),
+                _ => (incident(900), incident(100)),
+            });
+            assert_eq!(both, None, "{text}: an incident of both versions");
+            let canary_only = run_ticks(vec![rule], 120, |t| match t {
+                ..=60 => (healthy(900), healthy(100)),
+                _ => (healthy(900), incident(100)),
+            });
+            let Some((at, failed)) = canary_only else {
+                panic!("{text}: the canary alone broke and was not failed")
+            };
+            assert_eq!(failed, text);
+            assert!((61..=65).contains(&at), "{text}: failed at tick {at}");
+        }
+    }
+
     #[test]
     fn success_rules_judge_only_matching_requests() {
         let rules = vec![Rule::Success {
@@ -320,6 +426,7 @@ mod tests {
             baseline_step: &none,
             canary_step: &canary,
             canary_tick: &canary,
+            baseline_tick: &none,
             baseline_has_weight: false,
         };
         let a = analysis(vec![

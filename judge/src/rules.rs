@@ -66,7 +66,8 @@ pub enum Cutoff {
     Fixed {
         us: u64,
     },
-    /// `factor` × the baseline's `p`-quantile, bounded from above over the window.
+    /// `factor` × the baseline's `p`-quantile: its upper bound over the window, or its
+    /// value in the same tick less one standard error when that is higher.
     Baseline {
         p: f64,
         factor: f64,
@@ -77,7 +78,8 @@ pub enum Cutoff {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Null {
     Fixed(f64),
-    /// The baseline's error rate, bounded from above over the window, plus `increase`.
+    /// The baseline's error rate plus `increase`: its upper bound over the window, or
+    /// its rate in the same tick less one standard error when that is higher.
     BaselinePlus {
         increase: f64,
     },
@@ -238,6 +240,9 @@ pub struct Batch {
 pub struct Baseline<'a> {
     /// The baseline over the window.
     pub window: &'a Aggregate,
+    /// The baseline over the same tick as the canary's batch: an incident that hits
+    /// both versions at once raises the cutoff or θ with it.
+    pub tick: &'a Aggregate,
     /// Bounds over the window are taken at this level (the look's share of the rule's
     /// baseline budget).
     pub level: f64,
@@ -257,7 +262,8 @@ impl CompiledRule {
                     Cutoff::Baseline { p, factor } => {
                         let b = baseline?;
                         let upper = quantile_upper_us(b.window, p, b.level)?;
-                        (upper as f64 * factor) as u64
+                        let now = quantile_lower_us(b.tick, p, SAME_TICK_LEVEL).unwrap_or(0);
+                        (upper.max(now) as f64 * factor) as u64
                     }
                 };
                 (tick.latency_count(), tick.count_above(us))
@@ -274,7 +280,9 @@ impl CompiledRule {
                 if b.window.requests == 0 {
                     return None;
                 }
-                stats::upper_bound(b.window.errors, b.window.requests, b.level) + increase
+                let upper = stats::upper_bound(b.window.errors, b.window.requests, b.level);
+                let now = stats::lower_bound(b.tick.errors, b.tick.requests, SAME_TICK_LEVEL);
+                upper.max(now) + increase
             }
         };
         (theta < 1.0).then_some(Batch {
@@ -462,6 +470,40 @@ pub struct Observed {
     pub canary: f64,
     /// A relative rule's baseline value (its error rate, its quantile in ms).
     pub baseline: Option<f64>,
+}
+
+/// The level of the lower bounds taken of the baseline's numbers in the same tick as
+/// the canary's batch: ln(1/level) = 1/2, about one standard error below the tick's
+/// own value. Raising the cutoff or θ only with what the tick shows beyond its noise
+/// keeps an incident that hits both versions from failing the canary without making a
+/// noisy tick cost evidence when nothing happened (docs/analysis.md, "Same ticks").
+pub const SAME_TICK_LEVEL: f64 = 0.606_530_659_712_633_4; // e^(−1/2)
+
+/// Lower confidence bound, at level `alpha`, for the `p`-quantile of `agg` in µs: the
+/// mirror of [`quantile_upper_us`], the order statistic at rank ⌊u·n⌋ for the largest
+/// u < p with n·KL(u ‖ p) ≥ ln(1/alpha). `None` without such a rank.
+pub fn quantile_lower_us(agg: &Aggregate, p: f64, alpha: f64) -> Option<u64> {
+    let n = agg.latency_count();
+    if n == 0 {
+        return None;
+    }
+    let budget = (1.0 / alpha).ln() / n as f64;
+    if stats::kl(0.0, p) < budget {
+        return None;
+    }
+    let (mut lo, mut hi) = (0.0, p);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if stats::kl(mid, p) >= budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    match (lo * n as f64).floor() as u64 {
+        0 => None,
+        rank => agg.value_at_rank(rank),
+    }
 }
 
 /// Upper confidence bound, at level `alpha`, for the `p`-quantile of `agg` in µs: the
@@ -693,6 +735,7 @@ mod tests {
         let window = numbers(1000, 0);
         let baseline = Some(Baseline {
             window: &window,
+            tick: &Aggregate::default(),
             level: 0.001,
         });
         let upper = quantile_upper_us(&window, 0.5, 0.001).expect("a bound");
