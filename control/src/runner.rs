@@ -63,6 +63,9 @@ struct RolloutRun {
     rules: CompiledAnalysis,
     state: RolloutState,
     detectors: Vec<Detector>,
+    /// The detectors changed since the state was last saved: they are saved with it
+    /// after every judged tick, so a restart goes on with them.
+    detectors_unsaved: bool,
     timeline: Timeline,
     last_eval_ms: u64,
     /// A state write failed; retried every tick until it succeeds.
@@ -325,6 +328,11 @@ impl Control {
             let verdict = self.judge(run, &service.window, now_ms);
             self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
             run.last_eval_ms = now_ms;
+            // A step that changed the state saved the detectors with it; a failed save
+            // is retried at the next tick.
+            if run.detectors_unsaved && !run.unsaved {
+                self.persist(&name, run);
+            }
         }
     }
 
@@ -351,7 +359,10 @@ impl Control {
             baseline_has_weight: run.state.canary_weight < 100,
         };
         let judgement = judge(&run.rules, &run.detectors, &input);
-        run.detectors = judgement.detectors;
+        if judgement.detectors != run.detectors {
+            run.detectors = judgement.detectors;
+            run.detectors_unsaved = true;
+        }
         judgement.verdict
     }
 
@@ -493,9 +504,13 @@ impl Control {
             service: service.to_string(),
             fingerprint: run.fingerprint.clone(),
             rollout: run.state.clone(),
+            detectors: Some(run.detectors.clone()),
         };
         match state::save(&self.state_dir, &saved) {
-            Ok(()) => run.unsaved = false,
+            Ok(()) => {
+                run.unsaved = false;
+                run.detectors_unsaved = false;
+            }
             Err(err) => {
                 if !run.unsaved {
                     tracing::warn!(service, error = %err, "cannot save the rollout state; retrying every tick");
@@ -676,28 +691,55 @@ fn new_run(
             None
         }
     };
-    let state = match saved {
+    let rules = compile(&spec.analysis);
+    let (state, detectors) = match saved {
         Some(p) if p.fingerprint == fingerprint => {
             tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
-            p.rollout
+            let detectors = resumed_detectors(&service.name, &p.rollout, p.detectors, &rules);
+            (p.rollout, detectors)
         }
         Some(_) => {
             tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
-            RolloutState::new(now_ms)
+            (RolloutState::new(now_ms), Vec::new())
         }
-        None => RolloutState::new(now_ms),
+        None => (RolloutState::new(now_ms), Vec::new()),
     };
     RolloutRun {
         baseline: service.versions[spec.baseline].name.clone(),
         canary: service.versions[spec.canary].name.clone(),
         spec: spec.clone(),
-        rules: compile(&spec.analysis),
+        rules,
         fingerprint,
         state,
-        detectors: Vec::new(),
+        detectors,
+        detectors_unsaved: false,
         timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
         last_eval_ms: now_ms,
         unsaved: false,
+    }
+}
+
+/// The detectors a resumed rollout goes on with: the saved ones, one per rule; else
+/// fresh ones, which spend the rollout's false-rollback budget anew (logged).
+fn resumed_detectors(
+    service: &str,
+    state: &RolloutState,
+    saved: Option<Vec<Detector>>,
+    rules: &CompiledAnalysis,
+) -> Vec<Detector> {
+    if !state.phase.is_active() {
+        return Vec::new();
+    }
+    match saved {
+        Some(detectors) if detectors.len() == rules.rules.len() => detectors,
+        Some(detectors) => {
+            tracing::warn!(service, saved = detectors.len(), rules = rules.rules.len(), "the saved detectors do not match the rules; they start afresh, and the rollout's false-rollback budget is spent anew");
+            Vec::new()
+        }
+        None => {
+            tracing::info!(service, "the saved rollout state has no detectors (it was written by an older serin); they start afresh, and the rollout's false-rollback budget is spent anew");
+            Vec::new()
+        }
     }
 }
 

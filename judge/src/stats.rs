@@ -2,6 +2,8 @@
 //! Shiryaev–Roberts e-detector that keeps a rule's false-alarm probability below its
 //! budget over a whole rollout however often it is checked (docs/analysis.md).
 
+use serde::{Deserialize, Serialize};
+
 /// Bernoulli KL divergence KL(a ‖ b), in nats.
 pub fn kl(a: f64, b: f64) -> f64 {
     let term = |x: f64, y: f64| if x <= 0.0 { 0.0 } else { x * (x / y).ln() };
@@ -65,12 +67,62 @@ pub const ODDS_RATIOS: [f64; 12] = [
 /// P(D ever reaches 1/α) ≤ α ([`log_threshold`]). After a change the statistic holds the
 /// evidence since the change, at the cost ln(1/w_τ) of its start, however long the
 /// healthy past: a long healthy past does not dilute new evidence.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Saved (serde) as `{"ticks": t, "log_r": [ln R_1, …, ln R_12]}`: t the ticks with
+/// data seen, then ln R_j as a JSON number for each alternative in the order of
+/// [`ODDS_RATIOS`], `null` where R_j = 0 (ln R_j = −∞, which JSON cannot write). A
+/// saved detector restored with [`Detector::deserialize`] goes on exactly where it
+/// stopped (docs/analysis.md, "Restarts").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "Saved", try_from = "Saved")]
 pub struct Detector {
     /// ln R_j per alternative (−∞ when R_j = 0).
     log_r: [f64; ODDS_RATIOS.len()],
     /// Ticks with data seen so far (the t of the weights).
     pub ticks: u64,
+}
+
+/// A [`Detector`] as it is saved.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    ticks: u64,
+    log_r: Vec<Option<f64>>,
+}
+
+impl From<Detector> for Saved {
+    fn from(d: Detector) -> Self {
+        Saved {
+            ticks: d.ticks,
+            log_r: d
+                .log_r
+                .iter()
+                .map(|&r| r.is_finite().then_some(r))
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<Saved> for Detector {
+    type Error = String;
+
+    fn try_from(saved: Saved) -> Result<Self, String> {
+        let want = ODDS_RATIOS.len();
+        if saved.log_r.len() != want {
+            return Err(format!(
+                "a detector has {} values in log_r, {want} expected (one per alternative)",
+                saved.log_r.len()
+            ));
+        }
+        let mut log_r = [f64::NEG_INFINITY; ODDS_RATIOS.len()];
+        for (r, v) in log_r.iter_mut().zip(saved.log_r) {
+            *r = v.unwrap_or(f64::NEG_INFINITY);
+        }
+        Ok(Detector {
+            log_r,
+            ticks: saved.ticks,
+        })
+    }
 }
 
 impl Default for Detector {
@@ -236,6 +288,33 @@ mod tests {
         assert!(weight(1 << 40) > 0.0 && weight(1 << 40) < weight(1 << 39));
         assert_eq!(spend(0.01, 7), 0.01 * weight(7));
         assert!((log_threshold(0.01) - 100f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_saved_detector_goes_on_where_it_stopped() {
+        let mut d = Detector::default();
+        d.update(100, 3, 0.01);
+        d.update(100, 0, 0.01);
+        let json = serde_json::to_string(&d).expect("encode");
+        assert!(json.starts_with(r#"{"ticks":2,"log_r":[-"#), "{json}");
+        let back: Detector = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, d);
+        let (mut a, mut b) = (d, back);
+        a.update(100, 40, 0.01);
+        b.update(100, 40, 0.01);
+        assert_eq!(a.log_value(), b.log_value());
+
+        // Before its first tick every R_j is 0: ln R_j = −∞, which JSON cannot write.
+        let fresh = serde_json::to_string(&Detector::default()).expect("encode");
+        assert_eq!(
+            fresh,
+            r#"{"ticks":0,"log_r":[null,null,null,null,null,null,null,null,null,null,null,null]}"#
+        );
+        let back: Detector = serde_json::from_str(&fresh).expect("decode");
+        assert_eq!(back, Detector::default());
+        let short = serde_json::from_str::<Detector>(r#"{"ticks":1,"log_r":[0.5]}"#)
+            .expect_err("one value");
+        assert!(short.to_string().contains("12 expected"), "{short}");
     }
 
     #[test]
