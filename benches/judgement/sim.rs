@@ -58,9 +58,9 @@ use std::time::{Duration, Instant};
 
 use serin_judge::analysis::{judge, Input, Judgement, Verdict};
 use serin_judge::rollout::{transition, Action, Event, Phase, RolloutState};
-use serin_judge::rules::{compile, CompiledAnalysis, Cutoff, Events, Null};
+use serin_judge::rules::{compile, quantile_upper_rank, CompiledAnalysis, Cutoff, Events, Null};
 use serin_judge::spec::{Analysis, OnFailure, Rollout, Rule, Step};
-use serin_judge::stats::{kl, log_threshold, lower_bound, spend, upper_bound, Detector};
+use serin_judge::stats::{log_threshold, lower_bound, spend, upper_bound, Detector};
 use serin_judge::window::{Aggregate, Sample, ServiceWindow};
 use serin_proxy::Interval;
 
@@ -471,28 +471,15 @@ impl Acc {
             let r_high = match high {
                 High::All => u64::MAX,
                 High::Quantile(p) => rank(p),
-                High::Bound { p, log_inv_level } => {
+                High::Bound { p, level } => {
                     // The largest rank `quantile_upper_us` can read at any level down to
-                    // the smallest: ⌈u·n⌉ for the smallest u with n·KL(u‖p) ≥ ln(1/level);
-                    // past that rank, and one more for rounding, nothing is read.
-                    let budget = log_inv_level / self.n as f64;
-                    if kl(1.0, p) < budget {
-                        // No bound at the smallest level; a larger one may still have
-                        // one, at a rank up to n: merge nothing above.
-                        u64::MAX
-                    } else {
-                        let (mut lo, mut hi) = (p, 1.0);
-                        for _ in 0..60 {
-                            let mid = 0.5 * (lo + hi);
-                            if kl(mid, p) >= budget {
-                                hi = mid;
-                            } else {
-                                lo = mid;
-                            }
-                        }
-                        (hi * self.n as f64).ceil() as u64 + 1
-                    }
-                    .max(rank(p))
+                    // the smallest (the rank grows as the level falls); past it, and one
+                    // more for good measure, nothing is read. Without a bound at the
+                    // smallest level a larger one may still have one, at a rank up to n:
+                    // merge nothing above.
+                    quantile_upper_rank(self.n, p, level)
+                        .map_or(u64::MAX, |r| r + 1)
+                        .max(rank(p))
                 }
             };
             let mut seen = 0;
@@ -536,10 +523,10 @@ enum High {
     /// Up to rank ⌈p·n⌉.
     Quantile(f64),
     /// Up to the rank of the baseline's upper confidence bound for the p-quantile at
-    /// any level ≥ e^(−log_inv_level).
+    /// any level ≥ `level`.
     Bound {
         p: f64,
-        log_inv_level: f64,
+        level: f64,
     },
 }
 
@@ -653,23 +640,14 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
         .filter_map(|r| match r.test.events {
             Events::SlowerThan(Cutoff::Baseline { p, .. }) => Some(High::Bound {
                 p,
-                log_inv_level: (1.0 / spend(r.budget.baseline, max_ticks + 1)).ln(),
+                level: spend(r.budget.baseline, max_ticks + 1),
             }),
             _ => None,
         })
         .fold(canary_high, |acc, b| match (acc, b) {
-            (
-                High::Bound {
-                    p: p1,
-                    log_inv_level: l1,
-                },
-                High::Bound {
-                    p: p2,
-                    log_inv_level: l2,
-                },
-            ) => High::Bound {
+            (High::Bound { p: p1, level: l1 }, High::Bound { p: p2, level: l2 }) => High::Bound {
                 p: p1.max(p2),
-                log_inv_level: l1.max(l2),
+                level: l1.min(l2),
             },
             (_, b) => b,
         });
@@ -1581,8 +1559,8 @@ fn detection(opts: &Options, sh: &Shared) {
          on): the canary keeps every rule, and any rollback is a false one.\n",
         texts.join("`, `")
     );
-    println!("| fault | interval | detected | median | max | min | failing rule | failed before the fault | CPU s |");
-    println!("|---|---|---:|---:|---:|---:|---|---:|---:|");
+    println!("| fault | interval | detected | median | mean | max | min | failing rule | failed before the fault | CPU s |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|---:|---:|");
     for (scn, outcomes) in scenarios.iter().zip(&results) {
         let mut times: Vec<f64> = Vec::new();
         let mut early = 0;
@@ -1606,15 +1584,22 @@ fn detection(opts: &Options, sh: &Shared) {
             n if n % 2 == 1 => times[n / 2],
             n => 0.5 * (times[n / 2 - 1] + times[n / 2]),
         };
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let secs = |t: Option<f64>| match t {
+            Some(t) if t.is_finite() => format!("{t:.2} s"),
+            _ => "–".to_string(),
+        };
         let rules: Vec<String> = by_rule.iter().map(|(r, c)| format!("{c}× {r}")).collect();
         let cpu: f64 = outcomes.iter().map(|o| o.cpu.as_secs_f64()).sum();
         println!(
-            "| {} | {}/{} | {median:.2} s | {:.2} s | {:.2} s | {} | {early} | {cpu:.1} |",
+            "| {} | {}/{} | {} | {} | {} | {} | {} | {early} | {cpu:.1} |",
             scn.label,
             times.len(),
             outcomes.len(),
-            times.last().copied().unwrap_or(f64::NAN),
-            times.first().copied().unwrap_or(f64::NAN),
+            secs(Some(median)),
+            secs(Some(mean)),
+            secs(times.last().copied()),
+            secs(times.first().copied()),
             rules.join(", "),
         );
     }

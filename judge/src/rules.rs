@@ -507,34 +507,19 @@ pub fn quantile_lower_us(agg: &Aggregate, p: f64, alpha: f64) -> Option<u64> {
 }
 
 /// Upper confidence bound, at level `alpha`, for the `p`-quantile of `agg` in µs: the
-/// order statistic at the rank the number of values below the quantile exceeds with
-/// probability ≤ alpha (Chernoff bound on that binomial count).
+/// order statistic at the rank the number of values below the quantile reaches with
+/// probability ≤ alpha (that count is binomial; its tail is summed exactly).
 pub fn quantile_upper_us(agg: &Aggregate, p: f64, alpha: f64) -> Option<u64> {
     let rank = quantile_upper_rank(agg.latency_count(), p, alpha)?;
     agg.value_at_rank(rank)
 }
 
-/// The rank (1-based) of [`quantile_upper_us`]'s order statistic among `n` values:
-/// ⌈u·n⌉ for the smallest u > p with n·KL(u ‖ p) ≥ ln(1/alpha), so that
-/// P(Bin(n, p) ≥ n·u) ≤ alpha. `None` when no rank is high enough.
+/// The rank (1-based) of [`quantile_upper_us`]'s order statistic among `n` values: the
+/// smallest r with P(Bin(n, p) ≥ r) ≤ alpha ([`stats::binomial_upper_rank`]). At most
+/// r − 1 values lie below the true quantile except with probability ≤ alpha, so the
+/// r-th smallest is at least the quantile. `None` when no rank is high enough.
 pub fn quantile_upper_rank(n: u64, p: f64, alpha: f64) -> Option<u64> {
-    if n == 0 {
-        return None;
-    }
-    let budget = (1.0 / alpha).ln() / n as f64;
-    if stats::kl(1.0, p) < budget {
-        return None;
-    }
-    let (mut lo, mut hi) = (p, 1.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if stats::kl(mid, p) >= budget {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Some(((hi * n as f64).ceil() as u64).max(1))
+    stats::binomial_upper_rank(n, p, alpha)
 }
 
 /// A fraction shown as a percentage.

@@ -33,6 +33,77 @@ pub fn lower_bound(k: u64, n: u64, alpha: f64) -> f64 {
     1.0 - upper_bound(n - k, n, alpha)
 }
 
+/// The smallest count r with P(Bin(n, p) ≥ r) ≤ `alpha`, computed exactly (summing the
+/// binomial's probabilities); `None` when even P(Bin(n, p) = n) = pⁿ exceeds it.
+///
+/// It starts from the Chernoff rank ⌈u·n⌉, where n·KL(u ‖ p) = ln(1/alpha), whose tail
+/// is at most `alpha` (P(Bin(n, p) ≥ n·u) ≤ e^(−n·KL(u ‖ p))), and steps down while the
+/// exact tail stays within `alpha`: the Chernoff bound overstates the tail by about a
+/// factor z·√(2π) at z standard deviations, so the exact rank is lower by a few
+/// standard deviations' tenths, a few dozen steps.
+pub fn binomial_upper_rank(n: u64, p: f64, alpha: f64) -> Option<u64> {
+    if n == 0 || p <= 0.0 {
+        return (n > 0).then_some(1);
+    }
+    let budget = (1.0 / alpha).ln() / n as f64;
+    if kl(1.0, p) < budget {
+        return None;
+    }
+    let (mut lo, mut hi) = (p, 1.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if kl(mid, p) >= budget {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let mut rank = ((hi * n as f64).ceil() as u64).clamp(1, n);
+    // Probabilities relative to alpha, so that none underflows: ln P(X = k) − ln alpha.
+    let log_alpha = alpha.ln();
+    let rel = |k: u64| (ln_binomial_pmf(n, k, p) - log_alpha).exp();
+    let mut tail = 0.0;
+    for k in rank..=n {
+        let term = rel(k);
+        tail += term;
+        if term < tail * 1e-17 && (k as f64) > n as f64 * p {
+            break;
+        }
+    }
+    while rank > 1 {
+        let more = tail + rel(rank - 1);
+        if more > 1.0 {
+            break;
+        }
+        tail = more;
+        rank -= 1;
+    }
+    Some(rank)
+}
+
+/// ln P(Bin(n, p) = k).
+fn ln_binomial_pmf(n: u64, k: u64, p: f64) -> f64 {
+    let (n, k) = (n as f64, k as f64);
+    ln_gamma(n + 1.0) - ln_gamma(k + 1.0) - ln_gamma(n - k + 1.0)
+        + k * p.ln()
+        + (n - k) * (1.0 - p).ln()
+}
+
+/// ln Γ(x) for x ≥ 1: Stirling's series, after shifting x to at least 10 (error below
+/// 1e-12, far finer than a rank needs).
+fn ln_gamma(mut x: f64) -> f64 {
+    let mut shift = 0.0;
+    while x < 10.0 {
+        shift -= x.ln();
+        x += 1.0;
+    }
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    shift + (x - 0.5) * x.ln() - x
+        + 0.5 * std::f64::consts::TAU.ln()
+        + inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 * (1.0 / 1260.0 - inv2 / 1680.0)))
+}
+
 /// Largest x in [lo, hi] with `ok(x)`, given `ok(lo)` and `ok` true then false.
 fn bisect(mut lo: f64, mut hi: f64, ok: impl Fn(f64) -> bool) -> f64 {
     if ok(hi) {
@@ -288,6 +359,45 @@ mod tests {
         assert!(weight(1 << 40) > 0.0 && weight(1 << 40) < weight(1 << 39));
         assert_eq!(spend(0.01, 7), 0.01 * weight(7));
         assert!((log_threshold(0.01) - 100f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_binomial_rank_is_exact_and_below_chernoffs() {
+        // Brute force: P(Bin(n, p) ≥ r) from the probabilities, by the recurrence.
+        let tail = |n: u64, p: f64, r: u64| -> f64 {
+            let mut pmf = (1.0 - p).powi(n as i32);
+            let mut sum = 0.0;
+            for k in 0..=n {
+                if k >= r {
+                    sum += pmf;
+                }
+                pmf *= (n - k) as f64 / (k + 1) as f64 * p / (1.0 - p);
+            }
+            sum
+        };
+        for (n, p, alpha) in [(200, 0.95, 0.01), (500, 0.5, 1e-6), (60, 0.9, 0.2)] {
+            let r = binomial_upper_rank(n, p, alpha).expect("a rank");
+            assert!(tail(n, p, r) <= alpha, "{n} {p} {alpha}: {r}");
+            assert!(
+                tail(n, p, r - 1) > alpha,
+                "{n} {p} {alpha}: {r} is not the smallest"
+            );
+        }
+        // 0.95^20 = 0.36 > 0.01: no count of 20 is that unlikely.
+        assert_eq!(binomial_upper_rank(20, 0.95, 0.01), None);
+        // Large n: the exact rank lies below the Chernoff one.
+        let (n, p, alpha) = (27_000, 0.95, 1e-6);
+        let budget = (1.0f64 / alpha).ln() / n as f64;
+        let mut u = p;
+        while kl(u, p) < budget {
+            u += 1e-6;
+        }
+        let chernoff = (u * n as f64).ceil() as u64;
+        let exact = binomial_upper_rank(n, p, alpha).expect("a rank");
+        assert!(
+            exact + 10 < chernoff && exact > 25_650 + 100,
+            "{exact} {chernoff}"
+        );
     }
 
     #[test]
