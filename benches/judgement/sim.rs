@@ -1283,7 +1283,7 @@ fn run_rollouts(
 fn rollout_table(scenarios: &[Scenario], results: &[Vec<Outcome>]) {
     println!(
         "| row | R canary req/s | rollouts | false rollbacks | 95 % upper bound | promoted | \
-         paused | mean ticks judged | closest approach ln D − ln A: max (rule) / median | \
+         paused | mean ticks judged | closest approach ln D − ln(1/α): max (rule) / median | \
          fixed 99 % test repeated every tick | CPU s |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
@@ -1370,7 +1370,7 @@ fn rollout_table(scenarios: &[Scenario], results: &[Vec<Outcome>]) {
     let verified: u64 = results.iter().flatten().map(|o| o.verified).sum();
     println!(
         "\n95 % upper bound: one-sided Clopper–Pearson bound on P(false rollback) from these \
-         rollouts alone. Closest approach: ln D − ln A, a detector's value against its \
+         rollouts alone. Closest approach: ln D − ln(1/α), a detector's value against its \
          threshold (a rollback needs ≥ 0), highest over all ticks and rules of a rollout; \
          the table gives its maximum over the rollouts (with the rule) and its median. \
          Mean ticks judged: 1 800 when every step passed as soon as its hold was over. \

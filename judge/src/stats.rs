@@ -455,6 +455,40 @@ mod tests {
         assert!(short.to_string().contains("12 expected"), "{short}");
     }
 
+    /// docs/analysis.md ("Restarts") shows how detectors are saved: a detector after 61
+    /// ticks of a canary exactly at its threshold (5 of 100 requests against θ = 5 %),
+    /// and one before its first tick.
+    #[test]
+    fn the_saved_detectors_the_docs_show() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/analysis.md"))
+                .expect("docs/analysis.md");
+        let block = docs
+            .split("## Restarts")
+            .nth(1)
+            .and_then(|s| s.split("```json\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("the example of saved detectors");
+        let shown: serde_json::Value =
+            serde_json::from_str(&format!("{{{block}}}")).expect("the example is JSON");
+        let mut d = Detector::default();
+        for _ in 0..61 {
+            d.update(100, 5, 0.05);
+        }
+        let real = serde_json::json!({ "detectors": [d, Detector::default()] });
+        let (shown, real) = (&shown["detectors"], &real["detectors"]);
+        for i in 0..2 {
+            assert_eq!(shown[i]["ticks"], real[i]["ticks"], "detector {i}");
+            let (a, b) = (&shown[i]["log_r"], &real[i]["log_r"]);
+            for j in 0..ODDS_RATIOS.len() {
+                match (a[j].as_f64(), b[j].as_f64()) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() < 0.006, "{i} {j}: {x} vs {y}"),
+                    (x, y) => assert_eq!(x, y, "{i} {j}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn ticks_without_data_do_not_count() {
         let mut d = Detector::default();
