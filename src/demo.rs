@@ -18,8 +18,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serin_control::rollout::Phase;
 use serin_control::runner::{now_ms, Control};
+use serin_judge::rollout::Phase;
 use serin_proxy::{server, DataPlane};
 use tokio::net::TcpListener;
 
@@ -338,7 +338,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             println!("result: serin rolled the canary back on its own.");
             if let Some(e) = timeline
                 .iter()
-                .find(|e| e.event == serin_control::rollout::DecisionKind::RolledBack)
+                .find(|e| e.event == serin_judge::rollout::DecisionKind::RolledBack)
             {
                 if let Some(r) = &e.rule {
                     println!("  rule: {} — {}", r.rule, r.summary);

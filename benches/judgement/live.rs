@@ -23,8 +23,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serin_control::rollout::Phase;
 use serin_control::runner::{now_ms, Control};
+use serin_judge::rollout::Phase;
 use serin_proxy::{server, DataPlane};
 use tokio::net::TcpListener;
 

@@ -8,6 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+// The rollout's spec is the judge's own; the config builds it (config → judge).
+pub use serin_judge::spec::{
+    Analysis, DecisionKind, OnFailure, Rollout, Rule, Step, MAX_SUCCESS_RULES,
+};
+
 /// Default admin address: loopback only, like Envoy's and Linkerd's admin ports.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,9 +24,6 @@ pub const DEFAULT_ANALYSIS_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_ANALYSIS_WINDOW: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_REQUESTS: u64 = 50;
 pub const DEFAULT_CONFIDENCE: f64 = 0.99;
-/// The data plane counts matching requests for at most this many `success` rules per
-/// service (fixed-size counters keep recording allocation-free).
-pub const MAX_SUCCESS_RULES: usize = 4;
 /// Limit of one attempt to deliver a webhook when `notify[].timeout` is not given.
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The range `notify[].timeout` must lie in.
@@ -319,82 +321,6 @@ pub struct Service {
     pub rollout: Option<Rollout>,
 }
 
-/// A staged canary rollout of one service: serin moves the canary through `steps`,
-/// judging it against the baseline every `analysis.interval`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rollout {
-    /// Index into [`Service::versions`].
-    pub baseline: usize,
-    /// Index into [`Service::versions`]; differs from `baseline`.
-    pub canary: usize,
-    /// At least one; weights 0–100, strictly increasing.
-    pub steps: Vec<Step>,
-    pub analysis: Analysis,
-    /// Retry an idempotent request (GET, HEAD, OPTIONS without a body) that fails on the
-    /// canary (connect error, timeout, 5xx) once on the baseline.
-    pub retry_on_baseline: bool,
-    pub on_failure: OnFailure,
-    /// A rollout that cannot advance for this long (thin traffic, inconclusive data) is
-    /// paused with a recorded reason.
-    pub progress_deadline: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Step {
-    /// The canary's share in percent, 0–100; the baseline gets 100 − weight.
-    pub weight: u32,
-    /// Time to stay at this step before advancing (the window since the step began must
-    /// also pass). `None`: advance as soon as it passes.
-    pub hold: Option<Duration>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Analysis {
-    /// Evaluation tick, at least 100 ms.
-    pub interval: Duration,
-    /// The sliding window judged at each tick, at least `interval`.
-    pub window: Duration,
-    /// Canary requests in the window needed to pass a step (not needed to fail).
-    pub min_requests: u64,
-    /// Probability, over a whole healthy rollout, of not rolling it back: in (0.5, 1).
-    pub confidence: f64,
-    /// At least one.
-    pub rules: Vec<Rule>,
-}
-
-/// A threshold the canary must keep. Rates and shares are fractions (1 % = 0.01).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rule {
-    /// Canary error rate (5xx and upstream failures) at most `max`.
-    ErrorRate { max: f64 },
-    /// Canary error rate minus the baseline's, same window, at most `max_increase`.
-    ErrorRateIncrease { max_increase: f64 },
-    /// Canary latency percentile (0–100, exclusive) at most `max`.
-    Latency { percentile: f64, max: Duration },
-    /// Canary latency percentile at most (1 + `max_increase`) × the baseline's.
-    LatencyIncrease { percentile: f64, max_increase: f64 },
-    /// Canary error rate divided by the SLO's error budget (1 − slo) at most `max`.
-    BurnRate { slo: f64, max: f64 },
-    /// Among canary requests matching `path_prefix` (whole segments) and `method`, the
-    /// share answered 2xx or 3xx at least `min`. `slot` numbers the service's success
-    /// rules from 0 (below [`MAX_SUCCESS_RULES`]), for the data plane's counters.
-    Success {
-        path_prefix: String,
-        /// Uppercase; `None` matches every method.
-        method: Option<String>,
-        min: f64,
-        slot: usize,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFailure {
-    /// Canary weight → 0, state `rolled_back`.
-    Rollback,
-    /// Keep the weights, state `paused`, for a person to decide.
-    Pause,
-}
-
 impl Service {
     pub fn version_index(&self, name: &str) -> Option<usize> {
         self.versions.iter().position(|v| v.name == name)
@@ -683,50 +609,6 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
-    }
-}
-
-/// A rollout decision, as the timeline records it and `notify[].events` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecisionKind {
-    Started,
-    StepAdvanced,
-    Held,
-    Paused,
-    Resumed,
-    RolledBack,
-    Promoted,
-    ManualWeights,
-}
-
-impl DecisionKind {
-    pub const ALL: [DecisionKind; 8] = [
-        DecisionKind::Started,
-        DecisionKind::StepAdvanced,
-        DecisionKind::Held,
-        DecisionKind::Paused,
-        DecisionKind::Resumed,
-        DecisionKind::RolledBack,
-        DecisionKind::Promoted,
-        DecisionKind::ManualWeights,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionKind::Started => "started",
-            DecisionKind::StepAdvanced => "step_advanced",
-            DecisionKind::Held => "held",
-            DecisionKind::Paused => "paused",
-            DecisionKind::Resumed => "resumed",
-            DecisionKind::RolledBack => "rolled_back",
-            DecisionKind::Promoted => "promoted",
-            DecisionKind::ManualWeights => "manual_weights",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.as_str() == text)
     }
 }
 

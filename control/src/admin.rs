@@ -47,8 +47,8 @@ pub mod guard;
 
 use crate::metrics::{self, Format};
 use crate::reload::{LastReload, ReloadHandle};
-use crate::rollout::{Event, Phase};
 use crate::runner::{now_ms, rfc3339, Control, RolloutStatus, DEFAULT_WINDOW};
+use serin_judge::rollout::{Event, Phase};
 
 /// Largest request body accepted (`PUT …/weights`); larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;

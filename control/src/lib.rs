@@ -1,9 +1,9 @@
 //! serin-control: judgement and operation, never on the request path.
 //!
-//! * [`window`]: per-version samples of each control tick, merged into sliding windows.
-//! * [`stats`]: confidence bounds and the e-detector behind every failure verdict.
-//! * [`analysis`]: the pure judgement `(rules, detectors, numbers) → verdict`.
-//! * [`rollout`]: the pure state machine `(spec, state, event, now) → (state, actions)`.
+//! The judgement itself (windows, statistics, verdicts, the rollout state machine) is
+//! serin-judge's; this crate feeds it and acts on what it decides.
+//!
+//! * [`intake`]: the data plane's intervals as the judge's samples.
 //! * [`state`], [`timeline`]: the persisted rollout state and the decision log.
 //! * [`runner`]: the control loop that takes the data plane's intervals every tick,
 //!   judges, transitions, and publishes weights.
@@ -13,13 +13,10 @@
 //! * [`admin`]: the admin listener.
 
 pub mod admin;
-pub mod analysis;
+pub mod intake;
 pub mod metrics;
 pub mod notify;
 pub mod reload;
-pub mod rollout;
 pub mod runner;
 pub mod state;
-pub mod stats;
 pub mod timeline;
-pub mod window;

@@ -26,11 +26,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use serin_config::Snapshot;
+use serin_judge::rollout::{Decision, Phase};
 use serin_proxy::{DataPlane, Interval};
 
-use crate::analysis::rule_kind;
 use crate::reload::ReloadHandle;
-use crate::rollout::{Decision, Phase};
 use crate::runner::Control;
 
 /// Upper bounds, in seconds, of `serin_request_duration_seconds`' buckets: 1 ms to 10 s.
@@ -613,7 +612,7 @@ fn rollouts(
             if let Some(rollout) = &s.rollout {
                 triggers.insert(MANUAL_TRIGGER);
                 for rule in &rollout.analysis.rules {
-                    triggers.insert(rule_kind(rule));
+                    triggers.insert(rule.kind());
                 }
             }
             triggers.into_iter().map(|trigger| {

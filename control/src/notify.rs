@@ -36,13 +36,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use serin_config::{NotifyFormat, NotifyTarget, Rollout, Rule};
+use serin_config::{NotifyFormat, NotifyTarget, Rollout};
+use serin_judge::analysis::Breach;
+use serin_judge::rollout::{DecisionKind, Phase};
+use serin_judge::rules::{CompiledAnalysis, Ms, Pct};
+use serin_judge::window::{Aggregate, Sample, ServiceWindow};
 
-use crate::analysis::{rule_text, Breach, Ms, Pct};
-use crate::rollout::{DecisionKind, Phase};
 use crate::runner::rfc3339;
 use crate::timeline::{RuleRecord, TimelineEvent, WindowNumbers};
-use crate::window::{Aggregate, ServiceWindow};
 
 /// Notifications waiting per target; past it the oldest is dropped.
 pub const QUEUE_CAPACITY: usize = 64;
@@ -119,6 +120,8 @@ pub struct NotificationStatus {
 /// The rollout a decision belongs to, as the control loop holds it.
 pub struct RolloutContext<'a> {
     pub spec: &'a Rollout,
+    /// The spec's analysis, compiled: a breach names its rule by index.
+    pub rules: &'a CompiledAnalysis,
     pub baseline: &'a str,
     pub canary: &'a str,
     pub started_ms: u64,
@@ -137,7 +140,7 @@ impl Notification {
     ) -> Self {
         let (breach_started_at, breach_started_at_source) = match breach {
             Some(b) => {
-                let (ms, source) = breach_started(window, run.spec, b, event.at_ms);
+                let (ms, source) = breach_started(window, run.spec, run.rules, b, event.at_ms);
                 (Some(rfc3339(ms)), Some(source))
             }
             None => (None, None),
@@ -313,37 +316,33 @@ fn action(kind: DecisionKind, before: Option<u32>, after: Option<u32>) -> String
 
 /// When the failing evidence behind `breach` started: the start of the oldest tick of
 /// the unbroken run of ticks, up to the decision at `decided_ms`, in which the
-/// canary's own numbers were over the rule's threshold (ticks without canary traffic
-/// neither extend nor break the run). When the newest tick with traffic was not over
-/// it, or the rule is not found, the decision time.
+/// canary's own numbers were over the rule's threshold (relative rules against the
+/// baseline's window; ticks without canary traffic neither extend nor break the run).
+/// When the newest tick with traffic was not over it, or the breach names no rule of
+/// `rules`, the decision time.
 pub fn breach_started(
     window: &ServiceWindow,
     spec: &Rollout,
+    rules: &CompiledAnalysis,
     breach: &Breach,
     decided_ms: u64,
 ) -> (u64, BreachStartSource) {
     let decision = (decided_ms, BreachStartSource::Decision);
-    let Some(rule) = spec
-        .analysis
-        .rules
-        .iter()
-        .find(|r| rule_text(r) == breach.rule)
-    else {
+    let Some(rule) = rules.rules.get(breach.index) else {
         return decision;
     };
     let since = decided_ms.saturating_sub(spec.analysis.window.as_millis() as u64);
     let baseline = window.aggregate(spec.baseline, since);
-    let ticks: Vec<(u64, &[crate::window::Sample])> =
-        window.ticks().filter(|(at, _)| *at <= decided_ms).collect();
+    let ticks: Vec<(u64, &[Sample])> = window.ticks().filter(|(at, _)| *at <= decided_ms).collect();
     let mut first_bad = None;
     for (i, (_, samples)) in ticks.iter().enumerate().rev() {
         let Some(sample) = samples.get(spec.canary) else {
             break;
         };
-        match over(rule, &Aggregate::of([sample]), &baseline) {
+        match rule.observe(&Aggregate::of([sample]), &baseline).seen() {
             None => continue,
-            Some(true) => first_bad = Some(i),
-            Some(false) => break,
+            Some(o) if rule.breaks(&o) => first_bad = Some(i),
+            Some(_) => break,
         }
     }
     let interval = spec.analysis.interval.as_millis() as u64;
@@ -354,36 +353,6 @@ pub fn breach_started(
         ),
         Some(i) => (ticks[i - 1].0, BreachStartSource::FirstFailingTick),
         None => decision,
-    }
-}
-
-/// Whether the canary's numbers of one tick `c` are over `rule`'s threshold (relative
-/// rules against the baseline's window `b`); `None` without the data to tell.
-fn over(rule: &Rule, c: &Aggregate, b: &Aggregate) -> Option<bool> {
-    match rule {
-        Rule::ErrorRate { max } => c.error_rate().map(|r| r > *max),
-        Rule::BurnRate { slo, max } => c.error_rate().map(|r| r / (1.0 - slo) > *max),
-        Rule::Latency { percentile, max } => c
-            .quantile_ms(percentile / 100.0)
-            .map(|ms| ms > max.as_secs_f64() * 1000.0),
-        Rule::ErrorRateIncrease { max_increase } => match (c.error_rate(), b.error_rate()) {
-            (Some(cr), Some(br)) => Some(cr - br > *max_increase),
-            _ => None,
-        },
-        Rule::LatencyIncrease {
-            percentile,
-            max_increase,
-        } => {
-            let p = percentile / 100.0;
-            match (c.quantile_ms(p), b.quantile_ms(p)) {
-                (Some(cm), Some(bm)) => Some(cm > bm * (1.0 + max_increase)),
-                _ => None,
-            }
-        }
-        Rule::Success { min, slot, .. } => {
-            let s = c.success.get(*slot).copied().unwrap_or_default();
-            (s.matched > 0).then(|| (s.succeeded as f64 / s.matched as f64) < *min)
-        }
     }
 }
 
@@ -741,10 +710,10 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 mod tests {
     use std::time::Duration;
 
-    use serin_config::{Analysis, OnFailure, Step};
+    use serin_config::{Analysis, OnFailure, Rule, Step};
+    use serin_judge::rules::compile;
 
     use super::*;
-    use crate::window::Sample;
 
     fn spec(rules: Vec<Rule>) -> Rollout {
         Rollout {
@@ -782,10 +751,13 @@ mod tests {
         }
     }
 
-    fn breach(rule: &Rule) -> Breach {
+    /// A breach of the rule at `index` of `spec`.
+    fn breach(spec: &Rollout, index: usize) -> Breach {
+        let rule = &spec.analysis.rules[index];
         Breach {
-            rule: rule_text(rule),
-            kind: crate::analysis::rule_kind(rule),
+            index,
+            rule: rule.to_string(),
+            kind: rule.kind(),
             observed: 0.5,
             threshold: 0.01,
             evidence: 10.0,
@@ -805,8 +777,8 @@ mod tests {
 
     #[test]
     fn the_breach_started_with_the_first_tick_of_the_failing_run() {
-        let rule = Rule::ErrorRate { max: 0.01 };
-        let s = spec(vec![rule.clone()]);
+        let s = spec(vec![Rule::ErrorRate { max: 0.01 }]);
+        let rules = compile(&s.analysis);
         // Healthy until tick 4; tick 5 has no canary traffic; failing from tick 3 on.
         let w = window(&[
             (10, 0),
@@ -820,27 +792,49 @@ mod tests {
         let decided = 1600;
         // Tick 3 ends at 1300 and so starts when tick 2 ended, at 1200.
         assert_eq!(
-            breach_started(&w, &s, &breach(&rule), decided),
+            breach_started(&w, &s, &rules, &breach(&s, 0), decided),
             (1200, BreachStartSource::FirstFailingTick)
         );
         // Failing from the oldest tick kept: one interval before its end.
         let w = window(&[(10, 5), (10, 9)]);
         assert_eq!(
-            breach_started(&w, &s, &breach(&rule), 1100),
+            breach_started(&w, &s, &rules, &breach(&s, 0), 1100),
             (900, BreachStartSource::FirstFailingTick)
         );
         // The newest tick was healthy (the evidence added up before): the decision.
         let w = window(&[(10, 9), (10, 9), (10, 0)]);
         assert_eq!(
-            breach_started(&w, &s, &breach(&rule), 1200),
+            breach_started(&w, &s, &rules, &breach(&s, 0), 1200),
             (1200, BreachStartSource::Decision)
         );
-        // A rule the spec does not have: the decision.
-        let other = Rule::ErrorRate { max: 0.05 };
+        // A breach naming no rule of the analysis: the decision.
+        let mut other = breach(&s, 0);
+        other.index = 1;
         let w = window(&[(10, 9)]);
         assert_eq!(
-            breach_started(&w, &s, &breach(&other), 1000),
+            breach_started(&w, &s, &rules, &other, 1000),
             (1000, BreachStartSource::Decision)
+        );
+    }
+
+    #[test]
+    fn a_relative_rule_breach_starts_when_the_canary_left_the_baseline_behind() {
+        // The baseline answers 100 requests a tick without errors (see `window`).
+        let s = spec(vec![
+            Rule::ErrorRate { max: 0.5 },
+            Rule::ErrorRateIncrease { max_increase: 0.1 },
+        ]);
+        let rules = compile(&s.analysis);
+        // 5 % errors is within 10 points of the baseline's 0 %; 30 % is not.
+        let w = window(&[(20, 1), (20, 6), (20, 1), (20, 6), (20, 6)]);
+        assert_eq!(
+            breach_started(&w, &s, &rules, &breach(&s, 1), 1400),
+            (1200, BreachStartSource::FirstFailingTick)
+        );
+        // The absolute rule of the same analysis allows 50 %: no tick was over it.
+        assert_eq!(
+            breach_started(&w, &s, &rules, &breach(&s, 0), 1400),
+            (1400, BreachStartSource::Decision)
         );
     }
 
@@ -881,21 +875,21 @@ mod tests {
     }
 
     fn notification() -> Notification {
-        let rule = Rule::ErrorRate { max: 0.01 };
-        let s = spec(vec![rule.clone()]);
+        let s = spec(vec![Rule::ErrorRate { max: 0.01 }]);
         let w = window(&[(10, 0), (10, 9), (10, 9)]);
         Notification::new(
             &timeline_event(DecisionKind::RolledBack, false),
             [("stable".to_string(), 70), ("canary".to_string(), 30)].into(),
             &RolloutContext {
                 spec: &s,
+                rules: &compile(&s.analysis),
                 baseline: "stable",
                 canary: "canary",
                 started_ms: 500,
                 canary_weight: 0,
             },
             &w,
-            Some(&breach(&rule)),
+            Some(&breach(&s, 0)),
         )
     }
 

@@ -10,17 +10,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serin_config::{Rollout, Service, Snapshot};
+use serin_judge::analysis::{judge, Input, Verdict};
+use serin_judge::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
+use serin_judge::rules::{compile, CompiledAnalysis};
+use serin_judge::stats::Detector;
+use serin_judge::window::ServiceWindow;
 use serin_proxy::DataPlane;
 use tokio::sync::watch;
 
-use crate::analysis::{judge, Verdict};
 use crate::metrics::{rollback_trigger, Totals};
 use crate::notify::{Notification, Notifier, RolloutContext};
-use crate::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use crate::state::{self, Persisted};
-use crate::stats::Detector;
 use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
-use crate::window::ServiceWindow;
 
 /// How far back windows reach for services without a rollout (the admin API's view).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -58,8 +59,13 @@ struct RolloutRun {
     baseline: String,
     canary: String,
     fingerprint: String,
+    /// The spec's analysis, compiled once: what the judgement and notifications run.
+    rules: CompiledAnalysis,
     state: RolloutState,
     detectors: Vec<Detector>,
+    /// The detectors changed since the state was last saved: they are saved with it
+    /// after every judged tick, so a restart goes on with them.
+    detectors_unsaved: bool,
     timeline: Timeline,
     last_eval_ms: u64,
     /// A state write failed; retried every tick until it succeeds.
@@ -213,6 +219,7 @@ impl Control {
             let rollout = match (service.rollout.as_ref(), old.and_then(|o| o.rollout)) {
                 (Some(spec), Some(mut run)) if keep => {
                     run.spec = spec.clone();
+                    run.rules = compile(&spec.analysis);
                     Some(run)
                 }
                 (Some(_), _) => {
@@ -299,7 +306,7 @@ impl Control {
         let mut services = self.lock();
         for service in services.iter_mut() {
             if let Some(taken) = intervals.iter().find(|i| i.service == service.name) {
-                service.window.push(now_ms, &taken.versions);
+                crate::intake::push(&mut service.window, now_ms, &taken.versions);
                 self.totals().add(&service.name, &taken.versions);
             }
             let name = service.name.clone();
@@ -321,6 +328,11 @@ impl Control {
             let verdict = self.judge(run, &service.window, now_ms);
             self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
             run.last_eval_ms = now_ms;
+            // A step that changed the state saved the detectors with it; a failed save
+            // is retried at the next tick.
+            if run.detectors_unsaved && !run.unsaved {
+                self.persist(&name, run);
+            }
         }
     }
 
@@ -333,17 +345,24 @@ impl Control {
         let canary_window = window.aggregate(c, window_since);
         let baseline_step = window.aggregate(b, step_since);
         let canary_step = window.aggregate(c, step_since);
+        // Every tick since the last judgement: the canary's batch, and the baseline's
+        // numbers of the same seconds.
         let canary_tick = window.aggregate(c, run.last_eval_ms);
-        let input = crate::analysis::Input {
+        let baseline_tick = window.aggregate(b, run.last_eval_ms);
+        let input = Input {
             baseline_window: &baseline_window,
             canary_window: &canary_window,
             baseline_step: &baseline_step,
             canary_step: &canary_step,
             canary_tick: &canary_tick,
+            baseline_tick: &baseline_tick,
             baseline_has_weight: run.state.canary_weight < 100,
         };
-        let judgement = judge(&spec.analysis, &run.detectors, &input);
-        run.detectors = judgement.detectors;
+        let judgement = judge(&run.rules, &run.detectors, &input);
+        if judgement.detectors != run.detectors {
+            run.detectors = judgement.detectors;
+            run.detectors_unsaved = true;
+        }
         judgement.verdict
     }
 
@@ -429,6 +448,7 @@ impl Control {
                         if self.notifier.wants(decision.kind) {
                             let context = RolloutContext {
                                 spec: &run.spec,
+                                rules: &run.rules,
                                 baseline: &run.baseline,
                                 canary: &run.canary,
                                 started_ms: run.state.started_ms,
@@ -484,9 +504,13 @@ impl Control {
             service: service.to_string(),
             fingerprint: run.fingerprint.clone(),
             rollout: run.state.clone(),
+            detectors: Some(run.detectors.clone()),
         };
         match state::save(&self.state_dir, &saved) {
-            Ok(()) => run.unsaved = false,
+            Ok(()) => {
+                run.unsaved = false;
+                run.detectors_unsaved = false;
+            }
             Err(err) => {
                 if !run.unsaved {
                     tracing::warn!(service, error = %err, "cannot save the rollout state; retrying every tick");
@@ -667,27 +691,55 @@ fn new_run(
             None
         }
     };
-    let state = match saved {
+    let rules = compile(&spec.analysis);
+    let (state, detectors) = match saved {
         Some(p) if p.fingerprint == fingerprint => {
             tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
-            p.rollout
+            let detectors = resumed_detectors(&service.name, &p.rollout, p.detectors, &rules);
+            (p.rollout, detectors)
         }
         Some(_) => {
             tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
-            RolloutState::new(now_ms)
+            (RolloutState::new(now_ms), Vec::new())
         }
-        None => RolloutState::new(now_ms),
+        None => (RolloutState::new(now_ms), Vec::new()),
     };
     RolloutRun {
         baseline: service.versions[spec.baseline].name.clone(),
         canary: service.versions[spec.canary].name.clone(),
         spec: spec.clone(),
+        rules,
         fingerprint,
         state,
-        detectors: Vec::new(),
+        detectors,
+        detectors_unsaved: false,
         timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
         last_eval_ms: now_ms,
         unsaved: false,
+    }
+}
+
+/// The detectors a resumed rollout goes on with: the saved ones, one per rule; else
+/// fresh ones, which spend the rollout's false-rollback budget anew (logged).
+fn resumed_detectors(
+    service: &str,
+    state: &RolloutState,
+    saved: Option<Vec<Detector>>,
+    rules: &CompiledAnalysis,
+) -> Vec<Detector> {
+    if !state.phase.is_active() {
+        return Vec::new();
+    }
+    match saved {
+        Some(detectors) if detectors.len() == rules.rules.len() => detectors,
+        Some(detectors) => {
+            tracing::warn!(service, saved = detectors.len(), rules = rules.rules.len(), "the saved detectors do not match the rules; they start afresh, and the rollout's false-rollback budget is spent anew");
+            Vec::new()
+        }
+        None => {
+            tracing::info!(service, "the saved rollout state has no detectors (it was written by an older serin); they start afresh, and the rollout's false-rollback budget is spent anew");
+            Vec::new()
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serin_config::{Rollout, Service};
-
-use crate::rollout::RolloutState;
+use serin_judge::rollout::RolloutState;
+use serin_judge::stats::Detector;
 
 /// Bumped when the file's meaning changes.
 pub const FORMAT: u32 = 1;
@@ -21,6 +21,10 @@ pub struct Persisted {
     /// Of the rollout spec: a different spec starts a new rollout.
     pub fingerprint: String,
     pub rollout: RolloutState,
+    /// The rules' detectors, in the order of the rules (docs/analysis.md, "Restarts");
+    /// absent from files written before serin saved them.
+    #[serde(default)]
+    pub detectors: Option<Vec<Detector>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +144,37 @@ mod tests {
             service: "api".into(),
             fingerprint: "abc".into(),
             rollout: RolloutState::new(42),
+            detectors: Some(vec![Detector::default()]),
         };
         save(&dir, &state).expect("save");
         assert_eq!(load(&dir, "api").expect("load"), Some(state));
         assert!(!dir.join(".api.json.tmp").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_from_before_detectors_were_saved_is_read() {
+        let dir = scratch("old");
+        fs::create_dir_all(&dir).expect("dir");
+        let old = r#"{
+  "format": 1,
+  "service": "api",
+  "fingerprint": "abc",
+  "rollout": {
+    "phase": "progressing",
+    "step": 1,
+    "canary_weight": 25,
+    "started_ms": 1000,
+    "step_started_ms": 2000,
+    "since_ms": 2000,
+    "reason": null,
+    "last_hold": null
+  }
+}
+"#;
+        fs::write(path(&dir, "api"), old).expect("write");
+        let saved = load(&dir, "api").expect("load").expect("a state");
+        assert_eq!((saved.rollout.step, saved.detectors), (1, None));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -8,10 +8,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
-
-use crate::analysis::Breach;
-use crate::rollout::{DecisionKind, Phase};
-use crate::window::Aggregate;
+use serin_judge::analysis::Breach;
+use serin_judge::rollout::{DecisionKind, Phase};
+use serin_judge::window::Aggregate;
 
 /// Events kept in memory per service.
 pub const KEEP: usize = 1000;

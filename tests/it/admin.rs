@@ -593,7 +593,7 @@ async fn unknown_services_paths_and_wrong_methods() {
     assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(got.headers["allow"], "GET, HEAD");
     // The rollout was not touched by any of it.
-    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    assert_eq!(s.c.phase(), serin_judge::rollout::Phase::Progressing);
 
     // Without a reload loop, reload and config say so.
     let message = refused(
@@ -899,7 +899,7 @@ async fn a_page_of_another_site_cannot_change_a_rollout() {
 
     // Nothing changed: still progressing at 80/20, nothing on the timeline.
     assert_eq!(s.rollout().await, before);
-    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    assert_eq!(s.c.phase(), serin_judge::rollout::Phase::Progressing);
     s.traffic(20).await;
     assert!(s.canary.hits() > 0, "the canary still takes its share");
     s.stop().await;
@@ -996,7 +996,7 @@ async fn a_rebound_name_reads_nothing_and_learns_nothing_of_the_token() {
         ))
         .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    assert_eq!(s.c.phase(), serin_judge::rollout::Phase::Progressing);
     s.stop().await;
 }
 
@@ -1059,7 +1059,7 @@ async fn the_dashboards_own_requests_and_clients_without_an_origin_change_the_ro
         )
         .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Paused);
+    assert_eq!(s.c.phase(), serin_judge::rollout::Phase::Paused);
     // The dashboard opened by a listed name.
     let got = s
         .raw(&format!(
@@ -1069,7 +1069,7 @@ async fn the_dashboards_own_requests_and_clients_without_an_origin_change_the_ro
         ))
         .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(s.c.phase(), serin_control::rollout::Phase::Progressing);
+    assert_eq!(s.c.phase(), serin_judge::rollout::Phase::Progressing);
     // JSON with a charset, from the page's own origin.
     let weights = r#"{"stable": 60, "canary": 40}"#;
     let got = s
@@ -1090,7 +1090,7 @@ async fn the_dashboards_own_requests_and_clients_without_an_origin_change_the_ro
         )
         .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    assert_eq!(s.c.phase(), serin_control::rollout::Phase::RolledBack);
+    assert_eq!(s.c.phase(), serin_judge::rollout::Phase::RolledBack);
     s.stop().await;
 }
 

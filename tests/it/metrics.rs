@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serin_control::admin::{Admin, AdminContext, Health};
-use serin_control::rollout::Phase;
+use serin_judge::rollout::Phase;
 
 /// Analysis fast enough for tests: a tick every 100 ms.
 const FAST: &str = "        interval: 100ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%";

@@ -20,8 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use serin_control::notify::NotifyCounts;
-use serin_control::rollout::{DecisionKind, Event, Phase};
 use serin_control::runner::now_ms;
+use serin_judge::rollout::{DecisionKind, Event, Phase};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use serin_control::rollout::{DecisionKind, Phase};
+use serin_judge::rollout::{DecisionKind, Phase};
 
 const FAST: &str = "        interval: 100ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%";
 
@@ -342,7 +342,7 @@ async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
     let c = Controlled::start(&first).await;
     c.control.command(
         "api",
-        serin_control::rollout::Event::Abort,
+        serin_judge::rollout::Event::Abort,
         serin_control::runner::now_ms(),
     );
     assert_eq!(c.phase(), Phase::RolledBack);
@@ -394,5 +394,119 @@ async fn an_unwritable_state_dir_does_not_stop_a_rollback() {
     assert!(canary.hits() <= at_rollback + 4);
     // The decision is still in the in-memory timeline.
     assert!(events(&c).contains(&DecisionKind::RolledBack));
+    c.stop().await;
+}
+
+/// The ticks each detector of `dir`'s saved `api` rollout has seen.
+fn saved_ticks(dir: &std::path::Path) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(dir.join("api.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["detectors"]
+        .as_array()?
+        .iter()
+        .map(|d| d["ticks"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_goes_on_with_the_saved_evidence() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("evidence");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - latency: {{ percentile: 95, max_increase: 20% }}\n"
+        ),
+    );
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "20 ticks of evidence saved",
+        || async { saved_ticks(&dir.0).is_some_and(|t| t.len() == 2 && t[0] >= 20) },
+    )
+    .await;
+    load.stop().await;
+    c.stop().await;
+    let saved = saved_ticks(&dir.0).expect("saved detectors")[0];
+
+    // A new serin on the same config and state directory: its detectors go on from
+    // the saved ones (fresh ones would save 1, 2, … ticks).
+    let again = Controlled::start(&yaml).await;
+    assert_eq!(again.phase(), Phase::Progressing);
+    let load = Load::start(again.serin.url("/"), 4, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "the detectors saved again",
+        || async { saved_ticks(&dir.0).is_some_and(|t| t[0] != saved) },
+    )
+    .await;
+    let after = saved_ticks(&dir.0).expect("saved detectors")[0];
+    assert!(
+        after > saved && after <= saved + 5,
+        "{saved} ticks saved before the restart, {after} after it"
+    );
+    load.stop().await;
+    again.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_from_before_detectors_were_saved_still_resumes_its_rollout() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("old-state");
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 10, hold: 1h }}\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        ),
+    );
+    let snapshot = serin_config::parse_str(&yaml, "test.yaml").expect("config");
+    let service = snapshot.service("api").expect("api");
+    let fingerprint =
+        serin_control::state::fingerprint(service, service.rollout.as_ref().expect("rollout"));
+    // As serin wrote it before it saved the detectors: at the second step, begun now.
+    let now = serin_control::runner::now_ms();
+    let old = format!(
+        r#"{{
+  "format": 1,
+  "service": "api",
+  "fingerprint": "{fingerprint}",
+  "rollout": {{
+    "phase": "progressing",
+    "step": 1,
+    "canary_weight": 50,
+    "started_ms": {now},
+    "step_started_ms": {now},
+    "since_ms": {now},
+    "reason": null,
+    "last_hold": null
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.0.join("api.json"), old).expect("write the old state");
+
+    let c = Controlled::start(&yaml).await;
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::Progressing, 50));
+    assert_eq!(c.control.status("api").map(|s| s.step), Some(1));
+    let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "fresh detectors saved with the state",
+        || async { saved_ticks(&dir.0).is_some_and(|t| t.len() == 1 && t[0] >= 1) },
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(c.phase(), Phase::Progressing);
     c.stop().await;
 }

@@ -16,7 +16,7 @@ use crate::common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use serin_control::admin::{Admin, AdminContext, Health};
-use serin_control::rollout::Phase;
+use serin_judge::rollout::Phase;
 
 const TOKEN: &str = "ui-test-token";
 

@@ -409,7 +409,7 @@ impl Controlled {
         }
     }
 
-    pub fn phase(&self) -> serin_control::rollout::Phase {
+    pub fn phase(&self) -> serin_judge::rollout::Phase {
         self.control.status("api").expect("api has a rollout").phase
     }
 

@@ -12,8 +12,8 @@
 //! A failing canary is rolled back from `progressing` and from `paused` alike;
 //! `promoted` and `rolled_back` are final until the rollout's spec changes.
 
+use crate::spec::{OnFailure, Rollout};
 use serde::{Deserialize, Serialize};
-use serin_config::{OnFailure, Rollout};
 
 use crate::analysis::{Breach, Verdict};
 
@@ -90,8 +90,8 @@ pub enum Event<'a> {
     ManualWeights,
 }
 
-/// Defined with the config, whose `notify[].events` name the same decisions.
-pub use serin_config::DecisionKind;
+/// Defined with the spec: the config's `notify[].events` name the same decisions.
+pub use crate::spec::DecisionKind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -326,7 +326,7 @@ pub fn transition(
 mod tests {
     use std::time::Duration;
 
-    use serin_config::{Analysis, Rule, Step};
+    use crate::spec::{Analysis, Rule, Step};
 
     use super::*;
 
@@ -359,6 +359,7 @@ mod tests {
 
     fn breach() -> Breach {
         Breach {
+            index: 0,
             rule: "error_rate max 1%".into(),
             kind: "error_rate",
             observed: 0.5,

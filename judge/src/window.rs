@@ -6,9 +6,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serin_config::snapshot::MAX_SUCCESS_RULES;
-use serin_proxy::record::SuccessCount;
-use serin_proxy::Interval;
+use crate::spec::MAX_SUCCESS_RULES;
+
+/// Requests matching one `success` rule, and how many of them were answered 2xx/3xx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuccessCount {
+    pub matched: u64,
+    pub succeeded: u64,
+}
 
 /// One version's numbers over one tick.
 #[derive(Debug, Clone, Default)]
@@ -18,25 +23,6 @@ pub struct Sample {
     pub success: [SuccessCount; MAX_SUCCESS_RULES],
     /// Recorded latency buckets: (lowest µs, highest µs, count), ascending.
     pub latency: Vec<(u64, u64, u64)>,
-}
-
-impl Sample {
-    pub fn from_interval(interval: &Interval) -> Self {
-        let h = &interval.latency_us;
-        let latency = h
-            .iter_recorded()
-            .map(|v| {
-                let hi = v.value_iterated_to();
-                (h.lowest_equivalent(hi), hi, v.count_since_last_iteration())
-            })
-            .collect();
-        Self {
-            requests: interval.requests(),
-            errors: interval.errors(),
-            success: interval.success,
-            latency,
-        }
-    }
 }
 
 /// One version's numbers over a span of ticks.
@@ -143,23 +129,8 @@ impl ServiceWindow {
         self.keep_ms = keep_ms;
     }
 
-    /// Adds the tick ending at `at_ms`; versions are matched by name (a version that
-    /// has no interval gets an empty sample).
-    pub fn push(&mut self, at_ms: u64, intervals: &[(String, Interval)]) {
-        let samples = self
-            .versions
-            .iter()
-            .map(|name| {
-                intervals
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, i)| Sample::from_interval(i))
-                    .unwrap_or_default()
-            })
-            .collect();
-        self.push_samples(at_ms, samples);
-    }
-
+    /// Adds the tick ending at `at_ms`: one sample per version, in the order of
+    /// [`Self::versions`].
     pub fn push_samples(&mut self, at_ms: u64, samples: Vec<Sample>) {
         self.ticks.push_back((at_ms, samples));
         while let Some(&(first, _)) = self.ticks.front() {

@@ -1,0 +1,488 @@
+//! Judging a canary: a pure function of the compiled rules, the detectors' state and
+//! the numbers of both versions, returning a verdict and the detectors' next state.
+//!
+//! * **Fail** only with evidence: each rule feeds its e-detector ([`crate::stats`]) one
+//!   batch per tick; a rule fails when its detector crosses the threshold for its share
+//!   of the false-alarm budget, 1 − confidence split evenly over the rules. Strong
+//!   evidence (20 of 20 requests failing) is enough whatever `min_requests` says.
+//! * **Hold** when the data cannot pass: fewer than `min_requests` canary requests since
+//!   the step began, no baseline traffic for a relative rule, no request matching a
+//!   success rule, or an observed value over a threshold that is not (yet) proven.
+//! * **Pass** otherwise.
+//!
+//! What each rule means is [`crate::rules`]'s; this module only runs them.
+//! docs/analysis.md derives the guarantee: over a whole healthy rollout, however long,
+//! P(some rule fails) ≤ 1 − confidence.
+
+use crate::rules::{Baseline, CompiledAnalysis, CompiledRule, Observation};
+use crate::stats::{self, Detector};
+use crate::window::Aggregate;
+
+/// The numbers a verdict is judged on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Both versions over the sliding window (the comparison for relative rules).
+    pub baseline_window: &'a Aggregate,
+    pub canary_window: &'a Aggregate,
+    /// Both versions since the current step began (at most the window): what a Pass
+    /// is judged on.
+    pub baseline_step: &'a Aggregate,
+    pub canary_step: &'a Aggregate,
+    /// The canary's newest tick: the batch the detectors take.
+    pub canary_tick: &'a Aggregate,
+    /// The baseline over the same tick: relative rules compare the canary's batch with
+    /// the baseline's numbers of the same seconds, as well as with its window.
+    pub baseline_tick: &'a Aggregate,
+    /// Whether the baseline is meant to receive traffic (false at a 100 % canary step);
+    /// relative rules are skipped when it is not.
+    pub baseline_has_weight: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass,
+    Hold(String),
+    Fail(Breach),
+}
+
+/// The rule that failed and the numbers that made it fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breach {
+    /// The rule's position in the analysis (its [`CompiledRule::index`]).
+    pub index: usize,
+    /// The rule as written, e.g. `error_rate max 1%`.
+    pub rule: String,
+    /// `error_rate`, `latency`, `burn_rate` or `success`.
+    pub kind: &'static str,
+    /// The canary's value over the window (rate, ms, burn multiple or share).
+    pub observed: f64,
+    /// The value it had to keep (absolute rules) or that the baseline set (relative).
+    pub threshold: f64,
+    /// ln of the detector's value, and the ln threshold it crossed.
+    pub evidence: f64,
+    pub needed: f64,
+    /// The numbers in words, e.g. `canary error rate 25% against max 1%`.
+    pub summary: String,
+}
+
+/// The outcome of one judgement.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// One per rule, to be passed back in at the next tick.
+    pub detectors: Vec<Detector>,
+}
+
+/// What one rule's point check found.
+enum Check {
+    Ok,
+    /// Cannot be judged yet (reason).
+    NoData(String),
+    /// Over its threshold on the observed numbers (reason), without proof yet.
+    Marginal(String),
+}
+
+/// Judges one tick. `detectors` are the previous tick's (empty at the start).
+pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<'_>) -> Judgement {
+    let rules = &analysis.rules;
+    let mut next: Vec<Detector> = (0..rules.len())
+        .map(|i| detectors.get(i).cloned().unwrap_or_default())
+        .collect();
+    let mut fail: Option<Breach> = None;
+    let mut checks = Vec::with_capacity(rules.len());
+
+    for (rule, detector) in rules.iter().zip(next.iter_mut()) {
+        let baseline = input.baseline_has_weight.then(|| Baseline {
+            window: input.baseline_window,
+            tick: input.baseline_tick,
+            level: stats::spend(rule.budget.baseline, detector.ticks + 1),
+        });
+        if let Some(batch) = rule.batch(input.canary_tick, baseline) {
+            detector.update(batch.trials, batch.failures, batch.theta);
+        }
+        let alpha = rule.budget.detector;
+        if fail.is_none() && detector.alarmed(alpha) {
+            let observed = rule
+                .observe(input.canary_window, input.baseline_window)
+                .seen();
+            fail = Some(Breach {
+                index: rule.index,
+                rule: rule.text.clone(),
+                kind: rule.kind,
+                observed: observed.map_or(f64::NAN, |o| o.value),
+                threshold: observed.map_or(f64::NAN, |o| o.limit),
+                evidence: detector.log_value(),
+                needed: stats::log_threshold(alpha),
+                summary: rule.summary(observed),
+            });
+        }
+        checks.push(check(rule, input));
+    }
+
+    let verdict = if let Some(breach) = fail {
+        Verdict::Fail(breach)
+    } else if input.canary_step.requests < analysis.min_requests {
+        Verdict::Hold(format!(
+            "thin traffic: {} canary requests since the step began, {} needed",
+            input.canary_step.requests, analysis.min_requests
+        ))
+    } else if let Some(reason) = checks.iter().find_map(|c| match c {
+        Check::NoData(r) => Some(r.clone()),
+        _ => None,
+    }) {
+        Verdict::Hold(reason)
+    } else if let Some(reason) = checks.iter().find_map(|c| match c {
+        Check::Marginal(r) => Some(r.clone()),
+        _ => None,
+    }) {
+        Verdict::Hold(reason)
+    } else {
+        Verdict::Pass
+    };
+    Judgement {
+        verdict,
+        detectors: next,
+    }
+}
+
+/// The point check of one rule on the numbers since the step began.
+fn check(rule: &CompiledRule, input: &Input<'_>) -> Check {
+    if rule.is_relative() && !input.baseline_has_weight {
+        return Check::Ok;
+    }
+    let text = &rule.text;
+    match rule.observe(input.canary_step, input.baseline_step) {
+        Observation::NoBaseline => Check::NoData(format!(
+            "{text}: no baseline traffic since the step began to compare with"
+        )),
+        Observation::NoCanary if rule.needs_canary_data() => Check::NoData(format!(
+            "{text}: no canary request matched since the step began"
+        )),
+        Observation::NoCanary => Check::Ok,
+        Observation::Seen(o) if rule.breaks(&o) => Check::Marginal(format!(
+            "{text}: {}, not yet conclusive",
+            rule.over_limit(&o)
+        )),
+        Observation::Seen(_) => Check::Ok,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rules::compile;
+    use crate::spec::{Analysis, Rule};
+    use crate::window::{Sample, ServiceWindow, SuccessCount};
+
+    /// `requests` requests, `errors` failed, latencies spread evenly over [lo_ms, hi_ms].
+    fn sample(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Sample {
+        let latency = (0..requests)
+            .map(|i| {
+                let us = lo_ms * 1000 + (hi_ms - lo_ms) * 1000 * i / requests.max(1);
+                (us, us, 1)
+            })
+            .collect();
+        Sample {
+            requests,
+            errors,
+            success: Default::default(),
+            latency,
+        }
+    }
+
+    /// As [`sample`], recorded in 1 ms buckets.
+    fn by_ms(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Sample {
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..requests {
+            *counts
+                .entry(lo_ms + (hi_ms - lo_ms) * i / requests)
+                .or_insert(0) += 1;
+        }
+        Sample {
+            latency: counts
+                .into_iter()
+                .map(|(ms, n)| (ms * 1000, ms * 1000 + 999, n))
+                .collect(),
+            ..sample(requests, errors, 0, 0)
+        }
+    }
+
+    fn agg(requests: u64, errors: u64, lo_ms: u64, hi_ms: u64) -> Aggregate {
+        Aggregate::of([&sample(requests, errors, lo_ms, hi_ms)])
+    }
+
+    fn analysis(rules: Vec<Rule>) -> Analysis {
+        Analysis {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(30),
+            min_requests: 50,
+            confidence: 0.99,
+            rules,
+        }
+    }
+
+    /// Judges the same numbers (tick = step = window) `ticks` times in a row.
+    fn judge_n(
+        analysis: &Analysis,
+        baseline: &Aggregate,
+        canary: &Aggregate,
+        ticks: usize,
+    ) -> Verdict {
+        let input = Input {
+            baseline_window: baseline,
+            canary_window: canary,
+            baseline_step: baseline,
+            canary_step: canary,
+            canary_tick: canary,
+            baseline_tick: baseline,
+            baseline_has_weight: true,
+        };
+        let compiled = compile(analysis);
+        let mut detectors = Vec::new();
+        let mut verdict = Verdict::Pass;
+        for _ in 0..ticks {
+            let j = judge(&compiled, &detectors, &input);
+            detectors = j.detectors;
+            verdict = j.verdict;
+            if matches!(verdict, Verdict::Fail(_)) {
+                break;
+            }
+        }
+        verdict
+    }
+
+    fn short(v: &Verdict) -> String {
+        match v {
+            Verdict::Pass => "pass".into(),
+            Verdict::Hold(r) => format!("hold: {r}"),
+            Verdict::Fail(b) => format!("fail: {}", b.rule),
+        }
+    }
+
+    #[test]
+    fn table_of_verdicts() {
+        let all = || {
+            vec![
+                Rule::ErrorRate { max: 0.01 },
+                Rule::ErrorRateIncrease {
+                    max_increase: 0.005,
+                },
+                Rule::Latency {
+                    percentile: 95.0,
+                    max: Duration::from_millis(800),
+                },
+                Rule::LatencyIncrease {
+                    percentile: 95.0,
+                    max_increase: 0.2,
+                },
+                Rule::BurnRate {
+                    slo: 0.999,
+                    max: 4.0,
+                },
+            ]
+        };
+        let healthy_base = agg(2000, 4, 10, 100);
+        type Case<'a> = (&'a str, Vec<Rule>, Aggregate, Aggregate, usize, &'a str);
+        let cases: Vec<Case> = vec![
+            ("20 of 20 failing fails at once, below min_requests", all(), healthy_base.clone(), agg(20, 20, 10, 100), 1, "fail: error_rate max 1%"),
+            ("thin healthy traffic holds", all(), healthy_base.clone(), agg(10, 0, 10, 100), 5, "hold: thin traffic: 10 canary requests since the step began, 50 needed"),
+            ("one tick of thin traffic with an error holds", all(), healthy_base.clone(), agg(10, 1, 10, 100), 1, "hold: thin traffic: 10 canary requests since the step began, 50 needed"),
+            ("a healthy canary passes", all(), healthy_base.clone(), agg(200, 0, 10, 100), 30, "pass"),
+            ("observed over the threshold without proof holds", vec![Rule::ErrorRate { max: 0.01 }], healthy_base.clone(), agg(100, 2, 10, 100), 1, "hold: error_rate max 1%: canary error rate 2% over 1%, not yet conclusive"),
+            ("a slow canary fails the absolute latency rule", vec![Rule::Latency { percentile: 95.0, max: Duration::from_millis(800) }], healthy_base.clone(), agg(200, 0, 500, 1500), 3, "fail: latency p95 max 800ms"),
+            ("a canary twice as slow fails the relative latency rule", vec![Rule::LatencyIncrease { percentile: 95.0, max_increase: 0.2 }], healthy_base.clone(), agg(200, 0, 20, 200), 10, "fail: latency p95 max_increase 20%"),
+            ("5% errors against a 0.2% baseline fails max_increase", vec![Rule::ErrorRateIncrease { max_increase: 0.005 }], healthy_base.clone(), agg(200, 10, 10, 100), 10, "fail: error_rate max_increase 0.5%"),
+            ("a baseline as bad as the canary is no evidence", vec![Rule::ErrorRateIncrease { max_increase: 0.005 }], agg(2000, 100, 10, 100), agg(200, 10, 10, 100), 30, "pass"),
+            ("no baseline traffic holds a relative rule", vec![Rule::ErrorRateIncrease { max_increase: 0.005 }], Aggregate::default(), agg(200, 0, 10, 100), 3, "hold: error_rate max_increase 0.5%: no baseline traffic since the step began to compare with"),
+            ("burn rate 10x the budget fails", vec![Rule::BurnRate { slo: 0.999, max: 4.0 }], healthy_base.clone(), agg(200, 2, 10, 100), 30, "fail: burn_rate slo 99.9% max 4"),
+        ];
+        let mut failures = Vec::new();
+        for (name, rules, baseline, canary, ticks, want) in cases {
+            let got = short(&judge_n(&analysis(rules), &baseline, &canary, ticks));
+            if got != want {
+                failures.push(format!("{name}:\n   got  {got}\n   want {want}"));
+            }
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    /// Judges one-second ticks 1..=`ticks` as the control loop does, on a fake clock:
+    /// `at(t)` gives the baseline's and the canary's samples of tick t, a 30 s window
+    /// slides over them, and each verdict sees the newest tick of both versions. The
+    /// tick of the first Fail, if any, and its rule.
+    fn run_ticks(
+        rules: Vec<Rule>,
+        ticks: u64,
+        at: impl Fn(u64) -> (Sample, Sample),
+    ) -> Option<(u64, String)> {
+        let compiled = compile(&analysis(rules));
+        let mut window = ServiceWindow::new(vec!["stable".into(), "canary".into()], 30_000);
+        let mut detectors = Vec::new();
+        for t in 1..=ticks {
+            let (b, c) = at(t);
+            window.push_samples(t * 1000, vec![b, c]);
+            let since = (t * 1000).saturating_sub(30_000);
+            let (bw, cw) = (window.aggregate(0, since), window.aggregate(1, since));
+            let (bt, ct) = (window.latest(0), window.latest(1));
+            let input = Input {
+                baseline_window: &bw,
+                canary_window: &cw,
+                baseline_step: &bw,
+                canary_step: &cw,
+                canary_tick: &ct,
+                baseline_tick: &bt,
+                baseline_has_weight: true,
+            };
+            let judged = judge(&compiled, &detectors, &input);
+            detectors = judged.detectors;
+            if let Verdict::Fail(b) = judged.verdict {
+                return Some((t, b.rule));
+            }
+        }
+        None
+    }
+
+    /// An incident that hits both versions at once from tick 61 (a shared dependency
+    /// failing) fails no relative rule; the same incident on the canary alone fails it
+    /// within a few ticks.
+    #[test]
+    fn relative_rules_compare_the_canary_with_the_baseline_of_the_same_ticks() {
+        // 900 baseline and 100 canary requests a tick; healthy: 0.1 % errors and
+        // latencies evenly over 10–100 ms; the incident: 10 % errors, or every latency
+        // × 3 (30–300 ms).
+        let healthy = |n: u64| by_ms(n, n / 1000, 10, 100);
+        type Incident = fn(u64) -> Sample;
+        let cases: [(Rule, Incident); 2] = [
+            (
+                Rule::ErrorRateIncrease {
+                    max_increase: 0.005,
+                },
+                |n| by_ms(n, n / 10, 10, 100),
+            ),
+            (
+                Rule::LatencyIncrease {
+                    percentile: 95.0,
+                    max_increase: 0.2,
+                },
+                |n| by_ms(n, n / 1000, 30, 300),
+            ),
+        ];
+        for (rule, incident) in cases {
+            let text = rule.to_string();
+            let both = run_ticks(vec![rule.clone()], 120, |t| match t {
+                ..=60 => (healthy(900), healthy(100)),
+                _ => (incident(900), incident(100)),
+            });
+            assert_eq!(both, None, "{text}: an incident of both versions");
+            let canary_only = run_ticks(vec![rule], 120, |t| match t {
+                ..=60 => (healthy(900), healthy(100)),
+                _ => (healthy(900), incident(100)),
+            });
+            let Some((at, failed)) = canary_only else {
+                panic!("{text}: the canary alone broke and was not failed")
+            };
+            assert_eq!(failed, text);
+            assert!((61..=65).contains(&at), "{text}: failed at tick {at}");
+        }
+    }
+
+    #[test]
+    fn success_rules_judge_only_matching_requests() {
+        let rules = vec![Rule::Success {
+            path_prefix: "/checkout".into(),
+            method: Some("POST".into()),
+            min: 0.97,
+            slot: 0,
+        }];
+        let with = |matched, succeeded| {
+            let mut a = agg(500, 0, 10, 100);
+            a.success[0] = SuccessCount { matched, succeeded };
+            a
+        };
+        let base = agg(2000, 0, 10, 100);
+        assert_eq!(
+            short(&judge_n(&analysis(rules.clone()), &base, &with(0, 0), 3)),
+            "hold: success POST /checkout min 97%: no canary request matched since the step began"
+        );
+        assert_eq!(
+            short(&judge_n(&analysis(rules.clone()), &base, &with(100, 99), 5)),
+            "pass"
+        );
+        assert_eq!(
+            short(&judge_n(&analysis(rules), &base, &with(100, 50), 1)),
+            "fail: success POST /checkout min 97%"
+        );
+    }
+
+    #[test]
+    fn relative_rules_are_skipped_when_the_baseline_has_no_weight() {
+        let canary = agg(200, 0, 10, 100);
+        let none = Aggregate::default();
+        let input = Input {
+            baseline_window: &none,
+            canary_window: &canary,
+            baseline_step: &none,
+            canary_step: &canary,
+            canary_tick: &canary,
+            baseline_tick: &none,
+            baseline_has_weight: false,
+        };
+        let a = analysis(vec![
+            Rule::ErrorRateIncrease {
+                max_increase: 0.005,
+            },
+            Rule::LatencyIncrease {
+                percentile: 99.0,
+                max_increase: 0.1,
+            },
+        ]);
+        assert_eq!(judge(&compile(&a), &[], &input).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn the_budgets_spend_exactly_one_minus_confidence() {
+        let a = analysis(vec![
+            Rule::ErrorRate { max: 0.01 },
+            Rule::ErrorRateIncrease {
+                max_increase: 0.005,
+            },
+            Rule::LatencyIncrease {
+                percentile: 95.0,
+                max_increase: 0.2,
+            },
+            Rule::BurnRate {
+                slo: 0.999,
+                max: 4.0,
+            },
+        ]);
+        let b: Vec<_> = compile(&a).rules.iter().map(|r| r.budget).collect();
+        let near = |x: f64, y: f64| (x - y).abs() < 1e-12;
+        assert!(near(b[0].detector, 0.0025) && b[0].baseline == 0.0, "{b:?}");
+        assert!(
+            near(b[1].detector, 0.00125) && near(b[1].baseline, 0.00125),
+            "{b:?}"
+        );
+        assert!(
+            near(b[2].detector, 0.00125) && near(b[2].baseline, 0.00125),
+            "{b:?}"
+        );
+        let total: f64 = b.iter().map(|b| b.detector + b.baseline).sum();
+        assert!(near(total, 0.01), "{total}");
+    }
+
+    #[test]
+    fn a_failure_carries_its_numbers() {
+        let j = judge_n(
+            &analysis(vec![Rule::ErrorRate { max: 0.01 }]),
+            &agg(2000, 0, 1, 2),
+            &agg(100, 100, 1, 2),
+            1,
+        );
+        let Verdict::Fail(b) = j else { panic!("{j:?}") };
+        assert_eq!((b.kind, b.observed, b.threshold), ("error_rate", 1.0, 0.01));
+        assert_eq!(b.summary, "canary error rate 100% against max 1%");
+        assert!(b.evidence >= b.needed);
+    }
+}
