@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use serin_config::Snapshot;
-use serin_proxy::{DataPlane, Interval};
+use serin_proxy::{DataPlane, Interval, Report};
 
 use crate::analysis::rule_kind;
 use crate::reload::ReloadHandle;
@@ -326,19 +326,21 @@ impl fmt::Debug for ServingCollector {
 
 impl Collector for ServingCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        // With a control loop, the config and the rollouts' statuses are read together,
-        // so a step and its weights agree.
-        let (snapshot, statuses) = match &self.control {
-            Some(control) => control.statuses_with_snapshot(),
-            None => (self.dataplane.snapshot(), Default::default()),
+        // With a control loop, the data plane's report (its config, the weights in
+        // force) and the rollouts' statuses are read together, so a step and its
+        // weights agree.
+        let (report, statuses) = match &self.control {
+            Some(control) => control.statuses_with_report(),
+            None => (self.dataplane.report(), Default::default()),
         };
+        let snapshot = &report.snapshot;
         // Copied under the control loop's totals lock, which is released before the
         // rollout states are read (they take the loop's own lock).
         let totals = self.control.as_ref().map(|c| c.metric_totals());
         if let Some(totals) = &totals {
-            traffic(&mut encoder, &snapshot, totals)?;
+            traffic(&mut encoder, snapshot, totals)?;
         }
-        let weights: Vec<_> = snapshot
+        let weights: Vec<_> = report
             .services
             .iter()
             .flat_map(|s| {
@@ -358,9 +360,9 @@ impl Collector for ServingCollector {
             None,
             &weights,
         )?;
-        edge(&mut encoder, &self.dataplane)?;
+        edge(&mut encoder, &self.dataplane, &report)?;
         if let (Some(control), Some(totals)) = (&self.control, &totals) {
-            rollouts(&mut encoder, &snapshot, &statuses, totals)?;
+            rollouts(&mut encoder, snapshot, &statuses, totals)?;
             let sent = control.notifier().counts();
             counters(
                 &mut encoder,
@@ -409,7 +411,7 @@ impl Collector for ServingCollector {
 }
 
 /// Connections, endpoint health and failovers, read from the data plane as they are.
-fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane) -> fmt::Result {
+fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane, report: &Report) -> fmt::Result {
     use std::sync::atomic::Ordering;
     gauge(
         encoder,
@@ -434,23 +436,25 @@ fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane) -> fmt::Result {
         None,
         dataplane.refused_connections.load(Ordering::Relaxed),
     )?;
-    let table = dataplane.table();
     let mut failovers = Vec::new();
     let mut endpoints = Vec::new();
-    for service in table.services.iter() {
-        for version in service.versions.iter() {
+    for service in &report.services {
+        for version in &service.versions {
             failovers.push((
-                [("service", &*service.name), ("version", &*version.name)],
-                version.failovers.load(Ordering::Relaxed),
+                [
+                    ("service", service.name.as_str()),
+                    ("version", version.name.as_str()),
+                ],
+                version.failovers,
             ));
-            for endpoint in version.endpoints() {
+            for endpoint in &version.endpoints {
                 endpoints.push((
                     [
-                        ("service", service.name.to_string()),
-                        ("version", version.name.to_string()),
-                        ("endpoint", endpoint.authority.to_string()),
+                        ("service", service.name.as_str()),
+                        ("version", version.name.as_str()),
+                        ("endpoint", endpoint.authority.as_str()),
                     ],
-                    u64::from(endpoint.available()),
+                    u64::from(endpoint.up),
                 ));
             }
         }

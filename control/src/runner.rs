@@ -1,7 +1,8 @@
 //! The control loop: every tick it takes the data plane's intervals, extends each
 //! service's window, judges every rollout that is due, applies the state machine's
-//! actions (weights through `DataPlane::set_weights`), records decisions and persists
-//! state. It never blocks a request: the data plane only ever sees a new table.
+//! actions (weights through the rollout's `RolloutWeights` handle, which cannot fail),
+//! records decisions and hands state to be persisted. It never blocks a request: the
+//! data plane only ever sees new weights published.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serin_config::{Rollout, Service, Snapshot};
-use serin_proxy::DataPlane;
+use serin_proxy::{DataPlane, Report, RolloutWeights, WeightsError};
 use tokio::sync::watch;
 
 use crate::analysis::{judge, Verdict};
@@ -55,6 +56,8 @@ pub struct RolloutStatus {
 
 struct RolloutRun {
     spec: Rollout,
+    /// Where its weight changes go: resolved with the table that carries the rollout.
+    weights: RolloutWeights,
     baseline: String,
     canary: String,
     fingerprint: String,
@@ -90,18 +93,28 @@ impl Control {
     /// a saved rollout with the same spec resumes (its weights are applied now, before
     /// any request is served); a new one starts at its first step.
     pub fn new(dataplane: Arc<DataPlane>, now_ms: u64) -> Self {
-        let snapshot = dataplane.snapshot();
+        let view = dataplane.view();
+        let snapshot = view.snapshot().clone();
         let state_dir = snapshot.state_dir.clone();
         let services = snapshot
             .services
             .iter()
-            .map(|service| ServiceControl {
+            .enumerate()
+            .map(|(i, service)| ServiceControl {
                 name: service.name.clone(),
                 window: new_window(service),
-                rollout: service
-                    .rollout
-                    .as_ref()
-                    .map(|spec| new_run(service, spec, &state_dir, now_ms)),
+                rollout: view.rollout(i).map(|(spec, weights)| {
+                    let (fingerprint, state) = saved_state(service, spec, &state_dir, now_ms);
+                    new_run(
+                        service,
+                        spec,
+                        weights,
+                        fingerprint,
+                        state,
+                        &state_dir,
+                        now_ms,
+                    )
+                }),
             })
             .collect();
         let control = Self {
@@ -142,44 +155,42 @@ impl Control {
     /// config's weights at once. Nothing changes if the data plane refuses the config.
     pub fn reconfigure(
         &self,
-        mut snapshot: Snapshot,
+        snapshot: Snapshot,
         now_ms: u64,
     ) -> Result<Vec<String>, serin_proxy::ProxyError> {
         let mut services = self.lock();
         let mut changes = Vec::new();
-        // Which rollouts are kept; their weights go into the new config before it is
-        // published, so not one request sees the config file's weights instead.
+        // Per service of the new config: whether its rollout is kept, and the canary
+        // weight it serves with. Those weights are published with the new table, so not
+        // one request sees the config file's weights instead.
         let mut kept: Vec<bool> = Vec::with_capacity(snapshot.services.len());
-        let mut fresh: Vec<(String, RolloutRun)> = Vec::new();
-        for service in snapshot.services.iter_mut() {
+        let mut canary_weights: Vec<Option<u32>> = Vec::with_capacity(snapshot.services.len());
+        // The saved state of rollouts that start (or resume) with this config.
+        let mut fresh: Vec<(String, String, RolloutState)> = Vec::new();
+        for service in &snapshot.services {
             let previous = services.iter().find(|s| s.name == service.name);
             let (keep, weight) = match (
                 service.rollout.as_ref(),
                 previous.and_then(|p| p.rollout.as_ref()),
             ) {
                 (Some(spec), Some(run)) if run.fingerprint == state::fingerprint(service, spec) => {
-                    (
-                        true,
-                        Some((spec.baseline, spec.canary, run.state.canary_weight)),
-                    )
+                    (true, Some(run.state.canary_weight))
                 }
                 // A new rollout starts at its first step, not at the config's split
                 // (or where its saved state says, if it was run before).
                 (Some(spec), _) => {
-                    let run = new_run(service, spec, &self.state_dir, now_ms);
-                    let w = match run.state.phase {
+                    let (fingerprint, state) = saved_state(service, spec, &self.state_dir, now_ms);
+                    let w = match state.phase {
                         Phase::Pending => spec.steps.first().map_or(0, |s| s.weight),
-                        _ => run.state.canary_weight,
+                        _ => state.canary_weight,
                     };
-                    fresh.push((service.name.clone(), run));
-                    (false, Some((spec.baseline, spec.canary, w)))
+                    fresh.push((service.name.clone(), fingerprint, state));
+                    (false, Some(w))
                 }
                 (None, _) => (false, None),
             };
-            if let Some((baseline, canary, w)) = weight {
-                set_rollout_weights(service, baseline, canary, w);
-            }
             kept.push(keep);
+            canary_weights.push(weight);
         }
         let state_dir = self.state_dir.clone();
         if snapshot.state_dir != state_dir {
@@ -190,13 +201,15 @@ impl Control {
             );
         }
         let tick = tick_of(&snapshot);
-        self.dataplane.apply(snapshot)?;
-        let snapshot = self.dataplane.snapshot();
+        let view = self
+            .dataplane
+            .apply_with(snapshot, |i| canary_weights.get(i).copied().flatten())?;
+        let snapshot = view.snapshot().clone();
         self.totals().retain(&snapshot);
         self.notifier.reconfigure(&snapshot.notify);
 
         let mut previous = std::mem::take(&mut *services);
-        for (service, keep) in snapshot.services.iter().zip(kept) {
+        for ((i, service), keep) in snapshot.services.iter().enumerate().zip(kept) {
             let old = previous
                 .iter()
                 .position(|s| s.name == service.name)
@@ -210,12 +223,13 @@ impl Control {
                 _ => new_window(service),
             };
             let had_rollout = old.as_ref().is_some_and(|o| o.rollout.is_some());
-            let rollout = match (service.rollout.as_ref(), old.and_then(|o| o.rollout)) {
-                (Some(spec), Some(mut run)) if keep => {
+            let rollout = match (view.rollout(i), old.and_then(|o| o.rollout)) {
+                (Some((spec, weights)), Some(mut run)) if keep => {
                     run.spec = spec.clone();
+                    run.weights = weights;
                     Some(run)
                 }
-                (Some(_), _) => {
+                (Some((spec, weights)), _) => {
                     changes.push(format!(
                         "service \"{}\": {}",
                         service.name,
@@ -227,8 +241,19 @@ impl Control {
                     ));
                     fresh
                         .iter()
-                        .position(|(name, _)| *name == service.name)
-                        .map(|i| fresh.swap_remove(i).1)
+                        .position(|(name, ..)| *name == service.name)
+                        .map(|i| fresh.swap_remove(i))
+                        .map(|(_, fingerprint, state)| {
+                            new_run(
+                                service,
+                                spec,
+                                weights,
+                                fingerprint,
+                                state,
+                                &state_dir,
+                                now_ms,
+                            )
+                        })
                 }
                 (None, _) => {
                     if had_rollout {
@@ -455,26 +480,20 @@ impl Control {
         }
     }
 
+    /// Publishes the rollout's canary weight (its baseline gets the rest): a new split
+    /// table for the service, nothing that can fail.
     fn apply_weight(&self, service: &str, run: &RolloutRun, canary_weight: u32) {
-        let weights = [
-            (run.baseline.as_str(), 100 - canary_weight.min(100)),
-            (run.canary.as_str(), canary_weight.min(100)),
-        ];
-        if let Err(err) = self.dataplane.set_weights(service, &weights) {
-            tracing::error!(service, error = %err, "cannot apply the rollout's weights");
-        }
+        self.dataplane
+            .set_canary_weight(&run.weights, canary_weight);
+        tracing::debug!(service, canary_weight, "rollout weights published");
     }
 
+    /// The weights `service` serves with now, by version.
     fn weights_of(&self, service: &str) -> BTreeMap<String, u32> {
         self.dataplane
-            .snapshot()
-            .service(service)
-            .map(|s| {
-                s.versions
-                    .iter()
-                    .map(|v| (v.name.clone(), v.weight))
-                    .collect()
-            })
+            .view()
+            .weights_of(service)
+            .map(|weights| weights.map(|(v, w)| (v.to_string(), w)).collect())
             .unwrap_or_default()
     }
 
@@ -551,16 +570,17 @@ impl Control {
         &self.notifier
     }
 
-    /// The data plane's config and every rollout's status, read together under the
-    /// control lock, so that a step and the weights it set are seen together.
-    pub fn statuses_with_snapshot(&self) -> (Arc<Snapshot>, BTreeMap<String, RolloutStatus>) {
+    /// What the data plane reports (its config, the weights in force) and every
+    /// rollout's status, read together under the control lock, so that a step and the
+    /// weights it set are seen together.
+    pub fn statuses_with_report(&self) -> (Report, BTreeMap<String, RolloutStatus>) {
         let services = self.lock();
-        let snapshot = self.dataplane.snapshot();
+        let report = self.dataplane.report();
         let statuses = services
             .iter()
             .filter_map(|s| s.rollout.as_ref().map(|r| (s.name.clone(), status_of(r))))
             .collect();
-        (snapshot, statuses)
+        (report, statuses)
     }
 
     /// The names of the services, in config order.
@@ -579,22 +599,25 @@ impl Control {
     }
 
     /// Sets `service`'s weights by hand (`(version, weight)` pairs; versions not named
-    /// keep theirs). A running rollout is paused first, so it cannot move them back, and
-    /// the change is recorded in its timeline as a manual decision.
+    /// keep theirs). They are checked (unknown service or version, all zero) under the
+    /// control lock, so no tick or reload comes between the check and the change. A
+    /// running rollout is paused first, so it cannot move them back, and the change is
+    /// recorded in its timeline as a manual decision.
     pub fn set_weights_manually(
         &self,
         service: &str,
         weights: &[(&str, u32)],
         now_ms: u64,
-    ) -> Result<Option<RolloutStatus>, serin_proxy::WeightsError> {
+    ) -> Result<Option<RolloutStatus>, WeightsError> {
         {
             let mut services = self.lock();
+            let valid = self.dataplane.validate_weights(service, weights)?;
             // The weights before, for a notification of the change.
             let before = self
                 .notifier
                 .wants(DecisionKind::ManualWeights)
                 .then(|| self.weights_of(service));
-            self.dataplane.set_weights(service, weights)?;
+            self.dataplane.set_weights(&valid);
             if let Some(s) = services.iter_mut().find(|s| s.name == service) {
                 if let Some(run) = s.rollout.as_mut() {
                     self.step_with(
@@ -652,13 +675,14 @@ fn new_window(service: &Service) -> ServiceWindow {
     )
 }
 
-/// A rollout for `service`: the saved one if its spec is the same, else a new one.
-fn new_run(
+/// The fingerprint of `service`'s rollout `spec`, and the state it starts in: the
+/// saved one if its spec is the same, else a new one.
+fn saved_state(
     service: &Service,
     spec: &Rollout,
     state_dir: &std::path::Path,
     now_ms: u64,
-) -> RolloutRun {
+) -> (String, RolloutState) {
     let fingerprint = state::fingerprint(service, spec);
     let saved = match state::load(state_dir, &service.name) {
         Ok(saved) => saved,
@@ -678,27 +702,30 @@ fn new_run(
         }
         None => RolloutState::new(now_ms),
     };
+    (fingerprint, state)
+}
+
+/// A rollout of `service` in `state`, its weights going through `weights`.
+fn new_run(
+    service: &Service,
+    spec: &Rollout,
+    weights: RolloutWeights,
+    fingerprint: String,
+    state: RolloutState,
+    state_dir: &std::path::Path,
+    now_ms: u64,
+) -> RolloutRun {
     RolloutRun {
         baseline: service.versions[spec.baseline].name.clone(),
         canary: service.versions[spec.canary].name.clone(),
         spec: spec.clone(),
+        weights,
         fingerprint,
         state,
         detectors: Vec::new(),
         timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
         last_eval_ms: now_ms,
         unsaved: false,
-    }
-}
-
-/// Gives the rollout's canary `canary_weight` and its baseline the rest.
-fn set_rollout_weights(service: &mut Service, baseline: usize, canary: usize, canary_weight: u32) {
-    let w = canary_weight.min(100);
-    if let Some(v) = service.versions.get_mut(baseline) {
-        v.weight = 100 - w;
-    }
-    if let Some(v) = service.versions.get_mut(canary) {
-        v.weight = w;
     }
 }
 
