@@ -9,7 +9,8 @@
 //!   judges, transitions, and publishes weights.
 //! * [`notify`]: webhooks told about rollout decisions, delivered off the loop.
 //! * [`reload`]: the config's status and the reload trigger the admin API uses.
-//! * [`metrics`]: the cumulative totals the loop keeps and the Prometheus exposition.
+//! * [`totals`]: the cumulative figures the loop keeps for `/metrics`.
+//! * [`metrics`]: the Prometheus exposition.
 //! * [`admin`]: the admin listener.
 
 pub mod admin;
@@ -22,4 +23,5 @@ pub mod runner;
 pub mod state;
 pub mod stats;
 pub mod timeline;
+pub mod totals;
 pub mod window;

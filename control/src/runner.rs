@@ -15,12 +15,12 @@ use serin_proxy::{DataPlane, Report, RolloutWeights, WeightsError};
 use tokio::sync::watch;
 
 use crate::analysis::{judge, Verdict};
-use crate::metrics::{rollback_trigger, Totals};
 use crate::notify::{Notification, Notifier, RolloutContext};
 use crate::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use crate::state::{self, Persisted};
 use crate::stats::Detector;
 use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
+use crate::totals::{rollback_trigger, Totals};
 use crate::window::ServiceWindow;
 
 /// How far back windows reach for services without a rollout (the admin API's view).
