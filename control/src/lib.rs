@@ -4,7 +4,8 @@
 //! * [`stats`]: confidence bounds and the e-detector behind every failure verdict.
 //! * [`analysis`]: the pure judgement `(rules, detectors, numbers) → verdict`.
 //! * [`rollout`]: the pure state machine `(spec, state, event, now) → (state, actions)`.
-//! * [`state`], [`timeline`]: the persisted rollout state and the decision log.
+//! * [`state`], [`timeline`]: the persisted rollout state and the decision log;
+//!   [`persist`]: the thread that writes them, off the loop.
 //! * [`runner`]: the control loop that takes the data plane's intervals every tick,
 //!   judges, transitions, and publishes weights.
 //! * [`notify`]: webhooks told about rollout decisions, delivered off the loop.
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod analysis;
 pub mod metrics;
 pub mod notify;
+pub mod persist;
 pub mod reload;
 pub mod rollout;
 pub mod runner;

@@ -1,8 +1,9 @@
 //! The control loop: every tick it takes the data plane's intervals, extends each
 //! service's window, judges every rollout that is due, applies the state machine's
 //! actions (weights through the rollout's `RolloutWeights` handle, which cannot fail),
-//! records decisions and hands state to be persisted. It never blocks a request: the
-//! data plane only ever sees new weights published.
+//! records decisions and hands state and timeline lines to the state writer
+//! (`crate::persist`): a tick does no file I/O. It never blocks a request: the data
+//! plane only ever sees new weights published.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::analysis::{judge, Verdict};
 use crate::notify::{Notification, Notifier, RolloutContext};
+use crate::persist::StateWriter;
 use crate::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use crate::state::{self, Persisted};
 use crate::stats::Detector;
@@ -65,8 +67,6 @@ struct RolloutRun {
     detectors: Vec<Detector>,
     timeline: Timeline,
     last_eval_ms: u64,
-    /// A state write failed; retried every tick until it succeeds.
-    unsaved: bool,
 }
 
 struct ServiceControl {
@@ -86,6 +86,8 @@ pub struct Control {
     totals: Mutex<Totals>,
     /// The webhooks of `notify`: decisions are queued there, never waited on.
     notifier: Notifier,
+    /// Saves rollout states and timeline lines on a thread of its own.
+    writer: StateWriter,
 }
 
 impl Control {
@@ -96,6 +98,7 @@ impl Control {
         let view = dataplane.view();
         let snapshot = view.snapshot().clone();
         let state_dir = snapshot.state_dir.clone();
+        let writer = StateWriter::start(&state_dir);
         let services = snapshot
             .services
             .iter()
@@ -104,16 +107,8 @@ impl Control {
                 name: service.name.clone(),
                 window: new_window(service),
                 rollout: view.rollout(i).map(|(spec, weights)| {
-                    let (fingerprint, state) = saved_state(service, spec, &state_dir, now_ms);
-                    new_run(
-                        service,
-                        spec,
-                        weights,
-                        fingerprint,
-                        state,
-                        &state_dir,
-                        now_ms,
-                    )
+                    let saved = saved_state(service, spec, &state_dir, now_ms);
+                    new_run(service, spec, weights, saved, &writer, &state_dir, now_ms)
                 }),
             })
             .collect();
@@ -124,6 +119,7 @@ impl Control {
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
             totals: Mutex::new(Totals::default()),
             notifier: Notifier::new(&snapshot.notify),
+            writer,
         };
         {
             let mut services = control.lock();
@@ -244,15 +240,9 @@ impl Control {
                         .position(|(name, ..)| *name == service.name)
                         .map(|i| fresh.swap_remove(i))
                         .map(|(_, fingerprint, state)| {
-                            new_run(
-                                service,
-                                spec,
-                                weights,
-                                fingerprint,
-                                state,
-                                &state_dir,
-                                now_ms,
-                            )
+                            let saved = (fingerprint, state);
+                            let writer = &self.writer;
+                            new_run(service, spec, weights, saved, writer, &state_dir, now_ms)
                         })
                 }
                 (None, _) => {
@@ -331,9 +321,6 @@ impl Control {
             let Some(run) = service.rollout.as_mut() else {
                 continue;
             };
-            if run.unsaved {
-                self.persist(&name, run);
-            }
             let interval_ms = run.spec.analysis.interval.as_millis() as u64;
             // A little slack so that ticks arriving a hair early still count.
             if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
@@ -497,22 +484,21 @@ impl Control {
             .unwrap_or_default()
     }
 
+    /// Hands the rollout's state to the writer (`crate::persist`), which saves it off
+    /// this thread and retries a failed save.
     fn persist(&self, service: &str, run: &mut RolloutRun) {
-        let saved = Persisted {
+        self.writer.save(Persisted {
             format: state::FORMAT,
             service: service.to_string(),
             fingerprint: run.fingerprint.clone(),
             rollout: run.state.clone(),
-        };
-        match state::save(&self.state_dir, &saved) {
-            Ok(()) => run.unsaved = false,
-            Err(err) => {
-                if !run.unsaved {
-                    tracing::warn!(service, error = %err, "cannot save the rollout state; retrying every tick");
-                }
-                run.unsaved = true;
-            }
-        }
+        });
+    }
+
+    /// Waits at most `timeout` for the rollout states and timeline lines handed over so
+    /// far to be written (at shutdown); false if they were not.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.writer.flush(timeout)
     }
 
     /// The rollout status of `service`, if it has a rollout.
@@ -705,16 +691,18 @@ fn saved_state(
     (fingerprint, state)
 }
 
-/// A rollout of `service` in `state`, its weights going through `weights`.
+/// A rollout of `service` with its `saved` fingerprint and state, its weights going
+/// through `weights`, its timeline written by `writer`.
 fn new_run(
     service: &Service,
     spec: &Rollout,
     weights: RolloutWeights,
-    fingerprint: String,
-    state: RolloutState,
+    saved: (String, RolloutState),
+    writer: &StateWriter,
     state_dir: &std::path::Path,
     now_ms: u64,
 ) -> RolloutRun {
+    let (fingerprint, state) = saved;
     RolloutRun {
         baseline: service.versions[spec.baseline].name.clone(),
         canary: service.versions[spec.canary].name.clone(),
@@ -723,9 +711,11 @@ fn new_run(
         fingerprint,
         state,
         detectors: Vec::new(),
-        timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
+        timeline: Timeline::new(
+            state_dir.join(format!("{}.timeline.jsonl", service.name)),
+            writer.clone(),
+        ),
         last_eval_ms: now_ms,
-        unsaved: false,
     }
 }
 
