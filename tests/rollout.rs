@@ -437,20 +437,20 @@ async fn a_state_dir_whose_writes_hang_delays_no_rollback() {
     );
     canary.set_status(500);
     let serin = Serin::start(&yaml).await;
-    // Taking the first step saves the state: it must not wait for the disk.
+    // Taking the first step saves the state: it must not wait for the disk. (On a
+    // thread of its own, which a hang would leave behind without holding up the test.)
     let dataplane = serin.dataplane.clone();
-    let control = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || {
-            std::sync::Arc::new(serin_control::runner::Control::new(
-                dataplane,
-                serin_control::runner::now_ms(),
-            ))
-        }),
-    )
-    .await
-    .expect("the control loop starts while the state file cannot be written")
-    .expect("Control::new");
+    let (started, control) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = started.send(std::sync::Arc::new(serin_control::runner::Control::new(
+            dataplane,
+            serin_control::runner::now_ms(),
+        )));
+    });
+    let control = tokio::time::timeout(Duration::from_secs(10), control)
+        .await
+        .expect("the control loop starts while the state file cannot be written")
+        .expect("Control::new");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(control.clone().run(stopped));
     let phase = || control.status("api").map(|s| s.phase);
