@@ -37,6 +37,8 @@ struct Pending {
     lines: VecDeque<(PathBuf, String)>,
     /// Lines dropped from a full queue since the last warning.
     dropped: u64,
+    /// The states of the batch being written.
+    in_flight: BTreeMap<String, Persisted>,
     /// States that failed and wait for `retry_at`.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -79,11 +81,15 @@ impl Pending {
 
     /// Everything that can be written at `now`.
     fn take(&mut self, now: Instant) -> Batch {
-        let states = if self.retry_at.is_none_or(|at| now >= at) {
+        let states: Vec<Persisted> = if self.retry_at.is_none_or(|at| now >= at) {
             std::mem::take(&mut self.states).into_values().collect()
         } else {
             Vec::new()
         };
+        self.in_flight = states
+            .iter()
+            .map(|s| (s.service.clone(), s.clone()))
+            .collect();
         Batch {
             states,
             lines: self.lines.drain(..).collect(),
@@ -93,6 +99,7 @@ impl Pending {
     /// `failed` states go back, unless a newer one came meanwhile; they are retried
     /// after the backoff. Returns the services newly failing (to log once).
     fn settle(&mut self, saved: Vec<String>, failed: Vec<Persisted>, now: Instant) -> Vec<String> {
+        self.in_flight.clear();
         for service in saved {
             self.failing.remove(&service);
         }
@@ -180,6 +187,17 @@ impl StateWriter {
     pub fn save(&self, state: Persisted) {
         self.shared.lock().save(state);
         self.shared.work.notify_one();
+    }
+
+    /// The newest state of `service` handed over and not yet known to be on disk: what
+    /// reading its file would give once the writer has caught up.
+    pub fn unwritten(&self, service: &str) -> Option<Persisted> {
+        let pending = self.shared.lock();
+        pending
+            .states
+            .get(service)
+            .or_else(|| pending.in_flight.get(service))
+            .cloned()
     }
 
     /// Appends `line` (ending with a newline) to `file`.
@@ -325,6 +343,19 @@ mod tests {
     }
 
     #[test]
+    fn a_state_being_written_is_still_the_newest_known() {
+        let mut p = Pending::default();
+        p.save(state("api", 1));
+        let _batch = p.take(Instant::now());
+        assert_eq!(
+            p.in_flight.get("api").map(|s| s.rollout.started_ms),
+            Some(1)
+        );
+        p.settle(vec!["api".into()], Vec::new(), Instant::now());
+        assert!(p.in_flight.is_empty());
+    }
+
+    #[test]
     fn a_failed_state_is_retried_later_unless_a_newer_one_came() {
         let now = Instant::now();
         let mut p = Pending::default();
@@ -392,6 +423,7 @@ mod tests {
         writer.append(dir.join("api.timeline.jsonl"), "one\n".into());
         writer.append(dir.join("api.timeline.jsonl"), "two\n".into());
         assert!(writer.flush(Duration::from_secs(10)));
+        assert_eq!(writer.unwritten("api"), None, "all written");
         let saved = state::load(&dir, "api")
             .ok()
             .flatten()
@@ -414,6 +446,12 @@ mod tests {
         assert!(
             !writer.flush(Duration::from_millis(300)),
             "it cannot be written yet"
+        );
+        let unwritten = writer.unwritten("api").map(|p| p.rollout.started_ms);
+        assert_eq!(
+            unwritten,
+            Some(7),
+            "what a reload reads instead of the file"
         );
         std::fs::remove_file(&dir).unwrap_or_else(|e| panic!("{e}"));
         assert!(writer.flush(Duration::from_secs(10)), "retried and written");

@@ -107,7 +107,7 @@ impl Control {
                 name: service.name.clone(),
                 window: new_window(service),
                 rollout: view.rollout(i).map(|(spec, weights)| {
-                    let saved = saved_state(service, spec, &state_dir, now_ms);
+                    let saved = saved_state(service, spec, &state_dir, &writer, now_ms);
                     new_run(service, spec, weights, saved, &writer, &state_dir, now_ms)
                 }),
             })
@@ -175,7 +175,8 @@ impl Control {
                 // A new rollout starts at its first step, not at the config's split
                 // (or where its saved state says, if it was run before).
                 (Some(spec), _) => {
-                    let (fingerprint, state) = saved_state(service, spec, &self.state_dir, now_ms);
+                    let (fingerprint, state) =
+                        saved_state(service, spec, &self.state_dir, &self.writer, now_ms);
                     let w = match state.phase {
                         Phase::Pending => spec.steps.first().map_or(0, |s| s.weight),
                         _ => state.canary_weight,
@@ -662,15 +663,21 @@ fn new_window(service: &Service) -> ServiceWindow {
 }
 
 /// The fingerprint of `service`'s rollout `spec`, and the state it starts in: the
-/// saved one if its spec is the same, else a new one.
+/// saved one (the newest handed to `writer`, else the file's) if its spec is the same,
+/// else a new one.
 fn saved_state(
     service: &Service,
     spec: &Rollout,
     state_dir: &std::path::Path,
+    writer: &StateWriter,
     now_ms: u64,
 ) -> (String, RolloutState) {
     let fingerprint = state::fingerprint(service, spec);
-    let saved = match state::load(state_dir, &service.name) {
+    let saved = match writer.unwritten(&service.name) {
+        Some(unwritten) => Ok(Some(unwritten)),
+        None => state::load(state_dir, &service.name),
+    };
+    let saved = match saved {
         Ok(saved) => saved,
         Err(err) => {
             tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
