@@ -336,9 +336,11 @@ async fn a_quiet_tls_connection_is_parked_and_serves_its_next_request() {
 }
 
 /// A client config trusting `trusted`, offering HTTP/1.1, with its own session cache.
-fn resuming_client(trusted: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+fn resuming_client(trusted: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(trusted.clone()).expect("trust the certificate");
+    for cert in trusted {
+        roots.add(cert.clone()).expect("trust the certificate");
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -396,7 +398,7 @@ async fn a_tls_client_resumes_its_session_across_weight_changes() {
         ),
     );
     let c = Controlled::start(&yaml).await;
-    let config = resuming_client(&cert);
+    let config = resuming_client(&[cert]);
     let (first, _) = connect_and_get(c.serin.addr, &config).await;
     assert_eq!(first, rustls::HandshakeKind::Full);
 
@@ -430,4 +432,46 @@ async fn a_tls_client_resumes_its_session_across_weight_changes() {
         (rustls::HandshakeKind::Resumed, "stable")
     );
     c.stop().await;
+}
+
+/// A reload that leaves a listener's TLS settings as they were keeps its acceptor and
+/// its session cache; one that changes its certificate starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_tls_sessions_unless_the_listener_tls_changed() {
+    let backend = Backend::start("stable").await;
+    let dir = TempDir::new("tls-reload-resume");
+    let cert = certificate(&dir.0, "shop", &["shop.example"]);
+    let next = certificate(&dir.0, "next", &["shop.example"]);
+    let yaml = stable_only_config(backend.addr).await.replace(
+        "{ name: web, listen: 127.0.0.1:0 }",
+        &format!(
+            "{{ name: web, listen: 127.0.0.1:0, tls: {{ certificates: [ {{ cert: {d}/shop.pem, key: {d}/shop.key }} ] }} }}",
+            d = dir.0.display()
+        ),
+    );
+    let serin = Serin::start(&yaml).await;
+    // One client, trusting both certificates, with one session cache.
+    let config = resuming_client(&[cert, next]);
+    let (first, _) = connect_and_get(serin.addr, &config).await;
+    assert_eq!(first, rustls::HandshakeKind::Full);
+
+    // Another limit, the same TLS: the session resumes.
+    let reloaded = yaml.replace("services:", "limits: { idle_timeout: 61s }\nservices:");
+    let snapshot = serin_config::parse_str(&reloaded, "test.yaml").expect("config");
+    serin.dataplane.apply(snapshot).expect("reload");
+    let (kind, body) = connect_and_get(serin.addr, &config).await;
+    assert_eq!(
+        (kind, body.as_str()),
+        (rustls::HandshakeKind::Resumed, "stable")
+    );
+
+    // Another certificate: a new acceptor, whose cache knows no session.
+    let renewed = reloaded
+        .replace("/shop.pem", "/next.pem")
+        .replace("/shop.key", "/next.key");
+    let snapshot = serin_config::parse_str(&renewed, "test.yaml").expect("config");
+    serin.dataplane.apply(snapshot).expect("reload");
+    let (kind, _) = connect_and_get(serin.addr, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    serin.shutdown(Duration::from_secs(5)).await;
 }
