@@ -1,5 +1,6 @@
 //! Micro-benchmarks of serin's own per-request work: the request checks and header
-//! hygiene, route match, split decision, record, their sum, and the snapshot load.
+//! hygiene, route match, split decision, the whole plan, record, their sum, and the
+//! view load.
 //! `cargo bench --bench split_record`.
 
 use std::hint::black_box;
@@ -7,8 +8,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
+use serin_proxy::plan::plan;
 use serin_proxy::record::Outcome;
-use serin_proxy::{guard, headers, split, DataPlane};
+use serin_proxy::{guard, headers, DataPlane};
 
 const CONFIG: &str = r#"
 listeners: [{ name: web, listen: 127.0.0.1:0 }]
@@ -30,8 +32,9 @@ services:
 fn bench(c: &mut Criterion) {
     let snapshot = serin_config::parse_str(CONFIG, "bench").unwrap_or_else(|e| panic!("{e}"));
     let dataplane = DataPlane::new(snapshot, 1).unwrap_or_else(|e| panic!("{e}"));
-    let table = dataplane.table();
-    let service = &table.services[0];
+    let view = dataplane.view();
+    let table = &view.table;
+    let (service, split) = view.service(0);
 
     let unkeyed = HeaderMap::new();
     let mut cookie = HeaderMap::new();
@@ -88,13 +91,24 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("split/weighted", |b| {
-        b.iter(|| split::choose(service, black_box(&unkeyed)))
+        b.iter(|| service.selector.choose(split, black_box(&unkeyed)))
     });
     g.bench_function("split/sticky_cookie", |b| {
-        b.iter(|| split::choose(service, black_box(&cookie)))
+        b.iter(|| service.selector.choose(split, black_box(&cookie)))
     });
     g.bench_function("split/forced", |b| {
-        b.iter(|| split::choose(service, black_box(&forced)))
+        b.iter(|| service.selector.choose(split, black_box(&forced)))
+    });
+    g.bench_function("plan", |b| {
+        b.iter(|| {
+            plan(
+                &view,
+                0,
+                &http::Method::GET,
+                black_box("/checkout/pay"),
+                black_box(&cookie),
+            )
+        })
     });
     g.bench_function("record", |b| {
         let stats = &service.versions[1].stats;
@@ -107,14 +121,14 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("split+record", |b| {
         b.iter(|| {
-            let v = split::choose(service, black_box(&unkeyed));
+            let v = service.selector.choose(split, black_box(&unkeyed));
             service.versions[v].stats.record(
                 Outcome::Response(200),
                 black_box(Duration::from_micros(1234)),
             );
         })
     });
-    g.bench_function("snapshot_load", |b| b.iter(|| black_box(dataplane.table())));
+    g.bench_function("view_load", |b| b.iter(|| black_box(dataplane.view())));
     g.finish();
 }
 

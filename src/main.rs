@@ -357,6 +357,17 @@ async fn serve(
     if let Err(err) = control_loop.await {
         tracing::warn!(error = %err, "control loop ended abnormally");
     }
+    // The rollout states and timeline lines handed to the state writer go to disk
+    // within what is left of the grace period.
+    let left = grace.saturating_sub(stopping.elapsed()).max(MIN_FLUSH);
+    let writer = control.clone();
+    match tokio::task::spawn_blocking(move || writer.flush(left)).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "shutting down with rollout state not yet written (state_dir does not take writes)"
+        ),
+        Err(err) => tracing::warn!(error = %err, "flushing the rollout state failed"),
+    }
     if let Err(err) = health_checks.await {
         tracing::warn!(error = %err, "health checks ended abnormally");
     }

@@ -1,13 +1,15 @@
-//! The hot path (split + record, and the request checks and header hygiene before
-//! them) allocates nothing: counted with a counting allocator.
+//! The hot path (loading the view, routing, the plan with its split, record, and the
+//! request checks and header hygiene before them) allocates nothing: counted with a
+//! counting allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Method};
+use serin_proxy::plan::plan;
 use serin_proxy::record::Outcome;
-use serin_proxy::{guard, headers, split, DataPlane};
+use serin_proxy::{guard, headers, DataPlane};
 
 struct Counting;
 
@@ -39,7 +41,7 @@ fn allocations_during(f: impl FnOnce()) -> usize {
 }
 
 #[test]
-fn split_and_record_allocate_nothing() {
+fn routing_the_plan_and_record_allocate_nothing() {
     let config = r#"
 listeners: [{ name: web, listen: 127.0.0.1:0 }]
 routes: [{ listener: web, service: api }, { listener: web, match: { path_prefix: /web }, service: web }]
@@ -57,23 +59,21 @@ services:
 "#;
     let snapshot = serin_config::parse_str(config, "alloc-test").unwrap_or_else(|e| panic!("{e}"));
     let dataplane = DataPlane::new(snapshot, 2).unwrap_or_else(|e| panic!("{e}"));
-    let table = dataplane.table();
-    let (api, web) = (&table.services[0], &table.services[1]);
-
+    let view = dataplane.view();
     let mut requests = Vec::new();
-    requests.push((api, HeaderMap::new()));
+    requests.push((0, HeaderMap::new()));
     let mut h = HeaderMap::new();
     h.insert("x-user-id", HeaderValue::from_static("user-17"));
-    requests.push((api, h));
+    requests.push((0, h));
     let mut h = HeaderMap::new();
     h.insert("x-serin-version", HeaderValue::from_static("canary"));
-    requests.push((api, h));
+    requests.push((0, h));
     let mut h = HeaderMap::new();
     h.insert("cookie", HeaderValue::from_static("a=1; session=abc; b=2"));
-    requests.push((web, h));
+    requests.push((1, h));
 
     // Warm up: the thread picks its stats shard on first use.
-    api.versions[0]
+    view.table.services[0].versions[0]
         .stats
         .record(Outcome::Response(200), Duration::from_micros(10));
 
@@ -81,10 +81,12 @@ services:
     let n = allocations_during(|| {
         for i in 0..10_000u64 {
             for (service, headers) in &requests {
-                assert!(table.route("web", "example.com", "/x").is_some());
-                let v = split::choose(service, headers);
-                picked[v] += 1;
-                let version = &service.versions[v];
+                // What a request does: load the view once, route, plan.
+                let view = dataplane.view();
+                assert!(view.table.route("web", "example.com", "/x").is_some());
+                let p = plan(&view, *service, &Method::GET, "/x", headers);
+                picked[p.version] += 1;
+                let version = &view.table.services[*service].versions[p.version];
                 let _endpoint = version.next_endpoint();
                 let outcome = if i % 100 == 0 {
                     Outcome::Response(503)

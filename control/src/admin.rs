@@ -21,7 +21,6 @@
 //! [`handle`] is the whole API as one function of the context and a request, so the
 //! tests drive it without sockets; [`Admin::bind`] serves it.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
@@ -763,27 +762,16 @@ fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full
     if !problems.is_empty() {
         return error(StatusCode::BAD_REQUEST, problems.join("; "));
     }
-    let named: HashSet<&str> = weights.iter().map(|(v, _)| *v).collect();
-    let all_zero = service
-        .versions
-        .iter()
-        .filter(|v| !named.contains(v.name.as_str()))
-        .all(|v| v.weight == 0)
-        && weights.iter().all(|(_, w)| *w == 0);
-    if all_zero {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "every version of \"{name}\" would have weight 0 and nothing could be served; \
-                 give at least one version a weight above 0"
-            ),
-        );
-    }
+    // Checked against the weights in force (under the control lock when there is a
+    // control loop, so nothing moves them between the check and the change).
     let result = match &context.control {
         Some(control) => control
             .set_weights_manually(name, &weights, now_ms())
             .map(|_| ()),
-        None => context.dataplane.set_weights(name, &weights),
+        None => context
+            .dataplane
+            .validate_weights(name, &weights)
+            .map(|valid| context.dataplane.set_weights(&valid)),
     };
     match result {
         Ok(()) => {
@@ -791,13 +779,16 @@ fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full
             with_service(context, name, |view| json(StatusCode::OK, &view))
         }
         Err(WeightsError::UnknownService(_)) => unknown_service(context, name),
-        Err(err @ (WeightsError::UnknownVersion { .. } | WeightsError::AllZero(_))) => {
+        Err(WeightsError::AllZero(_)) => error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "every version of \"{name}\" would have weight 0 and nothing could be served; \
+                 give at least one version a weight above 0"
+            ),
+        ),
+        Err(err @ WeightsError::UnknownVersion { .. }) => {
             error(StatusCode::BAD_REQUEST, err.to_string())
         }
-        Err(err) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the weights could not be applied: {err}"),
-        ),
     }
 }
 
@@ -917,12 +908,12 @@ pub struct VersionView {
 
 /// The view of `name`, `None` if it is not defined.
 pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
-    let snapshot = context.dataplane.snapshot();
-    let service = snapshot.service(name)?;
-    let weights = service
-        .versions
-        .iter()
-        .map(|v| (v.name.clone(), v.weight))
+    let view = context.dataplane.view();
+    let service = view.snapshot().service(name)?;
+    // The weights in force: the config's, or a rollout's or a person's.
+    let weights = view
+        .weights_of(name)?
+        .map(|(v, w)| (v.to_string(), w))
         .collect();
     let (rollout, window_s, versions) = match &context.control {
         Some(control) => {

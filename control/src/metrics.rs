@@ -3,7 +3,7 @@
 //! The data plane's per-version intervals are drained by the control loop every tick
 //! (`DataPlane::take_intervals` in `Control::tick`), so the request counters and the
 //! duration histogram cannot be read from the data plane at scrape time: the loop adds
-//! every interval it takes into cumulative [`Totals`] (counts by status class and
+//! every interval it takes into cumulative [`Totals`] (`crate::totals`: counts by status class and
 //! failure kind, histogram buckets and sum computed from the interval's HdrHistogram),
 //! never touching the request path. Those figures are as fresh as the last tick. The
 //! weights, rollout states, reload counts and process figures are read at scrape time.
@@ -13,7 +13,7 @@
 //! versions) and from fixed sets (status classes, failure kinds, states, rule kinds),
 //! never from request data, so the number of series is bounded by the config.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -26,22 +26,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use serin_config::Snapshot;
-use serin_judge::rollout::{Decision, Phase};
-use serin_proxy::{DataPlane, Interval};
+use serin_judge::rollout::Phase;
+use serin_proxy::{DataPlane, Report};
 
 use crate::reload::ReloadHandle;
 use crate::runner::Control;
-
-/// Upper bounds, in seconds, of `serin_request_duration_seconds`' buckets: 1 ms to 10 s.
-pub const DURATION_BUCKETS_S: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The same bounds in microseconds, the unit of the data plane's histograms.
-const DURATION_BUCKETS_US: [u64; 13] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000,
-];
 
 /// The status classes `serin_requests_total` reports, with their index in
 /// [`VersionTotals::responses`]. The only final 1xx through serin is a `101 Switching
@@ -61,147 +50,9 @@ pub const PHASES: [Phase; 5] = [
     Phase::RolledBack,
 ];
 
-/// The `trigger` of a rollback that a person asked for (`abort`).
-pub const MANUAL_TRIGGER: &str = "manual";
-
-/// Everything one version has answered since serin started (or since the version was
-/// added by a reload).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VersionTotals {
-    /// Upstream responses by status class: index 0 = 1xx … 4 = 5xx.
-    pub responses: [u64; 5],
-    pub connect_errors: u64,
-    pub timeouts: u64,
-    pub resets: u64,
-    /// Requests per duration bucket, not cumulative: index i counts latencies above
-    /// bound i − 1 and up to bound i of [`DURATION_BUCKETS_S`]; the last, those above 10 s.
-    pub buckets: [u64; DURATION_BUCKETS_S.len() + 1],
-    /// Sum of the latencies, in microseconds.
-    pub duration_sum_us: u64,
-    /// Requests with a latency: responses and upstream failures (as the histogram).
-    pub duration_count: u64,
-}
-
-impl VersionTotals {
-    /// Adds one drained interval. Each distinct latency recorded in the interval's
-    /// HdrHistogram (3 significant digits) is counted once with its count, at the
-    /// middle of its resolution step.
-    pub fn add(&mut self, interval: &Interval) {
-        for (total, n) in self.responses.iter_mut().zip(interval.responses) {
-            *total += n;
-        }
-        self.connect_errors += interval.connect_errors;
-        self.timeouts += interval.timeouts;
-        self.resets += interval.resets;
-        let histogram = &interval.latency_us;
-        for recorded in histogram.iter_recorded() {
-            let us = histogram.median_equivalent(recorded.value_iterated_to());
-            let n = recorded.count_at_value();
-            let bucket = DURATION_BUCKETS_US.partition_point(|bound| *bound < us);
-            self.buckets[bucket] += n;
-            self.duration_sum_us = self.duration_sum_us.saturating_add(us.saturating_mul(n));
-            self.duration_count += n;
-        }
-    }
-
-    fn failures(&self, kind: &str) -> u64 {
-        match kind {
-            "connect" => self.connect_errors,
-            "timeout" => self.timeouts,
-            _ => self.resets,
-        }
-    }
-
-    /// The histogram's buckets as prometheus-client takes them: (upper bound in
-    /// seconds, count in that bucket alone), ending with +Inf.
-    fn histogram_buckets(&self) -> [(f64, u64); DURATION_BUCKETS_S.len() + 1] {
-        let mut out = [(f64::INFINITY, 0); DURATION_BUCKETS_S.len() + 1];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = (
-                DURATION_BUCKETS_S.get(i).copied().unwrap_or(f64::INFINITY),
-                self.buckets[i],
-            );
-        }
-        out
-    }
-}
-
-/// The control loop's cumulative figures for `/metrics`: per service and version, and
-/// rollbacks per service and trigger.
-#[derive(Debug, Clone, Default)]
-pub struct Totals {
-    versions: BTreeMap<String, BTreeMap<String, VersionTotals>>,
-    rollbacks: BTreeMap<String, BTreeMap<String, u64>>,
-}
-
-impl Totals {
-    /// Adds the intervals of `service`'s versions, as taken from the data plane.
-    pub fn add(&mut self, service: &str, versions: &[(String, Interval)]) {
-        if !self.versions.contains_key(service) {
-            self.versions.insert(service.to_string(), BTreeMap::new());
-        }
-        let Some(by_version) = self.versions.get_mut(service) else {
-            return;
-        };
-        for (version, interval) in versions {
-            match by_version.get_mut(version) {
-                Some(totals) => totals.add(interval),
-                None => {
-                    let mut totals = VersionTotals::default();
-                    totals.add(interval);
-                    by_version.insert(version.clone(), totals);
-                }
-            }
-        }
-    }
-
-    /// Counts one rollback of `service`'s canary.
-    pub fn count_rollback(&mut self, service: &str, trigger: &str) {
-        *self
-            .rollbacks
-            .entry(service.to_string())
-            .or_default()
-            .entry(trigger.to_string())
-            .or_default() += 1;
-    }
-
-    /// Forgets services and versions that `snapshot` no longer configures; the others
-    /// keep their totals.
-    pub fn retain(&mut self, snapshot: &Snapshot) {
-        self.versions.retain(|service, by_version| {
-            snapshot.service(service).is_some_and(|s| {
-                by_version.retain(|version, _| s.versions.iter().any(|v| v.name == *version));
-                true
-            })
-        });
-        self.rollbacks
-            .retain(|service, _| snapshot.service(service).is_some());
-    }
-
-    /// What `version` of `service` has answered so far.
-    pub fn version(&self, service: &str, version: &str) -> Option<&VersionTotals> {
-        self.versions.get(service)?.get(version)
-    }
-
-    /// How often `service`'s canary was rolled back with `trigger`.
-    pub fn rollbacks(&self, service: &str, trigger: &str) -> u64 {
-        self.rollbacks
-            .get(service)
-            .and_then(|t| t.get(trigger))
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// The `trigger` label of a `rolled_back` decision: the kind of the rule that was
-/// breached (`error_rate`, `latency`, `burn_rate`, `success`), or `manual` for an abort.
-pub fn rollback_trigger(decision: &Decision) -> &'static str {
-    match &decision.breach {
-        _ if decision.manual => MANUAL_TRIGGER,
-        Some(breach) => breach.kind,
-        None => "unknown",
-    }
-}
+pub use crate::totals::{
+    rollback_trigger, Totals, VersionTotals, DURATION_BUCKETS_S, MANUAL_TRIGGER,
+};
 
 /// Which exposition format a scraper gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,19 +176,21 @@ impl fmt::Debug for ServingCollector {
 
 impl Collector for ServingCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        // With a control loop, the config and the rollouts' statuses are read together,
-        // so a step and its weights agree.
-        let (snapshot, statuses) = match &self.control {
-            Some(control) => control.statuses_with_snapshot(),
-            None => (self.dataplane.snapshot(), Default::default()),
+        // With a control loop, the data plane's report (its config, the weights in
+        // force) and the rollouts' statuses are read together, so a step and its
+        // weights agree.
+        let (report, statuses) = match &self.control {
+            Some(control) => control.statuses_with_report(),
+            None => (self.dataplane.report(), Default::default()),
         };
+        let snapshot = &report.snapshot;
         // Copied under the control loop's totals lock, which is released before the
         // rollout states are read (they take the loop's own lock).
         let totals = self.control.as_ref().map(|c| c.metric_totals());
         if let Some(totals) = &totals {
-            traffic(&mut encoder, &snapshot, totals)?;
+            traffic(&mut encoder, snapshot, totals)?;
         }
-        let weights: Vec<_> = snapshot
+        let weights: Vec<_> = report
             .services
             .iter()
             .flat_map(|s| {
@@ -357,9 +210,9 @@ impl Collector for ServingCollector {
             None,
             &weights,
         )?;
-        edge(&mut encoder, &self.dataplane)?;
+        edge(&mut encoder, &self.dataplane, &report)?;
         if let (Some(control), Some(totals)) = (&self.control, &totals) {
-            rollouts(&mut encoder, &snapshot, &statuses, totals)?;
+            rollouts(&mut encoder, snapshot, &statuses, totals)?;
             let sent = control.notifier().counts();
             counters(
                 &mut encoder,
@@ -408,7 +261,7 @@ impl Collector for ServingCollector {
 }
 
 /// Connections, endpoint health and failovers, read from the data plane as they are.
-fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane) -> fmt::Result {
+fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane, report: &Report) -> fmt::Result {
     use std::sync::atomic::Ordering;
     gauge(
         encoder,
@@ -433,23 +286,25 @@ fn edge(encoder: &mut DescriptorEncoder, dataplane: &DataPlane) -> fmt::Result {
         None,
         dataplane.refused_connections.load(Ordering::Relaxed),
     )?;
-    let table = dataplane.table();
     let mut failovers = Vec::new();
     let mut endpoints = Vec::new();
-    for service in table.services.iter() {
-        for version in service.versions.iter() {
+    for service in &report.services {
+        for version in &service.versions {
             failovers.push((
-                [("service", &*service.name), ("version", &*version.name)],
-                version.failovers.load(Ordering::Relaxed),
+                [
+                    ("service", service.name.as_str()),
+                    ("version", version.name.as_str()),
+                ],
+                version.failovers,
             ));
-            for endpoint in version.endpoints() {
+            for endpoint in &version.endpoints {
                 endpoints.push((
                     [
-                        ("service", service.name.to_string()),
-                        ("version", version.name.to_string()),
-                        ("endpoint", endpoint.authority.to_string()),
+                        ("service", service.name.as_str()),
+                        ("version", version.name.as_str()),
+                        ("endpoint", endpoint.authority.as_str()),
                     ],
-                    u64::from(endpoint.available()),
+                    u64::from(endpoint.up),
                 ));
             }
         }
@@ -604,11 +459,7 @@ fn rollouts(
         .services
         .iter()
         .flat_map(|s| {
-            let mut triggers: BTreeSet<&str> = totals
-                .rollbacks
-                .get(&s.name)
-                .map(|t| t.keys().map(String::as_str).collect())
-                .unwrap_or_default();
+            let mut triggers: BTreeSet<&str> = totals.triggers(&s.name).collect();
             if let Some(rollout) = &s.rollout {
                 triggers.insert(MANUAL_TRIGGER);
                 for rule in &rollout.analysis.rules {

@@ -1,7 +1,9 @@
 //! The control loop: every tick it takes the data plane's intervals, extends each
 //! service's window, judges every rollout that is due, applies the state machine's
-//! actions (weights through `DataPlane::set_weights`), records decisions and persists
-//! state. It never blocks a request: the data plane only ever sees a new table.
+//! actions (weights through the rollout's `RolloutWeights` handle, which cannot fail),
+//! records decisions and hands state and timeline lines to the state writer
+//! (`crate::persist`): a tick does no file I/O. It never blocks a request: the data
+//! plane only ever sees new weights published.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,18 +12,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serin_config::{Rollout, Service, Snapshot};
+use serin_proxy::{DataPlane, Report, RolloutWeights, WeightsError};
+use tokio::sync::watch;
+
 use serin_judge::analysis::{judge, Input, Verdict};
 use serin_judge::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
 use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
 use serin_judge::window::ServiceWindow;
-use serin_proxy::DataPlane;
-use tokio::sync::watch;
 
-use crate::metrics::{rollback_trigger, Totals};
 use crate::notify::{Notification, Notifier, RolloutContext};
+use crate::persist::StateWriter;
 use crate::state::{self, Persisted};
 use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
+use crate::totals::{rollback_trigger, Totals};
 
 /// How far back windows reach for services without a rollout (the admin API's view).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -56,6 +60,8 @@ pub struct RolloutStatus {
 
 struct RolloutRun {
     spec: Rollout,
+    /// Where its weight changes go: resolved with the table that carries the rollout.
+    weights: RolloutWeights,
     baseline: String,
     canary: String,
     fingerprint: String,
@@ -63,13 +69,11 @@ struct RolloutRun {
     rules: CompiledAnalysis,
     state: RolloutState,
     detectors: Vec<Detector>,
-    /// The detectors changed since the state was last saved: they are saved with it
-    /// after every judged tick, so a restart goes on with them.
+    /// The detectors changed since the state was last handed to the writer: they are
+    /// saved with it after every judged tick, so a restart goes on with them.
     detectors_unsaved: bool,
     timeline: Timeline,
     last_eval_ms: u64,
-    /// A state write failed; retried every tick until it succeeds.
-    unsaved: bool,
 }
 
 struct ServiceControl {
@@ -89,6 +93,8 @@ pub struct Control {
     totals: Mutex<Totals>,
     /// The webhooks of `notify`: decisions are queued there, never waited on.
     notifier: Notifier,
+    /// Saves rollout states and timeline lines on a thread of its own.
+    writer: StateWriter,
 }
 
 impl Control {
@@ -96,18 +102,21 @@ impl Control {
     /// a saved rollout with the same spec resumes (its weights are applied now, before
     /// any request is served); a new one starts at its first step.
     pub fn new(dataplane: Arc<DataPlane>, now_ms: u64) -> Self {
-        let snapshot = dataplane.snapshot();
+        let view = dataplane.view();
+        let snapshot = view.snapshot().clone();
         let state_dir = snapshot.state_dir.clone();
+        let writer = StateWriter::start(&state_dir);
         let services = snapshot
             .services
             .iter()
-            .map(|service| ServiceControl {
+            .enumerate()
+            .map(|(i, service)| ServiceControl {
                 name: service.name.clone(),
                 window: new_window(service),
-                rollout: service
-                    .rollout
-                    .as_ref()
-                    .map(|spec| new_run(service, spec, &state_dir, now_ms)),
+                rollout: view.rollout(i).map(|(spec, weights)| {
+                    let saved = saved_state(service, spec, &state_dir, &writer, now_ms);
+                    new_run(service, spec, weights, saved, &writer, &state_dir, now_ms)
+                }),
             })
             .collect();
         let control = Self {
@@ -117,6 +126,7 @@ impl Control {
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
             totals: Mutex::new(Totals::default()),
             notifier: Notifier::new(&snapshot.notify),
+            writer,
         };
         {
             let mut services = control.lock();
@@ -148,44 +158,42 @@ impl Control {
     /// config's weights at once. Nothing changes if the data plane refuses the config.
     pub fn reconfigure(
         &self,
-        mut snapshot: Snapshot,
+        snapshot: Snapshot,
         now_ms: u64,
     ) -> Result<Vec<String>, serin_proxy::ProxyError> {
         let mut services = self.lock();
         let mut changes = Vec::new();
-        // Which rollouts are kept; their weights go into the new config before it is
-        // published, so not one request sees the config file's weights instead.
+        // Per service of the new config: whether its rollout is kept, and the canary
+        // weight it serves with. Those weights are published with the new table, so not
+        // one request sees the config file's weights instead.
         let mut kept: Vec<bool> = Vec::with_capacity(snapshot.services.len());
-        let mut fresh: Vec<(String, RolloutRun)> = Vec::new();
-        for service in snapshot.services.iter_mut() {
+        let mut canary_weights: Vec<Option<u32>> = Vec::with_capacity(snapshot.services.len());
+        // The saved state of rollouts that start (or resume) with this config.
+        let mut fresh: Vec<(String, Saved)> = Vec::new();
+        for service in &snapshot.services {
             let previous = services.iter().find(|s| s.name == service.name);
             let (keep, weight) = match (
                 service.rollout.as_ref(),
                 previous.and_then(|p| p.rollout.as_ref()),
             ) {
                 (Some(spec), Some(run)) if run.fingerprint == state::fingerprint(service, spec) => {
-                    (
-                        true,
-                        Some((spec.baseline, spec.canary, run.state.canary_weight)),
-                    )
+                    (true, Some(run.state.canary_weight))
                 }
                 // A new rollout starts at its first step, not at the config's split
                 // (or where its saved state says, if it was run before).
                 (Some(spec), _) => {
-                    let run = new_run(service, spec, &self.state_dir, now_ms);
-                    let w = match run.state.phase {
+                    let saved = saved_state(service, spec, &self.state_dir, &self.writer, now_ms);
+                    let w = match saved.state.phase {
                         Phase::Pending => spec.steps.first().map_or(0, |s| s.weight),
-                        _ => run.state.canary_weight,
+                        _ => saved.state.canary_weight,
                     };
-                    fresh.push((service.name.clone(), run));
-                    (false, Some((spec.baseline, spec.canary, w)))
+                    fresh.push((service.name.clone(), saved));
+                    (false, Some(w))
                 }
                 (None, _) => (false, None),
             };
-            if let Some((baseline, canary, w)) = weight {
-                set_rollout_weights(service, baseline, canary, w);
-            }
             kept.push(keep);
+            canary_weights.push(weight);
         }
         let state_dir = self.state_dir.clone();
         if snapshot.state_dir != state_dir {
@@ -196,13 +204,15 @@ impl Control {
             );
         }
         let tick = tick_of(&snapshot);
-        self.dataplane.apply(snapshot)?;
-        let snapshot = self.dataplane.snapshot();
+        let view = self
+            .dataplane
+            .apply_with(snapshot, |i| canary_weights.get(i).copied().flatten())?;
+        let snapshot = view.snapshot().clone();
         self.totals().retain(&snapshot);
         self.notifier.reconfigure(&snapshot.notify);
 
         let mut previous = std::mem::take(&mut *services);
-        for (service, keep) in snapshot.services.iter().zip(kept) {
+        for ((i, service), keep) in snapshot.services.iter().enumerate().zip(kept) {
             let old = previous
                 .iter()
                 .position(|s| s.name == service.name)
@@ -216,13 +226,14 @@ impl Control {
                 _ => new_window(service),
             };
             let had_rollout = old.as_ref().is_some_and(|o| o.rollout.is_some());
-            let rollout = match (service.rollout.as_ref(), old.and_then(|o| o.rollout)) {
-                (Some(spec), Some(mut run)) if keep => {
+            let rollout = match (view.rollout(i), old.and_then(|o| o.rollout)) {
+                (Some((spec, weights)), Some(mut run)) if keep => {
                     run.spec = spec.clone();
                     run.rules = compile(&spec.analysis);
+                    run.weights = weights;
                     Some(run)
                 }
-                (Some(_), _) => {
+                (Some((spec, weights)), _) => {
                     changes.push(format!(
                         "service \"{}\": {}",
                         service.name,
@@ -234,8 +245,12 @@ impl Control {
                     ));
                     fresh
                         .iter()
-                        .position(|(name, _)| *name == service.name)
-                        .map(|i| fresh.swap_remove(i).1)
+                        .position(|(name, ..)| *name == service.name)
+                        .map(|i| fresh.swap_remove(i))
+                        .map(|(_, saved)| {
+                            let writer = &self.writer;
+                            new_run(service, spec, weights, saved, writer, &state_dir, now_ms)
+                        })
                 }
                 (None, _) => {
                     if had_rollout {
@@ -313,9 +328,6 @@ impl Control {
             let Some(run) = service.rollout.as_mut() else {
                 continue;
             };
-            if run.unsaved {
-                self.persist(&name, run);
-            }
             let interval_ms = run.spec.analysis.interval.as_millis() as u64;
             // A little slack so that ticks arriving a hair early still count.
             if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
@@ -328,9 +340,8 @@ impl Control {
             let verdict = self.judge(run, &service.window, now_ms);
             self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
             run.last_eval_ms = now_ms;
-            // A step that changed the state saved the detectors with it; a failed save
-            // is retried at the next tick.
-            if run.detectors_unsaved && !run.unsaved {
+            // A step that changed the state handed the detectors over with it.
+            if run.detectors_unsaved {
                 self.persist(&name, run);
             }
         }
@@ -475,49 +486,40 @@ impl Control {
         }
     }
 
+    /// Publishes the rollout's canary weight (its baseline gets the rest): a new split
+    /// table for the service, nothing that can fail.
     fn apply_weight(&self, service: &str, run: &RolloutRun, canary_weight: u32) {
-        let weights = [
-            (run.baseline.as_str(), 100 - canary_weight.min(100)),
-            (run.canary.as_str(), canary_weight.min(100)),
-        ];
-        if let Err(err) = self.dataplane.set_weights(service, &weights) {
-            tracing::error!(service, error = %err, "cannot apply the rollout's weights");
-        }
+        self.dataplane
+            .set_canary_weight(&run.weights, canary_weight);
+        tracing::debug!(service, canary_weight, "rollout weights published");
     }
 
+    /// The weights `service` serves with now, by version.
     fn weights_of(&self, service: &str) -> BTreeMap<String, u32> {
         self.dataplane
-            .snapshot()
-            .service(service)
-            .map(|s| {
-                s.versions
-                    .iter()
-                    .map(|v| (v.name.clone(), v.weight))
-                    .collect()
-            })
+            .view()
+            .weights_of(service)
+            .map(|weights| weights.map(|(v, w)| (v.to_string(), w)).collect())
             .unwrap_or_default()
     }
 
+    /// Hands the rollout's state to the writer (`crate::persist`), which saves it off
+    /// this thread and retries a failed save.
     fn persist(&self, service: &str, run: &mut RolloutRun) {
-        let saved = Persisted {
+        self.writer.save(Persisted {
             format: state::FORMAT,
             service: service.to_string(),
             fingerprint: run.fingerprint.clone(),
             rollout: run.state.clone(),
             detectors: Some(run.detectors.clone()),
-        };
-        match state::save(&self.state_dir, &saved) {
-            Ok(()) => {
-                run.unsaved = false;
-                run.detectors_unsaved = false;
-            }
-            Err(err) => {
-                if !run.unsaved {
-                    tracing::warn!(service, error = %err, "cannot save the rollout state; retrying every tick");
-                }
-                run.unsaved = true;
-            }
-        }
+        });
+        run.detectors_unsaved = false;
+    }
+
+    /// Waits at most `timeout` for the rollout states and timeline lines handed over so
+    /// far to be written (at shutdown); false if they were not.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.writer.flush(timeout)
     }
 
     /// The rollout status of `service`, if it has a rollout.
@@ -575,16 +577,17 @@ impl Control {
         &self.notifier
     }
 
-    /// The data plane's config and every rollout's status, read together under the
-    /// control lock, so that a step and the weights it set are seen together.
-    pub fn statuses_with_snapshot(&self) -> (Arc<Snapshot>, BTreeMap<String, RolloutStatus>) {
+    /// What the data plane reports (its config, the weights in force) and every
+    /// rollout's status, read together under the control lock, so that a step and the
+    /// weights it set are seen together.
+    pub fn statuses_with_report(&self) -> (Report, BTreeMap<String, RolloutStatus>) {
         let services = self.lock();
-        let snapshot = self.dataplane.snapshot();
+        let report = self.dataplane.report();
         let statuses = services
             .iter()
             .filter_map(|s| s.rollout.as_ref().map(|r| (s.name.clone(), status_of(r))))
             .collect();
-        (snapshot, statuses)
+        (report, statuses)
     }
 
     /// The names of the services, in config order.
@@ -603,22 +606,25 @@ impl Control {
     }
 
     /// Sets `service`'s weights by hand (`(version, weight)` pairs; versions not named
-    /// keep theirs). A running rollout is paused first, so it cannot move them back, and
-    /// the change is recorded in its timeline as a manual decision.
+    /// keep theirs). They are checked (unknown service or version, all zero) under the
+    /// control lock, so no tick or reload comes between the check and the change. A
+    /// running rollout is paused first, so it cannot move them back, and the change is
+    /// recorded in its timeline as a manual decision.
     pub fn set_weights_manually(
         &self,
         service: &str,
         weights: &[(&str, u32)],
         now_ms: u64,
-    ) -> Result<Option<RolloutStatus>, serin_proxy::WeightsError> {
+    ) -> Result<Option<RolloutStatus>, WeightsError> {
         {
             let mut services = self.lock();
+            let valid = self.dataplane.validate_weights(service, weights)?;
             // The weights before, for a notification of the change.
             let before = self
                 .notifier
                 .wants(DecisionKind::ManualWeights)
                 .then(|| self.weights_of(service));
-            self.dataplane.set_weights(service, weights)?;
+            self.dataplane.set_weights(&valid);
             if let Some(s) = services.iter_mut().find(|s| s.name == service) {
                 if let Some(run) = s.rollout.as_mut() {
                     self.step_with(
@@ -676,46 +682,91 @@ fn new_window(service: &Service) -> ServiceWindow {
     )
 }
 
-/// A rollout for `service`: the saved one if its spec is the same, else a new one.
-fn new_run(
+/// The fingerprint of `service`'s rollout `spec`, and the state it starts in: the
+/// saved one (the newest handed to `writer`, else the file's) if its spec is the same,
+/// else a new one.
+fn saved_state(
     service: &Service,
     spec: &Rollout,
     state_dir: &std::path::Path,
+    writer: &StateWriter,
     now_ms: u64,
-) -> RolloutRun {
+) -> Saved {
     let fingerprint = state::fingerprint(service, spec);
-    let saved = match state::load(state_dir, &service.name) {
+    let saved = match writer.unwritten(&service.name) {
+        Some(unwritten) => Ok(Some(unwritten)),
+        None => state::load(state_dir, &service.name),
+    };
+    let saved = match saved {
         Ok(saved) => saved,
         Err(err) => {
             tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
             None
         }
     };
-    let rules = compile(&spec.analysis);
     let (state, detectors) = match saved {
         Some(p) if p.fingerprint == fingerprint => {
             tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
-            let detectors = resumed_detectors(&service.name, &p.rollout, p.detectors, &rules);
-            (p.rollout, detectors)
+            (p.rollout, Some(p.detectors))
         }
         Some(_) => {
             tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
-            (RolloutState::new(now_ms), Vec::new())
+            (RolloutState::new(now_ms), None)
         }
-        None => (RolloutState::new(now_ms), Vec::new()),
+        None => (RolloutState::new(now_ms), None),
+    };
+    Saved {
+        fingerprint,
+        state,
+        detectors,
+    }
+}
+
+/// What a rollout starts with: its spec's fingerprint, its state, and, when it resumes
+/// a saved rollout, the detectors saved with it (`Some(None)`: a file from before
+/// detectors were saved).
+struct Saved {
+    fingerprint: String,
+    state: RolloutState,
+    detectors: Option<Option<Vec<Detector>>>,
+}
+
+/// A rollout of `service` with its `saved` fingerprint and state, its weights going
+/// through `weights`, its timeline written by `writer`.
+fn new_run(
+    service: &Service,
+    spec: &Rollout,
+    weights: RolloutWeights,
+    saved: Saved,
+    writer: &StateWriter,
+    state_dir: &std::path::Path,
+    now_ms: u64,
+) -> RolloutRun {
+    let Saved {
+        fingerprint,
+        state,
+        detectors,
+    } = saved;
+    let rules = compile(&spec.analysis);
+    let detectors = match detectors {
+        Some(saved) => resumed_detectors(&service.name, &state, saved, &rules),
+        None => Vec::new(),
     };
     RolloutRun {
         baseline: service.versions[spec.baseline].name.clone(),
         canary: service.versions[spec.canary].name.clone(),
         spec: spec.clone(),
+        weights,
         rules,
         fingerprint,
         state,
         detectors,
         detectors_unsaved: false,
-        timeline: Timeline::new(state_dir.join(format!("{}.timeline.jsonl", service.name))),
+        timeline: Timeline::new(
+            state_dir.join(format!("{}.timeline.jsonl", service.name)),
+            writer.clone(),
+        ),
         last_eval_ms: now_ms,
-        unsaved: false,
     }
 }
 
@@ -740,17 +791,6 @@ fn resumed_detectors(
             tracing::info!(service, "the saved rollout state has no detectors (it was written by an older serin); they start afresh, and the rollout's false-rollback budget is spent anew");
             Vec::new()
         }
-    }
-}
-
-/// Gives the rollout's canary `canary_weight` and its baseline the rest.
-fn set_rollout_weights(service: &mut Service, baseline: usize, canary: usize, canary_weight: u32) {
-    let w = canary_weight.min(100);
-    if let Some(v) = service.versions.get_mut(baseline) {
-        v.weight = 100 - w;
-    }
-    if let Some(v) = service.versions.get_mut(canary) {
-        v.weight = w;
     }
 }
 

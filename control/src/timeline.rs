@@ -1,16 +1,17 @@
 //! The decision log: every rollout decision with its time, step, weights, the window
 //! numbers of each version and the rule that decided. Kept in memory (bounded) and
-//! appended as JSON Lines to `state_dir/<service>.timeline.jsonl`.
+//! appended as JSON Lines to `state_dir/<service>.timeline.jsonl` by the state writer
+//! (`crate::persist`), off the control loop.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serin_judge::analysis::Breach;
 use serin_judge::rollout::{DecisionKind, Phase};
 use serin_judge::window::Aggregate;
+
+use crate::persist::StateWriter;
 
 /// Events kept in memory per service.
 pub const KEEP: usize = 1000;
@@ -87,35 +88,26 @@ impl From<&Aggregate> for WindowNumbers {
 pub struct Timeline {
     events: VecDeque<TimelineEvent>,
     file: PathBuf,
+    writer: StateWriter,
 }
 
 impl Timeline {
-    pub fn new(file: PathBuf) -> Self {
+    /// A timeline whose events `writer` appends to `file`.
+    pub fn new(file: PathBuf, writer: StateWriter) -> Self {
         Self {
             events: VecDeque::new(),
             file,
+            writer,
         }
     }
 
-    /// Keeps `event` and appends it to the file; a failed write is logged, never fatal.
+    /// Keeps `event` and hands it to the writer for the file; a failed write is
+    /// logged, never fatal.
     pub fn record(&mut self, event: TimelineEvent) {
         match serde_json::to_string(&event) {
             Ok(mut line) => {
                 line.push('\n');
-                let written = self
-                    .file
-                    .parent()
-                    .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| {
-                        OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(&self.file)
-                    })
-                    .and_then(|mut f| f.write_all(line.as_bytes()));
-                if let Err(err) = written {
-                    tracing::warn!(file = %self.file.display(), error = %err, "cannot append to the timeline file; the event is kept in memory");
-                }
+                self.writer.append(self.file.clone(), line);
             }
             Err(err) => tracing::warn!(error = %err, "cannot encode a timeline event"),
         }

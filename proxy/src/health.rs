@@ -1,11 +1,10 @@
 //! Active health checks: `GET path` on every endpoint of the versions that ask for it,
 //! each on a new connection, every `interval`. An endpoint that fails `unhealthy_after`
 //! checks in a row leaves rotation; one that then passes `healthy_after` in a row comes
-//! back. State lives on the endpoint's pool, so it survives reloads that keep the
-//! endpoint. Checks run on the caller's runtime (the control thread in `serin run`),
+//! back. The rules are the endpoint's `crate::rotation::Rotation`, which survives
+//! reloads that keep the endpoint and its rules. Checks run on the caller's runtime (the control thread in `serin run`),
 //! never on a worker. A version with `tls` is checked over TLS (ALPN `http/1.1`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use hyper_util::rt::TokioIo;
 use serin_config::HealthCheck;
 use tokio::sync::watch;
 
-use crate::upstream::{clock_ms, connect_tcp, EndpointPool};
+use crate::rotation::clock_ms;
+use crate::upstream::{connect_tcp, EndpointPool};
 use crate::DataPlane;
 
 /// How often the checker looks for checks that are due.
@@ -36,28 +36,24 @@ pub async fn run(dataplane: Arc<DataPlane>, mut stop: watch::Receiver<bool>) {
         for service in table.services.iter() {
             for version in service.versions.iter() {
                 for endpoint in version.endpoints() {
-                    let Some(check) = endpoint.health.clone() else {
+                    let Some(check) = endpoint.rotation.health.clone() else {
                         continue;
                     };
-                    let due = endpoint.next_check_ms.load(Ordering::Relaxed);
-                    if now < due {
+                    if !endpoint.rotation.due(&check, now) {
                         continue;
                     }
-                    endpoint
-                        .next_check_ms
-                        .store(now + check.interval.as_millis() as u64, Ordering::Relaxed);
                     let endpoint = endpoint.clone();
                     let names = (service.name.clone(), version.name.clone());
                     tokio::spawn(async move {
-                        let passed = probe(&endpoint, &check).await;
-                        if let Some(up) = endpoint.checked(passed.is_ok(), &check) {
+                        let passed = probe(&endpoint.pool, &check).await;
+                        if let Some(up) = endpoint.rotation.checked(passed.is_ok(), &check) {
                             let (service, version) = names;
                             match (up, passed) {
                                 (true, _) => {
-                                    tracing::warn!(%service, %version, endpoint = %endpoint.authority, "endpoint passes its health checks again; back in rotation")
+                                    tracing::warn!(%service, %version, endpoint = %endpoint.authority(), "endpoint passes its health checks again; back in rotation")
                                 }
                                 (false, Err(why)) => {
-                                    tracing::warn!(%service, %version, endpoint = %endpoint.authority, failed = check.unhealthy_after, last = %why, "endpoint fails its health checks; out of rotation")
+                                    tracing::warn!(%service, %version, endpoint = %endpoint.authority(), failed = check.unhealthy_after, last = %why, "endpoint fails its health checks; out of rotation")
                                 }
                                 (false, Ok(())) => {}
                             }

@@ -25,7 +25,7 @@
 //! with two Content-Length lines (hyper keeps one) or with Content-Length and
 //! Transfer-Encoding (hyper drops the Content-Length). The service takes the
 //! connection's flag with the next request, and neither that request's client
-//! connection nor its upstream one is reused (`crate::forward::NormalisedFraming`).
+//! connection nor its upstream one is reused (`crate::conn::NormalisedFraming`).
 
 use std::io;
 use std::pin::Pin;

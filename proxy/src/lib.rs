@@ -1,4 +1,5 @@
-//! serin-proxy: the data plane. Every proxied request goes through this chain:
+//! serin-proxy: the data plane. Every proxied request goes through this chain
+//! (`forward::proxy` runs stages 3–7 in this order):
 //!
 //! 1. **accept** ([`server`]): TCP connections on each configured listener.
 //! 2. **HTTP server** ([`server`]): hyper-util's auto server, HTTP/1.1 and HTTP/2
@@ -7,31 +8,42 @@
 //!    request that fails gets serin's own 400. **route** ([`table::Table::route`]):
 //!    listener + host (exact, `*.suffix`, `*`; port ignored) + longest whole-segment
 //!    path prefix; no route → 404.
-//! 4. **split** ([`split::choose`]): force header → sticky cohort → weights.
+//! 4. **plan** ([`plan`]): the version (force header → sticky cohort → weights, by
+//!    [`split`]), and the version its share fails over to when none of its endpoints
+//!    is in rotation ([`rotation`]). Synchronous, no I/O.
 //! 5. **forward** ([`forward`], [`headers`], [`body`]): hop-by-hop headers and
 //!    look-alike names stripped, X-Forwarded-* and x-request-id set, a small request
-//!    body read whole first, sent over a pooled keep-alive upstream connection with
-//!    connect and request timeouts (failure → 502, timeout → 504, a body the client
-//!    stalls → 408).
+//!    body read whole first; then the attempts (`execute`): sent over a pooled
+//!    keep-alive upstream connection ([`upstream`]) with connect and request timeouts,
+//!    failed over when the connection is refused, retried on the baseline when asked.
 //! 6. **record** ([`record`]): latency and outcome into the version's sharded stats.
-//! 7. **respond**: the upstream's response, streamed, with `x-serin-version`.
+//! 7. **respond** (`respond`): the upstream's response, streamed, with
+//!    `x-serin-version`, or serin's own answer (failure → 502, timeout → 504, a body
+//!    the client stalls → 408).
 //!
 //! With [`telemetry`] configured, a request is also traced (a server span, W3C trace
 //! context passed to the upstream) and logged; off, that costs one branch.
 //!
-//! Stages 3–7 read one [`table::Table`], loaded once per request from an `ArcSwap`;
-//! configuration changes publish a new table and never block a request. Split and
-//! record allocate nothing and take no contended lock.
+//! Stages 3–7 read one [`View`] — the compiled [`Table`] and the weights in force
+//! ([`weights`]) — loaded once per request from an `ArcSwap`; configuration and weight
+//! changes publish a new view and never block a request. A weight change shares the
+//! table and cannot fail once its weights are validated. Plan and record allocate
+//! nothing and take no contended lock.
 
 pub mod body;
+pub mod conn;
 pub mod error;
+mod execute;
 pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod health;
 mod idle;
 mod pace;
+pub mod plan;
 pub mod record;
+mod respond;
+pub mod rotation;
 mod send;
 pub mod server;
 pub mod split;
@@ -40,6 +52,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod weights;
 pub mod worker;
 
 use std::convert::Infallible;
@@ -50,16 +63,19 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use serin_config::Snapshot;
 
+pub use conn::ConnInfo;
 pub use error::ProxyError;
-pub use forward::{ConnInfo, ProxyBody};
 pub use record::{Interval, Outcome, VersionStats};
+pub use respond::ProxyBody;
 pub use table::Table;
 pub use telemetry::Telemetry;
+pub use weights::{RolloutWeights, ServiceWeights, View, WeightsError};
 
-/// The data plane's shared state: the current [`Table`], swapped whole.
+/// The data plane's shared state: the current [`View`] (the compiled [`Table`] and the
+/// weights in force), swapped whole.
 pub struct DataPlane {
-    table: ArcSwap<Table>,
-    /// Serialises writers (reload, weight changes) so none loses another's update.
+    view: ArcSwap<View>,
+    /// Serialises writers (reloads, weight changes) so none loses another's update.
     writer: Mutex<()>,
     shards: usize,
     /// Client connections open now, over every worker (for `limits.max_connections`).
@@ -79,6 +95,37 @@ pub struct ServiceInterval {
     pub versions: Vec<(String, Interval)>,
 }
 
+/// What the data plane reports of its services now (for `/metrics` and status): the
+/// config it serves, and per version its weight in force, failovers and endpoints.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub snapshot: Arc<Snapshot>,
+    pub services: Vec<ServiceReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceReport {
+    pub name: String,
+    pub versions: Vec<VersionReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionReport {
+    pub name: String,
+    /// The weight in force: the config's, or the one a rollout or a person set.
+    pub weight: u32,
+    /// Requests another version answered because this one could not serve them.
+    pub failovers: u64,
+    pub endpoints: Vec<EndpointReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointReport {
+    pub authority: String,
+    /// In rotation: passing its health checks and not ejected.
+    pub up: bool,
+}
+
 /// Logs the unsafe settings of a config being put to use (at load and every reload).
 fn warn_unsafe(snapshot: &Snapshot) {
     for warning in snapshot.warnings() {
@@ -92,7 +139,7 @@ impl DataPlane {
         let table = Table::build(Arc::new(snapshot), None, shards)?;
         warn_unsafe(&table.snapshot);
         Ok(Self {
-            table: ArcSwap::from_pointee(table),
+            view: ArcSwap::from_pointee(View::new(Arc::new(table), |_| None)),
             writer: Mutex::new(()),
             shards,
             open_connections: Default::default(),
@@ -112,7 +159,7 @@ impl DataPlane {
         self.telemetry.as_ref()
     }
 
-    /// Handles one request on the current table.
+    /// Handles one request on the current view.
     ///
     /// Boxed once per request: the forwarding future (about 3 KiB) is then moved as a
     /// pointer by hyper (HTTP/2 spawns it as a stream's task), and an idle HTTP/1.1
@@ -125,63 +172,124 @@ impl DataPlane {
     ) -> impl std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static
     {
         Box::pin(forward::proxy(
-            self.table.load_full(),
+            self.view.load_full(),
             req,
             conn.clone(),
             self.telemetry.clone(),
         ))
     }
 
+    /// The compiled table and the weights in force, as a request would see them now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
     pub fn table(&self) -> Arc<Table> {
-        self.table.load_full()
+        self.view.load().table.clone()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.table.load().snapshot.clone()
+        self.view.load().table.snapshot.clone()
     }
 
-    /// Publishes `snapshot`; requests already running finish on the table they started with.
+    fn write(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes `snapshot` with its own weights; requests already running finish on
+    /// the view they started with.
     pub fn apply(&self, snapshot: Snapshot) -> Result<(), ProxyError> {
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.table.load_full();
-        let next = Table::build(Arc::new(snapshot), Some(&current), self.shards)?;
-        warn_unsafe(&next.snapshot);
-        self.table.store(Arc::new(next));
-        Ok(())
+        self.apply_with(snapshot, |_| None).map(drop)
     }
 
-    /// Sets the weights of `service`'s versions (versions not named keep theirs).
-    pub fn set_weights(&self, service: &str, weights: &[(&str, u32)]) -> Result<(), WeightsError> {
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.table.load_full();
-        let mut snapshot = Snapshot::clone(&current.snapshot);
-        let svc = snapshot
+    /// Publishes `snapshot` with, for the rollout of its service `i`, the canary at
+    /// `canary_weight_of(i)` and the baseline at the rest where that is some: the table
+    /// and those weights in one view. Fails, changing nothing, if the snapshot cannot be
+    /// compiled (its TLS files, say); returns the view published.
+    pub fn apply_with(
+        &self,
+        snapshot: Snapshot,
+        canary_weight_of: impl Fn(usize) -> Option<u32>,
+    ) -> Result<Arc<View>, ProxyError> {
+        let _writer = self.write();
+        let current = self.view.load_full();
+        let table = Table::build(Arc::new(snapshot), Some(&current.table), self.shards)?;
+        warn_unsafe(&table.snapshot);
+        let next = Arc::new(View::new(Arc::new(table), canary_weight_of));
+        self.view.store(next.clone());
+        Ok(next)
+    }
+
+    /// Checks weights a person gives (see [`View::validate`]) against the view now.
+    pub fn validate_weights(
+        &self,
+        service: &str,
+        weights: &[(&str, u32)],
+    ) -> Result<ServiceWeights, WeightsError> {
+        self.view.load().validate(service, weights)
+    }
+
+    /// Publishes `weights` for their service. Nothing else is rebuilt, and nothing can
+    /// fail: if a reload has removed the service or changed its versions since the
+    /// weights were validated, that reload's weights stand and this changes nothing.
+    pub fn set_weights(&self, weights: &ServiceWeights) {
+        let _writer = self.write();
+        match self.view.load().with_weights(weights) {
+            Some(next) => self.view.store(Arc::new(next)),
+            None => tracing::debug!("weights for a service a reload replaced; not applied"),
+        }
+    }
+
+    /// Gives the rollout's canary `canary_weight` (at most 100) and its baseline the
+    /// rest; the service's other versions keep theirs. Cannot fail, like
+    /// [`Self::set_weights`].
+    pub fn set_canary_weight(&self, rollout: &RolloutWeights, canary_weight: u32) {
+        let _writer = self.write();
+        match self.view.load().with_canary_weight(rollout, canary_weight) {
+            Some(next) => self.view.store(Arc::new(next)),
+            None => tracing::debug!("weights for a rollout a reload replaced; not applied"),
+        }
+    }
+
+    /// What the data plane reports of every service now (one view).
+    pub fn report(&self) -> Report {
+        let view = self.view.load_full();
+        let services = view
+            .table
             .services
-            .iter_mut()
-            .find(|s| s.name == service)
-            .ok_or_else(|| WeightsError::UnknownService(service.to_string()))?;
-        for (name, weight) in weights {
-            let version = svc
-                .versions
-                .iter_mut()
-                .find(|v| v.name == *name)
-                .ok_or_else(|| WeightsError::UnknownVersion {
-                    service: service.to_string(),
-                    version: name.to_string(),
-                })?;
-            version.weight = *weight;
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServiceReport {
+                name: s.name.to_string(),
+                versions: s
+                    .versions
+                    .iter()
+                    .zip(view.weights(i))
+                    .map(|(v, weight)| VersionReport {
+                        name: v.name.to_string(),
+                        weight: *weight,
+                        failovers: v.failovers.load(std::sync::atomic::Ordering::Relaxed),
+                        endpoints: v
+                            .endpoints()
+                            .iter()
+                            .map(|e| EndpointReport {
+                                authority: e.authority().to_string(),
+                                up: e.available(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Report {
+            snapshot: view.table.snapshot.clone(),
+            services,
         }
-        if svc.versions.iter().all(|v| v.weight == 0) {
-            return Err(WeightsError::AllZero(service.to_string()));
-        }
-        let next = Table::build(Arc::new(snapshot), Some(&current), self.shards)?;
-        self.table.store(Arc::new(next));
-        Ok(())
     }
 
     /// Takes, for every service and version, what was recorded since the previous take.
     pub fn take_intervals(&self) -> Vec<ServiceInterval> {
-        let table = self.table.load_full();
+        let table = self.table();
         table
             .services
             .iter()
@@ -197,16 +305,10 @@ impl DataPlane {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WeightsError {
-    #[error("service \"{0}\" is not defined")]
-    UnknownService(String),
-    #[error("service \"{service}\" has no version \"{version}\"")]
-    UnknownVersion { service: String, version: String },
-    #[error(
-        "weights of service \"{0}\" would all be zero; at least one version must receive traffic"
-    )]
-    AllZero(String),
-    #[error(transparent)]
-    Table(#[from] ProxyError),
+impl Report {
+    /// The weights in force of `service`, by version name.
+    pub fn weights(&self, service: &str) -> Option<impl Iterator<Item = (&str, u32)>> {
+        let s = self.services.iter().find(|s| s.name == service)?;
+        Some(s.versions.iter().map(|v| (v.name.as_str(), v.weight)))
+    }
 }

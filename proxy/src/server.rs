@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::conn::{ConnInfo, NormalisedFraming};
 use crate::error::ProxyError;
-use crate::forward::{ConnInfo, NormalisedFraming};
 use crate::idle::{Activity, Counting, Expiry, InFlight, ReadReady, Tracked};
 use crate::{worker, DataPlane};
 

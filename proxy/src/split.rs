@@ -12,13 +12,16 @@
 //! Unkeyed requests walk all 10 000 points in a fixed stride (coprime with 10 000,
 //! near the golden ratio), so every 10 000 consecutive requests split exactly by weight
 //! and any shorter run is close to it. Nothing here allocates or locks.
+//!
+//! A [`SplitTable`] is built from weights (`crate::weights`, which publishes a new one
+//! when a service's weights change); a [`Selector`], from the service's config with the
+//! table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::header::HeaderName;
 use http::HeaderMap;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
-
-use crate::table::{ServiceRuntime, StickyKey};
 
 pub const POINTS: u32 = 10_000;
 /// ≈ 0.618 × 10 000 and coprime with 10 000: the unkeyed sequence visits every point
@@ -107,40 +110,69 @@ impl SplitTable {
     }
 }
 
-/// Picks the version (an index into `service.versions`) for a request with `headers`.
-#[inline]
-pub fn choose(service: &ServiceRuntime, headers: &HeaderMap) -> usize {
-    forced(service, headers).unwrap_or_else(|| unforced(service, headers))
+/// How a request of one service picks its version before the weights do: the force
+/// header, and the sticky key. Built with the table, from the service's config.
+#[derive(Debug)]
+pub struct Selector {
+    force_header: Option<HeaderName>,
+    sticky: Option<StickyKey>,
+    /// The versions' names in declared order, which the force header names.
+    names: Box<[Box<str>]>,
 }
 
-/// The version the force header names, if it names one.
-#[inline]
-pub fn forced(service: &ServiceRuntime, headers: &HeaderMap) -> Option<usize> {
-    let name = service.force_header.as_ref()?;
-    let wanted = headers.get(name)?.as_bytes();
-    service
-        .versions
-        .iter()
-        .position(|v| v.name.as_bytes() == wanted)
+/// Where a service's sticky key is read.
+#[derive(Debug, Clone)]
+pub enum StickyKey {
+    Header(HeaderName),
+    Cookie(Box<str>),
 }
 
-/// The sticky cohort's version, else the next weighted pick.
-#[inline]
-pub fn unforced(service: &ServiceRuntime, headers: &HeaderMap) -> usize {
-    match &service.sticky {
-        Some(StickyKey::Header(name)) => {
-            if let Some(key) = headers.get(name).filter(|v| !v.is_empty()) {
-                return service.split.pick_sticky(key.as_bytes());
-            }
+impl Selector {
+    pub fn new(
+        force_header: Option<HeaderName>,
+        sticky: Option<StickyKey>,
+        names: impl IntoIterator<Item = Box<str>>,
+    ) -> Self {
+        Self {
+            force_header,
+            sticky,
+            names: names.into_iter().collect(),
         }
-        Some(StickyKey::Cookie(name)) => {
-            if let Some(key) = cookie_value(headers, name) {
-                return service.split.pick_sticky(key.as_bytes());
-            }
-        }
-        None => {}
     }
-    service.split.pick_weighted()
+
+    /// Picks the version (an index in declared order) for a request with `headers`.
+    #[inline]
+    pub fn choose(&self, split: &SplitTable, headers: &HeaderMap) -> usize {
+        self.forced(headers)
+            .unwrap_or_else(|| self.unforced(split, headers))
+    }
+
+    /// The version the force header names, if it names one.
+    #[inline]
+    pub fn forced(&self, headers: &HeaderMap) -> Option<usize> {
+        let name = self.force_header.as_ref()?;
+        let wanted = headers.get(name)?.as_bytes();
+        self.names.iter().position(|v| v.as_bytes() == wanted)
+    }
+
+    /// The sticky cohort's version, else the next weighted pick of `split`.
+    #[inline]
+    pub fn unforced(&self, split: &SplitTable, headers: &HeaderMap) -> usize {
+        match &self.sticky {
+            Some(StickyKey::Header(name)) => {
+                if let Some(key) = headers.get(name).filter(|v| !v.is_empty()) {
+                    return split.pick_sticky(key.as_bytes());
+                }
+            }
+            Some(StickyKey::Cookie(name)) => {
+                if let Some(key) = cookie_value(headers, name) {
+                    return split.pick_sticky(key.as_bytes());
+                }
+            }
+            None => {}
+        }
+        split.pick_weighted()
+    }
 }
 
 /// The value of cookie `name` in the request's Cookie header(s), if present and non-empty.

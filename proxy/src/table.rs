@@ -1,12 +1,16 @@
-//! The data plane's compiled view of a [`Snapshot`]: routes per listener, and per
-//! service the split table, endpoints, upstream client and per-version stats.
+//! The data plane's compiled view of a [`Snapshot`]: routes per listener (with its TLS
+//! acceptor), and per service its versions, their endpoints (connection pools and
+//! rotation) and per-version stats.
 //!
-//! A [`Table`] is immutable once built and is published through one `ArcSwap`; a
-//! request loads it once and uses that table from start to end. A new table (a reload,
-//! a weight change) carries over the stats recorders and connection pools of the
-//! versions and services that it keeps, by name.
+//! A [`Table`] is immutable once built. It holds no weights: those are a layer of their
+//! own (`crate::weights`), published with the table as one `View`, so a weight change
+//! shares the table whole (acceptors with their session caches included) and builds
+//! only a split table. A new table (a reload) carries over, by name, the stats
+//! recorders of the versions it keeps, the connection pools and rotation state of the
+//! endpoints it keeps, the acceptors of listeners whose TLS settings are unchanged, and
+//! the [`ServiceId`] of services that keep their versions.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +21,8 @@ use serin_config::{HostMatch, Rule, Snapshot, Sticky};
 
 use crate::error::ProxyError;
 use crate::record::VersionStats;
-use crate::split::SplitTable;
+use crate::rotation::{Monotonic, Rotation};
+use crate::split::{Selector, StickyKey};
 use crate::upstream::{EndpointPool, TlsTarget};
 use rustls_pki_types::ServerName;
 
@@ -58,15 +63,27 @@ pub struct CompiledRoute {
     pub listener: Arc<str>,
 }
 
+/// Who a service is across tables: a reload that keeps its name and its versions (names,
+/// in order) keeps its id, so weights resolved before the reload still fit after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceId(u64);
+
+impl ServiceId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 pub struct ServiceRuntime {
     pub name: Box<str>,
+    pub id: ServiceId,
     /// Matchers of the rollout's `success` rules, by slot.
     pub success_rules: Box<[SuccessMatcher]>,
     /// With `retry_on_baseline`: failed idempotent canary requests go once to the baseline.
     pub retry: Option<Retry>,
-    pub split: SplitTable,
-    pub sticky: Option<StickyKey>,
-    pub force_header: Option<HeaderName>,
+    /// The force header and the sticky key.
+    pub selector: Selector,
     pub versions: Box<[VersionRuntime]>,
     pub request_timeout: Duration,
     /// The rollout's baseline, which takes the share of a version that cannot serve.
@@ -85,10 +102,29 @@ pub struct Retry {
     pub baseline: usize,
 }
 
+/// One endpoint of a version: its connections, and its place in rotation.
 #[derive(Debug, Clone)]
-pub enum StickyKey {
-    Header(HeaderName),
-    Cookie(Box<str>),
+pub struct Endpoint {
+    pub pool: Arc<EndpointPool>,
+    pub rotation: Arc<Rotation>,
+}
+
+impl Endpoint {
+    pub fn authority(&self) -> &Authority {
+        &self.pool.authority
+    }
+
+    /// In rotation now: up by its health checks and not ejected.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.rotation.available(&Monotonic)
+    }
+
+    /// Counts a request's outcome for passive ejection (`failed`: no answer or a 5xx).
+    #[inline]
+    pub fn observe(&self, failed: bool) {
+        self.rotation.observe(failed, &Monotonic);
+    }
 }
 
 pub struct VersionRuntime {
@@ -96,7 +132,7 @@ pub struct VersionRuntime {
     /// `x-serin-version` response value.
     pub header_value: HeaderValue,
     /// Each endpoint with its per-worker connection pools.
-    endpoints: Box<[Arc<EndpointPool>]>,
+    endpoints: Box<[Endpoint]>,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
     /// Requests sent to another version because this one could not serve them.
@@ -131,7 +167,7 @@ impl VersionRuntime {
     /// Round robin over the version's endpoints that are in rotation; `None` when none
     /// is (all down or ejected).
     #[inline]
-    pub fn next_endpoint(&self) -> Option<&Arc<EndpointPool>> {
+    pub fn next_endpoint(&self) -> Option<&Endpoint> {
         let n = self.endpoints.len();
         if n == 1 {
             let only = &self.endpoints[0];
@@ -150,7 +186,7 @@ impl VersionRuntime {
     }
 
     /// The endpoints, for health checks and status.
-    pub fn endpoints(&self) -> &[Arc<EndpointPool>] {
+    pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
 }
@@ -158,38 +194,6 @@ impl VersionRuntime {
 impl ServiceRuntime {
     pub fn version(&self, name: &str) -> Option<&VersionRuntime> {
         self.versions.iter().find(|v| &*v.name == name)
-    }
-
-    /// Where the requests of `unavailable` (a version with no endpoint in rotation, or
-    /// one that refused a connection) go instead: the rollout's baseline; without a
-    /// rollout (or for the baseline itself) the first other version with weight that can
-    /// serve, else any other that can. `None` when no other version can.
-    pub fn failover_for(&self, unavailable: usize) -> Option<usize> {
-        if let Some(b) = self.baseline.filter(|b| *b != unavailable) {
-            if self.versions[b].available() {
-                return Some(b);
-            }
-        }
-        let others = || {
-            self.versions
-                .iter()
-                .enumerate()
-                .filter(move |(i, v)| *i != unavailable && v.available())
-        };
-        others()
-            .find(|(i, _)| self.split.weight_of(*i) > 0)
-            .or_else(|| others().next())
-            .map(|(i, _)| i)
-    }
-
-    /// [`Self::failover_for`], counting the failover against `unavailable`.
-    pub fn fail_over(&self, unavailable: usize) -> Option<usize> {
-        let other = self.failover_for(unavailable)?;
-        self.versions[unavailable]
-            .failovers
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(service = %self.name, from = %self.versions[unavailable].name, to = %self.versions[other].name, "failing over");
-        Some(other)
     }
 
     /// Bit i set: the request matches success rule i.
@@ -208,11 +212,10 @@ impl ServiceRuntime {
 }
 
 impl Table {
-    /// Compiles `snapshot`, reusing from `previous` the stats of the versions it keeps
-    /// and the connection pools of the endpoints it keeps (same version, address and
-    /// connect timeout). `shards` (the number of workers) sizes new stats recorders and
-    /// connection pools. Pools left behind close their connections when the previous
-    /// table is dropped.
+    /// Compiles `snapshot`, carrying over from `previous` what it keeps (see the module
+    /// docs). `shards` (the number of workers) sizes new stats recorders and connection
+    /// pools. Pools left behind close their connections when the previous table is
+    /// dropped.
     pub fn build(
         snapshot: Arc<Snapshot>,
         previous: Option<&Table>,
@@ -224,101 +227,8 @@ impl Table {
             let mut versions = Vec::with_capacity(service.versions.len());
             for version in &service.versions {
                 let old_version = old.and_then(|o| o.version(&version.name));
-                // Built once for the version, when one of its endpoints needs a new pool.
-                let mut connectors: Option<crate::tls::UpstreamTls> = None;
-                let endpoints = version
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        let authority =
-                            e.authority
-                                .parse::<Authority>()
-                                .map_err(|_| ProxyError::Endpoint {
-                                    service: service.name.clone(),
-                                    version: version.name.clone(),
-                                    endpoint: e.authority.clone(),
-                                })?;
-                        let kept = old_version.and_then(|v| {
-                            v.endpoints.iter().find(|p| {
-                                p.authority == authority
-                                    && p.connect_timeout() == service.timeouts.connect
-                                    && p.health == version.health
-                                    && p.eject == version.eject
-                                    && p.same_tls(version.tls.as_ref(), version.protocol)
-                            })
-                        });
-                        if let Some(pool) = kept {
-                            return Ok(pool.clone());
-                        }
-                        let tls = match &version.tls {
-                            None => None,
-                            Some(settings) => {
-                                let built = match &connectors {
-                                    Some(built) => built.clone(),
-                                    None => {
-                                        let built = crate::tls::connectors(
-                                            &service.name,
-                                            &version.name,
-                                            settings,
-                                            version.protocol,
-                                        )?;
-                                        connectors = Some(built.clone());
-                                        built
-                                    }
-                                };
-                                let name = settings.server_name.as_deref().unwrap_or_else(|| {
-                                    serin_config::validate::endpoint_host(&e.authority)
-                                });
-                                let server_name = ServerName::try_from(name)
-                                    .map_err(|err| ProxyError::UpstreamTls {
-                                        service: service.name.clone(),
-                                        version: version.name.clone(),
-                                        reason: format!(
-                                            "\"{name}\" cannot be verified: {err}; set tls.server_name"
-                                        ),
-                                    })?
-                                    .to_owned();
-                                Some(TlsTarget {
-                                    connectors: built,
-                                    server_name,
-                                    protocol: version.protocol,
-                                })
-                            }
-                        };
-                        Ok(Arc::new(EndpointPool::new(
-                            authority,
-                            &version.name,
-                            service.timeouts.connect,
-                            shards,
-                            version.health.clone(),
-                            version.eject,
-                            tls,
-                        )))
-                    })
-                    .collect::<Result<Box<[_]>, ProxyError>>()?;
-                let stats = old_version
-                    .map(|v| v.stats.clone())
-                    .unwrap_or_else(|| Arc::new(VersionStats::new(shards)));
-                let header_value =
-                    HeaderValue::from_str(&version.name).map_err(|_| ProxyError::Endpoint {
-                        service: service.name.clone(),
-                        version: version.name.clone(),
-                        endpoint: String::new(),
-                    })?;
-                let failovers = old_version.map(|v| v.failovers.clone()).unwrap_or_default();
-                versions.push(VersionRuntime {
-                    name: version.name.as_str().into(),
-                    header_value,
-                    endpoints,
-                    next_endpoint: AtomicUsize::new(0),
-                    stats,
-                    failovers,
-                    protocol: version.protocol,
-                    tls: version.tls.is_some(),
-                    grpc_error_codes: version.grpc_error_codes,
-                });
+                versions.push(build_version(service, version, old_version, shards)?);
             }
-            let weights: Vec<u32> = service.versions.iter().map(|v| v.weight).collect();
             let mut success_rules = Vec::new();
             let mut retry = None;
             if let Some(rollout) = &service.rollout {
@@ -348,18 +258,31 @@ impl Table {
                     });
                 }
             }
+            let same_versions = old.is_some_and(|o| {
+                o.versions
+                    .iter()
+                    .map(|v| &*v.name)
+                    .eq(service.versions.iter().map(|v| v.name.as_str()))
+            });
+            let id = match old {
+                Some(o) if same_versions => o.id,
+                _ => ServiceId::fresh(),
+            };
             services.push(ServiceRuntime {
                 name: service.name.as_str().into(),
+                id,
                 success_rules: success_rules.into(),
                 retry,
-                split: SplitTable::new(&service.name, &weights),
-                sticky: service.split.sticky.as_ref().map(sticky_key).transpose()?,
-                force_header: service
-                    .split
-                    .force_header
-                    .as_deref()
-                    .map(header_name)
-                    .transpose()?,
+                selector: Selector::new(
+                    service
+                        .split
+                        .force_header
+                        .as_deref()
+                        .map(header_name)
+                        .transpose()?,
+                    service.split.sticky.as_ref().map(sticky_key).transpose()?,
+                    service.versions.iter().map(|v| v.name.as_str().into()),
+                ),
                 versions: versions.into(),
                 request_timeout: service.timeouts.request,
                 baseline: service.rollout.as_ref().map(|r| r.baseline),
@@ -387,11 +310,22 @@ impl Table {
                     (b.host.specificity(), b.prefix.len())
                         .cmp(&(a.host.specificity(), a.prefix.len()))
                 });
-                let tls = listener
-                    .tls
-                    .as_ref()
-                    .map(|tls| crate::tls::acceptor(&listener.name, tls))
-                    .transpose()?;
+                // Unchanged TLS settings (certificates included) keep their acceptor,
+                // and with it the session cache its clients resume from.
+                let kept = previous.and_then(|p| {
+                    let before = p
+                        .snapshot
+                        .listeners
+                        .iter()
+                        .find(|l| l.name == listener.name)?;
+                    let acceptor = p.listener(&listener.name)?.tls.clone()?;
+                    (before.tls == listener.tls).then_some(acceptor)
+                });
+                let tls = match (kept, &listener.tls) {
+                    (Some(acceptor), _) => Some(acceptor),
+                    (None, Some(tls)) => Some(crate::tls::acceptor(&listener.name, tls)?),
+                    (None, None) => None,
+                };
                 Ok(ListenerRoutes {
                     name: listener.name.as_str().into(),
                     tls,
@@ -408,6 +342,10 @@ impl Table {
         })
     }
 
+    fn listener(&self, name: &str) -> Option<&ListenerRoutes> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
     /// What a new connection from `peer` on the listener `name` is given: whether its
     /// X-Forwarded-* headers are trusted, and the TLS acceptor if the listener has TLS.
     pub fn accepting(
@@ -415,7 +353,7 @@ impl Table {
         name: &str,
         peer: std::net::IpAddr,
     ) -> (bool, Option<crate::tls::TlsAcceptor>) {
-        match self.listeners.iter().find(|l| &*l.name == name) {
+        match self.listener(name) {
             Some(l) => (
                 l.trust_forwarded.iter().any(|net| net.contains(&peer)),
                 l.tls.clone(),
@@ -431,11 +369,127 @@ impl Table {
     /// The route for a request on `listener` to `host` (port already removed) and `path`.
     #[inline]
     pub fn route(&self, listener: &str, host: &str, path: &str) -> Option<&CompiledRoute> {
-        let routes = &self.listeners.iter().find(|l| &*l.name == listener)?.routes;
+        let routes = &self.listener(listener)?.routes;
         routes
             .iter()
             .find(|r| r.host.matches(host) && prefix_matches(&r.prefix, path))
     }
+}
+
+/// One version of `service`, carrying over from `old` its stats, failover count and the
+/// pools and rotation state of the endpoints it keeps.
+fn build_version(
+    service: &serin_config::Service,
+    version: &serin_config::Version,
+    old: Option<&VersionRuntime>,
+    shards: usize,
+) -> Result<VersionRuntime, ProxyError> {
+    // Built once for the version, when one of its endpoints needs a new pool.
+    let mut connectors: Option<crate::tls::UpstreamTls> = None;
+    let endpoints = version
+        .endpoints
+        .iter()
+        .map(|e| {
+            let authority = e
+                .authority
+                .parse::<Authority>()
+                .map_err(|_| ProxyError::Endpoint {
+                    service: service.name.clone(),
+                    version: version.name.clone(),
+                    endpoint: e.authority.clone(),
+                })?;
+            let before = old.and_then(|v| v.endpoints.iter().find(|p| *p.authority() == authority));
+            let rotation = match before {
+                Some(b)
+                    if b.rotation
+                        .same_rules(version.health.as_ref(), version.eject.as_ref()) =>
+                {
+                    b.rotation.clone()
+                }
+                _ => Arc::new(Rotation::new(
+                    &version.name,
+                    authority.clone(),
+                    version.health.clone(),
+                    version.eject,
+                )),
+            };
+            let kept = before.filter(|b| {
+                b.pool.connect_timeout() == service.timeouts.connect
+                    && b.pool.same_tls(version.tls.as_ref(), version.protocol)
+            });
+            if let Some(kept) = kept {
+                return Ok(Endpoint {
+                    pool: kept.pool.clone(),
+                    rotation,
+                });
+            }
+            let tls = match &version.tls {
+                None => None,
+                Some(settings) => {
+                    let built = match &connectors {
+                        Some(built) => built.clone(),
+                        None => {
+                            let built = crate::tls::connectors(
+                                &service.name,
+                                &version.name,
+                                settings,
+                                version.protocol,
+                            )?;
+                            connectors = Some(built.clone());
+                            built
+                        }
+                    };
+                    let name = settings
+                        .server_name
+                        .as_deref()
+                        .unwrap_or_else(|| serin_config::validate::endpoint_host(&e.authority));
+                    let server_name = ServerName::try_from(name)
+                        .map_err(|err| ProxyError::UpstreamTls {
+                            service: service.name.clone(),
+                            version: version.name.clone(),
+                            reason: format!(
+                                "\"{name}\" cannot be verified: {err}; set tls.server_name"
+                            ),
+                        })?
+                        .to_owned();
+                    Some(TlsTarget {
+                        connectors: built,
+                        server_name,
+                        protocol: version.protocol,
+                    })
+                }
+            };
+            Ok(Endpoint {
+                pool: Arc::new(EndpointPool::new(
+                    authority,
+                    service.timeouts.connect,
+                    shards,
+                    tls,
+                )),
+                rotation,
+            })
+        })
+        .collect::<Result<Box<[_]>, ProxyError>>()?;
+    let stats = old
+        .map(|v| v.stats.clone())
+        .unwrap_or_else(|| Arc::new(VersionStats::new(shards)));
+    let header_value = HeaderValue::from_str(&version.name).map_err(|_| ProxyError::Endpoint {
+        service: service.name.clone(),
+        version: version.name.clone(),
+        endpoint: String::new(),
+    })?;
+    let failovers = old.map(|v| v.failovers.clone()).unwrap_or_default();
+    Ok(VersionRuntime {
+        name: version.name.as_str().into(),
+        header_value,
+        endpoints,
+        next_endpoint: AtomicUsize::new(0),
+        stats,
+        failovers,
+        protocol: version.protocol,
+        tls: version.tls.is_some(),
+        grpc_error_codes: version.grpc_error_codes,
+    })
 }
 
 /// Segment-wise prefix: `/api` matches `/api`, `/api/`, `/api/x`, not `/apix`.

@@ -19,7 +19,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -32,13 +31,13 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
-use serin_config::{Eject, HealthCheck};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::forward::UpstreamBody;
+use crate::body::UpstreamBody;
 use crate::record::{Outcome, VersionStats};
+use crate::rotation::{Monotonic, Rotation};
 use crate::tls::UpstreamTls;
 
 /// How long an idle pooled connection is kept.
@@ -78,38 +77,16 @@ pub struct TlsTarget {
     pub protocol: serin_config::snapshot::UpstreamProtocol,
 }
 
-/// One endpoint's pools, one per worker.
+/// One endpoint's connections, one pool per worker. Whether the endpoint is in
+/// rotation is not the pool's business (`crate::rotation`).
 pub struct EndpointPool {
     pub authority: Authority,
-    /// The version it belongs to, for the log line of an ejection.
-    version: Box<str>,
     /// TLS to the endpoint, if its version has `tls`.
     tls: Option<TlsTarget>,
     connect_timeout: Duration,
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// The shared HTTP/2 connection of each worker, once one was needed.
     h2: Box<[Mutex<Option<H2Sender>>]>,
-    /// Active health checks of this endpoint, if its version has them.
-    pub health: Option<HealthCheck>,
-    /// Passive ejection, if its version has it.
-    pub eject: Option<Eject>,
-    /// False while active health checks say the endpoint is down.
-    up: AtomicBool,
-    /// Check results in a row (by the health checker only): passes, failures.
-    passes: AtomicU32,
-    fails: AtomicU32,
-    /// When the next check is due (ms on [`clock_ms`]); a check in flight pushes it on.
-    pub(crate) next_check_ms: AtomicU64,
-    /// Request failures in a row, for passive ejection.
-    failures: AtomicU32,
-    /// Ejected until this time (ms on [`clock_ms`]); 0 = not ejected.
-    ejected_until_ms: AtomicU64,
-}
-
-/// Milliseconds on a monotonic clock that starts with the process.
-pub fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// A request that got no answer, and the request itself when it was never sent (a
@@ -212,90 +189,19 @@ impl UpstreamError {
 impl EndpointPool {
     pub fn new(
         authority: Authority,
-        version: &str,
         connect_timeout: Duration,
         workers: usize,
-        health: Option<HealthCheck>,
-        eject: Option<Eject>,
         tls: Option<TlsTarget>,
     ) -> Self {
         Self {
             authority,
-            version: version.into(),
             tls,
             connect_timeout,
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
             h2: (0..workers.max(1)).map(|_| Mutex::new(None)).collect(),
-            health,
-            eject,
-            up: AtomicBool::new(true),
-            passes: AtomicU32::new(0),
-            fails: AtomicU32::new(0),
-            next_check_ms: AtomicU64::new(0),
-            failures: AtomicU32::new(0),
-            ejected_until_ms: AtomicU64::new(0),
         }
-    }
-
-    /// Whether the endpoint is in rotation: not down by health checks, not ejected.
-    #[inline]
-    pub fn available(&self) -> bool {
-        if !self.up.load(Ordering::Relaxed) {
-            return false;
-        }
-        let until = self.ejected_until_ms.load(Ordering::Relaxed);
-        until == 0 || clock_ms() >= until
-    }
-
-    /// Counts a request's outcome for passive ejection: `failed` = no answer or a 5xx.
-    #[inline]
-    pub fn observe(&self, failed: bool) {
-        let Some(eject) = self.eject else {
-            return;
-        };
-        if !failed {
-            if self.failures.load(Ordering::Relaxed) != 0 {
-                self.failures.store(0, Ordering::Relaxed);
-            }
-            return;
-        }
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= eject.consecutive_failures {
-            self.failures.store(0, Ordering::Relaxed);
-            let until = clock_ms() + eject.duration.as_millis() as u64;
-            self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
-            tracing::warn!(
-                version = %self.version,
-                endpoint = %self.authority,
-                failures = n,
-                for_ = ?eject.duration,
-                "endpoint ejected after failing requests in a row"
-            );
-        }
-    }
-
-    /// Counts an active check's result; flips the endpoint's state when its threshold
-    /// is crossed. Returns the new state when it changed.
-    pub(crate) fn checked(&self, passed: bool, check: &HealthCheck) -> Option<bool> {
-        let up = self.up.load(Ordering::Relaxed);
-        if passed {
-            self.fails.store(0, Ordering::Relaxed);
-            let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
-            if !up && n >= check.healthy_after {
-                self.up.store(true, Ordering::Relaxed);
-                return Some(true);
-            }
-        } else {
-            self.passes.store(0, Ordering::Relaxed);
-            let n = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
-            if up && n >= check.unhealthy_after {
-                self.up.store(false, Ordering::Relaxed);
-                return Some(false);
-            }
-        }
-        None
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -717,9 +623,9 @@ pub struct GrpcRecord {
     pub error_codes: u32,
     /// The HTTP status of the response head.
     pub status: u16,
-    /// The endpoint that answered: a call failing with one of `error_codes` counts
-    /// towards its passive ejection, like a 5xx.
-    pub endpoint: Arc<EndpointPool>,
+    /// Where the endpoint that answered stands: a call failing with one of
+    /// `error_codes` counts towards its passive ejection, like a 5xx.
+    pub rotation: Arc<Rotation>,
 }
 
 /// gRPC's UNKNOWN: what a call that ends without a `grpc-status` counts as.
@@ -757,7 +663,7 @@ impl GrpcRecord {
 
     fn finish_with(self, code: u32) {
         let outcome = grpc_outcome(code, self.error_codes, self.status);
-        self.endpoint.observe(outcome.is_error());
+        self.rotation.observe(outcome.is_error(), &Monotonic);
         self.finish(outcome);
     }
 }

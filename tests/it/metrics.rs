@@ -877,7 +877,8 @@ async fn failovers_ejected_endpoints_and_connections_are_exported() {
         assert_eq!((got.status, got.body.as_str()), (StatusCode::OK, "stable"));
     }
     // Every user whose cohort is the canary's failed over to stable.
-    let split = &m.c.serin.dataplane.table().services[0].split;
+    let view = m.c.serin.dataplane.view();
+    let split = view.split(0);
     let canary_users = users
         .iter()
         .filter(|u| split.pick_sticky(u.as_bytes()) == 1)

@@ -462,9 +462,9 @@ async fn a_webhook_that_is_down_or_hangs_does_not_hold_the_rollback_up() {
     let weight = |name: &str| {
         c.serin
             .dataplane
-            .snapshot()
-            .service("api")
-            .and_then(|s| s.versions.iter().find(|v| v.name == name).map(|v| v.weight))
+            .view()
+            .weights_of("api")
+            .and_then(|mut weights| weights.find(|(v, _)| *v == name).map(|(_, w)| w))
     };
     assert_eq!((weight("stable"), weight("canary")), (Some(100), Some(0)));
     assert_eq!(c.canary_weight(), 0);

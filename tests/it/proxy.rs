@@ -84,10 +84,11 @@ async fn sticky_users_stay_on_the_canary_when_its_weight_rises() {
         on_canary_at_5.len()
     );
 
-    serin
+    let weights = serin
         .dataplane
-        .set_weights("api", &[("stable", 75), ("canary", 25)])
-        .expect("set weights");
+        .validate_weights("api", &[("stable", 75), ("canary", 25)])
+        .expect("valid weights");
+    serin.dataplane.set_weights(&weights);
     let mut on_canary_at_25 = HashSet::new();
     for user in &users {
         if get(&client, &url, &[("x-user-id", user)]).await.body == "canary" {
@@ -789,19 +790,14 @@ async fn a_dead_version_fails_over_without_a_client_error_and_is_ejected() {
         );
     }
     assert_eq!(stable.hits(), 40);
-    let table = c.serin.dataplane.table();
-    let canary = &table.services[0].versions[1];
+    let view = c.serin.dataplane.view();
+    let canary = &view.table.services[0].versions[1];
     // Three refused connections ejected it; after that its share went straight to
     // stable without trying.
     assert!(!canary.available());
     // Each request of a user in the canary's cohort failed over, and no other.
     let canary_users = (0..40)
-        .filter(|i| {
-            table.services[0]
-                .split
-                .pick_sticky(format!("user-{i}").as_bytes())
-                == 1
-        })
+        .filter(|i| view.split(0).pick_sticky(format!("user-{i}").as_bytes()) == 1)
         .count();
     assert!(canary_users > 0);
     assert_eq!(

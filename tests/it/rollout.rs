@@ -76,14 +76,25 @@ async fn a_canary_that_starts_failing_is_rolled_back_and_gets_no_more_traffic() 
     assert!(rule.evidence >= rule.needed);
     assert_eq!(rolled_back.weights.get("canary"), Some(&0));
     assert!(rolled_back.versions["canary"].errors > 0);
-    // The state file says so too.
-    let saved = std::fs::read_to_string(dir.0.join("api.json")).expect("state file");
-    assert!(saved.contains("\"rolled_back\""), "{saved}");
-    let lines = std::fs::read_to_string(dir.0.join("api.timeline.jsonl")).expect("timeline file");
-    assert!(
-        lines.lines().any(|l| l.contains("\"rolled_back\"")),
-        "{lines}"
-    );
+    // The state file says so too, once the state writer has written it; and the
+    // timeline file.
+    let read = |file: &str| std::fs::read_to_string(dir.0.join(file)).unwrap_or_default();
+    eventually(
+        Duration::from_secs(10),
+        "the state file says rolled_back",
+        || async { read("api.json").contains("\"rolled_back\"") },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the timeline file has the rollback",
+        || async {
+            read("api.timeline.jsonl")
+                .lines()
+                .any(|l| l.contains("\"rolled_back\""))
+        },
+    )
+    .await;
     c.stop().await;
 }
 
@@ -509,4 +520,72 @@ async fn a_state_file_from_before_detectors_were_saved_still_resumes_its_rollout
     load.stop().await;
     assert_eq!(c.phase(), Phase::Progressing);
     c.stop().await;
+}
+
+/// A state directory whose writes hang (the state file's temporary name is a FIFO that
+/// nobody reads: opening it for writing blocks) stops nothing: the control loop starts,
+/// rolls the failing canary back in the same tick as before, and answers status while
+/// the state writer waits on the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_whose_writes_hang_delays_no_rollback() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("hung");
+    let fifo = dir.0.join(".api.json.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        ),
+    );
+    canary.set_status(500);
+    let serin = Serin::start(&yaml).await;
+    // Taking the first step saves the state: it must not wait for the disk. (On a
+    // thread of its own, which a hang would leave behind without holding up the test.)
+    let dataplane = serin.dataplane.clone();
+    let (started, control) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = started.send(std::sync::Arc::new(serin_control::runner::Control::new(
+            dataplane,
+            serin_control::runner::now_ms(),
+        )));
+    });
+    let control = tokio::time::timeout(Duration::from_secs(10), control)
+        .await
+        .expect("the control loop starts while the state file cannot be written")
+        .expect("Control::new");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(control.clone().run(stopped));
+    let phase = || control.status("api").map(|s| s.phase);
+    assert_eq!(phase(), Some(Phase::Progressing));
+
+    let load = Load::start(serin.url("/"), 4, Duration::ZERO);
+    eventually(Duration::from_secs(10), "rolled back", || async {
+        phase() == Some(Phase::RolledBack)
+    })
+    .await;
+    let at_rollback = canary.hits();
+    let stable_then = stable.hits();
+    eventually(
+        Duration::from_secs(10),
+        "the baseline keeps serving",
+        || async { stable.hits() > stable_then + 200 },
+    )
+    .await;
+    load.stop().await;
+    assert!(canary.hits() <= at_rollback + 4);
+    // Nothing reached the disk, and the loop never waited for it.
+    assert!(!dir.0.join("api.json").exists());
+    assert!(!control.flush(Duration::from_millis(100)));
+    let _ = stop.send(true);
+    serin.shutdown(Duration::from_secs(5)).await;
 }

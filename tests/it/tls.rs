@@ -332,3 +332,144 @@ async fn a_quiet_tls_connection_is_parked_and_serves_its_next_request() {
     assert_eq!(backend.hits(), 2);
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A client config trusting `trusted`, offering HTTP/1.1, with its own session cache.
+fn resuming_client(trusted: &[CertificateDer<'static>]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in trusted {
+        roots.add(cert.clone()).expect("trust the certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A new TLS connection with `config`, one `GET /` on it (which also takes the
+/// server's session tickets in), and how its handshake went.
+async fn connect_and_get(
+    addr: std::net::SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> (rustls::HandshakeKind, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = TlsConnector::from(config.clone())
+        .connect(ServerName::try_from("shop.example").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let kind = tls.get_ref().1.handshake_kind().expect("handshake done");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("http/1.1");
+    tokio::spawn(conn);
+    let (status, body) = get_shop(&mut sender).await;
+    assert_eq!(status, StatusCode::OK);
+    (kind, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A weight change (a rollout's promotion, weights set by hand) publishes new weights
+/// and leaves the listener's TLS acceptor alone, so its session cache too: clients
+/// resume their sessions across it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_resumes_its_session_across_weight_changes() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("tls-resume");
+    let cert = certificate(&dir.0, "shop", &["shop.example"]);
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 50, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 1h\n        window: 1h\n        rules:\n          - error_rate: { max: 1% }\n",
+    )
+    .replace(
+        "{ name: web, listen: 127.0.0.1:0 }",
+        &format!(
+            "{{ name: web, listen: 127.0.0.1:0, tls: {{ certificates: [ {{ cert: {d}/shop.pem, key: {d}/shop.key }} ] }} }}",
+            d = dir.0.display()
+        ),
+    );
+    let c = Controlled::start(&yaml).await;
+    let config = resuming_client(&[cert]);
+    let (first, _) = connect_and_get(c.serin.addr, &config).await;
+    assert_eq!(first, rustls::HandshakeKind::Full);
+
+    // The rollout moves the canary to 100: every request goes to it, and the client
+    // resumes its session.
+    c.control.command(
+        "api",
+        serin_judge::rollout::Event::Promote,
+        serin_control::runner::now_ms(),
+    );
+    assert_eq!(c.canary_weight(), 100);
+    for _ in 0..3 {
+        let (kind, body) = connect_and_get(c.serin.addr, &config).await;
+        assert_eq!(
+            (kind, body.as_str()),
+            (rustls::HandshakeKind::Resumed, "canary")
+        );
+    }
+
+    // Weights set by hand: the same.
+    c.control
+        .set_weights_manually(
+            "api",
+            &[("stable", 100), ("canary", 0)],
+            serin_control::runner::now_ms(),
+        )
+        .expect("valid weights");
+    let (kind, body) = connect_and_get(c.serin.addr, &config).await;
+    assert_eq!(
+        (kind, body.as_str()),
+        (rustls::HandshakeKind::Resumed, "stable")
+    );
+    c.stop().await;
+}
+
+/// A reload that leaves a listener's TLS settings as they were keeps its acceptor and
+/// its session cache; one that changes its certificate starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_tls_sessions_unless_the_listener_tls_changed() {
+    let backend = Backend::start("stable").await;
+    let dir = TempDir::new("tls-reload-resume");
+    let cert = certificate(&dir.0, "shop", &["shop.example"]);
+    let next = certificate(&dir.0, "next", &["shop.example"]);
+    let yaml = stable_only_config(backend.addr).await.replace(
+        "{ name: web, listen: 127.0.0.1:0 }",
+        &format!(
+            "{{ name: web, listen: 127.0.0.1:0, tls: {{ certificates: [ {{ cert: {d}/shop.pem, key: {d}/shop.key }} ] }} }}",
+            d = dir.0.display()
+        ),
+    );
+    let serin = Serin::start(&yaml).await;
+    // One client, trusting both certificates, with one session cache.
+    let config = resuming_client(&[cert, next]);
+    let (first, _) = connect_and_get(serin.addr, &config).await;
+    assert_eq!(first, rustls::HandshakeKind::Full);
+
+    // Another limit, the same TLS: the session resumes.
+    let reloaded = yaml.replace("services:", "limits: { idle_timeout: 61s }\nservices:");
+    let snapshot = serin_config::parse_str(&reloaded, "test.yaml").expect("config");
+    serin.dataplane.apply(snapshot).expect("reload");
+    let (kind, body) = connect_and_get(serin.addr, &config).await;
+    assert_eq!(
+        (kind, body.as_str()),
+        (rustls::HandshakeKind::Resumed, "stable")
+    );
+
+    // Another certificate: a new acceptor, whose cache knows no session.
+    let renewed = reloaded
+        .replace("/shop.pem", "/next.pem")
+        .replace("/shop.key", "/next.key");
+    let snapshot = serin_config::parse_str(&renewed, "test.yaml").expect("config");
+    serin.dataplane.apply(snapshot).expect("reload");
+    let (kind, _) = connect_and_get(serin.addr, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    serin.shutdown(Duration::from_secs(5)).await;
+}

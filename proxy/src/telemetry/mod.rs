@@ -23,9 +23,10 @@ use hyper::body::Frame;
 use opentelemetry::trace::{Span as _, SpanContext, Status, TraceId};
 use opentelemetry::KeyValue;
 
-use crate::forward::{Attempt, ConnInfo};
+use crate::conn::ConnInfo;
 use crate::record::Outcome;
 use crate::table::{CompiledRoute, Table};
+use crate::upstream::UpstreamError;
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -236,18 +237,19 @@ impl Observation {
         }
     }
 
-    /// One attempt at `version` (sent to `upstream`) ended as `attempt`; the last call
-    /// is the one the client's response comes from.
+    /// One attempt at `version` (sent to `upstream`) ended: answered (`failed` is
+    /// `None`), or failed with an outcome and maybe an error. The last call is the one
+    /// the client's response comes from.
     pub(crate) fn attempted(
         &mut self,
         version: usize,
         upstream: Option<&Authority>,
-        attempt: &Attempt,
+        failed: Option<(Outcome, Option<&UpstreamError>)>,
     ) {
         self.version = Some(version);
         self.upstream = upstream.cloned();
         self.failure = None;
-        let Attempt::Failed(outcome, err, _) = attempt else {
+        let Some((outcome, err)) = failed else {
             return;
         };
         let Some(span) = self.span.as_mut().filter(|s| s.is_recording()) else {
@@ -280,23 +282,25 @@ impl Observation {
         self.failure = Some(what);
     }
 
-    /// The attempt at `version` failed (`attempt`) and is retried on the baseline.
+    /// The attempt at `version` failed (with no answer, `failed`, or with the 5xx
+    /// `status`) and is retried on the baseline.
     pub(crate) fn retrying(
         &mut self,
         version: usize,
         upstream: Option<&Authority>,
-        attempt: &Attempt,
+        failed: Option<(Outcome, Option<&UpstreamError>)>,
+        status: Option<http::StatusCode>,
     ) {
-        self.attempted(version, upstream, attempt);
+        self.attempted(version, upstream, failed);
         if let Some(span) = self.span.as_mut().filter(|s| s.is_recording()) {
             let mut attributes = vec![KeyValue::new(
                 "serin.upstream",
                 upstream.map(ToString::to_string).unwrap_or_default(),
             )];
-            if let Attempt::Answered(response) = attempt {
+            if let Some(status) = status {
                 attributes.push(KeyValue::new(
                     HTTP_RESPONSE_STATUS_CODE,
-                    i64::from(response.status().as_u16()),
+                    i64::from(status.as_u16()),
                 ));
             }
             span.add_event("retrying on the baseline", attributes);

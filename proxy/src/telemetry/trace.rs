@@ -30,7 +30,7 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 
 use super::{TelemetryError, TelemetryStats};
-use crate::forward::ConnInfo;
+use crate::conn::ConnInfo;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");

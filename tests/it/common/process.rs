@@ -57,7 +57,8 @@ pub struct SerinProcess {
 
 impl SerinProcess {
     /// `serin run --log-format json --workers WORKERS --config CONFIG EXTRA…` with `env`
-    /// (a `None` value removes the variable); waits until both addresses are logged.
+    /// (a `None` value removes the variable); waits until both addresses are logged and
+    /// serin says it is ready.
     pub fn start(
         config: &Path,
         workers: u16,
@@ -94,6 +95,8 @@ impl SerinProcess {
         };
         process.admin = process.addr_of("admin listening");
         process.web = process.addr_of("listening");
+        // Signal handlers are installed by then: a SIGHUP before them would end serin.
+        process.wait_for("readiness", |l| l["message"] == "serin is ready");
         process
     }
 
