@@ -4,7 +4,6 @@
 //!
 //! Exit codes: 0 done, 1 refused or failed (the API's message is printed), 2 usage.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use serin_control::admin::{ServiceView, VersionView};
+use serin_control::wire::{LastReload, ServiceView, TimelineEvent, VersionView};
 
 mod report;
 
@@ -183,19 +182,9 @@ pub fn weights(args: WeightsArgs) -> ExitCode {
     })
 }
 
-/// What `POST /api/v1/reload` answers.
-#[derive(Debug, Deserialize)]
-struct Reloaded {
-    ok: bool,
-    #[serde(default)]
-    unchanged: bool,
-    #[serde(default)]
-    errors: Vec<String>,
-}
-
 pub fn reload(args: AdminArgs) -> ExitCode {
     run(&args, Method::POST, "/api/v1/reload", None, |body| {
-        let outcome: Reloaded = decode(body)?;
+        let outcome: LastReload = decode(body)?;
         if !outcome.ok {
             // A 200 never carries a failure; kept for a future API that might.
             return Err(outcome.errors.join("\n"));
@@ -230,31 +219,13 @@ pub fn ready(args: ReadyArgs) -> ExitCode {
     })
 }
 
-/// One decision as the timeline shows it.
-#[derive(Debug, Deserialize)]
-struct Decision {
-    at: String,
-    event: String,
-    manual: bool,
-    state: String,
-    step: usize,
-    weights: BTreeMap<String, u32>,
-    reason: Option<String>,
-    rule: Option<RuleSummary>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RuleSummary {
-    summary: String,
-}
-
 pub fn timeline(args: TimelineArgs) -> ExitCode {
     let path = format!("/api/v1/services/{}/timeline", segment(&args.service));
     run(&args.admin, Method::GET, &path, None, |body| {
         if args.json {
             return print_json(body);
         }
-        let decisions: Vec<Decision> = decode(body)?;
+        let decisions: Vec<TimelineEvent> = decode(body)?;
         if decisions.is_empty() {
             println!(
                 "{}: no decisions yet (a service without a rollout has none)",
@@ -274,9 +245,9 @@ pub fn timeline(args: TimelineArgs) -> ExitCode {
             };
             rows.push(vec![
                 d.at.clone(),
-                d.event.clone(),
+                d.event.as_str().to_string(),
                 if d.manual { "hand" } else { "serin" }.to_string(),
-                d.state.clone(),
+                d.state.as_str().to_string(),
                 d.step.to_string(),
                 weights.join(" "),
                 why,

@@ -21,11 +21,12 @@ use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
 use serin_judge::window::ServiceWindow;
 
-use crate::notify::{Notification, Notifier, RolloutContext};
+use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;
 use crate::state::{self, Persisted};
-use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
+use crate::timeline::Timeline;
 use crate::totals::{rollback_trigger, Totals};
+use crate::wire::{rfc3339, Notification, RuleRecord, TimelineEvent, WindowNumbers};
 
 /// How far back windows reach for services without a rollout (the admin API's view).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -37,10 +38,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// A rollout's status as the admin API and the tests see it.

@@ -137,7 +137,10 @@ async fn a_slow_canary_is_rolled_back() {
         .iter()
         .find(|e| e.event == DecisionKind::RolledBack)
         .expect("rolled_back");
-    assert_eq!(rolled_back.rule.as_ref().map(|r| r.kind), Some("latency"));
+    assert_eq!(
+        rolled_back.rule.as_ref().map(|r| r.kind.as_str()),
+        Some("latency")
+    );
     c.stop().await;
 }
 
