@@ -23,10 +23,12 @@ use serin_judge::window::ServiceWindow;
 
 use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;
-use crate::state::{self, Persisted};
+use crate::state;
 use crate::timeline::Timeline;
 use crate::totals::{rollback_trigger, Totals};
-use crate::wire::{rfc3339, Notification, RuleRecord, TimelineEvent, WindowNumbers};
+use crate::wire::{
+    rfc3339, Notification, RuleRecord, SavedState, TimelineEvent, WindowNumbers, STATE_FORMAT,
+};
 
 /// How far back windows reach for services without a rollout (the admin API's view).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -69,6 +71,9 @@ struct RolloutRun {
     /// The detectors changed since the state was last handed to the writer: they are
     /// saved with it after every judged tick, so a restart goes on with them.
     detectors_unsaved: bool,
+    /// Its saved state could not be read (`saved_state`): it is not judged and nothing
+    /// is saved over the file until a person acts (a command or weights by hand).
+    held: bool,
     timeline: Timeline,
     last_eval_ms: u64,
 }
@@ -330,7 +335,7 @@ impl Control {
             if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
                 continue;
             }
-            if !run.state.phase.is_active() {
+            if !run.state.phase.is_active() || run.held {
                 run.last_eval_ms = now_ms;
                 continue;
             }
@@ -398,6 +403,10 @@ impl Control {
         now_ms: u64,
         previous: Option<BTreeMap<String, u32>>,
     ) {
+        if !matches!(event, Event::Tick(_)) {
+            // A person acted on a held rollout: their decision is saved over the file.
+            run.held = false;
+        }
         let (next, actions) = transition(&run.spec, &run.state, event, now_ms);
         let changed = next != run.state;
         run.state = next;
@@ -503,11 +512,11 @@ impl Control {
     /// Hands the rollout's state to the writer (`crate::persist`), which saves it off
     /// this thread and retries a failed save.
     fn persist(&self, service: &str, run: &mut RolloutRun) {
-        self.writer.save(Persisted {
-            format: state::FORMAT,
+        self.writer.save(SavedState {
+            format: STATE_FORMAT,
             service: service.to_string(),
             fingerprint: run.fingerprint.clone(),
-            rollout: run.state.clone(),
+            rollout: (&run.state).into(),
             detectors: Some(run.detectors.clone()),
         });
         run.detectors_unsaved = false;
@@ -680,8 +689,11 @@ fn new_window(service: &Service) -> ServiceWindow {
 }
 
 /// The fingerprint of `service`'s rollout `spec`, and the state it starts in: the
-/// saved one (the newest handed to `writer`, else the file's) if its spec is the same,
-/// else a new one.
+/// saved one (the newest handed to `writer`, else the file's) if it belongs to the same
+/// spec, else a new one. A file that cannot be read (corrupt, from a newer serin,
+/// unreadable) holds the rollout: paused at canary weight 0 with the error as its
+/// reason, the file left as it is. Starting it afresh instead could send traffic to a
+/// canary that was rolled back; a person decides (docs/admin.md, "Saved state").
 fn saved_state(
     service: &Service,
     spec: &Rollout,
@@ -694,28 +706,37 @@ fn saved_state(
         Some(unwritten) => Ok(Some(unwritten)),
         None => state::load(state_dir, &service.name),
     };
-    let saved = match saved {
-        Ok(saved) => saved,
-        Err(err) => {
-            tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
-            None
+    let (state, detectors, held) = match saved {
+        Ok(Some(p)) if state::belongs_to(&p, service, spec) => {
+            tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, format = p.format, "resuming the saved rollout");
+            (RolloutState::from(p.rollout), Some(p.detectors), false)
         }
-    };
-    let (state, detectors) = match saved {
-        Some(p) if p.fingerprint == fingerprint => {
-            tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
-            (p.rollout, Some(p.detectors))
-        }
-        Some(_) => {
+        Ok(Some(_)) => {
             tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
-            (RolloutState::new(now_ms), None)
+            (RolloutState::new(now_ms), None, false)
         }
-        None => (RolloutState::new(now_ms), None),
+        Ok(None) => (RolloutState::new(now_ms), None, false),
+        Err(err) => {
+            tracing::error!(service = %service.name, error = %err, "the rollout is held");
+            (held_state(err.to_string(), now_ms), None, true)
+        }
     };
     Saved {
         fingerprint,
         state,
         detectors,
+        held,
+    }
+}
+
+/// A rollout held because its saved state could not be read: paused at canary weight
+/// 0, at its first step, with `reason`. Nothing saves it until a person acts.
+fn held_state(reason: String, now_ms: u64) -> RolloutState {
+    RolloutState {
+        phase: Phase::Paused,
+        canary_weight: 0,
+        reason: Some(reason),
+        ..RolloutState::new(now_ms)
     }
 }
 
@@ -726,6 +747,8 @@ struct Saved {
     fingerprint: String,
     state: RolloutState,
     detectors: Option<Option<Vec<Detector>>>,
+    /// Its saved state could not be read: held until a person acts.
+    held: bool,
 }
 
 /// A rollout of `service` with its `saved` fingerprint and state, its weights going
@@ -743,6 +766,7 @@ fn new_run(
         fingerprint,
         state,
         detectors,
+        held,
     } = saved;
     let rules = compile(&spec.analysis);
     let detectors = match detectors {
@@ -759,6 +783,7 @@ fn new_run(
         state,
         detectors,
         detectors_unsaved: false,
+        held,
         timeline: Timeline::new(
             state_dir.join(format!("{}.timeline.jsonl", service.name)),
             writer.clone(),
