@@ -654,7 +654,20 @@ impl Control {
             let mut services = self.lock();
             let s = services.iter_mut().find(|s| s.name == service)?;
             let run = s.rollout.as_mut()?;
-            self.step(service, run, &s.window, event, now_ms);
+            if run.held && matches!(event, Event::Resume) {
+                // Resuming a held rollout starts it afresh at its first step: a person
+                // chose what serin would not do by itself.
+                tracing::info!(
+                    service,
+                    "a held rollout resumed by hand: it starts at its first step"
+                );
+                run.held = false;
+                run.state = RolloutState::new(now_ms);
+                run.detectors.clear();
+                self.step(service, run, &s.window, Event::Tick(&Verdict::Pass), now_ms);
+            } else {
+                self.step(service, run, &s.window, event, now_ms);
+            }
         }
         self.status(service)
     }

@@ -64,6 +64,12 @@ pub use crate::wire::{SavedState, STATE_FORMAT};
 /// detectors of at most a few dozen rules).
 pub const MAX_STATE_BYTES: u64 = 1 << 20;
 
+const HELD: &str = "the rollout is held at canary weight 0 and the file is left as it is";
+const WHAT_TO_DO: &str = "move it away and restart serin to start the rollout afresh at its \
+     first step, or decide through the admin API, which replaces the file: `serin abort` \
+     (the canary stays at 0), `serin promote`, or `serin resume` (the rollout starts afresh \
+     at its first step)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {action} rollout state {}: {source}", path.display())]
@@ -74,19 +80,13 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error(
-        "rollout state {} is unreadable ({problem}); the rollout is held at canary weight 0 \
-         and the file is left as it is: repair it, or move it away and restart serin to \
-         start the rollout afresh at its first step, or decide with `serin promote`, \
-         `serin abort` or `serin resume` (which replace the file)",
+        "rollout state {} is unreadable ({problem}); {HELD}: repair it, or {WHAT_TO_DO}",
         path.display()
     )]
     Corrupt { path: PathBuf, problem: String },
     #[error(
         "rollout state {} has format {format}, written by a newer serin (this one reads \
-         formats 1 to {STATE_FORMAT}); the rollout is held at canary weight 0 and the file \
-         is left as it is: run the newer serin, or move it away and restart serin to \
-         start the rollout afresh at its first step, or decide with `serin promote`, \
-         `serin abort` or `serin resume` (which replace the file)",
+         formats 1 to {STATE_FORMAT}); {HELD}: run the newer serin, or {WHAT_TO_DO}",
         path.display()
     )]
     Newer { path: PathBuf, format: u64 },

@@ -699,18 +699,24 @@ async fn a_state_file_serin_cannot_read_holds_the_rollout_with_no_canary_traffic
             "{tag}: left as it is"
         );
 
-        // A person decides: abort keeps the canary at 0 and replaces the file.
-        c.control.command(
-            "api",
-            serin_judge::rollout::Event::Abort,
-            serin_control::runner::now_ms(),
-        );
+        // A person decides, and the decision replaces the file: abort keeps the canary
+        // at 0; resume starts the rollout afresh at its (reloaded) first step.
+        let (command, after) = match tag {
+            "corrupt" => (serin_judge::rollout::Event::Abort, (Phase::RolledBack, 0)),
+            _ => (
+                serin_judge::rollout::Event::Resume,
+                (Phase::Progressing, 20),
+            ),
+        };
+        c.control
+            .command("api", command, serin_control::runner::now_ms());
+        assert_eq!((c.phase(), c.canary_weight()), after, "{tag}");
         c.stop().await;
         let text = std::fs::read_to_string(&file).expect("the file");
         let saved: serin_control::wire::SavedState = serde_json::from_str(&text).expect("{tag}");
         assert_eq!(
             (saved.rollout.phase, saved.rollout.canary_weight),
-            (Phase::RolledBack, 0),
+            after,
             "{tag}"
         );
     }
