@@ -16,7 +16,9 @@ use serin_proxy::{DataPlane, Report, RolloutWeights, WeightsError};
 use tokio::sync::watch;
 
 use serin_judge::analysis::{judge, Input, Verdict};
-use serin_judge::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
+use serin_judge::rollout::{
+    transition, Action, Decision, DecisionKind, Event, Phase, RolloutState,
+};
 use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
 use serin_judge::window::ServiceWindow;
@@ -139,7 +141,8 @@ impl Control {
         control
     }
 
-    /// A new rollout takes its first step; a resumed one re-applies its weights.
+    /// A new rollout takes its first step; a resumed one re-applies its weights; a held
+    /// one applies canary weight 0 and records why it is paused.
     fn start_or_resume(&self, service: &mut ServiceControl, now_ms: u64) {
         let name = service.name.clone();
         let Some(run) = service.rollout.as_mut() else {
@@ -149,7 +152,25 @@ impl Control {
             let verdict = Verdict::Pass;
             self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
         } else {
+            let previous = run.held.then(|| self.weights_of(&name));
             self.apply_weight(&name, run, run.state.canary_weight);
+            if run.held {
+                // On the timeline and to the webhooks too: a person has to act.
+                let decision = Decision {
+                    kind: DecisionKind::Paused,
+                    reason: run.state.reason.clone(),
+                    breach: None,
+                    manual: false,
+                };
+                self.record(
+                    &name,
+                    run,
+                    &service.window,
+                    &decision,
+                    previous.as_ref(),
+                    now_ms,
+                );
+            }
         }
     }
 
@@ -423,64 +444,7 @@ impl Control {
             match action {
                 Action::SetCanaryWeight(w) => self.apply_weight(service, run, w),
                 Action::Record(decision) => {
-                    if decision.kind == DecisionKind::RolledBack {
-                        self.totals()
-                            .count_rollback(service, rollback_trigger(&decision));
-                    }
-                    let window_since =
-                        now_ms.saturating_sub(run.spec.analysis.window.as_millis() as u64);
-                    let versions: BTreeMap<String, WindowNumbers> = window
-                        .versions()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| {
-                            (
-                                v.clone(),
-                                WindowNumbers::from(&window.aggregate(i, window_since)),
-                            )
-                        })
-                        .collect();
-                    let event = TimelineEvent {
-                        at: rfc3339(now_ms),
-                        at_ms: now_ms,
-                        service: service.to_string(),
-                        event: decision.kind,
-                        manual: decision.manual,
-                        state: run.state.phase,
-                        step: run.state.step,
-                        weights: self.weights_of(service),
-                        reason: decision.reason.clone(),
-                        rule: decision.breach.as_ref().map(RuleRecord::from),
-                        versions,
-                    };
-                    match &decision.breach {
-                        Some(b) => {
-                            tracing::warn!(service, event = ?decision.kind, rule = %b.rule, summary = %b.summary, "rollout decision")
-                        }
-                        None => {
-                            tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
-                        }
-                    }
-                    if let Some(previous) = previous.as_ref() {
-                        if self.notifier.wants(decision.kind) {
-                            let context = RolloutContext {
-                                spec: &run.spec,
-                                rules: &run.rules,
-                                baseline: &run.baseline,
-                                canary: &run.canary,
-                                started_ms: run.state.started_ms,
-                                canary_weight: run.state.canary_weight,
-                            };
-                            self.notifier.send(Notification::new(
-                                &event,
-                                previous.clone(),
-                                &context,
-                                window,
-                                decision.breach.as_ref(),
-                            ));
-                        }
-                    }
-                    run.timeline.record(event);
+                    self.record(service, run, window, &decision, previous.as_ref(), now_ms)
                 }
             }
         }
@@ -490,6 +454,76 @@ impl Control {
             }
             self.persist(service, run);
         }
+    }
+
+    /// Records `decision` on the rollout's timeline, logs it and notifies the webhooks
+    /// that want it; `previous` are the weights before it (read if a webhook wants it).
+    fn record(
+        &self,
+        service: &str,
+        run: &mut RolloutRun,
+        window: &ServiceWindow,
+        decision: &Decision,
+        previous: Option<&BTreeMap<String, u32>>,
+        now_ms: u64,
+    ) {
+        if decision.kind == DecisionKind::RolledBack {
+            self.totals()
+                .count_rollback(service, rollback_trigger(decision));
+        }
+        let window_since = now_ms.saturating_sub(run.spec.analysis.window.as_millis() as u64);
+        let versions: BTreeMap<String, WindowNumbers> = window
+            .versions()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v.clone(),
+                    WindowNumbers::from(&window.aggregate(i, window_since)),
+                )
+            })
+            .collect();
+        let event = TimelineEvent {
+            at: rfc3339(now_ms),
+            at_ms: now_ms,
+            service: service.to_string(),
+            event: decision.kind,
+            manual: decision.manual,
+            state: run.state.phase,
+            step: run.state.step,
+            weights: self.weights_of(service),
+            reason: decision.reason.clone(),
+            rule: decision.breach.as_ref().map(RuleRecord::from),
+            versions,
+        };
+        match &decision.breach {
+            Some(b) => {
+                tracing::warn!(service, event = ?decision.kind, rule = %b.rule, summary = %b.summary, "rollout decision")
+            }
+            None => {
+                tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
+            }
+        }
+        if let Some(previous) = previous {
+            if self.notifier.wants(decision.kind) {
+                let context = RolloutContext {
+                    spec: &run.spec,
+                    rules: &run.rules,
+                    baseline: &run.baseline,
+                    canary: &run.canary,
+                    started_ms: run.state.started_ms,
+                    canary_weight: run.state.canary_weight,
+                };
+                self.notifier.send(Notification::new(
+                    &event,
+                    previous.clone(),
+                    &context,
+                    window,
+                    decision.breach.as_ref(),
+                ));
+            }
+        }
+        run.timeline.record(event);
     }
 
     /// Publishes the rollout's canary weight (its baseline gets the rest): a new split

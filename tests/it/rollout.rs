@@ -662,6 +662,16 @@ async fn a_state_file_serin_cannot_read_holds_the_rollout_with_no_canary_traffic
             reason.contains("move it away and restart serin"),
             "{tag}: {reason}"
         );
+        let timeline = c.control.timeline("api");
+        let held: Vec<_> = timeline
+            .iter()
+            .map(|e| (e.event, e.reason.clone()))
+            .collect();
+        assert_eq!(
+            held,
+            vec![(DecisionKind::Paused, Some(reason.clone()))],
+            "{tag}"
+        );
 
         let before = canary.hits();
         let client = client();
