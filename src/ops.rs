@@ -13,7 +13,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use serin_control::wire::{LastReload, ServiceView, TimelineEvent, VersionView};
+use serin_control::wire::{
+    ApiError, LastReload, ReloadRefused, ServiceView, TimelineEvent, VersionView,
+};
 
 mod report;
 
@@ -492,16 +494,14 @@ fn failed(failure: Failure) -> ExitCode {
 
 /// The API's error message (and a reload's errors), with a hint for a missing token.
 fn refusal(status: StatusCode, body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct ApiError {
-        error: String,
-        #[serde(default)]
-        errors: Vec<String>,
-    }
-    let mut message = match serde_json::from_slice::<ApiError>(body) {
-        Ok(e) => {
-            let mut m = e.error;
-            for line in e.errors {
+    // A refused reload carries its errors; every other error is an `ApiError`.
+    let refusal = serde_json::from_slice::<ReloadRefused>(body)
+        .map(|r| (r.error, r.reload.errors))
+        .or_else(|_| serde_json::from_slice::<ApiError>(body).map(|e| (e.error, Vec::new())));
+    let mut message = match refusal {
+        Ok((error, errors)) => {
+            let mut m = error;
+            for line in errors {
                 m.push_str("\n  ");
                 m.push_str(&line);
             }
