@@ -596,6 +596,28 @@ async fn send(
 mod tests {
     use super::*;
 
+    /// What the CLI prints for the golden refused reload and error (tests/golden/).
+    #[test]
+    fn a_refusal_is_the_apis_message_with_a_reloads_errors() {
+        let golden = |name: &str| {
+            let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        assert_eq!(
+            refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &golden("reload_refused.json")
+            ),
+            "the config was not applied (1 error); the previous config keeps serving: fix the \
+             file (`serin check FILE` lists the problems) and reload again\n  \
+             services[0].split.weights.canary: 120 is over 100; weights are 0 to 100"
+        );
+        assert_eq!(
+            refusal(StatusCode::NOT_FOUND, &golden("error.json")),
+            "service \"apu\" is not defined (defined: api, web); GET /api/v1/services lists them"
+        );
+    }
+
     #[test]
     fn weights_are_version_equals_number() {
         assert_eq!(parse_weight("stable=80"), Ok(("stable".to_string(), 80)));
