@@ -13,7 +13,7 @@
 //! These are separate from the in-memory types the judge and the control loop work
 //! with (`RolloutState`, `RolloutStatus`, `Aggregate`, …), which may change freely: a
 //! change here changes what users, scripts, the CLI (`serin status`, `timeline`,
-//! `report`), the dashboard (`ui/app.js`) and files already on disk see, and the golden
+//! `report`), the dashboard (`ui/ui.js`) and files already on disk see, and the golden
 //! files under `tests/golden/` pin every shape byte for byte. Fields are written in
 //! the order they are declared. The names of phases and decisions are the judge's
 //! [`Phase`] and [`DecisionKind`], written in snake_case.
