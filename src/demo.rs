@@ -384,7 +384,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn figures(n: &serin_control::timeline::WindowNumbers) -> String {
+fn figures(n: &serin_control::wire::WindowNumbers) -> String {
     let ms = |v: Option<f64>| v.map_or("   - ".to_string(), |v| format!("{v:5.1}"));
     format!(
         "{:>4} req {:>3} err p95 {} ms",

@@ -4,7 +4,6 @@
 //!
 //! Exit codes: 0 done, 1 refused or failed (the API's message is printed), 2 usage.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,7 +13,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use serin_control::admin::{ServiceView, VersionView};
+use serin_control::wire::{
+    ApiError, LastReload, ReloadRefused, ServiceView, TimelineEvent, VersionView,
+};
 
 mod report;
 
@@ -183,19 +184,9 @@ pub fn weights(args: WeightsArgs) -> ExitCode {
     })
 }
 
-/// What `POST /api/v1/reload` answers.
-#[derive(Debug, Deserialize)]
-struct Reloaded {
-    ok: bool,
-    #[serde(default)]
-    unchanged: bool,
-    #[serde(default)]
-    errors: Vec<String>,
-}
-
 pub fn reload(args: AdminArgs) -> ExitCode {
     run(&args, Method::POST, "/api/v1/reload", None, |body| {
-        let outcome: Reloaded = decode(body)?;
+        let outcome: LastReload = decode(body)?;
         if !outcome.ok {
             // A 200 never carries a failure; kept for a future API that might.
             return Err(outcome.errors.join("\n"));
@@ -230,31 +221,13 @@ pub fn ready(args: ReadyArgs) -> ExitCode {
     })
 }
 
-/// One decision as the timeline shows it.
-#[derive(Debug, Deserialize)]
-struct Decision {
-    at: String,
-    event: String,
-    manual: bool,
-    state: String,
-    step: usize,
-    weights: BTreeMap<String, u32>,
-    reason: Option<String>,
-    rule: Option<RuleSummary>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RuleSummary {
-    summary: String,
-}
-
 pub fn timeline(args: TimelineArgs) -> ExitCode {
     let path = format!("/api/v1/services/{}/timeline", segment(&args.service));
     run(&args.admin, Method::GET, &path, None, |body| {
         if args.json {
             return print_json(body);
         }
-        let decisions: Vec<Decision> = decode(body)?;
+        let decisions: Vec<TimelineEvent> = decode(body)?;
         if decisions.is_empty() {
             println!(
                 "{}: no decisions yet (a service without a rollout has none)",
@@ -274,9 +247,9 @@ pub fn timeline(args: TimelineArgs) -> ExitCode {
             };
             rows.push(vec![
                 d.at.clone(),
-                d.event.clone(),
+                d.event.as_str().to_string(),
                 if d.manual { "hand" } else { "serin" }.to_string(),
-                d.state.clone(),
+                d.state.as_str().to_string(),
                 d.step.to_string(),
                 weights.join(" "),
                 why,
@@ -521,16 +494,14 @@ fn failed(failure: Failure) -> ExitCode {
 
 /// The API's error message (and a reload's errors), with a hint for a missing token.
 fn refusal(status: StatusCode, body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct ApiError {
-        error: String,
-        #[serde(default)]
-        errors: Vec<String>,
-    }
-    let mut message = match serde_json::from_slice::<ApiError>(body) {
-        Ok(e) => {
-            let mut m = e.error;
-            for line in e.errors {
+    // A refused reload carries its errors; every other error is an `ApiError`.
+    let refusal = serde_json::from_slice::<ReloadRefused>(body)
+        .map(|r| (r.error, r.reload.errors))
+        .or_else(|_| serde_json::from_slice::<ApiError>(body).map(|e| (e.error, Vec::new())));
+    let mut message = match refusal {
+        Ok((error, errors)) => {
+            let mut m = error;
+            for line in errors {
                 m.push_str("\n  ");
                 m.push_str(&line);
             }
@@ -624,6 +595,28 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the CLI prints for the golden refused reload and error (tests/golden/).
+    #[test]
+    fn a_refusal_is_the_apis_message_with_a_reloads_errors() {
+        let golden = |name: &str| {
+            let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        assert_eq!(
+            refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &golden("reload_refused.json")
+            ),
+            "the config was not applied (1 error); the previous config keeps serving: fix the \
+             file (`serin check FILE` lists the problems) and reload again\n  \
+             services[0].split.weights.canary: 120 is over 100; weights are 0 to 100"
+        );
+        assert_eq!(
+            refusal(StatusCode::NOT_FOUND, &golden("error.json")),
+            "service \"apu\" is not defined (defined: api, web); GET /api/v1/services lists them"
+        );
+    }
 
     #[test]
     fn weights_are_version_equals_number() {

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{new_debouncer_opt, DebounceEventResult, Debouncer};
-use serin_control::reload::{ConfigStatus, LastReload, ReloadHandle, ReloadRequests};
-use serin_control::runner::{now_ms, rfc3339, Control};
+use serin_control::reload::{ReloadHandle, ReloadRequests};
+use serin_control::runner::{now_ms, Control};
+use serin_control::wire::{rfc3339, ConfigStatus, LastReload};
 use serin_proxy::server::Workers;
 use tokio::sync::watch;
 

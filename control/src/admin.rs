@@ -35,7 +35,7 @@ use hyper::body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serin_proxy::{DataPlane, WeightsError};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -45,8 +45,9 @@ use tokio::task::JoinHandle;
 pub mod guard;
 
 use crate::metrics::{self, Format};
-use crate::reload::{LastReload, ReloadHandle};
-use crate::runner::{now_ms, rfc3339, Control, RolloutStatus, DEFAULT_WINDOW};
+use crate::reload::ReloadHandle;
+use crate::runner::{now_ms, Control, RolloutStatus, DEFAULT_WINDOW};
+use crate::wire::{rfc3339, ApiError, ReloadRefused, RolloutView, ServiceView, VersionView};
 use serin_judge::rollout::{Event, Phase};
 
 /// Largest request body accepted (`PUT …/weights`); larger ones get 413.
@@ -792,14 +793,6 @@ fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full
     }
 }
 
-/// A failed reload: why, and the attempt as the reload loop reported it.
-#[derive(Debug, Serialize)]
-struct ReloadRefused<'a> {
-    error: String,
-    #[serde(flatten)]
-    reload: &'a LastReload,
-}
-
 async fn reload(context: &AdminContext) -> Response<Full<Bytes>> {
     let Some(handle) = &context.reload else {
         return error(
@@ -819,7 +812,7 @@ async fn reload(context: &AdminContext) -> Response<Full<Bytes>> {
                          fix the file (`serin check FILE` lists the problems) and reload again",
                         if n == 1 { "error" } else { "errors" }
                     ),
-                    reload: &outcome,
+                    reload: outcome,
                 },
             )
         }
@@ -828,44 +821,6 @@ async fn reload(context: &AdminContext) -> Response<Full<Bytes>> {
             "the reload loop has stopped; restart serin to apply a changed config",
         ),
     }
-}
-
-/// A service as `GET /api/v1/services/{name}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceView {
-    pub name: String,
-    /// Each version's weight, in the order the config declares the versions.
-    #[serde(with = "in_order")]
-    pub weights: Vec<(String, u32)>,
-    pub rollout: RolloutView,
-    /// The span `versions` covers, in seconds: the analysis window (30 s without a
-    /// rollout), or the time serin has been up if that is shorter. Null without a
-    /// control loop.
-    #[serde(default)]
-    pub window_s: Option<f64>,
-    /// Each version's numbers over `window_s`, in declared order; empty without a
-    /// control loop.
-    #[serde(with = "in_order")]
-    pub versions: Vec<(String, VersionView)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutView {
-    /// `none` without a rollout; else pending, progressing, paused, promoted or rolled_back.
-    pub state: String,
-    pub step: Option<usize>,
-    /// When the rollout entered its state (RFC 3339).
-    pub since: Option<String>,
-    pub reason: Option<String>,
-    /// The versions the rollout moves traffic between; left out without a rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<String>,
-    /// The canary's weight at each step, in order (`step` indexes them); left out
-    /// without a rollout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<u32>>,
 }
 
 impl RolloutView {
@@ -891,19 +846,6 @@ impl RolloutView {
             },
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionView {
-    pub requests: u64,
-    pub errors: u64,
-    /// errors / requests; null without requests.
-    pub error_rate: Option<f64>,
-    /// Requests per second over the window (or over the time up, if shorter).
-    pub rps: f64,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
 }
 
 /// The view of `name`, `None` if it is not defined.
@@ -958,50 +900,6 @@ pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
         window_s,
         versions,
     })
-}
-
-/// A list of pairs as a JSON object, keys in the list's order (and back).
-mod in_order {
-    use std::fmt;
-    use std::marker::PhantomData;
-
-    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-    use serde::ser::{Serialize, Serializer};
-
-    pub fn serialize<S: Serializer, T: Serialize>(
-        pairs: &[(String, T)],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-        d: D,
-    ) -> Result<Vec<(String, T)>, D::Error> {
-        struct Pairs<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Pairs<T> {
-            type Value = Vec<(String, T)>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some(pair) = map.next_entry()? {
-                    pairs.push(pair);
-                }
-                Ok(pairs)
-            }
-        }
-        d.deserialize_map(Pairs(PhantomData))
-    }
-}
-
-/// An error as the API reports every error.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {

@@ -13,6 +13,8 @@
 //! * [`totals`]: the cumulative figures the loop keeps for `/metrics`.
 //! * [`metrics`]: the Prometheus exposition.
 //! * [`admin`]: the admin listener.
+//! * [`wire`]: every record serin writes or serves as JSON (saved state, timeline,
+//!   admin API payloads, notifications), defined once.
 
 pub mod admin;
 pub mod intake;
@@ -24,3 +26,4 @@ pub mod runner;
 pub mod state;
 pub mod timeline;
 pub mod totals;
+pub mod wire;

@@ -38,12 +38,13 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serin_config::{NotifyFormat, NotifyTarget, Rollout};
 use serin_judge::analysis::Breach;
-use serin_judge::rollout::{DecisionKind, Phase};
+use serin_judge::rollout::DecisionKind;
 use serin_judge::rules::{CompiledAnalysis, Ms, Pct};
 use serin_judge::window::{Aggregate, Sample, ServiceWindow};
 
-use crate::runner::rfc3339;
-use crate::timeline::{RuleRecord, TimelineEvent, WindowNumbers};
+use crate::wire::{
+    rfc3339, BreachStartSource, Notification, NotificationStatus, TimelineEvent, WindowNumbers,
+};
 
 /// Notifications waiting per target; past it the oldest is dropped.
 pub const QUEUE_CAPACITY: usize = 64;
@@ -56,65 +57,6 @@ const USER_AGENT: &str = concat!("serin/", env!("CARGO_PKG_VERSION"));
 
 fn bit(event: DecisionKind) -> u32 {
     1 << event as u32
-}
-
-/// What a webhook is sent (the `json` format; `slack` sends [`Notification::text`]).
-#[derive(Debug, Clone, Serialize)]
-pub struct Notification {
-    /// The decision: `rolled_back`, `promoted`, `paused`, `step_advanced`, …
-    pub event: DecisionKind,
-    pub service: String,
-    /// The version being rolled out (the canary).
-    pub version: String,
-    /// The version it is judged against.
-    pub baseline: String,
-    /// Every version's weight before the decision and after it.
-    pub previous_weights: BTreeMap<String, u32>,
-    pub new_weights: BTreeMap<String, u32>,
-    /// RFC 3339, UTC, milliseconds.
-    pub rollout_started_at: String,
-    /// For a decision a rule made (a failure): when the failing evidence started.
-    pub breach_started_at: Option<String>,
-    /// How `breach_started_at` was found.
-    pub breach_started_at_source: Option<BreachStartSource>,
-    /// The span `metrics` cover: the rollout's analysis window, e.g. `30s`.
-    pub window: String,
-    /// Each version's numbers over the window.
-    pub metrics: BTreeMap<String, WindowNumbers>,
-    /// The rule that decided a failure, with the numbers that made it fail.
-    pub rule: Option<RuleRecord>,
-    /// Why, in words (a hold's reason, "promoted by hand", the breach).
-    pub reason: Option<String>,
-    /// What serin did, e.g. `canary weight set to 0 (was 30)`.
-    pub action: String,
-    /// Taken by a person through the admin API.
-    pub manual: bool,
-    pub status: NotificationStatus,
-    /// When the decision was taken: RFC 3339, UTC, milliseconds.
-    pub at: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreachStartSource {
-    /// The start of the oldest tick of the unbroken run of ticks, up to the decision,
-    /// in which the canary's own numbers were over the rule's threshold.
-    FirstFailingTick,
-    /// The newest tick alone was not over the threshold (the evidence is cumulative),
-    /// so the time of the decision is given.
-    Decision,
-}
-
-/// The rollout after the decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NotificationStatus {
-    pub state: Phase,
-    /// Index of the current step, from 0.
-    pub step: usize,
-    /// How many steps the rollout has.
-    pub steps: usize,
-    /// The canary's weight now (after weights set by hand, theirs).
-    pub canary_weight: u32,
 }
 
 /// The rollout a decision belongs to, as the control loop holds it.
@@ -711,7 +653,10 @@ mod tests {
     use std::time::Duration;
 
     use serin_config::{Analysis, OnFailure, Rule, Step};
+    use serin_judge::rollout::Phase;
     use serin_judge::rules::compile;
+
+    use crate::wire::RuleRecord;
 
     use super::*;
 
@@ -859,7 +804,7 @@ mod tests {
             reason: Some("error_rate max 1% breached: canary error rate 40% against max 1%".into()),
             rule: Some(RuleRecord {
                 rule: "error_rate max 1%".into(),
-                kind: "error_rate",
+                kind: "error_rate".into(),
                 observed: Some(0.4),
                 threshold: Some(0.01),
                 summary: "canary error rate 40% against max 1%".into(),

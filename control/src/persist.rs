@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::state::{self, Persisted};
+use crate::state;
+use crate::wire::SavedState;
 
 /// Timeline lines waiting at most; past it the oldest is dropped.
 pub const MAX_LINES: usize = 10_000;
@@ -32,13 +33,13 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 struct Pending {
     /// The newest state of each service not yet saved.
-    states: BTreeMap<String, Persisted>,
+    states: BTreeMap<String, SavedState>,
     /// Lines to append, in order: (file, line with its newline).
     lines: VecDeque<(PathBuf, String)>,
     /// Lines dropped from a full queue since the last warning.
     dropped: u64,
     /// The states of the batch being written.
-    in_flight: BTreeMap<String, Persisted>,
+    in_flight: BTreeMap<String, SavedState>,
     /// States that failed and wait for `retry_at`.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -52,12 +53,12 @@ struct Pending {
 /// One batch taken for writing.
 #[derive(Debug, Default)]
 struct Batch {
-    states: Vec<Persisted>,
+    states: Vec<SavedState>,
     lines: Vec<(PathBuf, String)>,
 }
 
 impl Pending {
-    fn save(&mut self, state: Persisted) {
+    fn save(&mut self, state: SavedState) {
         self.states.insert(state.service.clone(), state);
     }
 
@@ -81,7 +82,7 @@ impl Pending {
 
     /// Everything that can be written at `now`.
     fn take(&mut self, now: Instant) -> Batch {
-        let states: Vec<Persisted> = if self.retry_at.is_none_or(|at| now >= at) {
+        let states: Vec<SavedState> = if self.retry_at.is_none_or(|at| now >= at) {
             std::mem::take(&mut self.states).into_values().collect()
         } else {
             Vec::new()
@@ -98,7 +99,7 @@ impl Pending {
 
     /// `failed` states go back, unless a newer one came meanwhile; they are retried
     /// after the backoff. Returns the services newly failing (to log once).
-    fn settle(&mut self, saved: Vec<String>, failed: Vec<Persisted>, now: Instant) -> Vec<String> {
+    fn settle(&mut self, saved: Vec<String>, failed: Vec<SavedState>, now: Instant) -> Vec<String> {
         self.in_flight.clear();
         for service in saved {
             self.failing.remove(&service);
@@ -184,14 +185,14 @@ impl StateWriter {
     }
 
     /// Saves `state` (replacing a state of its service not yet written).
-    pub fn save(&self, state: Persisted) {
+    pub fn save(&self, state: SavedState) {
         self.shared.lock().save(state);
         self.shared.work.notify_one();
     }
 
     /// The newest state of `service` handed over and not yet known to be on disk: what
     /// reading its file would give once the writer has caught up.
-    pub fn unwritten(&self, service: &str) -> Option<Persisted> {
+    pub fn unwritten(&self, service: &str) -> Option<SavedState> {
         let pending = self.shared.lock();
         pending
             .states
@@ -282,7 +283,7 @@ fn run(shared: &Shared, dir: &Path) {
 }
 
 /// Writes `batch`: the services whose state was saved, and the states that failed.
-fn write(dir: &Path, batch: Batch) -> (Vec<String>, Vec<Persisted>) {
+fn write(dir: &Path, batch: Batch) -> (Vec<String>, Vec<SavedState>) {
     let mut saved = Vec::new();
     let mut failed = Vec::new();
     for state in batch.states {
@@ -312,12 +313,12 @@ mod tests {
     use super::*;
     use serin_judge::rollout::RolloutState;
 
-    fn state(service: &str, at: u64) -> Persisted {
-        Persisted {
-            format: state::FORMAT,
+    fn state(service: &str, at: u64) -> SavedState {
+        SavedState {
+            format: crate::wire::STATE_FORMAT,
             service: service.into(),
             fingerprint: "f".into(),
-            rollout: RolloutState::new(at),
+            rollout: (&RolloutState::new(at)).into(),
             detectors: None,
         }
     }

@@ -5,42 +5,9 @@
 //! (the admin API's `POST /api/v1/reload`, SIGHUP, the file watcher) can ask for a
 //! reload and wait for its outcome.
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// What `GET /api/v1/config` reports.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ConfigStatus {
-    /// The config file.
-    pub path: String,
-    /// xxh3-64 of the file's bytes that are serving now, as 16 hex digits.
-    pub hash: String,
-    /// When the serving config was loaded (RFC 3339).
-    pub loaded_at: String,
-    /// The newest reload attempt, if there was one.
-    pub last_reload: Option<LastReload>,
-    pub reloads: ReloadCounts,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ReloadCounts {
-    pub success: u64,
-    pub failure: u64,
-}
-
-/// The outcome of one reload attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LastReload {
-    /// RFC 3339.
-    pub at: String,
-    pub ok: bool,
-    /// Why it failed, one line per problem, each with its path; empty when `ok`.
-    pub errors: Vec<String>,
-    /// What caused the attempt: `file`, `signal`, `api` or `startup`.
-    pub trigger: String,
-    /// True when the file's content equals what is serving (nothing to apply).
-    pub unchanged: bool,
-}
+use crate::wire::{ConfigStatus, LastReload};
 
 /// Asks for reloads and reads the status. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -16,16 +16,21 @@ use serin_proxy::{DataPlane, Report, RolloutWeights, WeightsError};
 use tokio::sync::watch;
 
 use serin_judge::analysis::{judge, Input, Verdict};
-use serin_judge::rollout::{transition, Action, DecisionKind, Event, Phase, RolloutState};
+use serin_judge::rollout::{
+    transition, Action, Decision, DecisionKind, Event, Phase, RolloutState,
+};
 use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
 use serin_judge::window::ServiceWindow;
 
-use crate::notify::{Notification, Notifier, RolloutContext};
+use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;
-use crate::state::{self, Persisted};
-use crate::timeline::{RuleRecord, Timeline, TimelineEvent, WindowNumbers};
+use crate::state;
+use crate::timeline::Timeline;
 use crate::totals::{rollback_trigger, Totals};
+use crate::wire::{
+    rfc3339, Notification, RuleRecord, SavedState, TimelineEvent, WindowNumbers, STATE_FORMAT,
+};
 
 /// How far back windows reach for services without a rollout (the admin API's view).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
@@ -37,10 +42,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// A rollout's status as the admin API and the tests see it.
@@ -72,6 +73,9 @@ struct RolloutRun {
     /// The detectors changed since the state was last handed to the writer: they are
     /// saved with it after every judged tick, so a restart goes on with them.
     detectors_unsaved: bool,
+    /// Its saved state could not be read (`saved_state`): it is not judged and nothing
+    /// is saved over the file until a person acts (a command or weights by hand).
+    held: bool,
     timeline: Timeline,
     last_eval_ms: u64,
 }
@@ -137,7 +141,8 @@ impl Control {
         control
     }
 
-    /// A new rollout takes its first step; a resumed one re-applies its weights.
+    /// A new rollout takes its first step; a resumed one re-applies its weights; a held
+    /// one applies canary weight 0 and records why it is paused.
     fn start_or_resume(&self, service: &mut ServiceControl, now_ms: u64) {
         let name = service.name.clone();
         let Some(run) = service.rollout.as_mut() else {
@@ -147,7 +152,25 @@ impl Control {
             let verdict = Verdict::Pass;
             self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
         } else {
+            let previous = run.held.then(|| self.weights_of(&name));
             self.apply_weight(&name, run, run.state.canary_weight);
+            if run.held {
+                // On the timeline and to the webhooks too: a person has to act.
+                let decision = Decision {
+                    kind: DecisionKind::Paused,
+                    reason: run.state.reason.clone(),
+                    breach: None,
+                    manual: false,
+                };
+                self.record(
+                    &name,
+                    run,
+                    &service.window,
+                    &decision,
+                    previous.as_ref(),
+                    now_ms,
+                );
+            }
         }
     }
 
@@ -333,7 +356,7 @@ impl Control {
             if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
                 continue;
             }
-            if !run.state.phase.is_active() {
+            if !run.state.phase.is_active() || run.held {
                 run.last_eval_ms = now_ms;
                 continue;
             }
@@ -401,6 +424,10 @@ impl Control {
         now_ms: u64,
         previous: Option<BTreeMap<String, u32>>,
     ) {
+        if !matches!(event, Event::Tick(_)) {
+            // A person acted on a held rollout: their decision is saved over the file.
+            run.held = false;
+        }
         let (next, actions) = transition(&run.spec, &run.state, event, now_ms);
         let changed = next != run.state;
         run.state = next;
@@ -417,64 +444,7 @@ impl Control {
             match action {
                 Action::SetCanaryWeight(w) => self.apply_weight(service, run, w),
                 Action::Record(decision) => {
-                    if decision.kind == DecisionKind::RolledBack {
-                        self.totals()
-                            .count_rollback(service, rollback_trigger(&decision));
-                    }
-                    let window_since =
-                        now_ms.saturating_sub(run.spec.analysis.window.as_millis() as u64);
-                    let versions: BTreeMap<String, WindowNumbers> = window
-                        .versions()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| {
-                            (
-                                v.clone(),
-                                WindowNumbers::from(&window.aggregate(i, window_since)),
-                            )
-                        })
-                        .collect();
-                    let event = TimelineEvent {
-                        at: rfc3339(now_ms),
-                        at_ms: now_ms,
-                        service: service.to_string(),
-                        event: decision.kind,
-                        manual: decision.manual,
-                        state: run.state.phase,
-                        step: run.state.step,
-                        weights: self.weights_of(service),
-                        reason: decision.reason.clone(),
-                        rule: decision.breach.as_ref().map(RuleRecord::from),
-                        versions,
-                    };
-                    match &decision.breach {
-                        Some(b) => {
-                            tracing::warn!(service, event = ?decision.kind, rule = %b.rule, summary = %b.summary, "rollout decision")
-                        }
-                        None => {
-                            tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
-                        }
-                    }
-                    if let Some(previous) = previous.as_ref() {
-                        if self.notifier.wants(decision.kind) {
-                            let context = RolloutContext {
-                                spec: &run.spec,
-                                rules: &run.rules,
-                                baseline: &run.baseline,
-                                canary: &run.canary,
-                                started_ms: run.state.started_ms,
-                                canary_weight: run.state.canary_weight,
-                            };
-                            self.notifier.send(Notification::new(
-                                &event,
-                                previous.clone(),
-                                &context,
-                                window,
-                                decision.breach.as_ref(),
-                            ));
-                        }
-                    }
-                    run.timeline.record(event);
+                    self.record(service, run, window, &decision, previous.as_ref(), now_ms)
                 }
             }
         }
@@ -484,6 +454,76 @@ impl Control {
             }
             self.persist(service, run);
         }
+    }
+
+    /// Records `decision` on the rollout's timeline, logs it and notifies the webhooks
+    /// that want it; `previous` are the weights before it (read if a webhook wants it).
+    fn record(
+        &self,
+        service: &str,
+        run: &mut RolloutRun,
+        window: &ServiceWindow,
+        decision: &Decision,
+        previous: Option<&BTreeMap<String, u32>>,
+        now_ms: u64,
+    ) {
+        if decision.kind == DecisionKind::RolledBack {
+            self.totals()
+                .count_rollback(service, rollback_trigger(decision));
+        }
+        let window_since = now_ms.saturating_sub(run.spec.analysis.window.as_millis() as u64);
+        let versions: BTreeMap<String, WindowNumbers> = window
+            .versions()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v.clone(),
+                    WindowNumbers::from(&window.aggregate(i, window_since)),
+                )
+            })
+            .collect();
+        let event = TimelineEvent {
+            at: rfc3339(now_ms),
+            at_ms: now_ms,
+            service: service.to_string(),
+            event: decision.kind,
+            manual: decision.manual,
+            state: run.state.phase,
+            step: run.state.step,
+            weights: self.weights_of(service),
+            reason: decision.reason.clone(),
+            rule: decision.breach.as_ref().map(RuleRecord::from),
+            versions,
+        };
+        match &decision.breach {
+            Some(b) => {
+                tracing::warn!(service, event = ?decision.kind, rule = %b.rule, summary = %b.summary, "rollout decision")
+            }
+            None => {
+                tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
+            }
+        }
+        if let Some(previous) = previous {
+            if self.notifier.wants(decision.kind) {
+                let context = RolloutContext {
+                    spec: &run.spec,
+                    rules: &run.rules,
+                    baseline: &run.baseline,
+                    canary: &run.canary,
+                    started_ms: run.state.started_ms,
+                    canary_weight: run.state.canary_weight,
+                };
+                self.notifier.send(Notification::new(
+                    &event,
+                    previous.clone(),
+                    &context,
+                    window,
+                    decision.breach.as_ref(),
+                ));
+            }
+        }
+        run.timeline.record(event);
     }
 
     /// Publishes the rollout's canary weight (its baseline gets the rest): a new split
@@ -506,11 +546,11 @@ impl Control {
     /// Hands the rollout's state to the writer (`crate::persist`), which saves it off
     /// this thread and retries a failed save.
     fn persist(&self, service: &str, run: &mut RolloutRun) {
-        self.writer.save(Persisted {
-            format: state::FORMAT,
+        self.writer.save(SavedState {
+            format: STATE_FORMAT,
             service: service.to_string(),
             fingerprint: run.fingerprint.clone(),
-            rollout: run.state.clone(),
+            rollout: (&run.state).into(),
             detectors: Some(run.detectors.clone()),
         });
         run.detectors_unsaved = false;
@@ -648,7 +688,20 @@ impl Control {
             let mut services = self.lock();
             let s = services.iter_mut().find(|s| s.name == service)?;
             let run = s.rollout.as_mut()?;
-            self.step(service, run, &s.window, event, now_ms);
+            if run.held && matches!(event, Event::Resume) {
+                // Resuming a held rollout starts it afresh at its first step: a person
+                // chose what serin would not do by itself.
+                tracing::info!(
+                    service,
+                    "a held rollout resumed by hand: it starts at its first step"
+                );
+                run.held = false;
+                run.state = RolloutState::new(now_ms);
+                run.detectors.clear();
+                self.step(service, run, &s.window, Event::Tick(&Verdict::Pass), now_ms);
+            } else {
+                self.step(service, run, &s.window, event, now_ms);
+            }
         }
         self.status(service)
     }
@@ -683,8 +736,11 @@ fn new_window(service: &Service) -> ServiceWindow {
 }
 
 /// The fingerprint of `service`'s rollout `spec`, and the state it starts in: the
-/// saved one (the newest handed to `writer`, else the file's) if its spec is the same,
-/// else a new one.
+/// saved one (the newest handed to `writer`, else the file's) if it belongs to the same
+/// spec, else a new one. A file that cannot be read (corrupt, from a newer serin,
+/// unreadable) holds the rollout: paused at canary weight 0 with the error as its
+/// reason, the file left as it is. Starting it afresh instead could send traffic to a
+/// canary that was rolled back; a person decides (docs/admin.md, "Saved state").
 fn saved_state(
     service: &Service,
     spec: &Rollout,
@@ -697,28 +753,37 @@ fn saved_state(
         Some(unwritten) => Ok(Some(unwritten)),
         None => state::load(state_dir, &service.name),
     };
-    let saved = match saved {
-        Ok(saved) => saved,
-        Err(err) => {
-            tracing::error!(service = %service.name, error = %err, "starting the rollout afresh");
-            None
+    let (state, detectors, held) = match saved {
+        Ok(Some(p)) if state::belongs_to(&p, service, spec) => {
+            tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, format = p.format, "resuming the saved rollout");
+            (RolloutState::from(p.rollout), Some(p.detectors), false)
         }
-    };
-    let (state, detectors) = match saved {
-        Some(p) if p.fingerprint == fingerprint => {
-            tracing::info!(service = %service.name, state = p.rollout.phase.as_str(), step = p.rollout.step, canary_weight = p.rollout.canary_weight, "resuming the saved rollout");
-            (p.rollout, Some(p.detectors))
-        }
-        Some(_) => {
+        Ok(Some(_)) => {
             tracing::info!(service = %service.name, "the rollout spec changed: starting a new rollout");
-            (RolloutState::new(now_ms), None)
+            (RolloutState::new(now_ms), None, false)
         }
-        None => (RolloutState::new(now_ms), None),
+        Ok(None) => (RolloutState::new(now_ms), None, false),
+        Err(err) => {
+            tracing::error!(service = %service.name, error = %err, "the rollout is held");
+            (held_state(err.to_string(), now_ms), None, true)
+        }
     };
     Saved {
         fingerprint,
         state,
         detectors,
+        held,
+    }
+}
+
+/// A rollout held because its saved state could not be read: paused at canary weight
+/// 0, at its first step, with `reason`. Nothing saves it until a person acts.
+fn held_state(reason: String, now_ms: u64) -> RolloutState {
+    RolloutState {
+        phase: Phase::Paused,
+        canary_weight: 0,
+        reason: Some(reason),
+        ..RolloutState::new(now_ms)
     }
 }
 
@@ -729,6 +794,8 @@ struct Saved {
     fingerprint: String,
     state: RolloutState,
     detectors: Option<Option<Vec<Detector>>>,
+    /// Its saved state could not be read: held until a person acts.
+    held: bool,
 }
 
 /// A rollout of `service` with its `saved` fingerprint and state, its weights going
@@ -746,6 +813,7 @@ fn new_run(
         fingerprint,
         state,
         detectors,
+        held,
     } = saved;
     let rules = compile(&spec.analysis);
     let detectors = match detectors {
@@ -762,6 +830,7 @@ fn new_run(
         state,
         detectors,
         detectors_unsaved: false,
+        held,
         timeline: Timeline::new(
             state_dir.join(format!("{}.timeline.jsonl", service.name)),
             writer.clone(),

@@ -1,57 +1,26 @@
 //! The decision log: every rollout decision with its time, step, weights, the window
 //! numbers of each version and the rule that decided. Kept in memory (bounded) and
 //! appended as JSON Lines to `state_dir/<service>.timeline.jsonl` by the state writer
-//! (`crate::persist`), off the control loop.
+//! (`crate::persist`), off the control loop. The records are `crate::wire`'s.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use serde::Serialize;
 use serin_judge::analysis::Breach;
-use serin_judge::rollout::{DecisionKind, Phase};
 use serin_judge::window::Aggregate;
 
 use crate::persist::StateWriter;
+use crate::wire::{RuleRecord, TimelineEvent, WindowNumbers};
 
 /// Events kept in memory per service.
 pub const KEEP: usize = 1000;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TimelineEvent {
-    /// RFC 3339, UTC, milliseconds.
-    pub at: String,
-    pub at_ms: u64,
-    pub service: String,
-    pub event: DecisionKind,
-    /// Taken by a person through the admin API.
-    pub manual: bool,
-    pub state: Phase,
-    pub step: usize,
-    pub weights: BTreeMap<String, u32>,
-    pub reason: Option<String>,
-    pub rule: Option<RuleRecord>,
-    /// Each version over the analysis window.
-    pub versions: BTreeMap<String, WindowNumbers>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleRecord {
-    pub rule: String,
-    pub kind: &'static str,
-    pub observed: Option<f64>,
-    pub threshold: Option<f64>,
-    pub summary: String,
-    /// ln of the evidence and the ln threshold it crossed.
-    pub evidence: f64,
-    pub needed: f64,
-}
 
 impl From<&Breach> for RuleRecord {
     fn from(b: &Breach) -> Self {
         let finite = |v: f64| v.is_finite().then_some(v);
         Self {
             rule: b.rule.clone(),
-            kind: b.kind,
+            kind: b.kind.to_string(),
             observed: finite(b.observed),
             threshold: finite(b.threshold),
             summary: b.summary.clone(),
@@ -59,16 +28,6 @@ impl From<&Breach> for RuleRecord {
             needed: b.needed,
         }
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct WindowNumbers {
-    pub requests: u64,
-    pub errors: u64,
-    pub error_rate: Option<f64>,
-    pub p50_ms: Option<f64>,
-    pub p95_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
 }
 
 impl From<&Aggregate> for WindowNumbers {

@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Method;
-use serde::Deserialize;
-use serin_control::admin::ServiceView;
-use serin_control::runner::{now_ms, rfc3339};
+use serin_control::runner::now_ms;
+use serin_control::wire::{rfc3339, RuleRecord, ServiceView, TimelineEvent, WindowNumbers};
+use serin_judge::rollout::DecisionKind;
 
 use super::{base_url, decode, failed, millis, runtime, segment, send, AdminArgs, Failure};
 
@@ -67,44 +67,6 @@ fn parse_since(text: &str) -> Result<Since, String> {
         })
 }
 
-/// One decision of the timeline, as the report reads it.
-#[derive(Debug, Clone, Deserialize)]
-struct Event {
-    at: String,
-    at_ms: u64,
-    event: String,
-    #[serde(default)]
-    manual: bool,
-    state: String,
-    step: usize,
-    #[serde(default)]
-    weights: std::collections::BTreeMap<String, u32>,
-    reason: Option<String>,
-    rule: Option<Rule>,
-    #[serde(default)]
-    versions: std::collections::BTreeMap<String, Numbers>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Rule {
-    rule: String,
-    kind: String,
-    observed: Option<f64>,
-    threshold: Option<f64>,
-    summary: String,
-    evidence: f64,
-    needed: f64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct Numbers {
-    requests: u64,
-    errors: u64,
-    error_rate: Option<f64>,
-    p95_ms: Option<f64>,
-    p99_ms: Option<f64>,
-}
-
 pub fn report(args: ReportArgs) -> ExitCode {
     let runtime = match runtime() {
         Ok(rt) => rt,
@@ -123,9 +85,9 @@ pub fn report(args: ReportArgs) -> ExitCode {
     };
     let now = now_ms();
     let drafted = decode::<ServiceView>(&view).and_then(|view| {
-        let events: Vec<Event> = decode(&timeline)?;
+        let events: Vec<TimelineEvent> = decode(&timeline)?;
         let since = args.since.map(|s| s.as_ms(now));
-        let events: Vec<Event> = events
+        let events: Vec<TimelineEvent> = events
             .into_iter()
             .filter(|e| since.is_none_or(|since| e.at_ms >= since))
             .collect();
@@ -191,7 +153,7 @@ pub fn report(args: ReportArgs) -> ExitCode {
 struct Draft<'a> {
     view: &'a ServiceView,
     /// Oldest first, already cut at `since`.
-    events: &'a [Event],
+    events: &'a [TimelineEvent],
     since: Option<u64>,
     now_ms: u64,
     /// The admin API the figures came from.
@@ -236,11 +198,11 @@ impl Draft<'_> {
     }
 
     /// The newest rollback or promotion.
-    fn outcome(&self) -> Option<&Event> {
+    fn outcome(&self) -> Option<&TimelineEvent> {
         self.events
             .iter()
             .rev()
-            .find(|e| matches!(e.event.as_str(), "rolled_back" | "promoted"))
+            .find(|e| matches!(e.event, DecisionKind::RolledBack | DecisionKind::Promoted))
     }
 }
 
@@ -257,7 +219,7 @@ struct Exposure {
 }
 
 /// The canary's share of traffic under `event`'s weights, in percent.
-fn share(event: &Event, canary: &str) -> f64 {
+fn share(event: &TimelineEvent, canary: &str) -> f64 {
     let total: u64 = event.weights.values().map(|w| u64::from(*w)).sum();
     let mine = event.weights.get(canary).copied().unwrap_or(0);
     if total == 0 {
@@ -267,13 +229,9 @@ fn share(event: &Event, canary: &str) -> f64 {
     }
 }
 
-fn is_active(state: &str) -> bool {
-    matches!(state, "pending" | "progressing" | "paused")
-}
-
 /// Each decision's weights hold until the next decision (or now, for a rollout still
 /// running); a finished rollout exposes nothing more.
-fn exposure(events: &[Event], canary: &str, now_ms: u64) -> Exposure {
+fn exposure(events: &[TimelineEvent], canary: &str, now_ms: u64) -> Exposure {
     let mut out = Exposure {
         total_ms: 0,
         from_ms: None,
@@ -282,7 +240,7 @@ fn exposure(events: &[Event], canary: &str, now_ms: u64) -> Exposure {
         ongoing: false,
     };
     for (i, event) in events.iter().enumerate() {
-        if !is_active(&event.state) {
+        if !event.state.is_active() {
             continue;
         }
         let next = events.get(i + 1);
@@ -405,7 +363,7 @@ fn render(d: &Draft<'_>) -> String {
     let _ = writeln!(out, "\n## Timeline\n");
     let _ = writeln!(
         out,
-        "| Time (UTC) | Event | By | State | Step | Weights | Reason / rule |"
+        "| Time (UTC) | TimelineEvent | By | State | Step | Weights | Reason / rule |"
     );
     let _ = writeln!(out, "|---|---|---|---|---:|---|---|");
     for e in d.events {
@@ -422,9 +380,9 @@ fn render(d: &Draft<'_>) -> String {
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
             e.at,
-            e.event,
+            e.event.as_str(),
             if e.manual { "hand" } else { "serin" },
-            e.state,
+            e.state.as_str(),
             e.step,
             cell(&weights.join(", ")),
             cell(&why)
@@ -437,7 +395,13 @@ fn render(d: &Draft<'_>) -> String {
         "Each version over the rollout's analysis window when the decision was taken."
     );
     for e in d.events {
-        let _ = writeln!(out, "\n### {} · {} (step {})\n", e.at, e.event, e.step);
+        let _ = writeln!(
+            out,
+            "\n### {} · {} (step {})\n",
+            e.at,
+            e.event.as_str(),
+            e.step
+        );
         if let Some(rule) = &e.rule {
             let _ = writeln!(out, "Rule: {}\n", rule_words(rule));
         } else if let Some(reason) = &e.reason {
@@ -479,11 +443,11 @@ fn render(d: &Draft<'_>) -> String {
     out
 }
 
-fn outcome_words(e: &Event) -> String {
-    let how = match (e.event.as_str(), e.manual) {
-        ("rolled_back", true) => "rolled back by hand",
-        ("rolled_back", false) => "rolled back automatically",
-        ("promoted", true) => "promoted by hand",
+fn outcome_words(e: &TimelineEvent) -> String {
+    let how = match (e.event, e.manual) {
+        (DecisionKind::RolledBack, true) => "rolled back by hand",
+        (DecisionKind::RolledBack, false) => "rolled back automatically",
+        (DecisionKind::Promoted, true) => "promoted by hand",
         _ => "promoted automatically",
     };
     let why = match (&e.rule, &e.reason) {
@@ -494,7 +458,7 @@ fn outcome_words(e: &Event) -> String {
     format!("**{how}** at {} at step {}{why}", e.at, e.step)
 }
 
-fn rule_words(rule: &Rule) -> String {
+fn rule_words(rule: &RuleRecord) -> String {
     let value = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| rule_value(&rule.kind, v));
     format!(
         "`{}` ({}): {}. Observed {}, threshold {}; evidence {:.2} against the {:.2} needed \
@@ -519,7 +483,7 @@ fn rule_value(kind: &str, v: f64) -> String {
     }
 }
 
-fn numbers_words(version: &str, n: &Numbers) -> String {
+fn numbers_words(version: &str, n: &WindowNumbers) -> String {
     let mut words = format!("`{version}` {} requests, {} errors", n.requests, n.errors);
     if let Some(r) = n.error_rate {
         let _ = write!(words, " ({})", rate(r));
@@ -561,17 +525,19 @@ fn cell(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serin_control::admin::RolloutView;
+    use serin_control::wire::RolloutView;
+    use serin_judge::rollout::Phase;
 
     use super::*;
 
-    fn event(at_ms: u64, event: &str, state: &str, canary: u32) -> Event {
-        Event {
+    fn event(at_ms: u64, event: DecisionKind, state: Phase, canary: u32) -> TimelineEvent {
+        TimelineEvent {
             at: rfc3339(at_ms),
             at_ms,
-            event: event.to_string(),
+            service: "api".into(),
+            event,
             manual: false,
-            state: state.to_string(),
+            state,
             step: 0,
             weights: [
                 ("stable".to_string(), 100 - canary),
@@ -590,10 +556,15 @@ mod tests {
     #[test]
     fn exposure_adds_up_each_share_until_the_outcome() {
         let events = [
-            event(T0, "started", "progressing", 5),
-            event(T0 + 10_000, "held", "progressing", 5),
-            event(T0 + 30_000, "step_advanced", "progressing", 25),
-            event(T0 + 36_300, "rolled_back", "rolled_back", 0),
+            event(T0, DecisionKind::Started, Phase::Progressing, 5),
+            event(T0 + 10_000, DecisionKind::Held, Phase::Progressing, 5),
+            event(
+                T0 + 30_000,
+                DecisionKind::StepAdvanced,
+                Phase::Progressing,
+                25,
+            ),
+            event(T0 + 36_300, DecisionKind::RolledBack, Phase::RolledBack, 0),
         ];
         let e = exposure(&events, "canary", T0 + 999_000);
         assert_eq!(
@@ -611,16 +582,20 @@ mod tests {
         assert_eq!(e.shares, vec![(5.0, 30_000), (25.0, 10_000)]);
         assert!(e.ongoing);
         // A canary at 0 was not exposed.
-        let e = exposure(&[event(T0, "started", "progressing", 0)], "canary", T0 + 5);
+        let e = exposure(
+            &[event(T0, DecisionKind::Started, Phase::Progressing, 0)],
+            "canary",
+            T0 + 5,
+        );
         assert_eq!((e.total_ms, e.from_ms), (0, None));
     }
 
     #[test]
     fn the_report_has_every_section_and_the_deciding_numbers() {
-        let mut failed = event(T0 + 12_000, "rolled_back", "rolled_back", 0);
+        let mut failed = event(T0 + 12_000, DecisionKind::RolledBack, Phase::RolledBack, 0);
         failed.reason =
             Some("error_rate max 1% breached: canary error rate 31% against max 1%".into());
-        failed.rule = Some(Rule {
+        failed.rule = Some(RuleRecord {
             rule: "error_rate max 1%".into(),
             kind: "error_rate".into(),
             observed: Some(0.31),
@@ -631,25 +606,30 @@ mod tests {
         });
         failed.versions.insert(
             "canary".into(),
-            Numbers {
+            WindowNumbers {
                 requests: 262,
                 errors: 81,
                 error_rate: Some(81.0 / 262.0),
+                p50_ms: None,
                 p95_ms: Some(6.879),
                 p99_ms: Some(9.02),
             },
         );
         failed.versions.insert(
             "stable".into(),
-            Numbers {
+            WindowNumbers {
                 requests: 2301,
                 errors: 0,
                 error_rate: Some(0.0),
+                p50_ms: None,
                 p95_ms: Some(4.791),
                 p99_ms: Some(5.079),
             },
         );
-        let events = [event(T0, "started", "progressing", 10), failed];
+        let events = [
+            event(T0, DecisionKind::Started, Phase::Progressing, 10),
+            failed,
+        ];
         let view = ServiceView {
             name: "api".into(),
             weights: vec![("stable".into(), 100), ("canary".into(), 0)],

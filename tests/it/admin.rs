@@ -10,7 +10,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 use serin_control::admin::{Admin, AdminContext, Health};
-use serin_control::reload::{ConfigStatus, LastReload, ReloadCounts, ReloadHandle};
+use serin_control::reload::ReloadHandle;
+use serin_control::wire::{ConfigStatus, LastReload, ReloadCounts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A rollout that stays at 20 % until a person acts.

@@ -137,7 +137,10 @@ async fn a_slow_canary_is_rolled_back() {
         .iter()
         .find(|e| e.event == DecisionKind::RolledBack)
         .expect("rolled_back");
-    assert_eq!(rolled_back.rule.as_ref().map(|r| r.kind), Some("latency"));
+    assert_eq!(
+        rolled_back.rule.as_ref().map(|r| r.kind.as_str()),
+        Some("latency")
+    );
     c.stop().await;
 }
 
@@ -484,7 +487,7 @@ async fn a_state_file_from_before_detectors_were_saved_still_resumes_its_rollout
     let snapshot = serin_config::parse_str(&yaml, "test.yaml").expect("config");
     let service = snapshot.service("api").expect("api");
     let fingerprint =
-        serin_control::state::fingerprint(service, service.rollout.as_ref().expect("rollout"));
+        serin_control::state::fingerprint_v1(service, service.rollout.as_ref().expect("rollout"));
     // As serin wrote it before it saved the detectors: at the second step, begun now.
     let now = serin_control::runner::now_ms();
     let old = format!(
@@ -520,6 +523,213 @@ async fn a_state_file_from_before_detectors_were_saved_still_resumes_its_rollout
     load.stop().await;
     assert_eq!(c.phase(), Phase::Progressing);
     c.stop().await;
+}
+
+/// examples/rollout.yaml, listening on a port of its own, its state in `dir`.
+fn example_config(dir: &std::path::Path) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rollout.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/rollout.yaml");
+    text.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0")
+        .replace(
+            "state_dir: ./serin-state",
+            &format!("state_dir: \"{}\"", dir.display()),
+        )
+}
+
+/// A state file as the previous serin wrote it (format 1, fingerprint of the spec's
+/// debug text) for examples/rollout.yaml.
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/state/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn weights(c: &Controlled) -> Vec<(String, u32)> {
+    c.serin
+        .dataplane
+        .view()
+        .weights_of("api")
+        .map(|w| w.map(|(v, w)| (v.to_string(), w)).collect())
+        .unwrap_or_default()
+}
+
+/// A rollback saved by the previous serin stays rolled back after the upgrade: the
+/// format-1 fingerprint is still recognised, and the file is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_saved_by_the_previous_serin_stays_rolled_back_after_the_upgrade() {
+    let dir = TempDir::new("v1-rolled-back");
+    let old = fixture("v1-rolled-back.json");
+    std::fs::write(dir.0.join("api.json"), &old).expect("write the old state");
+    let c = Controlled::start(&example_config(&dir.0)).await;
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::RolledBack, 0));
+    assert_eq!(
+        weights(&c),
+        vec![("stable".to_string(), 100), ("canary".to_string(), 0)]
+    );
+    let reason = c.control.status("api").and_then(|s| s.reason);
+    assert_eq!(
+        reason.as_deref(),
+        Some("error_rate max 1% breached: canary error rate 5% against max 1%")
+    );
+    c.stop().await;
+    let after = std::fs::read_to_string(dir.0.join("api.json")).expect("the state file");
+    assert_eq!(after, old, "nothing changed, nothing written");
+}
+
+/// A rollout in progress saved by the previous serin goes on where it was, with its
+/// detectors; its next save is written in the current format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_saved_by_the_previous_serin_goes_on_and_is_saved_in_the_new_format() {
+    let dir = TempDir::new("v1-progressing");
+    std::fs::write(dir.0.join("api.json"), fixture("v1-progressing.json"))
+        .expect("write the old state");
+    let c = Controlled::start(&example_config(&dir.0)).await;
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::Progressing, 5));
+    assert_eq!(
+        weights(&c),
+        vec![("stable".to_string(), 95), ("canary".to_string(), 5)]
+    );
+    c.control.command(
+        "api",
+        serin_judge::rollout::Event::Pause,
+        serin_control::runner::now_ms(),
+    );
+    c.stop().await;
+    let text = std::fs::read_to_string(dir.0.join("api.json")).expect("the state file");
+    let saved: serin_control::wire::SavedState = serde_json::from_str(&text).expect("a state");
+    let snapshot =
+        serin_config::parse_str(&example_config(&dir.0), "rollout.yaml").expect("config");
+    let service = snapshot.service("api").expect("api");
+    let spec = service.rollout.as_ref().expect("rollout");
+    assert_eq!(saved.format, serin_control::wire::STATE_FORMAT);
+    assert_eq!(
+        saved.fingerprint,
+        serin_control::state::fingerprint(service, spec)
+    );
+    assert_eq!(
+        (saved.rollout.phase, saved.rollout.canary_weight),
+        (Phase::Paused, 5)
+    );
+    let old: serin_control::wire::SavedState =
+        serde_json::from_str(&fixture("v1-progressing.json")).expect("the fixture");
+    assert_eq!(saved.detectors, old.detectors, "the evidence went on");
+}
+
+/// A state file serin cannot use — corrupt, or written by a newer serin — holds the
+/// rollout: paused at canary weight 0, the reason naming the file and what to do, the
+/// file untouched, through a reload that changes the spec, until a person acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_serin_cannot_read_holds_the_rollout_with_no_canary_traffic() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let rollout = |first: u32| {
+        format!(
+            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: {first}, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        )
+    };
+    for (tag, content, says) in [
+        (
+            "corrupt",
+            "{ \"format\": 2, \"service\": ".to_string(),
+            "is unreadable",
+        ),
+        (
+            "newer",
+            "{\"format\": 3, \"service\": \"api\", \"rollout\": {\"phase\": \"rolled_back\"}}\n"
+                .to_string(),
+            "has format 3, written by a newer serin",
+        ),
+    ] {
+        let dir = TempDir::new(tag);
+        let file = dir.0.join("api.json");
+        std::fs::write(&file, &content).expect("write the state");
+        let yaml = rollout_config(stable.addr, canary.addr, &dir.0, &rollout(50));
+        let c = Controlled::start(&yaml).await;
+        let status = c.control.status("api").expect("a rollout");
+        assert_eq!(
+            (status.phase, status.canary_weight),
+            (Phase::Paused, 0),
+            "{tag}"
+        );
+        let reason = status.reason.unwrap_or_default();
+        assert!(
+            reason.contains(&file.display().to_string()),
+            "{tag}: {reason}"
+        );
+        assert!(reason.contains(says), "{tag}: {reason}");
+        assert!(
+            reason.contains("move it away and restart serin"),
+            "{tag}: {reason}"
+        );
+        let timeline = c.control.timeline("api");
+        let held: Vec<_> = timeline
+            .iter()
+            .map(|e| (e.event, e.reason.clone()))
+            .collect();
+        assert_eq!(
+            held,
+            vec![(DecisionKind::Paused, Some(reason.clone()))],
+            "{tag}"
+        );
+
+        let before = canary.hits();
+        let client = client();
+        for user in 0..100 {
+            let got = get(
+                &client,
+                &c.serin.url("/"),
+                &[("x-user-id", &format!("u{user}"))],
+            )
+            .await;
+            assert_eq!(got.body, "stable", "{tag}");
+        }
+        assert_eq!(canary.hits(), before, "{tag}: the canary got no traffic");
+        // Ticks over that traffic judge nothing and save nothing over the file.
+        for _ in 0..3 {
+            c.control.tick(serin_control::runner::now_ms());
+        }
+        assert!(c.control.flush(Duration::from_secs(5)));
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("the file"),
+            content,
+            "{tag}: left as it is"
+        );
+
+        // A reload that changes the spec reads the file again: still held.
+        let changed = rollout_config(stable.addr, canary.addr, &dir.0, &rollout(20));
+        let snapshot = serin_config::parse_str(&changed, "test.yaml").expect("config");
+        c.control
+            .reconfigure(snapshot, serin_control::runner::now_ms())
+            .expect("reloaded");
+        assert_eq!((c.phase(), c.canary_weight()), (Phase::Paused, 0), "{tag}");
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("the file"),
+            content,
+            "{tag}: left as it is"
+        );
+
+        // A person decides, and the decision replaces the file: abort keeps the canary
+        // at 0; resume starts the rollout afresh at its (reloaded) first step.
+        let (command, after) = match tag {
+            "corrupt" => (serin_judge::rollout::Event::Abort, (Phase::RolledBack, 0)),
+            _ => (
+                serin_judge::rollout::Event::Resume,
+                (Phase::Progressing, 20),
+            ),
+        };
+        c.control
+            .command("api", command, serin_control::runner::now_ms());
+        assert_eq!((c.phase(), c.canary_weight()), after, "{tag}");
+        c.stop().await;
+        let text = std::fs::read_to_string(&file).expect("the file");
+        let saved: serin_control::wire::SavedState = serde_json::from_str(&text).expect("{tag}");
+        assert_eq!(
+            (saved.rollout.phase, saved.rollout.canary_weight),
+            after,
+            "{tag}"
+        );
+    }
 }
 
 /// A state directory whose writes hang (the state file's temporary name is a FIFO that

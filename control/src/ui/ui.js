@@ -1,4 +1,6 @@
 // serin's dashboard: polls the admin API (docs/admin.md) and draws what it answers.
+// The JSON it reads is control/src/wire.rs's ServiceView, TimelineEvent and ApiError;
+// tests/golden/ holds an example of each (service.json, timeline.json, error.json).
 // No library, no build step; every value from the API is set as text, never as HTML.
 "use strict";
 

@@ -1,0 +1,369 @@
+//! The wire types: every record serin writes or serves as JSON, defined once.
+//!
+//! * saved rollout state, `state_dir/<service>.json`: [`SavedState`] (format
+//!   [`STATE_FORMAT`]; `crate::state` reads older formats and refuses newer ones);
+//! * timeline events, one per line of `state_dir/<service>.timeline.jsonl` and the
+//!   list `GET /api/v1/services/{name}/timeline` answers: [`TimelineEvent`];
+//! * the admin API's payloads: [`ServiceView`] (one service, its rollout and its
+//!   numbers; every command and weight change answers with it too), [`ConfigStatus`],
+//!   [`LastReload`] (`POST /api/v1/reload`), [`ReloadRefused`], and [`ApiError`] for
+//!   every error;
+//! * webhook notifications: [`Notification`].
+//!
+//! These are separate from the in-memory types the judge and the control loop work
+//! with (`RolloutState`, `RolloutStatus`, `Aggregate`, …), which may change freely: a
+//! change here changes what users, scripts, the CLI (`serin status`, `timeline`,
+//! `report`), the dashboard (`ui/ui.js`) and files already on disk see, and the golden
+//! files under `tests/golden/` pin every shape byte for byte. Fields are written in
+//! the order they are declared. The names of phases and decisions are the judge's
+//! [`Phase`] and [`DecisionKind`], written in snake_case.
+//!
+//! Times are written twice where a program and a person both read them: milliseconds
+//! since the Unix epoch (`*_ms`) and [`rfc3339`] (UTC, milliseconds).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serin_judge::rollout::{DecisionKind, Phase, RolloutState};
+use serin_judge::stats::Detector;
+
+/// `ms` since the Unix epoch as RFC 3339, UTC, with milliseconds:
+/// `2026-11-22T04:44:56.090Z`.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+// ---------------------------------------------------------------------------------
+// Saved state
+
+/// The format of the state files this serin writes. 1: the spec fingerprint was a hash
+/// of the spec's Rust debug output (`crate::state::fingerprint_v1`); 2: of its
+/// canonical encoding (`crate::state::canonical_spec`).
+pub const STATE_FORMAT: u32 = 2;
+
+/// `state_dir/<service>.json`: where a rollout stands, and the evidence it has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// [`STATE_FORMAT`] when written by this serin.
+    pub format: u32,
+    pub service: String,
+    /// Of the rollout's spec (its version is the file's format): a different spec
+    /// starts a new rollout.
+    pub fingerprint: String,
+    pub rollout: SavedRollout,
+    /// The rules' detectors, in the order of the rules (docs/analysis.md, "Restarts");
+    /// absent from files written before serin saved them, empty once the rollout is
+    /// finished.
+    #[serde(default)]
+    pub detectors: Option<Vec<Detector>>,
+}
+
+/// A rollout's state as it is saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedRollout {
+    pub phase: Phase,
+    /// Index into the spec's steps, from 0.
+    pub step: usize,
+    /// The canary's weight in percent.
+    pub canary_weight: u32,
+    pub started_ms: u64,
+    pub step_started_ms: u64,
+    /// When the rollout entered its phase.
+    pub since_ms: u64,
+    pub reason: Option<String>,
+    /// The last hold reason recorded (an unchanged hold is not recorded again).
+    pub last_hold: Option<String>,
+}
+
+impl From<&RolloutState> for SavedRollout {
+    fn from(s: &RolloutState) -> Self {
+        Self {
+            phase: s.phase,
+            step: s.step,
+            canary_weight: s.canary_weight,
+            started_ms: s.started_ms,
+            step_started_ms: s.step_started_ms,
+            since_ms: s.since_ms,
+            reason: s.reason.clone(),
+            last_hold: s.last_hold.clone(),
+        }
+    }
+}
+
+impl From<SavedRollout> for RolloutState {
+    fn from(s: SavedRollout) -> Self {
+        Self {
+            phase: s.phase,
+            step: s.step,
+            canary_weight: s.canary_weight,
+            started_ms: s.started_ms,
+            step_started_ms: s.step_started_ms,
+            since_ms: s.since_ms,
+            reason: s.reason,
+            last_hold: s.last_hold,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Timeline
+
+/// One decision of a rollout: a line of `<service>.timeline.jsonl`, an element of the
+/// timeline the admin API serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    pub at_ms: u64,
+    pub service: String,
+    pub event: DecisionKind,
+    /// Taken by a person through the admin API.
+    #[serde(default)]
+    pub manual: bool,
+    /// The rollout's phase after the decision.
+    pub state: Phase,
+    pub step: usize,
+    /// Every version's weight after the decision.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    pub reason: Option<String>,
+    /// The rule that decided a failure.
+    pub rule: Option<RuleRecord>,
+    /// Each version over the analysis window.
+    #[serde(default)]
+    pub versions: BTreeMap<String, WindowNumbers>,
+}
+
+/// A rule that failed, with its numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// The rule as written: `error_rate max 1%`.
+    pub rule: String,
+    /// `error_rate`, `latency`, `burn_rate` or `success`.
+    pub kind: String,
+    pub observed: Option<f64>,
+    pub threshold: Option<f64>,
+    pub summary: String,
+    /// ln of the evidence and the ln threshold it crossed.
+    pub evidence: f64,
+    pub needed: f64,
+}
+
+/// A version's numbers over a span.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowNumbers {
+    pub requests: u64,
+    pub errors: u64,
+    /// errors / requests; null without requests.
+    pub error_rate: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+// ---------------------------------------------------------------------------------
+// Admin API
+
+/// A service as `GET /api/v1/services/{name}` shows it (and `GET /api/v1/services`
+/// lists them; commands and weight changes answer with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    /// Each version's weight, in the order the config declares the versions.
+    #[serde(with = "in_order")]
+    pub weights: Vec<(String, u32)>,
+    pub rollout: RolloutView,
+    /// The span `versions` covers, in seconds: the analysis window (30 s without a
+    /// rollout), or the time serin has been up if that is shorter. Null without a
+    /// control loop.
+    #[serde(default)]
+    pub window_s: Option<f64>,
+    /// Each version's numbers over `window_s`, in declared order; empty without a
+    /// control loop.
+    #[serde(with = "in_order")]
+    pub versions: Vec<(String, VersionView)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// `none` without a rollout; else pending, progressing, paused, promoted or rolled_back.
+    pub state: String,
+    pub step: Option<usize>,
+    /// When the rollout entered its state (RFC 3339).
+    pub since: Option<String>,
+    pub reason: Option<String>,
+    /// The versions the rollout moves traffic between; left out without a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// The canary's weight at each step, in order (`step` indexes them); left out
+    /// without a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub requests: u64,
+    pub errors: u64,
+    /// errors / requests; null without requests.
+    pub error_rate: Option<f64>,
+    /// Requests per second over the window (or over the time up, if shorter).
+    pub rps: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// An error as the API reports every error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// What `GET /api/v1/config` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// The config file.
+    pub path: String,
+    /// xxh3-64 of the file's bytes that are serving now, as 16 hex digits.
+    pub hash: String,
+    /// When the serving config was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// The newest reload attempt, if there was one.
+    pub last_reload: Option<LastReload>,
+    pub reloads: ReloadCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadCounts {
+    pub success: u64,
+    pub failure: u64,
+}
+
+/// The outcome of one reload attempt (what `POST /api/v1/reload` answers when it
+/// applied the file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastReload {
+    /// RFC 3339.
+    pub at: String,
+    pub ok: bool,
+    /// Why it failed, one line per problem, each with its path; empty when `ok`.
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// What caused the attempt: `file`, `signal`, `api` or `startup`.
+    pub trigger: String,
+    /// True when the file's content equals what is serving (nothing to apply).
+    #[serde(default)]
+    pub unchanged: bool,
+}
+
+/// A reload that was refused (422): why, and the attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadRefused {
+    pub error: String,
+    #[serde(flatten)]
+    pub reload: LastReload,
+}
+
+// ---------------------------------------------------------------------------------
+// Notifications
+
+/// What a webhook is sent (the `json` format; `slack` sends the words of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The decision: `rolled_back`, `promoted`, `paused`, `step_advanced`, …
+    pub event: DecisionKind,
+    pub service: String,
+    /// The version being rolled out (the canary).
+    pub version: String,
+    /// The version it is judged against.
+    pub baseline: String,
+    /// Every version's weight before the decision and after it.
+    pub previous_weights: BTreeMap<String, u32>,
+    pub new_weights: BTreeMap<String, u32>,
+    /// RFC 3339, UTC, milliseconds.
+    pub rollout_started_at: String,
+    /// For a decision a rule made (a failure): when the failing evidence started.
+    pub breach_started_at: Option<String>,
+    /// How `breach_started_at` was found.
+    pub breach_started_at_source: Option<BreachStartSource>,
+    /// The span `metrics` cover: the rollout's analysis window, e.g. `30s`.
+    pub window: String,
+    /// Each version's numbers over the window.
+    pub metrics: BTreeMap<String, WindowNumbers>,
+    /// The rule that decided a failure, with the numbers that made it fail.
+    pub rule: Option<RuleRecord>,
+    /// Why, in words (a hold's reason, "promoted by hand", the breach).
+    pub reason: Option<String>,
+    /// What serin did, e.g. `canary weight set to 0 (was 30)`.
+    pub action: String,
+    /// Taken by a person through the admin API.
+    pub manual: bool,
+    pub status: NotificationStatus,
+    /// When the decision was taken: RFC 3339, UTC, milliseconds.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachStartSource {
+    /// The start of the oldest tick of the unbroken run of ticks, up to the decision,
+    /// in which the canary's own numbers were over the rule's threshold.
+    FirstFailingTick,
+    /// The newest tick alone was not over the threshold (the evidence is cumulative),
+    /// so the time of the decision is given.
+    Decision,
+}
+
+/// The rollout after the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationStatus {
+    pub state: Phase,
+    /// Index of the current step, from 0.
+    pub step: usize,
+    /// How many steps the rollout has.
+    pub steps: usize,
+    /// The canary's weight now (after weights set by hand, theirs).
+    pub canary_weight: u32,
+}
+
+/// A list of pairs as a JSON object, keys in the list's order (and back).
+mod in_order {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use serde::ser::{Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        pairs: &[(String, T)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, T)>, D::Error> {
+        struct Pairs<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Pairs<T> {
+            type Value = Vec<(String, T)>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(pairs)
+            }
+        }
+        d.deserialize_map(Pairs(PhantomData))
+    }
+}
