@@ -13,8 +13,10 @@
 //! * [`totals`]: the cumulative figures the loop keeps for `/metrics`.
 //! * [`metrics`]: the Prometheus exposition.
 //! * [`admin`]: the admin listener.
+//! * [`fleet`]: fleet mode's etcd primitives and sample format.
 
 pub mod admin;
+pub mod fleet;
 pub mod intake;
 pub mod metrics;
 pub mod notify;

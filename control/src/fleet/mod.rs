@@ -1,0 +1,17 @@
+//! Fleet mode's foundation: several serin instances judge and steer one rollout as one,
+//! through etcd (docs/fleet.md; the config's `cluster`).
+//!
+//! Pure parts, built always:
+//! * [`sample`]: the per-tick sample record, its compact encoding, and its exact merge.
+//! * [`tick`]: wall-clock aligned ticks, and the folds that count late samples once.
+//!
+//! etcd parts, with the `fleet` feature (each on a [`client::Etcd`] connection):
+//! * [`client`]: connect (endpoints, TLS, user/password, timeouts); the key layout.
+//! * [`lease`]: this instance's lease, kept alive, and its health as a watch channel.
+//! * [`members`]: `P/members/<instance>`, one live holder per name.
+//! * [`election`]: leadership through etcd's election API, fenced writes, resign.
+//! * [`watch`]: a prefix watched from a revision, resumed across disconnects and
+//!   compaction, no event missed or repeated.
+
+pub mod sample;
+pub mod tick;
