@@ -13,5 +13,19 @@
 //! * [`watch`]: a prefix watched from a revision, resumed across disconnects and
 //!   compaction, no event missed or repeated.
 
+#[cfg(feature = "fleet")]
+pub mod client;
+#[cfg(feature = "fleet")]
+pub mod election;
+#[cfg(feature = "fleet")]
+pub mod lease;
+#[cfg(feature = "fleet")]
+pub mod members;
 pub mod sample;
 pub mod tick;
+#[cfg(feature = "fleet")]
+pub mod watch;
+
+/// The etcd client crate, for the ops and options the primitives take (`TxnOp`, ...).
+#[cfg(feature = "fleet")]
+pub use etcd_client;
