@@ -415,26 +415,34 @@ async fn serve(
 }
 
 /// SIGHUP asks for a reload, as nginx and HAProxy do.
-async fn reload_on_sighup(handle: serin_control::reload::ReloadHandle) {
+fn reload_on_sighup(
+    handle: serin_control::reload::ReloadHandle,
+) -> impl std::future::Future<Output = ()> {
+    // The listener is made here, at once, not when the task first runs: serin says it
+    // is ready before the control thread polls new tasks, and a SIGHUP that came before
+    // the listener would end serin.
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
-                return;
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hup = match hup {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("received SIGHUP: reloading the config");
+                handle.request("signal");
             }
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("received SIGHUP: reloading the config");
-            handle.request("signal");
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = handle;
-        std::future::pending::<()>().await;
+        #[cfg(not(unix))]
+        {
+            let _ = handle;
+            std::future::pending::<()>().await;
+        }
     }
 }
 
