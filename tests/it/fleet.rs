@@ -359,3 +359,31 @@ async fn a_lease_cut_off_from_etcd_is_reported_lost_then_expired() {
         .expect("count");
     assert_eq!(left.count(), 0);
 }
+
+/// The cluster section is read at start: a reload that changes it says so, and the
+/// rest of the config is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_cluster_says_it_takes_effect_on_restart() {
+    let backend = Backend::start("stable").await;
+    let dir = TempDir::new("fleet-reload");
+    let config = dir.0.join("serin.yaml");
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n\
+         listeners: [{{ name: web, listen: 127.0.0.1:0 }}]\n\
+         routes: [{{ listener: web, service: api }}]\n\
+         services: [{{ name: api, versions: [{{ name: stable, endpoints: [{}] }}] }}]\n\
+         state_dir: \"{}\"\n\
+         cluster: {{ etcd: {{ endpoints: [http://127.0.0.1:2379], prefix: /serin/test/ }}, instance: web-1 }}\n",
+        backend.addr,
+        dir.0.display()
+    );
+    std::fs::write(&config, &yaml).expect("write the config");
+    let mut serin = process::SerinProcess::start(&config, 1, &[], &[]);
+    std::fs::write(&config, yaml.replace("instance: web-1", "instance: web-2"))
+        .expect("write the config");
+    serin.signal(libc::SIGHUP);
+    serin.wait_for("the restart warning", |l| {
+        l["message"] == "cluster changes take effect on restart"
+    });
+    serin.wait_for("the reload", |l| l["message"] == "config reloaded");
+}
