@@ -1395,6 +1395,27 @@ fn named_files_are_read_only_if_regular_and_within_their_limits() {
         ["FILE: admin.token_file: DIR/empty.token is empty; write the admin API's token into it (e.g. the output of `openssl rand -hex 32`), or leave out `token_file` to serve the admin API without a token"]
     );
 
+    // etcd's password file, read the same way.
+    let cluster = |file: &str| {
+        format!("cluster: {{ etcd: {{ endpoints: [http://127.0.0.1:2379], prefix: /p/, username: serin, password_file: {file} }} }}\n{SERVICE}")
+    };
+    assert_eq!(
+        check_text(&dir, &cluster("/dev/zero")),
+        ["FILE: cluster.etcd.password_file: /dev/zero is a character device, not a regular file; give the path of a file holding etcd's password"]
+    );
+    assert_eq!(
+        check_text(&dir, &cluster("token.fifo")),
+        ["FILE: cluster.etcd.password_file: DIR/token.fifo is a FIFO (named pipe), not a regular file; give the path of a file holding etcd's password"]
+    );
+    assert_eq!(
+        check_text(&dir, &cluster("large.token")),
+        ["FILE: cluster.etcd.password_file: DIR/large.token is larger than 64 KiB, the most serin reads of a password file; write only etcd's password into it"]
+    );
+    assert_eq!(
+        check_text(&dir, &cluster("empty.token")),
+        ["FILE: cluster.etcd.password_file: DIR/empty.token is empty; write etcd's password into it"]
+    );
+
     let tls_version = |name: &str, ca: &str| {
         format!("{{ name: {name}, endpoints: [127.0.0.1:9001], tls: {{ ca: {ca} }} }}")
     };
