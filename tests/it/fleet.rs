@@ -387,3 +387,164 @@ async fn a_reload_that_changes_cluster_says_it_takes_effect_on_restart() {
     });
     serin.wait_for("the reload", |l| l["message"] == "config reloaded");
 }
+
+/// A test CA and the certificates it signs, as PEM files in a directory of their own.
+struct TestCa {
+    dir: TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let dir = TempDir::new("etcd-tls");
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("CA certificate");
+        std::fs::write(dir.0.join("ca.pem"), cert.pem()).expect("write CA");
+        TestCa {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// `{file}.pem` and `{file}.key`, for `names`.
+    fn issue(&self, file: &str, names: &[&str]) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &self.issuer)
+            .expect("sign");
+        std::fs::write(self.path(&format!("{file}.pem")), cert.pem()).expect("write cert");
+        std::fs::write(self.path(&format!("{file}.key")), key.serialize_pem()).expect("write key");
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.0.join(file).display().to_string()
+    }
+}
+
+/// The `cluster.etcd` a config with `etcd` lines compiles to, its files read.
+fn cluster_etcd(dir: &std::path::Path, etcd: &str) -> EtcdSettings {
+    let file = dir.join("serin.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listeners: [{{ name: web, listen: 127.0.0.1:0 }}]\n\
+             routes: [{{ listener: web, service: api }}]\n\
+             services: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9] }}] }}]\n\
+             cluster:\n  etcd:\n{etcd}"
+        ),
+    )
+    .expect("write the config");
+    match serin_config::load_file(&file) {
+        Ok(snapshot) => snapshot.cluster.expect("cluster").etcd,
+        Err(err) => panic!("{}", err.lines().join("\n")),
+    }
+}
+
+/// etcd over mutual TLS, with the CA and the client certificate the config names.
+#[tokio::test]
+async fn connects_over_mutual_tls_with_the_files_the_config_names() {
+    let ca = TestCa::new();
+    ca.issue("etcd", &["127.0.0.1", "localhost"]);
+    ca.issue("serin", &["serin"]);
+    let etcd_process = EtcdProcess::start_tls(
+        &ca.path("etcd.pem"),
+        &ca.path("etcd.key"),
+        Some(&ca.path("ca.pem")),
+    );
+    let url = etcd_process.url();
+    assert!(url.starts_with("https://"), "{url}");
+
+    let with_client = cluster_etcd(
+        &ca.dir.0,
+        &format!(
+            "    endpoints: [{url}]\n    prefix: {PREFIX}\n    tls: {{ ca: ca.pem, cert: serin.pem, key: serin.key }}\n"
+        ),
+    );
+    let etcd = match Etcd::connect(&with_client, timeouts()).await {
+        Ok(etcd) => etcd,
+        Err(err) => panic!("connect over TLS: {err}"),
+    };
+    let lease = Lease::grant(&etcd, TTL).await.expect("lease");
+    members::join(&etcd, &lease, &member("web-1"))
+        .await
+        .expect("join over TLS");
+
+    // Without the client certificate etcd refuses the connection.
+    let without_client = cluster_etcd(
+        &ca.dir.0,
+        &format!("    endpoints: [{url}]\n    prefix: {PREFIX}\n    tls: {{ ca: ca.pem }}\n"),
+    );
+    let err = Etcd::connect(&without_client, timeouts())
+        .await
+        .expect_err("etcd wants a client certificate");
+    assert!(err.to_string().contains(&url), "{err}");
+}
+
+/// etcd with authentication: the user and password file of the config; a wrong password
+/// is an error at connect.
+#[tokio::test]
+async fn authenticates_with_the_user_and_password_file_the_config_names() {
+    let etcd_process = EtcdProcess::start();
+    let url = etcd_process.url();
+    let admin = connect(url.clone()).await;
+    let mut client = admin.client();
+    client
+        .user_add("root", "root-secret", None)
+        .await
+        .expect("root");
+    client
+        .user_grant_role("root", "root")
+        .await
+        .expect("root role");
+    client
+        .user_add("serin", "serin-secret", None)
+        .await
+        .expect("user");
+    client.role_add("fleet").await.expect("role");
+    client
+        .role_grant_permission(
+            "fleet",
+            serin_control::fleet::etcd_client::Permission::read_write(PREFIX).with_prefix(),
+        )
+        .await
+        .expect("grant");
+    client
+        .user_grant_role("serin", "fleet")
+        .await
+        .expect("grant role");
+    client.auth_enable().await.expect("auth on");
+
+    let dir = TempDir::new("etcd-auth");
+    std::fs::write(dir.0.join("etcd.password"), "serin-secret\n").expect("write");
+    std::fs::write(dir.0.join("wrong.password"), "guess\n").expect("write");
+    let right = cluster_etcd(
+        &dir.0,
+        &format!("    endpoints: [{url}]\n    prefix: {PREFIX}\n    username: serin\n    password_file: etcd.password\n"),
+    );
+    let etcd = match Etcd::connect(&right, timeouts()).await {
+        Ok(etcd) => etcd,
+        Err(err) => panic!("connect as serin: {err}"),
+    };
+    let lease = Lease::grant(&etcd, TTL).await.expect("lease");
+    members::join(&etcd, &lease, &member("web-1"))
+        .await
+        .expect("join as serin");
+
+    let wrong = cluster_etcd(
+        &dir.0,
+        &format!("    endpoints: [{url}]\n    prefix: {PREFIX}\n    username: serin\n    password_file: wrong.password\n"),
+    );
+    let err = Etcd::connect(&wrong, timeouts())
+        .await
+        .expect_err("a wrong password");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("cannot connect to etcd at {url}: ")),
+        "{message}"
+    );
+    assert!(message.contains("authentication failed"), "{message}");
+}

@@ -25,6 +25,12 @@ pub struct Etcd {
     child: Option<Child>,
     client: SocketAddr,
     peer: SocketAddr,
+    /// Plain http, for `/health` whatever the client URL's scheme.
+    metrics: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// More flags (TLS files).
+    extra: Vec<String>,
     pub data: TempDir,
     log: PathBuf,
 }
@@ -38,12 +44,38 @@ fn free_port() -> SocketAddr {
 impl Etcd {
     /// Starts etcd and waits until it answers. Panics, with etcd's log, when it cannot.
     pub fn start() -> Etcd {
+        Etcd::start_with("http", Vec::new())
+    }
+
+    /// Starts etcd serving clients over TLS with `cert` and `key`; with `client_ca`, it
+    /// asks clients for a certificate that CA signed.
+    pub fn start_tls(cert: &str, key: &str, client_ca: Option<&str>) -> Etcd {
+        let mut extra = vec![
+            "--cert-file".to_string(),
+            cert.to_string(),
+            "--key-file".to_string(),
+            key.to_string(),
+        ];
+        if let Some(ca) = client_ca {
+            extra.extend([
+                "--client-cert-auth".to_string(),
+                "--trusted-ca-file".to_string(),
+                ca.to_string(),
+            ]);
+        }
+        Etcd::start_with("https", extra)
+    }
+
+    fn start_with(scheme: &'static str, extra: Vec<String>) -> Etcd {
         let data = TempDir::new("etcd");
         let log = data.0.join("etcd.log");
         let mut etcd = Etcd {
             child: None,
             client: free_port(),
             peer: free_port(),
+            metrics: free_port(),
+            scheme,
+            extra,
             data,
             log,
         };
@@ -58,15 +90,16 @@ impl Etcd {
                     let _ = std::fs::remove_dir_all(etcd.data.0.join("data"));
                     etcd.client = free_port();
                     etcd.peer = free_port();
+                    etcd.metrics = free_port();
                 }
             }
         }
         panic!("etcd did not start in 5 attempts; its last log:\n{last_log}");
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (or https).
     pub fn url(&self) -> String {
-        format!("http://{}", self.client)
+        format!("{}://{}", self.scheme, self.client)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -94,11 +127,14 @@ impl Etcd {
                 &peer,
                 "--initial-cluster",
                 &format!("serin-test={peer}"),
+                "--listen-metrics-urls",
+                &format!("http://{}", self.metrics),
                 "--log-level",
                 "warn",
                 "--logger",
                 "zap",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -124,9 +160,9 @@ impl Etcd {
         }
     }
 
-    /// Whether etcd answers `GET /health` with `"health":"true"`.
+    /// Whether etcd answers `GET /health` (on the metrics URL) with `"health":"true"`.
     fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect_timeout(&self.client, Duration::from_millis(200))
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.metrics, Duration::from_millis(200))
         else {
             return false;
         };
