@@ -12,13 +12,14 @@
 //! n_services { name n_versions {        name: length, then UTF-8 bytes
 //!     name requests errors
 //!     n_success { matched succeeded }   at most MAX_SUCCESS_RULES
-//!     n_buckets { gap width count }     gap: lo − (previous hi + 1) (the first: lo),
-//! } }                                   width: hi − lo
+//!     n_buckets { start count }         start: see put_bucket_start (the gap since
+//! } }                                   the previous bucket, in buckets; the width,
+//!                                       hi − lo, only when it changes)
 //! ```
 //!
 //! Buckets are kept as the recorder's (lowest µs, highest µs, count), so a record is
 //! exact whatever histogram made it, and merging records is merging histograms. Delta
-//! coding keeps a bucket to 3–4 bytes (see the test `a_realistic_tick_is_small`).
+//! coding keeps a bucket to about 2 bytes (see the test `a_realistic_tick_is_small`).
 //! Decoding is hostile-input safe: every length is checked against the bytes left, names
 //! are bounded, and buckets must ascend without overlap.
 
@@ -104,12 +105,13 @@ impl SampleRecord {
                     put(&mut out, s.succeeded);
                 }
                 put(&mut out, sample.latency.len() as u64);
-                let mut next = 0u64;
+                let (mut next, mut last_width) = (0u64, 0u64);
                 for &(lo, hi, count) in &sample.latency {
-                    put(&mut out, lo.saturating_sub(next));
-                    put(&mut out, hi.saturating_sub(lo));
+                    let width = hi.saturating_sub(lo);
+                    put_bucket_start(&mut out, lo.saturating_sub(next), width, last_width);
                     put(&mut out, count);
                     next = hi.saturating_add(1);
+                    last_width = width;
                 }
             }
         }
@@ -151,14 +153,12 @@ impl SampleRecord {
                 }
                 let n_buckets = r.count("the latency buckets")?;
                 sample.latency.reserve_exact(n_buckets);
-                let mut next = 0u64;
+                let (mut next, mut width) = (0u64, 0u64);
                 for _ in 0..n_buckets {
-                    let lo = next
-                        .checked_add(r.varint("a latency bucket")?)
-                        .ok_or(DecodeError::Buckets)?;
-                    let hi = lo
-                        .checked_add(r.varint("a latency bucket")?)
-                        .ok_or(DecodeError::Buckets)?;
+                    let gap;
+                    (gap, width) = r.bucket_start(width)?;
+                    let lo = next.checked_add(gap).ok_or(DecodeError::Buckets)?;
+                    let hi = lo.checked_add(width).ok_or(DecodeError::Buckets)?;
                     let count = r.varint("a latency bucket")?;
                     sample.latency.push((lo, hi, count));
                     next = hi.checked_add(1).ok_or(DecodeError::Buckets)?;
@@ -264,6 +264,32 @@ fn put(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// Appends where a bucket of `width` starts, `gap` µs after the previous one ended:
+/// a head `buckets << 2 | new_width << 1 | remainder`, where `buckets` is the gap in whole
+/// buckets of `width + 1` (HdrHistogram's buckets start at multiples of their size, so
+/// the gap is a few buckets, one byte, and the remainder is 0); then the width when it
+/// differs from `last_width` (the widths double only at powers of two); then the
+/// remainder in µs, if any.
+fn put_bucket_start(out: &mut Vec<u8>, gap: u64, width: u64, last_width: u64) {
+    let size = width.saturating_add(1);
+    let (mut buckets, mut rest) = (gap / size, gap % size);
+    if buckets > u64::MAX >> 2 {
+        // Only with a width of 0 this far out: the remainder form holds it.
+        (buckets, rest) = (0, gap);
+    }
+    let new_width = width != last_width;
+    put(
+        out,
+        buckets << 2 | u64::from(new_width) << 1 | u64::from(rest != 0),
+    );
+    if new_width {
+        put(out, width);
+    }
+    if rest != 0 {
+        put(out, rest);
+    }
+}
+
 fn put_name(out: &mut Vec<u8>, name: &str) {
     // Names come from the config, which bounds them far below this; cut to stay decodable.
     let mut len = name.len().min(MAX_NAME);
@@ -293,6 +319,27 @@ impl Reader<'_> {
             }
         }
         Err(DecodeError::Truncated(what))
+    }
+
+    /// A bucket's start written by [`put_bucket_start`], after a bucket of
+    /// `last_width`: (the gap in µs, the bucket's width).
+    fn bucket_start(&mut self, last_width: u64) -> Result<(u64, u64), DecodeError> {
+        let head = self.varint("a latency bucket")?;
+        let width = if head & 2 != 0 {
+            self.varint("a latency bucket")?
+        } else {
+            last_width
+        };
+        let rest = if head & 1 != 0 {
+            self.varint("a latency bucket")?
+        } else {
+            0
+        };
+        let gap = (head >> 2)
+            .checked_mul(width.saturating_add(1))
+            .and_then(|g| g.checked_add(rest))
+            .ok_or(DecodeError::Buckets)?;
+        Ok((gap, width))
     }
 
     /// A count of items that follow, each at least one byte: bounded by the bytes left,
@@ -408,8 +455,8 @@ mod tests {
             bytes.len()
         );
         assert_eq!(SampleRecord::decode(&bytes), Ok(rec));
-        // About 3 bytes a bucket: (gap, width, count) each mostly one byte.
-        assert!(bytes.len() < 4 * buckets + 64, "{} bytes", bytes.len());
+        // About 2 bytes a bucket: its start and its count, mostly a byte each.
+        assert!(bytes.len() < 5 * buckets / 2 + 64, "{} bytes", bytes.len());
     }
 
     #[test]
@@ -444,12 +491,18 @@ mod tests {
         let mut bytes = record(9, &[("v", sample_of(&[10, 20], 0, [(0, 0); 2]))]).encode();
         bytes.push(0);
         assert_eq!(SampleRecord::decode(&bytes), Err(DecodeError::Trailing(1)));
-        // A bucket that ends past 2^64.
+        // A bucket as wide as all of u64, after which the next would start past 2^64.
         let mut overflow = vec![1, 5, 1, 1, 1, b'a', 1, 1, b'v', 1, 0, 0, 1];
+        put(&mut overflow, 2);
         put(&mut overflow, u64::MAX);
         put(&mut overflow, 1);
-        put(&mut overflow, 1);
         assert_eq!(SampleRecord::decode(&overflow), Err(DecodeError::Buckets));
+        // A gap of 2^61 buckets of 16 µs.
+        let mut far = vec![1, 5, 1, 1, 1, b'a', 1, 1, b'v', 1, 0, 0, 1];
+        put(&mut far, (1 << 61) << 2 | 2);
+        put(&mut far, 15);
+        put(&mut far, 1);
+        assert_eq!(SampleRecord::decode(&far), Err(DecodeError::Buckets));
     }
 
     #[test]
@@ -486,7 +539,38 @@ mod tests {
         )
     }
 
+    /// Ascending, non-overlapping buckets of any widths and gaps, not only
+    /// HdrHistogram's.
+    fn any_buckets() -> impl Strategy<Value = Vec<(u64, u64, u64)>> {
+        let size = prop_oneof![0u64..4, 0u64..100_000, Just(u64::MAX >> 3)];
+        prop::collection::vec((size.clone(), size, 0u64..u64::MAX), 0..40).prop_map(|parts| {
+            let mut next = 0u64;
+            let mut buckets = Vec::new();
+            for (gap, width, count) in parts {
+                let Some(lo) = next.checked_add(gap) else {
+                    break;
+                };
+                let Some(hi) = lo.checked_add(width) else {
+                    break;
+                };
+                buckets.push((lo, hi, count));
+                let Some(after) = hi.checked_add(1) else {
+                    break;
+                };
+                next = after;
+            }
+            buckets
+        })
+    }
+
     proptest! {
+        #[test]
+        fn any_buckets_survive_the_wire(latency in any_buckets()) {
+            let sample = Sample { requests: 1, latency, ..Sample::default() };
+            let rec = record(3, &[("v", sample)]);
+            prop_assert_eq!(SampleRecord::decode(&rec.encode()), Ok(rec));
+        }
+
         #[test]
         fn encode_then_decode_is_identity(inst in instance(), tick in 0u64..u64::MAX / 2, ticks in 1u64..100) {
             let mut rec = record_of(tick, &inst);
