@@ -244,6 +244,37 @@ pub fn merge_sample(into: &mut Sample, other: &Sample) {
     if other.latency.is_empty() {
         return;
     }
+    let sorted = |b: &[(u64, u64, u64)]| b.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1));
+    if sorted(&into.latency) && sorted(&other.latency) {
+        // The usual case (decoded records and the recorder's buckets ascend): one pass.
+        let mut merged = Vec::with_capacity(into.latency.len() + other.latency.len());
+        let (mut a, mut b) = (
+            into.latency.iter().peekable(),
+            other.latency.iter().peekable(),
+        );
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) => match (x.0, x.1).cmp(&(y.0, y.1)) {
+                    std::cmp::Ordering::Less => a.next().copied(),
+                    std::cmp::Ordering::Greater => b.next().copied(),
+                    std::cmp::Ordering::Equal => {
+                        a.next();
+                        b.next();
+                        Some((x.0, x.1, x.2.saturating_add(y.2)))
+                    }
+                },
+                (Some(_), None) => a.next().copied(),
+                (None, Some(_)) => b.next().copied(),
+                (None, None) => None,
+            };
+            match next {
+                Some(bucket) => merged.push(bucket),
+                None => break,
+            }
+        }
+        into.latency = merged;
+        return;
+    }
     let mut buckets: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for &(lo, hi, n) in into.latency.iter().chain(&other.latency) {
         let count = buckets.entry((lo, hi)).or_default();
@@ -503,6 +534,20 @@ mod tests {
         put(&mut far, 15);
         put(&mut far, 1);
         assert_eq!(SampleRecord::decode(&far), Err(DecodeError::Buckets));
+    }
+
+    #[test]
+    fn buckets_out_of_order_still_merge_by_bucket() {
+        let mut a = Sample {
+            latency: vec![(20, 20, 1), (10, 10, 2)],
+            ..Sample::default()
+        };
+        let b = Sample {
+            latency: vec![(10, 10, 3), (30, 31, 1)],
+            ..Sample::default()
+        };
+        merge_sample(&mut a, &b);
+        assert_eq!(a.latency, [(10, 10, 5), (20, 20, 1), (30, 31, 1)]);
     }
 
     #[test]
