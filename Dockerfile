@@ -5,9 +5,14 @@
 # Prometheus, Grafana).
 
 FROM rust:1-bookworm AS build
+# protoc: the etcd client of fleet mode compiles etcd's .proto files at build time.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler=3.* \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin serin \
+# With fleet mode (`cluster` in the config; docs/config.md).
+RUN cargo build --release --locked --features fleet --bin serin \
     && install -D -m 0755 target/release/serin /out/serin \
     && mkdir -p /out/state
 

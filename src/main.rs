@@ -141,6 +141,10 @@ fn main() -> ExitCode {
 fn check(file: &Path) -> ExitCode {
     match serin_config::load_file(file) {
         Ok(snapshot) => {
+            if let Some(why) = without_fleet(&snapshot) {
+                println!("{}: {why}", file.display());
+                return ExitCode::FAILURE;
+            }
             println!("ok");
             for warning in snapshot.warnings() {
                 println!("warning: {warning}");
@@ -154,6 +158,15 @@ fn check(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Why this build cannot serve `snapshot`: a config with `cluster` needs fleet mode,
+/// which is a cargo feature (its etcd client needs `protoc` to build).
+pub(crate) fn without_fleet(snapshot: &serin_config::Snapshot) -> Option<&'static str> {
+    (snapshot.cluster.is_some() && !cfg!(feature = "fleet")).then_some(
+        "cluster: this serin was built without fleet mode: build with `--features fleet` \
+         (or leave out `cluster` to run one serin on its own)",
+    )
 }
 
 fn run_or_report(args: RunArgs, log_format: LogFormat) -> ExitCode {
@@ -223,6 +236,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     };
+    if let Some(why) = without_fleet(&snapshot) {
+        anyhow::bail!("not starting: {}: {why}", config_path.display());
+    }
     let workers = args.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(usize::from)
@@ -279,6 +295,15 @@ async fn serve(
     let admin_section = snapshot.admin.clone();
     let files = reload::FileContents::of(&snapshot);
     let telemetry_section = snapshot.telemetry.clone();
+    let cluster_section = snapshot.cluster.clone();
+    if cluster_section.is_some() {
+        // The etcd primitives are in serin_control::fleet; until the leader/follower
+        // behaviour is wired in, a fleet instance serves and judges on its own.
+        tracing::warn!(
+            "cluster: fleet mode is not wired into the rollout loop yet; this instance \
+             judges its own traffic only, as without `cluster`"
+        );
+    }
     let watched_files = snapshot.watched_files();
     let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?.with_telemetry(telemetry.clone()));
@@ -332,6 +357,7 @@ async fn serve(
         files,
         telemetry_section,
     )
+    .with_cluster(cluster_section)
     .watching(watcher);
     let reload_loop = tokio::spawn(reloader.run(reload_requests, tasks_stopped.clone()));
     let hangups = tokio::spawn(reload_on_sighup(reload_handle));
@@ -389,26 +415,34 @@ async fn serve(
 }
 
 /// SIGHUP asks for a reload, as nginx and HAProxy do.
-async fn reload_on_sighup(handle: serin_control::reload::ReloadHandle) {
+fn reload_on_sighup(
+    handle: serin_control::reload::ReloadHandle,
+) -> impl std::future::Future<Output = ()> {
+    // The listener is made here, at once, not when the task first runs: serin says it
+    // is ready before the control thread polls new tasks, and a SIGHUP that came before
+    // the listener would end serin.
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
-                return;
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hup = match hup {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for SIGHUP; reload through the admin API");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("received SIGHUP: reloading the config");
+                handle.request("signal");
             }
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("received SIGHUP: reloading the config");
-            handle.request("signal");
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = handle;
-        std::future::pending::<()>().await;
+        #[cfg(not(unix))]
+        {
+            let _ = handle;
+            std::future::pending::<()>().await;
+        }
     }
 }
 

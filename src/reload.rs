@@ -74,6 +74,8 @@ pub struct Reloader {
     files: FileContents,
     /// The telemetry section in use; changing it takes a restart.
     telemetry: serin_config::Telemetry,
+    /// The cluster section in use; changing it takes a restart.
+    cluster: Option<serin_config::Cluster>,
     /// Follows the files each applied config references; `None` with `--no-watch`.
     watcher: Option<FileWatcher>,
 }
@@ -109,8 +111,15 @@ impl Reloader {
             admin,
             files,
             telemetry,
+            cluster: None,
             watcher: None,
         }
+    }
+
+    /// The `cluster` section serving (fleet mode); a reload that changes it warns.
+    pub fn with_cluster(mut self, cluster: Option<serin_config::Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// Keeps `watcher` watching the files of every config this reloader applies.
@@ -222,6 +231,13 @@ impl Reloader {
         }
         if snapshot.telemetry != self.telemetry {
             tracing::warn!("telemetry changes take effect on restart");
+        }
+        if let Some(why) = crate::without_fleet(&snapshot) {
+            return Err(vec![format!("{}: {why}", self.path.display())]);
+        }
+        if snapshot.cluster != self.cluster {
+            // The instance's name, lease and etcd connection are made once, at start.
+            tracing::warn!("cluster changes take effect on restart");
         }
         let referenced = snapshot.watched_files();
         let staged = self

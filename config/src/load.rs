@@ -14,7 +14,7 @@ use crate::files::{
 };
 use crate::prescan;
 use crate::schema::RawConfig;
-use crate::snapshot::{AdminToken, Certificate, KeyKind, Snapshot};
+use crate::snapshot::{AdminToken, Certificate, EtcdClientCertificate, KeyKind, Secret, Snapshot};
 use crate::validate::{compile_anchored, Anchored};
 
 /// Reads, parses and validates the file at `path`.
@@ -145,6 +145,7 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
         && raw.limits.is_none()
         && raw.telemetry.is_none()
         && raw.notify.is_empty()
+        && raw.cluster.is_none()
         && matches!(outline(), Some(Outline::Null))
     {
         return Err(empty("holds no settings, only comments"));
@@ -165,7 +166,8 @@ fn parse(text: &str, origin: &str, dir: Option<&Path>) -> Result<Snapshot, LoadE
     match (compile_anchored(&raw), token) {
         (Ok(mut snapshot), Ok(token)) => {
             snapshot.admin.token = token;
-            let errors = read_certificates(&raw, &mut snapshot, dir, &mut budget);
+            let mut errors = read_certificates(&raw, &mut snapshot, dir, &mut budget);
+            read_cluster_files(&raw, &mut snapshot, dir, &mut budget, &mut errors);
             if !errors.is_empty() {
                 return Err(invalid(errors));
             }
@@ -414,6 +416,136 @@ fn read_key(file: &Path, bytes: &[u8]) -> Result<(KeyKind, Vec<u8>), String> {
                 shown(file)
             )
         })
+}
+
+/// Reads the files `cluster.etcd` names (relative to `dir`) into the snapshot: the TLS
+/// CA bundle, client certificate and key, and the password file. What cannot be read
+/// or used is an error.
+fn read_cluster_files(
+    raw: &RawConfig,
+    snapshot: &mut Snapshot,
+    dir: Option<&Path>,
+    budget: &mut Budget,
+    errors: &mut Vec<Anchored>,
+) {
+    let (Some(raw_etcd), Some(etcd)) = (
+        raw.cluster.as_ref().and_then(|c| c.etcd.as_ref()),
+        snapshot.cluster.as_mut().map(|c| &mut c.etcd),
+    ) else {
+        return;
+    };
+    let resolve = |written: &str| match dir {
+        Some(dir) if !Path::new(written).is_absolute() => dir.join(written),
+        _ => PathBuf::from(written),
+    };
+    let mut error = |field: &str, message: String| {
+        let at = format!("cluster.etcd.{field}");
+        errors.push(Anchored {
+            anchor: at.clone(),
+            error: ConfigError::new(at, message),
+        })
+    };
+    if let (Some(raw_tls), Some(tls)) = (&raw_etcd.tls, etcd.tls.as_mut()) {
+        if let Some(ca) = &raw_tls.ca {
+            let file = resolve(ca);
+            let what = PemFile {
+                limit: MAX_CA_FILE_BYTES,
+                holds: "the PEM certificates of the CAs that sign etcd's certificates",
+            };
+            let advice = "give the PEM certificates of the CAs that sign etcd's certificates";
+            match read_pem(&file, &what, budget)
+                .and_then(|bytes| read_chain(&file, &bytes, advice).map(|roots| (bytes, roots)))
+                .and_then(|(bytes, roots)| check_roots(&file, roots).map(|_| bytes))
+            {
+                Ok(pem) => {
+                    tls.ca_pem = Some(pem);
+                    tls.ca_file = Some(file);
+                }
+                Err(message) => error("tls.ca", message),
+            }
+        }
+        if let (Some(cert), Some(key)) = (&raw_tls.cert, &raw_tls.key) {
+            let (cert_file, key_file) = (resolve(cert), resolve(key));
+            let cert_what = PemFile {
+                limit: MAX_CERTIFICATE_FILE_BYTES,
+                holds: "a PEM certificate chain, leaf first",
+            };
+            let advice = "give serin's client certificate chain for etcd, leaf first";
+            let cert_pem = read_pem(&cert_file, &cert_what, budget)
+                .and_then(|bytes| read_chain(&cert_file, &bytes, advice).map(|_| bytes))
+                .map_err(|message| error("tls.cert", message))
+                .ok();
+            let key_what = PemFile {
+                limit: MAX_CERTIFICATE_FILE_BYTES,
+                holds: "the client certificate's PEM private key",
+            };
+            let key_pem = read_pem(&key_file, &key_what, budget)
+                .and_then(|bytes| read_key(&key_file, &bytes).map(|_| bytes))
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        format!(
+                            "{} is not PEM text (it is not UTF-8); give the client \
+                             certificate's PEM private key",
+                            shown(&key_file)
+                        )
+                    })
+                })
+                .map_err(|message| error("tls.key", message))
+                .ok();
+            if let (Some(cert_pem), Some(key_pem)) = (cert_pem, key_pem) {
+                tls.client = Some(EtcdClientCertificate {
+                    cert_file,
+                    key_file,
+                    cert_pem,
+                    key_pem: Secret::new(key_pem),
+                });
+            }
+        }
+    }
+    if let Some(auth) = etcd.auth.as_mut() {
+        let file = resolve(&auth.password_file.display().to_string());
+        match read_password(&file, budget) {
+            Ok(password) => {
+                auth.password = password;
+                auth.password_file = file;
+            }
+            Err(message) => error("password_file", message),
+        }
+    }
+}
+
+/// etcd's password from the file at `file`: a regular file of at most
+/// [`MAX_TOKEN_FILE_BYTES`], UTF-8, its trailing line break removed, not empty.
+fn read_password(file: &Path, budget: &mut Budget) -> Result<Secret, String> {
+    let shown = shown(file);
+    let bytes = read_limited(file, MAX_TOKEN_FILE_BYTES).map_err(|err| match err {
+        Unreadable::Io(err) if err.kind() == std::io::ErrorKind::NotFound => format!(
+            "cannot read {shown}: the file does not exist; fix the path (a relative path is \
+             relative to the config file's directory) or create the file holding etcd's \
+             password"
+        ),
+        Unreadable::Io(err) => format!(
+            "cannot read {shown}: {err}; check the path and the file's permissions (relative \
+             paths are relative to the config file's directory)"
+        ),
+        Unreadable::NotRegular(kind) => format!(
+            "{shown} is {kind}, not a regular file; give the path of a file holding etcd's \
+             password"
+        ),
+        Unreadable::TooLarge(limit) => format!(
+            "{shown} is larger than {}, the most serin reads of a password file; write only \
+             etcd's password into it",
+            size_text(limit)
+        ),
+    })?;
+    budget.take(bytes.len(), file)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| format!("{shown} is not UTF-8 text; write etcd's password into it"))?;
+    let password = text.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(format!("{shown} is empty; write etcd's password into it"));
+    }
+    Ok(Secret::new(password))
 }
 
 /// Reads the admin token from `admin.token_file` (relative to `dir`), when it is given

@@ -13,11 +13,14 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `notify`, `state_dir` and `telemetry`)"
+    expecting = "a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `cluster`, `limits`, `notify`, `state_dir` and `telemetry`)"
 )]
 pub struct RawConfig {
     #[serde(default)]
     pub admin: Option<RawAdmin>,
+    /// Fleet mode: rollout state in etcd, shared by every instance of the fleet.
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -33,6 +36,53 @@ pub struct RawConfig {
     pub telemetry: Option<RawTelemetry>,
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+}
+
+/// `cluster`: fleet mode. Everything stays loose here; [`crate::validate`] checks it all
+/// (and [`crate::load`] reads the files it names).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ etcd: { endpoints: [http://127.0.0.1:2379], prefix: /serin/prod/ }, instance: ${HOSTNAME} }`"
+)]
+pub struct RawCluster {
+    pub etcd: Option<RawEtcd>,
+    /// `None`: not given (the default name); `Some(None)`: given without a value (an error).
+    #[serde(default, deserialize_with = "present")]
+    pub instance: Option<Option<String>>,
+    pub lease_ttl: Option<String>,
+    pub on_etcd_loss: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ endpoints: [http://127.0.0.1:2379], prefix: /serin/prod/ }`"
+)]
+pub struct RawEtcd {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub prefix: Option<Option<String>>,
+    pub tls: Option<RawEtcdTls>,
+    #[serde(default, deserialize_with = "present")]
+    pub username: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub password_file: Option<Option<String>>,
+}
+
+/// TLS to etcd's `https://` endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as `{ ca: certs/etcd-ca.pem, cert: certs/serin.pem, key: certs/serin.key }`"
+)]
+pub struct RawEtcdTls {
+    /// PEM bundle of the roots to trust instead of the bundled (webpki) ones.
+    pub ca: Option<String>,
+    /// Client certificate chain and key (both or neither).
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -48,6 +48,115 @@ pub struct Snapshot {
     pub telemetry: Telemetry,
     /// Webhooks told about rollout decisions, in the order written.
     pub notify: Vec<NotifyTarget>,
+    /// Fleet mode: `None` without `cluster` (one serin, state in `state_dir`). Read at
+    /// start only (a reload that changes it warns).
+    pub cluster: Option<Cluster>,
+}
+
+/// `cluster`: this serin is one instance of a fleet that judges and steers its
+/// rollouts as one, through etcd (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub etcd: Etcd,
+    /// This instance's name, unique within the fleet: `instance` with `${VAR}`s
+    /// expanded, or `hostname-pid`. 1 to [`MAX_INSTANCE_NAME`] bytes of ASCII letters,
+    /// digits, `.`, `_` and `-`.
+    pub instance: String,
+    /// The TTL of this instance's etcd lease: how long etcd keeps its membership (and its
+    /// leadership) after its last keep-alive. From [`MIN_LEASE_TTL`] to [`MAX_LEASE_TTL`].
+    pub lease_ttl: Duration,
+    pub on_etcd_loss: OnEtcdLoss,
+}
+
+/// The longest instance name.
+pub const MAX_INSTANCE_NAME: usize = 128;
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// etcd's own least lease TTL is 1.5 s with its default timings (it raises shorter
+/// ones), and keep-alives stop for an etcd leader election (about 1 s): under 2 s, an
+/// etcd leader change would expire every instance's lease.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// A crashed instance's membership, and a crashed leader's leadership, last this long:
+/// past a minute a rollout would stall too long on a dead leader.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(60);
+/// The longest `cluster.etcd.prefix`.
+pub const MAX_ETCD_PREFIX: usize = 256;
+
+/// What an instance does while etcd cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnEtcdLoss {
+    /// Keep the weights last applied (a local failure still rolls the canary back).
+    #[default]
+    Hold,
+    /// After `lease_ttl` without etcd, send this instance's canary no traffic.
+    Baseline,
+}
+
+/// `cluster.etcd`: where the fleet's state lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Etcd {
+    /// Client URLs, `http://host:port` or `https://host:port`, all of one scheme.
+    pub endpoints: Vec<String>,
+    /// Every key of the fleet is under it: starts and ends with `/`.
+    pub prefix: String,
+    /// TLS settings for `https://` endpoints; `None` with `http://` ones.
+    pub tls: Option<EtcdTls>,
+    /// etcd's user name and password (read from `password_file` at load).
+    pub auth: Option<EtcdAuth>,
+}
+
+impl Etcd {
+    /// Whether the endpoints are `https://`.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// TLS to etcd, its files read at load. The PEM text is kept as read (and checked to
+/// hold what it should): etcd's client (tonic) takes PEM.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct EtcdTls {
+    /// `ca`, resolved from the config file's directory; `None`: the bundled (webpki) roots.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate for mutual TLS.
+    pub client: Option<EtcdClientCertificate>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca_file", &self.ca_file)
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client certificate chain and its key, as PEM read from their files. Its `Debug`
+/// shows the files only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Secret,
+}
+
+impl std::fmt::Debug for EtcdClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdClientCertificate")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// etcd's user name, and the password read from `password_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    pub username: String,
+    /// `password_file` as written (relative paths resolved from the config's directory).
+    pub password_file: PathBuf,
+    pub password: Secret,
 }
 
 /// `telemetry`: what serin reports about each request besides its stats.

@@ -8,22 +8,24 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, Quoted, Shown};
 use crate::schema::{
-    RawAccessLog, RawAnalysis, RawBurnRate, RawConfig, RawEject, RawErrorRate, RawGrpc, RawHealth,
-    RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService, RawSplit, RawSuccess,
-    RawTelemetry, RawTimeouts, RawTls, RawTracing, RawUpstreamTls, RULE_KINDS,
+    RawAccessLog, RawAnalysis, RawBurnRate, RawCluster, RawConfig, RawEject, RawErrorRate, RawEtcd,
+    RawGrpc, RawHealth, RawLatency, RawLimits, RawNotify, RawRollout, RawRuleKind, RawService,
+    RawSplit, RawSuccess, RawTelemetry, RawTimeouts, RawTls, RawTracing, RawUpstreamTls,
+    RULE_KINDS,
 };
 use crate::snapshot::{
-    AccessLog, AccessLogFormat, Admin, Analysis, DecisionKind, Eject, Endpoint, HealthCheck,
-    HostMatch, Limits, Listener, NotifyFormat, NotifyTarget, OnFailure, Rollout, Route, Rule,
-    Secret, Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing,
-    UpstreamProtocol, UpstreamTls, Version, WebhookUrl, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW, DEFAULT_CONFIDENCE,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_TIMEOUT,
-    DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
-    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_MAX_HEADER_BYTES,
-    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_REQUEST_BUFFER, MAX_SUCCESS_RULES,
-    MIN_IDLE_TIMEOUT, MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
+    AccessLog, AccessLogFormat, Admin, Analysis, Cluster, DecisionKind, Eject, Endpoint, Etcd,
+    EtcdAuth, EtcdTls, HealthCheck, HostMatch, Limits, Listener, NotifyFormat, NotifyTarget,
+    OnEtcdLoss, OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky,
+    Telemetry, Timeouts, Tls, TlsVersion, Tracing, UpstreamProtocol, UpstreamTls, Version,
+    WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW,
+    DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LEASE_TTL, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES,
+    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
+    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_ETCD_PREFIX,
+    MAX_INSTANCE_NAME, MAX_LEASE_TTL, MAX_MAX_HEADER_BYTES, MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT,
+    MAX_REQUEST_BUFFER, MAX_SUCCESS_RULES, MIN_IDLE_TIMEOUT, MIN_LEASE_TTL, MIN_MAX_HEADER_BYTES,
+    MIN_NOTIFY_TIMEOUT,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -76,7 +78,7 @@ impl Errors {
 }
 
 /// Compiles `raw`, or lists every error found, in the order the checks ran (sections
-/// in the order admin, listeners, services, routes, state_dir, telemetry). [`crate::parse_str`] sorts them
+/// in the order admin, listeners, services, routes, state_dir, telemetry, notify, cluster). [`crate::parse_str`] sorts them
 /// into document order.
 pub fn compile(raw: &RawConfig) -> Result<Snapshot, Vec<ConfigError>> {
     compile_anchored(raw).map_err(|errors| errors.into_iter().map(|e| e.error).collect())
@@ -282,6 +284,11 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
         .enumerate()
         .filter_map(|(i, n)| notify_target(n, &format!("notify[{i}]"), &mut errs))
         .collect();
+    let env = |name: &str| std::env::var(name).ok();
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .and_then(|c| cluster(c, &env, &mut errs));
 
     if errs.len() > 0 {
         return Err(errs.0);
@@ -302,6 +309,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             state_dir,
             telemetry,
             notify,
+            cluster,
         }),
         // Unreachable in practice: a bad admin address pushed an error above.
         None => Err(vec![Anchored {
@@ -309,6 +317,469 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
             error: ConfigError::new("admin.listen", "no admin address"),
         }]),
     }
+}
+
+/// `cluster`: fleet mode. `None` when absent, or with an error (each one pushed).
+/// Every key is checked either way. `env` reads an environment variable (for `${VAR}`
+/// in `instance`).
+fn cluster(
+    raw: &RawCluster,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Errors,
+) -> Option<Cluster> {
+    let before = errs.len();
+    let etcd = match &raw.etcd {
+        Some(etcd) => etcd_settings(etcd, "cluster.etcd", errs),
+        None => {
+            errs.push_at(
+                format!("cluster.{AFTER}"),
+                "cluster",
+                "`etcd` is missing: give etcd's client URLs and this fleet's key prefix, e.g. \
+                 `etcd: { endpoints: [http://127.0.0.1:2379], prefix: /serin/prod/ }`",
+            );
+            None
+        }
+    };
+    let instance = match &raw.instance {
+        None => Some(default_instance()),
+        Some(written) => instance_name(written.as_deref().unwrap_or(""), env, errs),
+    };
+    let lease_ttl = match &raw.lease_ttl {
+        None => Some(DEFAULT_LEASE_TTL),
+        Some(text) => lease_ttl(text, "cluster.lease_ttl", errs),
+    };
+    let on_etcd_loss = match raw.on_etcd_loss.as_deref().map(str::trim) {
+        None | Some("hold") => OnEtcdLoss::Hold,
+        Some("baseline") => OnEtcdLoss::Baseline,
+        Some(other) => {
+            errs.push(
+                "cluster.on_etcd_loss",
+                format!(
+                    "{} is not a choice: write hold (keep the weights last applied while etcd \
+                     is away) or baseline (send this instance's canary no traffic once etcd \
+                     has been away for lease_ttl)",
+                    Quoted(other)
+                ),
+            );
+            OnEtcdLoss::Hold
+        }
+    };
+    if errs.len() > before {
+        return None;
+    }
+    Some(Cluster {
+        etcd: etcd?,
+        instance: instance?,
+        lease_ttl: lease_ttl?,
+        on_etcd_loss,
+    })
+}
+
+/// `cluster.etcd`; the TLS and password files are read by [`crate::load`], which fills
+/// in what they hold (here: empty).
+fn etcd_settings(raw: &RawEtcd, path: &str, errs: &mut Errors) -> Option<Etcd> {
+    let before = errs.len();
+    let epath = format!("{path}.endpoints");
+    if raw.endpoints.is_empty() {
+        errs.push(
+            &epath,
+            "give at least one etcd client URL, e.g. `[http://127.0.0.1:2379]` (several: the \
+             members of one etcd cluster)",
+        );
+    }
+    let mut endpoints: Vec<String> = Vec::with_capacity(raw.endpoints.len());
+    let mut first_scheme: Option<(bool, usize)> = None;
+    for (i, text) in raw.endpoints.iter().enumerate() {
+        let at = format!("{epath}[{i}]");
+        let Some((https, url)) = etcd_endpoint(text, &at, errs) else {
+            continue;
+        };
+        match first_scheme {
+            None => first_scheme = Some((https, i)),
+            Some((first, j)) if first != https => {
+                errs.push(
+                    &at,
+                    format!(
+                        "{} is {} but {epath}[{j}] is {}; give every endpoint the same scheme",
+                        Quoted(text),
+                        if https { "https" } else { "http" },
+                        if first { "https" } else { "http" },
+                    ),
+                );
+                continue;
+            }
+            Some(_) => {}
+        }
+        if let Some(j) = endpoints.iter().position(|e| *e == url) {
+            errs.push(
+                &at,
+                format!(
+                    "{} is listed already as {epath}[{j}]; list each endpoint once",
+                    Quoted(text)
+                ),
+            );
+            continue;
+        }
+        endpoints.push(url);
+    }
+    let https = first_scheme.is_some_and(|(https, _)| https);
+
+    let ppath = format!("{path}.prefix");
+    let prefix = match &raw.prefix {
+        None => {
+            errs.push_at(
+                format!("{path}.{AFTER}"),
+                path,
+                "the prefix is missing: give the key prefix of this fleet, e.g. `prefix: \
+                 /serin/prod/` (every instance of one fleet gives the same one)",
+            );
+            None
+        }
+        Some(written) => etcd_prefix(written.as_deref().unwrap_or(""), &ppath, errs),
+    };
+
+    let tls = match &raw.tls {
+        Some(_) if !https && first_scheme.is_some() => {
+            errs.push(
+                format!("{path}.tls"),
+                "TLS settings are for https:// endpoints; write the endpoints as \
+                 https://HOST:PORT, or leave out `tls`",
+            );
+            None
+        }
+        Some(tls) => {
+            if tls.cert.is_some() != tls.key.is_some() {
+                let (given, missing) = if tls.cert.is_some() {
+                    ("cert", "key")
+                } else {
+                    ("key", "cert")
+                };
+                errs.push_at(
+                    format!("{path}.tls.{AFTER}"),
+                    format!("{path}.tls"),
+                    format!(
+                        "`{given}` is given without `{missing}`: a client certificate needs both \
+                         (or neither)"
+                    ),
+                );
+            }
+            for (field, value) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    errs.push(
+                        format!("{path}.tls.{field}"),
+                        "it is empty: give the path of a PEM file, or leave the key out",
+                    );
+                }
+            }
+            Some(EtcdTls::default())
+        }
+        None if https => Some(EtcdTls::default()),
+        None => None,
+    };
+
+    let username = match &raw.username {
+        None => None,
+        Some(name) => {
+            let name = name.as_deref().unwrap_or("").trim();
+            if name.is_empty() {
+                errs.push(
+                    format!("{path}.username"),
+                    "it is empty: give etcd's user name, or leave out `username` and \
+                     `password_file` when etcd has no authentication",
+                );
+            } else if !name.chars().all(|c| c.is_ascii_graphic()) {
+                errs.push(
+                    format!("{path}.username"),
+                    format!(
+                        "{} holds a space or a character other than printable ASCII; give \
+                         etcd's user name",
+                        Quoted(name)
+                    ),
+                );
+            }
+            Some(name.to_string())
+        }
+    };
+    let password_file = match &raw.password_file {
+        None => None,
+        Some(Some(file)) if !file.trim().is_empty() => Some(file.clone()),
+        Some(_) => {
+            errs.push(
+                format!("{path}.password_file"),
+                "it is empty: give the path of a file holding etcd's password, or leave out \
+                 `username` and `password_file` when etcd has no authentication",
+            );
+            None
+        }
+    };
+    match (&username, &raw.password_file) {
+        (Some(_), None) => errs.push_at(
+            format!("{path}.{AFTER}"),
+            path,
+            "`username` is given without `password_file`: give the path of a file holding \
+             etcd's password too",
+        ),
+        (None, Some(_)) => errs.push_at(
+            format!("{path}.{AFTER}"),
+            path,
+            "`password_file` is given without `username`: give etcd's user name too",
+        ),
+        _ => {}
+    }
+    if errs.len() > before {
+        return None;
+    }
+    let auth = match (username, password_file) {
+        (Some(username), Some(file)) => Some(EtcdAuth {
+            username,
+            password_file: PathBuf::from(file),
+            password: Secret::new(""),
+        }),
+        _ => None,
+    };
+    Some(Etcd {
+        endpoints,
+        prefix: prefix?,
+        tls,
+        auth,
+    })
+}
+
+/// An etcd client URL, `http(s)://HOST:PORT` (a trailing `/` allowed): whether it is
+/// https, and the URL normalised.
+fn etcd_endpoint(text: &str, path: &str, errs: &mut Errors) -> Option<(bool, String)> {
+    let t = text.trim();
+    let t = t.strip_suffix('/').unwrap_or(t);
+    let why = match t.split_once("://") {
+        _ if t.is_empty() => "it is empty".to_string(),
+        None => "the scheme is missing".to_string(),
+        Some((scheme, rest)) => {
+            let https = scheme.eq_ignore_ascii_case("https");
+            if !https && !scheme.eq_ignore_ascii_case("http") {
+                format!("the scheme {} is not http or https", Quoted(scheme))
+            } else if rest.contains('@') {
+                "it holds credentials (user:password@); give `username` and `password_file` \
+                 instead"
+                    .to_string()
+            } else if rest.contains(['/', '?', '#']) {
+                "an etcd endpoint has no path, query or fragment".to_string()
+            } else {
+                match endpoint_authority(rest) {
+                    Ok(authority) => {
+                        let scheme = if https { "https" } else { "http" };
+                        return Some((https, format!("{scheme}://{authority}")));
+                    }
+                    Err(why) if why == "the port is missing" => {
+                        "the port is missing (etcd's client port is usually 2379)".to_string()
+                    }
+                    Err(why) => why.replace("the upstream", "etcd"),
+                }
+            }
+        }
+    };
+    errs.push(
+        path,
+        format!(
+            "{} is not an etcd client URL: {why} (write http://HOST:PORT or https://HOST:PORT, \
+             e.g. http://127.0.0.1:2379)",
+            Quoted(text)
+        ),
+    );
+    None
+}
+
+/// `cluster.etcd.prefix`: starts and ends with `/`, printable ASCII without spaces.
+fn etcd_prefix(text: &str, path: &str, errs: &mut Errors) -> Option<String> {
+    let why = if text.is_empty() {
+        "it is empty".to_string()
+    } else if !text.starts_with('/') || !text.ends_with('/') {
+        format!("{} must start and end with \"/\"", Quoted(text))
+    } else if !text.chars().all(|c| c.is_ascii_graphic()) {
+        format!(
+            "{} holds a space or a character other than printable ASCII",
+            Quoted(text)
+        )
+    } else if text.len() > MAX_ETCD_PREFIX {
+        format!(
+            "it is {} bytes long, more than {MAX_ETCD_PREFIX}",
+            text.len()
+        )
+    } else {
+        return Some(text.to_string());
+    };
+    errs.push(
+        path,
+        format!(
+            "{why}: give the key prefix of this fleet, e.g. /serin/prod/ (every key of the \
+             fleet is under it, so two fleets on one etcd need two prefixes)"
+        ),
+    );
+    None
+}
+
+/// `cluster.lease_ttl`: a duration from [`MIN_LEASE_TTL`] to [`MAX_LEASE_TTL`].
+fn lease_ttl(text: &str, path: &str, errs: &mut Errors) -> Option<Duration> {
+    let ttl = duration(text, path, errs)?;
+    let why = if ttl < MIN_LEASE_TTL {
+        "is too short: an etcd leader election stops keep-alives for about a second and \
+         etcd raises a TTL under 1.5 s to its own least"
+    } else if ttl > MAX_LEASE_TTL {
+        "is too long: a crashed instance, or a crashed leader, would be waited for that long"
+    } else if ttl.subsec_nanos() != 0 {
+        "is not a whole number of seconds, which etcd's leases count in"
+    } else {
+        return Some(ttl);
+    };
+    errs.push(
+        path,
+        format!("{} {why}; give 2s to 60s (default 5s)", Quoted(text.trim())),
+    );
+    None
+}
+
+/// `cluster.instance` with its `${VAR}`s expanded, checked as an instance name.
+fn instance_name(
+    written: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Errors,
+) -> Option<String> {
+    const PATH: &str = "cluster.instance";
+    let expanded = match expand_env(written.trim(), env) {
+        Ok(expanded) => expanded,
+        Err(why) => {
+            errs.push(PATH, why);
+            return None;
+        }
+    };
+    let from = if expanded == written.trim() {
+        String::new()
+    } else {
+        format!(" (from {})", Quoted(written.trim()))
+    };
+    let why = if expanded.is_empty() {
+        if written.trim().is_empty() {
+            "it is empty".to_string()
+        } else {
+            format!("it is empty{from}")
+        }
+    } else if let Some(why) = instance_name_problem(&expanded) {
+        format!("{}{from} {why}", Quoted(&expanded))
+    } else {
+        return Some(expanded);
+    };
+    errs.push(
+        PATH,
+        format!(
+            "{why}: give this instance a name unique in the fleet, of 1 to {MAX_INSTANCE_NAME} \
+             ASCII letters, digits, '.', '_' or '-' (e.g. ${{HOSTNAME}} in a pod), or leave \
+             out `instance` for hostname-pid"
+        ),
+    );
+    None
+}
+
+/// Why `name` cannot name an instance (it is part of etcd keys), if it cannot.
+fn instance_name_problem(name: &str) -> Option<&'static str> {
+    if name.len() > MAX_INSTANCE_NAME {
+        Some("is too long")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("holds a character other than ASCII letters, digits, '.', '_' and '-'")
+    } else if name == "." || name == ".." {
+        Some("is not a name")
+    } else {
+        None
+    }
+}
+
+/// `text` with each `${NAME}` replaced by the variable's value; a `$` not followed by
+/// `{` stays as it is. An unset variable, an unclosed `${` or a bad name is an error
+/// (its message).
+pub(crate) fn expand_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!(
+                "{} has a `${{` that is never closed: write ${{NAME}} for the value of the \
+                 environment variable NAME",
+                Quoted(text)
+            ));
+        };
+        let name = &after[..end];
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!(
+                "{} is not an environment variable's name (letters, digits and '_', not \
+                 starting with a digit): write ${{NAME}}",
+                Quoted(&format!("${{{name}}}"))
+            ));
+        }
+        match env(name) {
+            Some(value) => out.push_str(&value),
+            None => {
+                return Err(format!(
+                    "${{{name}}} names an environment variable that is not set (or not \
+                     UTF-8); set {name} for serin, or write the instance's name itself"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The default instance name: `hostname-pid`, the host name reduced to the characters
+/// an instance name may hold.
+fn default_instance() -> String {
+    let pid = std::process::id();
+    let host: String = hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let suffix = format!("-{pid}");
+    let host = if host.is_empty() {
+        "serin"
+    } else {
+        host.as_str()
+    };
+    let keep = host.len().min(MAX_INSTANCE_NAME - suffix.len());
+    format!("{}{suffix}", &host[..keep])
+}
+
+#[cfg(unix)]
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `len` bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+#[cfg(not(unix))]
+fn hostname() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
 /// `admin.allowed_hosts`: each a host name, lowercased and without a trailing dot.
@@ -2682,5 +3153,42 @@ fn describe(value: &serde_yaml_ng::Value) -> String {
         serde_yaml_ng::Value::Sequence(_) => "a list".to_string(),
         serde_yaml_ng::Value::Mapping(_) => "a mapping".to_string(),
         serde_yaml_ng::Value::Tagged(_) => "a tagged value".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn expand_env_replaces_each_variable_and_names_what_is_wrong() {
+        let env = |name: &str| match name {
+            "HOSTNAME" => Some("web-7".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(expand_env("${HOSTNAME}", &env).as_deref(), Ok("web-7"));
+        assert_eq!(
+            expand_env("a-${HOSTNAME}-${HOSTNAME}${EMPTY}-$x", &env).as_deref(),
+            Ok("a-web-7-web-7-$x")
+        );
+        assert_eq!(expand_env("plain", &env).as_deref(), Ok("plain"));
+        let unset = expand_env("${NOPE}", &env).unwrap_err();
+        assert!(
+            unset.starts_with("${NOPE} names an environment variable that is not set"),
+            "{unset}"
+        );
+        let open = expand_env("a${HOSTNAME", &env).unwrap_err();
+        assert!(open.contains("never closed"), "{open}");
+        let bad = expand_env("${1X}", &env).unwrap_err();
+        assert!(
+            bad.contains("is not an environment variable's name"),
+            "{bad}"
+        );
+        let empty = expand_env("${}", &env).unwrap_err();
+        assert!(
+            empty.contains("is not an environment variable's name"),
+            "{empty}"
+        );
     }
 }

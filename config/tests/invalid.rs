@@ -77,7 +77,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "wrong_type_top",
         &[
-            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `limits`, `notify`, `state_dir` and `telemetry`)"#,
+            r#"FILE:1:1: invalid type: sequence, expected a mapping with the keys `listeners`, `routes` and `services` (and optionally `admin`, `cluster`, `limits`, `notify`, `state_dir` and `telemetry`)"#,
         ],
     ),
     (
@@ -87,7 +87,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown_key_top",
         &[
-            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry`, `notify` (check the spelling; unknown keys are errors, not ignored)"#,
+            r#"FILE:4:1: unknown field `routs`, expected one of `admin`, `cluster`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry`, `notify` (check the spelling; unknown keys are errors, not ignored)"#,
         ],
     ),
     (
@@ -771,6 +771,58 @@ const CASES: &[(&str, &[&str])] = &[
         "notify_missing_events",
         &[r#"FILE:6:5: notify[0]: missing field `events`"#],
     ),
+    // cluster: fleet mode.
+    (
+        "cluster_etcd_bad",
+        &[
+            r#"FILE: cluster.etcd.endpoints[1]: "ftp://etcd-1:2379" is not an etcd client URL: the scheme "ftp" is not http or https (write http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:2379)"#,
+            r#"FILE: cluster.etcd.endpoints[2]: "http://etcd-2" is not an etcd client URL: the port is missing (etcd's client port is usually 2379) (write http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:2379)"#,
+            r#"FILE: cluster.etcd.endpoints[3]: "127.0.0.1:2379" is not an etcd client URL: the scheme is missing (write http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:2379)"#,
+            r#"FILE: cluster.etcd.endpoints[4]: "http://root:secret@etcd-3:2379" is not an etcd client URL: it holds credentials (user:password@); give `username` and `password_file` instead (write http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:2379)"#,
+            r#"FILE: cluster.etcd.endpoints[5]: "http://etcd-4:2379/v3" is not an etcd client URL: an etcd endpoint has no path, query or fragment (write http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:2379)"#,
+            r#"FILE: cluster.etcd.endpoints[6]: "https://etcd-5:2379" is https but cluster.etcd.endpoints[0] is http; give every endpoint the same scheme"#,
+            r#"FILE: cluster.etcd.endpoints[7]: "http://127.0.0.1:2379/" is listed already as cluster.etcd.endpoints[0]; list each endpoint once"#,
+            r#"FILE: cluster.etcd.prefix: "serin/prod" must start and end with "/": give the key prefix of this fleet, e.g. /serin/prod/ (every key of the fleet is under it, so two fleets on one etcd need two prefixes)"#,
+            r#"FILE: cluster.etcd.tls: TLS settings are for https:// endpoints; write the endpoints as https://HOST:PORT, or leave out `tls`"#,
+        ],
+    ),
+    (
+        "cluster_bad",
+        &[
+            r#"FILE: cluster.instance: "web 1/a" holds a character other than ASCII letters, digits, '.', '_' and '-': give this instance a name unique in the fleet, of 1 to 128 ASCII letters, digits, '.', '_' or '-' (e.g. ${HOSTNAME} in a pod), or leave out `instance` for hostname-pid"#,
+            r#"FILE: cluster.lease_ttl: "1s" is too short: an etcd leader election stops keep-alives for about a second and etcd raises a TTL under 1.5 s to its own least; give 2s to 60s (default 5s)"#,
+            r#"FILE: cluster.on_etcd_loss: "panic" is not a choice: write hold (keep the weights last applied while etcd is away) or baseline (send this instance's canary no traffic once etcd has been away for lease_ttl)"#,
+        ],
+    ),
+    (
+        "cluster_lease_ttl_bad",
+        &[
+            r#"FILE: cluster.etcd: `password_file` is given without `username`: give etcd's user name too"#,
+            r#"FILE: cluster.lease_ttl: "2500ms" is not a whole number of seconds, which etcd's leases count in; give 2s to 60s (default 5s)"#,
+        ],
+    ),
+    (
+        "cluster_instance_unset",
+        &[
+            r#"FILE: cluster.instance: ${SERIN_SURELY_UNSET_VARIABLE} names an environment variable that is not set (or not UTF-8); set SERIN_SURELY_UNSET_VARIABLE for serin, or write the instance's name itself"#,
+        ],
+    ),
+    (
+        "cluster_missing_etcd",
+        &[
+            r#"FILE: cluster.lease_ttl: "61s" is too long: a crashed instance, or a crashed leader, would be waited for that long; give 2s to 60s (default 5s)"#,
+            r#"FILE: cluster: `etcd` is missing: give etcd's client URLs and this fleet's key prefix, e.g. `etcd: { endpoints: [http://127.0.0.1:2379], prefix: /serin/prod/ }`"#,
+        ],
+    ),
+    (
+        "cluster_auth_bad",
+        &[
+            r#"FILE: cluster.etcd.tls: `cert` is given without `key`: a client certificate needs both (or neither)"#,
+            r#"FILE: cluster.etcd: the prefix is missing: give the key prefix of this fleet, e.g. `prefix: /serin/prod/` (every instance of one fleet gives the same one)"#,
+            r#"FILE: cluster.etcd: `username` is given without `password_file`: give the path of a file holding etcd's password too"#,
+            r#"FILE: cluster.instance: it is empty: give this instance a name unique in the fleet, of 1 to 128 ASCII letters, digits, '.', '_' or '-' (e.g. ${HOSTNAME} in a pod), or leave out `instance` for hostname-pid"#,
+        ],
+    ),
 ];
 
 #[test]
@@ -1106,6 +1158,23 @@ fn unusable_upstream_tls_files_are_named() {
     );
 }
 
+/// etcd's TLS files and password file are read relative to the config file's
+/// directory; each one that cannot be read, or holds no certificate, is reported at its key.
+#[test]
+fn unusable_cluster_files_are_named() {
+    let lines = check_lines("files/cluster_files");
+    let dir = Path::new(FIXTURES).join("files").join("no-such-dir");
+    assert_eq!(
+        lines,
+        vec![
+            "FILE: cluster.etcd.tls.ca: FILE holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the PEM certificates of the CAs that sign etcd's certificates".to_string(),
+            format!("FILE: cluster.etcd.tls.cert: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("serin.pem").display()),
+            format!("FILE: cluster.etcd.tls.key: cannot read {}: No such file or directory (os error 2); fix the path (relative paths are relative to the config file's directory)", dir.join("serin.key").display()),
+            format!("FILE: cluster.etcd.password_file: cannot read {}: the file does not exist; fix the path (a relative path is relative to the config file's directory) or create the file holding etcd's password", dir.join("etcd.password").display()),
+        ]
+    );
+}
+
 // Hostile documents and files: each is refused at once, with a short error line.
 
 /// A directory of its own under the system's temp directory, for files a test makes.
@@ -1205,7 +1274,7 @@ fn an_error_quotes_only_the_start_of_a_long_value() {
     let unknown_key = format!("{SERVICE}? {long}\n: 1\n");
     assert_eq!(
         parse_str(&unknown_key, "FILE").expect_err("unknown key").lines(),
-        [format!("FILE:4:3: unknown field `{shown}` (200000 characters), expected one of `admin`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry`, `notify` (check the spelling; unknown keys are errors, not ignored)")]
+        [format!("FILE:4:3: unknown field `{shown}` (200000 characters), expected one of `admin`, `cluster`, `listeners`, `limits`, `routes`, `services`, `state_dir`, `telemetry`, `notify` (check the spelling; unknown keys are errors, not ignored)")]
     );
     let invalid = format!(
         "listeners: [{{ name: web, listen: \"{long}\" }}]\nroutes: [{{ listener: web, service: api }}]\nservices:\n  - name: api\n    versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}]\n    split:\n      weights:\n        stable: 1\n        ? {long}\n        : 1\n"
@@ -1324,6 +1393,27 @@ fn named_files_are_read_only_if_regular_and_within_their_limits() {
     assert_eq!(
         check_text(&dir, &format!("admin: {{ token_file: empty.token }}\n{SERVICE}")),
         ["FILE: admin.token_file: DIR/empty.token is empty; write the admin API's token into it (e.g. the output of `openssl rand -hex 32`), or leave out `token_file` to serve the admin API without a token"]
+    );
+
+    // etcd's password file, read the same way.
+    let cluster = |file: &str| {
+        format!("cluster: {{ etcd: {{ endpoints: [http://127.0.0.1:2379], prefix: /p/, username: serin, password_file: {file} }} }}\n{SERVICE}")
+    };
+    assert_eq!(
+        check_text(&dir, &cluster("/dev/zero")),
+        ["FILE: cluster.etcd.password_file: /dev/zero is a character device, not a regular file; give the path of a file holding etcd's password"]
+    );
+    assert_eq!(
+        check_text(&dir, &cluster("token.fifo")),
+        ["FILE: cluster.etcd.password_file: DIR/token.fifo is a FIFO (named pipe), not a regular file; give the path of a file holding etcd's password"]
+    );
+    assert_eq!(
+        check_text(&dir, &cluster("large.token")),
+        ["FILE: cluster.etcd.password_file: DIR/large.token is larger than 64 KiB, the most serin reads of a password file; write only etcd's password into it"]
+    );
+    assert_eq!(
+        check_text(&dir, &cluster("empty.token")),
+        ["FILE: cluster.etcd.password_file: DIR/empty.token is empty; write etcd's password into it"]
     );
 
     let tls_version = |name: &str, ca: &str| {

@@ -12,8 +12,8 @@ use serin_config::snapshot::{
 };
 use serin_config::{
     load_file, parse_str, AccessLog, AccessLogFormat, AdminToken, Analysis, DecisionKind, Endpoint,
-    HostMatch, NotifyFormat, OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky, Telemetry,
-    Timeouts, Tracing,
+    HostMatch, NotifyFormat, OnEtcdLoss, OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky,
+    Telemetry, Timeouts, Tracing,
 };
 
 fn workspace(path: &str) -> PathBuf {
@@ -917,4 +917,65 @@ services:
     assert!(load("tests/fixtures/valid/defaults.yaml")
         .watched_files()
         .is_empty());
+}
+
+#[test]
+fn cluster_compiles_with_its_password_read_and_its_endpoints_normalised() {
+    let s = load("tests/fixtures/valid/cluster.yaml");
+    let cluster = s.cluster.expect("cluster");
+    assert_eq!(
+        cluster.etcd.endpoints,
+        [
+            "http://etcd-0.etcd:2379",
+            "http://etcd-1.etcd:2379",
+            "http://10.0.0.7:2379",
+            "http://[::1]:2379"
+        ]
+    );
+    assert_eq!(cluster.etcd.prefix, "/serin/prod/");
+    assert_eq!(cluster.etcd.tls, None);
+    let auth = cluster.etcd.auth.expect("auth");
+    assert_eq!(auth.username, "serin");
+    assert_eq!(auth.password.expose(), "correct horse");
+    assert_eq!(
+        auth.password_file,
+        workspace("tests/fixtures/valid/etcd.password")
+    );
+    assert!(!format!("{auth:?}").contains("horse"), "{auth:?}");
+    assert_eq!(cluster.instance, "ingress-7");
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+    assert_eq!(cluster.on_etcd_loss, OnEtcdLoss::Baseline);
+}
+
+#[test]
+fn cluster_defaults_are_hostname_pid_5s_and_hold() {
+    let s = load("tests/fixtures/valid/cluster_defaults.yaml");
+    let cluster = s.cluster.expect("cluster");
+    assert_eq!(cluster.etcd.endpoints, ["https://etcd.internal:2379"]);
+    assert_eq!(cluster.etcd.prefix, "/");
+    let tls = cluster.etcd.tls.expect("https endpoints use TLS");
+    assert_eq!(tls.ca_pem, None, "the bundled roots");
+    assert_eq!(tls.client, None);
+    assert_eq!(cluster.etcd.auth, None);
+    let pid = format!("-{}", std::process::id());
+    assert!(cluster.instance.ends_with(&pid), "{}", cluster.instance);
+    assert!(cluster.instance.len() > pid.len(), "{}", cluster.instance);
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(5));
+    assert_eq!(cluster.on_etcd_loss, OnEtcdLoss::Hold);
+    assert!(load("examples/quickstart.yaml").cluster.is_none());
+}
+
+/// `${VAR}` in `instance` is the environment variable's value (cargo sets
+/// CARGO_PKG_NAME for the tests it runs).
+#[test]
+fn cluster_instance_expands_environment_variables() {
+    let text = "listeners: [{ name: web, listen: 127.0.0.1:8080 }]\n\
+        routes: [{ listener: web, service: api }]\n\
+        services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]\n\
+        cluster: { etcd: { endpoints: [http://127.0.0.1:2379], prefix: /p/ }, instance: \"${CARGO_PKG_NAME}-a.b\" }\n";
+    let s = match parse_str(text, "inline") {
+        Ok(s) => s,
+        Err(err) => panic!("{}", err.lines().join("\n")),
+    };
+    assert_eq!(s.cluster.expect("cluster").instance, "serin-config-a.b");
 }

@@ -15,8 +15,10 @@
 //! * [`admin`]: the admin listener.
 //! * [`wire`]: every record serin writes or serves as JSON (saved state, timeline,
 //!   admin API payloads, notifications), defined once.
+//! * [`fleet`]: fleet mode's etcd primitives and sample format.
 
 pub mod admin;
+pub mod fleet;
 pub mod intake;
 pub mod metrics;
 pub mod notify;

@@ -16,7 +16,7 @@ pub struct SuccessCount {
 }
 
 /// One version's numbers over one tick.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sample {
     pub requests: u64,
     pub errors: u64,

@@ -334,3 +334,36 @@ fn the_demo_draws_a_live_view_on_a_terminal() {
     // No plain per-second lines on a terminal.
     assert!(!text.contains("  1s  "), "{text}");
 }
+
+/// A config with `cluster` needs fleet mode, a build feature: a build without it says
+/// so at `check` and refuses to start, rather than serving as one node unnoticed.
+#[test]
+fn a_cluster_config_needs_a_build_with_fleet_mode() {
+    let dir = TempDir::new("cli");
+    let file = write(
+        &dir.0,
+        "fleet.yaml",
+        "listeners: [{ name: web, listen: 127.0.0.1:0 }]\nroutes: [{ listener: web, service: api }]\n\
+         services: [{ name: api, versions: [{ name: stable, endpoints: [127.0.0.1:9001] }] }]\n\
+         admin: { listen: 127.0.0.1:0 }\n\
+         cluster: { etcd: { endpoints: [http://127.0.0.1:9], prefix: /serin/test/ } }\n",
+    );
+    let check = serin(&["check"], Some(&file));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    if cfg!(feature = "fleet") {
+        assert_eq!(stdout, "ok\n");
+        assert!(check.status.success());
+        return;
+    }
+    let why = "cluster: this serin was built without fleet mode: build with `--features fleet` \
+               (or leave out `cluster` to run one serin on its own)";
+    assert_eq!(stdout, format!("{}: {why}\n", file.display()));
+    assert_eq!(check.status.code(), Some(1));
+    let run = serin(&["run", "--config"], Some(&file));
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!("not starting: {}: {why}", file.display())),
+        "{stderr}"
+    );
+}

@@ -280,7 +280,7 @@ fn hadolint_finds_nothing_in_the_dockerfile() {
     assert!(out.status.success(), "{}", text(&out));
     let dockerfile = read("Dockerfile");
     for line in [
-        "cargo build --release --locked --bin serin",
+        "cargo build --release --locked --features fleet --bin serin",
         r#"CMD ["serin", "ready"]"#,
         r#"ENTRYPOINT ["serin"]"#,
         "USER 65532:65532",

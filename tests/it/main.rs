@@ -10,6 +10,8 @@ mod admin;
 mod cli;
 mod compose;
 mod deploy;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod grpc;
 mod hostile;
 mod metrics;

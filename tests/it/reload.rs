@@ -404,3 +404,47 @@ async fn healthz_answers_while_a_reload_checks_a_large_file() {
     );
     assert_eq!(versions_of(&serin, 10).await, (10, 0));
 }
+
+/// A build without fleet mode refuses a reload that adds `cluster`, as `serin check`
+/// does, and keeps serving the config it has.
+#[cfg(not(feature = "fleet"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adding_cluster_to_a_build_without_fleet_mode_is_refused() {
+    let backend = Backend::start("stable").await;
+    let dir = TempDir::new("reload-cluster");
+    let config = dir.0.join("serin.yaml");
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\n\
+         listeners: [{{ name: web, listen: 127.0.0.1:0 }}]\n\
+         routes: [{{ listener: web, service: api }}]\n\
+         services: [{{ name: api, versions: [{{ name: stable, endpoints: [{}] }}] }}]\n\
+         state_dir: \"{}\"\n",
+        backend.addr,
+        dir.0.display()
+    );
+    std::fs::write(&config, &yaml).expect("write the config");
+    let mut serin = SerinProcess::start(&config, 1, &[], &[]);
+    std::fs::write(
+        &config,
+        format!(
+            "{yaml}cluster: {{ etcd: {{ endpoints: [http://127.0.0.1:2379], prefix: /p/ }} }}\n"
+        ),
+    )
+    .expect("write the config");
+    serin.signal(libc::SIGHUP);
+    let line = serin.wait_for("the refusal", |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cluster: this serin was built without fleet mode"))
+    });
+    assert_eq!(
+        line["message"],
+        format!(
+            "{}: cluster: this serin was built without fleet mode: build with `--features fleet` \
+             (or leave out `cluster` to run one serin on its own)",
+            config.display()
+        )
+    );
+    let got = get(&client(), &format!("http://{}/", serin.web), &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+}

@@ -22,6 +22,8 @@ use serin_proxy::server::{self, Serving};
 use serin_proxy::DataPlane;
 use tokio::net::TcpListener;
 
+#[cfg(feature = "fleet")]
+pub mod etcd;
 pub mod process;
 
 /// What a backend saw of one request.

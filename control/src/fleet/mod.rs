@@ -1,0 +1,31 @@
+//! Fleet mode's foundation: several serin instances judge and steer one rollout as one,
+//! through etcd (docs/fleet.md; the config's `cluster`).
+//!
+//! Pure parts, built always:
+//! * [`sample`]: the per-tick sample record, its compact encoding, and its exact merge.
+//! * [`tick`]: wall-clock aligned ticks, and the folds that count late samples once.
+//!
+//! etcd parts, with the `fleet` feature (each on a [`client::Etcd`] connection):
+//! * [`client`]: connect (endpoints, TLS, user/password, timeouts); the key layout.
+//! * [`lease`]: this instance's lease, kept alive, and its health as a watch channel.
+//! * [`members`]: `P/members/<instance>`, one live holder per name.
+//! * [`election`]: leadership through etcd's election API, fenced writes, resign.
+//! * [`watch`]: a prefix watched from a revision, resumed across disconnects and
+//!   compaction, no event missed or repeated.
+
+#[cfg(feature = "fleet")]
+pub mod client;
+#[cfg(feature = "fleet")]
+pub mod election;
+#[cfg(feature = "fleet")]
+pub mod lease;
+#[cfg(feature = "fleet")]
+pub mod members;
+pub mod sample;
+pub mod tick;
+#[cfg(feature = "fleet")]
+pub mod watch;
+
+/// The etcd client crate, for the ops and options the primitives take (`TxnOp`, ...).
+#[cfg(feature = "fleet")]
+pub use etcd_client;
