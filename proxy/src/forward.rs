@@ -104,6 +104,9 @@ pub async fn proxy(
     if let Some(protocol) = &upgrade {
         crate::upgrade::keep_asking(headers, protocol.clone());
     }
+    // Room for X-Forwarded-For, -Proto, -Host and x-request-id at once: hyper sizes
+    // the map for the lines it parsed, and it would otherwise grow step by step.
+    headers.reserve(4);
     set_forwarded(
         headers,
         survey,

@@ -383,9 +383,13 @@ pub fn ensure_request_id_surveyed(headers: &mut HeaderMap, survey: Survey) -> He
 
 fn new_request_id() -> HeaderValue {
     let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid.hyphenated().encode_lower(&mut text);
+    // Owned by the value's bytes: one allocation, and the clones that go upstream and
+    // back to the client only count references (a copied slice is re-allocated on
+    // its first clone).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
 /// `host` without a port or trailing dot; IPv6 literals lose their brackets.
