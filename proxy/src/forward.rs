@@ -89,7 +89,7 @@ pub async fn proxy(
     // answered and its connection closed.
     // One pass over the headers says which of those the work below touches are
     // there; an absent one costs no lookup.
-    let survey = Survey::of(req.headers());
+    let survey = Survey::of_request(req.headers());
     let upgrade = (!normalised && survey.has(Survey::UPGRADE))
         .then(|| crate::upgrade::requested(&req))
         .flatten();

@@ -34,6 +34,16 @@ const HOP: [&HeaderName; 7] = [
     &TRANSFER_ENCODING,
     &UPGRADE,
 ];
+/// `HOP` as bytes, for comparing Connection options.
+const HOP_NAMES: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
 /// Bit of `HOP` for Connection.
 const CONNECTION_BIT: u32 = 1;
 /// Every bit of `HOP`.
@@ -63,8 +73,17 @@ impl Survey {
     /// `Upgrade`, among the hop-by-hop ones.
     pub const UPGRADE: u32 = 1 << 6;
 
-    /// One pass over every line of `headers`.
+    /// One pass over every line of `headers`, look-alikes left alone (a response's).
     pub fn of(headers: &HeaderMap) -> Self {
+        Self::scan(headers, false)
+    }
+
+    /// [`Survey::of`] a request's headers: look-alikes too.
+    pub fn of_request(headers: &HeaderMap) -> Self {
+        Self::scan(headers, true)
+    }
+
+    fn scan(headers: &HeaderMap, look_alikes: bool) -> Self {
         let mut bits = 0;
         for (name, value) in headers {
             let name = name.as_str();
@@ -74,7 +93,7 @@ impl Survey {
                     if name.starts_with("proxy-") {
                         bits |= Self::PROXY_OTHER;
                     }
-                    if look_alike(name.as_bytes()) {
+                    if look_alikes && look_alike(name.as_bytes()) {
                         bits |= Self::LOOK_ALIKE;
                     }
                 }
@@ -144,9 +163,7 @@ fn known_option(token: &[u8]) -> bool {
     token.is_empty()
         || token.eq_ignore_ascii_case(b"close")
         || token.eq_ignore_ascii_case(HOST.as_str().as_bytes())
-        || HOP
-            .iter()
-            .any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        || HOP_NAMES.iter().any(|h| token.eq_ignore_ascii_case(h))
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 (Connection, Keep-Alive, Proxy-*,
@@ -195,8 +212,9 @@ pub fn strip_surveyed(headers: &mut HeaderMap, survey: Survey) -> Survey {
         }
     }
     if survey.has(Survey::CONNECTION_NAMES_OTHER) {
-        // Any header may have gone: look again (rare).
-        Survey::of(headers)
+        // Any header may have gone: look again (rare). A look-alike is still dropped
+        // if it was there (or finds none).
+        Survey(Survey::of(headers).0 | (survey.0 & Survey::LOOK_ALIKE))
     } else {
         Survey(survey.0 & !(HOP_BITS | Survey::PROXY_OTHER))
     }
@@ -290,6 +308,13 @@ const FOLDED_MAX: usize = 18;
 /// CGI, WSGI or PHP folds `_` into `-`, and some parsers skip the rest, so it could
 /// read such a header as the real one that serin checked, replaced or removed.
 fn look_alike(name: &[u8]) -> bool {
+    // Folded, it starts as one of SPECIAL does, unless its own start folds away.
+    if !matches!(
+        name.first(),
+        Some(b'-' | b'_' | b'c' | b't' | b'h' | b'k' | b'p' | b'u' | b'f' | b'x')
+    ) {
+        return false;
+    }
     // Only a name with `_`, `--` or an edge `-` needs folding: almost none do.
     let mut odd = name.first() == Some(&b'-') || name.last() == Some(&b'-');
     let mut previous = 0u8;
@@ -516,7 +541,7 @@ mod tests {
                     HeaderValue::from_str(value).expect("value"),
                 );
             }
-            Survey::of(&h)
+            Survey::of_request(&h)
         };
         let clean = survey(&[("host", "a"), ("user-agent", "x"), ("content-length", "10")]);
         assert_eq!(clean, Survey::default().with(Survey::CONTENT_LENGTH));
@@ -650,6 +675,16 @@ mod tests {
             "-",
             "",
         ] {
+            assert!(!look_alike(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_special_name_has_look_alikes() {
+        for name in SPECIAL {
+            for look in [format!("{name}_"), format!("_{name}"), format!("-{name}")] {
+                assert!(look_alike(look.as_bytes()), "{look}");
+            }
             assert!(!look_alike(name.as_bytes()), "{name}");
         }
     }
