@@ -388,6 +388,12 @@ pub fn canonical_content_length(headers: &mut HeaderMap) {
 }
 
 /// The request's `x-request-id`, generated (a random UUID v4) when absent or empty.
+///
+/// The value returned (what the response carries) is marked sensitive, and so is a
+/// generated one in the request: HPACK then sends it as a never-indexed literal. An id
+/// is unique per request, and indexed it would fill an HTTP/2 connection's dynamic
+/// table with entries never used again, evicting the headers that repeat, while each
+/// encoding walked the growing chain of same-named entries comparing values.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     ensure_request_id_surveyed(headers, Survey(Survey::X_REQUEST_ID))
 }
@@ -397,7 +403,9 @@ pub fn ensure_request_id_surveyed(headers: &mut HeaderMap, survey: Survey) -> He
     if survey.has(Survey::X_REQUEST_ID) {
         if let Some(id) = headers.get(&X_REQUEST_ID) {
             if !id.is_empty() {
-                return id.clone();
+                let mut id = id.clone();
+                id.set_sensitive(true);
+                return id;
             }
         }
     }
@@ -413,8 +421,10 @@ fn new_request_id() -> HeaderValue {
     // Owned by the value's bytes: one allocation, and the clones that go upstream and
     // back to the client only count references (a copied slice is re-allocated on
     // its first clone).
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"));
+    id.set_sensitive(true);
+    id
 }
 
 /// `host` without a port or trailing dot; IPv6 literals lose their brackets.
@@ -746,5 +756,10 @@ mod tests {
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 36);
         assert_eq!(h[&X_REQUEST_ID], id);
+        // Never indexed by HPACK: unique per request.
+        assert!(id.is_sensitive() && h[&X_REQUEST_ID].is_sensitive());
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert!(ensure_request_id(&mut h).is_sensitive());
     }
 }

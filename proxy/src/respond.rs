@@ -119,6 +119,12 @@ pub(crate) fn respond(
                 .insert(&X_SERIN_VERSION, version.header_value.clone());
             if !survey.has(Survey::X_REQUEST_ID) {
                 parts.headers.insert(&X_REQUEST_ID, request_id);
+            } else if client_version == http::Version::HTTP_2 {
+                // The upstream's echo: unique per request too, so never indexed by
+                // HPACK (`crate::headers::ensure_request_id`).
+                if let Some(id) = parts.headers.get_mut(&X_REQUEST_ID) {
+                    id.set_sensitive(true);
+                }
             }
             Response::from_parts(parts, Either::Left(body))
         }
