@@ -20,8 +20,8 @@ use crate::conn::{ConnInfo, NormalisedFraming};
 use crate::execute::{Execution, Sending};
 use crate::guard;
 use crate::headers::{
-    canonical_content_length, drop_look_alikes, ensure_request_id, host_without_port,
-    set_forwarded, strip_hop_by_hop,
+    canonical_content_length, drop_look_alikes, ensure_request_id, ensure_request_id_surveyed,
+    host_without_port, set_forwarded, strip_surveyed, Survey,
 };
 use crate::plan::{plan, retry_on_baseline};
 use crate::respond::{
@@ -87,18 +87,29 @@ pub async fn proxy(
 
     // Stage 5: prepare. A request with normalised framing is never an upgrade: it is
     // answered and its connection closed.
-    let upgrade = (!normalised)
+    // One pass over the headers says which of those the work below touches are
+    // there; an absent one costs no lookup.
+    let survey = Survey::of_request(req.headers());
+    let upgrade = (!normalised && survey.has(Survey::UPGRADE))
         .then(|| crate::upgrade::requested(&req))
         .flatten();
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
-    drop_look_alikes(headers);
-    canonical_content_length(headers);
+    let survey = strip_surveyed(headers, survey);
+    if survey.has(Survey::LOOK_ALIKE) {
+        drop_look_alikes(headers);
+    }
+    if survey.has(Survey::CONTENT_LENGTH_ODD) {
+        canonical_content_length(headers);
+    }
     if let Some(protocol) = &upgrade {
         crate::upgrade::keep_asking(headers, protocol.clone());
     }
+    // Room for X-Forwarded-For, -Proto, -Host and x-request-id at once: hyper sizes
+    // the map for the lines it parsed, and it would otherwise grow step by step.
+    headers.reserve(4);
     set_forwarded(
         headers,
+        survey,
         &conn.peer_ip,
         conn.trusted,
         conn.proto,
@@ -107,7 +118,7 @@ pub async fn proxy(
     if let (true, Some(h)) = (from_uri, &host_value) {
         headers.insert(HOST, h.clone());
     }
-    let request_id = ensure_request_id(headers);
+    let request_id = ensure_request_id_surveyed(headers, survey);
     let mut observation =
         telemetry.and_then(|t| t.observe(&req, host_value.as_ref(), &conn, &request_id));
     if let Some(o) = observation.as_deref_mut() {

@@ -35,6 +35,7 @@ pub mod conn;
 pub mod error;
 mod execute;
 pub mod forward;
+mod gate;
 pub mod guard;
 pub mod headers;
 pub mod health;

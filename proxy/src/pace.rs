@@ -13,7 +13,9 @@
 //! chunk within [`QUICK`] of the last read (hyper asks only when the previous chunk
 //! was taken, and the response body takes it only when the client took most of what
 //! it was handed). A reader that falls behind once, and every new exchange (a request
-//! written on the connection), starts small again. One clock read per read call.
+//! written on the connection), starts small again. At most one clock read per read
+//! call, and none for a read that finds nothing with no read before it since the last
+//! write.
 //!
 //! Both sizes are a byte under a power of two: hyper's adaptive read buffer then stays
 //! at that power of two (a read that fills it would double it), so every read lands in
@@ -113,8 +115,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let now = Instant::now();
-        let size = this.pace.asked(now);
+        // The clock is read only when it matters: to time this ask against the last
+        // read, or to note a read that returned bytes. Most calls are neither (the
+        // first read after a request is written, which finds nothing yet).
+        let now = this.pace.last_read.is_some().then(Instant::now);
+        let size = match now {
+            Some(now) => this.pace.asked(now),
+            None => this.pace.size,
+        };
         let mut capped = buf.take(size);
         std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut capped))?;
         let n = capped.filled().len();
@@ -123,7 +131,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
         unsafe { buf.assume_init(n) };
         buf.advance(n);
         if n > 0 {
-            this.pace.read(now, n);
+            this.pace.read(now.unwrap_or_else(Instant::now), n);
         }
         Poll::Ready(Ok(()))
     }

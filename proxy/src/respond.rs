@@ -17,7 +17,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::body::{BodyWatch, Unread};
 use crate::execute::Attempt;
 use crate::guard::Refusal;
-use crate::headers::{strip_hop_by_hop, X_REQUEST_ID, X_SERIN_VERSION};
+use crate::headers::{strip_surveyed, Survey, X_REQUEST_ID, X_SERIN_VERSION};
 use crate::record::Outcome;
 use crate::table::{ServiceRuntime, VersionRuntime};
 use crate::telemetry::Observation;
@@ -109,15 +109,22 @@ pub(crate) fn respond(
             let (mut parts, body) = response.into_parts();
             // Answer in the client's protocol version, whatever the upstream spoke.
             parts.version = client_version;
-            strip_hop_by_hop(&mut parts.headers);
+            let survey = Survey::of(&parts.headers);
+            let survey = strip_surveyed(&mut parts.headers, survey);
             if let (true, Some(protocol)) = (switching, protocol) {
                 crate::upgrade::keep_asking(&mut parts.headers, protocol);
             }
             parts
                 .headers
                 .insert(&X_SERIN_VERSION, version.header_value.clone());
-            if !parts.headers.contains_key(&X_REQUEST_ID) {
+            if !survey.has(Survey::X_REQUEST_ID) {
                 parts.headers.insert(&X_REQUEST_ID, request_id);
+            } else if client_version == http::Version::HTTP_2 {
+                // The upstream's echo: unique per request too, so never indexed by
+                // HPACK (`crate::headers::ensure_request_id`).
+                if let Some(id) = parts.headers.get_mut(&X_REQUEST_ID) {
+                    id.set_sensitive(true);
+                }
             }
             Response::from_parts(parts, Either::Left(body))
         }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::conn::{ConnInfo, NormalisedFraming};
 use crate::error::ProxyError;
+use crate::gate::Gate;
 use crate::idle::{Activity, Counting, Expiry, InFlight, ReadReady, Tracked};
 use crate::{worker, DataPlane};
 
@@ -294,16 +296,32 @@ where
     let mut cut_at: Option<tokio::time::Instant> = None;
     // When parking: the idle deadline, and the requests served before hyper was asked.
     let mut parking: Option<(tokio::time::Instant, u32)> = None;
+    // The drain signal and the clock are polled only when they were woken: hyper's
+    // connection wakes the task several times per request, they a few times per
+    // connection (`crate::gate`).
+    let gate = Gate::new();
     let ended = loop {
+        let mut drained = std::pin::pin!(drain.wait_for(|d| *d));
+        let mut expired = std::pin::pin!(activity.expired(park));
+        gate.open();
+        let watched = std::future::poll_fn(|cx| {
+            gate.poll(cx, |cx| {
+                if drained.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                expired.as_mut().poll(cx).map(Some)
+            })
+        });
         tokio::select! {
+            biased;
             ended = conn.as_mut() => break ended,
             // The grace period is the listener's to enforce.
-            _ = drain.wait_for(|d| *d), if !asked => {
-                asked = true;
-                shutdown(conn.as_mut());
-            }
-            expiry = activity.expired(park), if !asked => match expiry {
-                Expiry::Idle => {
+            watched = watched, if !asked => match watched {
+                None => {
+                    asked = true;
+                    shutdown(conn.as_mut());
+                }
+                Some(Expiry::Idle) => {
                     tracing::debug!(%peer, "idle connection; closing it");
                     asked = true;
                     shutdown(conn.as_mut());
@@ -311,15 +329,15 @@ where
                     // after one more idle period.
                     cut_at = Some(tokio::time::Instant::now() + activity.idle_timeout());
                 }
-                Expiry::Head => {
+                Some(Expiry::Head) => {
                     tracing::debug!(%peer, "request head not read within header_read_timeout; closing the connection");
                     return Ran::Ended;
                 }
-                Expiry::Send => {
+                Some(Expiry::Send) => {
                     tracing::debug!(%peer, "the client took nothing of its response within send_timeout; closing the connection");
                     return Ran::Ended;
                 }
-                Expiry::Quiet(deadline) => {
+                Some(Expiry::Quiet(deadline)) => {
                     // Nothing in flight and nothing read: hyper ends the connection at
                     // once, without a byte, and the socket stays open.
                     asked = true;
