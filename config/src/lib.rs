@@ -18,7 +18,7 @@ pub use error::{ConfigError, LoadError};
 pub use load::{load_file, parse_file_text, parse_str, read_file};
 pub use snapshot::{
     AccessLog, AccessLogFormat, Admin, AdminToken, Analysis, Certificate, DecisionKind, Eject,
-    Endpoint, HealthCheck, HostMatch, KeyKind, Limits, Listener, NotifyFormat, NotifyTarget,
-    OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky, Telemetry,
-    Timeouts, Tls, TlsVersion, Tracing, UpstreamTls, Version, WebhookUrl,
+    Endpoint, HealthCheck, HostMatch, KeyKind, Limits, Listener, LoadBalancing, NotifyFormat,
+    NotifyTarget, OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky,
+    Telemetry, Timeouts, Tls, TlsVersion, Tracing, UpstreamTls, Version, WebhookUrl,
 };
