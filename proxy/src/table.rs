@@ -6,9 +6,9 @@
 //! own (`crate::weights`), published with the table as one `View`, so a weight change
 //! shares the table whole (acceptors with their session caches included) and builds
 //! only a split table. A new table (a reload) carries over, by name, the stats
-//! recorders of the versions it keeps, the connection pools and rotation state of the
-//! endpoints it keeps, the acceptors of listeners whose TLS settings are unchanged, and
-//! the [`ServiceId`] of services that keep their versions.
+//! recorders of the versions it keeps, the connection pools, rotation state and
+//! measured load of the endpoints it keeps, the acceptors of listeners whose TLS
+//! settings are unchanged, and the [`ServiceId`] of services that keep their versions.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +17,9 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Authority;
 use http::HeaderValue;
-use serin_config::{HostMatch, Rule, Snapshot, Sticky};
+use serin_config::{HostMatch, LoadBalancing, Rule, Snapshot, Sticky};
 
+use crate::balance::{EndpointLoad, InFlight};
 use crate::error::ProxyError;
 use crate::record::VersionStats;
 use crate::rotation::{Monotonic, Rotation};
@@ -102,11 +103,13 @@ pub struct Retry {
     pub baseline: usize,
 }
 
-/// One endpoint of a version: its connections, and its place in rotation.
+/// One endpoint of a version: its connections, its place in rotation, and its load as
+/// each worker sees it (for `lb: p2c_peak_ewma`).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub pool: Arc<EndpointPool>,
     pub rotation: Arc<Rotation>,
+    pub load: Arc<EndpointLoad>,
 }
 
 impl Endpoint {
@@ -133,6 +136,8 @@ pub struct VersionRuntime {
     pub header_value: HeaderValue,
     /// Each endpoint with its per-worker connection pools.
     endpoints: Box<[Endpoint]>,
+    /// How a request picks one of them.
+    pub lb: LoadBalancing,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
     /// Requests sent to another version because this one could not serve them.
@@ -164,6 +169,30 @@ impl std::fmt::Debug for VersionRuntime {
 }
 
 impl VersionRuntime {
+    /// The endpoint in rotation a request goes to, by the version's `lb`; `None` when
+    /// none is (all down or ejected). With `p2c_peak_ewma` and a choice to make, the
+    /// request counts as in flight there until the [`InFlight`] is dropped.
+    #[inline]
+    pub fn pick(&self) -> Option<(&Endpoint, Option<InFlight<'_>>)> {
+        match self.lb {
+            LoadBalancing::P2cPeakEwma if self.endpoints.len() > 1 => {
+                let (first, second) = crate::balance::draw(self.endpoints.len());
+                let worker = crate::worker::index();
+                let now_us = crate::rotation::clock_us();
+                let chosen = crate::balance::p2c(
+                    self.endpoints.len(),
+                    first,
+                    second,
+                    |i| self.endpoints[i].available(),
+                    |i| self.endpoints[i].load.slot(worker).cost(now_us),
+                )?;
+                let endpoint = &self.endpoints[chosen];
+                Some((endpoint, Some(endpoint.load.slot(worker).start(now_us))))
+            }
+            _ => self.next_endpoint().map(|e| (e, None)),
+        }
+    }
+
     /// Round robin over the version's endpoints that are in rotation; `None` when none
     /// is (all down or ejected).
     #[inline]
@@ -417,10 +446,15 @@ fn build_version(
                 b.pool.connect_timeout() == service.timeouts.connect
                     && b.pool.same_tls(version.tls.as_ref(), version.protocol)
             });
+            // What the workers measured of the endpoint holds whatever else changed.
+            let load = before
+                .map(|b| b.load.clone())
+                .unwrap_or_else(|| Arc::new(EndpointLoad::new(shards)));
             if let Some(kept) = kept {
                 return Ok(Endpoint {
                     pool: kept.pool.clone(),
                     rotation,
+                    load,
                 });
             }
             let tls = match &version.tls {
@@ -467,6 +501,7 @@ fn build_version(
                     tls,
                 )),
                 rotation,
+                load,
             })
         })
         .collect::<Result<Box<[_]>, ProxyError>>()?;
@@ -483,6 +518,7 @@ fn build_version(
         name: version.name.as_str().into(),
         header_value,
         endpoints,
+        lb: version.lb,
         next_endpoint: AtomicUsize::new(0),
         stats,
         failovers,

@@ -7,6 +7,7 @@
 mod common;
 
 mod admin;
+mod balance;
 mod cli;
 mod compose;
 mod deploy;
