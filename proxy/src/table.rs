@@ -138,6 +138,8 @@ pub struct VersionRuntime {
     endpoints: Box<[Endpoint]>,
     /// How a request picks one of them.
     pub lb: LoadBalancing,
+    /// How long a pooled connection to them may stay idle (`crate::health` purges).
+    pub idle_timeout: Duration,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
     /// Requests sent to another version because this one could not serve them.
@@ -519,6 +521,7 @@ fn build_version(
         header_value,
         endpoints,
         lb: version.lb,
+        idle_timeout: version.idle_timeout,
         next_endpoint: AtomicUsize::new(0),
         stats,
         failovers,

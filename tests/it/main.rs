@@ -16,6 +16,7 @@ mod hostile;
 mod metrics;
 mod notify;
 mod ops;
+mod pool;
 mod proxy;
 mod reload;
 mod report;
