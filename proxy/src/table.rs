@@ -567,6 +567,73 @@ fn sticky_key(sticky: &Sticky) -> Result<StickyKey, ProxyError> {
 mod tests {
     use super::*;
 
+    fn table(yaml: &str) -> Table {
+        let snapshot =
+            serin_config::parse_str(yaml, "table-test").unwrap_or_else(|e| panic!("{e}"));
+        Table::build(Arc::new(snapshot), None, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const P2C: &str = r#"
+listeners: [{ name: web, listen: 127.0.0.1:0 }]
+routes: [{ listener: web, service: api }]
+services:
+  - name: api
+    versions:
+      - name: stable
+        endpoints: [127.0.0.1:9001, 127.0.0.1:9002, 127.0.0.1:9003]
+        lb: p2c_peak_ewma
+        eject: { consecutive_failures: 1, for: 1h }
+"#;
+
+    #[test]
+    fn p2c_never_picks_an_ejected_endpoint_and_none_when_all_are() {
+        let table = table(P2C);
+        let version = &table.services[0].versions[0];
+        assert_eq!(version.lb, LoadBalancing::P2cPeakEwma);
+        version.endpoints()[1].observe(true);
+        let mut picked = [0; 3];
+        for _ in 0..300 {
+            let (endpoint, in_flight) = version.pick().unwrap_or_else(|| panic!("none picked"));
+            assert!(in_flight.is_some(), "counted in flight");
+            let i = version
+                .endpoints()
+                .iter()
+                .position(|e| e.authority() == endpoint.authority())
+                .unwrap_or_else(|| panic!("not an endpoint of the version"));
+            picked[i] += 1;
+        }
+        assert_eq!(picked[1], 0, "the ejected one: {picked:?}");
+        assert!(picked[0] > 0 && picked[2] > 0, "{picked:?}");
+        version.endpoints()[0].observe(true);
+        version.endpoints()[2].observe(true);
+        assert!(version.pick().is_none());
+        assert!(!version.available());
+    }
+
+    #[test]
+    fn a_reload_keeps_an_endpoints_measured_load_and_applies_the_new_policy() {
+        let before = table(P2C);
+        let measured = before.services[0].versions[0].endpoints()[2].load.clone();
+        let yaml = P2C.replace(
+            "lb: p2c_peak_ewma",
+            "lb: round_robin\n        idle_timeout: 5s",
+        );
+        let snapshot =
+            serin_config::parse_str(&yaml, "table-test").unwrap_or_else(|e| panic!("{e}"));
+        let after =
+            Table::build(Arc::new(snapshot), Some(&before), 1).unwrap_or_else(|e| panic!("{e}"));
+        let version = &after.services[0].versions[0];
+        assert_eq!(version.lb, LoadBalancing::RoundRobin);
+        assert_eq!(version.idle_timeout, Duration::from_secs(5));
+        assert!(Arc::ptr_eq(&version.endpoints()[2].load, &measured));
+        assert!(Arc::ptr_eq(
+            &version.endpoints()[2].pool,
+            &before.services[0].versions[0].endpoints()[2].pool
+        ));
+        let (_, in_flight) = version.pick().unwrap_or_else(|| panic!("none picked"));
+        assert!(in_flight.is_none(), "round robin counts nothing");
+    }
+
     #[test]
     fn prefixes_match_whole_segments() {
         assert!(prefix_matches("/", "/anything"));
