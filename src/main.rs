@@ -311,7 +311,8 @@ async fn serve(
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
     let control_loop = tokio::spawn(control.clone().run(tasks_stopped.clone()));
-    // Health checks run here, on the control thread, never on a worker.
+    // Health checks and the purge of idle upstream connections run here, on the
+    // control thread, never on a worker.
     let health_checks = tokio::spawn(serin_proxy::health::run(
         dataplane.clone(),
         tasks_stopped.clone(),

@@ -49,7 +49,7 @@ services:
   - name: api
     versions:
       - { name: stable, endpoints: [127.0.0.1:9001] }
-      - { name: canary, endpoints: [127.0.0.1:9002, 127.0.0.1:9003] }
+      - { name: canary, endpoints: [127.0.0.1:9002, 127.0.0.1:9003], lb: p2c_peak_ewma }
     split: { weights: { stable: 90, canary: 10 }, sticky: { header: x-user-id }, force: { header: x-serin-version } }
   - name: web
     versions:
@@ -72,10 +72,12 @@ services:
     h.insert("cookie", HeaderValue::from_static("a=1; session=abc; b=2"));
     requests.push((1, h));
 
-    // Warm up: the thread picks its stats shard on first use.
+    // Warm up: the thread picks its stats shard and worker index, and seeds its random
+    // numbers, on first use.
     view.table.services[0].versions[0]
         .stats
         .record(Outcome::Response(200), Duration::from_micros(10));
+    drop(view.table.services[0].versions[1].pick());
 
     let mut picked = [0usize; 2];
     let n = allocations_during(|| {
@@ -87,7 +89,11 @@ services:
                 let p = plan(&view, *service, &Method::GET, "/x", headers);
                 picked[p.version] += 1;
                 let version = &view.table.services[*service].versions[p.version];
-                let _endpoint = version.next_endpoint();
+                // Round robin, or the power of two choices (the canary of `api`): the
+                // request in flight until its answer is a latency sample.
+                if let Some((_endpoint, Some(in_flight))) = version.pick() {
+                    in_flight.answered(serin_proxy::rotation::clock_us());
+                }
                 let outcome = if i % 100 == 0 {
                     Outcome::Response(503)
                 } else {

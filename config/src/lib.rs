@@ -19,7 +19,7 @@ pub use load::{load_file, parse_file_text, parse_str, read_file};
 pub use snapshot::{
     AccessLog, AccessLogFormat, Admin, AdminToken, Analysis, Certificate, Cluster, DecisionKind,
     Eject, Endpoint, Etcd, EtcdAuth, EtcdClientCertificate, EtcdTls, HealthCheck, HostMatch,
-    KeyKind, Limits, Listener, NotifyFormat, NotifyTarget, OnEtcdLoss, OnFailure, Rollout, Route,
-    Rule, Secret, Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion,
-    Tracing, UpstreamTls, Version, WebhookUrl,
+    KeyKind, Limits, Listener, LoadBalancing, NotifyFormat, NotifyTarget, OnEtcdLoss, OnFailure,
+    Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky, Telemetry, Timeouts, Tls,
+    TlsVersion, Tracing, UpstreamTls, Version, WebhookUrl,
 };

@@ -290,6 +290,13 @@ pub struct RawVersion {
     /// TLS to the endpoints (`{}` for TLS with the bundled roots).
     #[serde(default)]
     pub tls: Option<RawUpstreamTls>,
+    /// How a request picks one of the endpoints: `round_robin` (default) or
+    /// `p2c_peak_ewma`.
+    #[serde(default)]
+    pub lb: Option<String>,
+    /// How long a pooled upstream connection may stay idle before it is closed.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
 }
 
 /// How gRPC responses are judged.

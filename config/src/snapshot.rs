@@ -451,6 +451,38 @@ pub struct Version {
     pub grpc_error_codes: u32,
     /// TLS to the endpoints; `None`: plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// How a request picks one of the endpoints in rotation.
+    pub lb: LoadBalancing,
+    /// How long a pooled upstream connection may stay idle before it is closed.
+    pub idle_timeout: std::time::Duration,
+}
+
+/// The default `idle_timeout` of a version's pooled upstream connections: shorter than
+/// the keep-alive timeout of common upstream servers (nginx's 75 s), so that serin
+/// rather than the upstream closes an idle connection, and as long as a client's
+/// (`limits.idle_timeout`).
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How a request picks one of a version's endpoints in rotation (`lb`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LoadBalancing {
+    /// Each endpoint in turn (`round_robin`).
+    #[default]
+    RoundRobin,
+    /// The less loaded of two endpoints picked at random, by in-flight requests times
+    /// a peak-sensitive moving average of their latency (`p2c_peak_ewma`, Linkerd's
+    /// balancer).
+    P2cPeakEwma,
+}
+
+impl LoadBalancing {
+    /// The name as written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::P2cPeakEwma => "p2c_peak_ewma",
+        }
+    }
 }
 
 /// TLS to a version's endpoints; the files are read at load (`crate::load`).

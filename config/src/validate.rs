@@ -15,17 +15,17 @@ use crate::schema::{
 };
 use crate::snapshot::{
     AccessLog, AccessLogFormat, Admin, Analysis, Cluster, DecisionKind, Eject, Endpoint, Etcd,
-    EtcdAuth, EtcdTls, HealthCheck, HostMatch, Limits, Listener, NotifyFormat, NotifyTarget,
-    OnEtcdLoss, OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split, Step, Sticky,
-    Telemetry, Timeouts, Tls, TlsVersion, Tracing, UpstreamProtocol, UpstreamTls, Version,
-    WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW,
+    EtcdAuth, EtcdTls, HealthCheck, HostMatch, Limits, Listener, LoadBalancing, NotifyFormat,
+    NotifyTarget, OnEtcdLoss, OnFailure, Rollout, Route, Rule, Secret, Service, Snapshot, Split,
+    Step, Sticky, Telemetry, Timeouts, Tls, TlsVersion, Tracing, UpstreamProtocol, UpstreamTls,
+    Version, WebhookUrl, DEFAULT_ADMIN_LISTEN, DEFAULT_ANALYSIS_INTERVAL, DEFAULT_ANALYSIS_WINDOW,
     DEFAULT_CONFIDENCE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_GRPC_ERROR_CODES, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LEASE_TTL, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MIN_REQUESTS, DEFAULT_NOTIFY_RETRIES,
     DEFAULT_NOTIFY_TIMEOUT, DEFAULT_PROGRESS_DEADLINE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATE_DIR,
-    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, GRPC_CODES, MAX_ETCD_PREFIX,
-    MAX_INSTANCE_NAME, MAX_LEASE_TTL, MAX_MAX_HEADER_BYTES, MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT,
-    MAX_REQUEST_BUFFER, MAX_SUCCESS_RULES, MIN_IDLE_TIMEOUT, MIN_LEASE_TTL, MIN_MAX_HEADER_BYTES,
-    MIN_NOTIFY_TIMEOUT,
+    DEFAULT_TRACE_SAMPLE_RATIO, DEFAULT_TRACE_SERVICE_NAME, DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    GRPC_CODES, MAX_ETCD_PREFIX, MAX_INSTANCE_NAME, MAX_LEASE_TTL, MAX_MAX_HEADER_BYTES,
+    MAX_NOTIFY_RETRIES, MAX_NOTIFY_TIMEOUT, MAX_REQUEST_BUFFER, MAX_SUCCESS_RULES,
+    MIN_IDLE_TIMEOUT, MIN_LEASE_TTL, MIN_MAX_HEADER_BYTES, MIN_NOTIFY_TIMEOUT,
 };
 
 /// Largest weight accepted; weights are relative, so this only guards against overflow.
@@ -1521,6 +1521,14 @@ fn service(
             .tls
             .as_ref()
             .and_then(|t| upstream_tls(t, &endpoints, &vpath, errs));
+        let lb = load_balancing(v.lb.as_deref(), &format!("{vpath}.lb"), errs);
+        let idle_timeout = v
+            .idle_timeout
+            .as_deref()
+            .map_or(Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), |d| {
+                duration(d, &format!("{vpath}.idle_timeout"), errs)
+            })
+            .unwrap_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT);
         versions.push(Version {
             name: v.name.clone(),
             endpoints,
@@ -1530,6 +1538,8 @@ fn service(
             protocol,
             grpc_error_codes,
             tls,
+            lb,
+            idle_timeout,
         });
     }
 
@@ -2569,6 +2579,25 @@ fn upstream_protocol(raw: Option<&str>, path: &str, errs: &mut Errors) -> Upstre
                 ),
             );
             UpstreamProtocol::Http1
+        }
+    }
+}
+
+fn load_balancing(raw: Option<&str>, path: &str, errs: &mut Errors) -> LoadBalancing {
+    match raw {
+        None | Some("round_robin") => LoadBalancing::RoundRobin,
+        Some("p2c_peak_ewma") => LoadBalancing::P2cPeakEwma,
+        Some(other) => {
+            errs.push(
+                path.to_string(),
+                format!(
+                    "{other_q} is not a load balancing policy: write round_robin (the \
+                     default, each endpoint in turn) or p2c_peak_ewma (the less loaded \
+                     of two endpoints, by requests in flight and latency)",
+                    other_q = Quoted(other)
+                ),
+            );
+            LoadBalancing::RoundRobin
         }
     }
 }

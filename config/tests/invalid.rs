@@ -338,6 +338,14 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "balancing_bad",
+        &[
+            r#"FILE: services[0].versions[0].lb: "least_request" is not a load balancing policy: write round_robin (the default, each endpoint in turn) or p2c_peak_ewma (the less loaded of two endpoints, by requests in flight and latency)"#,
+            r#"FILE: services[0].versions[0].idle_timeout: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
+            r#"FILE: services[0].versions[1].idle_timeout: "10" is not a valid duration: the unit is missing; write a positive duration such as 500ms, 2s or 1m 30s"#,
+        ],
+    ),
+    (
         "health_bad",
         &[
             r#"FILE: services[0].versions[0].health.path: "healthz" is not a path prefix: it must start with "/" (e.g. "/healthz")"#,

@@ -12,8 +12,8 @@ use serin_config::snapshot::{
 };
 use serin_config::{
     load_file, parse_str, AccessLog, AccessLogFormat, AdminToken, Analysis, DecisionKind, Endpoint,
-    HostMatch, NotifyFormat, OnEtcdLoss, OnFailure, Rollout, Rule, Snapshot, Split, Step, Sticky,
-    Telemetry, Timeouts, Tracing,
+    HostMatch, LoadBalancing, NotifyFormat, OnEtcdLoss, OnFailure, Rollout, Rule, Snapshot, Split,
+    Step, Sticky, Telemetry, Timeouts, Tracing,
 };
 
 fn workspace(path: &str) -> PathBuf {
@@ -978,4 +978,30 @@ fn cluster_instance_expands_environment_variables() {
         Err(err) => panic!("{}", err.lines().join("\n")),
     };
     assert_eq!(s.cluster.expect("cluster").instance, "serin-config-a.b");
+}
+
+#[test]
+fn a_versions_lb_and_idle_timeout_default_to_round_robin_and_60s() {
+    let yaml = r#"
+listeners: [{ name: web, listen: 127.0.0.1:0 }]
+routes: [{ listener: web, service: api }]
+services:
+  - name: api
+    versions:
+      - { name: stable, endpoints: [127.0.0.1:9001] }
+      - { name: canary, endpoints: [127.0.0.1:9002, 127.0.0.1:9003], lb: p2c_peak_ewma, idle_timeout: 5s }
+    split: { weights: { stable: 90, canary: 10 } }
+"#;
+    let snapshot = parse_str(yaml, "lb").unwrap_or_else(|e| panic!("{e}"));
+    let [stable, canary] = &snapshot.services[0].versions[..] else {
+        panic!("two versions");
+    };
+    assert_eq!(
+        (stable.lb, stable.idle_timeout),
+        (LoadBalancing::RoundRobin, Duration::from_secs(60))
+    );
+    assert_eq!(
+        (canary.lb, canary.idle_timeout),
+        (LoadBalancing::P2cPeakEwma, Duration::from_secs(5))
+    );
 }

@@ -268,7 +268,7 @@ async fn attempt<'v>(
     };
     // The connection that carries a request with normalised framing is not reused.
     let reuse = req.extensions().get::<NormalisedFraming>().is_none();
-    let Some(endpoint) = version.next_endpoint() else {
+    let Some((endpoint, in_flight)) = version.pick() else {
         // Every endpoint is down or ejected (it became so since the split): nothing
         // was sent, so another version may take the request.
         guard.finish(Outcome::ConnectError);
@@ -316,6 +316,11 @@ async fn attempt<'v>(
     } else {
         tokio::time::timeout(service.request_timeout, endpoint.pool.send(req)).await
     };
+    // The time to the answer (or to the timeout) is the endpoint's latency sample for
+    // `p2c_peak_ewma`; a request that got no answer gives none (`crate::balance`).
+    if let (Some(in_flight), Ok(Ok(_)) | Err(_)) = (in_flight, &sent) {
+        in_flight.answered(crate::rotation::clock_us());
+    }
     let attempt = match sent {
         Ok(Ok(mut response)) => {
             if !reuse {

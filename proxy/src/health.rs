@@ -4,6 +4,11 @@
 //! back. The rules are the endpoint's `crate::rotation::Rotation`, which survives
 //! reloads that keep the endpoint and its rules. Checks run on the caller's runtime (the control thread in `serin run`),
 //! never on a worker. A version with `tls` is checked over TLS (ALPN `http/1.1`).
+//!
+//! The same loop purges idle upstream connections: every [`PURGE`], the pooled
+//! connections of the current table's endpoints that have been idle for their version's
+//! `idle_timeout` are closed (`EndpointPool::purge_idle`). It takes each pool's
+//! per-worker lock for as long as a scan of its idle list, once a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +26,23 @@ use crate::DataPlane;
 
 /// How often the checker looks for checks that are due.
 const SCAN: Duration = Duration::from_millis(50);
+/// How often idle upstream connections are purged: a connection is closed at most this
+/// much after its `idle_timeout`.
+pub const PURGE: Duration = Duration::from_secs(1);
 
 /// Runs health checks for the data plane's current table until `stop` turns true.
 pub async fn run(dataplane: Arc<DataPlane>, mut stop: watch::Receiver<bool>) {
     let mut scan = tokio::time::interval(SCAN);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut purge = tokio::time::interval(PURGE);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = scan.tick() => {}
+            _ = purge.tick() => {
+                purge_idle(&dataplane.table());
+                continue;
+            }
             _ = stop.changed() => break,
         }
         let table = dataplane.table();
@@ -59,6 +73,21 @@ pub async fn run(dataplane: Arc<DataPlane>, mut stop: watch::Receiver<bool>) {
                             }
                         }
                     });
+                }
+            }
+        }
+    }
+}
+
+/// Closes the pooled connections of `table`'s endpoints idle for their version's
+/// `idle_timeout`.
+fn purge_idle(table: &crate::table::Table) {
+    for service in table.services.iter() {
+        for version in service.versions.iter() {
+            for endpoint in version.endpoints() {
+                let purged = endpoint.pool.purge_idle(version.idle_timeout);
+                if purged > 0 {
+                    tracing::debug!(service = %service.name, version = %version.name, endpoint = %endpoint.authority(), purged, "closed idle upstream connections");
                 }
             }
         }

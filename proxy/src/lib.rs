@@ -30,6 +30,7 @@
 //! table and cannot fail once its weights are validated. Plan and record allocate
 //! nothing and take no contended lock.
 
+pub mod balance;
 pub mod body;
 pub mod conn;
 pub mod error;

@@ -24,9 +24,13 @@ use std::time::Instant;
 use http::uri::Authority;
 use serin_config::{Eject, HealthCheck};
 
-/// Milliseconds on a monotonic clock.
+/// Milliseconds (and microseconds) on a monotonic clock.
 pub trait Clock {
     fn now_ms(&self) -> u64;
+    /// Microseconds on the same clock (for latencies).
+    fn now_us(&self) -> u64 {
+        self.now_ms() * 1_000
+    }
 }
 
 /// The process's monotonic clock ([`clock_ms`]).
@@ -38,12 +42,23 @@ impl Clock for Monotonic {
     fn now_ms(&self) -> u64 {
         clock_ms()
     }
+
+    #[inline]
+    fn now_us(&self) -> u64 {
+        clock_us()
+    }
 }
+
+static START: OnceLock<Instant> = OnceLock::new();
 
 /// Milliseconds on a monotonic clock that starts with the process.
 pub fn clock_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Microseconds on the clock of [`clock_ms`].
+pub fn clock_us() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
 /// An ejection: after `failures` in a row, out of rotation until `until_ms`.

@@ -6,9 +6,9 @@
 //! own (`crate::weights`), published with the table as one `View`, so a weight change
 //! shares the table whole (acceptors with their session caches included) and builds
 //! only a split table. A new table (a reload) carries over, by name, the stats
-//! recorders of the versions it keeps, the connection pools and rotation state of the
-//! endpoints it keeps, the acceptors of listeners whose TLS settings are unchanged, and
-//! the [`ServiceId`] of services that keep their versions.
+//! recorders of the versions it keeps, the connection pools, rotation state and
+//! measured load of the endpoints it keeps, the acceptors of listeners whose TLS
+//! settings are unchanged, and the [`ServiceId`] of services that keep their versions.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +17,9 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Authority;
 use http::HeaderValue;
-use serin_config::{HostMatch, Rule, Snapshot, Sticky};
+use serin_config::{HostMatch, LoadBalancing, Rule, Snapshot, Sticky};
 
+use crate::balance::{EndpointLoad, InFlight};
 use crate::error::ProxyError;
 use crate::record::VersionStats;
 use crate::rotation::{Monotonic, Rotation};
@@ -102,11 +103,13 @@ pub struct Retry {
     pub baseline: usize,
 }
 
-/// One endpoint of a version: its connections, and its place in rotation.
+/// One endpoint of a version: its connections, its place in rotation, and its load as
+/// each worker sees it (for `lb: p2c_peak_ewma`).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub pool: Arc<EndpointPool>,
     pub rotation: Arc<Rotation>,
+    pub load: Arc<EndpointLoad>,
 }
 
 impl Endpoint {
@@ -133,6 +136,10 @@ pub struct VersionRuntime {
     pub header_value: HeaderValue,
     /// Each endpoint with its per-worker connection pools.
     endpoints: Box<[Endpoint]>,
+    /// How a request picks one of them.
+    pub lb: LoadBalancing,
+    /// How long a pooled connection to them may stay idle (`crate::health` purges).
+    pub idle_timeout: Duration,
     next_endpoint: AtomicUsize,
     pub stats: Arc<VersionStats>,
     /// Requests sent to another version because this one could not serve them.
@@ -164,6 +171,30 @@ impl std::fmt::Debug for VersionRuntime {
 }
 
 impl VersionRuntime {
+    /// The endpoint in rotation a request goes to, by the version's `lb`; `None` when
+    /// none is (all down or ejected). With `p2c_peak_ewma` and a choice to make, the
+    /// request counts as in flight there until the [`InFlight`] is dropped.
+    #[inline]
+    pub fn pick(&self) -> Option<(&Endpoint, Option<InFlight<'_>>)> {
+        match self.lb {
+            LoadBalancing::P2cPeakEwma if self.endpoints.len() > 1 => {
+                let (first, second) = crate::balance::draw(self.endpoints.len());
+                let worker = crate::worker::index();
+                let now_us = crate::rotation::clock_us();
+                let chosen = crate::balance::p2c(
+                    self.endpoints.len(),
+                    first,
+                    second,
+                    |i| self.endpoints[i].available(),
+                    |i| self.endpoints[i].load.slot(worker).cost(now_us),
+                )?;
+                let endpoint = &self.endpoints[chosen];
+                Some((endpoint, Some(endpoint.load.slot(worker).start(now_us))))
+            }
+            _ => self.next_endpoint().map(|e| (e, None)),
+        }
+    }
+
     /// Round robin over the version's endpoints that are in rotation; `None` when none
     /// is (all down or ejected).
     #[inline]
@@ -417,10 +448,15 @@ fn build_version(
                 b.pool.connect_timeout() == service.timeouts.connect
                     && b.pool.same_tls(version.tls.as_ref(), version.protocol)
             });
+            // What the workers measured of the endpoint holds whatever else changed.
+            let load = before
+                .map(|b| b.load.clone())
+                .unwrap_or_else(|| Arc::new(EndpointLoad::new(shards)));
             if let Some(kept) = kept {
                 return Ok(Endpoint {
                     pool: kept.pool.clone(),
                     rotation,
+                    load,
                 });
             }
             let tls = match &version.tls {
@@ -467,6 +503,7 @@ fn build_version(
                     tls,
                 )),
                 rotation,
+                load,
             })
         })
         .collect::<Result<Box<[_]>, ProxyError>>()?;
@@ -483,6 +520,8 @@ fn build_version(
         name: version.name.as_str().into(),
         header_value,
         endpoints,
+        lb: version.lb,
+        idle_timeout: version.idle_timeout,
         next_endpoint: AtomicUsize::new(0),
         stats,
         failovers,
@@ -527,6 +566,73 @@ fn sticky_key(sticky: &Sticky) -> Result<StickyKey, ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(yaml: &str) -> Table {
+        let snapshot =
+            serin_config::parse_str(yaml, "table-test").unwrap_or_else(|e| panic!("{e}"));
+        Table::build(Arc::new(snapshot), None, 1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const P2C: &str = r#"
+listeners: [{ name: web, listen: 127.0.0.1:0 }]
+routes: [{ listener: web, service: api }]
+services:
+  - name: api
+    versions:
+      - name: stable
+        endpoints: [127.0.0.1:9001, 127.0.0.1:9002, 127.0.0.1:9003]
+        lb: p2c_peak_ewma
+        eject: { consecutive_failures: 1, for: 1h }
+"#;
+
+    #[test]
+    fn p2c_never_picks_an_ejected_endpoint_and_none_when_all_are() {
+        let table = table(P2C);
+        let version = &table.services[0].versions[0];
+        assert_eq!(version.lb, LoadBalancing::P2cPeakEwma);
+        version.endpoints()[1].observe(true);
+        let mut picked = [0; 3];
+        for _ in 0..300 {
+            let (endpoint, in_flight) = version.pick().unwrap_or_else(|| panic!("none picked"));
+            assert!(in_flight.is_some(), "counted in flight");
+            let i = version
+                .endpoints()
+                .iter()
+                .position(|e| e.authority() == endpoint.authority())
+                .unwrap_or_else(|| panic!("not an endpoint of the version"));
+            picked[i] += 1;
+        }
+        assert_eq!(picked[1], 0, "the ejected one: {picked:?}");
+        assert!(picked[0] > 0 && picked[2] > 0, "{picked:?}");
+        version.endpoints()[0].observe(true);
+        version.endpoints()[2].observe(true);
+        assert!(version.pick().is_none());
+        assert!(!version.available());
+    }
+
+    #[test]
+    fn a_reload_keeps_an_endpoints_measured_load_and_applies_the_new_policy() {
+        let before = table(P2C);
+        let measured = before.services[0].versions[0].endpoints()[2].load.clone();
+        let yaml = P2C.replace(
+            "lb: p2c_peak_ewma",
+            "lb: round_robin\n        idle_timeout: 5s",
+        );
+        let snapshot =
+            serin_config::parse_str(&yaml, "table-test").unwrap_or_else(|e| panic!("{e}"));
+        let after =
+            Table::build(Arc::new(snapshot), Some(&before), 1).unwrap_or_else(|e| panic!("{e}"));
+        let version = &after.services[0].versions[0];
+        assert_eq!(version.lb, LoadBalancing::RoundRobin);
+        assert_eq!(version.idle_timeout, Duration::from_secs(5));
+        assert!(Arc::ptr_eq(&version.endpoints()[2].load, &measured));
+        assert!(Arc::ptr_eq(
+            &version.endpoints()[2].pool,
+            &before.services[0].versions[0].endpoints()[2].pool
+        ));
+        let (_, in_flight) = version.pick().unwrap_or_else(|| panic!("none picked"));
+        assert!(in_flight.is_none(), "round robin counts nothing");
+    }
 
     #[test]
     fn prefixes_match_whole_segments() {

@@ -3,7 +3,9 @@
 //! Each worker keeps its own idle HTTP/1.1 connections to each endpoint, so checking one
 //! out takes an uncontended lock and the connection is driven by the worker that uses
 //! it. A connection goes back to its pool when the response body has been read to the
-//! end; one whose body was abandoned is closed. A request that an idle connection could
+//! end; one whose body was abandoned is closed. One idle for longer than its version's
+//! `idle_timeout` is closed by [`EndpointPool::purge_idle`] (run every second off the
+//! workers, `crate::health`); a connection in use is in no pool, so never purged. A request that an idle connection could
 //! not take (the upstream closed it meanwhile) is sent again on another connection;
 //! a request that was written is never sent twice.
 //!
@@ -40,8 +42,6 @@ use crate::record::{Outcome, VersionStats};
 use crate::rotation::{Monotonic, Rotation};
 use crate::tls::UpstreamTls;
 
-/// How long an idle pooled connection is kept.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per endpoint and worker; more are closed when they come back.
 pub const MAX_IDLE: usize = 256;
 /// Sends of one request to pooled connections that turned out to be closed before it
@@ -212,15 +212,15 @@ impl EndpointPool {
         &self.idle[worker % self.idle.len()]
     }
 
-    /// A pooled connection that is ready for a request, newest first; closed and
-    /// expired ones are dropped on the way.
+    /// A pooled connection that is ready for a request, newest first; closed ones are
+    /// dropped on the way (idle ones too old are [`Self::purge_idle`]'s).
     fn checkout(&self, worker: usize) -> Option<Sender> {
         let mut idle = self.shard(worker).lock().unwrap_or_else(|p| p.into_inner());
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
             let candidate = &idle[i];
-            if candidate.sender.is_closed() || candidate.since.elapsed() > IDLE_TIMEOUT {
+            if candidate.sender.is_closed() {
                 idle.remove(i);
             } else if candidate.sender.is_ready() {
                 return Some(idle.remove(i).sender);
@@ -228,6 +228,28 @@ impl EndpointPool {
             // Otherwise it is still settling after its previous exchange: leave it.
         }
         None
+    }
+
+    /// Closes the pooled connections of every worker that have been idle for
+    /// `idle_timeout` or more, and drops those the upstream closed; returns how many
+    /// went. Dropping a connection's sender ends its task, which closes the socket.
+    pub fn purge_idle(&self, idle_timeout: Duration) -> usize {
+        let mut purged = 0;
+        for shard in self.idle.iter() {
+            let mut idle = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let before = idle.len();
+            idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < idle_timeout);
+            purged += before - idle.len();
+        }
+        purged
+    }
+
+    /// Pooled idle connections, over all workers.
+    pub fn idle_connections(&self) -> usize {
+        self.idle
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     fn put_back(&self, worker: usize, sender: Sender) {

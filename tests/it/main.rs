@@ -7,6 +7,7 @@
 mod common;
 
 mod admin;
+mod balance;
 mod cli;
 mod compose;
 mod deploy;
@@ -17,6 +18,7 @@ mod hostile;
 mod metrics;
 mod notify;
 mod ops;
+mod pool;
 mod proxy;
 mod reload;
 mod report;
