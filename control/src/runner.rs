@@ -21,7 +21,7 @@ use serin_judge::rollout::{
 };
 use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
-use serin_judge::window::ServiceWindow;
+use serin_judge::window::{Sample, ServiceWindow};
 
 use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;
@@ -83,11 +83,33 @@ struct RolloutRun {
 struct ServiceControl {
     name: String,
     window: ServiceWindow,
+    /// Fleet mode, on the leader: the fleet's merged numbers (`Control::judge_merged`).
+    fleet_window: ServiceWindow,
     rollout: Option<RolloutRun>,
+}
+
+/// One service's numbers of one tick on this instance, for the fleet: (end of the
+/// tick in unix ms, service, each version's numbers).
+pub type TickSamples = (u64, String, Vec<(String, Sample)>);
+
+/// What fleet mode takes from this instance's loop (see `crate::fleet::node`): each
+/// tick's own samples to publish, and the states and decisions its steps made, for the
+/// leader to write to etcd. Single-node serin has none.
+#[derive(Debug, Default)]
+pub struct FleetOutbox {
+    pub samples: Vec<TickSamples>,
+    pub states: Vec<SavedState>,
+    pub events: Vec<TimelineEvent>,
 }
 
 pub struct Control {
     dataplane: Arc<DataPlane>,
+    /// Fleet mode (`cluster` in the config): the rollout state lives in etcd, the
+    /// leader judges the fleet's merged numbers, and this instance's loop only collects
+    /// its own (`FleetOutbox`) unless it judges as a safety net.
+    fleet: Option<Mutex<FleetOutbox>>,
+    /// Wakes the fleet publisher after each tick.
+    fleet_ticked: tokio::sync::Notify,
     state_dir: PathBuf,
     services: Mutex<Vec<ServiceControl>>,
     /// The loop's period (ms): the shortest analysis interval; a reload may change it.
@@ -117,6 +139,7 @@ impl Control {
             .map(|(i, service)| ServiceControl {
                 name: service.name.clone(),
                 window: new_window(service),
+                fleet_window: new_window(service),
                 rollout: view.rollout(i).map(|(spec, weights)| {
                     let saved = saved_state(service, spec, &state_dir, &writer, now_ms);
                     new_run(service, spec, weights, saved, &writer, &state_dir, now_ms)
@@ -125,6 +148,11 @@ impl Control {
             .collect();
         let control = Self {
             dataplane,
+            fleet: snapshot
+                .cluster
+                .is_some()
+                .then(|| Mutex::new(FleetOutbox::default())),
+            fleet_ticked: tokio::sync::Notify::new(),
             state_dir,
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
@@ -288,6 +316,7 @@ impl Control {
             let mut control = ServiceControl {
                 name: service.name.clone(),
                 window,
+                fleet_window: new_window(service),
                 rollout,
             };
             if !keep {
@@ -320,6 +349,9 @@ impl Control {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker
         };
+        if self.fleet.is_some() {
+            return self.run_aligned(stop).await;
+        }
         let mut every = self.tick_ms.load(std::sync::atomic::Ordering::Relaxed);
         let mut ticker = ticker_of(every);
         ticker.tick().await;
@@ -338,6 +370,29 @@ impl Control {
         }
     }
 
+    /// Fleet mode's loop: ticks on wall-clock boundaries (`fleet::tick`), so that every
+    /// instance's samples cover the same seconds, until `stop` turns true.
+    async fn run_aligned(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let every = self.tick_ms();
+            let wait = crate::fleet::tick::until_next_tick_ms(now_ms(), every);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                    self.tick(now_ms());
+                    self.fleet_ticked.notify_one();
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    }
+
+    /// The loop's period in ms: the shortest analysis interval.
+    pub fn tick_ms(&self) -> u64 {
+        self.tick_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1)
+    }
+
     /// One tick at `now_ms`.
     pub fn tick(&self, now_ms: u64) {
         let intervals = self.dataplane.take_intervals();
@@ -347,27 +402,156 @@ impl Control {
                 crate::intake::push(&mut service.window, now_ms, &taken.versions);
                 self.totals().add(&service.name, &taken.versions);
             }
+            if let Some(fleet) = &self.fleet {
+                // This instance's numbers go to the fleet; the leader judges them merged.
+                let versions = intervals
+                    .iter()
+                    .find(|i| i.service == service.name)
+                    .map(|taken| {
+                        taken
+                            .versions
+                            .iter()
+                            .map(|(v, i)| (v.clone(), crate::intake::sample_of(i)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                lock(fleet)
+                    .samples
+                    .push((now_ms, service.name.clone(), versions));
+                continue;
+            }
             let name = service.name.clone();
-            let Some(run) = service.rollout.as_mut() else {
-                continue;
-            };
-            let interval_ms = run.spec.analysis.interval.as_millis() as u64;
-            // A little slack so that ticks arriving a hair early still count.
-            if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
-                continue;
-            }
-            if !run.state.phase.is_active() || run.held {
-                run.last_eval_ms = now_ms;
-                continue;
-            }
-            let verdict = self.judge(run, &service.window, now_ms);
-            self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
-            run.last_eval_ms = now_ms;
-            // A step that changed the state handed the detectors over with it.
-            if run.detectors_unsaved {
-                self.persist(&name, run);
+            if let Some(run) = service.rollout.as_mut() {
+                self.judge_if_due(&name, run, &service.window, now_ms);
             }
         }
+    }
+
+    /// The per-tick step a single node and a fleet's leader share: if `run` is due at
+    /// `now_ms`, judge `window` and apply the verdict to the state machine.
+    fn judge_if_due(&self, name: &str, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) {
+        let interval_ms = run.spec.analysis.interval.as_millis() as u64;
+        // A little slack so that ticks arriving a hair early still count.
+        if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
+            return;
+        }
+        if !run.state.phase.is_active() || run.held {
+            run.last_eval_ms = now_ms;
+            return;
+        }
+        let verdict = self.judge(run, window, now_ms);
+        self.step(name, run, window, Event::Tick(&verdict), now_ms);
+        run.last_eval_ms = now_ms;
+        // A step that changed the state handed the detectors over with it.
+        if run.detectors_unsaved {
+            self.persist(name, run);
+        }
+    }
+
+    /// Fleet mode, on the leader: the fleet's merged numbers of the tick ending at
+    /// `end_ms` (`(service, [(version, sample)])`) extend each service's fleet window,
+    /// and every rollout due is judged on it, as a single node judges its own. The
+    /// states and decisions are then in [`Self::take_fleet_outbox`].
+    pub fn judge_merged(&self, end_ms: u64, merged: &[(String, Vec<(String, Sample)>)]) {
+        let mut services = self.lock();
+        for service in services.iter_mut() {
+            let samples = merged
+                .iter()
+                .find(|(name, _)| *name == service.name)
+                .map(|(_, versions)| versions.as_slice())
+                .unwrap_or_default();
+            let window = &mut service.fleet_window;
+            let row = window
+                .versions()
+                .iter()
+                .map(|v| {
+                    samples
+                        .iter()
+                        .find(|(name, _)| name == v)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            window.push_samples(end_ms, row);
+            let name = service.name.clone();
+            if let Some(run) = service.rollout.as_mut() {
+                self.judge_if_due(&name, run, &service.fleet_window, end_ms);
+            }
+        }
+    }
+
+    /// Fleet mode: this instance's samples of the ticks since the last call.
+    pub fn take_fleet_samples(&self) -> Vec<TickSamples> {
+        self.fleet
+            .as_ref()
+            .map(|f| std::mem::take(&mut lock(f).samples))
+            .unwrap_or_default()
+    }
+
+    /// Fleet mode: the states and decisions the steps made since the last call.
+    pub fn take_fleet_decisions(&self) -> (Vec<SavedState>, Vec<TimelineEvent>) {
+        self.fleet
+            .as_ref()
+            .map(|f| {
+                let mut f = lock(f);
+                (std::mem::take(&mut f.states), std::mem::take(&mut f.events))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fleet mode: resolves after the next tick.
+    pub async fn fleet_ticked(&self) {
+        self.fleet_ticked.notified().await
+    }
+
+    /// Fleet mode: every rollout's state as the leader writes it.
+    pub fn fleet_states(&self) -> Vec<SavedState> {
+        self.lock()
+            .iter()
+            .filter_map(|s| s.rollout.as_ref().map(|run| saved_of(&s.name, run)))
+            .collect()
+    }
+
+    /// Fleet mode: adopts a rollout state read from etcd, as a local decision would
+    /// apply it (its weights through the rollout's handle). A state of another spec
+    /// (another fingerprint) or of an unknown service is refused, with why.
+    pub fn adopt(&self, saved: &SavedState) -> Result<bool, String> {
+        let mut services = self.lock();
+        let Some(service) = services.iter_mut().find(|s| s.name == saved.service) else {
+            return Err(format!("no service {:?} in this config", saved.service));
+        };
+        let Some(run) = service.rollout.as_mut() else {
+            return Err(format!(
+                "service {:?} has no rollout in this config",
+                saved.service
+            ));
+        };
+        if run.fingerprint != saved.fingerprint {
+            return Err(format!(
+                "its fingerprint {} is not this config's rollout spec ({}); the config's rollout holds",
+                saved.fingerprint, run.fingerprint
+            ));
+        }
+        let state = RolloutState::from(saved.rollout.clone());
+        let detectors = saved.detectors.clone().unwrap_or_default();
+        if state == run.state && detectors == run.detectors {
+            return Ok(false);
+        }
+        run.held = false;
+        run.detectors = if detectors.len() == run.rules.rules.len() || detectors.is_empty() {
+            detectors
+        } else {
+            Vec::new()
+        };
+        let weight_changed = state.canary_weight != run.state.canary_weight;
+        run.state = state;
+        if weight_changed
+            || self.weights_of(&service.name).get(&run.canary).copied()
+                != Some(run.state.canary_weight)
+        {
+            self.apply_weight(&saved.service, run, run.state.canary_weight);
+        }
+        Ok(true)
     }
 
     fn judge(&self, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) -> Verdict {
@@ -523,7 +707,13 @@ impl Control {
                 ));
             }
         }
-        run.timeline.record(event);
+        match &self.fleet {
+            Some(fleet) => {
+                lock(fleet).events.push(event.clone());
+                run.timeline.remember(event);
+            }
+            None => run.timeline.record(event),
+        }
     }
 
     /// Publishes the rollout's canary weight (its baseline gets the rest): a new split
@@ -546,13 +736,12 @@ impl Control {
     /// Hands the rollout's state to the writer (`crate::persist`), which saves it off
     /// this thread and retries a failed save.
     fn persist(&self, service: &str, run: &mut RolloutRun) {
-        self.writer.save(SavedState {
-            format: STATE_FORMAT,
-            service: service.to_string(),
-            fingerprint: run.fingerprint.clone(),
-            rollout: (&run.state).into(),
-            detectors: Some(run.detectors.clone()),
-        });
+        let saved = saved_of(service, run);
+        match &self.fleet {
+            // In etcd, written by the leader (`crate::fleet::node`).
+            Some(fleet) => lock(fleet).states.push(saved),
+            None => self.writer.save(saved),
+        }
         run.detectors_unsaved = false;
     }
 
@@ -704,6 +893,21 @@ impl Control {
             }
         }
         self.status(service)
+    }
+}
+
+fn lock(fleet: &Mutex<FleetOutbox>) -> MutexGuard<'_, FleetOutbox> {
+    fleet.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `run`'s state as it is saved (a file, or etcd in fleet mode).
+fn saved_of(service: &str, run: &RolloutRun) -> SavedState {
+    SavedState {
+        format: STATE_FORMAT,
+        service: service.to_string(),
+        fingerprint: run.fingerprint.clone(),
+        rollout: (&run.state).into(),
+        detectors: Some(run.detectors.clone()),
     }
 }
 
