@@ -29,7 +29,8 @@ use crate::state;
 use crate::timeline::Timeline;
 use crate::totals::{rollback_trigger, Totals};
 use crate::wire::{
-    rfc3339, Notification, RuleRecord, SavedState, TimelineEvent, WindowNumbers, STATE_FORMAT,
+    rfc3339, FleetCommand, FleetCommandKind, Notification, RuleRecord, SavedState, TimelineEvent,
+    WindowNumbers, STATE_FORMAT,
 };
 
 /// How far back windows reach for services without a rollout (the admin API's view).
@@ -110,6 +111,10 @@ pub struct Control {
     fleet: Option<Mutex<FleetOutbox>>,
     /// Wakes the fleet publisher after each tick.
     fleet_ticked: tokio::sync::Notify,
+    /// Fleet mode: this instance's name, and where commands given here go (to etcd,
+    /// for the leader to apply fleet-wide); set once the fleet part runs.
+    fleet_instance: Option<String>,
+    fleet_commands: std::sync::OnceLock<tokio::sync::mpsc::Sender<FleetCommand>>,
     state_dir: PathBuf,
     services: Mutex<Vec<ServiceControl>>,
     /// The loop's period (ms): the shortest analysis interval; a reload may change it.
@@ -153,6 +158,8 @@ impl Control {
                 .is_some()
                 .then(|| Mutex::new(FleetOutbox::default())),
             fleet_ticked: tokio::sync::Notify::new(),
+            fleet_instance: snapshot.cluster.as_ref().map(|c| c.instance.clone()),
+            fleet_commands: std::sync::OnceLock::new(),
             state_dir,
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
@@ -502,6 +509,64 @@ impl Control {
     /// Fleet mode: resolves after the next tick.
     pub async fn fleet_ticked(&self) {
         self.fleet_ticked.notified().await
+    }
+
+    /// Fleet mode: this instance's name (`None`: one serin on its own).
+    pub fn fleet_instance(&self) -> Option<&str> {
+        self.fleet_instance.as_deref()
+    }
+
+    /// Fleet mode: where commands given on this instance are sent (once).
+    pub fn connect_fleet_commands(&self, commands: tokio::sync::mpsc::Sender<FleetCommand>) {
+        let _ = self.fleet_commands.set(commands);
+    }
+
+    /// Fleet mode: hands `command` over to be written to etcd; `Err` says why it cannot
+    /// be (not in fleet mode, or too many commands waiting).
+    pub fn submit_fleet_command(&self, command: FleetCommand) -> Result<(), String> {
+        let Some(commands) = self.fleet_commands.get() else {
+            return Err("fleet mode has not started on this instance yet".into());
+        };
+        commands.try_send(command).map_err(|err| match err {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                "too many commands wait for etcd; try again shortly".to_string()
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                "this instance's fleet part has stopped".to_string()
+            }
+        })
+    }
+
+    /// Fleet mode, on the leader: applies a command given on any instance through the
+    /// same path as a command given here (`Self::command`, `Self::set_weights_manually`).
+    /// False (and nothing changes) when it does not apply to the rollout as it stands.
+    pub fn apply_fleet_command(&self, command: &FleetCommand, now_ms: u64) -> bool {
+        let Some(status) = self.status(&command.service) else {
+            return false;
+        };
+        let active = status.phase.is_active();
+        let event = match command.command {
+            FleetCommandKind::Promote if active => Event::Promote,
+            FleetCommandKind::Pause if active => Event::Pause,
+            FleetCommandKind::Resume if active => Event::Resume,
+            FleetCommandKind::Abort if active => Event::Abort,
+            FleetCommandKind::Weights => {
+                let weights: Vec<(&str, u32)> = command
+                    .weights
+                    .iter()
+                    .map(|(v, w)| (v.as_str(), *w))
+                    .collect();
+                return match self.set_weights_manually(&command.service, &weights, now_ms) {
+                    Ok(_) => true,
+                    Err(err) => {
+                        tracing::warn!(service = %command.service, id = %command.id, error = %err, "a fleet command's weights do not apply");
+                        false
+                    }
+                };
+            }
+            _ => return false,
+        };
+        self.command(&command.service, event, now_ms).is_some()
     }
 
     /// Fleet mode: every rollout's state as the leader writes it.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use serin_config::Etcd as EtcdSettings;
 use serin_control::fleet::client::{Etcd, Timeouts};
+use serin_control::fleet::election;
 use serin_control::fleet::etcd_client::GetOptions;
 
 use crate::common::etcd::Etcd as EtcdProcess;
-use crate::common::process::SerinProcess;
+use crate::common::process::{self, SerinProcess};
 use crate::common::*;
 
 const PREFIX: &str = "/serin/fleet-test/";
@@ -172,4 +173,74 @@ async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
         1,
         "{events:?}"
     );
+}
+
+/// The instance that leads the fleet now, by its index in `fleet.instances`.
+async fn leader_index(etcd: &Etcd) -> usize {
+    let found = std::sync::Mutex::new(None);
+    eventually(Duration::from_secs(20), "a leader", || async {
+        let name = match election::leader(etcd).await {
+            Ok(Some((name, _))) => String::from_utf8(name).ok(),
+            _ => None,
+        };
+        let some = name.is_some();
+        *found.lock().expect("lock") = name;
+        some
+    })
+    .await;
+    let name = found.lock().expect("lock").take().unwrap_or_default();
+    let index: usize = name
+        .strip_prefix("web-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the leader {name:?} is not one of the fleet"));
+    index - 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(&["promote", "api", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let table = process::stdout(&out);
+    assert!(
+        table.contains("promoted"),
+        "the follower answers once applied: {table}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "canary 100 on every instance",
+        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "promoted").count(),
+        1,
+        "{events:?}"
+    );
+    // Taken and deleted with the state it led to.
+    let mut kv = etcd.client();
+    let left = kv
+        .get(
+            format!("{PREFIX}commands/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the commands");
+    assert_eq!(left.count(), 0);
 }

@@ -21,7 +21,10 @@ use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
 use super::watch::{Change, PrefixWatch, WatchItem};
 use crate::runner::{now_ms, Control, TickSamples};
-use crate::wire::{SavedState, TimelineEvent};
+use crate::wire::{FleetCommand, SavedState, TimelineEvent};
+
+/// Commands given here that may wait for etcd at once.
+const COMMAND_QUEUE: usize = 64;
 
 /// Longest wait between two attempts to reach etcd.
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -40,6 +43,8 @@ pub async fn run(
     admin: String,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Fatal> {
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
+    control.connect_fleet_commands(commands_tx);
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = tokio::select! {
@@ -51,7 +56,7 @@ pub async fn run(
                 backoff = Duration::from_millis(200);
                 tracing::info!(instance = %cluster.instance, prefix = %etcd.keys().prefix(), "joined the fleet");
                 tokio::select! {
-                    _ = member(&control, &cluster, &etcd, &lease) => {}
+                    _ = member(&control, &cluster, &etcd, &lease, &mut commands) => {}
                     _ = stop.changed() => {
                         let _ = lease.revoke().await;
                         return Ok(());
@@ -87,7 +92,13 @@ async fn join(cluster: &Cluster, admin: &str) -> Result<(Etcd, Lease), FleetErro
 }
 
 /// Everything a member does while its lease lives: publish, apply, campaign and lead.
-async fn member(control: &Arc<Control>, cluster: &Cluster, etcd: &Etcd, lease: &Lease) {
+async fn member(
+    control: &Arc<Control>,
+    cluster: &Cluster,
+    etcd: &Etcd,
+    lease: &Lease,
+    commands: &mut tokio::sync::mpsc::Receiver<FleetCommand>,
+) {
     let mut health = lease.health();
     let expired = async move {
         while health.changed().await.is_ok() {
@@ -100,6 +111,7 @@ async fn member(control: &Arc<Control>, cluster: &Cluster, etcd: &Etcd, lease: &
     tokio::select! {
         _ = publish(control, cluster, etcd, lease, &leading) => {}
         _ = apply_states(control, etcd) => {}
+        _ = send_commands(etcd, commands) => {}
         _ = campaign(control, cluster, etcd, lease, &leading) => {}
         _ = expired => {}
     }
@@ -165,6 +177,60 @@ fn record_of(taken: &[TickSamples], tick_ms: u64) -> Option<SampleRecord> {
         });
     }
     Some(record)
+}
+
+/// Writes the commands given on this instance to `P/commands/<service>/<id>`, where the
+/// leader takes them (they outlive this instance's lease: a command is not lost with
+/// the instance it was given on). One that etcd did not take is tried again.
+async fn send_commands(etcd: &Etcd, commands: &mut tokio::sync::mpsc::Receiver<FleetCommand>) {
+    while let Some(command) = commands.recv().await {
+        let key = format!("{}{}", etcd.keys().commands(&command.service), command.id);
+        let json = match serde_json::to_vec(&command) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode a fleet command");
+                continue;
+            }
+        };
+        loop {
+            let mut client = etcd.client();
+            match etcd
+                .call(
+                    format!("writing {key}"),
+                    client.put(key.as_str(), json.clone(), None),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "the command waits for etcd");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// A command record read from `key`, if it is one of this serin's.
+pub fn decode_command(under: &str, key: &[u8], value: &[u8]) -> Result<FleetCommand, String> {
+    let rest = Keys::name_under(key, under).ok_or("not a command key")?;
+    let command: FleetCommand =
+        serde_json::from_slice(value).map_err(|e| format!("not a fleet command: {e}"))?;
+    if command.format > crate::wire::COMMAND_FORMAT {
+        return Err(format!(
+            "format {} is newer than this serin's {}",
+            command.format,
+            crate::wire::COMMAND_FORMAT
+        ));
+    }
+    if rest != format!("{}/{}", command.service, command.id) {
+        return Err(format!(
+            "it names service {:?} and id {:?}",
+            command.service, command.id
+        ));
+    }
+    Ok(command)
 }
 
 /// Applies every rollout state written under `P/state/` through the same path as a
@@ -328,6 +394,8 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     // been judged by the last leader; the first judgement is of the next full tick.
     let mut collector = Collector::new(Some(tick::tick_index(now_ms(), tick_ms)));
     let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
+    let commands_under = format!("{}commands/", keys.prefix());
+    let mut commands = PrefixWatch::new(etcd, commands_under.clone(), None);
     // Samples have a quarter of a tick after its end to arrive; later ones fold over.
     let grace = tick_ms / 4;
     loop {
@@ -352,6 +420,29 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 // Old samples (at start, or after compaction): counted by the last reader.
                 WatchItem::Snapshot { .. } => {}
             },
+            item = commands.next() => {
+                let given: Vec<(Vec<u8>, Vec<u8>)> = match item {
+                    WatchItem::Snapshot { kvs, .. } => kvs.into_iter().map(|(k, v, _)| (k, v)).collect(),
+                    WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+                    WatchItem::Change(Change::Delete { .. }) => Vec::new(),
+                };
+                for (key, value) in given {
+                    let shown = String::from_utf8_lossy(&key).into_owned();
+                    match decode_command(&commands_under, &key, &value) {
+                        Ok(command) => {
+                            let applied = control.apply_fleet_command(&command, now_ms());
+                            tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, command = ?command.command, applied, "fleet command");
+                        }
+                        Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+                    }
+                    // Taken (or not one): deleted with the state it led to.
+                    pending.deletes.push(shown);
+                }
+                let (states, events) = control.take_fleet_decisions();
+                pending.states.extend(states);
+                pending.events.extend(events);
+                write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
+            }
             _ = tokio::time::sleep(Duration::from_millis(next_judgement)) => {
                 let ended = tick::tick_index(now_ms().saturating_sub(grace), tick_ms).saturating_sub(1);
                 let merged = collector.judge(ended).map(|m| m.record).unwrap_or_default();
@@ -375,6 +466,8 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
 struct Pending {
     states: Vec<SavedState>,
     events: Vec<TimelineEvent>,
+    /// Commands taken: deleted in the txn that writes what they did.
+    deletes: Vec<String>,
 }
 
 /// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
@@ -386,7 +479,7 @@ async fn write(
     seqs: &mut BTreeMap<String, u64>,
     pending: &mut Pending,
 ) -> Result<(), FleetError> {
-    if pending.states.is_empty() && pending.events.is_empty() {
+    if pending.states.is_empty() && pending.events.is_empty() && pending.deletes.is_empty() {
         return Ok(());
     }
     let mut ops = Vec::new();
@@ -409,6 +502,9 @@ async fn write(
             Err(err) => tracing::error!(error = %err, "cannot encode a timeline event"),
         }
         *seq += 1;
+    }
+    for key in &pending.deletes {
+        ops.push(TxnOp::delete(key.as_str(), None));
     }
     match leadership.fenced_txn(etcd, ops).await {
         Ok(_) => {
