@@ -58,19 +58,31 @@ impl Fleet {
 
     /// The canary's weight each instance serves with, as its admin API shows it.
     async fn canary_weights(&self, client: &TestClient) -> Vec<u64> {
+        self.live_canary_weights(client, usize::MAX).await
+    }
+
+    /// The same for the instances still running (all but `killed`).
+    async fn live_canary_weights(&self, client: &TestClient, killed: usize) -> Vec<u64> {
         let mut weights = Vec::new();
-        for serin in &self.instances {
-            let got = get(
-                client,
-                &format!("{}/api/v1/services/api", serin.admin_url()),
-                &[],
-            )
-            .await;
-            let view: Value = serde_json::from_str(&got.body).unwrap_or(Value::Null);
-            weights.push(view["weights"]["canary"].as_u64().unwrap_or(u64::MAX));
+        for (i, serin) in self.instances.iter().enumerate() {
+            if i != killed {
+                let canary = view(client, serin).await["weights"]["canary"].as_u64();
+                weights.push(canary.unwrap_or(u64::MAX));
+            }
         }
         weights
     }
+}
+
+/// `GET /api/v1/services/api` of `serin` (null if it does not answer).
+async fn view(client: &TestClient, serin: &SerinProcess) -> Value {
+    let got = get(
+        client,
+        &format!("{}/api/v1/services/api", serin.admin_url()),
+        &[],
+    )
+    .await;
+    serde_json::from_str(&got.body).unwrap_or(Value::Null)
 }
 
 /// Requests spread round-robin over every instance until stopped.
@@ -87,8 +99,12 @@ impl Spread {
             let client = client();
             let mut i = 0usize;
             while !stopped.load(Ordering::Relaxed) {
-                let url = &urls[i % urls.len()];
-                let _ = get(&client, url, &[]).await;
+                // An instance killed by the test refuses: the next one is asked.
+                if let Ok(uri) = urls[i % urls.len()].parse() {
+                    if let Ok(response) = client.get(uri).await {
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
+                }
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -243,4 +259,156 @@ async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() 
         .await
         .expect("count the commands");
     assert_eq!(left.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_too_quiet_on_each_instance_is_promoted_on_the_fleets_merged_numbers() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    // 60 canary requests needed; each instance sees about 40.
+    let rollout = ROLLOUT
+        .replace("hold: 1h", "hold: 300ms")
+        .replace("window: 5s", "window: 60s")
+        .replace("min_requests: 20", "min_requests: 60");
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    let webs = fleet.webs();
+    for i in 0..240 {
+        get(&client, &webs[i % 3], &[]).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "promoted on every instance",
+        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
+    )
+    .await;
+    assert!(
+        canary.hits() >= 60,
+        "the fleet's canary served {}",
+        canary.hits()
+    );
+    for serin in &fleet.instances {
+        let own = view(&client, serin).await["versions"]["canary"]["requests"]
+            .as_u64()
+            .expect("the canary's requests");
+        assert!(
+            own < 60,
+            "an instance alone had {own} canary requests: enough on its own"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_step_another_leads_and_the_rollout_goes_on_from_the_same_step() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace(
+        "        - { weight: 50, hold: 1h }\n",
+        "        - { weight: 20, hold: 4s }\n        - { weight: 50, hold: 1h }\n",
+    );
+    let mut fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [20, 20, 20] },
+    )
+    .await;
+    let leader = leader_index(&etcd).await;
+    fleet.instances[leader]
+        .child
+        .kill()
+        .expect("kill -9 the leader");
+    let _ = fleet.instances[leader].child.wait();
+    eventually(Duration::from_secs(15), "another leader", || async {
+        matches!(election::leader(&etcd).await, Ok(Some((name, _))) if name != format!("web-{}", leader + 1).into_bytes())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the second step on the live instances",
+        || async { fleet.live_canary_weights(&client, leader).await == [50, 50] },
+    )
+    .await;
+    load.stop().await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "step_advanced").count(),
+        1,
+        "no step repeated or skipped: {events:?}"
+    );
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("started"),
+        "{events:?}"
+    );
+    for (i, serin) in fleet.instances.iter().enumerate() {
+        if i != leader {
+            assert_eq!(view(&client, serin).await["rollout"]["step"], 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sticky_users_get_the_same_version_from_every_instance_at_each_step() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace("weight: 50, hold: 1h", "weight: 30, hold: 1h");
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [30, 30, 30] },
+    )
+    .await;
+    let versions_seen = |webs: Vec<String>| {
+        let client = client.clone();
+        async move {
+            let mut canaries = 0;
+            for user in 0..1000 {
+                let id = format!("user-{user}");
+                let mut got = Vec::new();
+                for web in &webs {
+                    got.push(get(&client, web, &[("x-user-id", id.as_str())]).await.body);
+                }
+                assert!(got.iter().all(|g| *g == got[0]), "{id} got {got:?}");
+                canaries += usize::from(got[0] == "canary");
+            }
+            canaries
+        }
+    };
+    let canaries = versions_seen(fleet.webs()).await;
+    assert!(
+        (200..400).contains(&canaries),
+        "{canaries} of 1000 users on the 30 % canary"
+    );
+
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+    let out = process::ops(
+        &["promote", "api", "--admin", &follower.admin.to_string()],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    eventually(
+        Duration::from_secs(5),
+        "canary 100 on every instance",
+        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
+    )
+    .await;
+    assert_eq!(versions_seen(fleet.webs()).await, 1000);
 }

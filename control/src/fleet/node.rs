@@ -382,6 +382,8 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
         let next = next_seq(etcd, &keys, &saved.service).await?;
         seqs.insert(saved.service.clone(), next);
         if !written.contains(&saved.service) {
+            // The fleet's first state of this rollout: its start goes on the timeline.
+            pending.events.extend(control.timeline(&saved.service));
             pending.states.push(saved);
         }
     }
