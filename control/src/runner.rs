@@ -79,6 +79,19 @@ struct RolloutRun {
     held: bool,
     timeline: Timeline,
     last_eval_ms: u64,
+    /// Fleet mode, while etcd is away: this instance's own judgement (detectors and
+    /// last judgement) as a safety net, and why it rolled its canary back, if it did.
+    local: LocalJudgement,
+}
+
+/// Fleet mode's safety net on one instance (docs/fleet.md, "etcd lost").
+#[derive(Debug, Default)]
+struct LocalJudgement {
+    detectors: Vec<Detector>,
+    last_eval_ms: u64,
+    /// This instance's canary is at 0 by its own judgement until the fleet's state is
+    /// not active any more (the leader rolled back, or a person acted).
+    rolled_back: Option<String>,
 }
 
 struct ServiceControl {
@@ -115,6 +128,9 @@ pub struct Control {
     /// for the leader to apply fleet-wide); set once the fleet part runs.
     fleet_instance: Option<String>,
     fleet_commands: std::sync::OnceLock<tokio::sync::mpsc::Sender<FleetCommand>>,
+    /// Fleet mode: etcd is away, so this instance judges its own traffic as a safety
+    /// net (a Fail rolls its own canary back; never a promotion).
+    fleet_local: std::sync::atomic::AtomicBool,
     state_dir: PathBuf,
     services: Mutex<Vec<ServiceControl>>,
     /// The loop's period (ms): the shortest analysis interval; a reload may change it.
@@ -160,6 +176,7 @@ impl Control {
             fleet_ticked: tokio::sync::Notify::new(),
             fleet_instance: snapshot.cluster.as_ref().map(|c| c.instance.clone()),
             fleet_commands: std::sync::OnceLock::new(),
+            fleet_local: std::sync::atomic::AtomicBool::new(false),
             state_dir,
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
@@ -425,6 +442,12 @@ impl Control {
                 lock(fleet)
                     .samples
                     .push((now_ms, service.name.clone(), versions));
+                if self.fleet_local.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = service.name.clone();
+                    if let Some(run) = service.rollout.as_mut() {
+                        self.judge_locally(&name, run, &service.window, now_ms);
+                    }
+                }
                 continue;
             }
             let name = service.name.clone();
@@ -452,6 +475,87 @@ impl Control {
         // A step that changed the state handed the detectors over with it.
         if run.detectors_unsaved {
             self.persist(name, run);
+        }
+    }
+
+    /// Fleet mode with etcd away: the single node's judgement of this instance's own
+    /// window, with detectors of its own; a Fail sets this instance's canary weight to
+    /// 0 at once and is sent as a `local_rollback` command for when etcd is back. The
+    /// state machine is not stepped: nothing else (a promotion least of all) happens
+    /// without the fleet.
+    fn judge_locally(&self, name: &str, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) {
+        let interval_ms = run.spec.analysis.interval.as_millis() as u64;
+        if now_ms + interval_ms / 20 < run.local.last_eval_ms + interval_ms
+            || !run.state.phase.is_active()
+            || run.local.rolled_back.is_some()
+        {
+            return;
+        }
+        // The same judgement on this instance's evidence alone: its own detectors and
+        // last judgement stand in for the fleet's while it judges.
+        std::mem::swap(&mut run.detectors, &mut run.local.detectors);
+        std::mem::swap(&mut run.last_eval_ms, &mut run.local.last_eval_ms);
+        let fleet_unsaved = run.detectors_unsaved;
+        let verdict = self.judge(run, window, now_ms);
+        run.detectors_unsaved = fleet_unsaved;
+        std::mem::swap(&mut run.detectors, &mut run.local.detectors);
+        std::mem::swap(&mut run.last_eval_ms, &mut run.local.last_eval_ms);
+        run.local.last_eval_ms = now_ms;
+        let Verdict::Fail(breach) = verdict else {
+            return;
+        };
+        let reason = format!(
+            "{} (judged on this instance alone while etcd was away)",
+            breach.summary
+        );
+        tracing::warn!(service = name, rule = %breach.rule, summary = %breach.summary, "etcd is away and this instance's canary fails: its canary weight is 0 until the fleet decides");
+        self.apply_weight(name, run, 0);
+        run.local.rolled_back = Some(reason.clone());
+        if let Some(instance) = &self.fleet_instance {
+            let command = FleetCommand {
+                format: crate::wire::COMMAND_FORMAT,
+                id: format!("{instance}-{}-local-{now_ms}", std::process::id()),
+                service: name.to_string(),
+                command: FleetCommandKind::LocalRollback,
+                weights: BTreeMap::new(),
+                instance: instance.clone(),
+                at: rfc3339(now_ms),
+                at_ms: now_ms,
+                reason: Some(reason),
+            };
+            if let Err(why) = self.submit_fleet_command(command) {
+                tracing::warn!(
+                    service = name,
+                    "the local rollback is not reported to the fleet: {why}"
+                );
+            }
+        }
+    }
+
+    /// Fleet mode: whether this instance judges its own traffic (etcd is away).
+    pub fn set_fleet_local(&self, local: bool) {
+        let was = self
+            .fleet_local
+            .swap(local, std::sync::atomic::Ordering::Relaxed);
+        if was != local {
+            tracing::info!(
+                local,
+                "fleet mode: this instance's own judgement as a safety net"
+            );
+        }
+    }
+
+    /// Fleet mode, `on_etcd_loss: baseline`: every canary of this instance at 0 (the
+    /// fleet's state is applied again when etcd is back).
+    pub fn fleet_baseline(&self) {
+        let mut services = self.lock();
+        for service in services.iter_mut() {
+            if let Some(run) = service.rollout.as_mut() {
+                if run.state.phase.is_active() && run.local.rolled_back.is_none() {
+                    run.local.rolled_back = Some("on_etcd_loss: baseline".into());
+                    self.apply_weight(&service.name, run, 0);
+                }
+            }
         }
     }
 
@@ -549,7 +653,7 @@ impl Control {
             FleetCommandKind::Promote if active => Event::Promote,
             FleetCommandKind::Pause if active => Event::Pause,
             FleetCommandKind::Resume if active => Event::Resume,
-            FleetCommandKind::Abort if active => Event::Abort,
+            FleetCommandKind::Abort | FleetCommandKind::LocalRollback if active => Event::Abort,
             FleetCommandKind::Weights => {
                 let weights: Vec<(&str, u32)> = command
                     .weights
@@ -599,24 +703,30 @@ impl Control {
         }
         let state = RolloutState::from(saved.rollout.clone());
         let detectors = saved.detectors.clone().unwrap_or_default();
-        if state == run.state && detectors == run.detectors {
-            return Ok(false);
+        let changed = state != run.state || detectors != run.detectors;
+        if changed {
+            run.held = false;
+            run.detectors = if detectors.len() == run.rules.rules.len() || detectors.is_empty() {
+                detectors
+            } else {
+                Vec::new()
+            };
+            run.state = state;
         }
-        run.held = false;
-        run.detectors = if detectors.len() == run.rules.rules.len() || detectors.is_empty() {
-            detectors
-        } else {
-            Vec::new()
+        // A canary this instance rolled back on its own stays at 0 while the fleet's
+        // rollout is still active: the leader has yet to take its report.
+        if !run.state.phase.is_active() {
+            run.local.rolled_back = None;
+        }
+        let weight = match run.local.rolled_back {
+            Some(_) => 0,
+            None => run.state.canary_weight,
         };
-        let weight_changed = state.canary_weight != run.state.canary_weight;
-        run.state = state;
-        if weight_changed
-            || self.weights_of(&service.name).get(&run.canary).copied()
-                != Some(run.state.canary_weight)
-        {
-            self.apply_weight(&saved.service, run, run.state.canary_weight);
+        if self.weights_of(&service.name).get(&run.canary).copied() != Some(weight) {
+            self.apply_weight(&saved.service, run, weight);
+            return Ok(true);
         }
-        Ok(true)
+        Ok(changed)
     }
 
     fn judge(&self, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) -> Verdict {
@@ -1105,6 +1215,10 @@ fn new_run(
             writer.clone(),
         ),
         last_eval_ms: now_ms,
+        local: LocalJudgement {
+            last_eval_ms: now_ms,
+            ..LocalJudgement::default()
+        },
     }
 }
 

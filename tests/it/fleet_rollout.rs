@@ -1,6 +1,7 @@
 //! Fleet mode end to end: three `serin run` processes on one real etcd (common::etcd),
 //! a client spreading requests over them, and the rollout steered as one.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use serin_control::fleet::client::{Etcd, Timeouts};
 use serin_control::fleet::election;
 use serin_control::fleet::etcd_client::GetOptions;
 
-use crate::common::etcd::Etcd as EtcdProcess;
+use crate::common::etcd::{Etcd as EtcdProcess, Relay};
 use crate::common::process::{self, SerinProcess};
 use crate::common::*;
 
@@ -27,15 +28,22 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn start(
-        etcd_url: &str,
-        stable: std::net::SocketAddr,
-        canary: std::net::SocketAddr,
+    fn start(etcd_url: &str, stable: SocketAddr, canary: SocketAddr, rollout: &str) -> Fleet {
+        let url = etcd_url.to_string();
+        Fleet::start_with([url.clone(), url.clone(), url], stable, canary, rollout)
+    }
+
+    /// Instance `i` (from 0) reaches etcd at `etcd_urls[i]`.
+    fn start_with(
+        etcd_urls: [String; 3],
+        stable: SocketAddr,
+        canary: SocketAddr,
         rollout: &str,
     ) -> Fleet {
         let dir = TempDir::new("fleet");
         let instances = (1..=3)
             .map(|i| {
+                let etcd_url = &etcd_urls[i - 1];
                 let state_dir = dir.0.join(format!("state-{i}"));
                 let yaml = format!(
                     "{}cluster:\n  etcd: {{ endpoints: [{etcd_url}], prefix: {PREFIX} }}\n  instance: web-{i}\n  lease_ttl: 2s\n",
@@ -411,4 +419,111 @@ async fn a_thousand_sticky_users_get_the_same_version_from_every_instance_at_eac
     )
     .await;
     assert_eq!(versions_seen(fleet.webs()).await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_back() {
+    let etcd_process = EtcdProcess::start();
+    let relay = Relay::start(etcd_process.addr()).await;
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let url = etcd_process.url();
+    let mut fleet = Fleet::start_with(
+        [url.clone(), url, relay.url()],
+        stable.addr,
+        canary.addr,
+        ROLLOUT,
+    );
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+
+    relay.cut();
+    let cut_off = &mut fleet.instances[2];
+    cut_off.wait_for("judging on its own", |l| {
+        l["message"] == "fleet mode: this instance's own judgement as a safety net"
+            && l["local"] == true
+    });
+    canary.set_status(500);
+    eventually(
+        Duration::from_secs(10),
+        "canary 0 on every instance",
+        || async { fleet.canary_weights(&client).await == [0, 0, 0] },
+    )
+    .await;
+    // Rolled back on its own judgement: it hears nothing from the fleet.
+    fleet.instances[2].wait_for("the local rollback", |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("etcd is away and this instance's canary fails"))
+    });
+    let web3 = fleet.instances[2].url("/");
+    assert_eq!(
+        get(&client, &web3, &[]).await.body,
+        "stable",
+        "it keeps serving"
+    );
+
+    relay.restore();
+    eventually(
+        Duration::from_secs(20),
+        "the fleet's state on the instance that was cut off",
+        || async { view(&client, &fleet.instances[2]).await["rollout"]["state"] == "rolled_back" },
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(fleet.canary_weights(&client).await, [0, 0, 0]);
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "rolled_back").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
+    let mut etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace(
+        "        - { weight: 50, hold: 1h }\n",
+        "        - { weight: 20, hold: 3s }\n        - { weight: 50, hold: 1h }\n",
+    );
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let client = client();
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [20, 20, 20] },
+    )
+    .await;
+    etcd_process.kill();
+    assert_eq!(
+        fleet.canary_weights(&client).await,
+        [20, 20, 20],
+        "serving on"
+    );
+    etcd_process.restart();
+    eventually(
+        Duration::from_secs(30),
+        "the second step on every instance",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    load.stop().await;
+    let etcd = connect(etcd_process.url()).await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "step_advanced").count(),
+        1,
+        "{events:?}"
+    );
 }

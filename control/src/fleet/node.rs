@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, PutOptions, SortOrder, SortTarget, TxnOp};
-use serin_config::Cluster;
+use serin_config::{Cluster, OnEtcdLoss};
 use tokio::sync::watch;
 
 use super::client::{Etcd, FleetError, Keys, Timeouts};
 use super::election::{self, Leadership};
-use super::lease::Lease;
+use super::lease::{EtcdHealth, Lease};
 use super::members::{self, MemberInfo};
 use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
@@ -46,6 +46,8 @@ pub async fn run(
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
     control.connect_fleet_commands(commands_tx);
     let mut backoff = Duration::from_millis(200);
+    // Since when this instance has been without etcd (from the start, too).
+    let mut away_since = Instant::now();
     loop {
         let session = tokio::select! {
             s = join(&cluster, &admin) => s,
@@ -54,6 +56,7 @@ pub async fn run(
         match session {
             Ok((etcd, lease)) => {
                 backoff = Duration::from_millis(200);
+                control.set_fleet_local(false);
                 tracing::info!(instance = %cluster.instance, prefix = %etcd.keys().prefix(), "joined the fleet");
                 tokio::select! {
                     _ = member(&control, &cluster, &etcd, &lease, &mut commands) => {}
@@ -63,9 +66,17 @@ pub async fn run(
                     }
                 }
                 tracing::warn!(instance = %cluster.instance, "lost the fleet's lease; joining again");
+                control.set_fleet_local(true);
+                away_since = Instant::now();
             }
             Err(err @ FleetError::NameTaken { .. }) => return Err(Fatal(err)),
             Err(err) => {
+                control.set_fleet_local(true);
+                if cluster.on_etcd_loss == OnEtcdLoss::Baseline
+                    && away_since.elapsed() >= cluster.lease_ttl
+                {
+                    control.fleet_baseline();
+                }
                 tracing::warn!(error = %err, retry_in = ?backoff, "cannot reach the fleet's etcd; serving with the weights in force");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -100,10 +111,27 @@ async fn member(
     commands: &mut tokio::sync::mpsc::Receiver<FleetCommand>,
 ) {
     let mut health = lease.health();
+    let ttl = lease.ttl();
+    let baseline = cluster.on_etcd_loss == OnEtcdLoss::Baseline;
+    // etcd away: this instance judges its own traffic (and with `baseline`, its canary
+    // goes to 0 once the lease would have expired); back: the fleet's state again.
     let expired = async move {
-        while health.changed().await.is_ok() {
-            if matches!(*health.borrow(), super::lease::EtcdHealth::Expired { .. }) {
-                return;
+        loop {
+            let now = Instant::now();
+            let current = health.borrow_and_update().clone();
+            match current {
+                EtcdHealth::Expired { .. } => return,
+                EtcdHealth::Reachable { .. } => control.set_fleet_local(false),
+                ref lost @ EtcdHealth::Lost { .. } => {
+                    control.set_fleet_local(true);
+                    if baseline && lost.lease_lost(now, ttl) {
+                        control.fleet_baseline();
+                    }
+                }
+            }
+            tokio::select! {
+                changed = health.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
     };
