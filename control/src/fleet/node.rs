@@ -576,3 +576,92 @@ async fn next_seq(etcd: &Etcd, keys: &Keys, service: &str) -> Result<u64, FleetE
         .and_then(|seq| seq.parse::<u64>().ok())
         .map_or(1, |seq| seq + 1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{FleetCommandKind, COMMAND_FORMAT};
+    use serin_judge::window::Sample;
+
+    fn sample(requests: u64) -> Sample {
+        Sample {
+            requests,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn a_ticks_samples_are_one_record_of_the_tick_that_just_ended() {
+        // The loop ticks a hair after the boundary of tick 1 765 000 001 (500 ms ticks).
+        let end_ms = 1_765_000_001 * 500 + 3;
+        let taken = vec![
+            (
+                end_ms,
+                "web".to_string(),
+                vec![("v1".to_string(), sample(2))],
+            ),
+            (
+                end_ms,
+                "api".to_string(),
+                vec![
+                    ("stable".to_string(), sample(7)),
+                    ("canary".to_string(), sample(1)),
+                ],
+            ),
+        ];
+        let record = record_of(&taken, 500).expect("a record");
+        assert_eq!((record.tick, record.ticks), (1_765_000_000, 1));
+        let services: Vec<_> = record.services.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(
+            services,
+            ["api", "web"],
+            "sorted by name, as the merge needs"
+        );
+        assert_eq!(record.sample("api", "stable").map(|s| s.requests), Some(7));
+        assert_eq!(record.sample("api", "canary").map(|s| s.requests), Some(1));
+        // A loop a little early still names the tick that is ending.
+        let early = vec![(1_765_000_001 * 500 - 4, "api".to_string(), Vec::new())];
+        assert_eq!(record_of(&early, 500).map(|r| r.tick), Some(1_765_000_000));
+        assert_eq!(record_of(&[], 500), None);
+    }
+
+    #[test]
+    fn only_this_serins_states_under_their_own_key_are_applied() {
+        let under = "/p/state/";
+        let state = r#"{"format":2,"service":"api","fingerprint":"f","rollout":{"phase":"progressing","step":0,"canary_weight":10,"started_ms":1,"since_ms":1,"step_started_ms":1,"reason":null}}"#;
+        match decode_state(under, b"/p/state/api", state.as_bytes()) {
+            Ok(saved) => assert_eq!(saved.rollout.canary_weight, 10),
+            Err(why) => panic!("{why}"),
+        }
+        let err = decode_state(under, b"/p/state/web", state.as_bytes()).expect_err("another key");
+        assert!(err.contains("names service \"api\""), "{err}");
+        let err = decode_state(under, b"/p/state/api", b"\x00garbage").expect_err("not JSON");
+        assert!(err.starts_with("not a rollout state"), "{err}");
+        let newer = state.replace("\"format\":2", "\"format\":99");
+        let err = decode_state(under, b"/p/state/api", newer.as_bytes()).expect_err("newer");
+        assert!(err.contains("newer than this serin's"), "{err}");
+    }
+
+    #[test]
+    fn a_command_is_taken_only_under_its_service_and_id() {
+        let command = FleetCommand {
+            format: COMMAND_FORMAT,
+            id: "web-2-7-1".into(),
+            service: "api".into(),
+            command: FleetCommandKind::Promote,
+            weights: BTreeMap::new(),
+            instance: "web-2".into(),
+            at: "2025-11-24T16:00:00.000Z".into(),
+            at_ms: 1_764_000_000_000,
+            reason: None,
+        };
+        let json = serde_json::to_vec(&command).expect("encode");
+        let under = "/p/commands/";
+        assert_eq!(
+            decode_command(under, b"/p/commands/api/web-2-7-1", &json),
+            Ok(command)
+        );
+        assert!(decode_command(under, b"/p/commands/web/web-2-7-1", &json).is_err());
+        assert!(decode_command(under, b"/p/commands/api/web-2-7-1", b"{}").is_err());
+    }
+}
