@@ -296,14 +296,6 @@ async fn serve(
     let files = reload::FileContents::of(&snapshot);
     let telemetry_section = snapshot.telemetry.clone();
     let cluster_section = snapshot.cluster.clone();
-    if cluster_section.is_some() {
-        // The etcd primitives are in serin_control::fleet; until the leader/follower
-        // behaviour is wired in, a fleet instance serves and judges on its own.
-        tracing::warn!(
-            "cluster: fleet mode is not wired into the rollout loop yet; this instance \
-             judges its own traffic only, as without `cluster`"
-        );
-    }
     let watched_files = snapshot.watched_files();
     let token = admin_token(&snapshot)?;
     let dataplane = Arc::new(DataPlane::new(snapshot, workers)?.with_telemetry(telemetry.clone()));
@@ -311,6 +303,17 @@ async fn serve(
     let control = Arc::new(Control::new(dataplane.clone(), now_ms()));
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
     let control_loop = tokio::spawn(control.clone().run(tasks_stopped.clone()));
+    // Fleet mode: this instance's part in the fleet (etcd away is retried; a name held
+    // by another live instance stops serin).
+    #[cfg(feature = "fleet")]
+    let mut fleet = cluster_section.clone().map(|cluster| {
+        tokio::spawn(serin_control::fleet::node::run(
+            control.clone(),
+            cluster,
+            admin_addr.to_string(),
+            tasks_stopped.clone(),
+        ))
+    });
     // Health checks and the purge of idle upstream connections run here, on the
     // control thread, never on a worker.
     let health_checks = tokio::spawn(serin_proxy::health::run(
@@ -366,7 +369,25 @@ async fn serve(
     health.set_ready();
     tracing::info!(config = %config_path.display(), workers, "serin is ready");
 
-    shutdown_signal().await?;
+    #[cfg(feature = "fleet")]
+    let fleet_failed = async {
+        match fleet.as_mut() {
+            Some(task) => match task.await {
+                Ok(Err(err)) => Some(err),
+                _ => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(not(feature = "fleet"))]
+    let fleet_failed = std::future::pending::<Option<std::convert::Infallible>>();
+    let fatal = tokio::select! {
+        signal = shutdown_signal() => {
+            signal?;
+            None
+        }
+        err = fleet_failed => err.map(|e| anyhow::anyhow!("cluster: {e}")),
+    };
     let stopping = Instant::now();
     tracing::info!("shutting down: draining in-flight requests");
     health.set_draining();
@@ -412,7 +433,10 @@ async fn serve(
         }
     }
     admin.shutdown().await;
-    Ok(())
+    match fatal {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }
 
 /// SIGHUP asks for a reload, as nginx and HAProxy do.

@@ -47,7 +47,10 @@ pub mod guard;
 use crate::metrics::{self, Format};
 use crate::reload::ReloadHandle;
 use crate::runner::{now_ms, Control, RolloutStatus, DEFAULT_WINDOW};
-use crate::wire::{rfc3339, ApiError, ReloadRefused, RolloutView, ServiceView, VersionView};
+use crate::wire::{
+    rfc3339, ApiError, FleetCommand, FleetCommandKind, ReloadRefused, RolloutView, ServiceView,
+    VersionView, COMMAND_FORMAT,
+};
 use serin_judge::rollout::{Event, Phase};
 
 /// Largest request body accepted (`PUT …/weights`); larger ones get 413.
@@ -526,7 +529,7 @@ where
                 .unwrap_or_default();
             json(StatusCode::OK, &events)
         }),
-        Endpoint::Command(name, command) => run_command(context, name, command),
+        Endpoint::Command(name, command) => run_command(context, name, command).await,
         Endpoint::Weights(name) => set_weights(context, name, &body),
         Endpoint::Reload => reload(context).await,
         Endpoint::Config => match &context.reload {
@@ -659,7 +662,11 @@ fn unknown_service(context: &AdminContext, name: &str) -> Response<Full<Bytes>> 
     )
 }
 
-fn run_command(context: &AdminContext, name: &str, command: Command) -> Response<Full<Bytes>> {
+async fn run_command(
+    context: &AdminContext,
+    name: &str,
+    command: Command,
+) -> Response<Full<Bytes>> {
     if context.dataplane.snapshot().service(name).is_none() {
         return unknown_service(context, name);
     }
@@ -696,6 +703,9 @@ fn run_command(context: &AdminContext, name: &str, command: Command) -> Response
             ),
         );
     }
+    if let Some(instance) = control.fleet_instance() {
+        return fleet_command(context, control, instance, name, command).await;
+    }
     match control.command(name, command.event(), now_ms()) {
         Some(after) => {
             tracing::info!(
@@ -711,6 +721,80 @@ fn run_command(context: &AdminContext, name: &str, command: Command) -> Response
             StatusCode::CONFLICT,
             format!("service \"{name}\" has no rollout, so there is nothing to {verb}"),
         ),
+    }
+}
+
+/// How long a command given to a fleet instance waits for the leader to apply it.
+const FLEET_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fleet mode: the command goes to etcd for the leader to apply fleet-wide; the answer
+/// waits (at most [`FLEET_COMMAND_WAIT`]) for this instance to show it applied: 200
+/// with the service then, else 202 with the service as it stands (the command stays
+/// queued until a leader applies it).
+async fn fleet_command(
+    context: &AdminContext,
+    control: &Control,
+    instance: &str,
+    name: &str,
+    command: Command,
+) -> Response<Full<Bytes>> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let at_ms = now_ms();
+    let kind = match command {
+        Command::Promote => FleetCommandKind::Promote,
+        Command::Pause => FleetCommandKind::Pause,
+        Command::Resume => FleetCommandKind::Resume,
+        Command::Abort => FleetCommandKind::Abort,
+    };
+    let id = format!(
+        "{instance}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let sent = control.submit_fleet_command(FleetCommand {
+        format: COMMAND_FORMAT,
+        id: id.clone(),
+        service: name.to_string(),
+        command: kind,
+        weights: Default::default(),
+        instance: instance.to_string(),
+        at: rfc3339(at_ms),
+        at_ms,
+        reason: None,
+    });
+    if let Err(why) = sent {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot send the command to the fleet: {why}"),
+        );
+    }
+    let applied = |phase: Phase| match command {
+        Command::Promote => phase == Phase::Promoted,
+        Command::Pause => phase == Phase::Paused,
+        Command::Resume => phase != Phase::Paused,
+        Command::Abort => phase == Phase::RolledBack,
+    };
+    let deadline = tokio::time::Instant::now() + FLEET_COMMAND_WAIT;
+    loop {
+        if control.status(name).is_some_and(|s| applied(s.phase)) {
+            tracing::info!(
+                service = name,
+                command = command.as_str(),
+                id,
+                "fleet command applied"
+            );
+            return with_service(context, name, |view| json(StatusCode::OK, &view));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                service = name,
+                command = command.as_str(),
+                id,
+                "fleet command queued: applied when a leader takes it"
+            );
+            return with_service(context, name, |view| json(StatusCode::ACCEPTED, &view));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -21,7 +21,7 @@ use serin_judge::rollout::{
 };
 use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
-use serin_judge::window::ServiceWindow;
+use serin_judge::window::{Sample, ServiceWindow};
 
 use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;
@@ -29,7 +29,8 @@ use crate::state;
 use crate::timeline::Timeline;
 use crate::totals::{rollback_trigger, Totals};
 use crate::wire::{
-    rfc3339, Notification, RuleRecord, SavedState, TimelineEvent, WindowNumbers, STATE_FORMAT,
+    rfc3339, FleetCommand, FleetCommandKind, Notification, RuleRecord, SavedState, TimelineEvent,
+    WindowNumbers, STATE_FORMAT,
 };
 
 /// How far back windows reach for services without a rollout (the admin API's view).
@@ -78,16 +79,58 @@ struct RolloutRun {
     held: bool,
     timeline: Timeline,
     last_eval_ms: u64,
+    /// Fleet mode, while etcd is away: this instance's own judgement (detectors and
+    /// last judgement) as a safety net, and why it rolled its canary back, if it did.
+    local: LocalJudgement,
+}
+
+/// Fleet mode's safety net on one instance (docs/fleet.md, "etcd lost").
+#[derive(Debug, Default)]
+struct LocalJudgement {
+    detectors: Vec<Detector>,
+    last_eval_ms: u64,
+    /// This instance's canary is at 0 by its own judgement until the fleet's state is
+    /// not active any more (the leader rolled back, or a person acted).
+    rolled_back: Option<String>,
 }
 
 struct ServiceControl {
     name: String,
     window: ServiceWindow,
+    /// Fleet mode, on the leader: the fleet's merged numbers (`Control::judge_merged`).
+    fleet_window: ServiceWindow,
     rollout: Option<RolloutRun>,
+}
+
+/// One service's numbers of one tick on this instance, for the fleet: (end of the
+/// tick in unix ms, service, each version's numbers).
+pub type TickSamples = (u64, String, Vec<(String, Sample)>);
+
+/// What fleet mode takes from this instance's loop (see `crate::fleet::node`): each
+/// tick's own samples to publish, and the states and decisions its steps made, for the
+/// leader to write to etcd. Single-node serin has none.
+#[derive(Debug, Default)]
+pub struct FleetOutbox {
+    pub samples: Vec<TickSamples>,
+    pub states: Vec<SavedState>,
+    pub events: Vec<TimelineEvent>,
 }
 
 pub struct Control {
     dataplane: Arc<DataPlane>,
+    /// Fleet mode (`cluster` in the config): the rollout state lives in etcd, the
+    /// leader judges the fleet's merged numbers, and this instance's loop only collects
+    /// its own (`FleetOutbox`) unless it judges as a safety net.
+    fleet: Option<Mutex<FleetOutbox>>,
+    /// Wakes the fleet publisher after each tick.
+    fleet_ticked: tokio::sync::Notify,
+    /// Fleet mode: this instance's name, and where commands given here go (to etcd,
+    /// for the leader to apply fleet-wide); set once the fleet part runs.
+    fleet_instance: Option<String>,
+    fleet_commands: std::sync::OnceLock<tokio::sync::mpsc::Sender<FleetCommand>>,
+    /// Fleet mode: etcd is away, so this instance judges its own traffic as a safety
+    /// net (a Fail rolls its own canary back; never a promotion).
+    fleet_local: std::sync::atomic::AtomicBool,
     state_dir: PathBuf,
     services: Mutex<Vec<ServiceControl>>,
     /// The loop's period (ms): the shortest analysis interval; a reload may change it.
@@ -117,6 +160,7 @@ impl Control {
             .map(|(i, service)| ServiceControl {
                 name: service.name.clone(),
                 window: new_window(service),
+                fleet_window: new_window(service),
                 rollout: view.rollout(i).map(|(spec, weights)| {
                     let saved = saved_state(service, spec, &state_dir, &writer, now_ms);
                     new_run(service, spec, weights, saved, &writer, &state_dir, now_ms)
@@ -125,6 +169,14 @@ impl Control {
             .collect();
         let control = Self {
             dataplane,
+            fleet: snapshot
+                .cluster
+                .is_some()
+                .then(|| Mutex::new(FleetOutbox::default())),
+            fleet_ticked: tokio::sync::Notify::new(),
+            fleet_instance: snapshot.cluster.as_ref().map(|c| c.instance.clone()),
+            fleet_commands: std::sync::OnceLock::new(),
+            fleet_local: std::sync::atomic::AtomicBool::new(false),
             state_dir,
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
@@ -288,6 +340,7 @@ impl Control {
             let mut control = ServiceControl {
                 name: service.name.clone(),
                 window,
+                fleet_window: new_window(service),
                 rollout,
             };
             if !keep {
@@ -320,6 +373,9 @@ impl Control {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker
         };
+        if self.fleet.is_some() {
+            return self.run_aligned(stop).await;
+        }
         let mut every = self.tick_ms.load(std::sync::atomic::Ordering::Relaxed);
         let mut ticker = ticker_of(every);
         ticker.tick().await;
@@ -338,6 +394,29 @@ impl Control {
         }
     }
 
+    /// Fleet mode's loop: ticks on wall-clock boundaries (`fleet::tick`), so that every
+    /// instance's samples cover the same seconds, until `stop` turns true.
+    async fn run_aligned(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let every = self.tick_ms();
+            let wait = crate::fleet::tick::until_next_tick_ms(now_ms(), every);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                    self.tick(now_ms());
+                    self.fleet_ticked.notify_one();
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    }
+
+    /// The loop's period in ms: the shortest analysis interval.
+    pub fn tick_ms(&self) -> u64 {
+        self.tick_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1)
+    }
+
     /// One tick at `now_ms`.
     pub fn tick(&self, now_ms: u64) {
         let intervals = self.dataplane.take_intervals();
@@ -347,27 +426,307 @@ impl Control {
                 crate::intake::push(&mut service.window, now_ms, &taken.versions);
                 self.totals().add(&service.name, &taken.versions);
             }
+            if let Some(fleet) = &self.fleet {
+                // This instance's numbers go to the fleet; the leader judges them merged.
+                let versions = intervals
+                    .iter()
+                    .find(|i| i.service == service.name)
+                    .map(|taken| {
+                        taken
+                            .versions
+                            .iter()
+                            .map(|(v, i)| (v.clone(), crate::intake::sample_of(i)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                lock(fleet)
+                    .samples
+                    .push((now_ms, service.name.clone(), versions));
+                if self.fleet_local.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = service.name.clone();
+                    if let Some(run) = service.rollout.as_mut() {
+                        self.judge_locally(&name, run, &service.window, now_ms);
+                    }
+                }
+                continue;
+            }
             let name = service.name.clone();
-            let Some(run) = service.rollout.as_mut() else {
-                continue;
-            };
-            let interval_ms = run.spec.analysis.interval.as_millis() as u64;
-            // A little slack so that ticks arriving a hair early still count.
-            if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
-                continue;
-            }
-            if !run.state.phase.is_active() || run.held {
-                run.last_eval_ms = now_ms;
-                continue;
-            }
-            let verdict = self.judge(run, &service.window, now_ms);
-            self.step(&name, run, &service.window, Event::Tick(&verdict), now_ms);
-            run.last_eval_ms = now_ms;
-            // A step that changed the state handed the detectors over with it.
-            if run.detectors_unsaved {
-                self.persist(&name, run);
+            if let Some(run) = service.rollout.as_mut() {
+                self.judge_if_due(&name, run, &service.window, now_ms);
             }
         }
+    }
+
+    /// The per-tick step a single node and a fleet's leader share: if `run` is due at
+    /// `now_ms`, judge `window` and apply the verdict to the state machine.
+    fn judge_if_due(&self, name: &str, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) {
+        let interval_ms = run.spec.analysis.interval.as_millis() as u64;
+        // A little slack so that ticks arriving a hair early still count.
+        if now_ms + interval_ms / 20 < run.last_eval_ms + interval_ms {
+            return;
+        }
+        if !run.state.phase.is_active() || run.held {
+            run.last_eval_ms = now_ms;
+            return;
+        }
+        let verdict = self.judge(run, window, now_ms);
+        self.step(name, run, window, Event::Tick(&verdict), now_ms);
+        run.last_eval_ms = now_ms;
+        // A step that changed the state handed the detectors over with it.
+        if run.detectors_unsaved {
+            self.persist(name, run);
+        }
+    }
+
+    /// Fleet mode with etcd away: the single node's judgement of this instance's own
+    /// window, with detectors of its own; a Fail sets this instance's canary weight to
+    /// 0 at once and is sent as a `local_rollback` command for when etcd is back. The
+    /// state machine is not stepped: nothing else (a promotion least of all) happens
+    /// without the fleet.
+    fn judge_locally(&self, name: &str, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) {
+        let interval_ms = run.spec.analysis.interval.as_millis() as u64;
+        if now_ms + interval_ms / 20 < run.local.last_eval_ms + interval_ms
+            || !run.state.phase.is_active()
+            || run.local.rolled_back.is_some()
+        {
+            return;
+        }
+        // The same judgement on this instance's evidence alone: its own detectors and
+        // last judgement stand in for the fleet's while it judges.
+        std::mem::swap(&mut run.detectors, &mut run.local.detectors);
+        std::mem::swap(&mut run.last_eval_ms, &mut run.local.last_eval_ms);
+        let fleet_unsaved = run.detectors_unsaved;
+        let verdict = self.judge(run, window, now_ms);
+        run.detectors_unsaved = fleet_unsaved;
+        std::mem::swap(&mut run.detectors, &mut run.local.detectors);
+        std::mem::swap(&mut run.last_eval_ms, &mut run.local.last_eval_ms);
+        run.local.last_eval_ms = now_ms;
+        let Verdict::Fail(breach) = verdict else {
+            return;
+        };
+        let reason = format!(
+            "{} (judged on this instance alone while etcd was away)",
+            breach.summary
+        );
+        tracing::warn!(service = name, rule = %breach.rule, summary = %breach.summary, "etcd is away and this instance's canary fails: its canary weight is 0 until the fleet decides");
+        self.apply_weight(name, run, 0);
+        run.local.rolled_back = Some(reason.clone());
+        if let Some(instance) = &self.fleet_instance {
+            let command = FleetCommand {
+                format: crate::wire::COMMAND_FORMAT,
+                id: format!("{instance}-{}-local-{now_ms}", std::process::id()),
+                service: name.to_string(),
+                command: FleetCommandKind::LocalRollback,
+                weights: BTreeMap::new(),
+                instance: instance.clone(),
+                at: rfc3339(now_ms),
+                at_ms: now_ms,
+                reason: Some(reason),
+            };
+            if let Err(why) = self.submit_fleet_command(command) {
+                tracing::warn!(
+                    service = name,
+                    "the local rollback is not reported to the fleet: {why}"
+                );
+            }
+        }
+    }
+
+    /// Fleet mode: whether this instance judges its own traffic (etcd is away).
+    pub fn set_fleet_local(&self, local: bool) {
+        let was = self
+            .fleet_local
+            .swap(local, std::sync::atomic::Ordering::Relaxed);
+        if was != local {
+            tracing::info!(
+                local,
+                "fleet mode: this instance's own judgement as a safety net"
+            );
+        }
+    }
+
+    /// Fleet mode, `on_etcd_loss: baseline`: every canary of this instance at 0 (the
+    /// fleet's state is applied again when etcd is back).
+    pub fn fleet_baseline(&self) {
+        let mut services = self.lock();
+        for service in services.iter_mut() {
+            if let Some(run) = service.rollout.as_mut() {
+                if run.state.phase.is_active() && run.local.rolled_back.is_none() {
+                    run.local.rolled_back = Some("on_etcd_loss: baseline".into());
+                    self.apply_weight(&service.name, run, 0);
+                }
+            }
+        }
+    }
+
+    /// Fleet mode, on the leader: the fleet's merged numbers of the tick ending at
+    /// `end_ms` (`(service, [(version, sample)])`) extend each service's fleet window,
+    /// and every rollout due is judged on it, as a single node judges its own. The
+    /// states and decisions are then in [`Self::take_fleet_outbox`].
+    pub fn judge_merged(&self, end_ms: u64, merged: &[(String, Vec<(String, Sample)>)]) {
+        let mut services = self.lock();
+        for service in services.iter_mut() {
+            let samples = merged
+                .iter()
+                .find(|(name, _)| *name == service.name)
+                .map(|(_, versions)| versions.as_slice())
+                .unwrap_or_default();
+            let window = &mut service.fleet_window;
+            let row = window
+                .versions()
+                .iter()
+                .map(|v| {
+                    samples
+                        .iter()
+                        .find(|(name, _)| name == v)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            window.push_samples(end_ms, row);
+            let name = service.name.clone();
+            if let Some(run) = service.rollout.as_mut() {
+                self.judge_if_due(&name, run, &service.fleet_window, end_ms);
+            }
+        }
+    }
+
+    /// Fleet mode: this instance's samples of the ticks since the last call.
+    pub fn take_fleet_samples(&self) -> Vec<TickSamples> {
+        self.fleet
+            .as_ref()
+            .map(|f| std::mem::take(&mut lock(f).samples))
+            .unwrap_or_default()
+    }
+
+    /// Fleet mode: the states and decisions the steps made since the last call.
+    pub fn take_fleet_decisions(&self) -> (Vec<SavedState>, Vec<TimelineEvent>) {
+        self.fleet
+            .as_ref()
+            .map(|f| {
+                let mut f = lock(f);
+                (std::mem::take(&mut f.states), std::mem::take(&mut f.events))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fleet mode: resolves after the next tick.
+    pub async fn fleet_ticked(&self) {
+        self.fleet_ticked.notified().await
+    }
+
+    /// Fleet mode: this instance's name (`None`: one serin on its own).
+    pub fn fleet_instance(&self) -> Option<&str> {
+        self.fleet_instance.as_deref()
+    }
+
+    /// Fleet mode: where commands given on this instance are sent (once).
+    pub fn connect_fleet_commands(&self, commands: tokio::sync::mpsc::Sender<FleetCommand>) {
+        let _ = self.fleet_commands.set(commands);
+    }
+
+    /// Fleet mode: hands `command` over to be written to etcd; `Err` says why it cannot
+    /// be (not in fleet mode, or too many commands waiting).
+    pub fn submit_fleet_command(&self, command: FleetCommand) -> Result<(), String> {
+        let Some(commands) = self.fleet_commands.get() else {
+            return Err("fleet mode has not started on this instance yet".into());
+        };
+        commands.try_send(command).map_err(|err| match err {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                "too many commands wait for etcd; try again shortly".to_string()
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                "this instance's fleet part has stopped".to_string()
+            }
+        })
+    }
+
+    /// Fleet mode, on the leader: applies a command given on any instance through the
+    /// same path as a command given here (`Self::command`, `Self::set_weights_manually`).
+    /// False (and nothing changes) when it does not apply to the rollout as it stands.
+    pub fn apply_fleet_command(&self, command: &FleetCommand, now_ms: u64) -> bool {
+        let Some(status) = self.status(&command.service) else {
+            return false;
+        };
+        let active = status.phase.is_active();
+        let event = match command.command {
+            FleetCommandKind::Promote if active => Event::Promote,
+            FleetCommandKind::Pause if active => Event::Pause,
+            FleetCommandKind::Resume if active => Event::Resume,
+            FleetCommandKind::Abort | FleetCommandKind::LocalRollback if active => Event::Abort,
+            FleetCommandKind::Weights => {
+                let weights: Vec<(&str, u32)> = command
+                    .weights
+                    .iter()
+                    .map(|(v, w)| (v.as_str(), *w))
+                    .collect();
+                return match self.set_weights_manually(&command.service, &weights, now_ms) {
+                    Ok(_) => true,
+                    Err(err) => {
+                        tracing::warn!(service = %command.service, id = %command.id, error = %err, "a fleet command's weights do not apply");
+                        false
+                    }
+                };
+            }
+            _ => return false,
+        };
+        self.command(&command.service, event, now_ms).is_some()
+    }
+
+    /// Fleet mode: every rollout's state as the leader writes it.
+    pub fn fleet_states(&self) -> Vec<SavedState> {
+        self.lock()
+            .iter()
+            .filter_map(|s| s.rollout.as_ref().map(|run| saved_of(&s.name, run)))
+            .collect()
+    }
+
+    /// Fleet mode: adopts a rollout state read from etcd, as a local decision would
+    /// apply it (its weights through the rollout's handle). A state of another spec
+    /// (another fingerprint) or of an unknown service is refused, with why.
+    pub fn adopt(&self, saved: &SavedState) -> Result<bool, String> {
+        let mut services = self.lock();
+        let Some(service) = services.iter_mut().find(|s| s.name == saved.service) else {
+            return Err(format!("no service {:?} in this config", saved.service));
+        };
+        let Some(run) = service.rollout.as_mut() else {
+            return Err(format!(
+                "service {:?} has no rollout in this config",
+                saved.service
+            ));
+        };
+        if run.fingerprint != saved.fingerprint {
+            return Err(format!(
+                "its fingerprint {} is not this config's rollout spec ({}); the config's rollout holds",
+                saved.fingerprint, run.fingerprint
+            ));
+        }
+        let state = RolloutState::from(saved.rollout.clone());
+        let detectors = saved.detectors.clone().unwrap_or_default();
+        let changed = state != run.state || detectors != run.detectors;
+        if changed {
+            run.held = false;
+            run.detectors = if detectors.len() == run.rules.rules.len() || detectors.is_empty() {
+                detectors
+            } else {
+                Vec::new()
+            };
+            run.state = state;
+        }
+        // A canary this instance rolled back on its own stays at 0 while the fleet's
+        // rollout is still active: the leader has yet to take its report.
+        if !run.state.phase.is_active() {
+            run.local.rolled_back = None;
+        }
+        let weight = match run.local.rolled_back {
+            Some(_) => 0,
+            None => run.state.canary_weight,
+        };
+        if self.weights_of(&service.name).get(&run.canary).copied() != Some(weight) {
+            self.apply_weight(&saved.service, run, weight);
+            return Ok(true);
+        }
+        Ok(changed)
     }
 
     fn judge(&self, run: &mut RolloutRun, window: &ServiceWindow, now_ms: u64) -> Verdict {
@@ -523,7 +882,13 @@ impl Control {
                 ));
             }
         }
-        run.timeline.record(event);
+        match &self.fleet {
+            Some(fleet) => {
+                lock(fleet).events.push(event.clone());
+                run.timeline.remember(event);
+            }
+            None => run.timeline.record(event),
+        }
     }
 
     /// Publishes the rollout's canary weight (its baseline gets the rest): a new split
@@ -546,13 +911,12 @@ impl Control {
     /// Hands the rollout's state to the writer (`crate::persist`), which saves it off
     /// this thread and retries a failed save.
     fn persist(&self, service: &str, run: &mut RolloutRun) {
-        self.writer.save(SavedState {
-            format: STATE_FORMAT,
-            service: service.to_string(),
-            fingerprint: run.fingerprint.clone(),
-            rollout: (&run.state).into(),
-            detectors: Some(run.detectors.clone()),
-        });
+        let saved = saved_of(service, run);
+        match &self.fleet {
+            // In etcd, written by the leader (`crate::fleet::node`).
+            Some(fleet) => lock(fleet).states.push(saved),
+            None => self.writer.save(saved),
+        }
         run.detectors_unsaved = false;
     }
 
@@ -707,6 +1071,21 @@ impl Control {
     }
 }
 
+fn lock(fleet: &Mutex<FleetOutbox>) -> MutexGuard<'_, FleetOutbox> {
+    fleet.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `run`'s state as it is saved (a file, or etcd in fleet mode).
+fn saved_of(service: &str, run: &RolloutRun) -> SavedState {
+    SavedState {
+        format: STATE_FORMAT,
+        service: service.to_string(),
+        fingerprint: run.fingerprint.clone(),
+        rollout: (&run.state).into(),
+        detectors: Some(run.detectors.clone()),
+    }
+}
+
 fn tick_of(snapshot: &Snapshot) -> Duration {
     snapshot
         .services
@@ -836,6 +1215,10 @@ fn new_run(
             writer.clone(),
         ),
         last_eval_ms: now_ms,
+        local: LocalJudgement {
+            last_eval_ms: now_ms,
+            ..LocalJudgement::default()
+        },
     }
 }
 

@@ -76,6 +76,14 @@ impl Timeline {
         self.events.push_back(event);
     }
 
+    /// Keeps `event` without writing it (fleet mode: the leader writes it to etcd).
+    pub fn remember(&mut self, event: TimelineEvent) {
+        if self.events.len() == KEEP {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
     /// Oldest first.
     pub fn events(&self) -> impl Iterator<Item = &TimelineEvent> {
         self.events.iter()

@@ -8,7 +8,8 @@
 //!   numbers; every command and weight change answers with it too), [`ConfigStatus`],
 //!   [`LastReload`] (`POST /api/v1/reload`), [`ReloadRefused`], and [`ApiError`] for
 //!   every error;
-//! * webhook notifications: [`Notification`].
+//! * webhook notifications: [`Notification`];
+//! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`].
 //!
 //! These are separate from the in-memory types the judge and the control loop work
 //! with (`RolloutState`, `RolloutStatus`, `Aggregate`, …), which may change freely: a
@@ -160,6 +161,47 @@ pub struct WindowNumbers {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+}
+
+// ---------------------------------------------------------------------------------
+// Fleet commands
+
+/// The format of the fleet commands this serin writes.
+pub const COMMAND_FORMAT: u32 = 1;
+
+/// A command given on any instance of a fleet, for the leader to apply fleet-wide
+/// (`P/commands/<service>/<id>` in etcd; docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetCommand {
+    /// [`COMMAND_FORMAT`] when written by this serin.
+    pub format: u32,
+    /// Unique within the fleet: the instance's name, its start and a counter.
+    pub id: String,
+    pub service: String,
+    pub command: FleetCommandKind,
+    /// `weights`: each named version's weight; the others keep theirs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, u32>,
+    /// The instance it was given on.
+    pub instance: String,
+    pub at: String,
+    pub at_ms: u64,
+    /// `local_rollback`: what the instance's own judgement found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What a [`FleetCommand`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetCommandKind {
+    Promote,
+    Pause,
+    Resume,
+    Abort,
+    Weights,
+    /// An instance cut off from etcd rolled its own canary back.
+    LocalRollback,
 }
 
 // ---------------------------------------------------------------------------------

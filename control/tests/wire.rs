@@ -370,6 +370,46 @@ fn a_notification() {
 /// examples/rollout.yaml) read back byte for byte through today's types: the shapes
 /// did not change, only the meaning of the fingerprint (format 2).
 #[test]
+fn fleet_commands() {
+    let at_ms = 1_764_000_000_000;
+    let command = |id: &str, command, weights: &[(&str, u32)], reason: Option<&str>| FleetCommand {
+        format: COMMAND_FORMAT,
+        id: id.to_string(),
+        service: "api".to_string(),
+        command,
+        weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+        instance: "web-2".to_string(),
+        at: rfc3339(at_ms),
+        at_ms,
+        reason: reason.map(str::to_string),
+    };
+    golden(
+        "fleet_commands.jsonl",
+        &[
+            command(
+                "web-2-1764000000000-1",
+                FleetCommandKind::Promote,
+                &[],
+                None,
+            ),
+            command(
+                "web-2-1764000000000-2",
+                FleetCommandKind::Weights,
+                &[("stable", 80), ("canary", 20)],
+                None,
+            ),
+            command(
+                "web-2-1764000000000-3",
+                FleetCommandKind::LocalRollback,
+                &[],
+                Some("error_rate: canary 12.5% > 1%"),
+            ),
+        ],
+        Form::Lines,
+    );
+}
+
+#[test]
 fn the_previous_releases_files_read_back_byte_for_byte() {
     for name in ["v1-progressing.json", "v1-rolled-back.json"] {
         let path = repo("tests/fixtures/state").join(name);

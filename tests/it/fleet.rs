@@ -373,9 +373,11 @@ async fn a_reload_that_changes_cluster_says_it_takes_effect_on_restart() {
          routes: [{{ listener: web, service: api }}]\n\
          services: [{{ name: api, versions: [{{ name: stable, endpoints: [{}] }}] }}]\n\
          state_dir: \"{}\"\n\
-         cluster: {{ etcd: {{ endpoints: [http://127.0.0.1:2379], prefix: /serin/test/ }}, instance: web-1 }}\n",
+         cluster: {{ etcd: {{ endpoints: [http://{}], prefix: /serin/test/ }}, instance: web-1 }}\n",
         backend.addr,
-        dir.0.display()
+        dir.0.display(),
+        // Nothing listens there: the instance serves on its own, and joins no one's fleet.
+        closed_port().await
     );
     std::fs::write(&config, &yaml).expect("write the config");
     let mut serin = process::SerinProcess::start(&config, 1, &[], &[]);

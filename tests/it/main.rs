@@ -13,6 +13,8 @@ mod compose;
 mod deploy;
 #[cfg(feature = "fleet")]
 mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_rollout;
 mod grpc;
 mod hostile;
 mod metrics;

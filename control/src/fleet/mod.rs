@@ -10,6 +10,7 @@
 //! * [`lease`]: this instance's lease, kept alive, and its health as a watch channel.
 //! * [`members`]: `P/members/<instance>`, one live holder per name.
 //! * [`election`]: leadership through etcd's election API, fenced writes, resign.
+//! * [`node`]: an instance's part: publish, apply, campaign and lead.
 //! * [`watch`]: a prefix watched from a revision, resumed across disconnects and
 //!   compaction, no event missed or repeated.
 
@@ -21,6 +22,8 @@ pub mod election;
 pub mod lease;
 #[cfg(feature = "fleet")]
 pub mod members;
+#[cfg(feature = "fleet")]
+pub mod node;
 pub mod sample;
 pub mod tick;
 #[cfg(feature = "fleet")]

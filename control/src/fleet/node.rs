@@ -1,0 +1,667 @@
+//! One instance's part in the fleet (docs/fleet.md, "Roles"): it joins under its name,
+//! publishes its own samples every tick, applies the rollout state the leader writes,
+//! and campaigns; while it leads, it merges the live instances' samples per tick, runs
+//! the single node's judgement on them (`Control::judge_merged`) and writes state and
+//! timeline in one txn fenced by its leadership.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, PutOptions, SortOrder, SortTarget, TxnOp};
+use serin_config::{Cluster, OnEtcdLoss};
+use tokio::sync::watch;
+
+use super::client::{Etcd, FleetError, Keys, Timeouts};
+use super::election::{self, Leadership};
+use super::lease::{EtcdHealth, Lease};
+use super::members::{self, MemberInfo};
+use super::sample::{SampleRecord, ServiceSample};
+use super::tick::{self, Collector, Outbox};
+use super::watch::{Change, PrefixWatch, WatchItem};
+use crate::runner::{now_ms, Control, TickSamples};
+use crate::wire::{FleetCommand, SavedState, TimelineEvent};
+
+/// Commands given here that may wait for etcd at once.
+const COMMAND_QUEUE: usize = 64;
+
+/// Longest wait between two attempts to reach etcd.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Why this instance cannot take part in the fleet at all (it must not serve as a
+/// member: its name is another live instance's).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Fatal(FleetError);
+
+/// Runs this instance's part in the fleet until `stop` turns true. Returns an error only
+/// when the instance must not go on (its name is taken); etcd being away is retried.
+pub async fn run(
+    control: Arc<Control>,
+    cluster: Cluster,
+    admin: String,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Fatal> {
+    let (commands_tx, mut commands) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
+    control.connect_fleet_commands(commands_tx);
+    let mut backoff = Duration::from_millis(200);
+    // Since when this instance has been without etcd (from the start, too).
+    let mut away_since = Instant::now();
+    loop {
+        let session = tokio::select! {
+            s = join(&cluster, &admin) => s,
+            _ = stop.changed() => return Ok(()),
+        };
+        match session {
+            Ok((etcd, lease)) => {
+                backoff = Duration::from_millis(200);
+                control.set_fleet_local(false);
+                tracing::info!(instance = %cluster.instance, prefix = %etcd.keys().prefix(), "joined the fleet");
+                tokio::select! {
+                    _ = member(&control, &cluster, &etcd, &lease, &mut commands) => {}
+                    _ = stop.changed() => {
+                        let _ = lease.revoke().await;
+                        return Ok(());
+                    }
+                }
+                tracing::warn!(instance = %cluster.instance, "lost the fleet's lease; joining again");
+                control.set_fleet_local(true);
+                away_since = Instant::now();
+            }
+            Err(err @ FleetError::NameTaken { .. }) => return Err(Fatal(err)),
+            Err(err) => {
+                control.set_fleet_local(true);
+                if cluster.on_etcd_loss == OnEtcdLoss::Baseline
+                    && away_since.elapsed() >= cluster.lease_ttl
+                {
+                    control.fleet_baseline();
+                }
+                tracing::warn!(error = %err, retry_in = ?backoff, "cannot reach the fleet's etcd; serving with the weights in force");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+/// Connects, takes a lease and this instance's name.
+async fn join(cluster: &Cluster, admin: &str) -> Result<(Etcd, Lease), FleetError> {
+    let etcd = Etcd::connect(&cluster.etcd, Timeouts::default()).await?;
+    let lease = Lease::grant(&etcd, cluster.lease_ttl).await?;
+    let info = MemberInfo {
+        instance: cluster.instance.clone(),
+        started_at_ms: now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        admin: admin.to_string(),
+    };
+    members::join(&etcd, &lease, &info).await?;
+    Ok((etcd, lease))
+}
+
+/// Everything a member does while its lease lives: publish, apply, campaign and lead.
+async fn member(
+    control: &Arc<Control>,
+    cluster: &Cluster,
+    etcd: &Etcd,
+    lease: &Lease,
+    commands: &mut tokio::sync::mpsc::Receiver<FleetCommand>,
+) {
+    let mut health = lease.health();
+    let ttl = lease.ttl();
+    let baseline = cluster.on_etcd_loss == OnEtcdLoss::Baseline;
+    // etcd away: this instance judges its own traffic (and with `baseline`, its canary
+    // goes to 0 once the lease would have expired); back: the fleet's state again.
+    let expired = async move {
+        loop {
+            let now = Instant::now();
+            let current = health.borrow_and_update().clone();
+            match current {
+                EtcdHealth::Expired { .. } => return,
+                EtcdHealth::Reachable { .. } => control.set_fleet_local(false),
+                ref lost @ EtcdHealth::Lost { .. } => {
+                    control.set_fleet_local(true);
+                    if baseline && lost.lease_lost(now, ttl) {
+                        control.fleet_baseline();
+                    }
+                }
+            }
+            tokio::select! {
+                changed = health.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    };
+    let leading = AtomicBool::new(false);
+    tokio::select! {
+        _ = publish(control, cluster, etcd, lease, &leading) => {}
+        _ = apply_states(control, etcd) => {}
+        _ = send_commands(etcd, commands) => {}
+        _ = campaign(control, cluster, etcd, lease, &leading) => {}
+        _ = expired => {}
+    }
+}
+
+/// Every tick: this instance's samples under `P/samples/<instance>`, with its lease. A
+/// put that fails is folded into the next one (`tick::Outbox`).
+async fn publish(
+    control: &Control,
+    cluster: &Cluster,
+    etcd: &Etcd,
+    lease: &Lease,
+    leading: &AtomicBool,
+) {
+    let key = etcd.keys().sample(&cluster.instance);
+    let mut outbox = Outbox::default();
+    loop {
+        control.fleet_ticked().await;
+        if !leading.load(Ordering::Relaxed) {
+            // Only the leader writes decisions; a follower's are the leader's to make.
+            drop(control.take_fleet_decisions());
+        }
+        let taken = control.take_fleet_samples();
+        if let Some(record) = record_of(&taken, control.tick_ms()) {
+            outbox.push(record);
+        }
+        let Some(pending) = outbox.pending() else {
+            continue;
+        };
+        let mut client = etcd.client();
+        let put = client.put(
+            key.as_str(),
+            pending.encode(),
+            Some(PutOptions::new().with_lease(lease.id())),
+        );
+        match etcd.call(format!("writing {key}"), put).await {
+            Ok(_) => outbox.published(),
+            Err(err) => tracing::warn!(error = %err, "the tick's samples wait for the next put"),
+        }
+    }
+}
+
+/// This tick's samples as one record: the tick that ended at the loop's tick.
+fn record_of(taken: &[TickSamples], tick_ms: u64) -> Option<SampleRecord> {
+    let (end_ms, ..) = taken.first()?;
+    // The loop ticks at a boundary (a hair after it): the tick before it ended there.
+    let tick = tick::tick_index(end_ms + tick_ms / 2, tick_ms).saturating_sub(1);
+    let mut record = SampleRecord {
+        tick,
+        ticks: 1,
+        services: Vec::new(),
+    };
+    for (_, service, versions) in taken {
+        let mut versions = versions.clone();
+        versions.sort_by(|a, b| a.0.cmp(&b.0));
+        record.merge(&SampleRecord {
+            tick,
+            ticks: 1,
+            services: vec![ServiceSample {
+                service: service.clone(),
+                versions,
+            }],
+        });
+    }
+    Some(record)
+}
+
+/// Writes the commands given on this instance to `P/commands/<service>/<id>`, where the
+/// leader takes them (they outlive this instance's lease: a command is not lost with
+/// the instance it was given on). One that etcd did not take is tried again.
+async fn send_commands(etcd: &Etcd, commands: &mut tokio::sync::mpsc::Receiver<FleetCommand>) {
+    while let Some(command) = commands.recv().await {
+        let key = format!("{}{}", etcd.keys().commands(&command.service), command.id);
+        let json = match serde_json::to_vec(&command) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot encode a fleet command");
+                continue;
+            }
+        };
+        loop {
+            let mut client = etcd.client();
+            match etcd
+                .call(
+                    format!("writing {key}"),
+                    client.put(key.as_str(), json.clone(), None),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "the command waits for etcd");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// A command record read from `key`, if it is one of this serin's.
+pub fn decode_command(under: &str, key: &[u8], value: &[u8]) -> Result<FleetCommand, String> {
+    let rest = Keys::name_under(key, under).ok_or("not a command key")?;
+    let command: FleetCommand =
+        serde_json::from_slice(value).map_err(|e| format!("not a fleet command: {e}"))?;
+    if command.format > crate::wire::COMMAND_FORMAT {
+        return Err(format!(
+            "format {} is newer than this serin's {}",
+            command.format,
+            crate::wire::COMMAND_FORMAT
+        ));
+    }
+    if rest != format!("{}/{}", command.service, command.id) {
+        return Err(format!(
+            "it names service {:?} and id {:?}",
+            command.service, command.id
+        ));
+    }
+    Ok(command)
+}
+
+/// Applies every rollout state written under `P/state/` through the same path as a
+/// local decision. Data that is not a state of this config is logged and ignored.
+async fn apply_states(control: &Control, etcd: &Etcd) {
+    let under = etcd.keys().states();
+    let mut watch = PrefixWatch::new(etcd, under.clone(), None);
+    let mut complaints = Complaints::default();
+    loop {
+        match watch.next().await {
+            WatchItem::Snapshot { kvs, .. } => {
+                for (key, value, _) in kvs {
+                    apply_state(control, &under, &key, &value, &mut complaints);
+                }
+            }
+            WatchItem::Change(Change::Put { key, value, .. }) => {
+                apply_state(control, &under, &key, &value, &mut complaints)
+            }
+            WatchItem::Change(Change::Delete { .. }) => {}
+        }
+    }
+}
+
+fn apply_state(
+    control: &Control,
+    under: &str,
+    key: &[u8],
+    value: &[u8],
+    complaints: &mut Complaints,
+) {
+    let shown = String::from_utf8_lossy(key);
+    match decode_state(under, key, value) {
+        Ok(saved) => match control.adopt(&saved) {
+            Ok(true) => tracing::info!(
+                service = %saved.service,
+                state = saved.rollout.phase.as_str(),
+                step = saved.rollout.step,
+                canary_weight = saved.rollout.canary_weight,
+                "applied the fleet's rollout state"
+            ),
+            Ok(false) => {}
+            Err(why) => complaints.warn(&shown, &format!("not applied: {why}")),
+        },
+        Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+    }
+}
+
+/// A state record read from `key`, if it is one of this serin's.
+pub fn decode_state(under: &str, key: &[u8], value: &[u8]) -> Result<SavedState, String> {
+    let name = Keys::name_under(key, under).ok_or("not a state key")?;
+    let saved: SavedState =
+        serde_json::from_slice(value).map_err(|e| format!("not a rollout state: {e}"))?;
+    if saved.format > crate::wire::STATE_FORMAT {
+        return Err(format!(
+            "format {} is newer than this serin's {}",
+            saved.format,
+            crate::wire::STATE_FORMAT
+        ));
+    }
+    if saved.service != name {
+        return Err(format!("it names service {:?}", saved.service));
+    }
+    Ok(saved)
+}
+
+/// Warnings about bad data under the prefix, at most one a minute per key.
+#[derive(Default)]
+struct Complaints {
+    last: BTreeMap<String, Instant>,
+}
+
+impl Complaints {
+    fn warn(&mut self, key: &str, message: &str) {
+        let now = Instant::now();
+        if self.last.len() > 1024 {
+            self.last.clear();
+        }
+        match self.last.get(key) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(60) => {}
+            _ => {
+                self.last.insert(key.to_string(), now);
+                tracing::warn!(key, "{message}");
+            }
+        }
+    }
+}
+
+/// Campaigns; while elected, leads; when leadership is lost, campaigns again.
+async fn campaign(
+    control: &Control,
+    cluster: &Cluster,
+    etcd: &Etcd,
+    lease: &Lease,
+    leading: &AtomicBool,
+) {
+    loop {
+        match election::campaign(etcd, lease, cluster.instance.as_bytes().to_vec()).await {
+            Ok(leadership) => {
+                tracing::info!(instance = %cluster.instance, "leading the fleet");
+                leading.store(true, Ordering::Relaxed);
+                let why = tokio::select! {
+                    led = lead(control, etcd, &leadership) => led.err().map_or_else(String::new, |e| e.to_string()),
+                    reason = leadership.lost(lease) => format!("{reason:?}"),
+                };
+                leading.store(false, Ordering::Relaxed);
+                tracing::warn!(instance = %cluster.instance, why, "no longer leading the fleet");
+                let _ = leadership.resign(etcd).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "campaigning for the fleet's leadership");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The leader's work until a fenced write fails (an error: it is not leader any more).
+async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result<(), FleetError> {
+    let keys = etcd.keys().clone();
+    // Where the fleet stands: the states in etcd are adopted (detectors with them);
+    // rollouts without one are written as they stand here.
+    let mut client = etcd.client();
+    let states = etcd
+        .call(
+            format!("reading {}", keys.states()),
+            client.get(keys.states(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+    let mut complaints = Complaints::default();
+    let mut written: Vec<String> = Vec::new();
+    for kv in states.kvs() {
+        if let Ok(saved) = decode_state(&keys.states(), kv.key(), kv.value()) {
+            if control.adopt(&saved).is_ok() {
+                written.push(saved.service.clone());
+            }
+        } else {
+            apply_state(
+                control,
+                &keys.states(),
+                kv.key(),
+                kv.value(),
+                &mut complaints,
+            );
+        }
+    }
+    let mut seqs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut pending = Pending::default();
+    for saved in control.fleet_states() {
+        let next = next_seq(etcd, &keys, &saved.service).await?;
+        seqs.insert(saved.service.clone(), next);
+        if !written.contains(&saved.service) {
+            // The fleet's first state of this rollout: its start goes on the timeline.
+            pending.events.extend(control.timeline(&saved.service));
+            pending.states.push(saved);
+        }
+    }
+    // Decisions this instance made before it led are not the fleet's.
+    drop(control.take_fleet_decisions());
+    write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
+
+    let tick_ms = control.tick_ms();
+    // The tick under way is not judged: its samples from before this leadership may have
+    // been judged by the last leader; the first judgement is of the next full tick.
+    let mut collector = Collector::new(Some(tick::tick_index(now_ms(), tick_ms)));
+    let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
+    let commands_under = format!("{}commands/", keys.prefix());
+    let mut commands = PrefixWatch::new(etcd, commands_under.clone(), None);
+    // Samples have a quarter of a tick after its end to arrive; later ones fold over.
+    let grace = tick_ms / 4;
+    loop {
+        let now = now_ms();
+        let next_judgement = tick::until_next_tick_ms(now.saturating_sub(grace), tick_ms);
+        tokio::select! {
+            item = samples.next() => match item {
+                WatchItem::Change(Change::Put { key, value, .. }) => {
+                    let Some(instance) = Keys::name_under(&key, &keys.samples()) else { continue };
+                    match SampleRecord::decode(&value) {
+                        Ok(record) => {
+                            collector.accept(instance, &record);
+                        }
+                        Err(err) => complaints.warn(&String::from_utf8_lossy(&key), &format!("ignored: not a sample record: {err}")),
+                    }
+                }
+                WatchItem::Change(Change::Delete { key, .. }) => {
+                    if let Some(instance) = Keys::name_under(&key, &keys.samples()) {
+                        collector.forget(instance);
+                    }
+                }
+                // Old samples (at start, or after compaction): counted by the last reader.
+                WatchItem::Snapshot { .. } => {}
+            },
+            item = commands.next() => {
+                let given: Vec<(Vec<u8>, Vec<u8>)> = match item {
+                    WatchItem::Snapshot { kvs, .. } => kvs.into_iter().map(|(k, v, _)| (k, v)).collect(),
+                    WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+                    WatchItem::Change(Change::Delete { .. }) => Vec::new(),
+                };
+                for (key, value) in given {
+                    let shown = String::from_utf8_lossy(&key).into_owned();
+                    match decode_command(&commands_under, &key, &value) {
+                        Ok(command) => {
+                            let applied = control.apply_fleet_command(&command, now_ms());
+                            tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, command = ?command.command, applied, "fleet command");
+                        }
+                        Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+                    }
+                    // Taken (or not one): deleted with the state it led to.
+                    pending.deletes.push(shown);
+                }
+                let (states, events) = control.take_fleet_decisions();
+                pending.states.extend(states);
+                pending.events.extend(events);
+                write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(next_judgement)) => {
+                let ended = tick::tick_index(now_ms().saturating_sub(grace), tick_ms).saturating_sub(1);
+                let merged = collector.judge(ended).map(|m| m.record).unwrap_or_default();
+                let numbers: Vec<_> = merged
+                    .services
+                    .into_iter()
+                    .map(|s| (s.service, s.versions))
+                    .collect();
+                control.judge_merged(tick::tick_start_ms(ended + 1, tick_ms), &numbers);
+                let (states, events) = control.take_fleet_decisions();
+                pending.states.extend(states);
+                pending.events.extend(events);
+                write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
+            }
+        }
+    }
+}
+
+/// States and decisions not yet written.
+#[derive(Default)]
+struct Pending {
+    states: Vec<SavedState>,
+    events: Vec<TimelineEvent>,
+    /// Commands taken: deleted in the txn that writes what they did.
+    deletes: Vec<String>,
+}
+
+/// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
+/// leadership (the error); etcd away keeps them for the next write.
+async fn write(
+    etcd: &Etcd,
+    leadership: &Leadership,
+    keys: &Keys,
+    seqs: &mut BTreeMap<String, u64>,
+    pending: &mut Pending,
+) -> Result<(), FleetError> {
+    if pending.states.is_empty() && pending.events.is_empty() && pending.deletes.is_empty() {
+        return Ok(());
+    }
+    let mut ops = Vec::new();
+    // The newest state of each service only.
+    let mut newest: BTreeMap<&str, &SavedState> = BTreeMap::new();
+    for saved in &pending.states {
+        newest.insert(saved.service.as_str(), saved);
+    }
+    for saved in newest.values() {
+        match serde_json::to_vec(saved) {
+            Ok(json) => ops.push(TxnOp::put(keys.state(&saved.service), json, None)),
+            Err(err) => tracing::error!(error = %err, "cannot encode a rollout state"),
+        }
+    }
+    let mut next = seqs.clone();
+    for event in &pending.events {
+        let seq = next.entry(event.service.clone()).or_insert(1);
+        match serde_json::to_vec(event) {
+            Ok(json) => ops.push(TxnOp::put(keys.timeline(&event.service, *seq), json, None)),
+            Err(err) => tracing::error!(error = %err, "cannot encode a timeline event"),
+        }
+        *seq += 1;
+    }
+    for key in &pending.deletes {
+        ops.push(TxnOp::delete(key.as_str(), None));
+    }
+    match leadership.fenced_txn(etcd, ops).await {
+        Ok(_) => {
+            *seqs = next;
+            *pending = Pending::default();
+            Ok(())
+        }
+        Err(err) if err.is_not_leader() => Err(err),
+        Err(err) => {
+            tracing::warn!(error = %err, "the fleet's rollout state waits for etcd");
+            Ok(())
+        }
+    }
+}
+
+/// The sequence number the next decision of `service` takes on the timeline.
+async fn next_seq(etcd: &Etcd, keys: &Keys, service: &str) -> Result<u64, FleetError> {
+    let under = format!("{}timeline/{service}/", keys.prefix());
+    let mut client = etcd.client();
+    let newest = etcd
+        .call(
+            format!("reading {under}"),
+            client.get(
+                under.as_str(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Key, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            ),
+        )
+        .await?;
+    Ok(newest
+        .kvs()
+        .first()
+        .and_then(|kv| Keys::name_under(kv.key(), &under))
+        .and_then(|seq| seq.parse::<u64>().ok())
+        .map_or(1, |seq| seq + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{FleetCommandKind, COMMAND_FORMAT};
+    use serin_judge::window::Sample;
+
+    fn sample(requests: u64) -> Sample {
+        Sample {
+            requests,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn a_ticks_samples_are_one_record_of_the_tick_that_just_ended() {
+        // The loop ticks a hair after the boundary of tick 1 765 000 001 (500 ms ticks).
+        let end_ms = 1_765_000_001 * 500 + 3;
+        let taken = vec![
+            (
+                end_ms,
+                "web".to_string(),
+                vec![("v1".to_string(), sample(2))],
+            ),
+            (
+                end_ms,
+                "api".to_string(),
+                vec![
+                    ("stable".to_string(), sample(7)),
+                    ("canary".to_string(), sample(1)),
+                ],
+            ),
+        ];
+        let record = record_of(&taken, 500).expect("a record");
+        assert_eq!((record.tick, record.ticks), (1_765_000_000, 1));
+        let services: Vec<_> = record.services.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(
+            services,
+            ["api", "web"],
+            "sorted by name, as the merge needs"
+        );
+        assert_eq!(record.sample("api", "stable").map(|s| s.requests), Some(7));
+        assert_eq!(record.sample("api", "canary").map(|s| s.requests), Some(1));
+        // A loop a little early still names the tick that is ending.
+        let early = vec![(1_765_000_001 * 500 - 4, "api".to_string(), Vec::new())];
+        assert_eq!(record_of(&early, 500).map(|r| r.tick), Some(1_765_000_000));
+        assert_eq!(record_of(&[], 500), None);
+    }
+
+    #[test]
+    fn only_this_serins_states_under_their_own_key_are_applied() {
+        let under = "/p/state/";
+        let state = r#"{"format":2,"service":"api","fingerprint":"f","rollout":{"phase":"progressing","step":0,"canary_weight":10,"started_ms":1,"since_ms":1,"step_started_ms":1,"reason":null}}"#;
+        match decode_state(under, b"/p/state/api", state.as_bytes()) {
+            Ok(saved) => assert_eq!(saved.rollout.canary_weight, 10),
+            Err(why) => panic!("{why}"),
+        }
+        let err = decode_state(under, b"/p/state/web", state.as_bytes()).expect_err("another key");
+        assert!(err.contains("names service \"api\""), "{err}");
+        let err = decode_state(under, b"/p/state/api", b"\x00garbage").expect_err("not JSON");
+        assert!(err.starts_with("not a rollout state"), "{err}");
+        let newer = state.replace("\"format\":2", "\"format\":99");
+        let err = decode_state(under, b"/p/state/api", newer.as_bytes()).expect_err("newer");
+        assert!(err.contains("newer than this serin's"), "{err}");
+    }
+
+    #[test]
+    fn a_command_is_taken_only_under_its_service_and_id() {
+        let command = FleetCommand {
+            format: COMMAND_FORMAT,
+            id: "web-2-7-1".into(),
+            service: "api".into(),
+            command: FleetCommandKind::Promote,
+            weights: BTreeMap::new(),
+            instance: "web-2".into(),
+            at: "2025-11-24T16:00:00.000Z".into(),
+            at_ms: 1_764_000_000_000,
+            reason: None,
+        };
+        let json = serde_json::to_vec(&command).expect("encode");
+        let under = "/p/commands/";
+        assert_eq!(
+            decode_command(under, b"/p/commands/api/web-2-7-1", &json),
+            Ok(command)
+        );
+        assert!(decode_command(under, b"/p/commands/web/web-2-7-1", &json).is_err());
+        assert!(decode_command(under, b"/p/commands/api/web-2-7-1", b"{}").is_err());
+    }
+}

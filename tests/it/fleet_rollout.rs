@@ -1,0 +1,529 @@
+//! Fleet mode end to end: three `serin run` processes on one real etcd (common::etcd),
+//! a client spreading requests over them, and the rollout steered as one.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use serin_config::Etcd as EtcdSettings;
+use serin_control::fleet::client::{Etcd, Timeouts};
+use serin_control::fleet::election;
+use serin_control::fleet::etcd_client::GetOptions;
+
+use crate::common::etcd::{Etcd as EtcdProcess, Relay};
+use crate::common::process::{self, SerinProcess};
+use crate::common::*;
+
+const PREFIX: &str = "/serin/fleet-test/";
+
+/// The rollout block every instance runs: 50 % canary held long, judged every 200 ms.
+const ROLLOUT: &str = "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 50, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 200ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%\n        rules:\n          - error_rate: { max: 1% }\n";
+
+/// Three instances of one fleet: `web-1`..`web-3`, each with its config in `dir`.
+struct Fleet {
+    instances: Vec<SerinProcess>,
+    _dir: TempDir,
+}
+
+impl Fleet {
+    fn start(etcd_url: &str, stable: SocketAddr, canary: SocketAddr, rollout: &str) -> Fleet {
+        let url = etcd_url.to_string();
+        Fleet::start_with([url.clone(), url.clone(), url], stable, canary, rollout)
+    }
+
+    /// Instance `i` (from 0) reaches etcd at `etcd_urls[i]`.
+    fn start_with(
+        etcd_urls: [String; 3],
+        stable: SocketAddr,
+        canary: SocketAddr,
+        rollout: &str,
+    ) -> Fleet {
+        let dir = TempDir::new("fleet");
+        let instances = (1..=3)
+            .map(|i| {
+                let etcd_url = &etcd_urls[i - 1];
+                let state_dir = dir.0.join(format!("state-{i}"));
+                let yaml = format!(
+                    "{}cluster:\n  etcd: {{ endpoints: [{etcd_url}], prefix: {PREFIX} }}\n  instance: web-{i}\n  lease_ttl: 2s\n",
+                    rollout_config(stable, canary, &state_dir, rollout)
+                );
+                let config = dir.0.join(format!("serin-{i}.yaml"));
+                std::fs::write(&config, yaml).expect("write the config");
+                SerinProcess::start(&config, 1, &[], &[])
+            })
+            .collect();
+        Fleet {
+            instances,
+            _dir: dir,
+        }
+    }
+
+    fn webs(&self) -> Vec<String> {
+        self.instances.iter().map(|s| s.url("/")).collect()
+    }
+
+    /// The canary's weight each instance serves with, as its admin API shows it.
+    async fn canary_weights(&self, client: &TestClient) -> Vec<u64> {
+        self.live_canary_weights(client, usize::MAX).await
+    }
+
+    /// The same for the instances still running (all but `killed`).
+    async fn live_canary_weights(&self, client: &TestClient, killed: usize) -> Vec<u64> {
+        let mut weights = Vec::new();
+        for (i, serin) in self.instances.iter().enumerate() {
+            if i != killed {
+                let canary = view(client, serin).await["weights"]["canary"].as_u64();
+                weights.push(canary.unwrap_or(u64::MAX));
+            }
+        }
+        weights
+    }
+}
+
+/// `GET /api/v1/services/api` of `serin` (null if it does not answer).
+async fn view(client: &TestClient, serin: &SerinProcess) -> Value {
+    let got = get(
+        client,
+        &format!("{}/api/v1/services/api", serin.admin_url()),
+        &[],
+    )
+    .await;
+    serde_json::from_str(&got.body).unwrap_or(Value::Null)
+}
+
+/// Requests spread round-robin over every instance until stopped.
+struct Spread {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spread {
+    fn start(urls: Vec<String>) -> Spread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = client();
+            let mut i = 0usize;
+            while !stopped.load(Ordering::Relaxed) {
+                // An instance killed by the test refuses: the next one is asked.
+                if let Ok(uri) = urls[i % urls.len()].parse() {
+                    if let Ok(response) = client.get(uri).await {
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        Spread { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
+}
+
+async fn connect(url: String) -> Etcd {
+    let settings = EtcdSettings {
+        endpoints: vec![url],
+        prefix: PREFIX.to_string(),
+        tls: None,
+        auth: None,
+    };
+    Etcd::connect(&settings, Timeouts::default())
+        .await
+        .unwrap_or_else(|err| panic!("connect: {err}"))
+}
+
+/// The fleet's timeline of `service` in etcd: each event's name, oldest first.
+async fn timeline(etcd: &Etcd, service: &str) -> Vec<String> {
+    let under = format!("{PREFIX}timeline/{service}/");
+    let mut client = etcd.client();
+    let got = client
+        .get(under.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("read the timeline");
+    got.kvs()
+        .iter()
+        .map(|kv| {
+            let event: Value = serde_json::from_slice(kv.value()).expect("a timeline event");
+            event["event"].as_str().unwrap_or("?").to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let load = Spread::start(fleet.webs());
+
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    // Healthy traffic first: the canary is judged and kept.
+    eventually(
+        Duration::from_secs(20),
+        "the canary serving on every instance",
+        || async { canary.hits() >= 60 },
+    )
+    .await;
+    assert_eq!(fleet.canary_weights(&client).await, [50, 50, 50]);
+
+    canary.set_status(500);
+    let onset = Instant::now();
+    eventually(
+        Duration::from_secs(2),
+        "canary weight 0 on every instance",
+        || async { fleet.canary_weights(&client).await == [0, 0, 0] },
+    )
+    .await;
+    eprintln!("fault to canary 0 everywhere: {:?}", onset.elapsed());
+    load.stop().await;
+
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "rolled_back").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+/// The instance that leads the fleet now, by its index in `fleet.instances`.
+async fn leader_index(etcd: &Etcd) -> usize {
+    let found = std::sync::Mutex::new(None);
+    eventually(Duration::from_secs(20), "a leader", || async {
+        let name = match election::leader(etcd).await {
+            Ok(Some((name, _))) => String::from_utf8(name).ok(),
+            _ => None,
+        };
+        let some = name.is_some();
+        *found.lock().expect("lock") = name;
+        some
+    })
+    .await;
+    let name = found.lock().expect("lock").take().unwrap_or_default();
+    let index: usize = name
+        .strip_prefix("web-")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the leader {name:?} is not one of the fleet"));
+    index - 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(&["promote", "api", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let table = process::stdout(&out);
+    assert!(
+        table.contains("promoted"),
+        "the follower answers once applied: {table}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "canary 100 on every instance",
+        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "promoted").count(),
+        1,
+        "{events:?}"
+    );
+    // Taken and deleted with the state it led to.
+    let mut kv = etcd.client();
+    let left = kv
+        .get(
+            format!("{PREFIX}commands/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the commands");
+    assert_eq!(left.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_too_quiet_on_each_instance_is_promoted_on_the_fleets_merged_numbers() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    // 60 canary requests needed; each instance sees about 40.
+    let rollout = ROLLOUT
+        .replace("hold: 1h", "hold: 300ms")
+        .replace("window: 5s", "window: 60s")
+        .replace("min_requests: 20", "min_requests: 60");
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    let webs = fleet.webs();
+    for i in 0..240 {
+        get(&client, &webs[i % 3], &[]).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "promoted on every instance",
+        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
+    )
+    .await;
+    assert!(
+        canary.hits() >= 60,
+        "the fleet's canary served {}",
+        canary.hits()
+    );
+    for serin in &fleet.instances {
+        let own = view(&client, serin).await["versions"]["canary"]["requests"]
+            .as_u64()
+            .expect("the canary's requests");
+        assert!(
+            own < 60,
+            "an instance alone had {own} canary requests: enough on its own"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_step_another_leads_and_the_rollout_goes_on_from_the_same_step() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace(
+        "        - { weight: 50, hold: 1h }\n",
+        "        - { weight: 20, hold: 4s }\n        - { weight: 50, hold: 1h }\n",
+    );
+    let mut fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [20, 20, 20] },
+    )
+    .await;
+    let leader = leader_index(&etcd).await;
+    fleet.instances[leader]
+        .child
+        .kill()
+        .expect("kill -9 the leader");
+    let _ = fleet.instances[leader].child.wait();
+    eventually(Duration::from_secs(15), "another leader", || async {
+        matches!(election::leader(&etcd).await, Ok(Some((name, _))) if name != format!("web-{}", leader + 1).into_bytes())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the second step on the live instances",
+        || async { fleet.live_canary_weights(&client, leader).await == [50, 50] },
+    )
+    .await;
+    load.stop().await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "step_advanced").count(),
+        1,
+        "no step repeated or skipped: {events:?}"
+    );
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("started"),
+        "{events:?}"
+    );
+    for (i, serin) in fleet.instances.iter().enumerate() {
+        if i != leader {
+            assert_eq!(view(&client, serin).await["rollout"]["step"], 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sticky_users_get_the_same_version_from_every_instance_at_each_step() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace("weight: 50, hold: 1h", "weight: 30, hold: 1h");
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [30, 30, 30] },
+    )
+    .await;
+    let versions_seen = |webs: Vec<String>| {
+        let client = client.clone();
+        async move {
+            let mut canaries = 0;
+            for user in 0..1000 {
+                let id = format!("user-{user}");
+                let mut got = Vec::new();
+                for web in &webs {
+                    got.push(get(&client, web, &[("x-user-id", id.as_str())]).await.body);
+                }
+                assert!(got.iter().all(|g| *g == got[0]), "{id} got {got:?}");
+                canaries += usize::from(got[0] == "canary");
+            }
+            canaries
+        }
+    };
+    let canaries = versions_seen(fleet.webs()).await;
+    assert!(
+        (200..400).contains(&canaries),
+        "{canaries} of 1000 users on the 30 % canary"
+    );
+
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+    let out = process::ops(
+        &["promote", "api", "--admin", &follower.admin.to_string()],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    eventually(
+        Duration::from_secs(5),
+        "canary 100 on every instance",
+        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
+    )
+    .await;
+    assert_eq!(versions_seen(fleet.webs()).await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_back() {
+    let etcd_process = EtcdProcess::start();
+    let relay = Relay::start(etcd_process.addr()).await;
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let url = etcd_process.url();
+    let mut fleet = Fleet::start_with(
+        [url.clone(), url, relay.url()],
+        stable.addr,
+        canary.addr,
+        ROLLOUT,
+    );
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+
+    relay.cut();
+    let cut_off = &mut fleet.instances[2];
+    cut_off.wait_for("judging on its own", |l| {
+        l["message"] == "fleet mode: this instance's own judgement as a safety net"
+            && l["local"] == true
+    });
+    canary.set_status(500);
+    eventually(
+        Duration::from_secs(10),
+        "canary 0 on every instance",
+        || async { fleet.canary_weights(&client).await == [0, 0, 0] },
+    )
+    .await;
+    // Rolled back on its own judgement: it hears nothing from the fleet.
+    fleet.instances[2].wait_for("the local rollback", |l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("etcd is away and this instance's canary fails"))
+    });
+    let web3 = fleet.instances[2].url("/");
+    assert_eq!(
+        get(&client, &web3, &[]).await.body,
+        "stable",
+        "it keeps serving"
+    );
+
+    relay.restore();
+    eventually(
+        Duration::from_secs(20),
+        "the fleet's state on the instance that was cut off",
+        || async { view(&client, &fleet.instances[2]).await["rollout"]["state"] == "rolled_back" },
+    )
+    .await;
+    load.stop().await;
+    assert_eq!(fleet.canary_weights(&client).await, [0, 0, 0]);
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "rolled_back").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
+    let mut etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace(
+        "        - { weight: 50, hold: 1h }\n",
+        "        - { weight: 20, hold: 3s }\n        - { weight: 50, hold: 1h }\n",
+    );
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let client = client();
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [20, 20, 20] },
+    )
+    .await;
+    etcd_process.kill();
+    assert_eq!(
+        fleet.canary_weights(&client).await,
+        [20, 20, 20],
+        "serving on"
+    );
+    etcd_process.restart();
+    eventually(
+        Duration::from_secs(30),
+        "the second step on every instance",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    load.stop().await;
+    let etcd = connect(etcd_process.url()).await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "step_advanced").count(),
+        1,
+        "{events:?}"
+    );
+}
