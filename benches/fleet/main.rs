@@ -302,10 +302,8 @@ async fn publisher(
             Err(_) => c.failures += 1,
         }
         drop(c);
-        if tick % 2 == 0 {
-            if keeper.keep_alive().await.is_ok() && responses.message().await.is_ok() {
-                counters.lock().await.keep_alives += 1;
-            }
+        if tick % 2 == 0 && keeper.keep_alive().await.is_ok() && responses.message().await.is_ok() {
+            counters.lock().await.keep_alives += 1;
         }
     }
     let _ = client.lease_revoke(lease).await;
