@@ -321,7 +321,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
 
 /// `cluster`: fleet mode. `None` when absent, or with an error (each one pushed).
 /// Every key is checked either way. `env` reads an environment variable (for `${VAR}`
-/// in `instance`).
+/// in `instance` and in the endpoints).
 fn cluster(
     raw: &RawCluster,
     env: &dyn Fn(&str) -> Option<String>,
@@ -329,7 +329,7 @@ fn cluster(
 ) -> Option<Cluster> {
     let before = errs.len();
     let etcd = match &raw.etcd {
-        Some(etcd) => etcd_settings(etcd, "cluster.etcd", errs),
+        Some(etcd) => etcd_settings(etcd, "cluster.etcd", env, errs),
         None => {
             errs.push_at(
                 format!("cluster.{AFTER}"),
@@ -376,8 +376,14 @@ fn cluster(
 }
 
 /// `cluster.etcd`; the TLS and password files are read by [`crate::load`], which fills
-/// in what they hold (here: empty).
-fn etcd_settings(raw: &RawEtcd, path: &str, errs: &mut Errors) -> Option<Etcd> {
+/// in what they hold (here: empty). `${VAR}` in an endpoint is expanded with `env`, so a
+/// deployment can take etcd's address from a secret through the environment.
+fn etcd_settings(
+    raw: &RawEtcd,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Errors,
+) -> Option<Etcd> {
     let before = errs.len();
     let epath = format!("{path}.endpoints");
     if raw.endpoints.is_empty() {
@@ -389,8 +395,16 @@ fn etcd_settings(raw: &RawEtcd, path: &str, errs: &mut Errors) -> Option<Etcd> {
     }
     let mut endpoints: Vec<String> = Vec::with_capacity(raw.endpoints.len());
     let mut first_scheme: Option<(bool, usize)> = None;
-    for (i, text) in raw.endpoints.iter().enumerate() {
+    for (i, written) in raw.endpoints.iter().enumerate() {
         let at = format!("{epath}[{i}]");
+        let text = match expand_env(written.trim(), env) {
+            Ok(text) => text,
+            Err(why) => {
+                errs.push(&at, why);
+                continue;
+            }
+        };
+        let text = &text;
         let Some((https, url)) = etcd_endpoint(text, &at, errs) else {
             continue;
         };
@@ -731,7 +745,7 @@ pub(crate) fn expand_env(
             None => {
                 return Err(format!(
                     "${{{name}}} names an environment variable that is not set (or not \
-                     UTF-8); set {name} for serin, or write the instance's name itself"
+                     UTF-8); set {name} for serin, or write the value itself"
                 ))
             }
         }
@@ -3187,7 +3201,45 @@ fn describe(value: &serde_yaml_ng::Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_env;
+    use super::{etcd_settings, expand_env, Errors};
+    use crate::schema::RawEtcd;
+
+    #[test]
+    fn etcd_endpoints_take_environment_variables() {
+        let env = |name: &str| match name {
+            "ETCD_ENDPOINT" => Some("http://etcd.serin.svc:2379/".to_string()),
+            _ => None,
+        };
+        let raw = |endpoints: &[&str]| RawEtcd {
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            prefix: Some(Some("/serin/prod/".to_string())),
+            tls: None,
+            username: None,
+            password_file: None,
+        };
+        let mut errs = Errors::default();
+        let etcd = etcd_settings(&raw(&["${ETCD_ENDPOINT}"]), "cluster.etcd", &env, &mut errs)
+            .expect("valid");
+        assert_eq!(etcd.endpoints, ["http://etcd.serin.svc:2379"]);
+        assert_eq!(errs.len(), 0);
+
+        let mut errs = Errors::default();
+        let etcd = etcd_settings(
+            &raw(&["http://a:2379", "${ETCD_UNSET}"]),
+            "cluster.etcd",
+            &env,
+            &mut errs,
+        );
+        assert!(etcd.is_none());
+        let messages: Vec<String> = errs.0.iter().map(|e| e.error.to_string()).collect();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(
+            messages[0].contains("cluster.etcd.endpoints[1]")
+                && messages[0]
+                    .contains("${ETCD_UNSET} names an environment variable that is not set"),
+            "{messages:?}"
+        );
+    }
 
     #[test]
     fn expand_env_replaces_each_variable_and_names_what_is_wrong() {

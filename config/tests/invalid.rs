@@ -812,7 +812,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "cluster_instance_unset",
         &[
-            r#"FILE: cluster.instance: ${SERIN_SURELY_UNSET_VARIABLE} names an environment variable that is not set (or not UTF-8); set SERIN_SURELY_UNSET_VARIABLE for serin, or write the instance's name itself"#,
+            r#"FILE: cluster.instance: ${SERIN_SURELY_UNSET_VARIABLE} names an environment variable that is not set (or not UTF-8); set SERIN_SURELY_UNSET_VARIABLE for serin, or write the value itself"#,
         ],
     ),
     (

@@ -65,13 +65,24 @@ fn the_compose_file_is_valid_and_brings_up_the_whole_demo() {
         .lines()
         .map(str::to_string)
         .collect();
-    let expected: BTreeSet<String> = ["serin", "stable", "canary", "load", "prometheus", "grafana"]
-        .map(str::to_string)
-        .into();
+    let demo = ["serin", "stable", "canary", "load", "prometheus", "grafana"];
+    let fleet = ["etcd", "serin-a", "serin-b", "fleet-load"];
+    let expected: BTreeSet<String> = demo.iter().chain(&fleet).map(|s| s.to_string()).collect();
     assert_eq!(services, expected);
+    // `docker compose up` brings up the demo alone; the fleet is its profile's.
+    let compose = read("docker-compose.yml");
+    for service in demo {
+        assert_eq!(profiles_of(&compose, service), None, "{service}");
+    }
+    for service in fleet {
+        assert_eq!(
+            profiles_of(&compose, service).as_deref(),
+            Some("[fleet]"),
+            "{service}"
+        );
+    }
 
     // Everything it mounts from the repository is there.
-    let compose = read("docker-compose.yml");
     let mounts: Vec<&str> = compose
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- ./"))
@@ -84,6 +95,69 @@ fn the_compose_file_is_valid_and_brings_up_the_whole_demo() {
             "docker-compose.yml mounts {mount}, which is missing"
         );
     }
+}
+
+/// The `profiles:` a service of a compose file lists, as written.
+fn profiles_of(compose: &str, service: &str) -> Option<String> {
+    let block = compose
+        .split_once(&format!("\n  {service}:\n"))
+        .unwrap_or_else(|| panic!("no service {service}"))
+        .1;
+    block
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("   "))
+        .find_map(|l| l.trim().strip_prefix("profiles:"))
+        .map(|p| p.trim().to_string())
+}
+
+/// The fleet profile's two serins share one config and so one rollout (one prefix, on
+/// the profile's etcd), each under its own instance name; the config is valid as each
+/// of them reads it (fleet builds).
+#[test]
+fn the_fleet_profile_runs_two_serins_on_one_rollout() {
+    let compose = read("docker-compose.yml");
+    let config = read("deploy/compose/fleet.yaml");
+    assert!(config.contains("endpoints: [http://etcd:2379]"), "{config}");
+    assert!(config.contains("instance: ${SERIN_INSTANCE}"), "{config}");
+    let mut names = BTreeSet::new();
+    for service in ["serin-a", "serin-b"] {
+        let block = compose
+            .split_once(&format!("\n  {service}:\n"))
+            .expect("service")
+            .1
+            .split("\n\n")
+            .next()
+            .expect("block");
+        assert!(
+            block.contains(r#"command: ["run", "--config", "/etc/serin/fleet.yaml""#)
+                && block.contains("- ./deploy/compose:/etc/serin:ro")
+                && block.contains("- etcd"),
+            "{block}"
+        );
+        let name = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("SERIN_INSTANCE:"))
+            .expect("SERIN_INSTANCE")
+            .trim();
+        names.insert(name.to_string());
+        let out = Command::new(SERIN)
+            .arg("check")
+            .arg(workspace("deploy/compose/fleet.yaml"))
+            .env("SERIN_INSTANCE", name)
+            .output()
+            .expect("run serin check");
+        if cfg!(feature = "fleet") {
+            assert!(out.status.success(), "{}", text(&out));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+        } else {
+            assert!(
+                text(&out).contains("built without fleet mode"),
+                "{}",
+                text(&out)
+            );
+        }
+    }
+    assert_eq!(names.len(), 2, "each serin needs its own instance name");
 }
 
 #[test]
