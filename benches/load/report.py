@@ -117,6 +117,41 @@ if any(k[0] == "S4TLS" for k in vals):
         row([client, num(s), *map(num, peers), *(ratio(s, p) for p in peers)])
     print()
 
+s5 = [k for k in vals if k[0] == "S5"]
+if s5:
+    s5_rate = med("S5", "rate", "-")
+    # Each target's label (its balancing) comes as "S5 label TARGET POLICY", spaces as "~".
+    labels = {}
+    for line in open(path):
+        parts = line.split()
+        if len(parts) == 4 and parts[:2] == ["S5", "label"]:
+            labels[parts[2]] = parts[3]
+    targets = [t for t in ("serin", "serin-rr", "haproxy", "nginx", "caddy", "pingora") if med("S5", "p99", t) is not None]
+    print(f"## S5 — one stable endpoint of three 10 ms slower: latency at {num(s5_rate)} req/s, open loop (oha --latency-correction), µs\n")
+    print("90/10 between two versions; version 1 has three endpoints, one of them answering 10 ms late (nginx `echo_sleep`). "
+          "The target: serin's p99 at most the best p99 of HAProxy `leastconn`, nginx `least_conn` and serin's own round robin.\n")
+
+    def s5_name(t):
+        return f"{PEER_NAMES.get(t, 'serin')} ({labels.get(t, '?').replace('~', ' ')})"
+
+    header(["percentile", *map(s5_name, targets)])
+    for p in ("p50", "p99", "p99.9"):
+        row([p, *(num(med("S5", p, t)) for t in targets)])
+    print()
+    s = med("S5", "p99", "serin")
+    rivals = {t: med("S5", "p99", t) for t in ("serin-rr", "haproxy", "nginx") if med("S5", "p99", t) is not None}
+    if s is not None and rivals:
+        best = min(rivals, key=rivals.get)
+        verdict = "met" if s <= rivals[best] else "not met"
+        print(f"serin's p99 / the best of those ({s5_name(best)}, {num(rivals[best])} µs): "
+              f"{ratio(s, rivals[best])} — target {verdict}."
+              + ("" if "serin-rr" in rivals else " serin ran its round robin (no `--s5-serin`): this is the baseline.")
+              + "\n")
+    slow = {t: med("S5", "slow_share", t) for t in targets if med("S5", "slow_share", t) is not None}
+    if slow:
+        print("Share of all requests that the slow endpoint answered (round robin: 30 %): "
+              + ", ".join(f"{s5_name(t)} {v:.1f} %" for t, v in slow.items()) + ".\n")
+
 mem = [k for k in vals if k[0] == "MEM"]
 if mem:
     held = sorted({k[1] for k in mem if k[1].startswith(("conns", "fresh"))}, key=lambda c: (c[5:], c[0] != "f"))
