@@ -120,22 +120,24 @@ if any(k[0] == "S4TLS" for k in vals):
 s5 = [k for k in vals if k[0] == "S5"]
 if s5:
     s5_rate = med("S5", "rate", "-")
-    # Each target's label (its balancing) comes as "S5 label TARGET POLICY", spaces as "~".
+    # Each target's label (its balancing) comes as "S5 label TARGET POLICY", spaces as "+".
     labels = {}
     for line in open(path):
         parts = line.split()
         if len(parts) == 4 and parts[:2] == ["S5", "label"]:
             labels[parts[2]] = parts[3]
-    targets = [t for t in ("serin", "serin-rr", "haproxy", "nginx", "caddy", "pingora") if med("S5", "p99", t) is not None]
+    targets = [t for t in ("serin", "serin-rr", "haproxy", "nginx", "caddy", "pingora", "haproxy-rr") if med("S5", "p99", t) is not None]
     print(f"## S5 — one stable endpoint of three 10 ms slower: latency at {num(s5_rate)} req/s, open loop (oha --latency-correction), µs\n")
     print("90/10 between two versions; version 1 has three endpoints, one of them answering 10 ms late (nginx `echo_sleep`). "
-          "The target: serin's p99 at most the best p99 of HAProxy `leastconn`, nginx `least_conn` and serin's own round robin.\n")
+          "The target: serin's p99 at most the best p99 of HAProxy `leastconn`, nginx `least_conn` and serin's own round robin. "
+          "HAProxy `roundrobin` is there as a reference for round robin itself in this setup.\n")
 
     def s5_name(t):
-        return f"{PEER_NAMES.get(t, 'serin')} ({labels.get(t, '?').replace('~', ' ')})"
+        name = {"serin-rr": "serin", "haproxy-rr": "HAProxy"}.get(t, PEER_NAMES.get(t, t))
+        return f"{name} ({labels.get(t, '?').replace('+', ' ')})"
 
     header(["percentile", *map(s5_name, targets)])
-    for p in ("p50", "p99", "p99.9"):
+    for p in ("p50", "p90", "p99", "p99.9"):
         row([p, *(num(med("S5", p, t)) for t in targets)])
     print()
     s = med("S5", "p99", "serin")
@@ -147,6 +149,9 @@ if s5:
               f"{ratio(s, rivals[best])} — target {verdict}."
               + ("" if "serin-rr" in rivals else " serin ran its round robin (no `--s5-serin`): this is the baseline.")
               + "\n")
+    failed = {t: sum(vals[("S5", "failed", t)]) for t in targets if ("S5", "failed", t) in vals}
+    if failed:
+        print("Requests not answered 200 (over all rounds): " + ", ".join(f"{s5_name(t)} {v:,.0f}" for t, v in failed.items()) + ".\n")
     slow = {t: med("S5", "slow_share", t) for t in targets if med("S5", "slow_share", t) is not None}
     if slow:
         print("Share of all requests that the slow endpoint answered (round robin: 30 %): "
