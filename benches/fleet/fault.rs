@@ -47,11 +47,19 @@ fn serin_binary() -> Result<PathBuf, String> {
     )
 }
 
-/// A backend answering every request with `status` (changed while it runs).
+/// A backend answering every request with `status` (changed while it runs); it stops
+/// accepting on drop.
 struct Backend {
     addr: SocketAddr,
     status: Arc<AtomicU16>,
     hits: Arc<AtomicU64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 async fn backend() -> Result<Backend, String> {
@@ -64,7 +72,7 @@ async fn backend() -> Result<Backend, String> {
     let status = Arc::new(AtomicU16::new(200));
     let hits = Arc::new(AtomicU64::new(0));
     let (answer, counted) = (status.clone(), hits.clone());
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let (answer, counted) = (answer.clone(), counted.clone());
             tokio::spawn(async move {
@@ -83,7 +91,12 @@ async fn backend() -> Result<Backend, String> {
             });
         }
     });
-    Ok(Backend { addr, status, hits })
+    Ok(Backend {
+        addr,
+        status,
+        hits,
+        accept,
+    })
 }
 
 /// One `serin run`; killed on drop.
@@ -381,7 +394,15 @@ pub async fn fault_to_all_zero(etcd: &str, repeats: usize) -> Result<(), String>
             .join(", ");
         times.sort_unstable();
         let figures = match (times.first(), times.last()) {
-            (Some(min), Some(max)) => format!("{} / {min} / {max}", times[times.len() / 2]),
+            (Some(min), Some(max)) => {
+                let mid = times.len() / 2;
+                let median = if times.len() % 2 == 0 {
+                    (times[mid - 1] + times[mid]) / 2
+                } else {
+                    times[mid]
+                };
+                format!("{median} / {min} / {max}")
+            }
             _ => "-".to_string(),
         };
         let failed = if failed > 0 {
