@@ -12,8 +12,11 @@
 //! `-- --instances 10,50,200`, `-- --rps R` (the fleet's requests per second, shared
 //! out over the instances).
 //!
-//! Not measured here: the time from a fault to every instance's canary at 0, which needs
-//! real serin instances leading and following (see `fault_to_all_zero`).
+//! `-- --fault-to-zero` measures instead the time from a canary's fault to every one of
+//! 3 real serin instances at canary weight 0 (`fault.rs`; `--repeats R`, 10 by default,
+//! 3 with `--quick`).
+
+mod fault;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +40,10 @@ struct Args {
     rps: u64,
     /// Requests per second on each instance, instead of `rps` shared out.
     rps_each: Option<u64>,
+    /// `--fault-to-zero`: the fault-to-all-zero measurement instead of the load table.
+    fault_to_zero: bool,
+    /// Repetitions of the fault-to-all-zero measurement at each interval.
+    repeats: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -45,6 +52,8 @@ fn args() -> Result<Args, String> {
         ticks: 20,
         rps: 1_000,
         rps_each: None,
+        fault_to_zero: false,
+        repeats: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +62,12 @@ fn args() -> Result<Args, String> {
             "--quick" => {
                 out.instances = vec![10, 50];
                 out.ticks = 5;
+                out.repeats = 3;
+            }
+            "--repeats" => {
+                out.repeats = value("--repeats")?
+                    .parse()
+                    .map_err(|e| format!("--repeats: {e}"))?
             }
             "--ticks" => {
                 out.ticks = value("--ticks")?
@@ -73,23 +88,12 @@ fn args() -> Result<Args, String> {
                     .map(|n| n.trim().parse().map_err(|e| format!("--instances: {e}")))
                     .collect::<Result<_, _>>()?
             }
-            "--fault-to-zero" => return Err(fault_to_all_zero()),
+            "--fault-to-zero" => out.fault_to_zero = true,
             "--bench" => {} // cargo bench passes it
             other => return Err(format!("unknown argument {other}")),
         }
     }
     Ok(out)
-}
-
-/// The hook for "time from a fault to every instance's canary at weight 0" with real
-/// serin instances: a bad canary behind 3 serins in fleet mode, load spread over them,
-/// the time from the fault to the last instance's `serin_version_weight{canary} == 0`.
-/// It needs the leader/follower behaviour in `serin run`, which this build does not have
-/// yet (docs/fleet.md, "Limits").
-fn fault_to_all_zero() -> String {
-    "--fault-to-zero: not measurable yet: `serin run` does not lead or follow a fleet in \
-     this build; see benches/README.md"
-        .to_string()
 }
 
 /// etcd, started on free loopback ports with a temporary data directory; killed on drop.
@@ -542,6 +546,9 @@ fn main() {
                 return Err("etcd did not answer within 20 s".to_string());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if args.fault_to_zero {
+            return fault::fault_to_all_zero(&etcd.url, args.repeats).await;
         }
         let load = match args.rps_each {
             Some(each) => format!("{each} req/s on each instance"),
