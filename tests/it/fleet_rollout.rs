@@ -494,7 +494,7 @@ async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
     let canary = Backend::start("canary").await;
     let rollout = ROLLOUT.replace(
         "        - { weight: 50, hold: 1h }\n",
-        "        - { weight: 20, hold: 3s }\n        - { weight: 50, hold: 1h }\n",
+        "        - { weight: 20, hold: 6s }\n        - { weight: 50, hold: 1h }\n",
     );
     let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
     let client = client();
