@@ -3,7 +3,9 @@
 //!
 //! `GET /healthz` answers 200 while the process is alive; `GET /readyz` answers 200 once
 //! the config is loaded and every listener is bound, and 503 while draining on shutdown,
-//! so a load balancer or kubelet stops sending traffic before connections close.
+//! so a load balancer or kubelet stops sending traffic before connections close. In
+//! fleet mode, while etcd is unreachable, `/readyz` stays 200 and says so on a second
+//! line (the instance serves with the weights in force).
 //!
 //! `GET /metrics` exposes serin's metrics for Prometheus (see [`crate::metrics`]).
 //!
@@ -498,7 +500,14 @@ where
     match endpoint {
         Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
         Endpoint::Readyz => match context.health.state() {
-            READY => text(StatusCode::OK, "ready\n"),
+            READY => match context
+                .control
+                .as_ref()
+                .and_then(|c| c.fleet_away_since_ms())
+            {
+                Some(since) => text(StatusCode::OK, readyz_etcd_away(since)),
+                None => text(StatusCode::OK, "ready\n"),
+            },
             DRAINING => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         },
@@ -722,6 +731,17 @@ async fn run_command(
             format!("service \"{name}\" has no rollout, so there is nothing to {verb}"),
         ),
     }
+}
+
+/// `/readyz` of a fleet instance that cannot reach etcd: still ready (it serves with the
+/// weights in force), and says since when and what that means.
+fn readyz_etcd_away(since_ms: u64) -> String {
+    format!(
+        "ready\netcd unreachable since {}: holding the weights in force, judging this \
+         instance's own traffic (a failing canary is rolled back here); the fleet's state \
+         applies again once etcd answers\n",
+        rfc3339(since_ms)
+    )
 }
 
 /// How long a command given to a fleet instance waits for the leader to apply it.
@@ -1049,8 +1069,8 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -450,6 +450,15 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
         l["message"] == "fleet mode: this instance's own judgement as a safety net"
             && l["local"] == true
     });
+    let readyz = fleet.instances[2].admin_url() + "/readyz";
+    let got = get(&client, &readyz, &[]).await;
+    assert_eq!(got.status, 200, "still ready: it serves: {}", got.body);
+    assert!(
+        got.body.starts_with("ready\netcd unreachable since ")
+            && got.body.contains("holding the weights in force"),
+        "{}",
+        got.body
+    );
     canary.set_status(500);
     eventually(
         Duration::from_secs(10),
@@ -475,6 +484,12 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
         Duration::from_secs(20),
         "the fleet's state on the instance that was cut off",
         || async { view(&client, &fleet.instances[2]).await["rollout"]["state"] == "rolled_back" },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "/readyz no longer says etcd is unreachable",
+        || async { get(&client, &readyz, &[]).await.body == "ready\n" },
     )
     .await;
     load.stop().await;
