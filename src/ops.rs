@@ -152,7 +152,7 @@ pub fn command(args: ServiceArgs, verb: Verb) -> ExitCode {
         verb.as_str()
     );
     run_answer(&args.admin, Method::POST, &path, None, |status, body| {
-        if let Some(note) = queued_note(status, verb.as_str()) {
+        if let Some(note) = queued_note(status) {
             eprintln!("{note}");
         }
         if args.json {
@@ -166,13 +166,10 @@ pub fn command(args: ServiceArgs, verb: Verb) -> ExitCode {
 
 /// What the CLI says when the API took a command without applying it yet (202: in fleet
 /// mode the leader applies commands, and none is leading now); `None` when it was applied.
-fn queued_note(status: StatusCode, what: &str) -> Option<String> {
-    (status == StatusCode::ACCEPTED).then(|| {
-        format!(
-            "queued: the {what} is applied when a leader is elected (not applied yet); \
-             the service as it stands now:"
-        )
-    })
+fn queued_note(status: StatusCode) -> Option<&'static str> {
+    (status == StatusCode::ACCEPTED).then_some(
+        "queued: applied when a leader is elected (not applied yet); the service as it stands now:",
+    )
 }
 
 pub fn weights(args: WeightsArgs) -> ExitCode {
@@ -194,7 +191,7 @@ pub fn weights(args: WeightsArgs) -> ExitCode {
         &path,
         Some(body),
         |status, body| {
-            if let Some(note) = queued_note(status, "weights") {
+            if let Some(note) = queued_note(status) {
                 eprintln!("{note}");
             }
             if args.json {
@@ -667,13 +664,12 @@ mod tests {
     #[test]
     fn a_queued_command_is_said_to_wait_for_a_leader() {
         assert_eq!(
-            queued_note(StatusCode::ACCEPTED, "promote").as_deref(),
+            queued_note(StatusCode::ACCEPTED),
             Some(
-                "queued: the promote is applied when a leader is elected (not applied yet); \
-                 the service as it stands now:"
+                "queued: applied when a leader is elected (not applied yet); the service as it stands now:"
             )
         );
-        assert_eq!(queued_note(StatusCode::OK, "promote"), None);
+        assert_eq!(queued_note(StatusCode::OK), None);
     }
 
     #[test]
