@@ -1057,6 +1057,11 @@ impl Control {
             self.dataplane.set_weights(&valid);
             if let Some(s) = services.iter_mut().find(|s| s.name == service) {
                 if let Some(run) = s.rollout.as_mut() {
+                    // The state holds the canary's weight in force: what a restart
+                    // restores, and what fleet followers adopt from the leader.
+                    if let Some(weight) = self.weights_of(service).get(&run.canary) {
+                        run.state.canary_weight = *weight;
+                    }
                     self.step_with(
                         service,
                         run,
