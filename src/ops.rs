@@ -151,7 +151,10 @@ pub fn command(args: ServiceArgs, verb: Verb) -> ExitCode {
         segment(&args.service),
         verb.as_str()
     );
-    run(&args.admin, Method::POST, &path, None, |body| {
+    run_answer(&args.admin, Method::POST, &path, None, |status, body| {
+        if let Some(note) = queued_note(status) {
+            eprintln!("{note}");
+        }
         if args.json {
             return print_json(body);
         }
@@ -159,6 +162,14 @@ pub fn command(args: ServiceArgs, verb: Verb) -> ExitCode {
         print!("{}", service_table(&service));
         Ok(())
     })
+}
+
+/// What the CLI says when the API took a command without applying it yet (202: in fleet
+/// mode the leader applies commands, and none is leading now); `None` when it was applied.
+fn queued_note(status: StatusCode) -> Option<&'static str> {
+    (status == StatusCode::ACCEPTED).then_some(
+        "queued: applied when a leader is elected (not applied yet); the service as it stands now:",
+    )
 }
 
 pub fn weights(args: WeightsArgs) -> ExitCode {
@@ -174,14 +185,23 @@ pub fn weights(args: WeightsArgs) -> ExitCode {
         .collect();
     let body = serde_json::Value::Object(body).to_string();
     let path = format!("/api/v1/services/{}/weights", segment(&args.service));
-    run(&args.admin, Method::PUT, &path, Some(body), |body| {
-        if args.json {
-            return print_json(body);
-        }
-        let service: ServiceView = decode(body)?;
-        print!("{}", service_table(&service));
-        Ok(())
-    })
+    run_answer(
+        &args.admin,
+        Method::PUT,
+        &path,
+        Some(body),
+        |status, body| {
+            if let Some(note) = queued_note(status) {
+                eprintln!("{note}");
+            }
+            if args.json {
+                return print_json(body);
+            }
+            let service: ServiceView = decode(body)?;
+            print!("{}", service_table(&service));
+            Ok(())
+        },
+    )
 }
 
 pub fn reload(args: AdminArgs) -> ExitCode {
@@ -446,13 +466,24 @@ fn run(
     body: Option<String>,
     done: impl FnOnce(&[u8]) -> Result<(), String>,
 ) -> ExitCode {
+    run_answer(admin, method, path, body, |_, body| done(body))
+}
+
+/// [`run`], handing `done` the 2xx status too (a 202 is a command not applied yet).
+fn run_answer(
+    admin: &AdminArgs,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    done: impl FnOnce(StatusCode, &[u8]) -> Result<(), String>,
+) -> ExitCode {
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let outcome = runtime.block_on(send(&admin.admin, method, path, body));
+    let outcome = runtime.block_on(send_answer(&admin.admin, method, path, body));
     match outcome {
-        Ok(body) => match done(&body) {
+        Ok((status, body)) => match done(status, &body) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("error: {message}");
@@ -533,6 +564,18 @@ async fn send(
     path: &str,
     body: Option<String>,
 ) -> Result<Vec<u8>, Failure> {
+    send_answer(admin, method, path, body)
+        .await
+        .map(|(_, body)| body)
+}
+
+/// Sends the request; a 2xx answer's status and body, else why not.
+async fn send_answer(
+    admin: &str,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(StatusCode, Vec<u8>), Failure> {
     let base = base_url(admin).map_err(Failure::Usage)?;
     let url = format!("{base}{path}");
     let mut request = Request::builder().method(method.clone()).uri(&url);
@@ -586,7 +629,7 @@ async fn send(
         .await
         .map_err(|_| unreachable(format!("no answer within {}s", limit.as_secs())))??;
     if status.is_success() {
-        Ok(body)
+        Ok((status, body))
     } else {
         Err(Failure::Refused(status, body))
     }
@@ -616,6 +659,17 @@ mod tests {
             refusal(StatusCode::NOT_FOUND, &golden("error.json")),
             "service \"apu\" is not defined (defined: api, web); GET /api/v1/services lists them"
         );
+    }
+
+    #[test]
+    fn a_queued_command_is_said_to_wait_for_a_leader() {
+        assert_eq!(
+            queued_note(StatusCode::ACCEPTED),
+            Some(
+                "queued: applied when a leader is elected (not applied yet); the service as it stands now:"
+            )
+        );
+        assert_eq!(queued_note(StatusCode::OK), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! `GET /healthz` answers 200 while the process is alive; `GET /readyz` answers 200 once
 //! the config is loaded and every listener is bound, and 503 while draining on shutdown,
-//! so a load balancer or kubelet stops sending traffic before connections close.
+//! so a load balancer or kubelet stops sending traffic before connections close. In
+//! fleet mode, while etcd is unreachable, `/readyz` stays 200 and says so on a second
+//! line (the instance serves with the weights in force).
 //!
 //! `GET /metrics` exposes serin's metrics for Prometheus (see [`crate::metrics`]).
 //!
@@ -21,6 +23,7 @@
 //! [`handle`] is the whole API as one function of the context and a request, so the
 //! tests drive it without sockets; [`Admin::bind`] serves it.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
@@ -498,7 +501,14 @@ where
     match endpoint {
         Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
         Endpoint::Readyz => match context.health.state() {
-            READY => text(StatusCode::OK, "ready\n"),
+            READY => match context
+                .control
+                .as_ref()
+                .and_then(|c| c.fleet_away_since_ms())
+            {
+                Some(since) => text(StatusCode::OK, readyz_etcd_away(since)),
+                None => text(StatusCode::OK, "ready\n"),
+            },
             DRAINING => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
         },
@@ -530,7 +540,7 @@ where
             json(StatusCode::OK, &events)
         }),
         Endpoint::Command(name, command) => run_command(context, name, command).await,
-        Endpoint::Weights(name) => set_weights(context, name, &body),
+        Endpoint::Weights(name) => set_weights(context, name, &body).await,
         Endpoint::Reload => reload(context).await,
         Endpoint::Config => match &context.reload {
             Some(handle) => json(StatusCode::OK, &handle.status()),
@@ -704,7 +714,27 @@ async fn run_command(
         );
     }
     if let Some(instance) = control.fleet_instance() {
-        return fleet_command(context, control, instance, name, command).await;
+        let kind = match command {
+            Command::Promote => FleetCommandKind::Promote,
+            Command::Pause => FleetCommandKind::Pause,
+            Command::Resume => FleetCommandKind::Resume,
+            Command::Abort => FleetCommandKind::Abort,
+        };
+        let applied = || {
+            control.status(name).is_some_and(|s| match command {
+                Command::Promote => s.phase == Phase::Promoted,
+                Command::Pause => s.phase == Phase::Paused,
+                Command::Resume => s.phase != Phase::Paused,
+                Command::Abort => s.phase == Phase::RolledBack,
+            })
+        };
+        let sent = FleetOrder {
+            instance,
+            kind,
+            weights: BTreeMap::new(),
+            what: verb,
+        };
+        return fleet_command(context, control, name, sent, applied).await;
     }
     match control.command(name, command.event(), now_ms()) {
         Some(after) => {
@@ -724,6 +754,28 @@ async fn run_command(
     }
 }
 
+/// `/readyz` of a fleet instance that cannot reach etcd: still ready (it serves with the
+/// weights in force), and says since when and what that means.
+fn readyz_etcd_away(since_ms: u64) -> String {
+    format!(
+        "ready\netcd unreachable since {}: holding the weights in force, judging this \
+         instance's own traffic (a failing canary is rolled back here); the fleet's state \
+         applies again once etcd answers\n",
+        rfc3339(since_ms)
+    )
+}
+
+/// What a command given here asks of the fleet's leader.
+struct FleetOrder<'a> {
+    /// This instance's name.
+    instance: &'a str,
+    kind: FleetCommandKind,
+    /// `weights`: each named version's weight.
+    weights: BTreeMap<String, u32>,
+    /// The command as logs name it.
+    what: &'static str,
+}
+
 /// How long a command given to a fleet instance waits for the leader to apply it.
 const FLEET_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -734,18 +786,18 @@ const FLEET_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(3
 async fn fleet_command(
     context: &AdminContext,
     control: &Control,
-    instance: &str,
     name: &str,
-    command: Command,
+    order: FleetOrder<'_>,
+    applied: impl Fn() -> bool,
 ) -> Response<Full<Bytes>> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let at_ms = now_ms();
-    let kind = match command {
-        Command::Promote => FleetCommandKind::Promote,
-        Command::Pause => FleetCommandKind::Pause,
-        Command::Resume => FleetCommandKind::Resume,
-        Command::Abort => FleetCommandKind::Abort,
-    };
+    let FleetOrder {
+        instance,
+        kind,
+        weights,
+        what,
+    } = order;
     let id = format!(
         "{instance}-{}-{}",
         std::process::id(),
@@ -756,7 +808,7 @@ async fn fleet_command(
         id: id.clone(),
         service: name.to_string(),
         command: kind,
-        weights: Default::default(),
+        weights,
         instance: instance.to_string(),
         at: rfc3339(at_ms),
         at_ms,
@@ -768,27 +820,16 @@ async fn fleet_command(
             format!("cannot send the command to the fleet: {why}"),
         );
     }
-    let applied = |phase: Phase| match command {
-        Command::Promote => phase == Phase::Promoted,
-        Command::Pause => phase == Phase::Paused,
-        Command::Resume => phase != Phase::Paused,
-        Command::Abort => phase == Phase::RolledBack,
-    };
     let deadline = tokio::time::Instant::now() + FLEET_COMMAND_WAIT;
     loop {
-        if control.status(name).is_some_and(|s| applied(s.phase)) {
-            tracing::info!(
-                service = name,
-                command = command.as_str(),
-                id,
-                "fleet command applied"
-            );
+        if applied() {
+            tracing::info!(service = name, command = what, id, "fleet command applied");
             return with_service(context, name, |view| json(StatusCode::OK, &view));
         }
         if tokio::time::Instant::now() >= deadline {
             tracing::info!(
                 service = name,
-                command = command.as_str(),
+                command = what,
                 id,
                 "fleet command queued: applied when a leader takes it"
             );
@@ -798,7 +839,7 @@ async fn fleet_command(
     }
 }
 
-fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full<Bytes>> {
+async fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full<Bytes>> {
     let snapshot = context.dataplane.snapshot();
     let Some(service) = snapshot.service(name) else {
         return unknown_service(context, name);
@@ -847,6 +888,36 @@ fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full
     if !problems.is_empty() {
         return error(StatusCode::BAD_REQUEST, problems.join("; "));
     }
+    // Fleet mode, a service with a rollout: the fleet's state carries its weights, so
+    // the leader sets them fleet-wide (checked here first, so a bad set is refused now).
+    if let Some((control, instance)) = context
+        .control
+        .as_ref()
+        .and_then(|c| c.fleet_instance().map(|i| (c, i)))
+        .filter(|(c, _)| c.status(name).is_some())
+    {
+        if let Err(err) = context.dataplane.validate_weights(name, &weights) {
+            return weights_refused(context, name, err);
+        }
+        let wanted: BTreeMap<String, u32> =
+            weights.iter().map(|(v, w)| (v.to_string(), *w)).collect();
+        let applied = || {
+            service_view(context, name).is_some_and(|view| {
+                wanted.iter().all(|(v, w)| {
+                    view.weights
+                        .iter()
+                        .any(|(version, weight)| version == v && weight == w)
+                })
+            })
+        };
+        let order = FleetOrder {
+            instance,
+            kind: FleetCommandKind::Weights,
+            weights: wanted.clone(),
+            what: "weights",
+        };
+        return fleet_command(context, control, name, order, applied).await;
+    }
     // Checked against the weights in force (under the control lock when there is a
     // control loop, so nothing moves them between the check and the change).
     let result = match &context.control {
@@ -863,15 +934,22 @@ fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full
             tracing::info!(service = name, weights = ?weights, "weights set by hand");
             with_service(context, name, |view| json(StatusCode::OK, &view))
         }
-        Err(WeightsError::UnknownService(_)) => unknown_service(context, name),
-        Err(WeightsError::AllZero(_)) => error(
+        Err(err) => weights_refused(context, name, err),
+    }
+}
+
+/// Why a set of weights is refused.
+fn weights_refused(context: &AdminContext, name: &str, err: WeightsError) -> Response<Full<Bytes>> {
+    match err {
+        WeightsError::UnknownService(_) => unknown_service(context, name),
+        WeightsError::AllZero(_) => error(
             StatusCode::BAD_REQUEST,
             format!(
                 "every version of \"{name}\" would have weight 0 and nothing could be served; \
                  give at least one version a weight above 0"
             ),
         ),
-        Err(err @ WeightsError::UnknownVersion { .. }) => {
+        err @ WeightsError::UnknownVersion { .. } => {
             error(StatusCode::BAD_REQUEST, err.to_string())
         }
     }
@@ -1049,8 +1127,8 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

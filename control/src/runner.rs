@@ -131,6 +131,8 @@ pub struct Control {
     /// Fleet mode: etcd is away, so this instance judges its own traffic as a safety
     /// net (a Fail rolls its own canary back; never a promotion).
     fleet_local: std::sync::atomic::AtomicBool,
+    /// Fleet mode: since when (Unix ms) etcd has been away; 0 while it is reachable.
+    fleet_away_since_ms: AtomicU64,
     state_dir: PathBuf,
     services: Mutex<Vec<ServiceControl>>,
     /// The loop's period (ms): the shortest analysis interval; a reload may change it.
@@ -177,6 +179,7 @@ impl Control {
             fleet_instance: snapshot.cluster.as_ref().map(|c| c.instance.clone()),
             fleet_commands: std::sync::OnceLock::new(),
             fleet_local: std::sync::atomic::AtomicBool::new(false),
+            fleet_away_since_ms: AtomicU64::new(0),
             state_dir,
             services: Mutex::new(services),
             tick_ms: AtomicU64::new(tick_of(&snapshot).as_millis() as u64),
@@ -532,8 +535,20 @@ impl Control {
         }
     }
 
-    /// Fleet mode: whether this instance judges its own traffic (etcd is away).
+    /// Fleet mode: whether this instance judges its own traffic (etcd is away); the
+    /// first call with `true` also marks since when etcd is away (`/readyz` says so).
     pub fn set_fleet_local(&self, local: bool) {
+        if local {
+            let _ = self.fleet_away_since_ms.compare_exchange(
+                0,
+                now_ms().max(1),
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        } else {
+            self.fleet_away_since_ms
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         let was = self
             .fleet_local
             .swap(local, std::sync::atomic::Ordering::Relaxed);
@@ -542,6 +557,17 @@ impl Control {
                 local,
                 "fleet mode: this instance's own judgement as a safety net"
             );
+        }
+    }
+
+    /// Fleet mode: since when (Unix ms) etcd has been unreachable, if it is now.
+    pub fn fleet_away_since_ms(&self) -> Option<u64> {
+        match self
+            .fleet_away_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            since => Some(since),
         }
     }
 
@@ -1031,6 +1057,11 @@ impl Control {
             self.dataplane.set_weights(&valid);
             if let Some(s) = services.iter_mut().find(|s| s.name == service) {
                 if let Some(run) = s.rollout.as_mut() {
+                    // The state holds the canary's weight in force: what a restart
+                    // restores, and what fleet followers adopt from the leader.
+                    if let Some(weight) = self.weights_of(service).get(&run.canary) {
+                        run.state.canary_weight = *weight;
+                    }
                     self.step_with(
                         service,
                         run,

@@ -270,6 +270,57 @@ async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "every instance at the first step",
+        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
+    )
+    .await;
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(
+        &[
+            "weights",
+            "api",
+            "stable=70",
+            "canary=30",
+            "--admin",
+            &admin,
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    assert_eq!(
+        process::stderr(&out),
+        "",
+        "the follower answers once applied: {}",
+        process::stdout(&out)
+    );
+    eventually(
+        Duration::from_secs(5),
+        "canary 30 on every instance",
+        || async { fleet.canary_weights(&client).await == [30, 30, 30] },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(
+        events.iter().filter(|e| *e == "manual_weights").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_too_quiet_on_each_instance_is_promoted_on_the_fleets_merged_numbers() {
     let etcd_process = EtcdProcess::start();
     let stable = Backend::start("stable").await;
@@ -450,6 +501,15 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
         l["message"] == "fleet mode: this instance's own judgement as a safety net"
             && l["local"] == true
     });
+    let readyz = fleet.instances[2].admin_url() + "/readyz";
+    let got = get(&client, &readyz, &[]).await;
+    assert_eq!(got.status, 200, "still ready: it serves: {}", got.body);
+    assert!(
+        got.body.starts_with("ready\netcd unreachable since ")
+            && got.body.contains("holding the weights in force"),
+        "{}",
+        got.body
+    );
     canary.set_status(500);
     eventually(
         Duration::from_secs(10),
@@ -475,6 +535,12 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
         Duration::from_secs(20),
         "the fleet's state on the instance that was cut off",
         || async { view(&client, &fleet.instances[2]).await["rollout"]["state"] == "rolled_back" },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "/readyz no longer says etcd is unreachable",
+        || async { get(&client, &readyz, &[]).await.body == "ready\n" },
     )
     .await;
     load.stop().await;
