@@ -156,6 +156,47 @@ async fn an_instance_name_is_held_by_one_live_instance_until_its_lease_expires()
     assert!(members::members(&etcd).await.expect("members").is_empty());
 }
 
+/// After a cut, etcd may still hold this instance's name with the lease of its last
+/// session when it comes back: that is its own, not another instance's, and taking it
+/// back must not end serin (as a name held by a live stranger does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_back_from_a_cut_takes_its_name_back_from_its_last_session() {
+    let etcd_process = EtcdProcess::start();
+    let cluster = serin_config::Cluster {
+        etcd: settings(etcd_process.url()),
+        instance: "web-1".to_string(),
+        lease_ttl: Duration::from_secs(30),
+        on_etcd_loss: serin_config::OnEtcdLoss::Hold,
+    };
+    let (_etcd, last) = serin_control::fleet::node::join(&cluster, "127.0.0.1:9901", None)
+        .await
+        .expect("the first session joins");
+    // The session is cut off: its keep-alives stop, but its lease has 30 s to live.
+    let last_id = last.id();
+    drop(last);
+    let err = serin_control::fleet::node::join(&cluster, "127.0.0.1:9901", None)
+        .await
+        .expect_err("a stranger's live name");
+    assert!(matches!(err, FleetError::NameTaken { .. }), "{err:?}");
+    let (etcd, _lease) =
+        serin_control::fleet::node::join(&cluster, "127.0.0.1:9901", Some(last_id))
+            .await
+            .expect("its own last session's name is taken back");
+    let names: Vec<String> = members::members(&etcd)
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|m| m.instance)
+        .collect();
+    assert_eq!(names, ["web-1"]);
+    // A last lease that is gone already (revoked just now) is passed over: the name is
+    // then refused only because the live session just taken holds it.
+    let err = serin_control::fleet::node::join(&cluster, "127.0.0.1:9901", Some(last_id))
+        .await
+        .expect_err("held by the live session just taken");
+    assert!(matches!(err, FleetError::NameTaken { .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn an_old_leader_cannot_write_once_another_leads() {
     let etcd_process = EtcdProcess::start();

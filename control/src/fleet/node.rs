@@ -48,14 +48,18 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     // Since when this instance has been without etcd (from the start, too).
     let mut away_since = Instant::now();
+    // The lease of this instance's last session: after a cut, etcd may still hold the
+    // name with it for a moment, and that must not read as another instance's name.
+    let mut previous_lease: Option<i64> = None;
     loop {
         let session = tokio::select! {
-            s = join(&cluster, &admin) => s,
+            s = join(&cluster, &admin, previous_lease) => s,
             _ = stop.changed() => return Ok(()),
         };
         match session {
             Ok((etcd, lease)) => {
                 backoff = Duration::from_millis(200);
+                previous_lease = Some(lease.id());
                 control.set_fleet_local(false);
                 tracing::info!(instance = %cluster.instance, prefix = %etcd.keys().prefix(), "joined the fleet");
                 tokio::select! {
@@ -88,9 +92,27 @@ pub async fn run(
     }
 }
 
-/// Connects, takes a lease and this instance's name.
-async fn join(cluster: &Cluster, admin: &str) -> Result<(Etcd, Lease), FleetError> {
+/// Connects, takes a lease and this instance's name. `previous` is the lease of this
+/// instance's last session, revoked first: what it still holds is this instance's own.
+pub async fn join(
+    cluster: &Cluster,
+    admin: &str,
+    previous: Option<i64>,
+) -> Result<(Etcd, Lease), FleetError> {
     let etcd = Etcd::connect(&cluster.etcd, Timeouts::default()).await?;
+    if let Some(id) = previous {
+        let mut client = etcd.client();
+        let what = format!("revoking the lease {id:x} of this instance's last session");
+        match etcd.call(what, client.lease_revoke(id)).await {
+            Ok(_) => {}
+            // Expired already: etcd has no such lease, and nothing is held with it.
+            Err(FleetError::Etcd {
+                source: etcd_client::Error::GRpcStatus(status),
+                ..
+            }) if status.message().contains("lease not found") => {}
+            Err(err) => return Err(err),
+        }
+    }
     let lease = Lease::grant(&etcd, cluster.lease_ttl).await?;
     let info = MemberInfo {
         instance: cluster.instance.clone(),
