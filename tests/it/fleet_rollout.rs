@@ -69,6 +69,14 @@ impl Fleet {
         self.live_canary_weights(client, usize::MAX).await
     }
 
+    /// Waits (`eventually`) until every instance serves the canary at `weight`.
+    async fn await_canary(&self, client: &TestClient, weight: u64, within: Duration, what: &str) {
+        eventually(within, what, || async {
+            self.canary_weights(client).await == [weight; 3]
+        })
+        .await;
+    }
+
     /// The same for the instances still running (all but `killed`).
     async fn live_canary_weights(&self, client: &TestClient, killed: usize) -> Vec<u64> {
         let mut weights = Vec::new();
@@ -165,12 +173,14 @@ async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
     let client = client();
     let load = Spread::start(fleet.webs());
 
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     // Healthy traffic first: the canary is judged and kept.
     eventually(
         Duration::from_secs(20),
@@ -182,21 +192,19 @@ async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
 
     canary.set_status(500);
     let onset = Instant::now();
-    eventually(
-        Duration::from_secs(2),
-        "canary weight 0 on every instance",
-        || async { fleet.canary_weights(&client).await == [0, 0, 0] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            0,
+            Duration::from_secs(2),
+            "canary weight 0 on every instance",
+        )
+        .await;
     eprintln!("fault to canary 0 everywhere: {:?}", onset.elapsed());
     load.stop().await;
 
     let events = timeline(&etcd, "api").await;
-    assert_eq!(
-        events.iter().filter(|e| *e == "rolled_back").count(),
-        1,
-        "{events:?}"
-    );
+    assert_eq!(count(&events, "rolled_back"), 1, "{events:?}");
 }
 
 /// The instance that leads the fleet now, by its index in `fleet.instances`.
@@ -228,12 +236,14 @@ async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() 
     let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
     let etcd = connect(etcd_process.url()).await;
     let client = client();
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     let leader = leader_index(&etcd).await;
     let follower = &fleet.instances[(leader + 1) % 3];
 
@@ -245,18 +255,16 @@ async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() 
         table.contains("promoted"),
         "the follower answers once applied: {table}"
     );
-    eventually(
-        Duration::from_secs(5),
-        "canary 100 on every instance",
-        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            100,
+            Duration::from_secs(5),
+            "canary 100 on every instance",
+        )
+        .await;
     let events = timeline(&etcd, "api").await;
-    assert_eq!(
-        events.iter().filter(|e| *e == "promoted").count(),
-        1,
-        "{events:?}"
-    );
+    assert_eq!(count(&events, "promoted"), 1, "{events:?}");
     // Taken and deleted with the state it led to.
     let mut kv = etcd.client();
     let left = kv
@@ -277,12 +285,14 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
     let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
     let etcd = connect(etcd_process.url()).await;
     let client = client();
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     let leader = leader_index(&etcd).await;
     let follower = &fleet.instances[(leader + 1) % 3];
 
@@ -306,18 +316,16 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
         "the follower answers once applied: {}",
         process::stdout(&out)
     );
-    eventually(
-        Duration::from_secs(5),
-        "canary 30 on every instance",
-        || async { fleet.canary_weights(&client).await == [30, 30, 30] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            30,
+            Duration::from_secs(5),
+            "canary 30 on every instance",
+        )
+        .await;
     let events = timeline(&etcd, "api").await;
-    assert_eq!(
-        events.iter().filter(|e| *e == "manual_weights").count(),
-        1,
-        "{events:?}"
-    );
+    assert_eq!(count(&events, "manual_weights"), 1, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,22 +340,26 @@ async fn a_canary_too_quiet_on_each_instance_is_promoted_on_the_fleets_merged_nu
         .replace("min_requests: 20", "min_requests: 60");
     let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
     let client = client();
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     let webs = fleet.webs();
     for i in 0..240 {
         get(&client, &webs[i % 3], &[]).await;
     }
-    eventually(
-        Duration::from_secs(10),
-        "promoted on every instance",
-        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            100,
+            Duration::from_secs(10),
+            "promoted on every instance",
+        )
+        .await;
     assert!(
         canary.hits() >= 60,
         "the fleet's canary served {}",
@@ -377,12 +389,14 @@ async fn the_leader_killed_mid_step_another_leads_and_the_rollout_goes_on_from_t
     let etcd = connect(etcd_process.url()).await;
     let client = client();
     let load = Spread::start(fleet.webs());
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [20, 20, 20] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            20,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     let leader = leader_index(&etcd).await;
     fleet.instances[leader]
         .child
@@ -402,7 +416,7 @@ async fn the_leader_killed_mid_step_another_leads_and_the_rollout_goes_on_from_t
     load.stop().await;
     let events = timeline(&etcd, "api").await;
     assert_eq!(
-        events.iter().filter(|e| *e == "step_advanced").count(),
+        count(&events, "step_advanced"),
         1,
         "no step repeated or skipped: {events:?}"
     );
@@ -427,12 +441,14 @@ async fn a_thousand_sticky_users_get_the_same_version_from_every_instance_at_eac
     let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
     let etcd = connect(etcd_process.url()).await;
     let client = client();
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [30, 30, 30] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            30,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     let versions_seen = |webs: Vec<String>| {
         let client = client.clone();
         async move {
@@ -463,12 +479,14 @@ async fn a_thousand_sticky_users_get_the_same_version_from_every_instance_at_eac
     )
     .await;
     assert!(out.status.success(), "{}", process::stderr(&out));
-    eventually(
-        Duration::from_secs(5),
-        "canary 100 on every instance",
-        || async { fleet.canary_weights(&client).await == [100, 100, 100] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            100,
+            Duration::from_secs(5),
+            "canary 100 on every instance",
+        )
+        .await;
     assert_eq!(versions_seen(fleet.webs()).await, 1000);
 }
 
@@ -488,12 +506,14 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
     let etcd = connect(etcd_process.url()).await;
     let client = client();
     let load = Spread::start(fleet.webs());
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
 
     relay.cut();
     let cut_off = &mut fleet.instances[2];
@@ -511,12 +531,14 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
         got.body
     );
     canary.set_status(500);
-    eventually(
-        Duration::from_secs(10),
-        "canary 0 on every instance",
-        || async { fleet.canary_weights(&client).await == [0, 0, 0] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            0,
+            Duration::from_secs(10),
+            "canary 0 on every instance",
+        )
+        .await;
     // Rolled back on its own judgement: it hears nothing from the fleet.
     fleet.instances[2].wait_for("the local rollback", |l| {
         l["message"]
@@ -546,11 +568,7 @@ async fn an_instance_cut_off_from_etcd_keeps_serving_and_rolls_its_own_canary_ba
     load.stop().await;
     assert_eq!(fleet.canary_weights(&client).await, [0, 0, 0]);
     let events = timeline(&etcd, "api").await;
-    assert_eq!(
-        events.iter().filter(|e| *e == "rolled_back").count(),
-        1,
-        "{events:?}"
-    );
+    assert_eq!(count(&events, "rolled_back"), 1, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,12 +583,14 @@ async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
     let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
     let client = client();
     let load = Spread::start(fleet.webs());
-    eventually(
-        Duration::from_secs(20),
-        "every instance at the first step",
-        || async { fleet.canary_weights(&client).await == [20, 20, 20] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            20,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
     etcd_process.kill();
     assert_eq!(
         fleet.canary_weights(&client).await,
@@ -578,18 +598,21 @@ async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
         "serving on"
     );
     etcd_process.restart();
-    eventually(
-        Duration::from_secs(30),
-        "the second step on every instance",
-        || async { fleet.canary_weights(&client).await == [50, 50, 50] },
-    )
-    .await;
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(30),
+            "the second step on every instance",
+        )
+        .await;
     load.stop().await;
     let etcd = connect(etcd_process.url()).await;
     let events = timeline(&etcd, "api").await;
-    assert_eq!(
-        events.iter().filter(|e| *e == "step_advanced").count(),
-        1,
-        "{events:?}"
-    );
+    assert_eq!(count(&events, "step_advanced"), 1, "{events:?}");
+}
+
+/// How many of `events` (timeline kinds) are `kind`.
+fn count(events: &[String], kind: &str) -> usize {
+    events.iter().filter(|e| *e == kind).count()
 }
