@@ -679,7 +679,13 @@ impl Control {
             FleetCommandKind::Promote if active => Event::Promote,
             FleetCommandKind::Pause if active => Event::Pause,
             FleetCommandKind::Resume if active => Event::Resume,
-            FleetCommandKind::Abort | FleetCommandKind::LocalRollback if active => Event::Abort,
+            FleetCommandKind::Abort if active => Event::Abort,
+            FleetCommandKind::LocalRollback if active => Event::RolledBackLocally(
+                command
+                    .reason
+                    .as_deref()
+                    .unwrap_or("an instance's own judgement while etcd was away"),
+            ),
             FleetCommandKind::Weights => {
                 let weights: Vec<(&str, u32)> = command
                     .weights

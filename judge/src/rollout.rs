@@ -86,6 +86,10 @@ pub enum Event<'a> {
     Pause,
     Resume,
     Abort,
+    /// Fleet mode: one instance, judging its own traffic while the fleet could not
+    /// decide, found the canary failing and rolled its own canary back; the reason says
+    /// what it found. A rollback by the analysis, not by hand.
+    RolledBackLocally(&'a str),
     /// Weights were set by hand: the rollout stops moving them.
     ManualWeights,
 }
@@ -299,6 +303,14 @@ pub fn transition(
             "aborted by hand".to_string(),
             None,
             true,
+        ),
+        (_, Event::RolledBackLocally(reason)) => roll_back(
+            &mut next,
+            now_ms,
+            &mut actions,
+            reason.to_string(),
+            None,
+            false,
         ),
         (Phase::Progressing | Phase::Pending, Event::Pause) => {
             pause(&mut next, now_ms, "paused by hand".to_string());
@@ -608,6 +620,22 @@ mod tests {
         };
         assert_eq!((d.kind, d.manual), (DecisionKind::RolledBack, false));
         assert_eq!(d.breach.as_ref().map(|b| b.kind), Some("error_rate"));
+    }
+
+    #[test]
+    fn a_rollback_one_instance_made_alone_is_the_analysis_decision_with_its_reason() {
+        let spec = spec(OnFailure::Rollback);
+        let (state, _) = transition(&spec, &RolloutState::new(0), Event::Tick(&Verdict::Pass), 0);
+        let found = "error_rate max 1% breached (judged on web-2 alone while etcd was away)";
+        let (state, actions) = transition(&spec, &state, Event::RolledBackLocally(found), 3 * S);
+        assert_eq!((state.phase, state.canary_weight), (Phase::RolledBack, 0));
+        assert_eq!(state.reason.as_deref(), Some(found));
+        assert_eq!(kinds(&actions), vec!["weight 0", "RolledBack"]);
+        let Some(Action::Record(d)) = actions.last() else {
+            panic!("no record: {actions:?}")
+        };
+        assert_eq!((d.kind, d.manual), (DecisionKind::RolledBack, false));
+        assert_eq!(d.reason.as_deref(), Some(found));
     }
 
     #[test]
