@@ -78,6 +78,10 @@ pub struct Reloader {
     cluster: Option<serin_config::Cluster>,
     /// Follows the files each applied config references; `None` with `--no-watch`.
     watcher: Option<FileWatcher>,
+    /// The errors of the last reload when it failed. A file change that fails again
+    /// with the same errors (one save seen as two events, or a touch of a file that is
+    /// still broken) is the same failure: it is neither counted nor logged twice.
+    failing: Option<Vec<String>>,
 }
 
 /// The status of the config that `serin run` started with.
@@ -113,6 +117,7 @@ impl Reloader {
             telemetry,
             cluster: None,
             watcher: None,
+            failing: None,
         }
     }
 
@@ -152,11 +157,14 @@ impl Reloader {
     }
 
     /// Reads, checks and applies the config file; on any failure the running config
-    /// stays and every problem is logged and reported.
+    /// stays and every problem is logged and reported. A file change that fails with
+    /// the errors already reported is not a new failure; an explicit request (SIGHUP,
+    /// the API) always is.
     pub async fn reload(&mut self, trigger: &'static str) -> LastReload {
         let at = rfc3339(now_ms());
         let outcome = match self.try_reload().await {
             Ok(unchanged) => {
+                self.failing = None;
                 self.status.reloads.success += 1;
                 LastReload {
                     at,
@@ -166,7 +174,24 @@ impl Reloader {
                     unchanged,
                 }
             }
+            Err(errors) if trigger == "file" && self.failing.as_ref() == Some(&errors) => {
+                tracing::info!(
+                    config = %self.path.display(),
+                    "a file changed and the config still fails the same way; the running config stays"
+                );
+                if let Some(last) = &self.status.last_reload {
+                    return last.clone();
+                }
+                LastReload {
+                    at,
+                    ok: false,
+                    errors,
+                    trigger: trigger.to_string(),
+                    unchanged: false,
+                }
+            }
             Err(errors) => {
+                self.failing = Some(errors.clone());
                 self.status.reloads.failure += 1;
                 tracing::error!(
                     config = %self.path.display(),

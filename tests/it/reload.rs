@@ -118,6 +118,53 @@ async fn a_saved_file_moves_traffic_without_failing_a_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_saved_twice_is_one_failure_and_an_explicit_reload_another() {
+    let s = setup(|st, ca, _| two_versions(st.addr, ca.addr, &split(100, 0))).await;
+    let mut serin = SerinProcess::start(&s.config, 1, &[], &[]);
+    let broken = two_versions(s.stable.addr, s.canary.addr, &split(0, 0));
+    save(&s.config, &broken);
+    eventually(Duration::from_secs(10), "the broken save fails", || async {
+        config_status(&serin).await["reloads"]["failure"] == 1
+    })
+    .await;
+    let first = config_status(&serin).await;
+    assert_eq!(first["last_reload"]["trigger"], "file", "{first}");
+    // Saved again, just as broken: the same failure, not a second one.
+    save(&s.config, &broken);
+    serin.wait_for("the second save seen as the same failure", |line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("still fails the same way"))
+    });
+    let again = config_status(&serin).await;
+    assert_eq!(again["reloads"], first["reloads"], "{again}");
+    assert_eq!(again["last_reload"], first["last_reload"], "{again}");
+    assert_eq!(versions_of(&serin, 10).await, (10, 0));
+    // Asked for explicitly, the reload is tried, fails and is counted.
+    let (status, json) = api(Method::POST, format!("{}/api/v1/reload", serin.admin_url())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    assert_eq!(config_status(&serin).await["reloads"]["failure"], 2);
+    // Fixed: applied, and a later break is a new failure again.
+    save(
+        &s.config,
+        &two_versions(s.stable.addr, s.canary.addr, &split(0, 100)),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the fixed file applies",
+        || async { config_status(&serin).await["reloads"]["success"] == 1 },
+    )
+    .await;
+    assert_eq!(versions_of(&serin, 10).await, (0, 10));
+    save(&s.config, &broken);
+    eventually(Duration::from_secs(10), "a new break fails", || async {
+        config_status(&serin).await["reloads"]["failure"] == 3
+    })
+    .await;
+    assert_eq!(versions_of(&serin, 10).await, (0, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_an_unwatched_file_waits_for_it() {
     let s = setup(|st, ca, _| two_versions(st.addr, ca.addr, &split(100, 0))).await;
     let serin = SerinProcess::start(&s.config, 1, &["--no-watch"], &[]);
