@@ -13,19 +13,67 @@ fn events(c: &Controlled) -> Vec<DecisionKind> {
     c.control.timeline("api").iter().map(|e| e.event).collect()
 }
 
+/// The two versions' backends and the state directory of a test.
+struct Pair {
+    stable: Backend,
+    canary: Backend,
+    dir: TempDir,
+}
+
+impl Pair {
+    async fn start(name: &str) -> Self {
+        Self {
+            stable: Backend::start("stable").await,
+            canary: Backend::start("canary").await,
+            dir: TempDir::new(name),
+        }
+    }
+}
+
+/// The `rollout:` block of service `api`: `canary` against `stable` through `steps`
+/// (`{ weight: 50, hold: 1h }`), judged on `rules` (`error_rate: { max: 1% }`) with the
+/// [`FAST`] analysis.
+fn spec(steps: &[&str], rules: &[&str]) -> String {
+    spec_with("", steps, rules)
+}
+
+/// [`spec`] with `extra` lines of the rollout block after `canary`.
+fn spec_with(extra: &str, steps: &[&str], rules: &[&str]) -> String {
+    let mut yaml = format!("      baseline: stable\n      canary: canary\n{extra}      steps:\n");
+    for step in steps {
+        yaml.push_str(&format!("        - {step}\n"));
+    }
+    yaml.push_str(&format!("      analysis:\n{FAST}\n        rules:\n"));
+    for rule in rules {
+        yaml.push_str(&format!("          - {rule}\n"));
+    }
+    yaml
+}
+
+async fn rolled_back(c: &Controlled) {
+    eventually(Duration::from_secs(10), "rolled back", || async {
+        c.phase() == Phase::RolledBack
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_that_starts_failing_is_rolled_back_and_gets_no_more_traffic() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("fail");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("fail").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 30, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - error_rate: {{ max_increase: 0.5% }}\n"
+        &spec(
+            &["{ weight: 30, hold: 1h }", "{ weight: 100 }"],
+            &[
+                "error_rate: { max: 1% }",
+                "error_rate: { max_increase: 0.5% }",
+            ],
         ),
     );
     let c = Controlled::start(&yaml).await;
@@ -111,8 +159,9 @@ async fn a_slow_canary_is_rolled_back() {
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - latency: {{ percentile: 95, max_increase: 20% }}\n"
+        &spec(
+            &["{ weight: 50, hold: 1h }", "{ weight: 100 }"],
+            &["latency: { percentile: 95, max_increase: 20% }"],
         ),
     );
     let c = Controlled::start(&yaml).await;
@@ -146,17 +195,26 @@ async fn a_slow_canary_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted_through_every_step() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("promote");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("promote").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 10, hold: 300ms }}\n        - {{ weight: 50, hold: 300ms }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - error_rate: {{ max_increase: 0.5% }}\n          - latency: {{ percentile: 95, max: 800ms }}\n"
+        &spec(
+            &[
+                "{ weight: 10, hold: 300ms }",
+                "{ weight: 50, hold: 300ms }",
+                "{ weight: 100 }",
+            ],
+            &[
+                "error_rate: { max: 1% }",
+                "error_rate: { max_increase: 0.5% }",
+                "latency: { percentile: 95, max: 800ms }",
+            ],
         ),
     );
     let c = Controlled::start(&yaml).await;
@@ -207,11 +265,11 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thin_traffic_holds_and_never_fails() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("thin");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("thin").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -255,26 +313,24 @@ async fn thin_traffic_holds_and_never_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_rollback_keeps_the_canary_at_zero() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("restart");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("restart").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        &spec(
+            &["{ weight: 50, hold: 1h }", "{ weight: 100 }"],
+            &["error_rate: { max: 1% }"],
         ),
     );
     canary.set_status(503);
     let c = Controlled::start(&yaml).await;
     let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
-    eventually(Duration::from_secs(10), "rolled back", || async {
-        c.phase() == Phase::RolledBack
-    })
-    .await;
+    rolled_back(&c).await;
     load.stop().await;
     c.stop().await;
 
@@ -302,26 +358,25 @@ async fn a_restart_after_a_rollback_keeps_the_canary_at_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_baseline_hides_a_failing_canary_from_clients() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("retry");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("retry").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      retry_on_baseline: true\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        &spec_with(
+            "      retry_on_baseline: true\n",
+            &["{ weight: 50, hold: 1h }", "{ weight: 100 }"],
+            &["error_rate: { max: 1% }"],
         ),
     );
     canary.set_status(500);
     let c = Controlled::start(&yaml).await;
     let load = Load::start(c.serin.url("/"), 8, Duration::ZERO);
-    eventually(Duration::from_secs(10), "rolled back", || async {
-        c.phase() == Phase::RolledBack
-    })
-    .await;
+    rolled_back(&c).await;
     let tally = load.stop().await;
     assert!(canary.hits() > 0, "the canary was never tried");
     assert_eq!(
@@ -342,17 +397,21 @@ async fn retry_on_baseline_hides_a_failing_canary_from_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("respec");
-    let spec = |first: u32| {
-        format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: {first}, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("respec").await;
+    let rollout = |first: u32| {
+        spec(
+            &[
+                &format!("{{ weight: {first}, hold: 1h }}"),
+                "{ weight: 100 }",
+            ],
+            &["error_rate: { max: 1% }"],
         )
     };
-    let first = rollout_config(stable.addr, canary.addr, &dir.0, &spec(20));
+    let first = rollout_config(stable.addr, canary.addr, &dir.0, &rollout(20));
     let c = Controlled::start(&first).await;
     c.control.command(
         "api",
@@ -362,7 +421,7 @@ async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
     assert_eq!(c.phase(), Phase::RolledBack);
     c.stop().await;
 
-    let changed = rollout_config(stable.addr, canary.addr, &dir.0, &spec(30));
+    let changed = rollout_config(stable.addr, canary.addr, &dir.0, &rollout(30));
     let again = Controlled::start(&changed).await;
     assert_eq!(
         (again.phase(), again.canary_weight()),
@@ -373,11 +432,11 @@ async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_state_dir_does_not_stop_a_rollback() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("unwritable");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("unwritable").await;
     // A file where the state directory should be: every save fails.
     let blocked = dir.0.join("not-a-dir");
     std::fs::write(&blocked, "x").expect("write");
@@ -385,17 +444,15 @@ async fn an_unwritable_state_dir_does_not_stop_a_rollback() {
         stable.addr,
         canary.addr,
         &blocked,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        &spec(
+            &["{ weight: 50, hold: 1h }", "{ weight: 100 }"],
+            &["error_rate: { max: 1% }"],
         ),
     );
     canary.set_status(500);
     let c = Controlled::start(&yaml).await;
     let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
-    eventually(Duration::from_secs(10), "rolled back", || async {
-        c.phase() == Phase::RolledBack
-    })
-    .await;
+    rolled_back(&c).await;
     let at_rollback = canary.hits();
     let stable_then = stable.hits();
     eventually(
@@ -424,17 +481,21 @@ fn saved_ticks(dir: &std::path::Path) -> Option<Vec<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_goes_on_with_the_saved_evidence() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("evidence");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("evidence").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - latency: {{ percentile: 95, max_increase: 20% }}\n"
+        &spec(
+            &["{ weight: 50, hold: 1h }", "{ weight: 100 }"],
+            &[
+                "error_rate: { max: 1% }",
+                "latency: { percentile: 95, max_increase: 20% }",
+            ],
         ),
     );
     let c = Controlled::start(&yaml).await;
@@ -471,17 +532,22 @@ async fn a_restart_goes_on_with_the_saved_evidence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_file_from_before_detectors_were_saved_still_resumes_its_rollout() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("old-state");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("old-state").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 10, hold: 1h }}\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        &spec(
+            &[
+                "{ weight: 10, hold: 1h }",
+                "{ weight: 50, hold: 1h }",
+                "{ weight: 100 }",
+            ],
+            &["error_rate: { max: 1% }"],
         ),
     );
     let snapshot = serin_config::parse_str(&yaml, "test.yaml").expect("config");
@@ -624,8 +690,12 @@ async fn a_state_file_serin_cannot_read_holds_the_rollout_with_no_canary_traffic
         Backend::start("canary").await,
     );
     let rollout = |first: u32| {
-        format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: {first}, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        spec(
+            &[
+                &format!("{{ weight: {first}, hold: 1h }}"),
+                "{ weight: 100 }",
+            ],
+            &["error_rate: { max: 1% }"],
         )
     };
     for (tag, content, says) in [
@@ -738,11 +808,11 @@ async fn a_state_file_serin_cannot_read_holds_the_rollout_with_no_canary_traffic
 /// the state writer waits on the disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_dir_whose_writes_hang_delays_no_rollback() {
-    let (stable, canary) = (
-        Backend::start("stable").await,
-        Backend::start("canary").await,
-    );
-    let dir = TempDir::new("hung");
+    let Pair {
+        stable,
+        canary,
+        dir,
+    } = Pair::start("hung").await;
     let fifo = dir.0.join(".api.json.tmp");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -753,8 +823,9 @@ async fn a_state_dir_whose_writes_hang_delays_no_rollback() {
         stable.addr,
         canary.addr,
         &dir.0,
-        &format!(
-            "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+        &spec(
+            &["{ weight: 50, hold: 1h }", "{ weight: 100 }"],
+            &["error_rate: { max: 1% }"],
         ),
     );
     canary.set_status(500);
