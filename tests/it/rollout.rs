@@ -13,21 +13,13 @@ fn events(c: &Controlled) -> Vec<DecisionKind> {
     c.control.timeline("api").iter().map(|e| e.event).collect()
 }
 
-/// The two versions' backends and the state directory of a test.
-struct Pair {
-    stable: Backend,
-    canary: Backend,
-    dir: TempDir,
-}
-
-impl Pair {
-    async fn start(name: &str) -> Self {
-        Self {
-            stable: Backend::start("stable").await,
-            canary: Backend::start("canary").await,
-            dir: TempDir::new(name),
-        }
-    }
+/// The two versions' backends, `stable` and `canary`, and a state directory.
+async fn pair(name: &str) -> (Backend, Backend, TempDir) {
+    (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+        TempDir::new(name),
+    )
 }
 
 /// The `rollout:` block of service `api`: `canary` against `stable` through `steps`
@@ -59,11 +51,7 @@ async fn rolled_back(c: &Controlled) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_that_starts_failing_is_rolled_back_and_gets_no_more_traffic() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("fail").await;
+    let (stable, canary, dir) = pair("fail").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -195,11 +183,7 @@ async fn a_slow_canary_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted_through_every_step() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("promote").await;
+    let (stable, canary, dir) = pair("promote").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -265,11 +249,7 @@ async fn a_healthy_canary_is_promoted_through_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thin_traffic_holds_and_never_fails() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("thin").await;
+    let (stable, canary, dir) = pair("thin").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -313,11 +293,7 @@ async fn thin_traffic_holds_and_never_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_after_a_rollback_keeps_the_canary_at_zero() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("restart").await;
+    let (stable, canary, dir) = pair("restart").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -358,11 +334,7 @@ async fn a_restart_after_a_rollback_keeps_the_canary_at_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_baseline_hides_a_failing_canary_from_clients() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("retry").await;
+    let (stable, canary, dir) = pair("retry").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -397,11 +369,7 @@ async fn retry_on_baseline_hides_a_failing_canary_from_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("respec").await;
+    let (stable, canary, dir) = pair("respec").await;
     let rollout = |first: u32| {
         spec(
             &[
@@ -432,11 +400,7 @@ async fn a_changed_rollout_spec_starts_a_new_rollout_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_state_dir_does_not_stop_a_rollback() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("unwritable").await;
+    let (stable, canary, dir) = pair("unwritable").await;
     // A file where the state directory should be: every save fails.
     let blocked = dir.0.join("not-a-dir");
     std::fs::write(&blocked, "x").expect("write");
@@ -481,11 +445,7 @@ fn saved_ticks(dir: &std::path::Path) -> Option<Vec<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_goes_on_with_the_saved_evidence() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("evidence").await;
+    let (stable, canary, dir) = pair("evidence").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -532,11 +492,7 @@ async fn a_restart_goes_on_with_the_saved_evidence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_file_from_before_detectors_were_saved_still_resumes_its_rollout() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("old-state").await;
+    let (stable, canary, dir) = pair("old-state").await;
     let yaml = rollout_config(
         stable.addr,
         canary.addr,
@@ -808,11 +764,7 @@ async fn a_state_file_serin_cannot_read_holds_the_rollout_with_no_canary_traffic
 /// the state writer waits on the disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_dir_whose_writes_hang_delays_no_rollback() {
-    let Pair {
-        stable,
-        canary,
-        dir,
-    } = Pair::start("hung").await;
+    let (stable, canary, dir) = pair("hung").await;
     let fifo = dir.0.join(".api.json.tmp");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
