@@ -12,7 +12,7 @@
 //! A version with `protocol: http2` (or `auto`, for HTTP/2 clients) is spoken to over
 //! cleartext HTTP/2 with prior knowledge instead: each worker keeps one shared
 //! connection per endpoint that carries many streams at once, and dials a new one when
-//! it has closed.
+//! it has closed or was let go after `idle_timeout` with no request asking for it.
 //!
 //! A version with `tls` speaks TLS to its endpoints with the connectors built with the
 //! table (never per request). ALPN follows `protocol`; with `auto` the upstream's
@@ -68,6 +68,15 @@ struct Idle {
     since: Instant,
 }
 
+/// A worker's shared HTTP/2 connection to an endpoint. `used` is set under the slot's
+/// lock that each request takes anyway, and cleared by each purge pass, which also
+/// notes since when no request has asked for the connection.
+struct SharedH2 {
+    sender: H2Sender,
+    used: bool,
+    quiet_since: Instant,
+}
+
 /// TLS to one endpoint: the version's connectors and the name to verify.
 #[derive(Debug, Clone)]
 pub struct TlsTarget {
@@ -86,7 +95,7 @@ pub struct EndpointPool {
     connect_timeout: Duration,
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// The shared HTTP/2 connection of each worker, once one was needed.
-    h2: Box<[Mutex<Option<H2Sender>>]>,
+    h2: Box<[Mutex<Option<SharedH2>>]>,
 }
 
 /// A request that got no answer, and the request itself when it was never sent (a
@@ -233,6 +242,9 @@ impl EndpointPool {
     /// Closes the pooled connections of every worker that have been idle for
     /// `idle_timeout` or more, and drops those the upstream closed; returns how many
     /// went. Dropping a connection's sender ends its task, which closes the socket.
+    /// A shared HTTP/2 connection no request asked for since `idle_timeout` (as seen by
+    /// these passes, a second apart) is let go too: streams still open on it finish,
+    /// then hyper closes it; the next request dials a new one.
     pub fn purge_idle(&self, idle_timeout: Duration) -> usize {
         let mut purged = 0;
         for shard in self.idle.iter() {
@@ -240,6 +252,22 @@ impl EndpointPool {
             let before = idle.len();
             idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < idle_timeout);
             purged += before - idle.len();
+        }
+        let now = Instant::now();
+        for slot in self.h2.iter() {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(shared) = slot.as_mut() {
+                if shared.used {
+                    shared.used = false;
+                    shared.quiet_since = now;
+                }
+                if shared.sender.is_closed()
+                    || now.saturating_duration_since(shared.quiet_since) >= idle_timeout
+                {
+                    *slot = None;
+                    purged += 1;
+                }
+            }
         }
         purged
     }
@@ -250,6 +278,14 @@ impl EndpointPool {
             .iter()
             .map(|shard| shard.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
+    }
+
+    /// Shared HTTP/2 connections held, over all workers.
+    pub fn shared_h2_connections(&self) -> usize {
+        self.h2
+            .iter()
+            .filter(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).is_some())
+            .count()
     }
 
     fn put_back(&self, worker: usize, sender: Sender) {
@@ -479,15 +515,21 @@ impl EndpointPool {
     fn share_h2(&self, worker: usize, sender: &H2Sender) {
         *self.h2[worker % self.h2.len()]
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+            .unwrap_or_else(|p| p.into_inner()) = Some(SharedH2 {
+            sender: sender.clone(),
+            used: true,
+            quiet_since: Instant::now(),
+        });
     }
 
     /// The calling worker's HTTP/2 connection to this endpoint, if it is still open.
     fn shared_h2(&self, worker: usize) -> Option<H2Sender> {
-        let slot = self.h2[worker % self.h2.len()]
+        let mut slot = self.h2[worker % self.h2.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+        let shared = slot.as_mut().filter(|s| !s.sender.is_closed())?;
+        shared.used = true;
+        Some(shared.sender.clone())
     }
 
     /// Sends `req` (absolute-form URI, HTTP/2) as a stream on the calling worker's

@@ -112,3 +112,48 @@ async fn a_reload_that_shortens_the_idle_timeout_keeps_the_pool_and_applies() {
     assert_eq!(backend.connections(), 1);
     serin.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_http2_connection_no_request_uses_is_closed_after_the_idle_timeout() {
+    let backend = Backend::start("stable").await;
+    let serin = Serin::start(&one_version(
+        backend.addr,
+        ", protocol: http2, idle_timeout: 300ms",
+    ))
+    .await;
+    let got = get(&client(), &serin.url("/"), &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
+    assert_eq!(backend.connections(), 1);
+    let pool = serin.dataplane.table().services[0].versions[0].endpoints()[0]
+        .pool
+        .clone();
+    assert_eq!(pool.shared_h2_connections(), 1);
+    eventually(
+        Duration::from_secs(5),
+        "the quiet HTTP/2 connection closed",
+        || async { backend.open() == 0 },
+    )
+    .await;
+    assert_eq!(pool.shared_h2_connections(), 0);
+    // The next request dials a new one.
+    let got = get(&client(), &serin.url("/"), &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
+    assert_eq!(backend.connections(), 2);
+    serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_flight_keeps_its_http2_connection_past_the_idle_timeout() {
+    let backend = Backend::start("stable").await;
+    // The answer takes seven purges' worth of idle timeouts.
+    backend.set_delay(Duration::from_millis(1_500));
+    let serin = Serin::start(&one_version(
+        backend.addr,
+        ", protocol: http2, idle_timeout: 200ms",
+    ))
+    .await;
+    let got = get(&client(), &serin.url("/"), &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
+    assert_eq!(backend.connections(), 1, "one connection, kept to the end");
+    serin.shutdown(Duration::from_secs(5)).await;
+}
