@@ -1068,11 +1068,17 @@ pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
         }
         None => (RolloutView::of(None), None, Vec::new()),
     };
+    let drill = context
+        .control
+        .as_ref()
+        .and_then(|c| c.drill_report(name))
+        .filter(|d| d.state == "running");
     Some(ServiceView {
         name: name.to_string(),
         weights,
         rollout,
         window_s,
+        drill,
         versions,
     })
 }
@@ -1373,6 +1379,7 @@ mod tests {
             rollout: RolloutView::of(None),
             window_s: None,
             versions: Vec::new(),
+            drill: None,
         };
         let text = serde_json::to_string(&view).expect("encode");
         assert!(

@@ -233,6 +233,9 @@ pub struct ServiceView {
     /// control loop.
     #[serde(with = "in_order")]
     pub versions: Vec<(String, VersionView)>,
+    /// The rollback drill running on the service, if one is: left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

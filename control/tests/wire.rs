@@ -249,6 +249,7 @@ fn service_view() -> ServiceView {
             ("stable".into(), version(3000, 3, 100.0)),
             ("canary".into(), version(1000, 1, 33.333)),
         ],
+        drill: None,
     }
 }
 
@@ -273,6 +274,7 @@ fn a_service_without_a_rollout_or_a_control_loop() {
         },
         window_s: None,
         versions: Vec::new(),
+        drill: None,
     };
     golden("service_without_rollout.json", &[view], Form::Pretty);
 }

@@ -645,6 +645,7 @@ mod tests {
             },
             window_s: None,
             versions: Vec::new(),
+            drill: None,
         };
         let text = render(&Draft {
             view: &view,

@@ -360,6 +360,40 @@ async fn a_drills_503_says_it_is_a_drill_and_only_the_canary_gets_it() {
     assert_eq!(s.stable.hits(), stable);
     let report = s.report().await;
     assert_eq!(report["faults"]["errors"], canary as u64);
+    // The service's view and /metrics say a drill runs.
+    let view = s
+        .call(Method::GET, "/api/v1/services/api", "", Some(TOKEN))
+        .await;
+    assert_eq!(json(&view)["drill"]["state"], "running", "{}", view.body);
+    let metrics = s.call(Method::GET, "/metrics", "", None).await.body;
+    assert!(
+        metrics.contains("serin_drill_active{service=\"api\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "serin_drill_faults_total{{service=\"api\",fault=\"error\"}} {canary}\n"
+        )),
+        "{metrics}"
+    );
+    let ended = s
+        .call(
+            Method::DELETE,
+            "/api/v1/services/api/drill",
+            "",
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::OK);
+    let view = s
+        .call(Method::GET, "/api/v1/services/api", "", Some(TOKEN))
+        .await;
+    assert!(json(&view).get("drill").is_none(), "{}", view.body);
+    let metrics = s.call(Method::GET, "/metrics", "", None).await.body;
+    assert!(
+        metrics.contains("serin_drill_active{service=\"api\"} 0\n"),
+        "{metrics}"
+    );
     s.stop().await;
 }
 
