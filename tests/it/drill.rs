@@ -588,3 +588,87 @@ async fn a_drill_is_refused_without_a_running_rollout_or_with_a_bad_body() {
     assert!(s.canary_answers_normally().await, "no drill started");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_drill_follows_the_drill_and_prints_its_report() {
+    use crate::common::process::{ops, stderr, stdout};
+    let (_hook, url) = Hook::start().await;
+    let notify = format!("notify:\n  - {{ url: \"{url}\", events: [rolled_back] }}\n");
+    let s = Setup::start(GUARDED, true, Some(TOKEN), &notify).await;
+    let admin = format!("http://{}", s.admin.local_addr);
+    let load = Load::start(s.c.serin.url("/"), 8, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "the canary serves traffic",
+        || async { s.canary.hits() > 50 },
+    )
+    .await;
+
+    let out = ops(
+        &[
+            "drill",
+            "api",
+            "--errors",
+            "20%",
+            "--latency",
+            "+2ms",
+            "--for",
+            "2m",
+            "--admin",
+            &admin,
+        ],
+        Some(TOKEN),
+    )
+    .await;
+    load.stop().await;
+    let (text, said) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.starts_with("drill started on api: 20% of canary canary's requests answered 503 by serin, 2 ms added to the others"),
+        "{said}"
+    );
+    assert!(
+        text.starts_with("drill on api ended (the rollout rolled back) at "),
+        "{text}"
+    );
+    assert!(
+        text.contains("rolled back:  yes, by the rollout's rules, canary weight 0 "),
+        "{text}"
+    );
+    let report = s.report().await;
+    assert!(
+        text.contains(&format!(
+            "clients hit:  {} requests saw an injected fault ({} answered 503, {} delayed)",
+            report["faults"]["total"], report["faults"]["errors"], report["faults"]["delayed"]
+        )),
+        "{text}\n{report}"
+    );
+    assert!(
+        text.contains("webhooks:     every webhook received the rollback (1 of 1)"),
+        "{text}"
+    );
+    assert_eq!(s.c.phase(), Phase::RolledBack);
+
+    // Refused: the API's message, exit 1; a usage error, exit 2.
+    let out = ops(
+        &[
+            "drill", "api", "--errors", "20%", "--for", "1m", "--admin", &admin,
+        ],
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the rollout of \"api\" is rolled_back, not progressing"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ops(
+        &["drill", "api", "--errors", "20%", "--admin", &admin],
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--for"), "{}", stderr(&out));
+    s.stop().await;
+}
