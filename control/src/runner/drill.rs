@@ -156,7 +156,7 @@ impl DrillRun {
 
 /// `bp` basis points as a percentage: `10%`, `2.5%`.
 pub fn percent(bp: u32) -> String {
-    if bp % 100 == 0 {
+    if bp.is_multiple_of(100) {
         format!("{}%", bp / 100)
     } else {
         format!("{}%", f64::from(bp) / 100.0)
