@@ -672,3 +672,22 @@ async fn serin_drill_follows_the_drill_and_prints_its_report() {
     assert!(stderr(&out).contains("--for"), "{}", stderr(&out));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_is_refused_in_fleet_mode() {
+    // Control in fleet mode; nothing needs to listen at the etcd address for the refusal.
+    let etcd = closed_port().await;
+    let cluster =
+        format!("cluster: {{ etcd: {{ endpoints: [\"http://{etcd}\"], prefix: /serin/drill-test/ }}, instance: web-1 }}\n");
+    let s = Setup::start(GUARDED, true, Some(TOKEN), &cluster).await;
+    let err = error_of(
+        &s.drill(r#"{"errors": "10%", "for": "1m"}"#).await,
+        StatusCode::CONFLICT,
+    );
+    assert!(
+        err.contains("rollback drills are not available in fleet mode"),
+        "{err}"
+    );
+    assert!(s.canary_answers_normally().await, "no drill started");
+    s.stop().await;
+}
