@@ -691,3 +691,47 @@ async fn a_drill_is_refused_in_fleet_mode() {
     assert!(s.canary_answers_normally().await, "no drill started");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_drill_is_judged_as_the_canarys_latency() {
+    let rollout = "      baseline: stable\n      canary: canary\n      steps:\n        - { weight: 30, hold: 1h }\n        - { weight: 100 }\n      analysis:\n        interval: 100ms\n        window: 5s\n        min_requests: 20\n        confidence: 99%\n        rules:\n          - latency: { percentile: 90, max: 100ms }\n";
+    let s = Setup::start(rollout, true, Some(TOKEN), "").await;
+    let load = Load::start(s.c.serin.url("/"), 8, Duration::ZERO);
+    eventually(
+        Duration::from_secs(10),
+        "the canary serves traffic",
+        || async { s.canary.hits() > 50 },
+    )
+    .await;
+    assert_eq!(s.c.phase(), Phase::Progressing, "a fast canary");
+    let started = s.drill(r#"{"latency": "+300ms", "for": "2m"}"#).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    eventually(
+        Duration::from_secs(20),
+        "the added latency rolls the canary back",
+        || async { s.c.phase() == Phase::RolledBack },
+    )
+    .await;
+    let tally = load.stop().await;
+    assert_eq!(
+        tally.errors.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a latency drill answers no 503"
+    );
+    let rolled_back = s
+        .timeline()
+        .into_iter()
+        .find(|e| e["event"] == "rolled_back")
+        .expect("rolled_back on the timeline");
+    assert_eq!(rolled_back["rule"]["kind"], "latency", "{rolled_back}");
+    assert_eq!(rolled_back["drill"], true);
+    let observed = rolled_back["rule"]["observed"].as_f64().expect("observed");
+    assert!(
+        observed >= 300.0,
+        "the canary's p90 includes the delay: {rolled_back}"
+    );
+    let report = s.report().await;
+    assert_eq!(report["faults"]["errors"], 0);
+    assert!(report["faults"]["delayed"].as_u64() > Some(0), "{report}");
+    s.stop().await;
+}
