@@ -1196,6 +1196,22 @@ mod tests {
                 "/api/v1/services/api/abort",
                 Ok(E::Command("api", Command::Abort)),
             ),
+            (&get, "/api/v1/services/api/drill", Ok(E::Drill("api"))),
+            (
+                &Method::POST,
+                "/api/v1/services/api/drill",
+                Ok(E::Drill("api")),
+            ),
+            (
+                &Method::DELETE,
+                "/api/v1/services/api/drill",
+                Ok(E::Drill("api")),
+            ),
+            (
+                &Method::PUT,
+                "/api/v1/services/api/drill",
+                Err(NoEndpoint::MethodNotAllowed("GET, HEAD, POST, DELETE")),
+            ),
             (
                 &Method::PUT,
                 "/api/v1/services/api/weights",
