@@ -735,3 +735,37 @@ async fn a_latency_drill_is_judged_as_the_canarys_latency() {
     assert!(report["faults"]["delayed"].as_u64() > Some(0), "{report}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_ends_a_drill() {
+    let s = Setup::start(LATENCY_ONLY, true, Some(TOKEN), "").await;
+    let started = s.drill(r#"{"errors": "100%", "for": "1h"}"#).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    assert!(!s.canary_answers_normally().await, "faults while it runs");
+    let Setup {
+        stable: _stable,
+        canary,
+        c,
+        admin,
+        client,
+        yaml,
+        _dir,
+    } = s;
+    admin.shutdown().await;
+    c.stop().await;
+
+    // serin again on the same config and state_dir: the rollout resumes, no drill.
+    let again = Controlled::start(&yaml).await;
+    assert_eq!(again.phase(), Phase::Progressing);
+    assert!(again.control.drill_report("api").is_none());
+    let mut canary_answered = false;
+    for n in 0..200 {
+        let user = format!("probe-{n}");
+        let got = get(&client, &again.serin.url("/"), &[("x-user-id", &user)]).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+        assert!(got.headers.get("x-serin-fault").is_none());
+        canary_answered |= got.headers["x-serin-version"] == "canary";
+    }
+    assert!(canary_answered && canary.hits() > 0);
+    again.stop().await;
+}
