@@ -24,7 +24,7 @@ use serin_judge::stats::Detector;
 use serin_judge::window::{Sample, ServiceWindow};
 
 mod drill;
-pub use drill::{percent, DrillMetrics, DrillRefused, DrillRequest, MAX_DRILL, MAX_DRILL_LATENCY};
+pub use drill::{DrillMetrics, DrillRefused, DrillRequest, MAX_DRILL, MAX_DRILL_LATENCY};
 
 use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;

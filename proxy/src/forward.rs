@@ -1,8 +1,8 @@
 //! Stages 3–7 for one request, in order: check ([`guard::check`]) and route, plan
 //! (`crate::plan`: the version, failover at the split), prepare the request for its
-//! upstream (headers, URI, a rollback drill's fault, a small body read whole), execute (`crate::execute`: the
-//! attempts, failover of a refused connection, the baseline retry) and respond
-//! (`crate::respond`).
+//! upstream (headers, URI, a rollback drill's fault, a small body read whole), execute
+//! (`crate::execute`: the attempts, failover of a refused connection, the baseline
+//! retry) and respond (`crate::respond`).
 //!
 //! [`proxy`] is the server's service future itself: it owns everything it uses, and
 //! stays under 4 KiB (a unit test below says so), since hyper keeps a slot of its size

@@ -155,7 +155,7 @@ impl DrillRun {
 }
 
 /// `bp` basis points as a percentage: `10%`, `2.5%`.
-pub fn percent(bp: u32) -> String {
+fn percent(bp: u32) -> String {
     if bp.is_multiple_of(100) {
         format!("{}%", bp / 100)
     } else {
