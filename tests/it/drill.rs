@@ -769,3 +769,48 @@ async fn a_restart_ends_a_drill() {
     assert!(canary_answered && canary.hits() > 0);
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_past_its_time_gives_way_to_a_new_one_before_any_tick() {
+    // A control loop that never ticks by itself: time is what the calls say.
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("drill-untick");
+    let serin = Serin::start(&rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        LATENCY_ONLY,
+    ))
+    .await;
+    let t0 = now_ms();
+    let control = serin_control::runner::Control::new(serin.dataplane.clone(), t0);
+    let drill = serin_control::runner::DrillRequest {
+        errors: 10_000,
+        latency: Duration::ZERO,
+        length: Duration::from_secs(1),
+    };
+    control
+        .start_drill("api", drill, t0)
+        .expect("the first drill");
+    assert_eq!(
+        control.start_drill("api", drill, t0 + 500),
+        Err(serin_control::runner::DrillRefused::Running(t0 + 1_000))
+    );
+    let second = control
+        .start_drill("api", drill, t0 + 1_000)
+        .expect("the first drill's time is up");
+    assert_eq!(second.state, "running");
+    let events: Vec<String> = control
+        .timeline("api")
+        .iter()
+        .map(|e| e.event.as_str().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        ["started", "drill_started", "drill_ended", "drill_started"]
+    );
+    serin.shutdown(Duration::from_secs(5)).await;
+}

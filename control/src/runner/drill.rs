@@ -197,6 +197,8 @@ impl Control {
             .iter_mut()
             .find(|s| s.name == service)
             .ok_or(DrillRefused::UnknownService)?;
+        // A drill whose time is up but which no tick has ended yet ends now, first.
+        self.end_drill_if_due(s, now_ms);
         let run = s.rollout.as_mut().ok_or(DrillRefused::NoRollout)?;
         if run.state.phase != Phase::Progressing {
             return Err(DrillRefused::NotRunning(run.state.phase));
