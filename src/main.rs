@@ -87,6 +87,9 @@ enum Command {
     /// Write a Markdown post-mortem draft of the service's rollout: outcome, exposure,
     /// the deciding rule, the timeline and the numbers behind each decision.
     Report(ops::ReportArgs),
+    /// Rehearse a rollback: inject faults into the service's canary, e.g. `serin drill api
+    /// --errors 10% --latency +300ms --for 2m`, follow the rollout and print the report.
+    Drill(ops::DrillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         Some(Command::Ready(args)) => ops::ready(args),
         Some(Command::Timeline(args)) => ops::timeline(args),
         Some(Command::Report(args)) => ops::report(args),
+        Some(Command::Drill(args)) => ops::drill(args),
         None => run_or_report(cli.run, cli.log_format),
     }
 }

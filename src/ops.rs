@@ -1,5 +1,5 @@
 //! The ops commands (`serin status`, `promote`, `pause`, `resume`, `abort`, `weights`,
-//! `reload`, `timeline`, `report`): clients of a running serin's admin API
+//! `reload`, `timeline`, `report`, `drill`): clients of a running serin's admin API
 //! (docs/admin.md).
 //!
 //! Exit codes: 0 done, 1 refused or failed (the API's message is printed), 2 usage.
@@ -17,8 +17,10 @@ use serin_control::wire::{
     ApiError, LastReload, ReloadRefused, ServiceView, TimelineEvent, VersionView,
 };
 
+mod drill;
 mod report;
 
+pub use drill::{drill, DrillArgs};
 pub use report::{report, ReportArgs};
 
 /// Where the admin API is.
@@ -268,7 +270,13 @@ pub fn timeline(args: TimelineArgs) -> ExitCode {
             rows.push(vec![
                 d.at.clone(),
                 d.event.as_str().to_string(),
-                if d.manual { "hand" } else { "serin" }.to_string(),
+                match (d.manual, d.drill) {
+                    (true, false) => "hand",
+                    (false, false) => "serin",
+                    (true, true) => "hand, drill",
+                    (false, true) => "serin, drill",
+                }
+                .to_string(),
                 d.state.as_str().to_string(),
                 d.step.to_string(),
                 weights.join(" "),
@@ -303,6 +311,20 @@ pub fn service_table(s: &ServiceView) -> String {
         out.push_str(&format!("; numbers over the last {}", seconds(span)));
     }
     out.push('\n');
+    if let Some(d) = &s.drill {
+        out.push_str(&format!(
+            "  DRILL running until {} (not an incident): serin answers {} of {}'s requests 503{}; {} requests so far\n",
+            d.ends_at,
+            d.errors,
+            d.canary,
+            if d.latency_ms > 0 {
+                format!(" and delays the others by {} ms", d.latency_ms)
+            } else {
+                String::new()
+            },
+            d.faults.total
+        ));
+    }
     let mut rows = vec![row(&[
         "version",
         "weight",

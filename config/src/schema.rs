@@ -155,6 +155,9 @@ pub struct RawAdmin {
     /// by [`crate::validate`].
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Whether `POST /api/v1/services/NAME/drill` may inject faults (default false).
+    #[serde(default)]
+    pub drills: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -223,6 +223,8 @@ pub struct Admin {
     /// `admin.allowed_hosts`: the names (lowercase, without a trailing dot) a request's
     /// `Host` may carry besides an IP address, `localhost` and `*.localhost`.
     pub allowed_hosts: Vec<String>,
+    /// `admin.drills`: whether rollback drills may be started (they also need a token).
+    pub drills: bool,
 }
 
 /// The admin API's bearer token. Its `Debug` does not show it, so a logged snapshot

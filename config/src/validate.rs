@@ -301,6 +301,7 @@ pub(crate) fn compile_anchored(raw: &RawConfig) -> Result<Snapshot, Vec<Anchored
                 token_file,
                 token: None,
                 allowed_hosts,
+                drills: raw.admin.as_ref().and_then(|a| a.drills).unwrap_or(false),
             },
             listeners,
             limits,

@@ -730,9 +730,9 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "notify_events_bad",
         &[
-            r#"FILE: notify[0].events[1]: "rollback" is not a rollout event: write any of started, step_advanced, held, paused, resumed, rolled_back, promoted, manual_weights"#,
+            r#"FILE: notify[0].events[1]: "rollback" is not a rollout event: write any of started, step_advanced, held, paused, resumed, rolled_back, promoted, manual_weights, drill_started, drill_ended"#,
             r#"FILE: notify[0].events[3]: "rolled_back" is already listed at events[0]; list each event once"#,
-            r#"FILE: notify[1].events: give at least one event to send: any of started, step_advanced, held, paused, resumed, rolled_back, promoted, manual_weights (e.g. `[rolled_back, paused, promoted]`)"#,
+            r#"FILE: notify[1].events: give at least one event to send: any of started, step_advanced, held, paused, resumed, rolled_back, promoted, manual_weights, drill_started, drill_ended (e.g. `[rolled_back, paused, promoted]`)"#,
         ],
     ),
     (

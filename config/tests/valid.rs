@@ -305,6 +305,28 @@ fn allowed_hosts_are_stored_lowercase_without_a_trailing_dot() {
 }
 
 #[test]
+fn drills_are_off_unless_the_config_turns_them_on() {
+    let config = |admin: &str| {
+        format!(
+            "admin: {admin}\n\
+             listeners: [{{ name: web, listen: 127.0.0.1:8080 }}]\n\
+             routes: [{{ listener: web, service: api }}]\n\
+             services: [{{ name: api, versions: [{{ name: stable, endpoints: [127.0.0.1:9001] }}] }}]\n"
+        )
+    };
+    let drills = |admin: &str| match parse_str(&config(admin), "admin") {
+        Ok(s) => s.admin.drills,
+        Err(err) => panic!("{admin} should be valid:\n{}", err.lines().join("\n")),
+    };
+    assert!(drills("{ drills: true }"));
+    assert!(!drills("{ drills: false }"));
+    assert!(!drills("{ listen: 127.0.0.1:9901 }"));
+    assert!(!load("tests/fixtures/valid/defaults.yaml").admin.drills);
+    let err = parse_str(&config("{ drills: yes please }"), "admin").expect_err("not a boolean");
+    assert!(err.to_string().contains("admin.drills"), "{err}");
+}
+
+#[test]
 fn webhooks_take_their_defaults_and_never_show_their_secrets() {
     let s = load("tests/fixtures/valid/notify.yaml");
     assert_eq!(s.notify.len(), 2);

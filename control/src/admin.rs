@@ -11,9 +11,10 @@
 //!
 //! `/api/v1/…` reports each service's weights, rollout and per-version numbers, its
 //! decision timeline and the config's status, and takes commands: promote, pause,
-//! resume, abort, manual weights and reload. Reads are `GET`, changes `POST` or `PUT`
-//! only. With a token (`admin.token_file` or `SERIN_ADMIN_TOKEN`) every endpoint but
-//! the health checks and `/metrics` needs `Authorization: Bearer <token>`.
+//! resume, abort, manual weights, reload and rollback drills ([`drill`]). Reads are
+//! `GET`, changes `POST`, `PUT` or `DELETE` only. With a token (`admin.token_file` or
+//! `SERIN_ADMIN_TOKEN`) every endpoint but the health checks and `/metrics` needs
+//! `Authorization: Bearer <token>`.
 //!
 //! Before the token, token or not, [`guard`] refuses (403) what a web page could make a
 //! browser send: a Host that is not an IP address, `localhost` or a name in
@@ -45,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod drill;
 pub mod guard;
 
 use crate::metrics::{self, Format};
@@ -272,6 +274,8 @@ pub enum Endpoint<'a> {
     Timeline(&'a str),
     Command(&'a str, Command),
     Weights(&'a str),
+    /// A service's rollback drill: `GET` reports it, `POST` starts one, `DELETE` ends it.
+    Drill(&'a str),
     Reload,
     Config,
     /// A file of the dashboard (`/ui` and its assets).
@@ -326,6 +330,7 @@ pub enum NoEndpoint {
 }
 
 const READ: &str = "GET, HEAD";
+const DRILL: &str = "GET, HEAD, POST, DELETE";
 
 /// The endpoint of `method` and `path`: the routing table of the API.
 pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEndpoint> {
@@ -358,6 +363,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEnd
                 ["services", name, "weights"] if !name.is_empty() => {
                     (Endpoint::Weights(name), "PUT")
                 }
+                ["services", name, "drill"] if !name.is_empty() => (Endpoint::Drill(name), DRILL),
                 ["services", name, command] if !name.is_empty() => match Command::parse(command) {
                     Some(command) => (Endpoint::Command(name, command), "POST"),
                     None => return Err(NoEndpoint::NotFound),
@@ -370,6 +376,10 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, NoEnd
     };
     let allowed = match allow {
         READ => method == Method::GET || method == Method::HEAD,
+        DRILL => matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::POST | Method::DELETE
+        ),
         "POST" => method == Method::POST,
         _ => method == Method::PUT,
     };
@@ -478,13 +488,15 @@ where
                 StatusCode::NOT_FOUND,
                 format!(
                     "no such endpoint: {path}; the API has /api/v1/services, \
-                     /api/v1/services/{{name}}[/timeline|/weights|/promote|/pause|/resume|/abort], \
+                     /api/v1/services/{{name}}[/timeline|/weights|/drill|/promote|/pause|/resume|/abort], \
                      /api/v1/reload, /api/v1/config, /metrics, /healthz, /readyz and the dashboard /ui (see docs/admin.md)"
                 ),
             )
         }
     };
-    let body = if endpoint.takes_body() {
+    let takes_body = endpoint.takes_body()
+        || (matches!(endpoint, Endpoint::Drill(_)) && parts.method == Method::POST);
+    let body = if takes_body {
         if let Err(not_json) = guard::json_body(&parts.headers) {
             // Read (and drop) what fits the limit first, as for a 413, so that a client
             // still sending the body reads the answer instead of a reset connection.
@@ -541,6 +553,7 @@ where
         }),
         Endpoint::Command(name, command) => run_command(context, name, command).await,
         Endpoint::Weights(name) => set_weights(context, name, &body).await,
+        Endpoint::Drill(name) => drill::drill(context, &parts.method, name, &body).await,
         Endpoint::Reload => reload(context).await,
         Endpoint::Config => match &context.reload {
             Some(handle) => json(StatusCode::OK, &handle.status()),
@@ -1055,11 +1068,17 @@ pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
         }
         None => (RolloutView::of(None), None, Vec::new()),
     };
+    let drill = context
+        .control
+        .as_ref()
+        .and_then(|c| c.drill_report(name))
+        .filter(|d| d.state == "running");
     Some(ServiceView {
         name: name.to_string(),
         weights,
         rollout,
         window_s,
+        drill,
         versions,
     })
 }
@@ -1083,12 +1102,17 @@ fn unsupported_type(
         guard::NotJson::Missing => "no Content-Type".to_string(),
         guard::NotJson::Other(other) => format!("Content-Type {other:?}"),
     };
+    let example = if path.trim_end_matches('/').ends_with("/drill") {
+        r#"{"errors": "10%", "for": "2m"}"#
+    } else {
+        r#"{"stable": 80, "canary": 20}"#
+    };
     let mut response = error(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         format!(
             "{method} {path} takes a JSON body and the request has {sent}; send \
              `Content-Type: application/json` with it, e.g. curl -X {method} \
-             -H 'Content-Type: application/json' -d '{{\"stable\": 80, \"canary\": 20}}' URL \
+             -H 'Content-Type: application/json' -d '{example}' URL \
              (the serin CLI sends it)"
         ),
     );
@@ -1171,6 +1195,22 @@ mod tests {
                 &Method::POST,
                 "/api/v1/services/api/abort",
                 Ok(E::Command("api", Command::Abort)),
+            ),
+            (&get, "/api/v1/services/api/drill", Ok(E::Drill("api"))),
+            (
+                &Method::POST,
+                "/api/v1/services/api/drill",
+                Ok(E::Drill("api")),
+            ),
+            (
+                &Method::DELETE,
+                "/api/v1/services/api/drill",
+                Ok(E::Drill("api")),
+            ),
+            (
+                &Method::PUT,
+                "/api/v1/services/api/drill",
+                Err(NoEndpoint::MethodNotAllowed("GET, HEAD, POST, DELETE")),
             ),
             (
                 &Method::PUT,
@@ -1355,6 +1395,7 @@ mod tests {
             rollout: RolloutView::of(None),
             window_s: None,
             versions: Vec::new(),
+            drill: None,
         };
         let text = serde_json::to_string(&view).expect("encode");
         assert!(

@@ -213,6 +213,7 @@ impl Collector for ServingCollector {
         edge(&mut encoder, &self.dataplane, &report)?;
         if let (Some(control), Some(totals)) = (&self.control, &totals) {
             rollouts(&mut encoder, snapshot, &statuses, totals)?;
+            drills(&mut encoder, snapshot, control)?;
             let sent = control.notifier().counts();
             counters(
                 &mut encoder,
@@ -481,6 +482,47 @@ fn rollouts(
          for an abort",
         None,
         &rollbacks,
+    )
+}
+
+/// Rollback drills of every service with a rollout: whether one runs, and the faults
+/// drills injected (read from the data plane's counters at scrape time).
+fn drills(encoder: &mut DescriptorEncoder, snapshot: &Snapshot, control: &Control) -> fmt::Result {
+    let metrics = control.drill_metrics();
+    let of = |service: &str| metrics.get(service).copied().unwrap_or_default();
+    let with_rollout: Vec<&str> = snapshot
+        .services
+        .iter()
+        .filter(|s| s.rollout.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    let active: Vec<_> = with_rollout
+        .iter()
+        .map(|s| ([("service", *s)], u64::from(of(s).active)))
+        .collect();
+    gauges(
+        encoder,
+        "serin_drill_active",
+        "1 while a rollback drill injects faults into the service's canary, else 0",
+        None,
+        &active,
+    )?;
+    let faults: Vec<_> = with_rollout
+        .iter()
+        .flat_map(|s| {
+            let m = of(s);
+            [
+                ([("service", *s), ("fault", "error")], m.errors),
+                ([("service", *s), ("fault", "delay")], m.delayed),
+            ]
+        })
+        .collect();
+    counters(
+        encoder,
+        "serin_drill_faults",
+        "Requests to the canary a rollback drill answered 503 (error) or delayed (delay)",
+        None,
+        &faults,
     )
 }
 

@@ -105,6 +105,7 @@ impl Notification {
             rule: event.rule.clone(),
             reason: event.reason.clone(),
             manual: event.manual,
+            drill: event.drill,
             status: NotificationStatus {
                 state: event.state,
                 step: event.step,
@@ -148,7 +149,21 @@ impl Notification {
             DecisionKind::ManualWeights => format!(
                 "serin: {service}: weights were set by hand; the rollout of canary {canary} is paused."
             ),
+            DecisionKind::DrillStarted => format!(
+                "serin: {service}: a rollback drill started: serin injects faults into canary {canary} (a rehearsal, not an incident)."
+            ),
+            DecisionKind::DrillEnded => format!(
+                "serin: {service}: the rollback drill on canary {canary} ended."
+            ),
         };
+        if self.drill
+            && !matches!(
+                self.event,
+                DecisionKind::DrillStarted | DecisionKind::DrillEnded
+            )
+        {
+            text.push_str(" [drill: faults injected by serin, not an incident]");
+        }
         text.push_str(&format!(
             " Action: {}; weights {} → {}.",
             self.action,
@@ -249,6 +264,8 @@ fn action(kind: DecisionKind, before: Option<u32>, after: Option<u32>) -> String
         }
         DecisionKind::Resumed => format!("weights kept: the canary is judged again{kept}"),
         DecisionKind::ManualWeights => "weights set by hand; the rollout is paused".to_string(),
+        DecisionKind::DrillStarted => format!("faults injected into the canary{kept}"),
+        DecisionKind::DrillEnded => format!("no more faults injected; canary weight stays{kept}"),
         DecisionKind::Started
         | DecisionKind::StepAdvanced
         | DecisionKind::RolledBack
@@ -314,17 +331,55 @@ struct Counters {
     dropped: AtomicU64,
 }
 
+/// What became of one notification at the targets that wanted it (a rollback drill's
+/// report reads it): each target counts once, when its delivery ends.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    targets: AtomicU32,
+    delivered: AtomicU32,
+    failed: AtomicU32,
+    dropped: AtomicU32,
+}
+
+/// [`Delivery`] read at one moment: targets that wanted the notification, and how many
+/// of them received it, gave up on it, or dropped it; the rest are still sending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub targets: u32,
+    pub delivered: u32,
+    pub failed: u32,
+    pub dropped: u32,
+}
+
+impl Delivery {
+    pub fn counts(&self) -> DeliveryCounts {
+        DeliveryCounts {
+            targets: self.targets.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A notification waiting for one target, with its delivery record.
+#[derive(Debug)]
+struct Queued {
+    notification: Arc<Notification>,
+    delivery: Arc<Delivery>,
+}
+
 /// One target's notifications waiting for its delivery task, oldest first.
 #[derive(Debug, Default)]
 struct Queue {
-    items: Mutex<VecDeque<Arc<Notification>>>,
+    items: Mutex<VecDeque<Queued>>,
     ready: tokio::sync::Notify,
     /// The target was removed: the task sends what is queued, then ends.
     closed: AtomicBool,
 }
 
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Notification>>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Queued>> {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -389,6 +444,9 @@ impl Notifier {
             gone.queue.ready.notify_one();
             let pending = gone.queue.lock().len();
             if !gone.started && pending > 0 {
+                for queued in gone.queue.lock().iter() {
+                    queued.delivery.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 self.counters
                     .dropped
                     .fetch_add(pending as u64, Ordering::Relaxed);
@@ -407,18 +465,25 @@ impl Notifier {
         self.wanted.load(Ordering::Relaxed) & bit(kind) != 0
     }
 
-    /// Queues `notification` for every target that wants its kind, and returns at once.
-    pub fn send(&self, notification: Notification) {
+    /// Queues `notification` for every target that wants its kind, and returns at once
+    /// with the record of what becomes of it.
+    pub fn send(&self, notification: Notification) -> Arc<Delivery> {
         let event = notification.event;
         let notification = Arc::new(notification);
+        let delivery = Arc::new(Delivery::default());
         let runtime = tokio::runtime::Handle::try_current().ok();
         let mut targets = self.lock();
         for target in targets.iter_mut().filter(|t| t.config.wants(event)) {
             {
                 let mut items = target.queue.lock();
                 if items.len() >= QUEUE_CAPACITY {
-                    if let Some(oldest) = items.pop_front() {
+                    if let Some(Queued {
+                        notification: oldest,
+                        delivery: dropped,
+                    }) = items.pop_front()
+                    {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        dropped.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(
                             webhook = %target.name,
                             url = %target.config.url.redacted(),
@@ -430,7 +495,11 @@ impl Notifier {
                         );
                     }
                 }
-                items.push_back(notification.clone());
+                items.push_back(Queued {
+                    notification: notification.clone(),
+                    delivery: delivery.clone(),
+                });
+                delivery.targets.fetch_add(1, Ordering::Relaxed);
             }
             target.queue.ready.notify_one();
             if !target.started {
@@ -452,6 +521,7 @@ impl Notifier {
                 }
             }
         }
+        delivery
     }
 
     pub fn counts(&self) -> NotifyCounts {
@@ -479,8 +549,17 @@ async fn deliver_queue(
     loop {
         let next = queue.lock().pop_front();
         match next {
-            Some(notification) => {
-                deliver(&client, &config, &name, &notification, &counters).await;
+            Some(Queued {
+                notification,
+                delivery,
+            }) => {
+                let delivered = deliver(&client, &config, &name, &notification, &counters).await;
+                let outcome = if delivered {
+                    &delivery.delivered
+                } else {
+                    &delivery.failed
+                };
+                outcome.fetch_add(1, Ordering::Relaxed);
             }
             None if queue.closed.load(Ordering::SeqCst) => return,
             None => queue.ready.notified().await,
@@ -541,21 +620,22 @@ impl std::fmt::Display for AttemptError {
     }
 }
 
-/// Sends one notification to one target, with retries; counts the outcome.
+/// Sends one notification to one target, with retries; counts the outcome and returns
+/// whether it was delivered.
 async fn deliver(
     client: &HttpClient,
     config: &NotifyTarget,
     name: &str,
     notification: &Notification,
     counters: &Counters,
-) {
+) -> bool {
     let event = notification.event.as_str();
     let body = match notification.body(config.format) {
         Ok(body) => body,
         Err(err) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(webhook = %name, event, error = %err, "cannot encode the notification");
-            return;
+            return false;
         }
     };
     let attempts = AtomicU32::new(0);
@@ -591,10 +671,12 @@ async fn deliver(
         Ok(status) => {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
             tracing::info!(webhook = %name, url = %config.url.redacted(), event, service = %notification.service, status = status.as_u16(), attempts, "notification delivered");
+            true
         }
         Err(err) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(webhook = %name, url = %config.url.redacted(), event, service = %notification.service, attempts, error = %err, "notification not delivered");
+            false
         }
     }
 }
@@ -816,6 +898,7 @@ mod tests {
                 ("canary".to_string(), numbers(100, 40)),
             ]
             .into(),
+            drill: false,
         }
     }
 
@@ -971,7 +1054,7 @@ mod tests {
             .queue
             .lock()
             .front()
-            .map(|n| n.at.clone());
+            .map(|n| n.notification.at.clone());
         assert_eq!(oldest.as_deref(), Some("#3"));
         // A reload that removes the target drops what it never started sending.
         notifier.reconfigure(&[]);

@@ -23,6 +23,9 @@ use serin_judge::rules::{compile, CompiledAnalysis};
 use serin_judge::stats::Detector;
 use serin_judge::window::{Sample, ServiceWindow};
 
+mod drill;
+pub use drill::{DrillMetrics, DrillRefused, DrillRequest, MAX_DRILL, MAX_DRILL_LATENCY};
+
 use crate::notify::{Notifier, RolloutContext};
 use crate::persist::StateWriter;
 use crate::state;
@@ -144,6 +147,11 @@ pub struct Control {
     notifier: Notifier,
     /// Saves rollout states and timeline lines on a thread of its own.
     writer: StateWriter,
+    /// Each service's rollback drill, running or the last that ended (`drill.rs`):
+    /// taken after `services` when both are held.
+    drills: Mutex<drill::Drills>,
+    /// Faults injected by drills a newer one replaced, per service, for `/metrics`.
+    drill_totals: Mutex<BTreeMap<String, DrillMetrics>>,
 }
 
 impl Control {
@@ -186,6 +194,8 @@ impl Control {
             totals: Mutex::new(Totals::default()),
             notifier: Notifier::new(&snapshot.notify),
             writer,
+            drills: Mutex::new(BTreeMap::new()),
+            drill_totals: Mutex::new(BTreeMap::new()),
         };
         {
             let mut services = control.lock();
@@ -354,6 +364,7 @@ impl Control {
         for gone in previous {
             changes.push(format!("service \"{}\" was removed", gone.name));
         }
+        self.end_drills_at_reload(&mut services, now_ms);
         self.tick_ms.store(
             tick.as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -457,6 +468,7 @@ impl Control {
             if let Some(run) = service.rollout.as_mut() {
                 self.judge_if_due(&name, run, &service.window, now_ms);
             }
+            self.end_drill_if_due(service, now_ms);
         }
     }
 
@@ -886,6 +898,7 @@ impl Control {
             reason: decision.reason.clone(),
             rule: decision.breach.as_ref().map(RuleRecord::from),
             versions,
+            drill: self.drill_running(service),
         };
         match &decision.breach {
             Some(b) => {
@@ -895,6 +908,7 @@ impl Control {
                 tracing::info!(service, event = ?decision.kind, reason = decision.reason.as_deref().unwrap_or(""), "rollout decision")
             }
         }
+        let mut delivery = None;
         if let Some(previous) = previous {
             if self.notifier.wants(decision.kind) {
                 let context = RolloutContext {
@@ -905,14 +919,17 @@ impl Control {
                     started_ms: run.state.started_ms,
                     canary_weight: run.state.canary_weight,
                 };
-                self.notifier.send(Notification::new(
+                delivery = Some(self.notifier.send(Notification::new(
                     &event,
                     previous.clone(),
                     &context,
                     window,
                     decision.breach.as_ref(),
-                ));
+                )));
             }
+        }
+        if event.drill {
+            self.note_drill_decision(service, &event, delivery);
         }
         match &self.fleet {
             Some(fleet) => {

@@ -6,8 +6,8 @@
 //!   list `GET /api/v1/services/{name}/timeline` answers: [`TimelineEvent`];
 //! * the admin API's payloads: [`ServiceView`] (one service, its rollout and its
 //!   numbers; every command and weight change answers with it too), [`ConfigStatus`],
-//!   [`LastReload`] (`POST /api/v1/reload`), [`ReloadRefused`], and [`ApiError`] for
-//!   every error;
+//!   [`LastReload`] (`POST /api/v1/reload`), [`ReloadRefused`], [`DrillReport`]
+//!   (`…/drill`), and [`ApiError`] for every error;
 //! * webhook notifications: [`Notification`];
 //! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`].
 //!
@@ -134,6 +134,14 @@ pub struct TimelineEvent {
     /// Each version over the analysis window.
     #[serde(default)]
     pub versions: BTreeMap<String, WindowNumbers>,
+    /// Taken while a rollback drill ran (serin injected the canary's faults): written
+    /// only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drill: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A rule that failed, with its numbers.
@@ -225,6 +233,9 @@ pub struct ServiceView {
     /// control loop.
     #[serde(with = "in_order")]
     pub versions: Vec<(String, VersionView)>,
+    /// The rollback drill running on the service, if one is: left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,6 +321,70 @@ pub struct ReloadRefused {
     pub reload: LastReload,
 }
 
+/// A rollback drill as `GET`, `POST` and `DELETE /api/v1/services/{name}/drill` answer
+/// it, and as `serin drill` prints it at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub service: String,
+    /// The version the faults went to: the rollout's canary.
+    pub canary: String,
+    /// `running` or `ended`.
+    pub state: String,
+    /// The share of the canary's requests answered 503 by serin, as given (`10%`).
+    pub errors: String,
+    /// Added before each of the canary's other requests, in ms.
+    pub latency_ms: u64,
+    /// How long the drill was to run, in seconds.
+    pub for_s: u64,
+    /// RFC 3339, UTC, milliseconds; and ms since the Unix epoch.
+    pub started_at: String,
+    pub started_at_ms: u64,
+    /// When it ends (ended) on its own.
+    pub ends_at: String,
+    pub ended_at: Option<String>,
+    /// What ended it: `expired`, `rolled_back`, `promoted`, `deleted` (by hand) or
+    /// `reload` (a reload or a removed rollout); null while it runs.
+    pub ended_by: Option<String>,
+    /// The canary's weight when the faults began.
+    pub canary_weight_at_start: u32,
+    /// Whether the rollout rolled back while the drill ran, and whether a person did it.
+    pub rolled_back: bool,
+    pub rolled_back_by_hand: bool,
+    /// From the first injected fault's drill start to the decision that set the
+    /// canary's weight to 0, in ms; null without a rollback.
+    pub injection_to_zero_ms: Option<u64>,
+    /// Client requests that saw an injected fault.
+    pub faults: DrillFaults,
+    /// The webhook notifications of the decisions taken while it ran, in order.
+    pub notifications: Vec<DrillNotification>,
+    /// Whether every webhook that wanted the rollback decision received it; null when
+    /// there was no rollback or no webhook wanted it.
+    pub rollback_notified: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillFaults {
+    /// Answered 503 by serin.
+    pub errors: u64,
+    /// Delayed by the added latency.
+    pub delayed: u64,
+    pub total: u64,
+}
+
+/// What became of one notification sent while a drill ran (the notifier's delivery
+/// record): of the webhooks that wanted it, how many received it, gave up or dropped
+/// it; `pending` are still trying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillNotification {
+    pub event: DecisionKind,
+    pub at: String,
+    pub webhooks: u32,
+    pub delivered: u32,
+    pub failed: u32,
+    pub dropped: u32,
+    pub pending: u32,
+}
+
 // ---------------------------------------------------------------------------------
 // Notifications
 
@@ -344,6 +419,9 @@ pub struct Notification {
     pub action: String,
     /// Taken by a person through the admin API.
     pub manual: bool,
+    /// Taken while a rollback drill ran: the faults were serin's, not an incident.
+    #[serde(default)]
+    pub drill: bool,
     pub status: NotificationStatus,
     /// When the decision was taken: RFC 3339, UTC, milliseconds.
     pub at: String,

@@ -167,6 +167,7 @@ fn timeline() -> Vec<TimelineEvent> {
             ]
             .into_iter()
             .collect(),
+            drill: false,
         },
         TimelineEvent {
             at: rfc3339(T0 + 10_000),
@@ -185,6 +186,7 @@ fn timeline() -> Vec<TimelineEvent> {
             ]
             .into_iter()
             .collect(),
+            drill: false,
         },
     ]
 }
@@ -247,6 +249,7 @@ fn service_view() -> ServiceView {
             ("stable".into(), version(3000, 3, 100.0)),
             ("canary".into(), version(1000, 1, 33.333)),
         ],
+        drill: None,
     }
 }
 
@@ -271,6 +274,7 @@ fn a_service_without_a_rollout_or_a_control_loop() {
         },
         window_s: None,
         versions: Vec::new(),
+        drill: None,
     };
     golden("service_without_rollout.json", &[view], Form::Pretty);
 }
@@ -355,6 +359,7 @@ fn a_notification() {
         reason: rolled_back.reason.clone(),
         action: "canary weight set to 0 (was 5)".into(),
         manual: false,
+        drill: false,
         status: NotificationStatus {
             state: Phase::RolledBack,
             step: 0,
@@ -364,6 +369,86 @@ fn a_notification() {
         at: rfc3339(T0 + 10_000),
     };
     golden("notification.json", &[notification], Form::Pretty);
+}
+
+/// A rollback drill's events (each marked `drill`) and its report.
+#[test]
+fn a_drill() {
+    let event = |at_ms: u64, event, manual, weight, reason: &str| TimelineEvent {
+        at: rfc3339(at_ms),
+        at_ms,
+        service: "api".into(),
+        event,
+        manual,
+        state: if weight == 0 {
+            Phase::RolledBack
+        } else {
+            Phase::Progressing
+        },
+        step: 0,
+        weights: weights(weight),
+        reason: Some(reason.into()),
+        rule: None,
+        versions: BTreeMap::new(),
+        drill: true,
+    };
+    let events = vec![
+        event(
+            T0,
+            DecisionKind::DrillStarted,
+            true,
+            5,
+            "drill: 10% of the canary's requests answered 503 by serin, 300ms added to the others, for 2m",
+        ),
+        event(
+            T0 + 2_400,
+            DecisionKind::RolledBack,
+            false,
+            0,
+            "error_rate max 1% breached: canary error rate 9.8% against max 1%",
+        ),
+        event(
+            T0 + 2_500,
+            DecisionKind::DrillEnded,
+            false,
+            0,
+            "drill ended: the rollout rolled back; 41 requests answered 503 and 377 delayed by serin",
+        ),
+    ];
+    golden("drill_timeline.jsonl", &events, Form::Lines);
+    let report = DrillReport {
+        service: "api".into(),
+        canary: "canary".into(),
+        state: "ended".into(),
+        errors: "10%".into(),
+        latency_ms: 300,
+        for_s: 120,
+        started_at: rfc3339(T0),
+        started_at_ms: T0,
+        ends_at: rfc3339(T0 + 120_000),
+        ended_at: Some(rfc3339(T0 + 2_500)),
+        ended_by: Some("rolled_back".into()),
+        canary_weight_at_start: 5,
+        rolled_back: true,
+        rolled_back_by_hand: false,
+        injection_to_zero_ms: Some(2_400),
+        faults: DrillFaults {
+            errors: 41,
+            delayed: 377,
+            total: 418,
+        },
+        notifications: vec![DrillNotification {
+            event: DecisionKind::RolledBack,
+            at: rfc3339(T0 + 2_400),
+            webhooks: 2,
+            delivered: 2,
+            failed: 0,
+            dropped: 0,
+            pending: 0,
+        }],
+        rollback_notified: Some(true),
+    };
+    golden("drill.json", &[report], Form::Pretty);
 }
 
 /// The files the previous release wrote (tests/fixtures/state, for

@@ -151,10 +151,14 @@ pub enum DecisionKind {
     RolledBack,
     Promoted,
     ManualWeights,
+    /// A person started a rollback drill: serin injects faults into the canary.
+    DrillStarted,
+    /// The drill ended (its time was up, the rollout finished, a person or a reload).
+    DrillEnded,
 }
 
 impl DecisionKind {
-    pub const ALL: [DecisionKind; 8] = [
+    pub const ALL: [DecisionKind; 10] = [
         DecisionKind::Started,
         DecisionKind::StepAdvanced,
         DecisionKind::Held,
@@ -163,6 +167,8 @@ impl DecisionKind {
         DecisionKind::RolledBack,
         DecisionKind::Promoted,
         DecisionKind::ManualWeights,
+        DecisionKind::DrillStarted,
+        DecisionKind::DrillEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -175,6 +181,8 @@ impl DecisionKind {
             DecisionKind::RolledBack => "rolled_back",
             DecisionKind::Promoted => "promoted",
             DecisionKind::ManualWeights => "manual_weights",
+            DecisionKind::DrillStarted => "drill_started",
+            DecisionKind::DrillEnded => "drill_ended",
         }
     }
 

@@ -11,7 +11,7 @@
 //! The rare attempts are boxed where they are awaited: inline, each would grow every
 //! request's future (`crate::forward` keeps it under 4 KiB).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
@@ -37,6 +37,10 @@ pub(crate) struct Sending<'a> {
     pub client_h2: bool,
     /// How its body streams, if it does.
     pub body: Option<&'a BodyWatch>,
+    /// A rollback drill held it this long before the first attempt (`crate::fault`):
+    /// latency of that attempt's version, in µs (at most 60 s: four bytes keep the
+    /// request's future small).
+    pub delayed_us: u32,
 }
 
 /// The attempts of one planned request (see the module docs).
@@ -109,6 +113,11 @@ impl<'a> Execution<'a> {
         } = self;
         let (mut result, mut upstream) = first;
         let mut answered = plan.version;
+        // A drill's delay is the first attempt's alone.
+        let sending = Sending {
+            delayed_us: 0,
+            ..sending
+        };
         // Refused connection: nothing was sent, so any method may go to another version.
         if !plan.forced {
             if let Attempt::Failed(Outcome::ConnectError, err, Some(unsent)) = result {
@@ -259,11 +268,14 @@ async fn attempt<'v>(
         upgrade,
         client_h2,
         body,
+        delayed_us,
     } = sending;
+    let now = Instant::now();
+    let delayed = Duration::from_micros(u64::from(delayed_us));
     let guard = RecordGuard {
         stats: &version.stats,
         success_rules,
-        started: Instant::now(),
+        started: now.checked_sub(delayed).unwrap_or(now),
         done: false,
     };
     // The connection that carries a request with normalised framing is not reused.

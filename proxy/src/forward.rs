@@ -1,8 +1,8 @@
 //! Stages 3–7 for one request, in order: check ([`guard::check`]) and route, plan
 //! (`crate::plan`: the version, failover at the split), prepare the request for its
-//! upstream (headers, URI, a small body read whole), execute (`crate::execute`: the
-//! attempts, failover of a refused connection, the baseline retry) and respond
-//! (`crate::respond`).
+//! upstream (headers, URI, a rollback drill's fault, a small body read whole), execute
+//! (`crate::execute`: the attempts, failover of a refused connection, the baseline
+//! retry) and respond (`crate::respond`).
 //!
 //! [`proxy`] is the server's service future itself: it owns everything it uses, and
 //! stays under 4 KiB (a unit test below says so), since hyper keeps a slot of its size
@@ -18,6 +18,7 @@ use hyper::body::{Body, Incoming};
 
 use crate::conn::{ConnInfo, NormalisedFraming};
 use crate::execute::{Execution, Sending};
+use crate::fault::Injection;
 use crate::guard;
 use crate::headers::{
     canonical_content_length, drop_look_alikes, ensure_request_id, ensure_request_id_surveyed,
@@ -25,7 +26,8 @@ use crate::headers::{
 };
 use crate::plan::{plan, retry_on_baseline};
 use crate::respond::{
-    closing_if, not_found, observed, refused, respond, too_large, unread_body, Answering, ProxyBody,
+    closing_if, drill_fault, not_found, observed, refused, respond, too_large, unread_body,
+    Answering, ProxyBody,
 };
 use crate::telemetry::Telemetry;
 use crate::weights::View;
@@ -125,6 +127,22 @@ pub async fn proxy(
         o.routed(table, route);
         o.propagate(req.headers_mut());
     }
+    // A rollback drill on the service: the canary's requests get its fault.
+    let delayed_us = match view.drill(plan.service) {
+        None => 0,
+        Some(drill) => match crate::fault::injected(drill, &plan, version) {
+            Injection::Abort => {
+                let response = drill_fault(version, request_id);
+                return Ok(observed(closing_if(normalised, response), observation));
+            }
+            Injection::Delay(added) => {
+                // Boxed: rare, and inline it would grow every request's future.
+                Box::pin(tokio::time::sleep(added)).await;
+                u32::try_from(added.as_micros()).unwrap_or(u32::MAX)
+            }
+            Injection::None => 0,
+        },
+    };
     let client_version = req.version();
     let client_h2 = client_version == http::Version::HTTP_2;
     // A failed idempotent canary request without a body may be answered by the baseline.
@@ -174,6 +192,7 @@ pub async fn proxy(
         upgrade: upgrade.is_some(),
         client_h2,
         body,
+        delayed_us,
     };
     let execution = Execution::new(service, split, plan, sending, &req, retry);
     let first = execution.first(req).await;

@@ -35,6 +35,7 @@ pub mod body;
 pub mod conn;
 pub mod error;
 mod execute;
+pub mod fault;
 pub mod forward;
 mod gate;
 pub mod guard;
@@ -250,6 +251,29 @@ impl DataPlane {
         match self.view.load().with_canary_weight(rollout, canary_weight) {
             Some(next) => self.view.store(Arc::new(next)),
             None => tracing::debug!("weights for a rollout a reload replaced; not applied"),
+        }
+    }
+
+    /// Starts a rollback drill on the rollout's service (replacing any it has): its
+    /// canary's requests get `fault` until `until` (`crate::fault`). `None`, changing
+    /// nothing, if a reload replaced the rollout's service.
+    pub fn start_drill(
+        &self,
+        rollout: &RolloutWeights,
+        fault: fault::Fault,
+        until: std::time::Instant,
+    ) -> Option<Arc<fault::Drill>> {
+        let _writer = self.write();
+        let (next, drill) = self.view.load().with_drill(rollout, fault, until)?;
+        self.view.store(Arc::new(next));
+        Some(drill)
+    }
+
+    /// Ends the drill of the rollout's service, if it has one.
+    pub fn end_drill(&self, rollout: &RolloutWeights) {
+        let _writer = self.write();
+        if let Some(next) = self.view.load().without_drill(rollout) {
+            self.view.store(Arc::new(next));
         }
     }
 

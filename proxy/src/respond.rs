@@ -1,8 +1,9 @@
 //! Stage 7, respond: what the client gets. The upstream's response, streamed back in
 //! the client's HTTP version with hop-by-hop headers removed and `x-serin-version`
 //! added ([`respond`]), or serin's own short `text/plain` answer naming what failed
-//! (404, 400, 408, 413, 502, 504). The body a client gets is a [`ProxyBody`], which
-//! carries the request's `Observation` when it is traced or logged.
+//! (404, 400, 408, 413, 502, 504, and a rollback drill's 503). The body a client gets
+//! is a [`ProxyBody`], which carries the request's `Observation` when it is traced or
+//! logged.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -286,6 +287,22 @@ fn closing(mut response: Response<AnyBody>) -> Response<AnyBody> {
     response
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The 503 a rollback drill answers for the canary (`crate::fault`): serin's own,
+/// saying so in `x-serin-fault` and in its body, so nobody mistakes it for the app's.
+pub(crate) fn drill_fault(version: &VersionRuntime, request_id: HeaderValue) -> Response<AnyBody> {
+    let mut response = serin_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: fault injected by a serin rollback drill (not the app's answer)\n",
+        Some(&version.header_value),
+        request_id,
+    );
+    response.headers_mut().insert(
+        crate::fault::X_SERIN_FAULT,
+        HeaderValue::from_static("drill"),
+    );
     response
 }
 

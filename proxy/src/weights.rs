@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use serin_config::{Rollout, Snapshot};
 
+use crate::fault::{Drill, Fault};
 use crate::split::SplitTable;
 use crate::table::{ServiceId, ServiceRuntime, Table};
 
@@ -40,17 +41,23 @@ pub struct View {
     splits: Box<[Arc<Split>]>,
 }
 
-/// One service's weights (in declared order) and the split table built from them.
+/// One service's weights (in declared order) and the split table built from them, and
+/// the rollback drill running on it, if one is (`crate::fault`).
 #[derive(Debug)]
 struct Split {
     weights: Box<[u32]>,
     table: SplitTable,
+    drill: Option<Arc<Drill>>,
 }
 
 impl Split {
-    fn new(service: &str, weights: Box<[u32]>) -> Self {
+    fn new(service: &str, weights: Box<[u32]>, drill: Option<Arc<Drill>>) -> Self {
         let table = SplitTable::new(service, &weights);
-        Self { weights, table }
+        Self {
+            weights,
+            table,
+            drill,
+        }
     }
 }
 
@@ -103,7 +110,8 @@ impl View {
                 if let (Some(rollout), Some(w)) = (&service.rollout, canary_weight_of(i)) {
                     set_canary(&mut weights, rollout.baseline, rollout.canary, w);
                 }
-                Arc::new(Split::new(&service.name, weights))
+                // A new table (a reload) ends every drill.
+                Arc::new(Split::new(&service.name, weights, None))
             })
             .collect();
         Self { table, splits }
@@ -222,12 +230,51 @@ impl View {
         Some(self.with_split(i, weights))
     }
 
-    /// This view with service `i`'s weights replaced; everything else is shared.
+    /// The rollback drill running on service `i`, if one is: one check per request.
+    #[inline]
+    pub fn drill(&self, service: usize) -> Option<&Drill> {
+        self.splits.get(service)?.drill.as_deref()
+    }
+
+    /// This view with a drill injecting `fault` into the rollout's canary until
+    /// `until` (replacing any drill of the service), and the drill; `None` if the
+    /// rollout's service is no longer in the table.
+    pub(crate) fn with_drill(
+        &self,
+        rollout: &RolloutWeights,
+        fault: Fault,
+        until: std::time::Instant,
+    ) -> Option<(View, Arc<Drill>)> {
+        let i = self.position(rollout.service)?;
+        let drill = Arc::new(Drill::new(fault, until, rollout.canary));
+        let view = self.with_split_and_drill(i, self.weights(i).into(), Some(drill.clone()));
+        Some((view, drill))
+    }
+
+    /// This view without the drill of the rollout's service; `None` if there is none.
+    pub(crate) fn without_drill(&self, rollout: &RolloutWeights) -> Option<View> {
+        let i = self.position(rollout.service)?;
+        self.drill(i)?;
+        Some(self.with_split_and_drill(i, self.weights(i).into(), None))
+    }
+
+    /// This view with service `i`'s weights replaced (its drill kept); everything else
+    /// is shared.
     fn with_split(&self, i: usize, weights: Box<[u32]>) -> View {
+        let drill = self.splits.get(i).and_then(|s| s.drill.clone());
+        self.with_split_and_drill(i, weights, drill)
+    }
+
+    fn with_split_and_drill(
+        &self,
+        i: usize,
+        weights: Box<[u32]>,
+        drill: Option<Arc<Drill>>,
+    ) -> View {
         let name = self.table.services.get(i).map_or("", |s| &*s.name);
         let mut splits = self.splits.clone();
         if let Some(slot) = splits.get_mut(i) {
-            *slot = Arc::new(Split::new(name, weights));
+            *slot = Arc::new(Split::new(name, weights, drill));
         }
         View {
             table: self.table.clone(),
@@ -370,5 +417,30 @@ services:
         let reloaded = View::new(table(&renamed, Some(&before)), |_| None);
         assert!(reloaded.with_canary_weight(&handle, 40).is_none());
         assert!(reloaded.with_weights(&valid).is_none());
+    }
+
+    #[test]
+    fn a_drill_outlives_weight_changes_and_no_reload() {
+        let before = table(CONFIG, None);
+        let view = View::new(before.clone(), |_| None);
+        let (_, handle) = view.rollout(0).expect("rollout");
+        assert!(view.drill(0).is_none());
+        let fault = Fault {
+            errors: 1_000,
+            latency: std::time::Duration::ZERO,
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (drilled, drill) = view.with_drill(&handle, fault, until).expect("same table");
+        assert!(drilled.drill(1).is_none(), "the other service");
+        assert_eq!(drilled.weights(0), view.weights(0));
+        let stepped = drilled.with_canary_weight(&handle, 0).expect("same table");
+        assert!(stepped
+            .drill(0)
+            .is_some_and(|d| std::ptr::eq(d, Arc::as_ptr(&drill))));
+        assert!(stepped
+            .without_drill(&handle)
+            .is_some_and(|v| v.drill(0).is_none()));
+        let reloaded = View::new(table(CONFIG, Some(&before)), |_| None);
+        assert!(reloaded.drill(0).is_none());
     }
 }

@@ -455,7 +455,13 @@ fn outcome_words(e: &TimelineEvent) -> String {
         (None, Some(reason)) => format!(" ({reason})"),
         (None, None) => String::new(),
     };
-    format!("**{how}** at {} at step {}{why}", e.at, e.step)
+    let drill = if e.drill {
+        " — during a rollback drill: the canary's faults were injected by serin (`serin drill`), \
+         a rehearsal, not an incident"
+    } else {
+        ""
+    };
+    format!("**{how}** at {} at step {}{why}{drill}", e.at, e.step)
 }
 
 fn rule_words(rule: &RuleRecord) -> String {
@@ -548,6 +554,7 @@ mod tests {
             reason: None,
             rule: None,
             versions: Default::default(),
+            drill: false,
         }
     }
 
@@ -644,6 +651,7 @@ mod tests {
             },
             window_s: None,
             versions: Vec::new(),
+            drill: None,
         };
         let text = render(&Draft {
             view: &view,
@@ -672,6 +680,20 @@ mod tests {
         ] {
             assert!(text.contains(needed), "missing {needed:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_rollback_during_a_drill_is_said_to_be_a_rehearsal() {
+        let mut rolled_back = event(T0, DecisionKind::RolledBack, Phase::RolledBack, 0);
+        rolled_back.reason = Some("error_rate max 1% breached".into());
+        assert_eq!(
+            outcome_words(&rolled_back),
+            "**rolled back automatically** at 2026-11-22T04:44:56.000Z at step 0 (error_rate max 1% breached)"
+        );
+        rolled_back.drill = true;
+        assert!(outcome_words(&rolled_back).ends_with(
+            " — during a rollback drill: the canary's faults were injected by serin (`serin drill`), a rehearsal, not an incident"
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod balance;
 mod cli;
 mod compose;
 mod deploy;
+mod drill;
 #[cfg(feature = "fleet")]
 mod fleet;
 #[cfg(feature = "fleet")]

@@ -285,5 +285,57 @@ async fn the_dashboard_shows_real_traffic_a_rollback_and_aborts_by_hand() {
     assert!(row.contains("(by hand)"), "{row}");
     s.stop().await;
 
+    // 3. A rollback drill: a banner says it is one, and the rollback it causes is
+    // marked on the timeline.
+    let s = Setup::start(&format!(
+        "      baseline: stable\n      canary: canary\n      steps:\n        - {{ weight: 50, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n"
+    ))
+    .await;
+    sign_in(&browser, &s).await;
+    assert!(!displayed(&browser, "#drill-banner").await, "no drill yet");
+    let drill = |errors, latency| serin_control::runner::DrillRequest {
+        errors,
+        latency,
+        length: Duration::from_secs(120),
+    };
+    let now = serin_control::runner::now_ms;
+    // Latency alone, which the error-rate rule does not judge: the banner stays.
+    s.c.control
+        .start_drill("api", drill(0, Duration::from_millis(1)), now())
+        .expect("the drill starts");
+    eventually(Duration::from_secs(10), "the drill's banner", || async {
+        text(&browser, "#drill-banner").await.starts_with(
+            "Rollback drill running — not an incident: serin answers 0% of canary's requests \
+             with 503 and delays the others by 1 ms",
+        )
+    })
+    .await;
+    s.c.control.end_drill("api", now()).expect("the drill ends");
+    eventually(Duration::from_secs(10), "the banner gone", || async {
+        !displayed(&browser, "#drill-banner").await
+    })
+    .await;
+    s.c.control
+        .start_drill("api", drill(5_000, Duration::ZERO), now())
+        .expect("the drill starts");
+    eventually(
+        Duration::from_secs(20),
+        "the drill's rollback on the page",
+        || async {
+            text(&browser, "#timeline tr[data-event=rolled_back]")
+                .await
+                .contains("rolled back (drill)")
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the banner gone", || async {
+        !displayed(&browser, "#drill-banner").await
+    })
+    .await;
+    assert!(text(&browser, "#timeline tr[data-event=drill_ended]")
+        .await
+        .contains("the rollout rolled back"));
+    s.stop().await;
+
     browser.close().await.expect("end the browser session");
 }

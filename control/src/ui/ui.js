@@ -148,6 +148,15 @@ function renderService(s, timeline) {
   }));
   $("weights").textContent = versionNames.map((n) => n + " " + s.weights[n]).join(" · ");
 
+  // A rollback drill: serin injects the canary's faults, so nobody reads it as an incident.
+  const d = s.drill;
+  $("drill-banner").hidden = !d;
+  $("drill-banner").textContent = d
+    ? "Rollback drill running — not an incident: serin answers " + d.errors + " of " + d.canary +
+      "'s requests with 503" + (d.latency_ms ? " and delays the others by " + d.latency_ms + " ms" : "") +
+      ", until " + new Date(d.ends_at).toLocaleTimeString() + " (" + d.faults.total + " requests so far)."
+    : "";
+
   // Rollout state and steps.
   const r = s.rollout;
   const badge = $("rollout-state");
@@ -266,6 +275,7 @@ function renderTimeline(events) {
     const tr = el("tr");
     tr.dataset.event = e.event;
     if (e.event === "rolled_back") tr.className = "bad";
+    if (e.drill) tr.classList.add("drill");
     const why = [];
     if (e.reason) why.push(e.reason);
     if (e.rule) {
@@ -276,7 +286,8 @@ function renderTimeline(events) {
       n + ": " + fmt(v.requests, 0) + " req, " + fmt(v.errors, 0) + " err (" + pct(v.error_rate) +
       "), p99 " + fmt(v.p99_ms, 2) + " ms").join("; ");
     const weights = Object.entries(e.weights || {}).map(([n, w]) => n + " " + w).join(" · ");
-    const decision = e.event.replace("_", " ") + (e.manual ? " (by hand)" : "");
+    const decision = e.event.replace("_", " ") + (e.manual ? " (by hand)" : "") +
+      (e.drill && !e.event.startsWith("drill") ? " (drill)" : "");
     for (const text of [new Date(e.at).toLocaleTimeString(), decision, e.state.replace("_", " "),
       e.step === null || e.step === undefined ? "–" : e.step + 1, weights, why.join(" — "), numbers]) {
       tr.append(el("td", text));

@@ -1,0 +1,439 @@
+//! Rollback drills on the control side: starting one on a running rollout (the data
+//! plane's `fault::Drill` published in the service's view), marking every decision
+//! taken while it runs (`drill: true` on the timeline and in webhooks), ending it — at
+//! its time, when the rollout rolls back or is promoted, by hand, or at a reload (a new
+//! view carries no drill) — and its report: did the rollout roll back, how long from
+//! the first fault to weight 0, how many client requests saw a fault, did every webhook
+//! get the decision.
+//!
+//! A drill is never saved: a restart ends it with the process. Fleet mode refuses
+//! drills (docs/fleet.md).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serin_judge::rollout::{Decision, DecisionKind, Phase};
+use serin_proxy::fault::{Drill, Fault, ALL};
+
+use super::{Control, ServiceControl};
+use crate::notify::Delivery;
+use crate::wire::{rfc3339, DrillFaults, DrillNotification, DrillReport, TimelineEvent};
+
+/// The longest drill and the longest added latency a drill may have.
+pub const MAX_DRILL: Duration = Duration::from_secs(3600);
+pub const MAX_DRILL_LATENCY: Duration = Duration::from_secs(60);
+
+/// What a person asks a drill to inject, checked (`crate::admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrillRequest {
+    /// Share of the canary's requests answered 503, in basis points (0..=10 000).
+    pub errors: u32,
+    /// Added before each of the canary's other requests (at most [`MAX_DRILL_LATENCY`]).
+    pub latency: Duration,
+    /// How long it runs (at most [`MAX_DRILL`]).
+    pub length: Duration,
+}
+
+/// Why a drill cannot start or end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrillRefused {
+    UnknownService,
+    /// The service has no rollout, or its rollout is in this phase (not progressing).
+    NoRollout,
+    NotRunning(Phase),
+    /// A drill runs already, until then (ms).
+    Running(u64),
+    /// `DELETE`: no drill runs.
+    NoDrill,
+    Fleet,
+}
+
+/// What ended a drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Expired,
+    RolledBack,
+    Promoted,
+    Deleted,
+    Reload,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Expired => "expired",
+            Ended::RolledBack => "rolled_back",
+            Ended::Promoted => "promoted",
+            Ended::Deleted => "deleted",
+            Ended::Reload => "reload",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Ended::Expired => "the drill's time is up",
+            Ended::RolledBack => "the rollout rolled back",
+            Ended::Promoted => "the rollout was promoted",
+            Ended::Deleted => "ended by hand",
+            Ended::Reload => "a reload ends every drill",
+        }
+    }
+}
+
+/// A drill of one service, running or the last one that ended.
+pub(super) struct DrillRun {
+    request: DrillRequest,
+    /// The data plane's side: its counts of injected faults.
+    handle: Arc<Drill>,
+    canary: String,
+    started_ms: u64,
+    until_ms: u64,
+    canary_weight_at_start: u32,
+    /// The rollback decision taken while it ran: when, and whether by hand.
+    rolled_back: Option<(u64, bool)>,
+    /// The notifications of the decisions taken while it ran.
+    notified: Vec<(DecisionKind, u64, Arc<Delivery>)>,
+    ended: Option<(u64, Ended)>,
+}
+
+impl DrillRun {
+    fn running(&self) -> bool {
+        self.ended.is_none()
+    }
+
+    fn report(&self, service: &str) -> DrillReport {
+        let (errors, delayed) = (self.handle.aborted(), self.handle.delayed());
+        let rollback = self
+            .notified
+            .iter()
+            .find(|(kind, ..)| *kind == DecisionKind::RolledBack)
+            .map(|(.., delivery)| delivery.counts())
+            .filter(|c| c.targets > 0);
+        DrillReport {
+            service: service.to_string(),
+            canary: self.canary.clone(),
+            state: if self.running() { "running" } else { "ended" }.to_string(),
+            errors: percent(self.request.errors),
+            latency_ms: self.request.latency.as_millis() as u64,
+            for_s: self.request.length.as_secs(),
+            started_at: rfc3339(self.started_ms),
+            started_at_ms: self.started_ms,
+            ends_at: rfc3339(self.until_ms),
+            ended_at: self.ended.map(|(ms, _)| rfc3339(ms)),
+            ended_by: self.ended.map(|(_, by)| by.as_str().to_string()),
+            canary_weight_at_start: self.canary_weight_at_start,
+            rolled_back: self.rolled_back.is_some(),
+            rolled_back_by_hand: self.rolled_back.is_some_and(|(_, manual)| manual),
+            injection_to_zero_ms: self
+                .rolled_back
+                .map(|(ms, _)| ms.saturating_sub(self.started_ms)),
+            faults: DrillFaults {
+                errors,
+                delayed,
+                total: errors + delayed,
+            },
+            notifications: self
+                .notified
+                .iter()
+                .map(|(kind, at_ms, delivery)| {
+                    let c = delivery.counts();
+                    DrillNotification {
+                        event: *kind,
+                        at: rfc3339(*at_ms),
+                        webhooks: c.targets,
+                        delivered: c.delivered,
+                        failed: c.failed,
+                        dropped: c.dropped,
+                        pending: c.targets.saturating_sub(c.delivered + c.failed + c.dropped),
+                    }
+                })
+                .collect(),
+            rollback_notified: rollback.map(|c| c.delivered == c.targets),
+        }
+    }
+}
+
+/// `bp` basis points as a percentage: `10%`, `2.5%`.
+fn percent(bp: u32) -> String {
+    if bp.is_multiple_of(100) {
+        format!("{}%", bp / 100)
+    } else {
+        format!("{}%", f64::from(bp) / 100.0)
+    }
+}
+
+/// Each service's drill, running or the last that ended.
+pub(super) type Drills = BTreeMap<String, DrillRun>;
+
+/// The figures `/metrics` shows of one service's drills.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrillMetrics {
+    pub active: bool,
+    /// Faults injected by the drills of the service since serin started (those that
+    /// ended before the current one included).
+    pub errors: u64,
+    pub delayed: u64,
+}
+
+impl Control {
+    pub(super) fn drills(&self) -> MutexGuard<'_, Drills> {
+        self.drills.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a drill on `service`'s running rollout: its canary's requests get the
+    /// faults of `request` from now until `request.length` has passed.
+    pub fn start_drill(
+        &self,
+        service: &str,
+        request: DrillRequest,
+        now_ms: u64,
+    ) -> Result<DrillReport, DrillRefused> {
+        if self.fleet.is_some() {
+            return Err(DrillRefused::Fleet);
+        }
+        let mut services = self.lock();
+        let s = services
+            .iter_mut()
+            .find(|s| s.name == service)
+            .ok_or(DrillRefused::UnknownService)?;
+        // A drill whose time is up but which no tick has ended yet ends now, first.
+        self.end_drill_if_due(s, now_ms);
+        let run = s.rollout.as_mut().ok_or(DrillRefused::NoRollout)?;
+        if run.state.phase != Phase::Progressing {
+            return Err(DrillRefused::NotRunning(run.state.phase));
+        }
+        if let Some(d) = self.drills().get(service).filter(|d| d.running()) {
+            return Err(DrillRefused::Running(d.until_ms));
+        }
+        let fault = Fault {
+            errors: request.errors.min(ALL),
+            latency: request.latency,
+        };
+        let handle = self
+            .dataplane
+            .start_drill(&run.weights, fault, Instant::now() + request.length)
+            .ok_or(DrillRefused::UnknownService)?;
+        let until_ms = now_ms + request.length.as_millis() as u64;
+        self.keep_drill_totals(service);
+        self.drills().insert(
+            service.to_string(),
+            DrillRun {
+                request,
+                handle,
+                canary: run.canary.clone(),
+                started_ms: now_ms,
+                until_ms,
+                canary_weight_at_start: run.state.canary_weight,
+                rolled_back: None,
+                notified: Vec::new(),
+                ended: None,
+            },
+        );
+        let reason = format!(
+            "drill: {} of the canary's requests answered 503 by serin, {} added to the others, for {}",
+            percent(request.errors),
+            humantime::format_duration(request.latency),
+            humantime::format_duration(request.length)
+        );
+        tracing::warn!(service, %reason, "rollback drill started");
+        self.record_drill(service, s, DecisionKind::DrillStarted, reason, true, now_ms);
+        Ok(self.drills()[service].report(service))
+    }
+
+    /// Ends `service`'s running drill by hand.
+    pub fn end_drill(&self, service: &str, now_ms: u64) -> Result<DrillReport, DrillRefused> {
+        let mut services = self.lock();
+        let s = services
+            .iter_mut()
+            .find(|s| s.name == service)
+            .ok_or(DrillRefused::UnknownService)?;
+        if !self.drills().get(service).is_some_and(DrillRun::running) {
+            return Err(DrillRefused::NoDrill);
+        }
+        self.finish_drill(s, Ended::Deleted, now_ms);
+        self.drills()
+            .get(service)
+            .map(|d| d.report(service))
+            .ok_or(DrillRefused::NoDrill)
+    }
+
+    /// The report of `service`'s drill: the running one, or the last that ended.
+    pub fn drill_report(&self, service: &str) -> Option<DrillReport> {
+        self.drills().get(service).map(|d| d.report(service))
+    }
+
+    /// Every service's drill figures for `/metrics`, by service name.
+    pub fn drill_metrics(&self) -> BTreeMap<String, DrillMetrics> {
+        self.drills()
+            .iter()
+            .map(|(service, d)| {
+                let mut m = self.drill_totals(service);
+                m.active = d.running();
+                m.errors += d.handle.aborted();
+                m.delayed += d.handle.delayed();
+                (service.clone(), m)
+            })
+            .collect()
+    }
+
+    fn drill_totals(&self, service: &str) -> DrillMetrics {
+        self.drill_totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether a drill runs on `service` (the decisions recorded now carry `drill`).
+    pub(super) fn drill_running(&self, service: &str) -> bool {
+        self.drills().get(service).is_some_and(DrillRun::running)
+    }
+
+    /// Notes a decision taken while `service`'s drill runs: a rollback, and what
+    /// becomes of its notification.
+    pub(super) fn note_drill_decision(
+        &self,
+        service: &str,
+        event: &TimelineEvent,
+        delivery: Option<Arc<Delivery>>,
+    ) {
+        let mut drills = self.drills();
+        let Some(d) = drills.get_mut(service).filter(|d| d.running()) else {
+            return;
+        };
+        if event.event == DecisionKind::RolledBack && d.rolled_back.is_none() {
+            d.rolled_back = Some((event.at_ms, event.manual));
+        }
+        if let Some(delivery) = delivery {
+            d.notified.push((event.event, event.at_ms, delivery));
+        }
+    }
+
+    /// Ends `service`'s drill when it is due (each tick): its time is up, or the rollout
+    /// rolled back, was promoted or is gone.
+    pub(super) fn end_drill_if_due(&self, s: &mut ServiceControl, now_ms: u64) {
+        let Some(until_ms) = self
+            .drills()
+            .get(&s.name)
+            .filter(|d| d.running())
+            .map(|d| d.until_ms)
+        else {
+            return;
+        };
+        let ended = match s.rollout.as_ref().map(|r| r.state.phase) {
+            Some(Phase::RolledBack) => Ended::RolledBack,
+            Some(Phase::Promoted) => Ended::Promoted,
+            None => Ended::Reload,
+            _ if now_ms >= until_ms => Ended::Expired,
+            _ => return,
+        };
+        self.finish_drill(s, ended, now_ms);
+    }
+
+    /// A reload published a view without drills: every running drill ended with it.
+    pub(super) fn end_drills_at_reload(&self, services: &mut [ServiceControl], now_ms: u64) {
+        let running: Vec<String> = self
+            .drills()
+            .iter()
+            .filter(|(_, d)| d.running())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in running {
+            match services.iter_mut().find(|s| s.name == name) {
+                Some(s) => self.finish_drill(s, Ended::Reload, now_ms),
+                None => {
+                    if let Some(d) = self.drills().get_mut(&name) {
+                        d.ended = Some((now_ms, Ended::Reload));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the drill out of the data plane's view, records `drill_ended` and marks it
+    /// ended.
+    fn finish_drill(&self, s: &mut ServiceControl, ended: Ended, now_ms: u64) {
+        if let Some(run) = s.rollout.as_ref() {
+            self.dataplane.end_drill(&run.weights);
+        }
+        let counts = self
+            .drills()
+            .get(&s.name)
+            .map(|d| (d.handle.aborted(), d.handle.delayed()));
+        let reason = match counts {
+            Some((errors, delayed)) => format!(
+                "drill ended: {}; {errors} requests answered 503 and {delayed} delayed by serin",
+                ended.reason()
+            ),
+            None => format!("drill ended: {}", ended.reason()),
+        };
+        tracing::warn!(service = %s.name, %reason, "rollback drill ended");
+        let name = s.name.clone();
+        let manual = ended == Ended::Deleted;
+        self.record_drill(&name, s, DecisionKind::DrillEnded, reason, manual, now_ms);
+        if let Some(d) = self.drills().get_mut(&name) {
+            d.ended = Some((now_ms, ended));
+        }
+    }
+
+    /// Records a drill's own decision on the rollout's timeline (and to the webhooks
+    /// that want it).
+    fn record_drill(
+        &self,
+        service: &str,
+        s: &mut ServiceControl,
+        kind: DecisionKind,
+        reason: String,
+        manual: bool,
+        now_ms: u64,
+    ) {
+        let Some(run) = s.rollout.as_mut() else {
+            return;
+        };
+        let decision = Decision {
+            kind,
+            reason: Some(reason),
+            breach: None,
+            manual,
+        };
+        let previous = self.notifier.wants(kind).then(|| self.weights_of(service));
+        self.record(
+            service,
+            run,
+            &s.window,
+            &decision,
+            previous.as_ref(),
+            now_ms,
+        );
+    }
+
+    /// Keeps the counts of a drill that a new one replaces, for `/metrics`.
+    pub(super) fn keep_drill_totals(&self, service: &str) {
+        let Some((errors, delayed)) = self
+            .drills()
+            .get(service)
+            .map(|d| (d.handle.aborted(), d.handle.delayed()))
+        else {
+            return;
+        };
+        let mut totals = self.drill_totals.lock().unwrap_or_else(|p| p.into_inner());
+        let t = totals.entry(service.to_string()).or_default();
+        t.errors += errors;
+        t.delayed += delayed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_read_as_percentages() {
+        assert_eq!(percent(1_000), "10%");
+        assert_eq!(percent(250), "2.5%");
+        assert_eq!(percent(ALL), "100%");
+        assert_eq!(percent(0), "0%");
+    }
+}
