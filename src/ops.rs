@@ -17,6 +17,7 @@ use serin_control::wire::{
     ApiError, LastReload, ReloadRefused, ServiceView, TimelineEvent, VersionView,
 };
 
+mod fleet;
 mod report;
 
 pub use report::{report, ReportArgs};
@@ -333,6 +334,9 @@ pub fn service_table(s: &ServiceView) -> String {
         ]);
     }
     out.push_str(&table(&rows, &[1, 2, 3, 4, 5, 6, 7]));
+    if let Some(f) = &s.fleet {
+        out.push_str(&fleet::fleet_table(f));
+    }
     out
 }
 

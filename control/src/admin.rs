@@ -45,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod fleet_views;
 pub mod guard;
 
 use crate::metrics::{self, Format};
@@ -521,24 +522,39 @@ where
         }
         Endpoint::Ui(asset) => ui_response(asset),
         Endpoint::Services => {
-            let views: Vec<ServiceView> = context
+            let mut views: Vec<ServiceView> = context
                 .dataplane
                 .snapshot()
                 .services
                 .iter()
                 .filter_map(|s| service_view(context, &s.name))
                 .collect();
+            fleet_views::attach(context, &mut views).await;
             json(StatusCode::OK, &views)
         }
-        Endpoint::Service(name) => with_service(context, name, |view| json(StatusCode::OK, &view)),
-        Endpoint::Timeline(name) => with_service(context, name, |_| {
-            let events = context
-                .control
-                .as_ref()
-                .map(|c| c.timeline(name))
-                .unwrap_or_default();
-            json(StatusCode::OK, &events)
-        }),
+        Endpoint::Service(name) => match service_view(context, name) {
+            Some(view) => {
+                let mut views = [view];
+                fleet_views::attach(context, &mut views).await;
+                json(StatusCode::OK, &views[0])
+            }
+            None => unknown_service(context, name),
+        },
+        Endpoint::Timeline(name) if context.dataplane.snapshot().service(name).is_some() => {
+            match fleet_views::timeline(context, name).await {
+                Some(Ok(events)) => json(StatusCode::OK, &events),
+                Some(Err(why)) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+                None => {
+                    let events = context
+                        .control
+                        .as_ref()
+                        .map(|c| c.timeline(name))
+                        .unwrap_or_default();
+                    json(StatusCode::OK, &events)
+                }
+            }
+        }
+        Endpoint::Timeline(name) => unknown_service(context, name),
         Endpoint::Command(name, command) => run_command(context, name, command).await,
         Endpoint::Weights(name) => set_weights(context, name, &body).await,
         Endpoint::Reload => reload(context).await,
@@ -1061,6 +1077,7 @@ pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
         rollout,
         window_s,
         versions,
+        fleet: None,
     })
 }
 
@@ -1355,6 +1372,7 @@ mod tests {
             rollout: RolloutView::of(None),
             window_s: None,
             versions: Vec::new(),
+            fleet: None,
         };
         let text = serde_json::to_string(&view).expect("encode");
         assert!(

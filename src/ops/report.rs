@@ -644,6 +644,7 @@ mod tests {
             },
             window_s: None,
             versions: Vec::new(),
+            fleet: None,
         };
         let text = render(&Draft {
             view: &view,

@@ -205,6 +205,35 @@ async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
 
     let events = timeline(&etcd, "api").await;
     assert_eq!(count(&events, "rolled_back"), 1, "{events:?}");
+
+    // Any instance shows the fleet's timeline: the leader's rollback, once.
+    let follower = &fleet.instances[(leader_index(&etcd).await + 1) % 3];
+    let got = get(
+        &client,
+        &format!("{}/api/v1/services/api/timeline", follower.admin_url()),
+        &[],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let shown: Vec<Value> = serde_json::from_str(&got.body).expect("a timeline");
+    let kinds: Vec<String> = shown
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(count(&kinds, "rolled_back"), 1, "{kinds:?}");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("started"),
+        "{kinds:?}"
+    );
+    let admin = follower.admin.to_string();
+    let out = process::ops(&["report", "api", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let report = process::stdout(&out);
+    assert!(
+        report.contains("**rolled back automatically**") && report.contains("`error_rate max 1%`"),
+        "{report}"
+    );
 }
 
 /// The instance that leads the fleet now, by its index in `fleet.instances`.
@@ -610,6 +639,84 @@ async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
     let etcd = connect(etcd_process.url()).await;
     let events = timeline(&etcd, "api").await;
     assert_eq!(count(&events, "step_advanced"), 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_shows_the_leader_every_instance_and_the_fleets_merged_numbers() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "three instances with canary requests in the follower's view of the fleet",
+        || async {
+            let fleet_view = &view(&client, follower).await["fleet"];
+            fleet_view["instances"] == 3
+                && fleet_view["members"].as_array().is_some_and(|m| {
+                    m.len() == 3
+                        && m.iter()
+                            .all(|m| m["versions"]["canary"]["requests"].as_u64() > Some(0))
+                })
+        },
+    )
+    .await;
+    load.stop().await;
+
+    let shown = view(&client, follower).await;
+    let fleet_view = &shown["fleet"];
+    assert_eq!(
+        fleet_view["leader"],
+        format!("web-{}", leader + 1),
+        "{shown}"
+    );
+    assert_eq!(
+        fleet_view["instance"],
+        format!("web-{}", (leader + 1) % 3 + 1)
+    );
+    assert_eq!(fleet_view["more_members"], 0);
+    let members = fleet_view["members"].as_array().expect("members");
+    let names: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m["instance"].as_str())
+        .collect();
+    assert_eq!(names, ["web-1", "web-2", "web-3"]);
+    for version in ["stable", "canary"] {
+        for count in ["requests", "errors"] {
+            let sum: u64 = members
+                .iter()
+                .map(|m| m["versions"][version][count].as_u64().expect("a count"))
+                .sum();
+            assert_eq!(
+                fleet_view["versions"][version][count].as_u64(),
+                Some(sum),
+                "the fleet's {version} {count} are the sum of its instances': {fleet_view}"
+            );
+        }
+    }
+    assert!(fleet_view["versions"]["canary"]["requests"].as_u64() > Some(0));
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(&["status", "api", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let printed = process::stdout(&out);
+    assert!(
+        printed.contains(&format!("led by web-{}; 3 instances", leader + 1)),
+        "{printed}"
+    );
 }
 
 /// How many of `events` (timeline kinds) are `kind`.

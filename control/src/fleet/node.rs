@@ -17,8 +17,10 @@ use super::client::{Etcd, FleetError, Keys, Timeouts};
 use super::election::{self, Leadership};
 use super::lease::{EtcdHealth, Lease};
 use super::members::{self, MemberInfo};
+use super::reads::EtcdReads;
 use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
+use super::view::{summarize, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
 use crate::runner::{now_ms, Control, TickSamples};
 use crate::wire::{FleetCommand, SavedState, TimelineEvent};
@@ -45,6 +47,8 @@ pub async fn run(
 ) -> Result<(), Fatal> {
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
     control.connect_fleet_commands(commands_tx);
+    let reads = Arc::new(EtcdReads::default());
+    control.connect_fleet_reads(reads.clone());
     let mut backoff = Duration::from_millis(200);
     // Since when this instance has been without etcd (from the start, too).
     let mut away_since = Instant::now();
@@ -61,6 +65,7 @@ pub async fn run(
                 backoff = Duration::from_millis(200);
                 previous_lease = Some(lease.id());
                 control.set_fleet_local(false);
+                reads.set(Some(etcd.clone()));
                 tracing::info!(instance = %cluster.instance, prefix = %etcd.keys().prefix(), "joined the fleet");
                 tokio::select! {
                     _ = member(&control, &cluster, &etcd, &lease, &mut commands) => {}
@@ -69,6 +74,7 @@ pub async fn run(
                         return Ok(());
                     }
                 }
+                reads.set(None);
                 tracing::warn!(instance = %cluster.instance, "lost the fleet's lease; joining again");
                 control.set_fleet_local(true);
                 away_since = Instant::now();
@@ -446,6 +452,8 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     // been judged by the last leader; the first judgement is of the next full tick.
     let mut collector = Collector::new(Some(tick::tick_index(now_ms(), tick_ms)));
     let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
+    let mut tally = Tally::default();
+    let leader = control.fleet_instance().unwrap_or_default();
     let commands_under = format!("{}commands/", keys.prefix());
     let mut commands = PrefixWatch::new(etcd, commands_under.clone(), None);
     // Samples have a quarter of a tick after its end to arrive; later ones fold over.
@@ -460,6 +468,7 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                     match SampleRecord::decode(&value) {
                         Ok(record) => {
                             collector.accept(instance, &record);
+                            tally.seen(instance);
                         }
                         Err(err) => complaints.warn(&String::from_utf8_lossy(&key), &format!("ignored: not a sample record: {err}")),
                     }
@@ -467,6 +476,7 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 WatchItem::Change(Change::Delete { key, .. }) => {
                     if let Some(instance) = Keys::name_under(&key, &keys.samples()) {
                         collector.forget(instance);
+                        tally.forget(instance);
                     }
                 }
                 // Old samples (at start, or after compaction): counted by the last reader.
@@ -497,16 +507,27 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
             }
             _ = tokio::time::sleep(Duration::from_millis(next_judgement)) => {
                 let ended = tick::tick_index(now_ms().saturating_sub(grace), tick_ms).saturating_sub(1);
-                let merged = collector.judge(ended).map(|m| m.record).unwrap_or_default();
+                let merged = collector.judge(ended).unwrap_or_default();
                 let numbers: Vec<_> = merged
+                    .record
                     .services
                     .into_iter()
                     .map(|s| (s.service, s.versions))
                     .collect();
-                control.judge_merged(tick::tick_start_ms(ended + 1, tick_ms), &numbers);
+                let end_ms = tick::tick_start_ms(ended + 1, tick_ms);
+                control.judge_merged(end_ms, &numbers);
                 let (states, events) = control.take_fleet_decisions();
                 pending.states.extend(states);
                 pending.events.extend(events);
+                // What every instance shows of the fleet, fenced with the state it led to.
+                let services = control.fleet_numbers(end_ms);
+                let keep = services.iter().map(|(_, w, _)| *w).max().unwrap_or(0);
+                tally.push(end_ms, merged.counts, keep);
+                let summary = summarize(leader, ended, end_ms, &tally, &services);
+                match serde_json::to_vec(&summary) {
+                    Ok(json) => pending.summary = Some(json),
+                    Err(err) => tracing::error!(error = %err, "cannot encode the fleet's summary"),
+                }
                 write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
             }
         }
@@ -520,6 +541,8 @@ struct Pending {
     events: Vec<TimelineEvent>,
     /// Commands taken: deleted in the txn that writes what they did.
     deletes: Vec<String>,
+    /// The newest `P/summary`.
+    summary: Option<Vec<u8>>,
 }
 
 /// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
@@ -531,7 +554,11 @@ async fn write(
     seqs: &mut BTreeMap<String, u64>,
     pending: &mut Pending,
 ) -> Result<(), FleetError> {
-    if pending.states.is_empty() && pending.events.is_empty() && pending.deletes.is_empty() {
+    if pending.states.is_empty()
+        && pending.events.is_empty()
+        && pending.deletes.is_empty()
+        && pending.summary.is_none()
+    {
         return Ok(());
     }
     let mut ops = Vec::new();
@@ -557,6 +584,9 @@ async fn write(
     }
     for key in &pending.deletes {
         ops.push(TxnOp::delete(key.as_str(), None));
+    }
+    if let Some(summary) = &pending.summary {
+        ops.push(TxnOp::put(keys.summary(), summary.clone(), None));
     }
     match leadership.fenced_txn(etcd, ops).await {
         Ok(_) => {

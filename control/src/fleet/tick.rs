@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::sample::SampleRecord;
+use super::view::{add_counted, add_record, Counted};
 
 /// The tick `unix_ms` falls in, for ticks of `tick_ms` (> 0) milliseconds.
 pub fn tick_index(unix_ms: u64, tick_ms: u64) -> u64 {
@@ -84,6 +85,8 @@ pub struct Merged {
     pub record: SampleRecord,
     /// The instances counted, sorted.
     pub instances: Vec<String>,
+    /// Each instance's counts in `record` (for the fleet's summary).
+    pub counts: BTreeMap<String, Counted>,
 }
 
 impl Collector {
@@ -120,6 +123,10 @@ impl Collector {
         {
             merged.instances.insert(at, instance.to_string());
         }
+        add_record(
+            merged.counts.entry(instance.to_string()).or_default(),
+            record,
+        );
         accepted
     }
 
@@ -138,6 +145,9 @@ impl Collector {
                 None => out = Some(merged),
                 Some(out) => {
                     out.record.merge(&merged.record);
+                    for (instance, counted) in &merged.counts {
+                        add_counted(out.counts.entry(instance.clone()).or_default(), counted);
+                    }
                     for i in merged.instances {
                         if let Err(at) = out.instances.binary_search(&i) {
                             out.instances.insert(at, i);
@@ -245,6 +255,9 @@ mod tests {
         assert_eq!(requests(&t11), 12);
         assert_eq!((t11.record.first_tick(), t11.record.tick), (10, 11));
         assert_eq!(t11.instances, ["a", "c"]);
+        // Each instance's own counts, for the fleet's summary: they add up to the tick's.
+        let own = |i: &str| t11.counts[i][&("api".to_string(), "stable".to_string())].requests;
+        assert_eq!((own("a"), own("c")), (4, 8));
         assert_eq!(c.judge(12), None);
         // An instance that left and came back with the same name starts afresh.
         c.forget("a");
