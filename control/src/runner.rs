@@ -643,6 +643,18 @@ impl Control {
             .collect()
     }
 
+    /// Fleet mode: a new leadership starts with empty fleet windows, as on any other
+    /// instance: one this instance kept while it led before could hold a tick whose
+    /// write failed, which the new leadership counts again from etcd.
+    pub fn clear_fleet_windows(&self) {
+        let snapshot = self.dataplane.snapshot();
+        for s in self.lock().iter_mut() {
+            if let Some(service) = snapshot.service(&s.name) {
+                s.fleet_window = new_window(service);
+            }
+        }
+    }
+
     /// Fleet mode: where the admin API reads the fleet's summary and timeline (once).
     pub fn connect_fleet_reads(&self, reads: Arc<dyn crate::fleet::view::FleetReads>) {
         let _ = self.fleet_reads.set(reads);

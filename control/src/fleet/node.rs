@@ -1,8 +1,9 @@
 //! One instance's part in the fleet (docs/fleet.md, "Roles"): it joins under its name,
 //! publishes its own samples every tick, applies the rollout state the leader writes,
 //! and campaigns; while it leads, it merges the live instances' samples per tick, runs
-//! the single node's judgement on them (`Control::judge_merged`) and writes state and
-//! timeline in one txn fenced by its leadership.
+//! the single node's judgement on them (`Control::judge_merged`) and writes state,
+//! timeline and the fleet's summary (`P/summary`) in one txn fenced by its leadership.
+//! It also hands the admin API its session's connection (`reads::EtcdReads`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ use super::client::{Etcd, FleetError, Keys, Timeouts};
 use super::election::{self, Leadership};
 use super::lease::{EtcdHealth, Lease};
 use super::members::{self, MemberInfo};
-use super::reads::EtcdReads;
+use super::reads::{read_summary, EtcdReads};
 use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
 use super::view::{summarize, Tally};
@@ -448,9 +449,18 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
 
     let tick_ms = control.tick_ms();
-    // The tick under way is not judged: its samples from before this leadership may have
-    // been judged by the last leader; the first judgement is of the next full tick.
-    let mut collector = Collector::new(Some(tick::tick_index(now_ms(), tick_ms)));
+    // The records already in etcd of ticks after the last one the fleet judged (the
+    // summary says which) are counted: the last leader may have died before judging
+    // them. Without a summary, from the tick under way, whose records may be judged.
+    let summary_tick = match read_summary(etcd).await {
+        Ok(summary) => summary.map(|s| s.tick),
+        Err(why) => {
+            tracing::warn!(error = %why, "counting the samples from the tick under way");
+            None
+        }
+    };
+    let mut collector = Collector::taking_over(summary_tick, tick::tick_index(now_ms(), tick_ms));
+    control.clear_fleet_windows();
     let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
     let mut tally = Tally::default();
     let leader = control.fleet_instance().unwrap_or_default();
@@ -479,8 +489,21 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                         tally.forget(instance);
                     }
                 }
-                // Old samples (at start, or after compaction): counted by the last reader.
-                WatchItem::Snapshot { .. } => {}
+                // The samples in etcd (on taking over, or after compaction): those of
+                // ticks not judged yet are counted.
+                WatchItem::Snapshot { kvs, .. } => {
+                    for (key, value, _) in kvs {
+                        let Some(instance) = Keys::name_under(&key, &keys.samples()) else { continue };
+                        match SampleRecord::decode(&value) {
+                            Ok(record) => {
+                                let counted = collector.accept_stored(instance, &record);
+                                tracing::debug!(instance, tick = record.tick, ?counted, "a stored sample record");
+                                tally.seen(instance);
+                            }
+                            Err(err) => complaints.warn(&String::from_utf8_lossy(&key), &format!("ignored: not a sample record: {err}")),
+                        }
+                    }
+                }
             },
             item = commands.next() => {
                 let given: Vec<(Vec<u8>, Vec<u8>)> = match item {
