@@ -904,13 +904,13 @@ async fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Respons
     if !problems.is_empty() {
         return error(StatusCode::BAD_REQUEST, problems.join("; "));
     }
-    // Fleet mode, a service with a rollout: the fleet's state carries its weights, so
-    // the leader sets them fleet-wide (checked here first, so a bad set is refused now).
+    // Fleet mode: the leader sets them fleet-wide, in the rollout's state or, for a
+    // service without one, in `P/weights/` (checked here first, so a bad set is
+    // refused now).
     if let Some((control, instance)) = context
         .control
         .as_ref()
         .and_then(|c| c.fleet_instance().map(|i| (c, i)))
-        .filter(|(c, _)| c.status(name).is_some())
     {
         if let Err(err) = context.dataplane.validate_weights(name, &weights) {
             return weights_refused(context, name, err);

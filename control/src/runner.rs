@@ -655,6 +655,11 @@ impl Control {
         }
     }
 
+    /// The data plane this loop steers.
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.dataplane
+    }
+
     /// Fleet mode: where the admin API reads the fleet's summary and timeline (once).
     pub fn connect_fleet_reads(&self, reads: Arc<dyn crate::fleet::view::FleetReads>) {
         let _ = self.fleet_reads.set(reads);

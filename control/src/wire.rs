@@ -9,7 +9,9 @@
 //!   [`LastReload`] (`POST /api/v1/reload`), [`ReloadRefused`], and [`ApiError`] for
 //!   every error;
 //! * webhook notifications: [`Notification`];
-//! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`];
+//! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`],
+//!   and the weights of a service without a rollout, `P/weights/<service>`:
+//!   [`FleetWeights`];
 //! * fleet mode's summary, `P/summary` in etcd: [`FleetSummary`], and what a service's
 //!   view shows of it: [`FleetView`].
 //!
@@ -191,6 +193,27 @@ pub struct FleetCommand {
     /// `local_rollback`: what the instance's own judgement found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// The format of the fleet weights records this serin writes.
+pub const WEIGHTS_FORMAT: u32 = 1;
+
+/// `P/weights/<service>` in etcd: weights set by hand on a service without a rollout,
+/// written by the fleet's leader for every instance to apply (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetWeights {
+    /// [`WEIGHTS_FORMAT`] when written by this serin.
+    pub format: u32,
+    pub service: String,
+    /// Every version's weight, as set.
+    pub weights: BTreeMap<String, u32>,
+    /// The config's weights of the service when they were set: an instance whose config
+    /// gives it other weights (the config changed since) keeps its config's.
+    pub config_weights: BTreeMap<String, u32>,
+    /// The instance the command was given on.
+    pub instance: String,
+    pub at: String,
+    pub at_ms: u64,
 }
 
 /// What a [`FleetCommand`] asks for.

@@ -286,6 +286,24 @@ fn merged() -> BTreeMap<String, WindowNumbers> {
 }
 
 #[test]
+fn the_fleets_weights_of_a_service_without_a_rollout() {
+    let weights = FleetWeights {
+        format: WEIGHTS_FORMAT,
+        service: "web".into(),
+        weights: [("v1".to_string(), 60), ("v2".to_string(), 40)]
+            .into_iter()
+            .collect(),
+        config_weights: [("v1".to_string(), 100), ("v2".to_string(), 0)]
+            .into_iter()
+            .collect(),
+        instance: "web-2".into(),
+        at: rfc3339(T0),
+        at_ms: T0,
+    };
+    golden("fleet_weights.json", &[weights], Form::Pretty);
+}
+
+#[test]
 fn the_fleets_summary() {
     let summary = FleetSummary {
         format: SUMMARY_FORMAT,

@@ -40,14 +40,23 @@ impl Fleet {
         canary: SocketAddr,
         rollout: &str,
     ) -> Fleet {
+        Fleet::start_configs(etcd_urls, |dir, i| {
+            rollout_config(stable, canary, &dir.join(format!("state-{i}")), rollout)
+        })
+    }
+
+    /// Instance `i` (from 1) runs `config(dir, i)` in the fleet.
+    fn start_configs(
+        etcd_urls: [String; 3],
+        config: impl Fn(&std::path::Path, usize) -> String,
+    ) -> Fleet {
         let dir = TempDir::new("fleet");
         let instances = (1..=3)
             .map(|i| {
                 let etcd_url = &etcd_urls[i - 1];
-                let state_dir = dir.0.join(format!("state-{i}"));
                 let yaml = format!(
                     "{}cluster:\n  etcd: {{ endpoints: [{etcd_url}], prefix: {PREFIX} }}\n  instance: web-{i}\n  lease_ttl: 2s\n",
-                    rollout_config(stable, canary, &state_dir, rollout)
+                    config(&dir.0, i)
                 );
                 let config = dir.0.join(format!("serin-{i}.yaml"));
                 std::fs::write(&config, yaml).expect("write the config");
@@ -717,6 +726,63 @@ async fn a_follower_shows_the_leader_every_instance_and_the_fleets_merged_number
         printed.contains(&format!("led by web-{}; 3 instances", leader + 1)),
         "{printed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_set_on_a_follower_for_a_service_without_a_rollout_apply_on_every_instance() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let url = etcd_process.url();
+    let split = "    split:\n      weights: { stable: 100, canary: 0 }\n";
+    let fleet = Fleet::start_configs([url.clone(), url.clone(), url], |_, _| {
+        two_versions(stable.addr, canary.addr, split)
+    });
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(
+        &[
+            "weights",
+            "api",
+            "stable=60",
+            "canary=40",
+            "--admin",
+            &admin,
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    fleet
+        .await_canary(
+            &client,
+            40,
+            Duration::from_secs(5),
+            "canary 40 on every instance",
+        )
+        .await;
+    for serin in &fleet.instances {
+        let shown = view(&client, serin).await;
+        assert_eq!(shown["weights"]["stable"], 60, "{shown}");
+        assert_eq!(shown["rollout"]["state"], "none", "{shown}");
+    }
+    // A bad set is refused at once, on the instance it was given to.
+    let out = process::ops(
+        &["weights", "api", "stable=0", "canary=0", "--admin", &admin],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        process::stderr(&out).contains("would have weight 0"),
+        "{}",
+        process::stderr(&out)
+    );
+    assert_eq!(fleet.canary_weights(&client).await, [40, 40, 40]);
 }
 
 /// How many of `events` (timeline kinds) are `kind`.

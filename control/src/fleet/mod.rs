@@ -14,6 +14,7 @@
 //! * [`election`]: leadership through etcd's election API, fenced writes, resign.
 //! * [`node`]: an instance's part: publish, apply, campaign and lead.
 //! * [`reads`]: what the admin API reads of the fleet in etcd (summary, timeline).
+//! * [`weights`]: weights set by hand on a service without a rollout, fleet-wide.
 //! * [`watch`]: a prefix watched from a revision, resumed across disconnects and
 //!   compaction, no event missed or repeated.
 
@@ -34,6 +35,8 @@ pub mod tick;
 pub mod view;
 #[cfg(feature = "fleet")]
 pub mod watch;
+#[cfg(feature = "fleet")]
+pub mod weights;
 
 /// The etcd client crate, for the ops and options the primitives take (`TxnOp`, ...).
 #[cfg(feature = "fleet")]

@@ -23,8 +23,9 @@ use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
 use super::view::{summarize, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
+use super::weights;
 use crate::runner::{now_ms, Control, TickSamples};
-use crate::wire::{FleetCommand, SavedState, TimelineEvent};
+use crate::wire::{FleetCommand, FleetCommandKind, FleetWeights, SavedState, TimelineEvent};
 
 /// Commands given here that may wait for etcd at once.
 const COMMAND_QUEUE: usize = 64;
@@ -168,6 +169,7 @@ async fn member(
     tokio::select! {
         _ = publish(control, cluster, etcd, lease, &leading) => {}
         _ = apply_states(control, etcd) => {}
+        _ = apply_weights(control, etcd) => {}
         _ = send_commands(etcd, commands) => {}
         _ = campaign(control, cluster, etcd, lease, &leading) => {}
         _ = expired => {}
@@ -307,6 +309,34 @@ async fn apply_states(control: &Control, etcd: &Etcd) {
                 apply_state(control, &under, &key, &value, &mut complaints)
             }
             WatchItem::Change(Change::Delete { .. }) => {}
+        }
+    }
+}
+
+/// Applies the weights set by hand fleet-wide (`P/weights/<service>`, services without
+/// a rollout) as they are written; those that do not apply here are logged.
+async fn apply_weights(control: &Control, etcd: &Etcd) {
+    let under = etcd.keys().weights();
+    let mut watch = PrefixWatch::new(etcd, under.clone(), None);
+    let mut complaints = Complaints::default();
+    loop {
+        let kvs = match watch.next().await {
+            WatchItem::Snapshot { kvs, .. } => kvs.into_iter().map(|(k, v, _)| (k, v)).collect(),
+            WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+            WatchItem::Change(Change::Delete { .. }) => Vec::new(),
+        };
+        for (key, value) in kvs {
+            let shown = String::from_utf8_lossy(&key).into_owned();
+            match weights::decode(&under, &key, &value) {
+                Ok(record) => match weights::apply(control, &record) {
+                    Ok(true) => {
+                        tracing::info!(service = %record.service, weights = ?record.weights, instance = %record.instance, "applied the fleet's weights set by hand")
+                    }
+                    Ok(false) => {}
+                    Err(why) => complaints.warn(&shown, &format!("not applied: {why}")),
+                },
+                Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+            }
         }
     }
 }
@@ -514,6 +544,17 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 for (key, value) in given {
                     let shown = String::from_utf8_lossy(&key).into_owned();
                     match decode_command(&commands_under, &key, &value) {
+                        // Weights on a service without a rollout: no rollout state
+                        // holds them, so the leader writes them for every instance.
+                        Ok(command) if command.command == FleetCommandKind::Weights && control.status(&command.service).is_none() => {
+                            match weights::set_by_command(control, &command, now_ms()) {
+                                Ok(record) => {
+                                    tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, weights = ?record.weights, "fleet command: weights");
+                                    pending.weights.push(record);
+                                }
+                                Err(why) => tracing::warn!(service = %command.service, id = %command.id, error = %why, "a fleet command's weights do not apply"),
+                            }
+                        }
                         Ok(command) => {
                             let applied = control.apply_fleet_command(&command, now_ms());
                             tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, command = ?command.command, applied, "fleet command");
@@ -566,6 +607,8 @@ struct Pending {
     deletes: Vec<String>,
     /// The newest `P/summary`.
     summary: Option<Vec<u8>>,
+    /// Weights set by hand on services without a rollout (`P/weights/<service>`).
+    weights: Vec<FleetWeights>,
 }
 
 /// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
@@ -581,6 +624,7 @@ async fn write(
         && pending.events.is_empty()
         && pending.deletes.is_empty()
         && pending.summary.is_none()
+        && pending.weights.is_empty()
     {
         return Ok(());
     }
@@ -607,6 +651,16 @@ async fn write(
     }
     for key in &pending.deletes {
         ops.push(TxnOp::delete(key.as_str(), None));
+    }
+    for record in &pending.weights {
+        match serde_json::to_vec(record) {
+            Ok(json) => ops.push(TxnOp::put(
+                format!("{}{}", keys.weights(), record.service),
+                json,
+                None,
+            )),
+            Err(err) => tracing::error!(error = %err, "cannot encode the fleet's weights"),
+        }
     }
     if let Some(summary) = &pending.summary {
         ops.push(TxnOp::put(keys.summary(), summary.clone(), None));
@@ -655,7 +709,7 @@ async fn next_seq(etcd: &Etcd, keys: &Keys, service: &str) -> Result<u64, FleetE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{FleetCommandKind, COMMAND_FORMAT};
+    use crate::wire::COMMAND_FORMAT;
     use serin_judge::window::Sample;
 
     fn sample(requests: u64) -> Sample {
