@@ -912,6 +912,22 @@ async fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Respons
         .as_ref()
         .and_then(|c| c.fleet_instance().map(|i| (c, i)))
     {
+        // With a rollout: the set every instance will show, or why there is none.
+        let completed: Vec<(String, u32)> = match control.status(name) {
+            Some(rollout) => {
+                let view = context.dataplane.view();
+                let in_force = (view.weights_of(name).into_iter().flatten())
+                    .map(|(v, w)| (v.to_string(), w))
+                    .collect();
+                let (baseline, canary) = (&rollout.baseline, &rollout.canary);
+                match crate::fleet::split::rollout_weights(&weights, &in_force, baseline, canary) {
+                    Ok(set) => set,
+                    Err(why) => return error(StatusCode::BAD_REQUEST, why),
+                }
+            }
+            None => weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+        };
+        let weights: Vec<(&str, u32)> = completed.iter().map(|(v, w)| (v.as_str(), *w)).collect();
         if let Err(err) = context.dataplane.validate_weights(name, &weights) {
             return weights_refused(context, name, err);
         }

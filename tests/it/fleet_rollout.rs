@@ -364,6 +364,43 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
         .await;
     let events = timeline(&etcd, "api").await;
     assert_eq!(count(&events, "manual_weights"), 1, "{events:?}");
+
+    // The canary's weight alone: the baseline takes the rest on every instance, the
+    // leader too (the state carries the canary's weight only).
+    let out = process::ops(&["weights", "api", "canary=10", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    fleet
+        .await_canary(
+            &client,
+            10,
+            Duration::from_secs(5),
+            "canary 10 on every instance",
+        )
+        .await;
+    for serin in &fleet.instances {
+        let shown = view(&client, serin).await;
+        assert_eq!(shown["weights"]["stable"], 90, "{shown}");
+    }
+    // A set the followers could not show is refused, and nothing changes.
+    let out = process::ops(
+        &[
+            "weights",
+            "api",
+            "stable=50",
+            "canary=20",
+            "--admin",
+            &admin,
+        ],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        process::stderr(&out).contains("e.g. stable=80 canary=20"),
+        "{}",
+        process::stderr(&out)
+    );
+    assert_eq!(fleet.canary_weights(&client).await, [10, 10, 10]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
