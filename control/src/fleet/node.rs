@@ -59,7 +59,7 @@ pub async fn run(
     let mut previous_lease: Option<i64> = None;
     loop {
         let session = tokio::select! {
-            s = join(&cluster, &admin, previous_lease) => s,
+            s = join_as(&cluster, &admin, &mut previous_lease) => s,
             _ = stop.changed() => return Ok(()),
         };
         match session {
@@ -107,8 +107,20 @@ pub async fn join(
     admin: &str,
     previous: Option<i64>,
 ) -> Result<(Etcd, Lease), FleetError> {
+    let mut previous = previous;
+    join_as(cluster, admin, &mut previous).await
+}
+
+/// [`join`], and `previous` becomes the lease this attempt takes as soon as it has it:
+/// a failed attempt's write of the name may have gone through with its answer lost (a
+/// cut mid-call), and the next attempt must see that lease as its own, not a stranger's.
+pub async fn join_as(
+    cluster: &Cluster,
+    admin: &str,
+    previous: &mut Option<i64>,
+) -> Result<(Etcd, Lease), FleetError> {
     let etcd = Etcd::connect(&cluster.etcd, Timeouts::default()).await?;
-    if let Some(id) = previous {
+    if let Some(id) = *previous {
         let mut client = etcd.client();
         let what = format!("revoking the lease {id:x} of this instance's last session");
         match etcd.call(what, client.lease_revoke(id)).await {
@@ -122,6 +134,7 @@ pub async fn join(
         }
     }
     let lease = Lease::grant(&etcd, cluster.lease_ttl).await?;
+    *previous = Some(lease.id());
     let info = MemberInfo {
         instance: cluster.instance.clone(),
         started_at_ms: now_ms(),
