@@ -86,8 +86,17 @@ async function poll() {
     const current = services.find((s) => s.name === state.selected) || services[0];
     if (current) {
       state.selected = current.name;
-      const timeline = await api("GET", "/api/v1/services/" + encodeURIComponent(current.name) + "/timeline");
+      let timeline = [];
+      let unread = null;
+      try {
+        timeline = await api("GET", "/api/v1/services/" + encodeURIComponent(current.name) + "/timeline");
+      } catch (err) {
+        // Fleet mode with etcd away: the service still shows; the timeline says why not.
+        if (err instanceof Unauthorized) throw err;
+        unread = err.message;
+      }
       renderService(current, timeline);
+      $("timeline-empty").textContent = unread ? "The timeline cannot be read now: " + unread : "No decisions yet.";
     } else {
       $("service-view").hidden = true;
     }
