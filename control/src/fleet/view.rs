@@ -326,6 +326,54 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_stays_small_whatever_the_fleets_size() {
+        let size = |n: usize| {
+            let mut tally = Tally::default();
+            let names: Vec<String> = (0..n).map(|i| format!("ingress-7d9f8c-{i:05}")).collect();
+            for name in &names {
+                tally.seen(name);
+            }
+            let per_tick = || {
+                (names.iter())
+                    .map(|n| {
+                        (
+                            n.clone(),
+                            counts(&[("stable", 1234, 5), ("canary", 123, 1)]),
+                        )
+                    })
+                    .collect()
+            };
+            for tick in 1..=30 {
+                tally.push(tick * 1_000, per_tick(), 30_000);
+            }
+            let merged: BTreeMap<String, WindowNumbers> = ["stable", "canary"]
+                .into_iter()
+                .map(|v| {
+                    let numbers = WindowNumbers {
+                        requests: 1_234_567,
+                        errors: 1_234,
+                        error_rate: Some(0.000_999_5),
+                        p50_ms: Some(12.345),
+                        p95_ms: Some(45.678),
+                        p99_ms: Some(123.456),
+                    };
+                    (v.to_string(), numbers)
+                })
+                .collect();
+            let services = [("api".to_string(), 30_000, merged)];
+            let summary = summarize("ingress-7d9f8c-00000", 1, 30_000, &tally, &services);
+            serde_json::to_vec(&summary).map_or(0, |json| json.len())
+        };
+        let (at_3, at_64, at_1000) = (size(3), size(64), size(1000));
+        eprintln!("P/summary, one service of two versions: {at_3} bytes at 3 instances, {at_64} at 64, {at_1000} at 1 000");
+        assert!(at_64 < 10 * 1024, "{at_64} bytes at 64 instances");
+        assert!(
+            at_1000 <= at_64 + 16,
+            "{at_1000} bytes at 1 000 against {at_64} at 64"
+        );
+    }
+
+    #[test]
     fn the_summary_and_an_instances_view_of_it() {
         let mut tally = Tally::default();
         tally.seen("web-1");
