@@ -305,6 +305,8 @@ pub struct FleetSummary {
 impl FleetSummary {
     /// Instances listed with their own numbers, per service.
     pub const LISTED: usize = 64;
+    /// Instances listed over all services: with more than 16 services, fewer a service.
+    pub const LISTED_IN_ALL: usize = 1024;
 }
 
 /// One service in a [`FleetSummary`].

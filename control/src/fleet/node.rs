@@ -21,7 +21,7 @@ use super::members::{self, MemberInfo};
 use super::reads::{read_summary, EtcdReads};
 use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
-use super::view::{summarize, Tally};
+use super::view::{encode_bounded, summarize, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
 use super::weights;
 use crate::runner::{now_ms, Control, TickSamples};
@@ -601,9 +601,9 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 let keep = services.iter().map(|(_, w, _)| *w).max().unwrap_or(0);
                 tally.push(end_ms, merged.counts, keep);
                 let summary = summarize(leader, ended, end_ms, &tally, &services);
-                match serde_json::to_vec(&summary) {
-                    Ok(json) => pending.summary = Some(json),
-                    Err(err) => tracing::error!(error = %err, "cannot encode the fleet's summary"),
+                match encode_bounded(summary) {
+                    Some(json) => pending.summary = Some(json),
+                    None => complaints.warn(&keys.summary(), "not written: the fleet's summary is over its bound (thousands of services)"),
                 }
                 write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
             }

@@ -111,9 +111,11 @@ impl Tally {
         service: &str,
         versions: &[String],
         since_ms: u64,
+        at_most: usize,
     ) -> (Vec<MemberNumbers>, u64) {
         let members = self
             .listed()
+            .take(at_most)
             .map(|instance| {
                 let mut numbers = MemberNumbers {
                     instance: instance.clone(),
@@ -155,6 +157,7 @@ pub fn summarize(
     tally: &Tally,
     services: &[ServiceNumbers],
 ) -> FleetSummary {
+    let at_most = FleetSummary::LISTED.min(FleetSummary::LISTED_IN_ALL / services.len().max(1));
     FleetSummary {
         format: SUMMARY_FORMAT,
         leader: leader.to_string(),
@@ -167,7 +170,7 @@ pub fn summarize(
             .map(|(service, window_ms, versions)| {
                 let names: Vec<String> = versions.keys().cloned().collect();
                 let since = end_ms.saturating_sub(*window_ms);
-                let (members, more_members) = tally.members(service, &names, since);
+                let (members, more_members) = tally.members(service, &names, since, at_most);
                 ServiceSummary {
                     service: service.clone(),
                     window_s: *window_ms as f64 / 1000.0,
@@ -178,6 +181,26 @@ pub fn summarize(
             })
             .collect(),
     }
+}
+
+/// The most bytes of `P/summary`: it is written in the txn of the rollout's state,
+/// which must never fail for its sake (etcd refuses a request over 1.5 MiB).
+pub const MAX_SUMMARY_BYTES: usize = 512 * 1024;
+
+/// `summary` as JSON within [`MAX_SUMMARY_BYTES`]: without the instances' own numbers
+/// if it must, `None` if even that is too much (thousands of services).
+pub fn encode_bounded(mut summary: FleetSummary) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(&summary).ok()?;
+    if json.len() <= MAX_SUMMARY_BYTES {
+        return Some(json);
+    }
+    for service in &mut summary.services {
+        service.more_members += service.members.len() as u64;
+        service.members.clear();
+    }
+    serde_json::to_vec(&summary)
+        .ok()
+        .filter(|json| json.len() <= MAX_SUMMARY_BYTES)
 }
 
 /// What `instance` shows of `service` in the fleet, from the summary it read (or why
@@ -301,7 +324,7 @@ mod tests {
         tally.push(2_000, tick(7, 7), 2_000);
         tally.push(3_000, tick(11, 11), 2_000);
         let versions = vec!["stable".to_string(), "canary".to_string()];
-        let (members, more) = tally.members("api", &versions, 1_000);
+        let (members, more) = tally.members("api", &versions, 1_000, FleetSummary::LISTED);
         assert_eq!(members.len(), FleetSummary::LISTED);
         assert_eq!(more, 70 - FleetSummary::LISTED as u64);
         assert_eq!(members[0].instance, "web-00");
@@ -320,14 +343,14 @@ mod tests {
             "a tick older than the window is dropped"
         );
         tally.forget("web-00");
-        let (members, more) = tally.members("api", &versions, 0);
+        let (members, more) = tally.members("api", &versions, 0, FleetSummary::LISTED);
         assert_eq!(members[0].instance, "web-01");
         assert_eq!(more, 69 - FleetSummary::LISTED as u64);
     }
 
     #[test]
     fn the_summary_stays_small_whatever_the_fleets_size() {
-        let size = |n: usize| {
+        let size = |n: usize, service_count: usize| {
             let mut tally = Tally::default();
             let names: Vec<String> = (0..n).map(|i| format!("ingress-7d9f8c-{i:05}")).collect();
             for name in &names {
@@ -360,17 +383,65 @@ mod tests {
                     (v.to_string(), numbers)
                 })
                 .collect();
-            let services = [("api".to_string(), 30_000, merged)];
+            let services: Vec<ServiceNumbers> = (0..service_count)
+                .map(|i| {
+                    (
+                        if i == 0 {
+                            "api".to_string()
+                        } else {
+                            format!("api-{i}")
+                        },
+                        30_000,
+                        merged.clone(),
+                    )
+                })
+                .collect();
             let summary = summarize("ingress-7d9f8c-00000", 1, 30_000, &tally, &services);
             serde_json::to_vec(&summary).map_or(0, |json| json.len())
         };
-        let (at_3, at_64, at_1000) = (size(3), size(64), size(1000));
+        let (at_3, at_64, at_1000) = (size(3, 1), size(64, 1), size(1000, 1));
+        // Many services list fewer instances each: 1 024 in all.
+        let at_100_services = size(1000, 100);
+        eprintln!("… and {at_100_services} bytes for 100 services at 1 000 instances");
+        assert!(at_100_services < 256 * 1024, "{at_100_services} bytes");
         eprintln!("P/summary, one service of two versions: {at_3} bytes at 3 instances, {at_64} at 64, {at_1000} at 1 000");
         assert!(at_64 < 10 * 1024, "{at_64} bytes at 64 instances");
         assert!(
             at_1000 <= at_64 + 16,
             "{at_1000} bytes at 1 000 against {at_64} at 64"
         );
+    }
+
+    #[test]
+    fn a_summary_too_large_for_the_txn_drops_the_instances_then_itself() {
+        // Instance names of 250 characters (255 at most), one listed for each of 1 024
+        // services of 4 versions: too much with them, not without.
+        let mut tally = Tally::default();
+        for i in 0..1_000 {
+            tally.seen(&format!("{i:0250}"));
+        }
+        let merged: BTreeMap<String, WindowNumbers> = ["stable", "canary", "blue", "green"]
+            .into_iter()
+            .map(|v| (v.to_string(), WindowNumbers::default()))
+            .collect();
+        let services: Vec<ServiceNumbers> = (0..1_024)
+            .map(|i| (format!("service-{i:05}"), 30_000, merged.clone()))
+            .collect();
+        let summary = summarize("web-1", 1, 30_000, &tally, &services);
+        let whole = serde_json::to_vec(&summary).map_or(0, |j| j.len());
+        assert!(whole > MAX_SUMMARY_BYTES, "{whole} bytes");
+        let json = encode_bounded(summary).expect("the merged numbers fit");
+        assert!(json.len() <= MAX_SUMMARY_BYTES);
+        let read: FleetSummary = serde_json::from_slice(&json).expect("a summary");
+        assert!(read
+            .services
+            .iter()
+            .all(|s| s.members.is_empty() && s.more_members == 1_000));
+        let services: Vec<ServiceNumbers> = (0..20_000)
+            .map(|i| (format!("service-{i:05}"), 30_000, merged.clone()))
+            .collect();
+        let summary = summarize("web-1", 1, 30_000, &tally, &services);
+        assert_eq!(encode_bounded(summary), None, "not written at all");
     }
 
     #[test]
