@@ -820,6 +820,27 @@ async fn weights_set_on_a_follower_for_a_service_without_a_rollout_apply_on_ever
         process::stderr(&out)
     );
     assert_eq!(fleet.canary_weights(&client).await, [40, 40, 40]);
+
+    // A reload gives the service its file's weights on that instance; the fleet's
+    // come back over them.
+    let config = fleet._dir.0.join("serin-1.yaml");
+    let mut yaml = std::fs::read_to_string(&config).expect("read the config");
+    yaml.push_str("# reloaded\n");
+    std::fs::write(&config, yaml).expect("write the config");
+    let reload = format!("{}/api/v1/reload", fleet.instances[0].admin_url());
+    let request = http::Request::post(reload)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("a request");
+    let got = send(&client, request).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    fleet
+        .await_canary(
+            &client,
+            40,
+            Duration::from_secs(5),
+            "canary 40 again on the instance that reloaded",
+        )
+        .await;
 }
 
 /// How many of `events` (timeline kinds) are `kind`.

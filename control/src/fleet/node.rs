@@ -326,21 +326,50 @@ async fn apply_states(control: &Control, etcd: &Etcd) {
     }
 }
 
+/// How often the fleet's weights are applied again: a reload gives a service without a
+/// rollout its file's weights, and the fleet's must come back over them.
+const WEIGHTS_AGAIN: Duration = Duration::from_secs(1);
+
 /// Applies the weights set by hand fleet-wide (`P/weights/<service>`, services without
-/// a rollout) as they are written; those that do not apply here are logged.
+/// a rollout) as they are written, and again after a reload; those that do not apply
+/// here are logged.
 async fn apply_weights(control: &Control, etcd: &Etcd) {
     let under = etcd.keys().weights();
     let mut watch = PrefixWatch::new(etcd, under.clone(), None);
     let mut complaints = Complaints::default();
+    // The fleet's records, by service.
+    let mut held: BTreeMap<String, FleetWeights> = BTreeMap::new();
     loop {
-        let kvs = match watch.next().await {
-            WatchItem::Snapshot { kvs, .. } => kvs.into_iter().map(|(k, v, _)| (k, v)).collect(),
-            WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
-            WatchItem::Change(Change::Delete { .. }) => Vec::new(),
+        let kvs = tokio::select! {
+            item = watch.next() => match item {
+                WatchItem::Snapshot { kvs, .. } => {
+                    held.clear();
+                    kvs.into_iter().map(|(k, v, _)| (k, v)).collect()
+                }
+                WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+                WatchItem::Change(Change::Delete { key, .. }) => {
+                    if let Some(service) = Keys::name_under(&key, &under) {
+                        held.remove(service);
+                    }
+                    Vec::new()
+                }
+            },
+            _ = tokio::time::sleep(WEIGHTS_AGAIN) => {
+                for record in held.values() {
+                    if let Ok(true) = weights::apply(control, record) {
+                        tracing::info!(service = %record.service, weights = ?record.weights, "applied the fleet's weights again (a reload had set the file's)");
+                    }
+                }
+                continue;
+            }
         };
         for (key, value) in kvs {
             let shown = String::from_utf8_lossy(&key).into_owned();
-            match weights::decode(&under, &key, &value) {
+            let decoded = weights::decode(&under, &key, &value);
+            if let Ok(record) = &decoded {
+                held.insert(record.service.clone(), record.clone());
+            }
+            match decoded {
                 Ok(record) => match weights::apply(control, &record) {
                     Ok(true) => {
                         tracing::info!(service = %record.service, weights = ?record.weights, instance = %record.instance, "applied the fleet's weights set by hand")
