@@ -843,6 +843,87 @@ async fn weights_set_on_a_follower_for_a_service_without_a_rollout_apply_on_ever
         .await;
 }
 
+/// A leader that died after a tick ended and before it judged it leaves that tick's
+/// records in etcd: the next leader counts them (the summary says which tick was
+/// judged last), so the tick's numbers are not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_counts_the_samples_in_etcd_that_the_last_one_did_not_judge() {
+    use serin_control::fleet::etcd_client::PutOptions;
+    use serin_control::fleet::sample::{SampleRecord, ServiceSample};
+    use serin_control::wire::{rfc3339, FleetSummary, SUMMARY_FORMAT};
+    use serin_judge::window::Sample;
+
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let etcd = connect(etcd_process.url()).await;
+    // The last leader, web-0, judged a tick 10 s ago and died; web-0's record of a tick
+    // it never judged is still there (its lease kept it a moment; here, no lease).
+    let now_tick = serin_control::runner::now_ms() / 200;
+    let summary = FleetSummary {
+        format: SUMMARY_FORMAT,
+        leader: "web-0".into(),
+        tick: now_tick - 50,
+        at: rfc3339((now_tick - 49) * 200),
+        at_ms: (now_tick - 49) * 200,
+        instances: 1,
+        services: Vec::new(),
+    };
+    let record = SampleRecord {
+        tick: now_tick,
+        ticks: 1,
+        services: vec![ServiceSample {
+            service: "api".into(),
+            versions: vec![(
+                "stable".into(),
+                Sample {
+                    requests: 1000,
+                    errors: 3,
+                    ..Sample::default()
+                },
+            )],
+        }],
+    };
+    let mut kv = etcd.client();
+    let json = serde_json::to_vec(&summary).expect("a summary");
+    kv.put(format!("{PREFIX}summary"), json, None)
+        .await
+        .expect("put the summary");
+    kv.put(
+        format!("{PREFIX}samples/web-0"),
+        record.encode(),
+        None::<PutOptions>,
+    )
+    .await
+    .expect("put the record");
+
+    let rollout = ROLLOUT.replace("window: 5s", "window: 60s");
+    let dir = TempDir::new("fleet");
+    let yaml = format!(
+        "{}cluster:\n  etcd: {{ endpoints: [{}], prefix: {PREFIX} }}\n  instance: web-1\n  lease_ttl: 2s\n",
+        rollout_config(stable.addr, canary.addr, &dir.0.join("state"), &rollout),
+        etcd_process.url()
+    );
+    let config = dir.0.join("serin.yaml");
+    std::fs::write(&config, yaml).expect("write the config");
+    let serin = SerinProcess::start(&config, 1, &[], &[]);
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "web-1 leading and its summary judged",
+        || async { view(&client, &serin).await["fleet"]["leader"] == "web-1" },
+    )
+    .await;
+    let shown = view(&client, &serin).await;
+    let stable_numbers = &shown["fleet"]["versions"]["stable"];
+    assert_eq!(stable_numbers["requests"], 1000, "{shown}");
+    assert_eq!(stable_numbers["errors"], 3, "{shown}");
+    assert_eq!(
+        shown["versions"]["stable"]["requests"], 0,
+        "no traffic of its own"
+    );
+}
+
 /// How many of `events` (timeline kinds) are `kind`.
 fn count(events: &[String], kind: &str) -> usize {
     events.iter().filter(|e| *e == kind).count()
