@@ -335,7 +335,7 @@ pub fn service_table(s: &ServiceView) -> String {
     }
     out.push_str(&table(&rows, &[1, 2, 3, 4, 5, 6, 7]));
     if let Some(f) = &s.fleet {
-        out.push_str(&fleet::fleet_table(f));
+        out.push_str(&fleet::fleet_table(f, &s.weights));
     }
     out
 }

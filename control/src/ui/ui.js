@@ -203,7 +203,7 @@ function renderService(s, timeline) {
     return tr;
   }));
 
-  renderFleet(s.fleet);
+  renderFleet(s.fleet, versionNames);
 
   // Charts.
   const hist = state.history.get(s.name) || new Map();
@@ -274,7 +274,7 @@ function chart(box, series) {
 
 // Fleet mode: the fleet as its leader last judged it (the merged numbers, then each
 // listed instance's own requests and errors over the same window).
-function renderFleet(f) {
+function renderFleet(f, declared) {
   $("fleet").hidden = !f;
   if (!f) return;
   let about = "(this is " + f.instance;
@@ -282,7 +282,8 @@ function renderFleet(f) {
   if (f.window_s) about += "; over the last " + fmt(f.window_s, 1) + " s";
   if (f.note) about += "; " + f.note;
   $("fleet-about").textContent = about + ")";
-  const names = Object.keys(f.versions || {});
+  const merged = f.versions || {};
+  const names = declared.filter((n) => n in merged).concat(Object.keys(merged).filter((n) => !declared.includes(n)));
   const head = el("tr");
   head.append(el("th", "Instance"));
   for (const n of names) head.append(el("th", n + " requests"), el("th", n + " errors"));
