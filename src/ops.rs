@@ -18,6 +18,7 @@ use serin_control::wire::{
 };
 
 mod drill;
+mod fleet;
 mod report;
 
 pub use drill::{drill, DrillArgs};
@@ -355,6 +356,9 @@ pub fn service_table(s: &ServiceView) -> String {
         ]);
     }
     out.push_str(&table(&rows, &[1, 2, 3, 4, 5, 6, 7]));
+    if let Some(f) = &s.fleet {
+        out.push_str(&fleet::fleet_table(f, &s.weights));
+    }
     out
 }
 

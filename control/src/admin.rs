@@ -47,6 +47,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub mod drill;
+mod fleet_views;
 pub mod guard;
 
 use crate::metrics::{self, Format};
@@ -533,24 +534,39 @@ where
         }
         Endpoint::Ui(asset) => ui_response(asset),
         Endpoint::Services => {
-            let views: Vec<ServiceView> = context
+            let mut views: Vec<ServiceView> = context
                 .dataplane
                 .snapshot()
                 .services
                 .iter()
                 .filter_map(|s| service_view(context, &s.name))
                 .collect();
+            fleet_views::attach(context, &mut views).await;
             json(StatusCode::OK, &views)
         }
-        Endpoint::Service(name) => with_service(context, name, |view| json(StatusCode::OK, &view)),
-        Endpoint::Timeline(name) => with_service(context, name, |_| {
-            let events = context
-                .control
-                .as_ref()
-                .map(|c| c.timeline(name))
-                .unwrap_or_default();
-            json(StatusCode::OK, &events)
-        }),
+        Endpoint::Service(name) => match service_view(context, name) {
+            Some(view) => {
+                let mut views = [view];
+                fleet_views::attach(context, &mut views).await;
+                json(StatusCode::OK, &views[0])
+            }
+            None => unknown_service(context, name),
+        },
+        Endpoint::Timeline(name) if context.dataplane.snapshot().service(name).is_some() => {
+            match fleet_views::timeline(context, name).await {
+                Some(Ok(events)) => json(StatusCode::OK, &events),
+                Some(Err(why)) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+                None => {
+                    let events = context
+                        .control
+                        .as_ref()
+                        .map(|c| c.timeline(name))
+                        .unwrap_or_default();
+                    json(StatusCode::OK, &events)
+                }
+            }
+        }
+        Endpoint::Timeline(name) => unknown_service(context, name),
         Endpoint::Command(name, command) => run_command(context, name, command).await,
         Endpoint::Weights(name) => set_weights(context, name, &body).await,
         Endpoint::Drill(name) => drill::drill(context, &parts.method, name, &body).await,
@@ -901,14 +917,30 @@ async fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Respons
     if !problems.is_empty() {
         return error(StatusCode::BAD_REQUEST, problems.join("; "));
     }
-    // Fleet mode, a service with a rollout: the fleet's state carries its weights, so
-    // the leader sets them fleet-wide (checked here first, so a bad set is refused now).
+    // Fleet mode: the leader sets them fleet-wide, in the rollout's state or, for a
+    // service without one, in `P/weights/` (checked here first, so a bad set is
+    // refused now).
     if let Some((control, instance)) = context
         .control
         .as_ref()
         .and_then(|c| c.fleet_instance().map(|i| (c, i)))
-        .filter(|(c, _)| c.status(name).is_some())
     {
+        // With a rollout: the set every instance will show, or why there is none.
+        let completed: Vec<(String, u32)> = match control.status(name) {
+            Some(rollout) => {
+                let view = context.dataplane.view();
+                let in_force = (view.weights_of(name).into_iter().flatten())
+                    .map(|(v, w)| (v.to_string(), w))
+                    .collect();
+                let (baseline, canary) = (&rollout.baseline, &rollout.canary);
+                match crate::fleet::split::rollout_weights(&weights, &in_force, baseline, canary) {
+                    Ok(set) => set,
+                    Err(why) => return error(StatusCode::BAD_REQUEST, why),
+                }
+            }
+            None => weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+        };
+        let weights: Vec<(&str, u32)> = completed.iter().map(|(v, w)| (v.as_str(), *w)).collect();
         if let Err(err) = context.dataplane.validate_weights(name, &weights) {
             return weights_refused(context, name, err);
         }
@@ -1080,6 +1112,7 @@ pub fn service_view(context: &AdminContext, name: &str) -> Option<ServiceView> {
         window_s,
         drill,
         versions,
+        fleet: None,
     })
 }
 
@@ -1396,6 +1429,7 @@ mod tests {
             window_s: None,
             versions: Vec::new(),
             drill: None,
+            fleet: None,
         };
         let text = serde_json::to_string(&view).expect("encode");
         assert!(

@@ -131,6 +131,8 @@ pub struct Control {
     /// for the leader to apply fleet-wide); set once the fleet part runs.
     fleet_instance: Option<String>,
     fleet_commands: std::sync::OnceLock<tokio::sync::mpsc::Sender<FleetCommand>>,
+    /// Fleet mode: what the admin API reads of the fleet in etcd (`crate::fleet::view`).
+    fleet_reads: std::sync::OnceLock<Arc<dyn crate::fleet::view::FleetReads>>,
     /// Fleet mode: etcd is away, so this instance judges its own traffic as a safety
     /// net (a Fail rolls its own canary back; never a promotion).
     fleet_local: std::sync::atomic::AtomicBool,
@@ -186,6 +188,7 @@ impl Control {
             fleet_ticked: tokio::sync::Notify::new(),
             fleet_instance: snapshot.cluster.as_ref().map(|c| c.instance.clone()),
             fleet_commands: std::sync::OnceLock::new(),
+            fleet_reads: std::sync::OnceLock::new(),
             fleet_local: std::sync::atomic::AtomicBool::new(false),
             fleet_away_since_ms: AtomicU64::new(0),
             state_dir,
@@ -627,6 +630,56 @@ impl Control {
                 self.judge_if_due(&name, run, &service.fleet_window, end_ms);
             }
         }
+    }
+
+    /// Fleet mode, on the leader: each service's merged numbers over its window up to
+    /// `end_ms` (what [`Self::judge_merged`] judged on), for the fleet's summary.
+    pub fn fleet_numbers(&self, end_ms: u64) -> Vec<crate::fleet::view::ServiceNumbers> {
+        self.lock()
+            .iter()
+            .map(|s| {
+                let window = s
+                    .rollout
+                    .as_ref()
+                    .map_or(DEFAULT_WINDOW, |r| r.spec.analysis.window)
+                    .as_millis() as u64;
+                let since = end_ms.saturating_sub(window);
+                let numbers = (s.fleet_window.versions().iter().enumerate())
+                    .map(|(i, v)| {
+                        let all = s.fleet_window.aggregate(i, since);
+                        (v.clone(), WindowNumbers::from(&all))
+                    })
+                    .collect();
+                (s.name.clone(), window, numbers)
+            })
+            .collect()
+    }
+
+    /// Fleet mode: a new leadership starts with empty fleet windows, as on any other
+    /// instance: one this instance kept while it led before could hold a tick whose
+    /// write failed, which the new leadership counts again from etcd.
+    pub fn clear_fleet_windows(&self) {
+        let snapshot = self.dataplane.snapshot();
+        for s in self.lock().iter_mut() {
+            if let Some(service) = snapshot.service(&s.name) {
+                s.fleet_window = new_window(service);
+            }
+        }
+    }
+
+    /// The data plane this loop steers.
+    pub fn dataplane(&self) -> &Arc<DataPlane> {
+        &self.dataplane
+    }
+
+    /// Fleet mode: where the admin API reads the fleet's summary and timeline (once).
+    pub fn connect_fleet_reads(&self, reads: Arc<dyn crate::fleet::view::FleetReads>) {
+        let _ = self.fleet_reads.set(reads);
+    }
+
+    /// Fleet mode: what the admin API reads of the fleet; `None` on a serin alone.
+    pub fn fleet_reads(&self) -> Option<&Arc<dyn crate::fleet::view::FleetReads>> {
+        self.fleet_reads.get()
     }
 
     /// Fleet mode: this instance's samples of the ticks since the last call.

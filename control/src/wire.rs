@@ -9,7 +9,11 @@
 //!   [`LastReload`] (`POST /api/v1/reload`), [`ReloadRefused`], [`DrillReport`]
 //!   (`…/drill`), and [`ApiError`] for every error;
 //! * webhook notifications: [`Notification`];
-//! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`].
+//! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`],
+//!   and the weights of a service without a rollout, `P/weights/<service>`:
+//!   [`FleetWeights`];
+//! * fleet mode's summary, `P/summary` in etcd: [`FleetSummary`], and what a service's
+//!   view shows of it: [`FleetView`].
 //!
 //! These are separate from the in-memory types the judge and the control loop work
 //! with (`RolloutState`, `RolloutStatus`, `Aggregate`, …), which may change freely: a
@@ -199,6 +203,27 @@ pub struct FleetCommand {
     pub reason: Option<String>,
 }
 
+/// The format of the fleet weights records this serin writes.
+pub const WEIGHTS_FORMAT: u32 = 1;
+
+/// `P/weights/<service>` in etcd: weights set by hand on a service without a rollout,
+/// written by the fleet's leader for every instance to apply (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetWeights {
+    /// [`WEIGHTS_FORMAT`] when written by this serin.
+    pub format: u32,
+    pub service: String,
+    /// Every version's weight, as set.
+    pub weights: BTreeMap<String, u32>,
+    /// The config's weights of the service when they were set: an instance whose config
+    /// gives it other weights (the config changed since) keeps its config's.
+    pub config_weights: BTreeMap<String, u32>,
+    /// The instance the command was given on.
+    pub instance: String,
+    pub at: String,
+    pub at_ms: u64,
+}
+
 /// What a [`FleetCommand`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -236,6 +261,91 @@ pub struct ServiceView {
     /// The rollback drill running on the service, if one is: left out otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillReport>,
+    /// Fleet mode: the fleet as its leader last judged it; left out on a serin alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetView>,
+}
+
+/// Fleet mode: one service as the fleet's leader last judged it, in its view
+/// (`GET /api/v1/services/{name}`), read from [`FleetSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    /// The instance that answered.
+    pub instance: String,
+    /// The leader that wrote the summary; null before any leader judged a tick.
+    pub leader: Option<String>,
+    /// The end of the tick the leader judged last (RFC 3339); null as `leader`.
+    pub judged_at: Option<String>,
+    /// Live instances in the fleet, as the leader counts them.
+    pub instances: u64,
+    /// The span of `versions` and of each member's numbers, in seconds.
+    pub window_s: Option<f64>,
+    /// Each version's numbers over the whole fleet: what the judgement used.
+    pub versions: BTreeMap<String, WindowNumbers>,
+    /// The first instances by name ([`FleetSummary`] says how many), with their own
+    /// numbers over the same span.
+    pub members: Vec<MemberNumbers>,
+    /// The live instances past `members`.
+    pub more_members: u64,
+    /// Why the fleet's numbers are missing (etcd cannot be read, no leader yet).
+    pub note: Option<String>,
+}
+
+/// The format of the fleet summaries this serin writes.
+pub const SUMMARY_FORMAT: u32 = 1;
+
+/// `P/summary` in etcd: what the fleet's leader judged on at its last tick, for every
+/// instance to show (read when asked, not watched). Bounded: per service, the merged
+/// numbers and the first [`FleetSummary::LISTED`] live instances by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    /// [`SUMMARY_FORMAT`] when written by this serin.
+    pub format: u32,
+    pub leader: String,
+    /// The last tick judged (tick `n` is `[n·tick, (n+1)·tick)` since the Unix epoch):
+    /// a new leader counts the samples of later ticks only.
+    pub tick: u64,
+    /// The end of that tick: RFC 3339, and Unix ms.
+    pub at: String,
+    pub at_ms: u64,
+    /// Live instances (those with a sample record under `P/samples/`).
+    pub instances: u64,
+    pub services: Vec<ServiceSummary>,
+}
+
+impl FleetSummary {
+    /// Instances listed with their own numbers, per service.
+    pub const LISTED: usize = 64;
+    /// Instances listed over all services: with more than 16 services, fewer a service.
+    pub const LISTED_IN_ALL: usize = 1024;
+}
+
+/// One service in a [`FleetSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub service: String,
+    /// The span of the numbers: the rollout's analysis window (30 s without one).
+    pub window_s: f64,
+    /// Each version's numbers over the fleet's window.
+    pub versions: BTreeMap<String, WindowNumbers>,
+    /// The first [`FleetSummary::LISTED`] live instances by name, with their numbers.
+    pub members: Vec<MemberNumbers>,
+    /// Live instances not listed.
+    pub more_members: u64,
+}
+
+/// One instance's counts of a service over the summary's span.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNumbers {
+    pub instance: String,
+    pub versions: BTreeMap<String, Counts>,
+}
+
+/// Requests and errors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

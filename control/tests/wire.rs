@@ -250,7 +250,97 @@ fn service_view() -> ServiceView {
             ("canary".into(), version(1000, 1, 33.333)),
         ],
         drill: None,
+        fleet: None,
     }
+}
+
+fn members() -> Vec<MemberNumbers> {
+    let member = |instance: &str, stable: u64, canary: u64| MemberNumbers {
+        instance: instance.into(),
+        versions: [
+            (
+                "canary".to_string(),
+                Counts {
+                    requests: canary,
+                    errors: 0,
+                },
+            ),
+            (
+                "stable".to_string(),
+                Counts {
+                    requests: stable,
+                    errors: 1,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    vec![member("web-1", 1000, 300), member("web-2", 2000, 700)]
+}
+
+fn merged() -> BTreeMap<String, WindowNumbers> {
+    [
+        ("canary".to_string(), numbers(1000, 0, 3.551)),
+        ("stable".to_string(), numbers(3000, 2, 3.693)),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[test]
+fn the_fleets_weights_of_a_service_without_a_rollout() {
+    let weights = FleetWeights {
+        format: WEIGHTS_FORMAT,
+        service: "web".into(),
+        weights: [("v1".to_string(), 60), ("v2".to_string(), 40)]
+            .into_iter()
+            .collect(),
+        config_weights: [("v1".to_string(), 100), ("v2".to_string(), 0)]
+            .into_iter()
+            .collect(),
+        instance: "web-2".into(),
+        at: rfc3339(T0),
+        at_ms: T0,
+    };
+    golden("fleet_weights.json", &[weights], Form::Pretty);
+}
+
+#[test]
+fn the_fleets_summary() {
+    let summary = FleetSummary {
+        format: SUMMARY_FORMAT,
+        leader: "web-2".into(),
+        tick: 3_590_645_392,
+        at: rfc3339(T0),
+        at_ms: T0,
+        instances: 66,
+        services: vec![ServiceSummary {
+            service: "api".into(),
+            window_s: 30.0,
+            versions: merged(),
+            members: members(),
+            more_members: 64,
+        }],
+    };
+    golden("fleet_summary.json", &[summary], Form::Pretty);
+}
+
+#[test]
+fn a_service_of_a_fleet() {
+    let mut view = service_view();
+    view.fleet = Some(FleetView {
+        instance: "web-1".into(),
+        leader: Some("web-2".into()),
+        judged_at: Some(rfc3339(T0)),
+        instances: 2,
+        window_s: Some(30.0),
+        versions: merged(),
+        members: members(),
+        more_members: 0,
+        note: None,
+    });
+    golden("service_in_a_fleet.json", &[view], Form::Pretty);
 }
 
 #[test]
@@ -275,6 +365,7 @@ fn a_service_without_a_rollout_or_a_control_loop() {
         window_s: None,
         versions: Vec::new(),
         drill: None,
+        fleet: None,
     };
     golden("service_without_rollout.json", &[view], Form::Pretty);
 }

@@ -652,6 +652,7 @@ mod tests {
             window_s: None,
             versions: Vec::new(),
             drill: None,
+            fleet: None,
         };
         let text = render(&Draft {
             view: &view,

@@ -197,6 +197,54 @@ async fn an_instance_back_from_a_cut_takes_its_name_back_from_its_last_session()
     assert!(matches!(err, FleetError::NameTaken { .. }), "{err:?}");
 }
 
+/// A join whose write of the name went through but whose answer was lost (a cut
+/// mid-call) leaves the name held by the lease that attempt took: the next attempt
+/// must take it as its own, not end serin as if a stranger held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_answer_was_lost_does_not_read_as_a_stranger_holding_the_name() {
+    use serin_control::fleet::etcd_client::PutOptions;
+    use serin_control::fleet::node::{join, join_as};
+    let etcd_process = EtcdProcess::start();
+    let cluster = serin_config::Cluster {
+        etcd: settings(etcd_process.url()),
+        instance: "web-2".to_string(),
+        lease_ttl: Duration::from_secs(30),
+        on_etcd_loss: serin_config::OnEtcdLoss::Hold,
+    };
+    // An attempt that fails once it holds a lease: the name is held by another now.
+    let (etcd, stranger) = join(&cluster, "127.0.0.1:9902", None)
+        .await
+        .expect("another instance takes the name");
+    let mut previous = None;
+    let err = join_as(&cluster, "127.0.0.1:9901", &mut previous)
+        .await
+        .expect_err("a name held by another");
+    assert!(matches!(err, FleetError::NameTaken { .. }), "{err:?}");
+    let attempted = previous.expect("the lease the failed attempt took");
+    assert_ne!(attempted, stranger.id());
+    // As if that attempt's write had gone through: the name is held by its lease.
+    stranger.revoke().await.expect("the other leaves");
+    let mut kv = etcd.client();
+    kv.put(
+        format!("{PREFIX}members/web-2"),
+        "{}",
+        Some(PutOptions::new().with_lease(attempted)),
+    )
+    .await
+    .expect("the name held by the attempt's lease");
+    let (etcd, lease) = join_as(&cluster, "127.0.0.1:9901", &mut previous)
+        .await
+        .expect("the next attempt takes the name back");
+    assert_eq!(previous, Some(lease.id()));
+    let names: Vec<String> = members::members(&etcd)
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|m| m.instance)
+        .collect();
+    assert_eq!(names, ["web-2"]);
+}
+
 #[tokio::test]
 async fn an_old_leader_cannot_write_once_another_leads() {
     let etcd_process = EtcdProcess::start();

@@ -40,14 +40,23 @@ impl Fleet {
         canary: SocketAddr,
         rollout: &str,
     ) -> Fleet {
+        Fleet::start_configs(etcd_urls, |dir, i| {
+            rollout_config(stable, canary, &dir.join(format!("state-{i}")), rollout)
+        })
+    }
+
+    /// Instance `i` (from 1) runs `config(dir, i)` in the fleet.
+    fn start_configs(
+        etcd_urls: [String; 3],
+        config: impl Fn(&std::path::Path, usize) -> String,
+    ) -> Fleet {
         let dir = TempDir::new("fleet");
         let instances = (1..=3)
             .map(|i| {
                 let etcd_url = &etcd_urls[i - 1];
-                let state_dir = dir.0.join(format!("state-{i}"));
                 let yaml = format!(
                     "{}cluster:\n  etcd: {{ endpoints: [{etcd_url}], prefix: {PREFIX} }}\n  instance: web-{i}\n  lease_ttl: 2s\n",
-                    rollout_config(stable, canary, &state_dir, rollout)
+                    config(&dir.0, i)
                 );
                 let config = dir.0.join(format!("serin-{i}.yaml"));
                 std::fs::write(&config, yaml).expect("write the config");
@@ -205,6 +214,35 @@ async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
 
     let events = timeline(&etcd, "api").await;
     assert_eq!(count(&events, "rolled_back"), 1, "{events:?}");
+
+    // Any instance shows the fleet's timeline: the leader's rollback, once.
+    let follower = &fleet.instances[(leader_index(&etcd).await + 1) % 3];
+    let got = get(
+        &client,
+        &format!("{}/api/v1/services/api/timeline", follower.admin_url()),
+        &[],
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let shown: Vec<Value> = serde_json::from_str(&got.body).expect("a timeline");
+    let kinds: Vec<String> = shown
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(count(&kinds, "rolled_back"), 1, "{kinds:?}");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("started"),
+        "{kinds:?}"
+    );
+    let admin = follower.admin.to_string();
+    let out = process::ops(&["report", "api", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let report = process::stdout(&out);
+    assert!(
+        report.contains("**rolled back automatically**") && report.contains("`error_rate max 1%`"),
+        "{report}"
+    );
 }
 
 /// The instance that leads the fleet now, by its index in `fleet.instances`.
@@ -326,6 +364,43 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
         .await;
     let events = timeline(&etcd, "api").await;
     assert_eq!(count(&events, "manual_weights"), 1, "{events:?}");
+
+    // The canary's weight alone: the baseline takes the rest on every instance, the
+    // leader too (the state carries the canary's weight only).
+    let out = process::ops(&["weights", "api", "canary=10", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    fleet
+        .await_canary(
+            &client,
+            10,
+            Duration::from_secs(5),
+            "canary 10 on every instance",
+        )
+        .await;
+    for serin in &fleet.instances {
+        let shown = view(&client, serin).await;
+        assert_eq!(shown["weights"]["stable"], 90, "{shown}");
+    }
+    // A set the followers could not show is refused, and nothing changes.
+    let out = process::ops(
+        &[
+            "weights",
+            "api",
+            "stable=50",
+            "canary=20",
+            "--admin",
+            &admin,
+        ],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        process::stderr(&out).contains("e.g. stable=80 canary=20"),
+        "{}",
+        process::stderr(&out)
+    );
+    assert_eq!(fleet.canary_weights(&client).await, [10, 10, 10]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,6 +685,243 @@ async fn etcd_restarted_with_its_data_the_fleet_carries_on() {
     let etcd = connect(etcd_process.url()).await;
     let events = timeline(&etcd, "api").await;
     assert_eq!(count(&events, "step_advanced"), 1, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_shows_the_leader_every_instance_and_the_fleets_merged_numbers() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, ROLLOUT);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "three instances with canary requests in the follower's view of the fleet",
+        || async {
+            let fleet_view = &view(&client, follower).await["fleet"];
+            fleet_view["instances"] == 3
+                && fleet_view["members"].as_array().is_some_and(|m| {
+                    m.len() == 3
+                        && m.iter()
+                            .all(|m| m["versions"]["canary"]["requests"].as_u64() > Some(0))
+                })
+        },
+    )
+    .await;
+    load.stop().await;
+
+    let shown = view(&client, follower).await;
+    let fleet_view = &shown["fleet"];
+    assert_eq!(
+        fleet_view["leader"],
+        format!("web-{}", leader + 1),
+        "{shown}"
+    );
+    assert_eq!(
+        fleet_view["instance"],
+        format!("web-{}", (leader + 1) % 3 + 1)
+    );
+    assert_eq!(fleet_view["more_members"], 0);
+    let members = fleet_view["members"].as_array().expect("members");
+    let names: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m["instance"].as_str())
+        .collect();
+    assert_eq!(names, ["web-1", "web-2", "web-3"]);
+    for version in ["stable", "canary"] {
+        for count in ["requests", "errors"] {
+            let sum: u64 = members
+                .iter()
+                .map(|m| m["versions"][version][count].as_u64().expect("a count"))
+                .sum();
+            assert_eq!(
+                fleet_view["versions"][version][count].as_u64(),
+                Some(sum),
+                "the fleet's {version} {count} are the sum of its instances': {fleet_view}"
+            );
+        }
+    }
+    assert!(fleet_view["versions"]["canary"]["requests"].as_u64() > Some(0));
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(&["status", "api", "--admin", &admin], None).await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let printed = process::stdout(&out);
+    assert!(
+        printed.contains(&format!("led by web-{}; 3 instances", leader + 1)),
+        "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_set_on_a_follower_for_a_service_without_a_rollout_apply_on_every_instance() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let url = etcd_process.url();
+    let split = "    split:\n      weights: { stable: 100, canary: 0 }\n";
+    let fleet = Fleet::start_configs([url.clone(), url.clone(), url], |_, _| {
+        two_versions(stable.addr, canary.addr, split)
+    });
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    let leader = leader_index(&etcd).await;
+    let follower = &fleet.instances[(leader + 1) % 3];
+
+    let admin = follower.admin.to_string();
+    let out = process::ops(
+        &[
+            "weights",
+            "api",
+            "stable=60",
+            "canary=40",
+            "--admin",
+            &admin,
+        ],
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    fleet
+        .await_canary(
+            &client,
+            40,
+            Duration::from_secs(5),
+            "canary 40 on every instance",
+        )
+        .await;
+    for serin in &fleet.instances {
+        let shown = view(&client, serin).await;
+        assert_eq!(shown["weights"]["stable"], 60, "{shown}");
+        assert_eq!(shown["rollout"]["state"], "none", "{shown}");
+    }
+    // A bad set is refused at once, on the instance it was given to.
+    let out = process::ops(
+        &["weights", "api", "stable=0", "canary=0", "--admin", &admin],
+        None,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        process::stderr(&out).contains("would have weight 0"),
+        "{}",
+        process::stderr(&out)
+    );
+    assert_eq!(fleet.canary_weights(&client).await, [40, 40, 40]);
+
+    // A reload gives the service its file's weights on that instance; the fleet's
+    // come back over them.
+    let config = fleet._dir.0.join("serin-1.yaml");
+    let mut yaml = std::fs::read_to_string(&config).expect("read the config");
+    yaml.push_str("# reloaded\n");
+    std::fs::write(&config, yaml).expect("write the config");
+    let reload = format!("{}/api/v1/reload", fleet.instances[0].admin_url());
+    let request = http::Request::post(reload)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("a request");
+    let got = send(&client, request).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    fleet
+        .await_canary(
+            &client,
+            40,
+            Duration::from_secs(5),
+            "canary 40 again on the instance that reloaded",
+        )
+        .await;
+}
+
+/// A leader that died after a tick ended and before it judged it leaves that tick's
+/// records in etcd: the next leader counts them (the summary says which tick was
+/// judged last), so the tick's numbers are not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_counts_the_samples_in_etcd_that_the_last_one_did_not_judge() {
+    use serin_control::fleet::etcd_client::PutOptions;
+    use serin_control::fleet::sample::{SampleRecord, ServiceSample};
+    use serin_control::wire::{rfc3339, FleetSummary, SUMMARY_FORMAT};
+    use serin_judge::window::Sample;
+
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let etcd = connect(etcd_process.url()).await;
+    // The last leader, web-0, judged a tick 10 s ago and died; web-0's record of a tick
+    // it never judged is still there (its lease kept it a moment; here, no lease).
+    let now_tick = serin_control::runner::now_ms() / 200;
+    let summary = FleetSummary {
+        format: SUMMARY_FORMAT,
+        leader: "web-0".into(),
+        tick: now_tick - 50,
+        at: rfc3339((now_tick - 49) * 200),
+        at_ms: (now_tick - 49) * 200,
+        instances: 1,
+        services: Vec::new(),
+    };
+    let record = SampleRecord {
+        tick: now_tick,
+        ticks: 1,
+        services: vec![ServiceSample {
+            service: "api".into(),
+            versions: vec![(
+                "stable".into(),
+                Sample {
+                    requests: 1000,
+                    errors: 3,
+                    ..Sample::default()
+                },
+            )],
+        }],
+    };
+    let mut kv = etcd.client();
+    let json = serde_json::to_vec(&summary).expect("a summary");
+    kv.put(format!("{PREFIX}summary"), json, None)
+        .await
+        .expect("put the summary");
+    kv.put(
+        format!("{PREFIX}samples/web-0"),
+        record.encode(),
+        None::<PutOptions>,
+    )
+    .await
+    .expect("put the record");
+
+    let rollout = ROLLOUT.replace("window: 5s", "window: 60s");
+    let dir = TempDir::new("fleet");
+    let yaml = format!(
+        "{}cluster:\n  etcd: {{ endpoints: [{}], prefix: {PREFIX} }}\n  instance: web-1\n  lease_ttl: 2s\n",
+        rollout_config(stable.addr, canary.addr, &dir.0.join("state"), &rollout),
+        etcd_process.url()
+    );
+    let config = dir.0.join("serin.yaml");
+    std::fs::write(&config, yaml).expect("write the config");
+    let serin = SerinProcess::start(&config, 1, &[], &[]);
+    let client = client();
+    eventually(
+        Duration::from_secs(20),
+        "web-1 leading and its summary judged",
+        || async { view(&client, &serin).await["fleet"]["leader"] == "web-1" },
+    )
+    .await;
+    let shown = view(&client, &serin).await;
+    let stable_numbers = &shown["fleet"]["versions"]["stable"];
+    assert_eq!(stable_numbers["requests"], 1000, "{shown}");
+    assert_eq!(stable_numbers["errors"], 3, "{shown}");
+    assert_eq!(
+        shown["versions"]["stable"]["requests"], 0,
+        "no traffic of its own"
+    );
 }
 
 /// How many of `events` (timeline kinds) are `kind`.

@@ -246,6 +246,11 @@ impl Keys {
         format!("{}commands/{service}/", self.prefix)
     }
 
+    /// `P/weights/`: weights set by hand on services without a rollout.
+    pub fn weights(&self) -> String {
+        format!("{}weights/", self.prefix)
+    }
+
     /// `P/summary`.
     pub fn summary(&self) -> String {
         format!("{}summary", self.prefix)

@@ -4,6 +4,9 @@
 //! Pure parts, built always:
 //! * [`sample`]: the per-tick sample record, its compact encoding, and its exact merge.
 //! * [`tick`]: wall-clock aligned ticks, and the folds that count late samples once.
+//! * [`split`]: weights set by hand on a rollout, as every instance of a fleet shows them.
+//! * [`view`]: the leader's summary (`P/summary`) and what every instance shows of
+//!   the fleet, read from etcd when asked.
 //!
 //! etcd parts, with the `fleet` feature (each on a [`client::Etcd`] connection):
 //! * [`client`]: connect (endpoints, TLS, user/password, timeouts); the key layout.
@@ -11,6 +14,8 @@
 //! * [`members`]: `P/members/<instance>`, one live holder per name.
 //! * [`election`]: leadership through etcd's election API, fenced writes, resign.
 //! * [`node`]: an instance's part: publish, apply, campaign and lead.
+//! * [`reads`]: what the admin API reads of the fleet in etcd (summary, timeline).
+//! * [`weights`]: weights set by hand on a service without a rollout, fleet-wide.
 //! * [`watch`]: a prefix watched from a revision, resumed across disconnects and
 //!   compaction, no event missed or repeated.
 
@@ -24,10 +29,16 @@ pub mod lease;
 pub mod members;
 #[cfg(feature = "fleet")]
 pub mod node;
+#[cfg(feature = "fleet")]
+pub mod reads;
 pub mod sample;
+pub mod split;
 pub mod tick;
+pub mod view;
 #[cfg(feature = "fleet")]
 pub mod watch;
+#[cfg(feature = "fleet")]
+pub mod weights;
 
 /// The etcd client crate, for the ops and options the primitives take (`TxnOp`, ...).
 #[cfg(feature = "fleet")]

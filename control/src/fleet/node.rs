@@ -1,8 +1,9 @@
 //! One instance's part in the fleet (docs/fleet.md, "Roles"): it joins under its name,
 //! publishes its own samples every tick, applies the rollout state the leader writes,
 //! and campaigns; while it leads, it merges the live instances' samples per tick, runs
-//! the single node's judgement on them (`Control::judge_merged`) and writes state and
-//! timeline in one txn fenced by its leadership.
+//! the single node's judgement on them (`Control::judge_merged`) and writes state,
+//! timeline and the fleet's summary (`P/summary`) in one txn fenced by its leadership.
+//! It also hands the admin API its session's connection (`reads::EtcdReads`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +18,14 @@ use super::client::{Etcd, FleetError, Keys, Timeouts};
 use super::election::{self, Leadership};
 use super::lease::{EtcdHealth, Lease};
 use super::members::{self, MemberInfo};
+use super::reads::{read_summary, EtcdReads};
 use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
+use super::view::{encode_bounded, summarize, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
+use super::weights;
 use crate::runner::{now_ms, Control, TickSamples};
-use crate::wire::{FleetCommand, SavedState, TimelineEvent};
+use crate::wire::{FleetCommand, FleetCommandKind, FleetWeights, SavedState, TimelineEvent};
 
 /// Commands given here that may wait for etcd at once.
 const COMMAND_QUEUE: usize = 64;
@@ -45,6 +49,8 @@ pub async fn run(
 ) -> Result<(), Fatal> {
     let (commands_tx, mut commands) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
     control.connect_fleet_commands(commands_tx);
+    let reads = Arc::new(EtcdReads::default());
+    control.connect_fleet_reads(reads.clone());
     let mut backoff = Duration::from_millis(200);
     // Since when this instance has been without etcd (from the start, too).
     let mut away_since = Instant::now();
@@ -53,7 +59,7 @@ pub async fn run(
     let mut previous_lease: Option<i64> = None;
     loop {
         let session = tokio::select! {
-            s = join(&cluster, &admin, previous_lease) => s,
+            s = join_as(&cluster, &admin, &mut previous_lease) => s,
             _ = stop.changed() => return Ok(()),
         };
         match session {
@@ -61,6 +67,7 @@ pub async fn run(
                 backoff = Duration::from_millis(200);
                 previous_lease = Some(lease.id());
                 control.set_fleet_local(false);
+                reads.set(Some(etcd.clone()));
                 tracing::info!(instance = %cluster.instance, prefix = %etcd.keys().prefix(), "joined the fleet");
                 tokio::select! {
                     _ = member(&control, &cluster, &etcd, &lease, &mut commands) => {}
@@ -69,6 +76,7 @@ pub async fn run(
                         return Ok(());
                     }
                 }
+                reads.set(None);
                 tracing::warn!(instance = %cluster.instance, "lost the fleet's lease; joining again");
                 control.set_fleet_local(true);
                 away_since = Instant::now();
@@ -99,8 +107,20 @@ pub async fn join(
     admin: &str,
     previous: Option<i64>,
 ) -> Result<(Etcd, Lease), FleetError> {
+    let mut previous = previous;
+    join_as(cluster, admin, &mut previous).await
+}
+
+/// [`join`], and `previous` becomes the lease this attempt takes as soon as it has it:
+/// a failed attempt's write of the name may have gone through with its answer lost (a
+/// cut mid-call), and the next attempt must see that lease as its own, not a stranger's.
+pub async fn join_as(
+    cluster: &Cluster,
+    admin: &str,
+    previous: &mut Option<i64>,
+) -> Result<(Etcd, Lease), FleetError> {
     let etcd = Etcd::connect(&cluster.etcd, Timeouts::default()).await?;
-    if let Some(id) = previous {
+    if let Some(id) = *previous {
         let mut client = etcd.client();
         let what = format!("revoking the lease {id:x} of this instance's last session");
         match etcd.call(what, client.lease_revoke(id)).await {
@@ -114,6 +134,7 @@ pub async fn join(
         }
     }
     let lease = Lease::grant(&etcd, cluster.lease_ttl).await?;
+    *previous = Some(lease.id());
     let info = MemberInfo {
         instance: cluster.instance.clone(),
         started_at_ms: now_ms(),
@@ -161,6 +182,7 @@ async fn member(
     tokio::select! {
         _ = publish(control, cluster, etcd, lease, &leading) => {}
         _ = apply_states(control, etcd) => {}
+        _ = apply_weights(control, etcd) => {}
         _ = send_commands(etcd, commands) => {}
         _ = campaign(control, cluster, etcd, lease, &leading) => {}
         _ = expired => {}
@@ -304,6 +326,63 @@ async fn apply_states(control: &Control, etcd: &Etcd) {
     }
 }
 
+/// How often the fleet's weights are applied again: a reload gives a service without a
+/// rollout its file's weights, and the fleet's must come back over them.
+const WEIGHTS_AGAIN: Duration = Duration::from_secs(1);
+
+/// Applies the weights set by hand fleet-wide (`P/weights/<service>`, services without
+/// a rollout) as they are written, and again after a reload; those that do not apply
+/// here are logged.
+async fn apply_weights(control: &Control, etcd: &Etcd) {
+    let under = etcd.keys().weights();
+    let mut watch = PrefixWatch::new(etcd, under.clone(), None);
+    let mut complaints = Complaints::default();
+    // The fleet's records, by service.
+    let mut held: BTreeMap<String, FleetWeights> = BTreeMap::new();
+    loop {
+        let kvs = tokio::select! {
+            item = watch.next() => match item {
+                WatchItem::Snapshot { kvs, .. } => {
+                    held.clear();
+                    kvs.into_iter().map(|(k, v, _)| (k, v)).collect()
+                }
+                WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+                WatchItem::Change(Change::Delete { key, .. }) => {
+                    if let Some(service) = Keys::name_under(&key, &under) {
+                        held.remove(service);
+                    }
+                    Vec::new()
+                }
+            },
+            _ = tokio::time::sleep(WEIGHTS_AGAIN) => {
+                for record in held.values() {
+                    if let Ok(true) = weights::apply(control, record) {
+                        tracing::info!(service = %record.service, weights = ?record.weights, "applied the fleet's weights again (a reload had set the file's)");
+                    }
+                }
+                continue;
+            }
+        };
+        for (key, value) in kvs {
+            let shown = String::from_utf8_lossy(&key).into_owned();
+            let decoded = weights::decode(&under, &key, &value);
+            if let Ok(record) = &decoded {
+                held.insert(record.service.clone(), record.clone());
+            }
+            match decoded {
+                Ok(record) => match weights::apply(control, &record) {
+                    Ok(true) => {
+                        tracing::info!(service = %record.service, weights = ?record.weights, instance = %record.instance, "applied the fleet's weights set by hand")
+                    }
+                    Ok(false) => {}
+                    Err(why) => complaints.warn(&shown, &format!("not applied: {why}")),
+                },
+                Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+            }
+        }
+    }
+}
+
 fn apply_state(
     control: &Control,
     under: &str,
@@ -442,10 +521,21 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
 
     let tick_ms = control.tick_ms();
-    // The tick under way is not judged: its samples from before this leadership may have
-    // been judged by the last leader; the first judgement is of the next full tick.
-    let mut collector = Collector::new(Some(tick::tick_index(now_ms(), tick_ms)));
+    // The records already in etcd of ticks after the last one the fleet judged (the
+    // summary says which) are counted: the last leader may have died before judging
+    // them. Without a summary, from the tick under way, whose records may be judged.
+    let summary_tick = match read_summary(etcd).await {
+        Ok(summary) => summary.map(|s| s.tick),
+        Err(why) => {
+            tracing::warn!(error = %why, "counting the samples from the tick under way");
+            None
+        }
+    };
+    let mut collector = Collector::taking_over(summary_tick, tick::tick_index(now_ms(), tick_ms));
+    control.clear_fleet_windows();
     let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
+    let mut tally = Tally::default();
+    let leader = control.fleet_instance().unwrap_or_default();
     let commands_under = format!("{}commands/", keys.prefix());
     let mut commands = PrefixWatch::new(etcd, commands_under.clone(), None);
     // Samples have a quarter of a tick after its end to arrive; later ones fold over.
@@ -460,6 +550,7 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                     match SampleRecord::decode(&value) {
                         Ok(record) => {
                             collector.accept(instance, &record);
+                            tally.seen(instance);
                         }
                         Err(err) => complaints.warn(&String::from_utf8_lossy(&key), &format!("ignored: not a sample record: {err}")),
                     }
@@ -467,10 +558,24 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 WatchItem::Change(Change::Delete { key, .. }) => {
                     if let Some(instance) = Keys::name_under(&key, &keys.samples()) {
                         collector.forget(instance);
+                        tally.forget(instance);
                     }
                 }
-                // Old samples (at start, or after compaction): counted by the last reader.
-                WatchItem::Snapshot { .. } => {}
+                // The samples in etcd (on taking over, or after compaction): those of
+                // ticks not judged yet are counted.
+                WatchItem::Snapshot { kvs, .. } => {
+                    for (key, value, _) in kvs {
+                        let Some(instance) = Keys::name_under(&key, &keys.samples()) else { continue };
+                        match SampleRecord::decode(&value) {
+                            Ok(record) => {
+                                let counted = collector.accept_stored(instance, &record);
+                                tracing::debug!(instance, tick = record.tick, ?counted, "a stored sample record");
+                                tally.seen(instance);
+                            }
+                            Err(err) => complaints.warn(&String::from_utf8_lossy(&key), &format!("ignored: not a sample record: {err}")),
+                        }
+                    }
+                }
             },
             item = commands.next() => {
                 let given: Vec<(Vec<u8>, Vec<u8>)> = match item {
@@ -481,6 +586,17 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 for (key, value) in given {
                     let shown = String::from_utf8_lossy(&key).into_owned();
                     match decode_command(&commands_under, &key, &value) {
+                        // Weights on a service without a rollout: no rollout state
+                        // holds them, so the leader writes them for every instance.
+                        Ok(command) if command.command == FleetCommandKind::Weights && control.status(&command.service).is_none() => {
+                            match weights::set_by_command(control, &command, now_ms()) {
+                                Ok(record) => {
+                                    tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, weights = ?record.weights, "fleet command: weights");
+                                    pending.weights.push(record);
+                                }
+                                Err(why) => tracing::warn!(service = %command.service, id = %command.id, error = %why, "a fleet command's weights do not apply"),
+                            }
+                        }
                         Ok(command) => {
                             let applied = control.apply_fleet_command(&command, now_ms());
                             tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, command = ?command.command, applied, "fleet command");
@@ -497,16 +613,27 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
             }
             _ = tokio::time::sleep(Duration::from_millis(next_judgement)) => {
                 let ended = tick::tick_index(now_ms().saturating_sub(grace), tick_ms).saturating_sub(1);
-                let merged = collector.judge(ended).map(|m| m.record).unwrap_or_default();
+                let merged = collector.judge(ended).unwrap_or_default();
                 let numbers: Vec<_> = merged
+                    .record
                     .services
                     .into_iter()
                     .map(|s| (s.service, s.versions))
                     .collect();
-                control.judge_merged(tick::tick_start_ms(ended + 1, tick_ms), &numbers);
+                let end_ms = tick::tick_start_ms(ended + 1, tick_ms);
+                control.judge_merged(end_ms, &numbers);
                 let (states, events) = control.take_fleet_decisions();
                 pending.states.extend(states);
                 pending.events.extend(events);
+                // What every instance shows of the fleet, fenced with the state it led to.
+                let services = control.fleet_numbers(end_ms);
+                let keep = services.iter().map(|(_, w, _)| *w).max().unwrap_or(0);
+                tally.push(end_ms, merged.counts, keep);
+                let summary = summarize(leader, ended, end_ms, &tally, &services);
+                match encode_bounded(summary) {
+                    Some(json) => pending.summary = Some(json),
+                    None => complaints.warn(&keys.summary(), "not written: the fleet's summary is over its bound (thousands of services)"),
+                }
                 write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
             }
         }
@@ -520,6 +647,10 @@ struct Pending {
     events: Vec<TimelineEvent>,
     /// Commands taken: deleted in the txn that writes what they did.
     deletes: Vec<String>,
+    /// The newest `P/summary`.
+    summary: Option<Vec<u8>>,
+    /// Weights set by hand on services without a rollout (`P/weights/<service>`).
+    weights: Vec<FleetWeights>,
 }
 
 /// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
@@ -531,7 +662,12 @@ async fn write(
     seqs: &mut BTreeMap<String, u64>,
     pending: &mut Pending,
 ) -> Result<(), FleetError> {
-    if pending.states.is_empty() && pending.events.is_empty() && pending.deletes.is_empty() {
+    if pending.states.is_empty()
+        && pending.events.is_empty()
+        && pending.deletes.is_empty()
+        && pending.summary.is_none()
+        && pending.weights.is_empty()
+    {
         return Ok(());
     }
     let mut ops = Vec::new();
@@ -557,6 +693,19 @@ async fn write(
     }
     for key in &pending.deletes {
         ops.push(TxnOp::delete(key.as_str(), None));
+    }
+    for record in &pending.weights {
+        match serde_json::to_vec(record) {
+            Ok(json) => ops.push(TxnOp::put(
+                format!("{}{}", keys.weights(), record.service),
+                json,
+                None,
+            )),
+            Err(err) => tracing::error!(error = %err, "cannot encode the fleet's weights"),
+        }
+    }
+    if let Some(summary) = &pending.summary {
+        ops.push(TxnOp::put(keys.summary(), summary.clone(), None));
     }
     match leadership.fenced_txn(etcd, ops).await {
         Ok(_) => {
@@ -602,7 +751,7 @@ async fn next_seq(etcd: &Etcd, keys: &Keys, service: &str) -> Result<u64, FleetE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{FleetCommandKind, COMMAND_FORMAT};
+    use crate::wire::COMMAND_FORMAT;
     use serin_judge::window::Sample;
 
     fn sample(requests: u64) -> Sample {

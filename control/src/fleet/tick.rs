@@ -5,13 +5,15 @@
 //! * [`Outbox`] (every instance): a tick's sample that could not be put is folded into
 //!   the next one, so a record covers the ticks since the last successful put.
 //! * [`Collector`] (the leader): records by (instance, tick), a record seen twice dropped,
-//!   one for a tick already judged folded into the next judgement.
+//!   one for a tick already judged folded into the next judgement; a new leader's
+//!   counts the records stored in etcd of ticks the last leader did not judge.
 //!
 //! Pure: time is a parameter (`unix_ms`), never read here.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::sample::SampleRecord;
+use super::view::{add_counted, add_record, Counted};
 
 /// The tick `unix_ms` falls in, for ticks of `tick_ms` (> 0) milliseconds.
 pub fn tick_index(unix_ms: u64, tick_ms: u64) -> u64 {
@@ -65,6 +67,8 @@ pub enum Accepted {
     FoldedInto(u64),
     /// The instance's record for this tick (or a later one) was counted already.
     Duplicate,
+    /// Read on taking over: a tick the last leader judged already (not counted again).
+    JudgedBefore,
 }
 
 /// The leader's intake of the instances' records, per tick to judge.
@@ -84,6 +88,8 @@ pub struct Merged {
     pub record: SampleRecord,
     /// The instances counted, sorted.
     pub instances: Vec<String>,
+    /// Each instance's counts in `record` (for the fleet's summary).
+    pub counts: BTreeMap<String, Counted>,
 }
 
 impl Collector {
@@ -120,7 +126,24 @@ impl Collector {
         {
             merged.instances.insert(at, instance.to_string());
         }
+        add_record(
+            merged.counts.entry(instance.to_string()).or_default(),
+            record,
+        );
         accepted
+    }
+
+    /// Counts `record`, read from etcd as it stood (a new leader's first read of
+    /// `P/samples/`, or after compaction): a record of an instance not seen yet whose
+    /// ticks were judged (by the last leader, when taking over) is not counted again;
+    /// one of later ticks is counted as if it had just come.
+    pub fn accept_stored(&mut self, instance: &str, record: &SampleRecord) -> Accepted {
+        let judged = self.judged_through.is_some_and(|j| record.tick <= j);
+        if judged && !self.last_tick.contains_key(instance) {
+            self.last_tick.insert(instance.to_string(), record.tick);
+            return Accepted::JudgedBefore;
+        }
+        self.accept(instance, record)
     }
 
     /// Takes everything counted for ticks up to `tick`, merged, for its judgement; later
@@ -138,6 +161,9 @@ impl Collector {
                 None => out = Some(merged),
                 Some(out) => {
                     out.record.merge(&merged.record);
+                    for (instance, counted) in &merged.counts {
+                        add_counted(out.counts.entry(instance.clone()).or_default(), counted);
+                    }
                     for i in merged.instances {
                         if let Err(at) = out.instances.binary_search(&i) {
                             out.instances.insert(at, i);
@@ -152,6 +178,13 @@ impl Collector {
     /// The last tick judged.
     pub fn judged_through(&self) -> Option<u64> {
         self.judged_through
+    }
+
+    /// Where a new leader starts: after the last tick the fleet judged (`P/summary`'s
+    /// tick), so that the records in etcd of ticks after it are counted; without a
+    /// summary, after the tick under way, `now_tick` (its records may have been judged).
+    pub fn taking_over(summary_tick: Option<u64>, now_tick: u64) -> Self {
+        Self::new(Some(summary_tick.map_or(now_tick, |j| j.min(now_tick))))
     }
 
     /// Forgets an instance that left (its lease expired), so its name can come back.
@@ -245,10 +278,47 @@ mod tests {
         assert_eq!(requests(&t11), 12);
         assert_eq!((t11.record.first_tick(), t11.record.tick), (10, 11));
         assert_eq!(t11.instances, ["a", "c"]);
+        // Each instance's own counts, for the fleet's summary: they add up to the tick's.
+        let own = |i: &str| t11.counts[i][&("api".to_string(), "stable".to_string())].requests;
+        assert_eq!((own("a"), own("c")), (4, 8));
         assert_eq!(c.judge(12), None);
         // An instance that left and came back with the same name starts afresh.
         c.forget("a");
         assert_eq!(c.accept("a", &rec(5, 1)), Accepted::FoldedInto(13));
+    }
+
+    #[test]
+    fn a_new_leader_counts_the_records_in_etcd_of_ticks_the_last_leader_did_not_judge() {
+        // 500 ms ticks. The last leader judged tick 20 (its summary says so) and died;
+        // another takes over during tick 26, the lease's TTL later.
+        let clock = Clock(26 * 500 + 120);
+        let mut c = Collector::taking_over(Some(20), tick_index(clock.0, 500));
+        // etcd holds each instance's last put: a's is of tick 20, judged already.
+        assert_eq!(c.accept_stored("a", &rec(20, 5)), Accepted::JudgedBefore);
+        // b's and c's are of tick 25, which no leader judged: counted, not lost.
+        assert_eq!(c.accept_stored("b", &rec(25, 7)), Accepted::ForTick(25));
+        assert_eq!(c.accept_stored("c", &rec(25, 3)), Accepted::ForTick(25));
+        // The live watch then brings tick 26's, and b's put of 25 once more.
+        assert_eq!(c.accept("a", &rec(26, 1)), Accepted::ForTick(26));
+        assert_eq!(c.accept("b", &rec(25, 7)), Accepted::Duplicate);
+        let first = c.judge(26).expect("the first judgement");
+        assert_eq!(requests(&first), 7 + 3 + 1, "tick 25's records are in it");
+        assert_eq!(first.instances, ["a", "b", "c"]);
+
+        // Without a summary (no leader judged yet, or an older serin's), the tick under
+        // way is where it starts, as the records in etcd may have been judged.
+        let mut c = Collector::taking_over(None, 26);
+        assert_eq!(c.accept_stored("b", &rec(25, 7)), Accepted::JudgedBefore);
+        assert_eq!(c.judged_through(), Some(26));
+        // A summary from a clock ahead of this one does not skip ticks to come.
+        assert_eq!(
+            Collector::taking_over(Some(40), 26).judged_through(),
+            Some(26)
+        );
+        // After compaction, a stored record of an instance already counted is no new one.
+        let mut c = Collector::new(Some(30));
+        assert_eq!(c.accept("a", &rec(31, 1)), Accepted::ForTick(31));
+        assert_eq!(c.accept_stored("a", &rec(31, 1)), Accepted::Duplicate);
     }
 
     #[test]

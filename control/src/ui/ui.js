@@ -86,8 +86,17 @@ async function poll() {
     const current = services.find((s) => s.name === state.selected) || services[0];
     if (current) {
       state.selected = current.name;
-      const timeline = await api("GET", "/api/v1/services/" + encodeURIComponent(current.name) + "/timeline");
+      let timeline = [];
+      let unread = null;
+      try {
+        timeline = await api("GET", "/api/v1/services/" + encodeURIComponent(current.name) + "/timeline");
+      } catch (err) {
+        // Fleet mode with etcd away: the service still shows; the timeline says why not.
+        if (err instanceof Unauthorized) throw err;
+        unread = err.message;
+      }
       renderService(current, timeline);
+      $("timeline-empty").textContent = unread ? "The timeline cannot be read now: " + unread : "No decisions yet.";
     } else {
       $("service-view").hidden = true;
     }
@@ -203,6 +212,8 @@ function renderService(s, timeline) {
     return tr;
   }));
 
+  renderFleet(s.fleet, versionNames);
+
   // Charts.
   const hist = state.history.get(s.name) || new Map();
   const series = (key, dash) => versionNames.map((n) => ({
@@ -268,6 +279,38 @@ function chart(box, series) {
   }
   svg.setAttribute("aria-label", "latest values: " + (latest.join(", ") || "none"));
   box.replaceChildren(svg);
+}
+
+// Fleet mode: the fleet as its leader last judged it (the merged numbers, then each
+// listed instance's own requests and errors over the same window).
+function renderFleet(f, declared) {
+  $("fleet").hidden = !f;
+  if (!f) return;
+  let about = "(this is " + f.instance;
+  if (f.leader) about += ", led by " + f.leader + "; " + f.instances + " instances";
+  if (f.window_s) about += "; over the last " + fmt(f.window_s, 1) + " s";
+  if (f.note) about += "; " + f.note;
+  $("fleet-about").textContent = about + ")";
+  const merged = f.versions || {};
+  const names = declared.filter((n) => n in merged).concat(Object.keys(merged).filter((n) => !declared.includes(n)));
+  const head = el("tr");
+  head.append(el("th", "Instance"));
+  for (const n of names) head.append(el("th", n + " requests"), el("th", n + " errors"));
+  $("fleet-members").tHead.replaceChildren(head);
+  const row = (label, counts) => {
+    const tr = el("tr");
+    const th = el("th", label);
+    th.scope = "row";
+    tr.append(th);
+    for (const n of names) {
+      const c = counts[n] || {};
+      tr.append(el("td", fmt(c.requests, 0), "num"), el("td", fmt(c.errors, 0), "num"));
+    }
+    return tr;
+  };
+  $("fleet-members").tBodies[0].replaceChildren(row("whole fleet", f.versions || {}),
+    ...(f.members || []).map((m) => row(m.instance, m.versions || {})));
+  $("fleet-more").textContent = f.more_members ? "… and " + f.more_members + " more instances" : "";
 }
 
 function renderTimeline(events) {
