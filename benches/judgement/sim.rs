@@ -783,6 +783,7 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
             canary_tick: &ct,
             baseline_tick: &bt,
             baseline_has_weight: weight < 100,
+            mismatch: None,
         };
         let judged = judge(&rules, &detectors, &input);
         judged_ticks += 1;
@@ -901,6 +902,7 @@ fn verify(
             canary_tick: &ct,
             baseline_tick: &bt,
             baseline_has_weight: weight < 100,
+            mismatch: None,
         },
     );
     assert_eq!(
@@ -915,6 +917,7 @@ fn verify(
 
 fn rollout(steps: Vec<Step>, interval: Duration, rules: Vec<Rule>) -> Rollout {
     Rollout {
+        shadow: None,
         baseline: BASELINE,
         canary: CANARY,
         steps,
@@ -933,6 +936,7 @@ fn rollout(steps: Vec<Step>, interval: Duration, rules: Vec<Rule>) -> Rollout {
 
 fn step(weight: u32, hold_s: Option<u64>) -> Step {
     Step {
+        shadow: None,
         weight,
         hold: hold_s.map(Duration::from_secs),
     }

@@ -662,14 +662,17 @@ mod tests {
 
     fn spec(rules: Vec<Rule>) -> Rollout {
         Rollout {
+            shadow: None,
             baseline: 0,
             canary: 1,
             steps: vec![
                 Step {
+                    shadow: None,
                     weight: 30,
                     hold: None,
                 },
                 Step {
+                    shadow: None,
                     weight: 100,
                     hold: None,
                 },

@@ -782,6 +782,7 @@ impl Control {
             canary_tick: &canary_tick,
             baseline_tick: &baseline_tick,
             baseline_has_weight: run.state.canary_weight < 100,
+            mismatch: None,
         };
         let judgement = judge(&run.rules, &run.detectors, &input);
         if judgement.detectors != run.detectors {
