@@ -45,12 +45,19 @@ pub struct View {
 struct Split {
     weights: Box<[u32]>,
     table: SplitTable,
+    /// During a rollout's shadow step, the share of the baseline's requests copied to
+    /// the canary, in hundredths of a percent (`crate::shadow`); 0 otherwise.
+    shadow: u32,
 }
 
 impl Split {
-    fn new(service: &str, weights: Box<[u32]>) -> Self {
+    fn new(service: &str, weights: Box<[u32]>, shadow: u32) -> Self {
         let table = SplitTable::new(service, &weights);
-        Self { weights, table }
+        Self {
+            weights,
+            table,
+            shadow,
+        }
     }
 }
 
@@ -103,7 +110,7 @@ impl View {
                 if let (Some(rollout), Some(w)) = (&service.rollout, canary_weight_of(i)) {
                     set_canary(&mut weights, rollout.baseline, rollout.canary, w);
                 }
-                Arc::new(Split::new(&service.name, weights))
+                Arc::new(Split::new(&service.name, weights, 0))
             })
             .collect();
         Self { table, splits }
@@ -117,6 +124,13 @@ impl View {
     #[inline]
     pub fn split(&self, service: usize) -> &SplitTable {
         &self.splits[service].table
+    }
+
+    /// The share of service `i`'s baseline requests copied to its canary now, in
+    /// hundredths of a percent: 0 unless its rollout is at a shadow step.
+    #[inline]
+    pub fn shadow_share(&self, service: usize) -> u32 {
+        self.splits.get(service).map_or(0, |s| s.shadow)
     }
 
     /// The weights in force of service `i`'s versions, in declared order.
@@ -200,7 +214,8 @@ impl View {
     /// This view with `weights`, or `None` if its service is no longer in the table.
     pub(crate) fn with_weights(&self, weights: &ServiceWeights) -> Option<View> {
         let i = self.position(weights.service)?;
-        Some(self.with_split(i, weights.weights.clone()))
+        let shadow = self.shadow_share(i);
+        Some(self.with_split(i, weights.weights.clone(), shadow))
     }
 
     /// This view with the rollout's canary at `canary_weight` (at most 100) and its
@@ -212,6 +227,18 @@ impl View {
         canary_weight: u32,
     ) -> Option<View> {
         let i = self.position(rollout.service)?;
+        self.with_rollout_weights(rollout, canary_weight, self.shadow_share(i))
+    }
+
+    /// [`Self::with_canary_weight`], with the share of the baseline's requests copied
+    /// to the canary (`shadow`, hundredths of a percent; 0: none).
+    pub(crate) fn with_rollout_weights(
+        &self,
+        rollout: &RolloutWeights,
+        canary_weight: u32,
+        shadow: u32,
+    ) -> Option<View> {
+        let i = self.position(rollout.service)?;
         let mut weights: Box<[u32]> = self.weights(i).into();
         set_canary(
             &mut weights,
@@ -219,15 +246,16 @@ impl View {
             rollout.canary,
             canary_weight,
         );
-        Some(self.with_split(i, weights))
+        Some(self.with_split(i, weights, shadow.min(10_000)))
     }
 
-    /// This view with service `i`'s weights replaced; everything else is shared.
-    fn with_split(&self, i: usize, weights: Box<[u32]>) -> View {
+    /// This view with service `i`'s weights and shadow share replaced; everything
+    /// else is shared.
+    fn with_split(&self, i: usize, weights: Box<[u32]>, shadow: u32) -> View {
         let name = self.table.services.get(i).map_or("", |s| &*s.name);
         let mut splits = self.splits.clone();
         if let Some(slot) = splits.get_mut(i) {
-            *slot = Arc::new(Split::new(name, weights));
+            *slot = Arc::new(Split::new(name, weights, shadow));
         }
         View {
             table: self.table.clone(),
