@@ -839,16 +839,17 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
 /// run every tick. Rules with a fixed θ and cutoff: the lower bound of the window's
 /// share of failures above θ; `error_rate max_increase`: the canary's lower bound minus
 /// the baseline's upper bound (each at 0.5 %) above the increase. Relative latency
-/// rules and success rules (the simulation sends no matching requests) are not tested.
+/// rules, success rules (the simulation sends no matching requests) and mismatch rules
+/// (it has no shadow step) are not tested.
 fn naive_fails(rules: &CompiledAnalysis, table: &Table, acc: &[Acc; 2]) -> bool {
     let (b, c) = (&acc[BASELINE], &acc[CANARY]);
     rules.rules.iter().any(|rule| {
         let (n, k) = match rule.test.events {
             Events::Errors => (c.requests, c.errors),
             Events::SlowerThan(Cutoff::Fixed { us }) => (c.n, c.count_above(table, us)),
-            Events::SlowerThan(Cutoff::Baseline { .. }) | Events::Unsuccessful { .. } => {
-                return false
-            }
+            Events::SlowerThan(Cutoff::Baseline { .. })
+            | Events::Unsuccessful { .. }
+            | Events::Mismatches => return false,
         };
         match rule.test.null {
             Null::Fixed(theta) => lower_bound(k, n, 0.01) > theta,

@@ -796,6 +796,7 @@ mod tests {
             p99_ms: Some(12.0),
         };
         TimelineEvent {
+            mismatches: Vec::new(),
             at: rfc3339(2000),
             at_ms: 2000,
             service: "api".into(),

@@ -548,6 +548,7 @@ mod tests {
             reason: None,
             rule: None,
             versions: Default::default(),
+            mismatches: Vec::new(),
         }
     }
 
