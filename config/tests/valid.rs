@@ -1064,7 +1064,11 @@ services:
         "shadow",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let shadow = listed.services[0].rollout.as_ref().and_then(|r| r.shadow.as_ref()).expect("shadow");
+    let shadow = listed.services[0]
+        .rollout
+        .as_ref()
+        .and_then(|r| r.shadow.as_ref())
+        .expect("shadow");
     assert_eq!(shadow.methods, ["GET", "POST"]);
     assert_eq!((shadow.max_body, shadow.max_in_flight), (1024, 8));
     assert!(shadow.compare_body);

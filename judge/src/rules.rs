@@ -196,10 +196,7 @@ fn test_of(rule: &Rule) -> (Test, Value) {
             fixed(Events::Unsuccessful { slot }, 1.0 - min),
             Value::SuccessShare { slot, min },
         ),
-        Rule::Mismatch { max } => (
-            fixed(Events::Mismatches, max),
-            Value::MismatchShare { max },
-        ),
+        Rule::Mismatch { max } => (fixed(Events::Mismatches, max), Value::MismatchShare { max }),
         Rule::ErrorRateIncrease { max_increase } => (
             Test {
                 events: Events::Errors,
@@ -450,7 +447,11 @@ impl CompiledRule {
                 format!("canary success {} under {}", Pct(v), Pct(t))
             }
             Value::MismatchShare { .. } => {
-                format!("canary answers differ in {} of copies, over {}", Pct(v), Pct(t))
+                format!(
+                    "canary answers differ in {} of copies, over {}",
+                    Pct(v),
+                    Pct(t)
+                )
             }
             Value::ErrorRateIncrease { .. } => format!(
                 "canary error rate {} is {} over the baseline's {}",

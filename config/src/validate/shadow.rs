@@ -66,11 +66,7 @@ pub(super) fn mismatch(raw: &RawMismatch, path: &str, errs: &mut Errors) -> Opti
 /// The rollout's `shadow:` block with its defaults, when it has a shadow step. A
 /// `shadow:` block or a `mismatch` rule without a shadow step is an error: neither
 /// would ever do anything.
-pub(super) fn settings(
-    raw: &RawRollout,
-    path: &str,
-    errs: &mut Errors,
-) -> Option<Shadow> {
+pub(super) fn settings(raw: &RawRollout, path: &str, errs: &mut Errors) -> Option<Shadow> {
     let has_shadow_step = raw.steps.iter().any(|s| s.shadow.is_some());
     if !has_shadow_step {
         let example = "add a step such as `- { shadow: 100%, hold: 5m }` before the weight steps";
