@@ -346,6 +346,37 @@ services:
     }
 
     #[test]
+    fn a_shadow_share_is_published_with_the_rollout_weights_and_kept_by_other_changes() {
+        let view = View::new(table(CONFIG, None), |_| None);
+        assert_eq!(view.shadow_share(0), 0, "a table starts with no copies");
+        let (_, handle) = view.rollout(0).expect("api has a rollout");
+        let shadow = view
+            .with_rollout_weights(&handle, 0, 10_000)
+            .expect("same table");
+        assert_eq!(
+            (shadow.weights(0), shadow.shadow_share(0)),
+            (&[100, 0, 10][..], 10_000)
+        );
+        assert_eq!(shadow.shadow_share(1), 0, "other services copy nothing");
+        // A person's weights and a plain canary weight keep the share in force.
+        let valid = shadow.validate("api", &[("shadow", 5)]).expect("valid");
+        assert_eq!(
+            shadow.with_weights(&valid).map(|v| v.shadow_share(0)),
+            Some(10_000)
+        );
+        let same = shadow.with_canary_weight(&handle, 0).expect("same table");
+        assert_eq!(same.shadow_share(0), 10_000);
+        // The rollout's next weights end it.
+        let step = shadow
+            .with_rollout_weights(&handle, 5, 0)
+            .expect("same table");
+        assert_eq!(
+            (step.weights(0), step.shadow_share(0)),
+            (&[95, 5, 10][..], 0)
+        );
+    }
+
+    #[test]
     fn validation_names_what_is_wrong_and_keeps_the_unnamed_versions_weights() {
         let view = View::new(table(CONFIG, None), |_| None);
         assert_eq!(

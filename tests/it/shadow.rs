@@ -315,3 +315,72 @@ async fn post_is_copied_only_when_listed() {
         c.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_requests_are_not_copied_and_a_reload_keeps_the_shadow_step_copying() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("shadow-force");
+    let config = |max_in_flight: u32| {
+        let rollout = shadow_rollout(
+            &format!("      shadow:\n        max_in_flight: {max_in_flight}\n"),
+            "          - error_rate: { max: 1% }\n",
+        );
+        format!(
+            "state_dir: \"{}\"\n{}",
+            dir.0.display(),
+            two_versions(
+                stable.addr,
+                canary.addr,
+                &format!(
+                    "    split:\n      weights: {{ stable: 100, canary: 0 }}\n      sticky: {{ header: x-user-id }}\n      force: {{ header: x-version }}\n    rollout:\n{rollout}"
+                ),
+            )
+        )
+    };
+    let c = Controlled::start(&config(16)).await;
+    let client = client();
+    let url = c.serin.url("/");
+    // Forced to the baseline: answered by it, not copied.
+    let got = get(&client, &url, &[("x-version", "stable")]).await;
+    assert_eq!(got.body, "stable");
+    // Forced to the canary: the canary answers it live, as without shadowing.
+    let got = get(&client, &url, &[("x-version", "canary")]).await;
+    assert_eq!(got.body, "canary");
+    // Not forced: the baseline answers, a copy goes to the canary.
+    assert_eq!(
+        get(&client, &url, &[("x-user-id", "u1")]).await.body,
+        "stable"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the unforced request's copy arrives",
+        || async { canary.hits() == 2 },
+    )
+    .await;
+    let seen = canary.seen();
+    assert!(!is_copy(&seen[0]), "the forced request is live");
+    assert!(is_copy(&seen[1]), "the unforced request is a copy");
+
+    // A reload that keeps the rollout's spec keeps its shadow step copying.
+    let snapshot =
+        serin_config::parse_str(&config(32), "reload.yaml").unwrap_or_else(|e| panic!("{e}"));
+    c.control
+        .reconfigure(snapshot, serin_control::runner::now_ms())
+        .expect("reload");
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::Progressing, 0));
+    assert_eq!(
+        get(&client, &url, &[("x-user-id", "u2")]).await.body,
+        "stable"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "copies go on after the reload",
+        || async { canary.hits() == 3 },
+    )
+    .await;
+    assert!(is_copy(&canary.last_seen()));
+    c.stop().await;
+}
