@@ -4,8 +4,8 @@
 //!
 //! - **Which requests** ([`copy`], one branch when no shadow step is in force): the
 //!   view gives the service a shadow share; the split picked the baseline (not forced);
-//!   the method is listed; the body is empty or was read whole and is within
-//!   `max_body` (a larger one is counted, not copied).
+//!   the method is listed; it asks for no upgrade; the body is empty or was read whole
+//!   and is within `max_body` (a larger one is counted, not copied).
 //! - **The copy** is sent with `x-serin-shadow: 1` by a task of its own on the
 //!   worker's runtime (`tokio::spawn` on a single-threaded runtime: the same thread),
 //!   within the service's request timeout. The client's answer never waits for it. A
@@ -358,6 +358,10 @@ fn copy_slow(
     if plan.forced || plan.version != shadow.baseline || !shadow.methods.contains(req.method()) {
         return None;
     }
+    // An upgrade (WebSocket) is a connection of its own, not a request to copy.
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return None;
+    }
     if share < 10_000 && fastrand::u32(0..10_000) >= share {
         return None;
     }
@@ -490,7 +494,8 @@ async fn send_copy(
         .await
         .ok()
         .and_then(Result::ok);
-    let Some(client) = client else {
+    // A client that left before its answer came has nothing to compare.
+    let Some(client) = client.filter(|c| c.status.is_some()) else {
         numbers.not_compared.fetch_add(1, Ordering::Relaxed);
         return;
     };
