@@ -763,7 +763,8 @@ impl Control {
             Some(_) => 0,
             None => run.state.canary_weight,
         };
-        if self.weights_of(&service.name).get(&run.canary).copied() != Some(weight) {
+        // A changed state may start or end a shadow step at the same canary weight (0).
+        if changed || self.weights_of(&service.name).get(&run.canary).copied() != Some(weight) {
             self.apply_weight(&saved.service, run, weight);
             return Ok(true);
         }
