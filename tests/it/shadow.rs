@@ -384,3 +384,49 @@ async fn forced_requests_are_not_copied_and_a_reload_keeps_the_shadow_step_copyi
     assert!(is_copy(&canary.last_seen()));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_advances_from_shadow_to_its_first_weight_step_and_copies_end() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    let dir = TempDir::new("shadow-advance");
+    let rollout = format!(
+        "      baseline: stable\n      canary: canary\n      steps:\n        - {{ shadow: 100%, hold: 1s }}\n        - {{ weight: 30, hold: 1h }}\n        - {{ weight: 100 }}\n      analysis:\n{FAST}\n        rules:\n          - error_rate: {{ max: 1% }}\n          - mismatch: {{ max: 1% }}\n"
+    );
+    let yaml = rollout_config(stable.addr, canary.addr, &dir.0, &rollout);
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/"), 4, Duration::ZERO);
+    eventually(
+        Duration::from_secs(20),
+        "the canary passes its shadow step",
+        || async { c.control.status("api").is_some_and(|s| s.step == 1) },
+    )
+    .await;
+    assert_eq!((c.phase(), c.canary_weight()), (Phase::Progressing, 30));
+    let copies = canary.seen().iter().filter(|s| is_copy(s)).count();
+    assert!(copies >= 20, "{copies} copies before the weight step");
+    // At the weight step users reach the canary, and copies end.
+    eventually(
+        Duration::from_secs(10),
+        "users reach the canary at its first weight step",
+        || async { canary.seen().iter().filter(|s| !is_copy(s)).count() >= 100 },
+    )
+    .await;
+    load.stop().await;
+    let copies_after = canary.seen().iter().filter(|s| is_copy(s)).count();
+    // Only copies in flight when the step changed (4 clients) may land after it.
+    assert!(
+        copies_after <= copies + 4,
+        "{} copies after the weight step",
+        copies_after - copies
+    );
+    let timeline = c.control.timeline("api");
+    let advanced = timeline
+        .iter()
+        .find(|e| e.event == serin_judge::rollout::DecisionKind::StepAdvanced)
+        .expect("a step_advanced event");
+    assert_eq!(advanced.weights.get("canary"), Some(&30));
+    c.stop().await;
+}
