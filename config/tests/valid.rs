@@ -1078,3 +1078,25 @@ services:
         vec!["services[0].rollout.shadow.methods: POST requests of service \"api\" are copied to the canary during shadow steps, so it acts on each of them as well as the baseline does; make sure it skips side effects of requests marked `x-serin-shadow: 1`".to_string()]
     );
 }
+
+/// examples/shadow.yaml: a shadow step first, the `shadow:` block as written, and a
+/// `mismatch` rule.
+#[test]
+fn the_shadow_example_compiles_to_a_shadow_step_and_its_settings() {
+    let s = load("examples/shadow.yaml");
+    let rollout = s.services[0].rollout.as_ref().expect("a rollout");
+    let steps: Vec<(u32, Option<u32>)> =
+        rollout.steps.iter().map(|s| (s.weight, s.shadow)).collect();
+    assert_eq!(
+        steps,
+        vec![(0, Some(10_000)), (5, None), (25, None), (100, None)]
+    );
+    assert_eq!(rollout.steps[0].hold, Some(Duration::from_secs(300)));
+    let shadow = rollout.shadow.as_ref().expect("shadow settings");
+    assert_eq!(shadow.methods, ["GET", "HEAD"]);
+    assert_eq!((shadow.max_body, shadow.max_in_flight), (64 * 1024, 256));
+    assert!(shadow.compare_status && shadow.compare_body);
+    assert_eq!(shadow.ignore_headers, ["date", "x-request-id"]);
+    assert_eq!(rollout.analysis.rules[2], Rule::Mismatch { max: 0.01 });
+    assert!(s.warnings().is_empty());
+}
