@@ -482,9 +482,11 @@ async fn send_copy(
                 .ok()
                 .flatten()
         }
-        // The body is read to its end all the same, so that its connection is reused.
+        // The body is read to its end all the same (up to `max_body`), so that its
+        // connection is reused; a larger one is dropped with its connection.
         Some(response) => {
-            let _ = tokio::time::timeout_at(deadline, drain(response.into_body())).await;
+            let drained = drain(response.into_body(), shadow.max_body);
+            let _ = tokio::time::timeout_at(deadline, drained).await;
             None
         }
         None => None,
@@ -591,9 +593,15 @@ async fn hash_body(mut body: PooledBody, max: u64) -> Option<u64> {
     hash.finish()
 }
 
-/// Reads `body` to its end.
-async fn drain(mut body: PooledBody) {
-    while let Some(Ok(_)) = body.frame().await {}
+/// Reads `body` to its end, or until more than `max` bytes came.
+async fn drain(mut body: PooledBody, max: u64) {
+    let mut read = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        read = read.saturating_add(frame.data_ref().map_or(0, |d| d.len() as u64));
+        if read > max {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
