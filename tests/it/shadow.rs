@@ -430,3 +430,47 @@ async fn a_healthy_canary_advances_from_shadow_to_its_first_weight_step_and_copi
     assert_eq!(advanced.weights.get("canary"), Some(&30));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_with_bodies_over_max_body_are_not_compared_and_counted() {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    // Both answer 64 KiB bodies of the same bytes; only 1 KiB is compared.
+    stable.state.body_len.store(64 * 1024, Ordering::SeqCst);
+    canary.state.body_len.store(64 * 1024, Ordering::SeqCst);
+    let dir = TempDir::new("shadow-large");
+    let rules = "          - error_rate: { max: 1% }\n          - mismatch: { max: 1% }\n";
+    let block =
+        "      shadow:\n        max_body: 1KiB\n        compare: { status: true, body: true }\n";
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &shadow_rollout(block, rules),
+    );
+    let c = Controlled::start(&yaml).await;
+    let client = client();
+    for i in 0..30 {
+        let got = get(
+            &client,
+            &c.serin.url("/"),
+            &[("x-user-id", &format!("u{i}"))],
+        )
+        .await;
+        assert_eq!(got.body.len(), 64 * 1024);
+    }
+    let not_compared = "serin_shadow_not_compared_total{service=\"api\",version=\"canary\"}";
+    eventually(
+        Duration::from_secs(10),
+        "the 30 copies are counted as not compared",
+        || async { metric(&c, not_compared) == Some(30.0) },
+    )
+    .await;
+    let compared = "serin_shadow_compared_total{service=\"api\",version=\"canary\"}";
+    assert_eq!(metric(&c, compared), Some(0.0));
+    // Nothing compared is no evidence either way: the shadow step goes on.
+    assert_eq!(c.phase(), Phase::Progressing);
+    c.stop().await;
+}
