@@ -67,6 +67,27 @@ pub enum Scenario {
     Bad,
     /// The canary stays healthy and serin promotes it.
     Good,
+    /// The rollout opens with a shadow step; the canary fails 30 % of what it gets from
+    /// the start, and serin rolls it back on its copies, before any user meets it.
+    Shadow,
+}
+
+/// The demo config with a shadow step before the weight steps, a `shadow:` block and a
+/// `mismatch` rule (status classes only: the two versions' bodies differ by design).
+fn shadow_config(config: &str) -> String {
+    config
+        .replace(
+            "        - { weight: 5, hold: 4s }\n",
+            "        - { shadow: 100%, hold: 10s }\n        - { weight: 5, hold: 4s }\n",
+        )
+        .replace(
+            "      analysis:\n",
+            "      shadow: { methods: [GET, HEAD], max_in_flight: 64, compare: { status: true } }\n      analysis:\n",
+        )
+        .replace(
+            "          - error_rate: { max: 5% }\n",
+            "          - error_rate: { max: 5% }\n          - mismatch: { max: 5% }\n",
+        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,7 +226,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let canary_faults = Faults::new(0.0, Duration::ZERO);
     let canary = start_backend("canary", canary_faults.clone()).await?;
     let state_dir = std::env::temp_dir().join(format!("serin-demo-{}", std::process::id()));
-    let yaml = DEMO_CONFIG
+    let config = match args.scenario {
+        Scenario::Shadow => shadow_config(DEMO_CONFIG),
+        _ => DEMO_CONFIG.to_string(),
+    };
+    let yaml = config
         .replace("STATE_DIR", &format!("\"{}\"", state_dir.display()))
         .replace("STABLE", &stable.to_string())
         .replace("CANARY", &canary.to_string());
@@ -237,10 +262,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "serin demo: serin at http://{web}/ in front of stable ({stable}) and canary ({canary})"
     );
+    let shadow_first = match args.scenario {
+        Scenario::Shadow => "10 s in shadow (copies of every GET, no user), then ",
+        _ => "",
+    };
     println!(
-        "rollout: canary 5% → 25% → 50% → 100%, 4 s per step, judged every 500 ms on a 10 s window"
+        "rollout: canary {shadow_first}5% → 25% → 50% → 100%, 4 s per step, judged every 500 ms on a 10 s window"
     );
     match args.scenario {
+        Scenario::Shadow => println!(
+            "scenario: shadow — the canary fails 30% of what it gets from the start; serin should roll it back in shadow, before any user meets it"
+        ),
         Scenario::Good => {
             println!("scenario: good — the canary stays healthy and should be promoted")
         }
@@ -257,6 +289,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("watch it: dashboard {admin_url}/ui · serin status --admin {admin_url} · metrics {admin_url}/metrics");
     println!();
 
+    if args.scenario == Scenario::Shadow {
+        canary_faults
+            .error_rate
+            .store(0.3f64.to_bits(), Ordering::Relaxed);
+    }
     let load = tokio::spawn(generate_load(web, args.rate));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -356,7 +393,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            if let Some((_, canary_at_end)) = finished_at {
+            if args.scenario == Scenario::Shadow {
+                println!(
+                    "  users' requests the canary answered: {}; copies it answered in shadow: {} ({} failed)",
+                    totals.get("canary").map_or(0, |t| t.0),
+                    totals.get("canary:shadow").map_or(0, |t| t.0),
+                    totals.get("canary:shadow").map_or(0, |t| t.1)
+                );
+            } else if let Some((_, canary_at_end)) = finished_at {
                 let canary_total = totals.get("canary").map_or(0, |t| t.0);
                 println!(
                     "  requests the canary failed in all: {}; requests that reached the canary after the rollback: {}",

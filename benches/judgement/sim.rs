@@ -783,6 +783,7 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
             canary_tick: &ct,
             baseline_tick: &bt,
             baseline_has_weight: weight < 100,
+            mismatch: None,
         };
         let judged = judge(&rules, &detectors, &input);
         judged_ticks += 1;
@@ -838,16 +839,17 @@ fn run(scn: &Scenario, sh: &Shared, seed: u64) -> Outcome {
 /// run every tick. Rules with a fixed θ and cutoff: the lower bound of the window's
 /// share of failures above θ; `error_rate max_increase`: the canary's lower bound minus
 /// the baseline's upper bound (each at 0.5 %) above the increase. Relative latency
-/// rules and success rules (the simulation sends no matching requests) are not tested.
+/// rules, success rules (the simulation sends no matching requests) and mismatch rules
+/// (it has no shadow step) are not tested.
 fn naive_fails(rules: &CompiledAnalysis, table: &Table, acc: &[Acc; 2]) -> bool {
     let (b, c) = (&acc[BASELINE], &acc[CANARY]);
     rules.rules.iter().any(|rule| {
         let (n, k) = match rule.test.events {
             Events::Errors => (c.requests, c.errors),
             Events::SlowerThan(Cutoff::Fixed { us }) => (c.n, c.count_above(table, us)),
-            Events::SlowerThan(Cutoff::Baseline { .. }) | Events::Unsuccessful { .. } => {
-                return false
-            }
+            Events::SlowerThan(Cutoff::Baseline { .. })
+            | Events::Unsuccessful { .. }
+            | Events::Mismatches => return false,
         };
         match rule.test.null {
             Null::Fixed(theta) => lower_bound(k, n, 0.01) > theta,
@@ -901,6 +903,7 @@ fn verify(
             canary_tick: &ct,
             baseline_tick: &bt,
             baseline_has_weight: weight < 100,
+            mismatch: None,
         },
     );
     assert_eq!(
@@ -915,6 +918,7 @@ fn verify(
 
 fn rollout(steps: Vec<Step>, interval: Duration, rules: Vec<Rule>) -> Rollout {
     Rollout {
+        shadow: None,
         baseline: BASELINE,
         canary: CANARY,
         steps,
@@ -933,6 +937,7 @@ fn rollout(steps: Vec<Step>, interval: Duration, rules: Vec<Rule>) -> Rollout {
 
 fn step(weight: u32, hold_s: Option<u64>) -> Step {
     Step {
+        shadow: None,
         weight,
         hold: hold_s.map(Duration::from_secs),
     }

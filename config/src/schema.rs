@@ -388,7 +388,7 @@ pub struct RawTimeouts {
 #[serde(
     deny_unknown_fields,
     expecting = "a rollout, a mapping with `baseline`, `canary`, `steps` and optionally `analysis`, \
-                 `retry_on_baseline`, `on_failure` and `progress_deadline`"
+                 `retry_on_baseline`, `on_failure`, `progress_deadline` and `shadow`"
 )]
 pub struct RawRollout {
     pub baseline: String,
@@ -398,15 +398,41 @@ pub struct RawRollout {
     pub retry_on_baseline: Option<bool>,
     pub on_failure: Option<String>,
     pub progress_deadline: Option<String>,
+    pub shadow: Option<RawShadow>,
+}
+
+/// How shadow steps copy requests (see `crate::validate`'s `shadow` module).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with optionally `methods`, `max_body`, `max_in_flight` and `compare`"
+)]
+pub struct RawShadow {
+    pub methods: Option<Vec<String>>,
+    pub max_body: Option<serde_yaml_ng::Value>,
+    pub max_in_flight: Option<serde_yaml_ng::Value>,
+    pub compare: Option<RawCompare>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a step such as `{ weight: 5, hold: 30s }`"
+    expecting = "a mapping such as `{ status: true, body: true, ignore_headers: [date] }`"
+)]
+pub struct RawCompare {
+    pub status: Option<bool>,
+    pub body: Option<bool>,
+    pub ignore_headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a step such as `{ weight: 5, hold: 30s }` or `{ shadow: 100%, hold: 5m }`"
 )]
 pub struct RawStep {
-    pub weight: serde_yaml_ng::Value,
+    pub weight: Option<serde_yaml_ng::Value>,
+    pub shadow: Option<serde_yaml_ng::Value>,
     pub hold: Option<String>,
 }
 
@@ -425,7 +451,7 @@ pub struct RawAnalysis {
 }
 
 /// The kinds of rule, as written.
-pub const RULE_KINDS: [&str; 4] = ["error_rate", "latency", "burn_rate", "success"];
+pub const RULE_KINDS: [&str; 5] = ["error_rate", "latency", "burn_rate", "success", "mismatch"];
 
 /// One item of `analysis.rules`: a mapping with one key, the kind of the rule. Kept as
 /// every key written, in order, so that validation reports a rule of an unknown kind,
@@ -439,6 +465,7 @@ pub enum RawRuleKind {
     Latency(RawLatency),
     BurnRate(RawBurnRate),
     Success(RawSuccess),
+    Mismatch(RawMismatch),
     /// A key that is none of [`RULE_KINDS`]; its value is skipped.
     Unknown,
 }
@@ -485,6 +512,12 @@ pub struct RawSuccess {
     pub min: serde_yaml_ng::Value,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping such as `{ max: 1% }`")]
+pub struct RawMismatch {
+    pub max: serde_yaml_ng::Value,
+}
+
 impl<'de> Deserialize<'de> for RawRule {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         struct RuleVisitor;
@@ -493,8 +526,8 @@ impl<'de> Deserialize<'de> for RawRule {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a rule, a mapping with one key: `error_rate`, `latency`, `burn_rate` or \
-                     `success` (e.g. `error_rate: { max: 1% }`)",
+                    "a rule, a mapping with one key: `error_rate`, `latency`, `burn_rate`, \
+                     `success` or `mismatch` (e.g. `error_rate: { max: 1% }`)",
                 )
             }
 
@@ -506,6 +539,7 @@ impl<'de> Deserialize<'de> for RawRule {
                         "latency" => RawRuleKind::Latency(map.next_value()?),
                         "burn_rate" => RawRuleKind::BurnRate(map.next_value()?),
                         "success" => RawRuleKind::Success(map.next_value()?),
+                        "mismatch" => RawRuleKind::Mismatch(map.next_value()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             RawRuleKind::Unknown

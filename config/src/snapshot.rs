@@ -10,7 +10,7 @@ use std::time::Duration;
 
 // The rollout's spec is the judge's own; the config builds it (config → judge).
 pub use serin_judge::spec::{
-    Analysis, DecisionKind, OnFailure, Rollout, Rule, Step, MAX_SUCCESS_RULES,
+    Analysis, DecisionKind, OnFailure, Rollout, Rule, Shadow, Step, MAX_SUCCESS_RULES,
 };
 
 /// Default admin address: loopback only, like Envoy's and Linkerd's admin ports.
@@ -618,6 +618,15 @@ impl Snapshot {
                     warnings.push(format!(
                         "services[{i}].versions[{j}].tls.insecure_skip_verify: version \"{}\" of service \"{}\" does not verify its endpoints' certificates at all, so anyone on the network path can impersonate them; give `ca` (and `server_name`) instead",
                         version.name, service.name
+                    ));
+                }
+            }
+            let shadow = service.rollout.as_ref().and_then(|r| r.shadow.as_ref());
+            for method in shadow.iter().flat_map(|s| &s.methods) {
+                if !matches!(method.as_str(), "GET" | "HEAD") {
+                    warnings.push(format!(
+                        "services[{i}].rollout.shadow.methods: {method} requests of service \"{}\" are copied to the canary during shadow steps, so it acts on each of them as well as the baseline does; make sure it skips side effects of requests marked `x-serin-shadow: 1`",
+                        service.name
                     ));
                 }
             }

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod shadow;
+
 use crate::error::{ConfigError, Quoted, Shown};
 use crate::schema::{
     RawAccessLog, RawAnalysis, RawBurnRate, RawCluster, RawConfig, RawEject, RawErrorRate, RawEtcd,
@@ -1636,6 +1638,7 @@ fn rollout(
 
     let steps = steps(raw, path, errs);
     let analysis = analysis(raw.analysis.as_ref(), &format!("{path}.analysis"), errs);
+    let shadow = shadow::settings(raw, path, errs);
 
     let on_failure = match raw.on_failure.as_deref() {
         None | Some("rollback") => OnFailure::Rollback,
@@ -1668,10 +1671,12 @@ fn rollout(
         retry_on_baseline: raw.retry_on_baseline.unwrap_or(false),
         on_failure,
         progress_deadline: progress_deadline?,
+        shadow,
     })
 }
 
-/// The steps of a rollout: at least one, weights 0–100 and strictly increasing.
+/// The steps of a rollout: at least one; shadow steps first, then weights 0–100,
+/// strictly increasing.
 fn steps(raw: &RawRollout, path: &str, errs: &mut Errors) -> Vec<Step> {
     if raw.steps.is_empty() {
         errs.push(
@@ -1682,10 +1687,48 @@ fn steps(raw: &RawRollout, path: &str, errs: &mut Errors) -> Vec<Step> {
     }
     let mut steps = Vec::with_capacity(raw.steps.len());
     let mut previous: Option<(usize, u32)> = None;
+    // The first weight step, which every shadow step must come before.
+    let mut first_weight_step: Option<usize> = None;
     for (i, step) in raw.steps.iter().enumerate() {
         let spath = format!("{path}.steps[{i}]");
+        let hold = step
+            .hold
+            .as_deref()
+            .and_then(|h| duration(h, &format!("{spath}.hold"), errs));
+        let weight_value = match (&step.weight, &step.shadow) {
+            (Some(weight), None) => weight,
+            (None, Some(share)) => {
+                let share = shadow::step(share, &spath, first_weight_step, errs);
+                if let Some(share) = share {
+                    steps.push(Step {
+                        weight: 0,
+                        hold,
+                        shadow: Some(share),
+                    });
+                }
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                errs.push(
+                    &spath,
+                    "a step is a weight step (`weight`: the canary serves that share of users) \
+                     or a shadow step (`shadow`: copies of that share of requests go to the \
+                     canary, which serves no user), not both; write two steps",
+                );
+                continue;
+            }
+            (None, None) => {
+                errs.push(
+                    &spath,
+                    "a step needs `weight` (e.g. `- { weight: 10, hold: 1m }`) or `shadow` \
+                     (e.g. `- { shadow: 100%, hold: 5m }`)",
+                );
+                continue;
+            }
+        };
+        first_weight_step.get_or_insert(i);
         let wpath = format!("{spath}.weight");
-        let weight = match step.weight.as_u64() {
+        let weight = match weight_value.as_u64() {
             Some(w) if w <= 100 => Some(w as u32),
             Some(w) => {
                 errs.push(
@@ -1703,7 +1746,7 @@ fn steps(raw: &RawRollout, path: &str, errs: &mut Errors) -> Vec<Step> {
                     format!(
                         "weight must be a whole number from 0 to 100, the canary's share of \
                          traffic in percent, without % (e.g. 5 or 50), got {}",
-                        describe(&step.weight)
+                        describe(weight_value)
                     ),
                 );
                 None
@@ -1722,12 +1765,12 @@ fn steps(raw: &RawRollout, path: &str, errs: &mut Errors) -> Vec<Step> {
         }
         // The step before the next one, even if its weight is bad (then not compared).
         previous = weight.map(|w| (i, w));
-        let hold = step
-            .hold
-            .as_deref()
-            .and_then(|h| duration(h, &format!("{spath}.hold"), errs));
         if let Some(weight) = weight {
-            steps.push(Step { weight, hold });
+            steps.push(Step {
+                weight,
+                hold,
+                shadow: None,
+            });
         }
     }
     steps
@@ -1843,6 +1886,7 @@ fn analysis(raw: Option<&RawAnalysis>, path: &str, errs: &mut Errors) -> Option<
                 RawRuleKind::ErrorRate(raw) => error_rate(raw, &kpath, errs),
                 RawRuleKind::Latency(raw) => latency(raw, &kpath, errs),
                 RawRuleKind::BurnRate(raw) => burn_rate(raw, &kpath, errs),
+                RawRuleKind::Mismatch(raw) => shadow::mismatch(raw, &kpath, errs),
                 RawRuleKind::Success(raw) => {
                     let slot = success_rules;
                     success_rules += 1;

@@ -467,6 +467,35 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].rollout.steps[3].weight: weight 101 is above 100: a step's weight is the canary's share of traffic in percent, 0 to 100"#,
         ],
     ),
+    // Rollouts: shadow steps, the shadow block, the mismatch rule.
+    (
+        "shadow_steps_bad",
+        &[
+            r#"FILE: services[0].rollout.steps[0].shadow: "0%" is out of range: write a percentage above 0% and at most 100%, e.g. 100%"#,
+            r#"FILE: services[0].rollout.steps[1].shadow: 100 is a bare number; write a percentage with a % sign, e.g. 100% (not 1 or 100)"#,
+            r#"FILE: services[0].rollout.steps[2].shadow: "150%" is out of range: write a percentage above 0% and at most 100%, e.g. 100%"#,
+            r#"FILE: services[0].rollout.steps[3]: a step is a weight step (`weight`: the canary serves that share of users) or a shadow step (`shadow`: copies of that share of requests go to the canary, which serves no user), not both; write two steps"#,
+            r#"FILE: services[0].rollout.steps[4]: a step needs `weight` (e.g. `- { weight: 10, hold: 1m }`) or `shadow` (e.g. `- { shadow: 100%, hold: 5m }`)"#,
+            r#"FILE: services[0].rollout.steps[6].shadow: a shadow step must come before every weight step, but steps[5] is a weight step: the canary is judged on copies while it serves no user, then serves users from the first weight step on; move this step before steps[5]"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].mismatch.max: 1 is a bare number; write a percentage with a % sign, e.g. 1% (not 0.01 or 1)"#,
+        ],
+    ),
+    (
+        "shadow_settings_bad",
+        &[
+            r#"FILE: services[0].rollout.shadow.methods[1]: "P OST" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. GET)"#,
+            r#"FILE: services[0].rollout.shadow.max_body: 1073741824 bytes is out of range: give 0 (only bodiless requests are copied, no body compared) to 16MiB (the default is 64KiB)"#,
+            r#"FILE: services[0].rollout.shadow.max_in_flight: 0 is not allowed: give a whole number from 1 to 65536"#,
+            r#"FILE: services[0].rollout.shadow.compare.ignore_headers[1]: "x y" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
+        ],
+    ),
+    (
+        "shadow_without_shadow_step",
+        &[
+            r#"FILE: services[0].rollout.shadow: shadow settings, but no step is a shadow step, so nothing is ever copied: add a step such as `- { shadow: 100%, hold: 5m }` before the weight steps, or remove `shadow`"#,
+            r#"FILE: services[0].rollout.analysis.rules[1].mismatch: a `mismatch` rule compares the canary's answers to copied requests with the baseline's, and only a shadow step copies requests: add a step such as `- { shadow: 100%, hold: 5m }` before the weight steps, or remove this rule"#,
+        ],
+    ),
     // Rollouts: analysis settings.
     (
         "rollout_interval_too_short",
@@ -512,13 +541,13 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "rollout_rule_unknown_kind",
         &[
-            r#"FILE: services[0].rollout.analysis.rules[1]: "errors" is not a kind of rule: write one of error_rate, latency, burn_rate, success (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[0].rollout.analysis.rules[1]: "errors" is not a kind of rule: write one of error_rate, latency, burn_rate, success, mismatch (e.g. `- error_rate: { max: 1% }`)"#,
         ],
     ),
     (
         "rollout_rule_not_one_kind",
         &[
-            r#"FILE: services[0].rollout.analysis.rules[0]: a rule needs its kind as its one key: one of error_rate, latency, burn_rate, success (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[0].rollout.analysis.rules[0]: a rule needs its kind as its one key: one of error_rate, latency, burn_rate, success, mismatch (e.g. `- error_rate: { max: 1% }`)"#,
             r#"FILE: services[0].rollout.analysis.rules[1]: a rule has one kind, but this one has 2: error_rate, latency; start each rule with its own `- `"#,
         ],
     ),
@@ -531,7 +560,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "rollout_rule_not_mapping",
         &[
-            r#"FILE:17:13: services[0].rollout.analysis.rules[0]: invalid type: string "error_rate", expected a rule, a mapping with one key: `error_rate`, `latency`, `burn_rate` or `success` (e.g. `error_rate: { max: 1% }`)"#,
+            r#"FILE:17:13: services[0].rollout.analysis.rules[0]: invalid type: string "error_rate", expected a rule, a mapping with one key: `error_rate`, `latency`, `burn_rate`, `success` or `mismatch` (e.g. `error_rate: { max: 1% }`)"#,
         ],
     ),
     (
@@ -599,7 +628,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "rollout_unknown_key",
         &[
-            r#"FILE:14:7: services[0].rollout: unknown field `step`, expected one of `baseline`, `canary`, `steps`, `analysis`, `retry_on_baseline`, `on_failure`, `progress_deadline` (check the spelling; unknown keys are errors, not ignored)"#,
+            r#"FILE:14:7: services[0].rollout: unknown field `step`, expected one of `baseline`, `canary`, `steps`, `analysis`, `retry_on_baseline`, `on_failure`, `progress_deadline`, `shadow` (check the spelling; unknown keys are errors, not ignored)"#,
         ],
     ),
     (
@@ -692,7 +721,7 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].rollout.steps[0].hold: "0s" is not a valid duration: it is zero; write a positive duration such as 500ms, 2s or 1m 30s"#,
             r#"FILE: services[0].rollout.steps[1].weight: weight 5 is not above the previous step's weight (25 at steps[0]); the canary's share must increase at every step"#,
             r#"FILE: services[0].rollout.steps[2].weight: weight 101 is above 100: a step's weight is the canary's share of traffic in percent, 0 to 100"#,
-            r#"FILE: services[0].rollout.analysis.rules[0]: "errors" is not a kind of rule: write one of error_rate, latency, burn_rate, success (e.g. `- error_rate: { max: 1% }`)"#,
+            r#"FILE: services[0].rollout.analysis.rules[0]: "errors" is not a kind of rule: write one of error_rate, latency, burn_rate, success, mismatch (e.g. `- error_rate: { max: 1% }`)"#,
             r#"FILE: services[0].rollout.analysis.rules[1].error_rate.max: 0.01 is a bare number; write a percentage with a % sign, e.g. 1% (not 0.01 or 1)"#,
             r#"FILE: services[0].rollout.analysis.rules[1].error_rate: give either `max` (a limit for the canary) or `max_increase` (a limit on how much worse than the baseline the canary may be), not both; write two rules to check both"#,
             r#"FILE: services[0].rollout.analysis.rules[2].latency.percentile: percentile must be a number above 0 and below 100, without % (e.g. 95 or 99.9), got 100"#,

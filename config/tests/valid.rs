@@ -642,22 +642,27 @@ fn the_rollout_example_compiles_to_the_documented_rollout() {
     assert_eq!(
         api.rollout,
         Some(Rollout {
+            shadow: None,
             baseline: 0,
             canary: 1,
             steps: vec![
                 Step {
+                    shadow: None,
                     weight: 5,
                     hold: Some(secs(30)),
                 },
                 Step {
+                    shadow: None,
                     weight: 25,
                     hold: Some(secs(60)),
                 },
                 Step {
+                    shadow: None,
                     weight: 50,
                     hold: Some(secs(60)),
                 },
                 Step {
+                    shadow: None,
                     weight: 100,
                     hold: None,
                 },
@@ -709,9 +714,11 @@ fn a_rollout_leaves_out_what_has_a_default() {
     assert_eq!(
         *rollout,
         Rollout {
+            shadow: None,
             baseline: 0,
             canary: 1,
             steps: vec![Step {
+                shadow: None,
                 weight: 100,
                 hold: None,
             }],
@@ -751,14 +758,17 @@ fn a_rollout_with_every_choice_and_the_limits_of_each_value() {
         [
             // A step may start at 0.
             Step {
+                shadow: None,
                 weight: 0,
                 hold: Some(secs(90)),
             },
             Step {
+                shadow: None,
                 weight: 1,
                 hold: None,
             },
             Step {
+                shadow: None,
                 weight: 99,
                 hold: Some(secs(7200)),
             },
@@ -1026,4 +1036,89 @@ services:
         (canary.lb, canary.idle_timeout),
         (LoadBalancing::P2cPeakEwma, Duration::from_secs(5))
     );
+}
+
+/// The shadow steps and block as the docs write them: a shadow step has no weight and
+/// its share in hundredths of a percent; the block's defaults; methods beyond GET and
+/// HEAD are accepted with a warning.
+#[test]
+fn shadow_steps_and_their_settings_compile_with_defaults_and_a_warning_for_unsafe_methods() {
+    let yaml = |shadow_block: &str| {
+        format!(
+            r#"
+listeners: [{{ name: web, listen: 127.0.0.1:0 }}]
+routes: [{{ listener: web, service: api }}]
+services:
+  - name: api
+    versions:
+      - {{ name: stable, endpoints: [127.0.0.1:9001] }}
+      - {{ name: canary, endpoints: [127.0.0.1:9002] }}
+    split: {{ weights: {{ stable: 100, canary: 0 }} }}
+    rollout:
+      baseline: stable
+      canary: canary
+      steps:
+        - {{ shadow: 12.5%, hold: 1m }}
+        - {{ shadow: 100%, hold: 5m }}
+        - {{ weight: 5, hold: 30s }}
+{shadow_block}
+      analysis:
+        rules: [{{ error_rate: {{ max: 1% }} }}, {{ mismatch: {{ max: 1% }} }}]
+"#
+        )
+    };
+    let defaults = parse_str(&yaml(""), "shadow").unwrap_or_else(|e| panic!("{e}"));
+    let rollout = defaults.services[0].rollout.as_ref().expect("a rollout");
+    let shares: Vec<(u32, Option<u32>)> =
+        rollout.steps.iter().map(|s| (s.weight, s.shadow)).collect();
+    assert_eq!(shares, vec![(0, Some(1250)), (0, Some(10_000)), (5, None)]);
+    assert_eq!(rollout.analysis.rules[1], Rule::Mismatch { max: 0.01 });
+    let shadow = rollout.shadow.as_ref().expect("shadow settings");
+    assert_eq!(shadow.methods, ["GET", "HEAD"]);
+    assert_eq!((shadow.max_body, shadow.max_in_flight), (64 * 1024, 256));
+    assert_eq!((shadow.compare_status, shadow.compare_body), (true, false));
+    assert!(defaults.warnings().is_empty(), "{:?}", defaults.warnings());
+
+    let listed = parse_str(
+        &yaml(
+            "      shadow:\n        methods: [get, POST]\n        max_body: 1KiB\n        max_in_flight: 8\n        compare: { status: true, body: true, ignore_headers: [Date, x-request-id] }",
+        ),
+        "shadow",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let shadow = listed.services[0]
+        .rollout
+        .as_ref()
+        .and_then(|r| r.shadow.as_ref())
+        .expect("shadow");
+    assert_eq!(shadow.methods, ["GET", "POST"]);
+    assert_eq!((shadow.max_body, shadow.max_in_flight), (1024, 8));
+    assert!(shadow.compare_body);
+    assert_eq!(shadow.ignore_headers, ["date", "x-request-id"]);
+    assert_eq!(
+        listed.warnings(),
+        vec!["services[0].rollout.shadow.methods: POST requests of service \"api\" are copied to the canary during shadow steps, so it acts on each of them as well as the baseline does; make sure it skips side effects of requests marked `x-serin-shadow: 1`".to_string()]
+    );
+}
+
+/// examples/shadow.yaml: a shadow step first, the `shadow:` block as written, and a
+/// `mismatch` rule.
+#[test]
+fn the_shadow_example_compiles_to_a_shadow_step_and_its_settings() {
+    let s = load("examples/shadow.yaml");
+    let rollout = s.services[0].rollout.as_ref().expect("a rollout");
+    let steps: Vec<(u32, Option<u32>)> =
+        rollout.steps.iter().map(|s| (s.weight, s.shadow)).collect();
+    assert_eq!(
+        steps,
+        vec![(0, Some(10_000)), (5, None), (25, None), (100, None)]
+    );
+    assert_eq!(rollout.steps[0].hold, Some(Duration::from_secs(300)));
+    let shadow = rollout.shadow.as_ref().expect("shadow settings");
+    assert_eq!(shadow.methods, ["GET", "HEAD"]);
+    assert_eq!((shadow.max_body, shadow.max_in_flight), (64 * 1024, 256));
+    assert!(shadow.compare_status && shadow.compare_body);
+    assert_eq!(shadow.ignore_headers, ["date", "x-request-id"]);
+    assert_eq!(rollout.analysis.rules[2], Rule::Mismatch { max: 0.01 });
+    assert!(s.warnings().is_empty());
 }

@@ -189,6 +189,7 @@ impl Collector for ServingCollector {
         let totals = self.control.as_ref().map(|c| c.metric_totals());
         if let Some(totals) = &totals {
             traffic(&mut encoder, snapshot, totals)?;
+            shadow_copies(&mut encoder, totals)?;
         }
         let weights: Vec<_> = report
             .services
@@ -411,6 +412,71 @@ fn traffic(encoder: &mut DescriptorEncoder, snapshot: &Snapshot, totals: &Totals
             )?;
     }
     Ok(())
+}
+
+/// What shadow copies did, per service and canary (only once some were made).
+fn shadow_copies(encoder: &mut DescriptorEncoder, totals: &Totals) -> fmt::Result {
+    let labels = |s, v| [("service", s), ("version", v)];
+    let of = |f: fn(&crate::totals::ShadowTotals) -> u64| -> Vec<_> {
+        totals
+            .shadows()
+            .map(|(s, v, t)| (labels(s, v), f(t)))
+            .collect()
+    };
+    counters(
+        encoder,
+        "serin_shadow_copies_sent",
+        "Copies of requests sent to the canary during shadow steps",
+        None,
+        &of(|t| t.sent),
+    )?;
+    let dropped: Vec<_> = totals
+        .shadows()
+        .flat_map(|(s, v, t)| {
+            [
+                (
+                    [("service", s), ("version", v), ("reason", "in_flight")],
+                    t.dropped_in_flight,
+                ),
+                (
+                    [("service", s), ("version", v), ("reason", "body")],
+                    t.dropped_body,
+                ),
+            ]
+        })
+        .collect();
+    counters(
+        encoder,
+        "serin_shadow_copies_dropped",
+        "Requests not copied to the canary during shadow steps, by reason: in_flight \
+         (max_in_flight copies were in flight on the worker), body (over max_body or not \
+         read whole)",
+        None,
+        &dropped,
+    )?;
+    counters(
+        encoder,
+        "serin_shadow_compared",
+        "Copies whose answer was compared with the client's",
+        None,
+        &of(|t| t.compared),
+    )?;
+    counters(
+        encoder,
+        "serin_shadow_mismatches",
+        "Compared copies whose answer differed from the client's (status class, or body \
+         hash with compare.body)",
+        None,
+        &of(|t| t.mismatched),
+    )?;
+    counters(
+        encoder,
+        "serin_shadow_not_compared",
+        "Copies whose answer could not be compared: a body over max_body, a client that \
+         did not read its answer to the end, no client answer in time",
+        None,
+        &of(|t| t.not_compared),
+    )
 }
 
 /// The state, step and rollbacks of every service with a rollout.

@@ -744,14 +744,17 @@ mod tests {
 
     fn spec(rules: Vec<Rule>) -> Rollout {
         Rollout {
+            shadow: None,
             baseline: 0,
             canary: 1,
             steps: vec![
                 Step {
+                    shadow: None,
                     weight: 30,
                     hold: None,
                 },
                 Step {
+                    shadow: None,
                     weight: 100,
                     hold: None,
                 },
@@ -875,6 +878,7 @@ mod tests {
             p99_ms: Some(12.0),
         };
         TimelineEvent {
+            mismatches: Vec::new(),
             at: rfc3339(2000),
             at_ms: 2000,
             service: "api".into(),

@@ -15,7 +15,7 @@ use serin_config::{Rollout, Service, Snapshot};
 use serin_proxy::{DataPlane, Report, RolloutWeights, WeightsError};
 use tokio::sync::watch;
 
-use serin_judge::analysis::{judge, Input, Verdict};
+use serin_judge::analysis::{judge, Input, Spans, Verdict};
 use serin_judge::rollout::{
     transition, Action, Decision, DecisionKind, Event, Phase, RolloutState,
 };
@@ -85,7 +85,13 @@ struct RolloutRun {
     /// Fleet mode, while etcd is away: this instance's own judgement (detectors and
     /// last judgement) as a safety net, and why it rolled its canary back, if it did.
     local: LocalJudgement,
+    /// At a shadow step: the latest copied requests whose answers differed (at most
+    /// [`MISMATCH_EXAMPLES`]), shown with the decisions the timeline records.
+    mismatches: std::collections::VecDeque<crate::wire::MismatchRecord>,
 }
+
+/// Examples of differing answers a timeline event shows at most.
+pub const MISMATCH_EXAMPLES: usize = 5;
 
 /// Fleet mode's safety net on one instance (docs/fleet.md, "etcd lost").
 #[derive(Debug, Default)]
@@ -361,6 +367,9 @@ impl Control {
             };
             if !keep {
                 self.start_or_resume(&mut control, now_ms);
+            } else if let Some(run) = control.rollout.as_ref().filter(|r| shadow_share(r, 0) > 0) {
+                // The new table starts with no copies: a shadow step goes on with them.
+                self.apply_weight(&control.name, run, run.state.canary_weight);
             }
             services.push(control);
         }
@@ -440,21 +449,21 @@ impl Control {
         let mut services = self.lock();
         for service in services.iter_mut() {
             if let Some(taken) = intervals.iter().find(|i| i.service == service.name) {
-                crate::intake::push(&mut service.window, now_ms, &taken.versions);
+                crate::intake::push_taken(&mut service.window, now_ms, taken);
                 self.totals().add(&service.name, &taken.versions);
+                if let Some((canary, shadow)) = &taken.shadow {
+                    self.totals().add_shadow(&service.name, canary, shadow);
+                    if let Some(run) = service.rollout.as_mut() {
+                        keep_examples(run, &shadow.examples);
+                    }
+                }
             }
             if let Some(fleet) = &self.fleet {
                 // This instance's numbers go to the fleet; the leader judges them merged.
                 let versions = intervals
                     .iter()
                     .find(|i| i.service == service.name)
-                    .map(|taken| {
-                        taken
-                            .versions
-                            .iter()
-                            .map(|(v, i)| (v.clone(), crate::intake::sample_of(i)))
-                            .collect()
-                    })
+                    .map(crate::intake::samples_of)
                     .unwrap_or_default();
                 lock(fleet)
                     .samples
@@ -527,8 +536,8 @@ impl Control {
             breach.summary
         );
         tracing::warn!(service = name, rule = %breach.rule, summary = %breach.summary, "etcd is away and this instance's canary fails: its canary weight is 0 until the fleet decides");
-        self.apply_weight(name, run, 0);
         run.local.rolled_back = Some(reason.clone());
+        self.apply_weight(name, run, 0);
         if let Some(instance) = &self.fleet_instance {
             let command = FleetCommand {
                 format: crate::wire::COMMAND_FORMAT,
@@ -819,7 +828,8 @@ impl Control {
             Some(_) => 0,
             None => run.state.canary_weight,
         };
-        if self.weights_of(&service.name).get(&run.canary).copied() != Some(weight) {
+        // A changed state may start or end a shadow step at the same canary weight (0).
+        if changed || self.weights_of(&service.name).get(&run.canary).copied() != Some(weight) {
             self.apply_weight(&saved.service, run, weight);
             return Ok(true);
         }
@@ -830,7 +840,13 @@ impl Control {
         let spec = &run.spec;
         let window_since = now_ms.saturating_sub(spec.analysis.window.as_millis() as u64);
         let step_since = run.state.step_started_ms.max(window_since);
-        let (b, c) = (spec.baseline, spec.canary);
+        // At a shadow step the canary is judged on its answers to copies, and
+        // `mismatch` rules on the comparisons: columns of their own in the window.
+        let shadow = shadow_columns(run, window);
+        let (b, c) = (spec.baseline, shadow.map_or(spec.canary, |s| s.0));
+        let mismatch_window = shadow.map(|s| window.aggregate(s.1, window_since));
+        let mismatch_step = shadow.map(|s| window.aggregate(s.1, step_since));
+        let mismatch_tick = shadow.map(|s| window.aggregate(s.1, run.last_eval_ms));
         let baseline_window = window.aggregate(b, window_since);
         let canary_window = window.aggregate(c, window_since);
         let baseline_step = window.aggregate(b, step_since);
@@ -847,6 +863,10 @@ impl Control {
             canary_tick: &canary_tick,
             baseline_tick: &baseline_tick,
             baseline_has_weight: run.state.canary_weight < 100,
+            mismatch: match (&mismatch_window, &mismatch_step, &mismatch_tick) {
+                (Some(window), Some(step), Some(tick)) => Some(Spans { window, step, tick }),
+                _ => None,
+            },
         };
         let judgement = judge(&run.rules, &run.detectors, &input);
         if judgement.detectors != run.detectors {
@@ -952,7 +972,11 @@ impl Control {
             rule: decision.breach.as_ref().map(RuleRecord::from),
             versions,
             drill: self.drill_running(service),
+            mismatches: run.mismatches.iter().cloned().collect(),
         };
+        if run.spec.shadow_share(run.state.step).is_none() {
+            run.mismatches.clear();
+        }
         match &decision.breach {
             Some(b) => {
                 tracing::warn!(service, event = ?decision.kind, rule = %b.rule, summary = %b.summary, "rollout decision")
@@ -996,9 +1020,10 @@ impl Control {
     /// Publishes the rollout's canary weight (its baseline gets the rest): a new split
     /// table for the service, nothing that can fail.
     fn apply_weight(&self, service: &str, run: &RolloutRun, canary_weight: u32) {
+        let shadow = shadow_share(run, canary_weight);
         self.dataplane
-            .set_canary_weight(&run.weights, canary_weight);
-        tracing::debug!(service, canary_weight, "rollout weights published");
+            .set_rollout_weights(&run.weights, canary_weight, shadow);
+        tracing::debug!(service, canary_weight, shadow, "rollout weights published");
     }
 
     /// The weights `service` serves with now, by version.
@@ -1202,8 +1227,38 @@ fn tick_of(snapshot: &Snapshot) -> Duration {
         .unwrap_or(DEFAULT_TICK)
 }
 
+/// The columns of a service's window: its versions, then with shadow settings the
+/// canary's copies and their comparisons (`crate::intake::shadow_column`).
 fn version_names(service: &Service) -> Vec<String> {
-    service.versions.iter().map(|v| v.name.clone()).collect()
+    let mut names: Vec<String> = service.versions.iter().map(|v| v.name.clone()).collect();
+    let shadow = service.rollout.as_ref().filter(|r| r.shadow.is_some());
+    if let Some(canary) = shadow.and_then(|r| service.versions.get(r.canary)) {
+        names.push(crate::intake::shadow_column(&canary.name));
+        names.push(crate::intake::mismatch_column(&canary.name));
+    }
+    names
+}
+
+/// The share of the baseline's requests copied to the canary while `run` serves with
+/// `canary_weight` (hundredths of a percent): its shadow step's, while the rollout is
+/// active, judged here, and its canary has no weight; else 0.
+fn shadow_share(run: &RolloutRun, canary_weight: u32) -> u32 {
+    let active = run.state.phase.is_active() && !run.held && run.local.rolled_back.is_none();
+    match run.spec.shadow_share(run.state.step) {
+        Some(share) if active && canary_weight == 0 => share,
+        _ => 0,
+    }
+}
+
+/// At a shadow step of an active rollout, the window's columns of the canary's copies
+/// and of their comparisons.
+fn shadow_columns(run: &RolloutRun, window: &ServiceWindow) -> Option<(usize, usize)> {
+    run.spec.shadow_share(run.state.step)?;
+    let column = |name: String| window.versions().iter().position(|v| *v == name);
+    Some((
+        column(crate::intake::shadow_column(&run.canary))?,
+        column(crate::intake::mismatch_column(&run.canary))?,
+    ))
 }
 
 /// How far back a service's window reaches.
@@ -1326,6 +1381,26 @@ fn new_run(
             last_eval_ms: now_ms,
             ..LocalJudgement::default()
         },
+        mismatches: Default::default(),
+    }
+}
+
+/// Keeps the newest of `examples` (what copies' differing answers were) for the
+/// timeline, at most [`MISMATCH_EXAMPLES`], while `run` is at a shadow step.
+fn keep_examples(run: &mut RolloutRun, examples: &[serin_proxy::shadow::MismatchExample]) {
+    if run.spec.shadow_share(run.state.step).is_none() {
+        return;
+    }
+    for e in examples {
+        if run.mismatches.len() == MISMATCH_EXAMPLES {
+            run.mismatches.pop_front();
+        }
+        run.mismatches.push_back(crate::wire::MismatchRecord {
+            method: e.method.clone(),
+            path: e.path.clone(),
+            client: e.client,
+            canary: e.canary,
+        });
     }
 }
 

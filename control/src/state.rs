@@ -121,7 +121,11 @@ pub fn canonical_spec(service: &Service, rollout: &Rollout) -> String {
     }
     for step in &rollout.steps {
         let hold = step.hold.map_or_else(|| "-".to_string(), duration);
-        let _ = writeln!(out, "step {} hold {hold}", step.weight);
+        match step.shadow {
+            Some(share) => writeln!(out, "shadow {share} hold {hold}"),
+            None => writeln!(out, "step {} hold {hold}", step.weight),
+        }
+        .ok();
     }
     let a = &rollout.analysis;
     let _ = writeln!(out, "interval {}", duration(a.interval));
@@ -163,6 +167,7 @@ pub fn canonical_spec(service: &Service, rollout: &Rollout) -> String {
                 }
                 write!(out, " min {min}")
             }
+            Rule::Mismatch { max } => write!(out, "mismatch max {max}"),
         };
         out.push('\n');
     }
@@ -248,6 +253,7 @@ pub fn fingerprint_v1(service: &Service, rollout: &Rollout) -> String {
                     "Success {{ path_prefix: {path_prefix:?}, method: {method}, min: {min:?}, slot: {slot} }}"
                 )
             }
+            Rule::Mismatch { max } => format!("Mismatch {{ max: {max:?} }}"),
         })
         .collect();
     let a = &rollout.analysis;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serin_config::Snapshot;
+use serin_proxy::shadow::ShadowInterval;
 use serin_proxy::Interval;
 
 use serin_judge::rollout::Decision;
@@ -92,6 +93,21 @@ impl VersionTotals {
 pub struct Totals {
     versions: BTreeMap<String, BTreeMap<String, VersionTotals>>,
     rollbacks: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Shadow copies, by service and canary.
+    shadow: BTreeMap<String, BTreeMap<String, ShadowTotals>>,
+}
+
+/// What shadow copies to one canary did since serin started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShadowTotals {
+    pub sent: u64,
+    /// Not sent: `max_in_flight` copies were in flight on the worker.
+    pub dropped_in_flight: u64,
+    /// Not copied: the body was over `max_body` or not read whole.
+    pub dropped_body: u64,
+    pub compared: u64,
+    pub mismatched: u64,
+    pub not_compared: u64,
 }
 
 impl Totals {
@@ -115,6 +131,31 @@ impl Totals {
         }
     }
 
+    /// Adds what copies of `service`'s requests to its `canary` did over an interval.
+    pub fn add_shadow(&mut self, service: &str, canary: &str, taken: &ShadowInterval) {
+        let t = self
+            .shadow
+            .entry(service.to_string())
+            .or_default()
+            .entry(canary.to_string())
+            .or_default();
+        t.sent += taken.sent;
+        t.dropped_in_flight += taken.dropped_in_flight;
+        t.dropped_body += taken.dropped_body;
+        t.compared += taken.compared;
+        t.mismatched += taken.mismatched;
+        t.not_compared += taken.not_compared;
+    }
+
+    /// Every (service, canary) that shadow copies went to, with their totals.
+    pub fn shadows(&self) -> impl Iterator<Item = (&str, &str, &ShadowTotals)> {
+        self.shadow.iter().flat_map(|(s, by_canary)| {
+            by_canary
+                .iter()
+                .map(move |(c, t)| (s.as_str(), c.as_str(), t))
+        })
+    }
+
     /// Counts one rollback of `service`'s canary.
     pub fn count_rollback(&mut self, service: &str, trigger: &str) {
         *self
@@ -135,6 +176,8 @@ impl Totals {
             })
         });
         self.rollbacks
+            .retain(|service, _| snapshot.service(service).is_some());
+        self.shadow
             .retain(|service, _| snapshot.service(service).is_some());
     }
 

@@ -142,10 +142,24 @@ pub struct TimelineEvent {
     /// only when true.
     #[serde(default, skip_serializing_if = "is_false")]
     pub drill: bool,
+    /// At a shadow step: a few of the latest copied requests whose answers differed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<MismatchRecord>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A copied request whose two answers differed: its method, its path (no query), the
+/// status the client got and the canary's (`None`: no answer). Never a header value
+/// or a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MismatchRecord {
+    pub method: String,
+    pub path: String,
+    pub client: Option<u16>,
+    pub canary: Option<u16>,
 }
 
 /// A rule that failed, with its numbers.

@@ -151,6 +151,7 @@ fn breach() -> RuleRecord {
 fn timeline() -> Vec<TimelineEvent> {
     vec![
         TimelineEvent {
+            mismatches: Vec::new(),
             at: rfc3339(T0),
             at_ms: T0,
             service: "api".into(),
@@ -170,6 +171,7 @@ fn timeline() -> Vec<TimelineEvent> {
             drill: false,
         },
         TimelineEvent {
+            mismatches: Vec::new(),
             at: rfc3339(T0 + 10_000),
             at_ms: T0 + 10_000,
             service: "api".into(),

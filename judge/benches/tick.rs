@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
         canary_tick: &ct,
         baseline_tick: &bt,
         baseline_has_weight: true,
+        mismatch: None,
     };
     let mut g = c.benchmark_group("tick");
     g.bench_function("judge/five rules", |b| {

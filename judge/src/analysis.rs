@@ -36,6 +36,33 @@ pub struct Input<'a> {
     /// Whether the baseline is meant to receive traffic (false at a 100 % canary step);
     /// relative rules are skipped when it is not.
     pub baseline_has_weight: bool,
+    /// During a shadow step, the comparisons of copied requests' answers (`requests`:
+    /// compared, `errors`: differed), which `mismatch` rules judge; `None` otherwise,
+    /// and those rules then neither fail nor hold.
+    pub mismatch: Option<Spans<'a>>,
+}
+
+/// Numbers over the three spans a verdict reads: the window, the step, the tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Spans<'a> {
+    pub window: &'a Aggregate,
+    pub step: &'a Aggregate,
+    pub tick: &'a Aggregate,
+}
+
+impl<'a> Input<'a> {
+    /// The numbers `rule` reads as the canary's: the comparisons for a `mismatch` rule,
+    /// else the canary's own; `None` for a `mismatch` rule outside a shadow step.
+    fn canary_for(&self, rule: &CompiledRule) -> Option<Spans<'a>> {
+        if rule.reads_mismatches() {
+            return self.mismatch;
+        }
+        Some(Spans {
+            window: self.canary_window,
+            step: self.canary_step,
+            tick: self.canary_tick,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,14 +124,13 @@ pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<
             tick: input.baseline_tick,
             level: stats::spend(rule.budget.baseline, detector.ticks + 1),
         });
-        if let Some(batch) = rule.batch(input.canary_tick, baseline) {
+        let canary = input.canary_for(rule);
+        if let Some(batch) = canary.and_then(|c| rule.batch(c.tick, baseline)) {
             detector.update(batch.trials, batch.failures, batch.theta);
         }
         let alpha = rule.budget.detector;
-        if fail.is_none() && detector.alarmed(alpha) {
-            let observed = rule
-                .observe(input.canary_window, input.baseline_window)
-                .seen();
+        if let (None, true, Some(canary)) = (&fail, detector.alarmed(alpha), canary) {
+            let observed = rule.observe(canary.window, input.baseline_window).seen();
             fail = Some(Breach {
                 index: rule.index,
                 rule: rule.text.clone(),
@@ -150,10 +176,16 @@ fn check(rule: &CompiledRule, input: &Input<'_>) -> Check {
     if rule.is_relative() && !input.baseline_has_weight {
         return Check::Ok;
     }
+    let Some(canary) = input.canary_for(rule) else {
+        return Check::Ok;
+    };
     let text = &rule.text;
-    match rule.observe(input.canary_step, input.baseline_step) {
+    match rule.observe(canary.step, input.baseline_step) {
         Observation::NoBaseline => Check::NoData(format!(
             "{text}: no baseline traffic since the step began to compare with"
+        )),
+        Observation::NoCanary if rule.reads_mismatches() => Check::NoData(format!(
+            "{text}: no copied request's answers compared since the step began"
         )),
         Observation::NoCanary if rule.needs_canary_data() => Check::NoData(format!(
             "{text}: no canary request matched since the step began"
@@ -238,6 +270,7 @@ mod tests {
             canary_tick: canary,
             baseline_tick: baseline,
             baseline_has_weight: true,
+            mismatch: None,
         };
         let compiled = compile(analysis);
         let mut detectors = Vec::new();
@@ -334,6 +367,7 @@ mod tests {
                 canary_tick: &ct,
                 baseline_tick: &bt,
                 baseline_has_weight: true,
+                mismatch: None,
             };
             let judged = judge(&compiled, &detectors, &input);
             detectors = judged.detectors;
@@ -428,6 +462,7 @@ mod tests {
             canary_tick: &canary,
             baseline_tick: &none,
             baseline_has_weight: false,
+            mismatch: None,
         };
         let a = analysis(vec![
             Rule::ErrorRateIncrease {
@@ -439,6 +474,73 @@ mod tests {
             },
         ]);
         assert_eq!(judge(&compile(&a), &[], &input).verdict, Verdict::Pass);
+    }
+
+    /// Judges `ticks` ticks of a shadow step whose copies' comparisons are `compared`
+    /// answers a tick, `differed` of them different; the canary's copies are healthy.
+    fn judge_mismatch(compared: u64, differed: u64, ticks: usize) -> Verdict {
+        let base = agg(2000, 0, 10, 100);
+        let copies = agg(200, 0, 10, 100);
+        let comparisons = agg(compared, differed, 0, 0);
+        let input = Input {
+            baseline_window: &base,
+            canary_window: &copies,
+            baseline_step: &base,
+            canary_step: &copies,
+            canary_tick: &copies,
+            baseline_tick: &base,
+            baseline_has_weight: true,
+            mismatch: Some(Spans {
+                window: &comparisons,
+                step: &comparisons,
+                tick: &comparisons,
+            }),
+        };
+        let a = compile(&analysis(vec![
+            Rule::ErrorRate { max: 0.01 },
+            Rule::Mismatch { max: 0.01 },
+        ]));
+        let mut detectors = Vec::new();
+        let mut verdict = Verdict::Pass;
+        for _ in 0..ticks {
+            let j = judge(&a, &detectors, &input);
+            detectors = j.detectors;
+            verdict = j.verdict;
+            if matches!(verdict, Verdict::Fail(_)) {
+                break;
+            }
+        }
+        verdict
+    }
+
+    /// `mismatch` is a proportion rule like the others: the share of compared copies
+    /// whose answers differed, judged by its own e-detector; it holds without compared
+    /// copies in a shadow step, and reads nothing outside one.
+    #[test]
+    fn the_mismatch_rule_fails_on_evidence_of_differing_answers_only() {
+        let Verdict::Fail(b) = judge_mismatch(100, 30, 5) else {
+            panic!("30% differing answers should fail mismatch max 1%")
+        };
+        assert_eq!((b.rule.as_str(), b.kind), ("mismatch max 1%", "mismatch"));
+        assert_eq!(
+            b.summary,
+            "canary answered 30% of compared copies differently from the baseline, against max 1%"
+        );
+        assert_eq!(short(&judge_mismatch(200, 0, 30)), "pass");
+        // 2 % over one tick is over the limit but no proof yet.
+        assert_eq!(
+            short(&judge_mismatch(100, 2, 1)),
+            "hold: mismatch max 1%: canary answers differ in 2% of copies, over 1%, not yet conclusive"
+        );
+        assert_eq!(
+            short(&judge_mismatch(0, 0, 3)),
+            "hold: mismatch max 1%: no copied request's answers compared since the step began"
+        );
+        // Outside a shadow step (no comparisons) the rule neither fails nor holds.
+        let canary = agg(200, 0, 10, 100);
+        let base = agg(2000, 0, 10, 100);
+        let a = analysis(vec![Rule::Mismatch { max: 0.01 }]);
+        assert_eq!(short(&judge_n(&a, &base, &canary, 5)), "pass");
     }
 
     #[test]

@@ -231,7 +231,10 @@ pub fn transition(
         }
 
         (Phase::Progressing | Phase::Paused, Event::Tick(Verdict::Fail(breach))) => {
-            let reason = format!("{} breached: {}", breach.rule, breach.summary);
+            let mut reason = format!("{} breached: {}", breach.rule, breach.summary);
+            if spec.shadow_share(state.step).is_some() {
+                reason.push_str(" (in shadow: the canary served no user)");
+            }
             match spec.on_failure {
                 OnFailure::Rollback => roll_back(
                     &mut next,
@@ -344,10 +347,12 @@ mod tests {
 
     fn spec(on_failure: OnFailure) -> Rollout {
         let s = |weight, hold: Option<u64>| Step {
+            shadow: None,
             weight,
             hold: hold.map(Duration::from_secs),
         };
         Rollout {
+            shadow: None,
             baseline: 0,
             canary: 1,
             steps: vec![
@@ -639,9 +644,39 @@ mod tests {
     }
 
     #[test]
+    fn a_shadow_step_gives_the_canary_no_weight_and_a_failure_in_it_says_so() {
+        let mut spec = spec(OnFailure::Rollback);
+        spec.steps.insert(
+            0,
+            Step {
+                weight: 0,
+                hold: Some(Duration::from_secs(10)),
+                shadow: Some(10_000),
+            },
+        );
+        let (s, actions) = transition(&spec, &RolloutState::new(0), Event::Tick(&Verdict::Pass), 0);
+        assert_eq!((s.step, s.canary_weight), (0, 0));
+        assert_eq!(kinds(&actions), vec!["weight 0", "Started"]);
+        // It advances to the first weight step as a weight step does.
+        let (passed, actions) = transition(&spec, &s, Event::Tick(&Verdict::Pass), 10 * S);
+        assert_eq!((passed.step, passed.canary_weight), (1, 5));
+        assert_eq!(kinds(&actions), vec!["weight 5", "StepAdvanced"]);
+        // A failure in it rolls back, and the reason says the canary served no user.
+        let fail = Verdict::Fail(breach());
+        let (failed, actions) = transition(&spec, &s, Event::Tick(&fail), 3 * S);
+        assert_eq!((failed.phase, failed.canary_weight), (Phase::RolledBack, 0));
+        assert_eq!(kinds(&actions), vec!["weight 0", "RolledBack"]);
+        assert_eq!(
+            failed.reason.as_deref(),
+            Some("error_rate max 1% breached: canary error rate 50% against max 1% (in shadow: the canary served no user)")
+        );
+    }
+
+    #[test]
     fn a_single_step_of_100_percent_promotes_at_once() {
         let mut spec = spec(OnFailure::Rollback);
         spec.steps = vec![Step {
+            shadow: None,
             weight: 100,
             hold: None,
         }];
@@ -656,10 +691,12 @@ mod tests {
         let mut spec = spec(OnFailure::Rollback);
         spec.steps = vec![
             Step {
+                shadow: None,
                 weight: 10,
                 hold: None,
             },
             Step {
+                shadow: None,
                 weight: 50,
                 hold: Some(Duration::from_secs(5)),
             },

@@ -58,6 +58,11 @@ pub enum Events {
     /// Trials: requests matching the `success` rule counted in `slot`. Failures: those
     /// not answered 2xx/3xx.
     Unsuccessful { slot: usize },
+    /// Trials: copied requests whose two answers were compared. Failures: those whose
+    /// answers differed. Read from the comparisons' numbers (`requests`: compared,
+    /// `errors`: differed), which [`crate::analysis::Input::mismatch`] gives during a
+    /// shadow step.
+    Mismatches,
 }
 
 /// The latency a request must certainly exceed to count as a failure.
@@ -108,6 +113,8 @@ pub enum Value {
         percentile: f64,
         factor: f64,
     },
+    /// The share of compared copies whose answers differed, at most `max`.
+    MismatchShare { max: f64 },
 }
 
 /// A rule's share of the false-alarm budget 1 − confidence.
@@ -189,6 +196,7 @@ fn test_of(rule: &Rule) -> (Test, Value) {
             fixed(Events::Unsuccessful { slot }, 1.0 - min),
             Value::SuccessShare { slot, min },
         ),
+        Rule::Mismatch { max } => (fixed(Events::Mismatches, max), Value::MismatchShare { max }),
         Rule::ErrorRateIncrease { max_increase } => (
             Test {
                 events: Events::Errors,
@@ -255,7 +263,7 @@ impl CompiledRule {
     /// exceed it).
     pub fn batch(&self, tick: &Aggregate, baseline: Option<Baseline<'_>>) -> Option<Batch> {
         let (trials, failures) = match self.test.events {
-            Events::Errors => (tick.requests, tick.errors),
+            Events::Errors | Events::Mismatches => (tick.requests, tick.errors),
             Events::SlowerThan(cutoff) => {
                 let us = match cutoff {
                     Cutoff::Fixed { us } => us,
@@ -311,7 +319,9 @@ impl CompiledRule {
             };
         let or_none = |o: Option<Observation>| o.unwrap_or(Observation::NoCanary);
         match self.value {
-            Value::ErrorRate { max } => or_none(canary.error_rate().map(|r| seen(r, max))),
+            Value::ErrorRate { max } | Value::MismatchShare { max } => {
+                or_none(canary.error_rate().map(|r| seen(r, max)))
+            }
             Value::BurnRate { per, max } => or_none(canary.error_rate().map(|r| {
                 Observation::Seen(Observed {
                     value: r / per,
@@ -360,9 +370,19 @@ impl CompiledRule {
     }
 
     /// Whether a step can pass without canary numbers for this rule: a `success` rule
-    /// needs a matching request; other rules have nothing to hold for.
+    /// needs a matching request, a `mismatch` rule (in a shadow step) a compared copy;
+    /// other rules have nothing to hold for.
     pub fn needs_canary_data(&self) -> bool {
-        matches!(self.test.events, Events::Unsuccessful { .. })
+        matches!(
+            self.test.events,
+            Events::Unsuccessful { .. } | Events::Mismatches
+        )
+    }
+
+    /// Whether the rule reads the comparisons of copied requests (`mismatch`), not the
+    /// canary's own numbers.
+    pub fn reads_mismatches(&self) -> bool {
+        matches!(self.test.events, Events::Mismatches)
     }
 
     /// Whether the rule compares the canary with the baseline.
@@ -405,6 +425,11 @@ impl CompiledRule {
             Value::SuccessShare { .. } => {
                 format!("canary success {} against min {}", Pct(v), Pct(t))
             }
+            Value::MismatchShare { .. } => format!(
+                "canary answered {} of compared copies differently from the baseline, against max {}",
+                Pct(v),
+                Pct(t)
+            ),
         }
     }
 
@@ -420,6 +445,13 @@ impl CompiledRule {
             }
             Value::SuccessShare { .. } => {
                 format!("canary success {} under {}", Pct(v), Pct(t))
+            }
+            Value::MismatchShare { .. } => {
+                format!(
+                    "canary answers differ in {} of copies, over {}",
+                    Pct(v),
+                    Pct(t)
+                )
             }
             Value::ErrorRateIncrease { .. } => format!(
                 "canary error rate {} is {} over the baseline's {}",

@@ -20,7 +20,7 @@ pub struct Rollout {
     pub baseline: usize,
     /// Index into the service's versions; differs from `baseline`.
     pub canary: usize,
-    /// At least one; weights 0–100, strictly increasing.
+    /// At least one; shadow steps first, then weights 0–100, strictly increasing.
     pub steps: Vec<Step>,
     pub analysis: Analysis,
     /// Retry an idempotent request (GET, HEAD, OPTIONS without a body) that fails on the
@@ -30,16 +30,57 @@ pub struct Rollout {
     /// A rollout that cannot advance for this long (thin traffic, inconclusive data) is
     /// paused with a recorded reason.
     pub progress_deadline: Duration,
+    /// How shadow steps copy requests to the canary; `Some` exactly when a step is a
+    /// shadow step.
+    pub shadow: Option<Shadow>,
+}
+
+impl Rollout {
+    /// The share of requests copied to the canary at step `step` (hundredths of a
+    /// percent), if it is a shadow step.
+    pub fn shadow_share(&self, step: usize) -> Option<u32> {
+        self.steps.get(step).and_then(|s| s.shadow)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
-    /// The canary's share in percent, 0–100; the baseline gets 100 − weight.
+    /// The canary's share in percent, 0–100; the baseline gets 100 − weight. 0 for a
+    /// shadow step.
     pub weight: u32,
     /// Time to stay at this step before advancing (the window since the step began must
     /// also pass). `None`: advance as soon as it passes.
     pub hold: Option<Duration>,
+    /// A shadow step: copies of this share of the requests the baseline serves go to
+    /// the canary, which serves no user; in hundredths of a percent, 1–10 000 (100 %).
+    /// `None`: a weight step.
+    pub shadow: Option<u32>,
 }
+
+/// The rollout's `shadow:` block: which requests are copied to the canary during a
+/// shadow step, how many copies may be in flight, and how their answers are compared
+/// with the answers the clients got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shadow {
+    /// Methods copied, uppercase (default GET and HEAD).
+    pub methods: Vec<String>,
+    /// Requests with a larger body are not copied, and answers with a larger body are
+    /// not compared by body (bytes).
+    pub max_body: u64,
+    /// Copies in flight per worker; beyond it a copy is dropped, never queued.
+    pub max_in_flight: u32,
+    /// Compare the status classes of both answers.
+    pub compare_status: bool,
+    /// Compare a hash of both answers' bodies (up to `max_body`).
+    pub compare_body: bool,
+    /// Headers never compared (lowercase); serin compares no header yet.
+    pub ignore_headers: Vec<String>,
+}
+
+/// Default `shadow.max_body`: 64 KiB.
+pub const DEFAULT_SHADOW_MAX_BODY: u64 = 64 * 1024;
+/// Default `shadow.max_in_flight`, per worker.
+pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: u32 = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
@@ -78,10 +119,13 @@ pub enum Rule {
         min: f64,
         slot: usize,
     },
+    /// During a shadow step, among copied requests whose answers were compared, the
+    /// share where the canary's answer differed from the client's at most `max`.
+    Mismatch { max: f64 },
 }
 
 impl Rule {
-    /// `error_rate`, `latency`, `burn_rate` or `success`: the key the rule is written
+    /// `error_rate`, `latency`, `burn_rate`, `success` or `mismatch`: the key the rule is written
     /// under, and the trigger a rollback it decides is counted by.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -89,6 +133,7 @@ impl Rule {
             Rule::Latency { .. } | Rule::LatencyIncrease { .. } => "latency",
             Rule::BurnRate { .. } => "burn_rate",
             Rule::Success { .. } => "success",
+            Rule::Mismatch { .. } => "mismatch",
         }
     }
 }
@@ -127,6 +172,7 @@ impl fmt::Display for Rule {
                 }
                 write!(f, "{path_prefix} min {}", Pct(*min))
             }
+            Rule::Mismatch { max } => write!(f, "mismatch max {}", Pct(*max)),
         }
     }
 }

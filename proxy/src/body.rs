@@ -192,6 +192,19 @@ impl Buffered {
     pub fn empty() -> Self {
         Self::default()
     }
+
+    /// `data` as a whole body (a shadow copy's), without trailers.
+    pub(crate) fn of(data: Option<Bytes>) -> Self {
+        Self {
+            data: data.filter(|d| !d.is_empty()),
+            trailers: None,
+        }
+    }
+
+    /// The body's data, if it has any.
+    pub(crate) fn data(&self) -> Option<&Bytes> {
+        self.data.as_ref()
+    }
 }
 
 impl Body for Buffered {

@@ -406,7 +406,7 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// Makes an origin-form HTTP/1.1 request into an HTTP/2 one: the URI in absolute form
 /// (`http`, the Host, or the endpoint when there is none; the Host header itself goes,
 /// `:authority` carries it), and `te: trailers` for gRPC, which asks for it.
-fn to_h2(req: &mut Request<UpstreamBody>, endpoint: &http::uri::Authority, tls: bool) {
+pub(crate) fn to_h2(req: &mut Request<UpstreamBody>, endpoint: &http::uri::Authority, tls: bool) {
     let authority = req
         .headers_mut()
         .remove(HOST)

@@ -186,6 +186,8 @@ pub async fn proxy(
         None => crate::body::streamed(req, limits.body_read_timeout, body_limit),
     };
     let body = body.as_deref();
+    // A copy for the canary during a shadow step (one branch otherwise).
+    let shadow = crate::shadow::copy(&view, &plan, &req, body.is_some(), client_h2);
 
     // Stage 6: execute.
     let sending = Sending {
@@ -208,7 +210,12 @@ pub async fn proxy(
         body,
     };
     let response = respond(result, answering, client_upgrade);
-    Ok(observed(closing_if(normalised, response), observation))
+    let mut response = observed(closing_if(normalised, response), observation);
+    if let Some(side) = shadow {
+        let status = response.status();
+        response.body_mut().compared(status, side);
+    }
+    Ok(response)
 }
 
 /// The request target as an upstream HTTP/1.1 request carries it: path and query.

@@ -49,6 +49,7 @@ mod respond;
 pub mod rotation;
 mod send;
 pub mod server;
+pub mod shadow;
 pub mod split;
 pub mod table;
 pub mod telemetry;
@@ -96,6 +97,9 @@ pub struct DataPlane {
 pub struct ServiceInterval {
     pub service: String,
     pub versions: Vec<(String, Interval)>,
+    /// With a rollout's `shadow` settings: the canary's name and what copies to it did
+    /// (recorded apart from its live numbers).
+    pub shadow: Option<(String, shadow::ShadowInterval)>,
 }
 
 /// What the data plane reports of its services now (for `/metrics` and status): the
@@ -277,6 +281,18 @@ impl DataPlane {
         }
     }
 
+    /// [`Self::set_canary_weight`], and copies of this share (`shadow`, hundredths of a
+    /// percent; 0: none) of the baseline's requests go to the canary
+    /// (`crate::shadow`): a rollout's shadow step. Cannot fail either.
+    pub fn set_rollout_weights(&self, rollout: &RolloutWeights, canary_weight: u32, shadow: u32) {
+        let _writer = self.write();
+        let view = self.view.load();
+        match view.with_rollout_weights(rollout, canary_weight, shadow) {
+            Some(next) => self.view.store(Arc::new(next)),
+            None => tracing::debug!("weights for a rollout a reload replaced; not applied"),
+        }
+    }
+
     /// What the data plane reports of every service now (one view).
     pub fn report(&self) -> Report {
         let view = self.view.load_full();
@@ -326,6 +342,10 @@ impl DataPlane {
                     .iter()
                     .map(|v| (v.name.to_string(), v.stats.take()))
                     .collect(),
+                shadow: s.shadow.as_ref().map(|shadow| {
+                    let canary = s.versions.get(shadow.canary).map_or("", |v| &*v.name);
+                    (canary.to_string(), shadow.numbers.take())
+                }),
             })
             .collect()
     }

@@ -33,6 +33,21 @@ pub(crate) type AnyBody = Either<PooledBody, Full<Bytes>>;
 pub struct ProxyBody {
     inner: AnyBody,
     observation: Option<Box<Observation>>,
+    /// A request copied to the canary (`crate::shadow`): its side of the comparison.
+    shadow: Option<Box<crate::shadow::ClientSide>>,
+}
+
+impl ProxyBody {
+    /// The answer to a request copied to the canary: `side` is told its status now and
+    /// reads its body as it streams.
+    pub(crate) fn compared(
+        &mut self,
+        status: http::StatusCode,
+        mut side: Box<crate::shadow::ClientSide>,
+    ) {
+        side.answered(status.as_u16(), self.inner.is_end_stream());
+        self.shadow = Some(side);
+    }
 }
 
 impl Body for ProxyBody {
@@ -47,6 +62,9 @@ impl Body for ProxyBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(observation) = this.observation.as_deref_mut() {
             observation.polled(&polled);
+        }
+        if let Some(shadow) = this.shadow.as_deref_mut() {
+            shadow.polled(&polled, this.inner.is_end_stream());
         }
         polled
     }
@@ -69,7 +87,11 @@ pub(crate) fn observed(
     if let Some(o) = observation.as_deref_mut() {
         o.responded(response.status());
     }
-    response.map(|inner| ProxyBody { inner, observation })
+    response.map(|inner| ProxyBody {
+        inner,
+        observation,
+        shadow: None,
+    })
 }
 
 /// What an answer to a forwarded request depends on besides the attempt's result.

@@ -89,6 +89,8 @@ pub struct ServiceRuntime {
     pub request_timeout: Duration,
     /// The rollout's baseline, which takes the share of a version that cannot serve.
     pub baseline: Option<usize>,
+    /// With a rollout's `shadow` settings: how shadow steps copy requests.
+    pub shadow: Option<crate::shadow::ShadowRuntime>,
 }
 
 #[derive(Debug)]
@@ -317,6 +319,10 @@ impl Table {
                 versions: versions.into(),
                 request_timeout: service.timeouts.request,
                 baseline: service.rollout.as_ref().map(|r| r.baseline),
+                shadow: service.rollout.as_ref().and_then(|r| {
+                    let previous = old.and_then(|o| o.shadow.as_ref());
+                    crate::shadow::ShadowRuntime::new(r, service.timeouts.request, shards, previous)
+                }),
             });
         }
 

@@ -48,14 +48,18 @@ struct Split {
     weights: Box<[u32]>,
     table: SplitTable,
     drill: Option<Arc<Drill>>,
+    /// During a rollout's shadow step, the share of the baseline's requests copied to
+    /// the canary, in hundredths of a percent (`crate::shadow`); 0 otherwise.
+    shadow: u32,
 }
 
 impl Split {
-    fn new(service: &str, weights: Box<[u32]>, drill: Option<Arc<Drill>>) -> Self {
+    fn new(service: &str, weights: Box<[u32]>, shadow: u32, drill: Option<Arc<Drill>>) -> Self {
         let table = SplitTable::new(service, &weights);
         Self {
             weights,
             table,
+            shadow,
             drill,
         }
     }
@@ -111,7 +115,7 @@ impl View {
                     set_canary(&mut weights, rollout.baseline, rollout.canary, w);
                 }
                 // A new table (a reload) ends every drill.
-                Arc::new(Split::new(&service.name, weights, None))
+                Arc::new(Split::new(&service.name, weights, 0, None))
             })
             .collect();
         Self { table, splits }
@@ -125,6 +129,13 @@ impl View {
     #[inline]
     pub fn split(&self, service: usize) -> &SplitTable {
         &self.splits[service].table
+    }
+
+    /// The share of service `i`'s baseline requests copied to its canary now, in
+    /// hundredths of a percent: 0 unless its rollout is at a shadow step.
+    #[inline]
+    pub fn shadow_share(&self, service: usize) -> u32 {
+        self.splits.get(service).map_or(0, |s| s.shadow)
     }
 
     /// The weights in force of service `i`'s versions, in declared order.
@@ -208,7 +219,8 @@ impl View {
     /// This view with `weights`, or `None` if its service is no longer in the table.
     pub(crate) fn with_weights(&self, weights: &ServiceWeights) -> Option<View> {
         let i = self.position(weights.service)?;
-        Some(self.with_split(i, weights.weights.clone()))
+        let shadow = self.shadow_share(i);
+        Some(self.with_split(i, weights.weights.clone(), shadow))
     }
 
     /// This view with the rollout's canary at `canary_weight` (at most 100) and its
@@ -220,6 +232,18 @@ impl View {
         canary_weight: u32,
     ) -> Option<View> {
         let i = self.position(rollout.service)?;
+        self.with_rollout_weights(rollout, canary_weight, self.shadow_share(i))
+    }
+
+    /// [`Self::with_canary_weight`], with the share of the baseline's requests copied
+    /// to the canary (`shadow`, hundredths of a percent; 0: none).
+    pub(crate) fn with_rollout_weights(
+        &self,
+        rollout: &RolloutWeights,
+        canary_weight: u32,
+        shadow: u32,
+    ) -> Option<View> {
+        let i = self.position(rollout.service)?;
         let mut weights: Box<[u32]> = self.weights(i).into();
         set_canary(
             &mut weights,
@@ -227,7 +251,7 @@ impl View {
             rollout.canary,
             canary_weight,
         );
-        Some(self.with_split(i, weights))
+        Some(self.with_split(i, weights, shadow.min(10_000)))
     }
 
     /// The rollback drill running on service `i`, if one is: one check per request.
@@ -247,7 +271,12 @@ impl View {
     ) -> Option<(View, Arc<Drill>)> {
         let i = self.position(rollout.service)?;
         let drill = Arc::new(Drill::new(fault, until, rollout.canary));
-        let view = self.with_split_and_drill(i, self.weights(i).into(), Some(drill.clone()));
+        let view = self.with_split_and_drill(
+            i,
+            self.weights(i).into(),
+            self.shadow_share(i),
+            Some(drill.clone()),
+        );
         Some((view, drill))
     }
 
@@ -255,26 +284,27 @@ impl View {
     pub(crate) fn without_drill(&self, rollout: &RolloutWeights) -> Option<View> {
         let i = self.position(rollout.service)?;
         self.drill(i)?;
-        Some(self.with_split_and_drill(i, self.weights(i).into(), None))
+        Some(self.with_split_and_drill(i, self.weights(i).into(), self.shadow_share(i), None))
     }
 
-    /// This view with service `i`'s weights replaced (its drill kept); everything else
-    /// is shared.
-    fn with_split(&self, i: usize, weights: Box<[u32]>) -> View {
+    /// This view with service `i`'s weights and shadow share replaced (its drill
+    /// kept); everything else is shared.
+    fn with_split(&self, i: usize, weights: Box<[u32]>, shadow: u32) -> View {
         let drill = self.splits.get(i).and_then(|s| s.drill.clone());
-        self.with_split_and_drill(i, weights, drill)
+        self.with_split_and_drill(i, weights, shadow, drill)
     }
 
     fn with_split_and_drill(
         &self,
         i: usize,
         weights: Box<[u32]>,
+        shadow: u32,
         drill: Option<Arc<Drill>>,
     ) -> View {
         let name = self.table.services.get(i).map_or("", |s| &*s.name);
         let mut splits = self.splits.clone();
         if let Some(slot) = splits.get_mut(i) {
-            *slot = Arc::new(Split::new(name, weights, drill));
+            *slot = Arc::new(Split::new(name, weights, shadow, drill));
         }
         View {
             table: self.table.clone(),
@@ -362,6 +392,37 @@ services:
             c
         });
         assert_eq!(counts[0], 0);
+    }
+
+    #[test]
+    fn a_shadow_share_is_published_with_the_rollout_weights_and_kept_by_other_changes() {
+        let view = View::new(table(CONFIG, None), |_| None);
+        assert_eq!(view.shadow_share(0), 0, "a table starts with no copies");
+        let (_, handle) = view.rollout(0).expect("api has a rollout");
+        let shadow = view
+            .with_rollout_weights(&handle, 0, 10_000)
+            .expect("same table");
+        assert_eq!(
+            (shadow.weights(0), shadow.shadow_share(0)),
+            (&[100, 0, 10][..], 10_000)
+        );
+        assert_eq!(shadow.shadow_share(1), 0, "other services copy nothing");
+        // A person's weights and a plain canary weight keep the share in force.
+        let valid = shadow.validate("api", &[("shadow", 5)]).expect("valid");
+        assert_eq!(
+            shadow.with_weights(&valid).map(|v| v.shadow_share(0)),
+            Some(10_000)
+        );
+        let same = shadow.with_canary_weight(&handle, 0).expect("same table");
+        assert_eq!(same.shadow_share(0), 10_000);
+        // The rollout's next weights end it.
+        let step = shadow
+            .with_rollout_weights(&handle, 5, 0)
+            .expect("same table");
+        assert_eq!(
+            (step.weights(0), step.shadow_share(0)),
+            (&[95, 5, 10][..], 0)
+        );
     }
 
     #[test]

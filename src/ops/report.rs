@@ -426,6 +426,27 @@ fn render(d: &Draft<'_>) -> String {
                 n.p99_ms.map_or_else(dash, millis)
             );
         }
+        if !e.mismatches.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nCopies whose answers differed at the shadow step (the newest {}):\n",
+                e.mismatches.len()
+            );
+            let _ = writeln!(out, "| Method | Path | Client got | Canary answered |");
+            let _ = writeln!(out, "|---|---|---:|---:|");
+            let status =
+                |s: Option<u16>| s.map_or_else(|| "no answer".to_string(), |s| s.to_string());
+            for m in &e.mismatches {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    cell(&m.method),
+                    cell(&m.path),
+                    status(m.client),
+                    status(m.canary)
+                );
+            }
+        }
     }
 
     let _ = writeln!(
@@ -482,7 +503,7 @@ fn rule_words(rule: &RuleRecord) -> String {
 /// A rule's observed value or threshold in its own unit.
 fn rule_value(kind: &str, v: f64) -> String {
     match kind {
-        "error_rate" | "success" => rate(v),
+        "error_rate" | "success" | "mismatch" => rate(v),
         "latency" => millis(v),
         "burn_rate" => format!("{v:.2}×"),
         _ => format!("{v}"),
@@ -555,6 +576,7 @@ mod tests {
             rule: None,
             versions: Default::default(),
             drill: false,
+            mismatches: Vec::new(),
         }
     }
 
@@ -695,6 +717,57 @@ mod tests {
         assert!(outcome_words(&rolled_back).ends_with(
             " — during a rollback drill: the canary's faults were injected by serin (`serin drill`), a rehearsal, not an incident"
         ));
+    }
+
+    #[test]
+    fn differing_answers_of_a_shadow_step_are_listed_with_their_decision() {
+        let mut failed = event(T0 + 5_000, DecisionKind::RolledBack, Phase::RolledBack, 0);
+        failed.mismatches = vec![
+            serin_control::wire::MismatchRecord {
+                method: "GET".into(),
+                path: "/items|x".into(),
+                client: Some(200),
+                canary: Some(500),
+            },
+            serin_control::wire::MismatchRecord {
+                method: "HEAD".into(),
+                path: "/".into(),
+                client: Some(200),
+                canary: None,
+            },
+        ];
+        let events = [failed];
+        let view = ServiceView {
+            name: "api".into(),
+            weights: vec![("stable".into(), 100), ("canary".into(), 0)],
+            rollout: RolloutView {
+                state: "rolled_back".into(),
+                step: Some(0),
+                since: None,
+                reason: None,
+                baseline: Some("stable".into()),
+                canary: Some("canary".into()),
+                steps: Some(vec![0, 100]),
+            },
+            window_s: None,
+            versions: Vec::new(),
+            drill: None,
+            fleet: None,
+        };
+        let text = render(&Draft {
+            view: &view,
+            events: &events,
+            since: None,
+            now_ms: T0 + 60_000,
+            source: "http://127.0.0.1:9901",
+        });
+        for needed in [
+            "Copies whose answers differed at the shadow step (the newest 2):\n",
+            "| GET | /items\\|x | 200 | 500 |\n",
+            "| HEAD | / | 200 | no answer |\n",
+        ] {
+            assert!(text.contains(needed), "missing {needed:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -303,6 +303,20 @@ fn the_demo_rolls_a_bad_canary_back() {
 }
 
 #[test]
+fn the_demo_catches_a_bad_canary_in_shadow_before_any_user_meets_it() {
+    let (code, stdout) = demo("shadow");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("result: serin rolled the canary back on its own."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  users' requests the canary answered: 0;"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_demo_promotes_a_good_canary() {
     let (code, stdout) = demo("good");
     assert_eq!(code, Some(0), "{stdout}");

@@ -928,3 +928,69 @@ async fn a_new_leader_counts_the_samples_in_etcd_that_the_last_one_did_not_judge
 fn count(events: &[String], kind: &str) -> usize {
     events.iter().filter(|e| *e == kind).count()
 }
+
+/// A fleet at a shadow step: every instance copies its baseline requests to the
+/// canary, the leader judges the fleet's copies (carried in the sample record as the
+/// canary's shadow column) and a canary failing them is rolled back once for the
+/// fleet; after that no instance copies, and no client request ever reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_in_shadow_is_rolled_back_fleet_wide_having_served_no_user() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let rollout = ROLLOUT.replace(
+        "        - { weight: 50, hold: 1h }\n",
+        "        - { shadow: 100%, hold: 1h }\n        - { weight: 50, hold: 1h }\n",
+    );
+    let fleet = Fleet::start(&etcd_process.url(), stable.addr, canary.addr, &rollout);
+    let etcd = connect(etcd_process.url()).await;
+    let load = Spread::start(fleet.webs());
+    eventually(
+        Duration::from_secs(20),
+        "copies from every instance reach the canary",
+        || async { canary.hits() >= 60 },
+    )
+    .await;
+    canary.set_status(500);
+    eventually(
+        Duration::from_secs(10),
+        "the fleet rolls the canary back",
+        || async { count(&timeline(&etcd, "api").await, "rolled_back") == 1 },
+    )
+    .await;
+    // Every instance stops copying: at most the copies in flight then still land.
+    let client = client();
+    eventually(
+        Duration::from_secs(10),
+        "every instance applied the rollback",
+        || async {
+            let mut states = Vec::new();
+            for serin in &fleet.instances {
+                states.push(view(&client, serin).await["rollout"]["state"].clone());
+            }
+            states.iter().all(|s| s == "rolled_back")
+        },
+    )
+    .await;
+    let copies = canary.hits();
+    let served = stable.hits();
+    eventually(
+        Duration::from_secs(10),
+        "traffic goes on to the baseline",
+        || async { stable.hits() > served + 300 },
+    )
+    .await;
+    load.stop().await;
+    assert!(
+        canary.hits() <= copies + 3,
+        "{} copies after the rollback",
+        canary.hits() - copies
+    );
+    let from_clients = canary
+        .seen()
+        .iter()
+        .filter(|s| s.headers.get("x-serin-shadow").is_none())
+        .count();
+    assert_eq!(from_clients, 0, "client requests reached the canary");
+    assert_eq!(count(&timeline(&etcd, "api").await, "rolled_back"), 1);
+}

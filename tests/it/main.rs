@@ -26,6 +26,7 @@ mod proxy;
 mod reload;
 mod report;
 mod rollout;
+mod shadow;
 mod slow;
 mod telemetry;
 mod tls;

@@ -55,6 +55,8 @@ pub struct BackendState {
     pub body_len: AtomicUsize,
     /// Status to answer with; 0 means 200.
     pub status: AtomicU16,
+    /// Answer 500 to this many of every ten requests (by arrival), whatever `status`.
+    pub fail_tenths: AtomicUsize,
     pub delay_ms: AtomicU64,
     pub seen: Mutex<Vec<Seen>>,
 }
@@ -98,7 +100,7 @@ impl Backend {
                                 *resp.status_mut() = StatusCode::from_u16(status).expect("status");
                                 return Ok::<_, Infallible>(resp);
                             }
-                            st.hits.fetch_add(1, Ordering::SeqCst);
+                            let nth = st.hits.fetch_add(1, Ordering::SeqCst);
                             st.seen.lock().expect("seen lock").push(Seen {
                                 method: req.method().clone(),
                                 uri: req.uri().clone(),
@@ -114,6 +116,7 @@ impl Backend {
                                     .fetch_add(body.to_bytes().len(), Ordering::SeqCst);
                             }
                             let status = match st.status.load(Ordering::SeqCst) {
+                                _ if nth % 10 < st.fail_tenths.load(Ordering::SeqCst) => 500,
                                 0 => 200,
                                 s => s,
                             };
