@@ -4,6 +4,7 @@
 //! Pure parts, built always:
 //! * [`sample`]: the per-tick sample record, its compact encoding, and its exact merge.
 //! * [`tick`]: wall-clock aligned ticks, and the folds that count late samples once.
+//! * [`taken`]: the commands a leader took lately, so that none is applied twice.
 //! * [`split`]: weights set by hand on a rollout, as every instance of a fleet shows them.
 //! * [`view`]: the leader's summary (`P/summary`) and what every instance shows of
 //!   the fleet, read from etcd when asked.
@@ -33,6 +34,7 @@ pub mod node;
 pub mod reads;
 pub mod sample;
 pub mod split;
+pub mod taken;
 pub mod tick;
 pub mod view;
 #[cfg(feature = "fleet")]

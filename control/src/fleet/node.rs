@@ -538,6 +538,7 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     let leader = control.fleet_instance().unwrap_or_default();
     let commands_under = format!("{}commands/", keys.prefix());
     let mut commands = PrefixWatch::new(etcd, commands_under.clone(), None);
+    let mut taken = super::taken::Taken::default();
     // Samples have a quarter of a tick after its end to arrive; later ones fold over.
     let grace = tick_ms / 4;
     loop {
@@ -586,6 +587,10 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 for (key, value) in given {
                     let shown = String::from_utf8_lossy(&key).into_owned();
                     match decode_command(&commands_under, &key, &value) {
+                        // Taken already; its delete is pending or was written again.
+                        Ok(command) if !taken.first_time(&command.id) => {
+                            tracing::debug!(service = %command.service, id = %command.id, "a fleet command taken already");
+                        }
                         // Weights on a service without a rollout: no rollout state
                         // holds them, so the leader writes them for every instance.
                         Ok(command) if command.command == FleetCommandKind::Weights && control.status(&command.service).is_none() => {
