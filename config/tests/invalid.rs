@@ -481,6 +481,12 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "shadow_steps_only",
+        &[
+            r#"FILE: services[0].rollout.steps: every step is a shadow step, so once they pass the canary would be promoted straight to 100% having served no user: add at least one weight step after them (e.g. `- { weight: 5, hold: 30s }` then `- { weight: 100 }`)"#,
+        ],
+    ),
+    (
         "shadow_settings_bad",
         &[
             r#"FILE: services[0].rollout.shadow.methods[1]: "P OST" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. GET)"#,
