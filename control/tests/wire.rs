@@ -484,6 +484,7 @@ fn a_drill() {
         rule: None,
         versions: BTreeMap::new(),
         drill: true,
+        mismatches: Vec::new(),
     };
     let events = vec![
         event(
