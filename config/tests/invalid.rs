@@ -492,6 +492,7 @@ const CASES: &[(&str, &[&str])] = &[
             r#"FILE: services[0].rollout.shadow.methods[1]: "P OST" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. GET)"#,
             r#"FILE: services[0].rollout.shadow.max_body: 1073741824 bytes is out of range: give 0 (only bodiless requests are copied, no body compared) to 16MiB (the default is 64KiB)"#,
             r#"FILE: services[0].rollout.shadow.max_in_flight: 0 is not allowed: give a whole number from 1 to 65536"#,
+            r#"FILE: services[0].rollout.shadow.compare.ignore_headers: headers to ignore, but `headers: false` compares no header: remove `ignore_headers`, or set `headers: true` to compare the others"#,
             r#"FILE: services[0].rollout.shadow.compare.ignore_headers[1]: "x y" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
         ],
     ),

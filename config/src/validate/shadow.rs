@@ -186,12 +186,28 @@ pub(super) fn settings(raw: &RawRollout, path: &str, errs: &mut Errors) -> Optio
                 .collect()
         })
         .unwrap_or_default();
+    // `ignore_headers` says which headers are not compared: giving it means the
+    // others are, unless `headers: false` says otherwise (then it is refused).
+    let listed = compare.is_some_and(|c| c.ignore_headers.is_some());
+    let compare_headers = match compare.and_then(|c| c.headers) {
+        Some(false) if listed => {
+            errs.push(
+                format!("{spath}.compare.ignore_headers"),
+                "headers to ignore, but `headers: false` compares no header: remove \
+                 `ignore_headers`, or set `headers: true` to compare the others",
+            );
+            false
+        }
+        Some(headers) => headers,
+        None => listed,
+    };
     Some(Shadow {
         methods,
         max_body: max_body?,
         max_in_flight: max_in_flight?,
         compare_status: compare.and_then(|c| c.status).unwrap_or(true),
         compare_body: compare.and_then(|c| c.body).unwrap_or(false),
+        compare_headers,
         ignore_headers,
     })
 }
