@@ -210,21 +210,22 @@ impl HeaderDigest {
     /// `Connection` header lists, and `ignore` (sorted). Its cost is bounded by the
     /// headers' own limits; it is paid only for copied requests.
     pub fn of(headers: &HeaderMap, ignore: &[HeaderName]) -> Self {
-        let nominated = |name: &HeaderName| {
-            headers.get_all(http::header::CONNECTION).iter().any(|v| {
-                v.to_str().is_ok_and(|text| {
-                    text.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
-                })
-            })
-        };
+        // The names `Connection` lists, lowercased, sorted: found once, not per name.
+        let mut nominated: Vec<String> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        nominated.sort_unstable();
         let mut names = Vec::with_capacity(headers.keys_len());
         let mut values: Vec<&[u8]> = Vec::new();
         for name in headers.keys() {
             let n = name.as_str();
             if NEVER_COMPARED.contains(&n)
                 || ignore.binary_search_by(|i| i.as_str().cmp(n)).is_ok()
-                || nominated(name)
+                || nominated.binary_search_by(|t| t.as_str().cmp(n)).is_ok()
             {
                 continue;
             }
