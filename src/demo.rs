@@ -3,6 +3,7 @@
 //! running a staged canary rollout, steady load, the per-version figures serin measures
 //! each second, and the rollout's decisions as they happen.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serin_control::runner::{now_ms, Control};
+use serin_control::wire::WindowNumbers;
 use serin_judge::rollout::Phase;
 use serin_proxy::{server, DataPlane};
 use tokio::net::TcpListener;
@@ -333,8 +335,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 let total = totals.entry(name.clone()).or_default();
                 total.0 += n.requests;
                 total.1 += n.errors;
-                per_version.push((name.clone(), figures(n)));
             }
+            per_version = columns(&numbers);
         }
         view.tick(second, phase, weight, status.as_ref(), &per_version);
         let events = control.timeline("api");
@@ -395,10 +397,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
             if args.scenario == Scenario::Shadow {
                 println!(
-                    "  users' requests the canary answered: {}; copies it answered in shadow: {} ({} failed)",
+                    "  users' requests the canary answered: {}; copies it answered in shadow: {} ({} failed); answers compared: {} ({} differing)",
                     totals.get("canary").map_or(0, |t| t.0),
                     totals.get("canary:shadow").map_or(0, |t| t.0),
-                    totals.get("canary:shadow").map_or(0, |t| t.1)
+                    totals.get("canary:shadow").map_or(0, |t| t.1),
+                    totals.get("canary:mismatch").map_or(0, |t| t.0),
+                    totals.get("canary:mismatch").map_or(0, |t| t.1)
                 );
             } else if let Some((_, canary_at_end)) = finished_at {
                 let canary_total = totals.get("canary").map_or(0, |t| t.0);
@@ -428,14 +432,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn figures(n: &serin_control::wire::WindowNumbers) -> String {
+/// One column per version for the view: its name and its figures. The window's
+/// pseudo-versions of a shadow step read as what they are: `<canary>:shadow` as the
+/// copies the canary answered, with `<canary>:mismatch` (their comparisons) on the
+/// same line.
+fn columns(numbers: &BTreeMap<String, WindowNumbers>) -> Vec<(String, String)> {
     let ms = |v: Option<f64>| v.map_or("   - ".to_string(), |v| format!("{v:5.1}"));
-    format!(
-        "{:>4} req {:>3} err p95 {} ms",
-        n.requests,
-        n.errors,
-        ms(n.p95_ms)
-    )
+    let mut columns = Vec::with_capacity(numbers.len());
+    for (name, n) in numbers {
+        if name.ends_with(":mismatch") {
+            continue;
+        }
+        let Some(canary) = name.strip_suffix(":shadow") else {
+            columns.push((
+                name.clone(),
+                format!(
+                    "{:>4} req {:>3} err p95 {} ms",
+                    n.requests,
+                    n.errors,
+                    ms(n.p95_ms)
+                ),
+            ));
+            continue;
+        };
+        let p95 = n.p95_ms.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let mut figures = format!("copies {}, failed {}, p95 {p95}", n.requests, n.errors);
+        if let Some(m) = numbers.get(&format!("{canary}:mismatch")) {
+            figures.push_str(&format!(
+                "; compared {}, differing {}",
+                m.requests, m.errors
+            ));
+        }
+        columns.push((format!("{canary} in shadow"), figures));
+    }
+    columns
 }
 
 /// Sends `rate` requests per second as 500 distinct users.
@@ -574,5 +604,58 @@ impl View {
             }
             println!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(requests: u64, errors: u64, p95_ms: Option<f64>) -> WindowNumbers {
+        WindowNumbers {
+            requests,
+            errors,
+            p95_ms,
+            ..WindowNumbers::default()
+        }
+    }
+
+    #[test]
+    fn a_shadow_steps_columns_read_as_copies_and_comparisons() {
+        let window: BTreeMap<String, WindowNumbers> = [
+            ("canary", numbers(0, 0, None)),
+            ("canary:mismatch", numbers(100, 3, None)),
+            ("canary:shadow", numbers(120, 34, Some(3.12))),
+            ("stable", numbers(250, 1, Some(2.5))),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+        assert_eq!(
+            columns(&window),
+            [
+                (
+                    "canary".to_string(),
+                    "   0 req   0 err p95    -  ms".to_string()
+                ),
+                (
+                    "canary in shadow".to_string(),
+                    "copies 120, failed 34, p95 3.1 ms; compared 100, differing 3".to_string()
+                ),
+                (
+                    "stable".to_string(),
+                    " 250 req   1 err p95   2.5 ms".to_string()
+                ),
+            ]
+        );
+        let quiet: BTreeMap<String, WindowNumbers> =
+            [("canary:shadow".to_string(), numbers(0, 0, None))].into();
+        assert_eq!(
+            columns(&quiet),
+            [(
+                "canary in shadow".to_string(),
+                "copies 0, failed 0, p95 -".to_string()
+            )]
+        );
     }
 }

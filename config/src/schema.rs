@@ -422,6 +422,7 @@ pub struct RawShadow {
 pub struct RawCompare {
     pub status: Option<bool>,
     pub body: Option<bool>,
+    pub headers: Option<bool>,
     pub ignore_headers: Option<Vec<String>>,
 }
 

@@ -1773,6 +1773,7 @@ fn steps(raw: &RawRollout, path: &str, errs: &mut Errors) -> Vec<Step> {
             });
         }
     }
+    shadow::weight_step_follows(raw, path, errs);
     steps
 }
 

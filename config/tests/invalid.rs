@@ -481,11 +481,18 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "shadow_steps_only",
+        &[
+            r#"FILE: services[0].rollout.steps: every step is a shadow step, so once they pass the canary would be promoted straight to 100% having served no user: add at least one weight step after them (e.g. `- { weight: 5, hold: 30s }` then `- { weight: 100 }`)"#,
+        ],
+    ),
+    (
         "shadow_settings_bad",
         &[
             r#"FILE: services[0].rollout.shadow.methods[1]: "P OST" is not a valid HTTP method: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. GET)"#,
             r#"FILE: services[0].rollout.shadow.max_body: 1073741824 bytes is out of range: give 0 (only bodiless requests are copied, no body compared) to 16MiB (the default is 64KiB)"#,
             r#"FILE: services[0].rollout.shadow.max_in_flight: 0 is not allowed: give a whole number from 1 to 65536"#,
+            r#"FILE: services[0].rollout.shadow.compare.ignore_headers: headers to ignore, but `headers: false` compares no header: remove `ignore_headers`, or set `headers: true` to compare the others"#,
             r#"FILE: services[0].rollout.shadow.compare.ignore_headers[1]: "x y" is not a valid header name: use only letters, digits and !#$%&'*+-.^_`|~ (e.g. x-user-id)"#,
         ],
     ),

@@ -1077,6 +1077,10 @@ services:
     assert_eq!(shadow.methods, ["GET", "HEAD"]);
     assert_eq!((shadow.max_body, shadow.max_in_flight), (64 * 1024, 256));
     assert_eq!((shadow.compare_status, shadow.compare_body), (true, false));
+    assert!(
+        !shadow.compare_headers,
+        "headers are compared when asked for"
+    );
     assert!(defaults.warnings().is_empty(), "{:?}", defaults.warnings());
 
     let listed = parse_str(
@@ -1094,6 +1098,10 @@ services:
     assert_eq!(shadow.methods, ["GET", "POST"]);
     assert_eq!((shadow.max_body, shadow.max_in_flight), (1024, 8));
     assert!(shadow.compare_body);
+    assert!(
+        shadow.compare_headers,
+        "ignore_headers given: the others are compared"
+    );
     assert_eq!(shadow.ignore_headers, ["date", "x-request-id"]);
     assert_eq!(
         listed.warnings(),
@@ -1117,7 +1125,7 @@ fn the_shadow_example_compiles_to_a_shadow_step_and_its_settings() {
     let shadow = rollout.shadow.as_ref().expect("shadow settings");
     assert_eq!(shadow.methods, ["GET", "HEAD"]);
     assert_eq!((shadow.max_body, shadow.max_in_flight), (64 * 1024, 256));
-    assert!(shadow.compare_status && shadow.compare_body);
+    assert!(shadow.compare_status && shadow.compare_body && shadow.compare_headers);
     assert_eq!(shadow.ignore_headers, ["date", "x-request-id"]);
     assert_eq!(rollout.analysis.rules[2], Rule::Mismatch { max: 0.01 });
     assert!(s.warnings().is_empty());

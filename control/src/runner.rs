@@ -1400,6 +1400,7 @@ fn keep_examples(run: &mut RolloutRun, examples: &[serin_proxy::shadow::Mismatch
             path: e.path.clone(),
             client: e.client,
             canary: e.canary,
+            differed: Some(e.differed.to_string()),
         });
     }
 }

@@ -152,14 +152,17 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A copied request whose two answers differed: its method, its path (no query), the
-/// status the client got and the canary's (`None`: no answer). Never a header value
-/// or a body.
+/// status the client got and the canary's (`None`: no answer), and what differed
+/// first. Never a header value or a body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MismatchRecord {
     pub method: String,
     pub path: String,
     pub client: Option<u16>,
     pub canary: Option<u16>,
+    /// `status`, `body` or `header NAME` (absent in records saved before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differed: Option<String>,
 }
 
 /// A rule that failed, with its numbers.

@@ -545,6 +545,44 @@ fn a_drill() {
     golden("drill.json", &[report], Form::Pretty);
 }
 
+/// A rollback at a shadow step, with examples of copies whose answers differed: what
+/// differed, a header by its name only.
+#[test]
+fn a_rollback_in_shadow() {
+    let mismatch = |path: &str, canary, differed: Option<&str>| MismatchRecord {
+        method: "GET".into(),
+        path: path.into(),
+        client: Some(200),
+        canary,
+        differed: differed.map(Into::into),
+    };
+    let event = TimelineEvent {
+        at: rfc3339(T0 + 10_000),
+        at_ms: T0 + 10_000,
+        service: "api".into(),
+        event: DecisionKind::RolledBack,
+        manual: false,
+        state: Phase::RolledBack,
+        step: 0,
+        weights: weights(0),
+        reason: Some(
+            "mismatch max 1% breached: canary mismatch rate 50% against max 1% (in shadow: the \
+             canary served no user)"
+                .into(),
+        ),
+        rule: None,
+        versions: BTreeMap::new(),
+        drill: false,
+        mismatches: vec![
+            mismatch("/items", Some(200), Some("header x-version")),
+            mismatch("/items/7", None, Some("status")),
+            // Recorded before what differed was kept.
+            mismatch("/", Some(500), None),
+        ],
+    };
+    golden("timeline_shadow.jsonl", &[event], Form::Lines);
+}
+
 /// The files the previous release wrote (tests/fixtures/state, for
 /// examples/rollout.yaml) read back byte for byte through today's types: the shapes
 /// did not change, only the meaning of the fingerprint (format 2).

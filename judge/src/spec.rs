@@ -73,7 +73,11 @@ pub struct Shadow {
     pub compare_status: bool,
     /// Compare a hash of both answers' bodies (up to `max_body`).
     pub compare_body: bool,
-    /// Headers never compared (lowercase); serin compares no header yet.
+    /// Compare both answers' headers, but for those in `ignore_headers` and those
+    /// that cannot be compared (framing, hop-by-hop, serin's own). On by default when
+    /// `ignore_headers` is given.
+    pub compare_headers: bool,
+    /// Headers left out of the comparison (lowercase).
     pub ignore_headers: Vec<String>,
 }
 

@@ -211,7 +211,8 @@ pub async fn proxy(
     };
     let response = respond(result, answering, client_upgrade);
     let mut response = observed(closing_if(normalised, response), observation);
-    if let Some(side) = shadow {
+    if let Some(mut side) = shadow {
+        side.headers(response.headers());
         let status = response.status();
         response.body_mut().compared(status, side);
     }

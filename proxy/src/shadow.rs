@@ -12,15 +12,19 @@
 //!   per-worker count of copies in flight bounds them: beyond `max_in_flight` a copy
 //!   is dropped and counted, never queued.
 //! - **The comparison**: the client's side ([`ClientSide`], carried by the client's
-//!   response body) gives its status and, with `compare.body`, an xxh3 hash of its
-//!   body up to `max_body` as it streams; the copy's task hashes the canary's body the
-//!   same way, waits (bounded) for the client's side and compares status classes and
-//!   hashes. A body over `max_body`, or one the client did not read to its end, is
-//!   not compared (counted).
+//!   response body) gives its status, with `compare.headers` a digest of its headers
+//!   ([`HeaderDigest`]), and with `compare.body` an xxh3 hash of its body up to
+//!   `max_body` as it streams; the copy's task digests and hashes the canary's answer
+//!   the same way, waits (bounded) for the client's side and compares ([`differs`]).
+//!   A body over `max_body`, or one the client did not read to its end, is not
+//!   compared (counted). Headers that cannot be compared meaningfully (framing,
+//!   hop-by-hop, serin's own: [`NEVER_COMPARED`]) and those in `ignore_headers` are
+//!   left out of both digests.
 //! - **Numbers** ([`ShadowNumbers`]): the canary's answers to copies in stats of their
 //!   own, and counts of copies sent, dropped by reason, compared, differing and not
-//!   compared, plus a few examples of differing answers (method, path, both statuses:
-//!   never a header value, a query or a body). The control loop takes them every tick
+//!   compared, plus a few examples of differing answers (method, path, both statuses,
+//!   the part that differed and a header's name: never a header value, a query or a
+//!   body). The control loop takes them every tick
 //!   ([`ShadowNumbers::take`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,8 +33,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HeaderValue;
-use http::{Method, Request, Response};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Either};
 use hyper::body::Frame;
 use serin_config::snapshot::UpstreamProtocol;
@@ -62,6 +66,8 @@ pub struct ShadowRuntime {
     max_in_flight: usize,
     compare_status: bool,
     compare_body: bool,
+    /// With `compare.headers`: the names left out besides [`NEVER_COMPARED`], sorted.
+    compare_headers: Option<Arc<[HeaderName]>>,
     /// Each copy's own timeout: the service's request timeout.
     timeout: Duration,
     /// Kept across reloads that keep the canary, so that copies in flight then still
@@ -95,6 +101,15 @@ impl ShadowRuntime {
             max_in_flight: settings.max_in_flight as usize,
             compare_status: settings.compare_status,
             compare_body: settings.compare_body,
+            compare_headers: settings.compare_headers.then(|| {
+                let mut names: Vec<HeaderName> = settings
+                    .ignore_headers
+                    .iter()
+                    .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                    .collect();
+                names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+                names.into()
+            }),
             timeout,
             numbers,
         })
@@ -132,6 +147,122 @@ pub struct MismatchExample {
     pub client: Option<u16>,
     /// The canary's status (`None`: no answer: refused, reset, timed out).
     pub canary: Option<u16>,
+    /// What differed first: the status class, the body, or a header.
+    pub differed: Part,
+}
+
+/// The part of two answers found to differ first, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Status,
+    Body,
+    /// A header (its name only, never a value) present on one side only, or with other
+    /// values.
+    Header(HeaderName),
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Status => f.write_str("status"),
+            Part::Body => f.write_str("body"),
+            Part::Header(name) => write!(f, "header {name}"),
+        }
+    }
+}
+
+/// Whether a copied request's two answers were compared, and what differed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to compare (no answer on either side, or nothing compared was there).
+    NotCompared,
+    Same,
+    Differs(Part),
+}
+
+/// Response headers never compared, whatever `ignore_headers` says: framing and
+/// hop-by-hop headers (each hop sets its own) and those serin adds to the client's
+/// answer. Headers a `Connection` header names are hop-by-hop too, and left out.
+pub const NEVER_COMPARED: [&str; 14] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "x-request-id",
+    "x-serin-fault",
+    "x-serin-shadow",
+    "x-serin-version",
+];
+
+/// One answer's headers as compared: each name compared (sorted) with a hash of its
+/// values (sorted, so that their order does not count).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderDigest(Vec<(HeaderName, u64)>);
+
+impl HeaderDigest {
+    /// The digest of `headers`, leaving out [`NEVER_COMPARED`], the names a
+    /// `Connection` header lists, and `ignore` (sorted). Its cost is bounded by the
+    /// headers' own limits; it is paid only for copied requests.
+    pub fn of(headers: &HeaderMap, ignore: &[HeaderName]) -> Self {
+        // The names `Connection` lists, lowercased, sorted: found once, not per name.
+        let mut nominated: Vec<String> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|text| text.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .collect();
+        nominated.sort_unstable();
+        let mut names = Vec::with_capacity(headers.keys_len());
+        let mut values: Vec<&[u8]> = Vec::new();
+        for name in headers.keys() {
+            let n = name.as_str();
+            if NEVER_COMPARED.contains(&n)
+                || ignore.binary_search_by(|i| i.as_str().cmp(n)).is_ok()
+                || nominated.binary_search_by(|t| t.as_str().cmp(n)).is_ok()
+            {
+                continue;
+            }
+            values.clear();
+            values.extend(headers.get_all(name).iter().map(HeaderValue::as_bytes));
+            values.sort_unstable();
+            let mut hash = Xxh3::new();
+            for v in &values {
+                // Each value's length first, so that ["ab", "c"] and ["a", "bc"] differ.
+                hash.update(&(v.len() as u64).to_le_bytes());
+                hash.update(v);
+            }
+            names.push((name.clone(), hash.digest()));
+        }
+        names.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        Self(names)
+    }
+
+    /// The first name (in order) present on one side only or with other values.
+    pub fn first_difference<'a>(&'a self, other: &'a Self) -> Option<&'a HeaderName> {
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => return None,
+                (Some((name, _)), None) | (None, Some((name, _))) => return Some(name),
+                (Some((x, hx)), Some((y, hy))) => match x.as_str().cmp(y.as_str()) {
+                    std::cmp::Ordering::Less => return Some(x),
+                    std::cmp::Ordering::Greater => return Some(y),
+                    std::cmp::Ordering::Equal if hx != hy => return Some(x),
+                    std::cmp::Ordering::Equal => {
+                        a.next();
+                        b.next();
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// [`ShadowNumbers`] taken over one tick.
@@ -199,23 +330,34 @@ impl ShadowNumbers {
 
 /// Whether a request's answers differ: by status class (an answer missing on one side
 /// only differs; none on either side is no comparison), then by body hash when both
-/// bodies were hashed whole. `None`: nothing to compare.
+/// bodies were hashed whole, then by headers when both were digested.
 pub fn differs(
     compare_status: bool,
     client: Option<u16>,
     canary: Option<u16>,
     bodies: Option<(u64, u64)>,
-) -> Option<bool> {
+    headers: Option<(&HeaderDigest, &HeaderDigest)>,
+) -> Verdict {
     let status_differs = match (client, canary) {
-        (None, None) => return None,
+        (None, None) => return Verdict::NotCompared,
         (Some(a), Some(b)) => a / 100 != b / 100,
         _ => true,
     };
-    match (compare_status, bodies) {
-        (true, _) if status_differs => Some(true),
-        (_, Some((a, b))) => Some(a != b),
-        (true, None) => Some(false),
-        (false, None) => None,
+    if compare_status && status_differs {
+        return Verdict::Differs(Part::Status);
+    }
+    if let Some((a, b)) = bodies {
+        if a != b {
+            return Verdict::Differs(Part::Body);
+        }
+    }
+    if let Some(name) = headers.and_then(|(a, b)| a.first_difference(b)) {
+        return Verdict::Differs(Part::Header(name.clone()));
+    }
+    if compare_status || bodies.is_some() || headers.is_some() {
+        Verdict::Same
+    } else {
+        Verdict::NotCompared
     }
 }
 
@@ -227,14 +369,19 @@ pub(crate) struct ClientSide {
     answer: Option<oneshot::Sender<ClientAnswer>>,
     status: Option<u16>,
     hash: Option<BodyHash>,
+    /// With `compare.headers`: the names ignored until the headers are seen, then
+    /// their digest.
+    headers: Option<Either<Arc<[HeaderName]>, HeaderDigest>>,
     ended: bool,
 }
 
-/// What the client got: its status, and its body's hash if read whole within
-/// `max_body` (`None` when bodies are not compared or this one cannot be).
+/// What the client got: its status, its headers' digest (with `compare.headers`), and
+/// its body's hash if read whole within `max_body` (`None` when bodies are not
+/// compared or this one cannot be).
 #[derive(Debug)]
 struct ClientAnswer {
     status: Option<u16>,
+    headers: Option<HeaderDigest>,
     body: Option<u64>,
 }
 
@@ -281,6 +428,13 @@ impl BodyHash {
 }
 
 impl ClientSide {
+    /// Shown the headers of the client's answer (as the client gets them).
+    pub(crate) fn headers(&mut self, headers: &HeaderMap) {
+        if let Some(Either::Left(ignore)) = &self.headers {
+            self.headers = Some(Either::Right(HeaderDigest::of(headers, ignore)));
+        }
+    }
+
     /// Told the status of the client's answer, and whether its body is already over.
     pub(crate) fn answered(&mut self, status: u16, body_ended: bool) {
         self.status = Some(status);
@@ -314,8 +468,13 @@ impl Drop for ClientSide {
                 _ => None,
             };
             // The copy's task may be gone (timed out): nothing to tell then.
+            let headers = match self.headers.take() {
+                Some(Either::Right(digest)) => Some(digest),
+                _ => None,
+            };
             let _ = answer.send(ClientAnswer {
                 status: self.status,
+                headers,
                 body,
             });
         }
@@ -410,6 +569,7 @@ fn copy_slow(
         answer: Some(tx),
         status: None,
         hash: shadow.compare_body.then(|| BodyHash::new(shadow.max_body)),
+        headers: shadow.compare_headers.clone().map(Either::Left),
         ended: false,
     }))
 }
@@ -475,6 +635,10 @@ async fn send_copy(
     };
     numbers.stats.record(outcome, started.elapsed());
     let canary_status = response.as_ref().map(|r| r.status().as_u16());
+    let canary_headers = match (&response, &shadow.compare_headers) {
+        (Some(response), Some(ignore)) => Some(HeaderDigest::of(response.headers(), ignore)),
+        _ => None,
+    };
     let canary_body = match response {
         Some(response) if shadow.compare_body => {
             tokio::time::timeout_at(deadline, hash_body(response.into_body(), shadow.max_body))
@@ -510,14 +674,21 @@ async fn send_copy(
         }
         _ => None,
     };
-    match differs(shadow.compare_status, client.status, canary_status, bodies) {
-        None => {
+    let headers = client.headers.as_ref().zip(canary_headers.as_ref());
+    match differs(
+        shadow.compare_status,
+        client.status,
+        canary_status,
+        bodies,
+        headers,
+    ) {
+        Verdict::NotCompared => {
             numbers.not_compared.fetch_add(1, Ordering::Relaxed);
         }
-        Some(false) => {
+        Verdict::Same => {
             numbers.compared.fetch_add(1, Ordering::Relaxed);
         }
-        Some(true) => {
+        Verdict::Differs(part) => {
             numbers.compared.fetch_add(1, Ordering::Relaxed);
             numbers.mismatched.fetch_add(1, Ordering::Relaxed);
             let mut examples = numbers.lock_examples();
@@ -527,6 +698,7 @@ async fn send_copy(
                     path: example.path.into(),
                     client: client.status,
                     canary: canary_status,
+                    differed: part,
                 });
             }
         }
@@ -608,29 +780,158 @@ async fn drain(mut body: PooledBody, max: u64) {
 mod tests {
     use super::*;
 
+    use Verdict::{Differs, NotCompared, Same};
+
     #[test]
     fn answers_differ_by_status_class_then_by_body() {
         // Same class, no bodies compared: the same.
-        assert_eq!(differs(true, Some(200), Some(204), None), Some(false));
-        assert_eq!(differs(true, Some(200), Some(500), None), Some(true));
+        assert_eq!(differs(true, Some(200), Some(204), None, None), Same);
+        assert_eq!(
+            differs(true, Some(200), Some(500), None, None),
+            Differs(Part::Status)
+        );
         // A canary that did not answer differs from any answer the client got.
-        assert_eq!(differs(true, Some(200), None, None), Some(true));
-        assert_eq!(differs(true, None, None, None), None);
+        assert_eq!(
+            differs(true, Some(200), None, None, None),
+            Differs(Part::Status)
+        );
+        assert_eq!(differs(true, None, None, None, None), NotCompared);
         // Bodies: compared when both were hashed.
         assert_eq!(
-            differs(true, Some(200), Some(200), Some((1, 2))),
-            Some(true)
+            differs(true, Some(200), Some(200), Some((1, 2)), None),
+            Differs(Part::Body)
         );
         assert_eq!(
-            differs(true, Some(200), Some(200), Some((7, 7))),
-            Some(false)
+            differs(true, Some(200), Some(200), Some((7, 7)), None),
+            Same
         );
         // Status not compared: only the bodies say.
         assert_eq!(
-            differs(false, Some(200), Some(500), Some((7, 7))),
-            Some(false)
+            differs(false, Some(200), Some(500), Some((7, 7)), None),
+            Same
         );
-        assert_eq!(differs(false, Some(200), Some(500), None), None);
+        assert_eq!(
+            differs(false, Some(200), Some(500), None, None),
+            NotCompared
+        );
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("a name"),
+                HeaderValue::from_str(value).expect("a value"),
+            );
+        }
+        map
+    }
+
+    fn name(n: &'static str) -> HeaderName {
+        HeaderName::from_static(n)
+    }
+
+    #[test]
+    fn answers_differ_by_a_header_named_never_by_its_value() {
+        let none: &[HeaderName] = &[];
+        let client = HeaderDigest::of(&headers(&[("content-type", "text/plain")]), none);
+        let canary = HeaderDigest::of(
+            &headers(&[("content-type", "text/plain"), ("x-version", "2")]),
+            none,
+        );
+        assert_eq!(
+            differs(true, Some(200), Some(200), None, Some((&client, &canary))),
+            Differs(Part::Header(name("x-version")))
+        );
+        assert_eq!(
+            Part::Header(name("x-version")).to_string(),
+            "header x-version"
+        );
+        // Ignored: the same.
+        let ignore = [name("x-version")];
+        let canary = HeaderDigest::of(
+            &headers(&[("content-type", "text/plain"), ("x-version", "2")]),
+            &ignore,
+        );
+        assert_eq!(
+            differs(true, Some(200), Some(200), None, Some((&client, &canary))),
+            Same
+        );
+        // The status and the body are named before any header.
+        assert_eq!(
+            differs(
+                true,
+                Some(200),
+                Some(500),
+                Some((1, 2)),
+                Some((&client, &canary))
+            ),
+            Differs(Part::Status)
+        );
+        // Headers alone compared: they decide.
+        assert_eq!(
+            differs(false, Some(200), Some(500), None, Some((&client, &client))),
+            Same
+        );
+    }
+
+    #[test]
+    fn header_digests_compare_names_and_values_in_any_order() {
+        let none: &[HeaderName] = &[];
+        let a = HeaderDigest::of(
+            &headers(&[("vary", "accept"), ("vary", "origin"), ("etag", "\"1\"")]),
+            none,
+        );
+        let b = HeaderDigest::of(
+            &headers(&[("etag", "\"1\""), ("vary", "origin"), ("vary", "accept")]),
+            none,
+        );
+        assert_eq!(a.first_difference(&b), None);
+        let other_value = HeaderDigest::of(
+            &headers(&[("etag", "\"2\""), ("vary", "origin"), ("vary", "accept")]),
+            none,
+        );
+        assert_eq!(a.first_difference(&other_value), Some(&name("etag")));
+        // Values split differently are other values.
+        let ab_c = HeaderDigest::of(&headers(&[("x-a", "ab"), ("x-a", "c")]), none);
+        let a_bc = HeaderDigest::of(&headers(&[("x-a", "a"), ("x-a", "bc")]), none);
+        assert_eq!(ab_c.first_difference(&a_bc), Some(&name("x-a")));
+        // A name on one side only, either side.
+        let empty = HeaderDigest::default();
+        assert_eq!(a.first_difference(&empty), Some(&name("etag")));
+        assert_eq!(empty.first_difference(&a), Some(&name("etag")));
+    }
+
+    #[test]
+    fn framing_hop_by_hop_and_serins_own_headers_are_never_compared() {
+        let none: &[HeaderName] = &[];
+        // What the client got: re-framed by serin, with its version and request id.
+        let client = HeaderDigest::of(
+            &headers(&[
+                ("content-type", "text/plain"),
+                ("transfer-encoding", "chunked"),
+                ("x-serin-version", "stable"),
+                ("x-request-id", "abc"),
+            ]),
+            none,
+        );
+        // The canary's, as its upstream connection framed it, with a header its
+        // Connection header names.
+        let canary = HeaderDigest::of(
+            &headers(&[
+                ("content-type", "text/plain"),
+                ("content-length", "12"),
+                ("connection", "keep-alive, x-hop"),
+                ("keep-alive", "timeout=5"),
+                ("x-hop", "1"),
+            ]),
+            none,
+        );
+        assert_eq!(client.first_difference(&canary), None);
+        assert_eq!(
+            client,
+            HeaderDigest::of(&headers(&[("content-type", "text/plain")]), none)
+        );
     }
 
     #[test]

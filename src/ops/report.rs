@@ -432,18 +432,22 @@ fn render(d: &Draft<'_>) -> String {
                 "\nCopies whose answers differed at the shadow step (the newest {}):\n",
                 e.mismatches.len()
             );
-            let _ = writeln!(out, "| Method | Path | Client got | Canary answered |");
-            let _ = writeln!(out, "|---|---|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| Method | Path | Client got | Canary answered | Differed in |"
+            );
+            let _ = writeln!(out, "|---|---|---:|---:|---|");
             let status =
                 |s: Option<u16>| s.map_or_else(|| "no answer".to_string(), |s| s.to_string());
             for m in &e.mismatches {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     cell(&m.method),
                     cell(&m.path),
                     status(m.client),
-                    status(m.canary)
+                    status(m.canary),
+                    m.differed.as_deref().map_or_else(|| "–".to_string(), cell)
                 );
             }
         }
@@ -728,12 +732,14 @@ mod tests {
                 path: "/items|x".into(),
                 client: Some(200),
                 canary: Some(500),
+                differed: Some("status".into()),
             },
             serin_control::wire::MismatchRecord {
                 method: "HEAD".into(),
                 path: "/".into(),
                 client: Some(200),
                 canary: None,
+                differed: None,
             },
         ];
         let events = [failed];
@@ -763,8 +769,8 @@ mod tests {
         });
         for needed in [
             "Copies whose answers differed at the shadow step (the newest 2):\n",
-            "| GET | /items\\|x | 200 | 500 |\n",
-            "| HEAD | / | 200 | no answer |\n",
+            "| GET | /items\\|x | 200 | 500 | status |\n",
+            "| HEAD | / | 200 | no answer | – |\n",
         ] {
             assert!(text.contains(needed), "missing {needed:?} in\n{text}");
         }

@@ -314,6 +314,12 @@ fn the_demo_catches_a_bad_canary_in_shadow_before_any_user_meets_it() {
         stdout.contains("  users' requests the canary answered: 0;"),
         "{stdout}"
     );
+    // The shadow step's numbers read as copies and comparisons.
+    assert!(
+        stdout.contains("| canary in shadow: copies ") && stdout.contains("; compared "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("canary:shadow"), "{stdout}");
 }
 
 #[test]

@@ -166,6 +166,7 @@ async fn a_canary_answering_200_with_another_body_fails_mismatch() {
         (e.method.as_str(), e.path.as_str(), e.client, e.canary),
         ("GET", "/mismatch/here", Some(200), Some(200))
     );
+    assert_eq!(e.differed.as_deref(), Some("body"));
     assert!(
         metric(
             &c,
@@ -175,6 +176,75 @@ async fn a_canary_answering_200_with_another_body_fails_mismatch() {
             >= 1.0
     );
     c.stop().await;
+}
+
+/// A canary whose answers carry one more header (`x-version: 2`) than the baseline's,
+/// bodies alike, with headers compared leaving out `ignore`: its rollout's phase once
+/// `copies` copies were compared, and the timeline's examples of differing answers.
+async fn canary_adding_a_header(
+    ignore: &str,
+    copies: f64,
+) -> (Phase, Vec<serin_control::wire::MismatchRecord>) {
+    let (stable, canary) = (
+        Backend::start("stable").await,
+        Backend::start("canary").await,
+    );
+    for b in [&stable, &canary] {
+        b.state.body_len.store(16, Ordering::SeqCst);
+    }
+    *canary.state.extra_header.lock().expect("extra header") = Some(("x-version", "2"));
+    let dir = TempDir::new("shadow-headers");
+    let rules = "          - mismatch: { max: 1% }\n";
+    let block = format!(
+        "      shadow:\n        compare: {{ status: true, body: true, ignore_headers: [{ignore}] }}\n"
+    );
+    let yaml = rollout_config(
+        stable.addr,
+        canary.addr,
+        &dir.0,
+        &shadow_rollout(&block, rules),
+    );
+    let c = Controlled::start(&yaml).await;
+    let load = Load::start(c.serin.url("/items"), 8, Duration::ZERO);
+    let compared = "serin_shadow_compared_total{service=\"api\",version=\"canary\"}";
+    eventually(
+        Duration::from_secs(20),
+        "the copies are compared, or the canary is rolled back",
+        || async {
+            c.phase() == Phase::RolledBack || metric(&c, compared).unwrap_or(0.0) >= copies
+        },
+    )
+    .await;
+    let tally = load.stop().await;
+    assert_eq!(tally.errors.load(Ordering::SeqCst), 0);
+    assert!(canary.seen().iter().all(is_copy));
+    let examples = c
+        .control
+        .timeline("api")
+        .iter()
+        .find(|e| e.event == serin_judge::rollout::DecisionKind::RolledBack)
+        .map(|e| e.mismatches.clone())
+        .unwrap_or_default();
+    let phase = c.phase();
+    c.stop().await;
+    (phase, examples)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_adding_a_header_fails_mismatch_unless_the_header_is_ignored() {
+    // `x-backend` names each backend: ignored in both runs.
+    let (phase, examples) = canary_adding_a_header("date, x-backend", 200.0).await;
+    assert_eq!(phase, Phase::RolledBack);
+    let e = examples.first().expect("an example of differing answers");
+    assert_eq!(
+        (e.client, e.canary, e.differed.as_deref()),
+        (Some(200), Some(200), Some("header x-version")),
+        "the header is named, never its value"
+    );
+
+    let (phase, examples) = canary_adding_a_header("date, x-backend, x-version", 200.0).await;
+    assert_eq!(phase, Phase::Progressing, "200 copies compared alike");
+    assert!(examples.is_empty(), "{examples:?}");
 }
 
 /// The median of `n` sequential GETs' latencies through `url`.

@@ -57,6 +57,20 @@ pub(super) fn step(
     (first_weight_step.is_none()).then_some(hundredths.min(10_000))
 }
 
+/// A rollout whose steps are all shadow steps is refused: once they passed, the
+/// canary would be promoted to 100 % having served no user.
+pub(super) fn weight_step_follows(raw: &RawRollout, path: &str, errs: &mut Errors) {
+    let any_shadow = raw.steps.iter().any(|s| s.shadow.is_some());
+    if any_shadow && raw.steps.iter().all(|s| s.weight.is_none()) {
+        errs.push(
+            format!("{path}.steps"),
+            "every step is a shadow step, so once they pass the canary would be promoted \
+             straight to 100% having served no user: add at least one weight step after them \
+             (e.g. `- { weight: 5, hold: 30s }` then `- { weight: 100 }`)",
+        );
+    }
+}
+
 /// `mismatch: { max: 1% }`.
 pub(super) fn mismatch(raw: &RawMismatch, path: &str, errs: &mut Errors) -> Option<Rule> {
     let max = percent(&raw.max, &format!("{path}.max"), ERROR_RATE_MAX, errs)?;
@@ -172,12 +186,28 @@ pub(super) fn settings(raw: &RawRollout, path: &str, errs: &mut Errors) -> Optio
                 .collect()
         })
         .unwrap_or_default();
+    // `ignore_headers` says which headers are not compared: giving it means the
+    // others are, unless `headers: false` says otherwise (then it is refused).
+    let listed = compare.is_some_and(|c| c.ignore_headers.is_some());
+    let compare_headers = match compare.and_then(|c| c.headers) {
+        Some(false) if listed => {
+            errs.push(
+                format!("{spath}.compare.ignore_headers"),
+                "headers to ignore, but `headers: false` compares no header: remove \
+                 `ignore_headers`, or set `headers: true` to compare the others",
+            );
+            false
+        }
+        Some(headers) => headers,
+        None => listed,
+    };
     Some(Shadow {
         methods,
         max_body: max_body?,
         max_in_flight: max_in_flight?,
         compare_status: compare.and_then(|c| c.status).unwrap_or(true),
         compare_body: compare.and_then(|c| c.body).unwrap_or(false),
+        compare_headers,
         ignore_headers,
     })
 }

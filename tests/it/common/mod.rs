@@ -59,6 +59,8 @@ pub struct BackendState {
     pub fail_tenths: AtomicUsize,
     pub delay_ms: AtomicU64,
     pub seen: Mutex<Vec<Seen>>,
+    /// A header added to every answer besides `x-backend`.
+    pub extra_header: Mutex<Option<(&'static str, &'static str)>>,
 }
 
 /// An HTTP/1.1 + h2c backend answering with its name as the body.
@@ -134,6 +136,10 @@ impl Backend {
                             *resp.status_mut() = StatusCode::from_u16(status).expect("status");
                             resp.headers_mut()
                                 .insert("x-backend", name.parse().expect("name"));
+                            let extra = *st.extra_header.lock().expect("extra header lock");
+                            if let Some((k, v)) = extra {
+                                resp.headers_mut().insert(k, v.parse().expect("value"));
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });
