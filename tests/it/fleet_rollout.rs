@@ -99,12 +99,16 @@ impl Fleet {
     }
 }
 
+/// The admin token of the fleets whose config sets one (the others ignore it).
+const TOKEN: &str = "drill-secret";
+
 /// `GET /api/v1/services/api` of `serin` (null if it does not answer).
 async fn view(client: &TestClient, serin: &SerinProcess) -> Value {
+    let bearer = format!("Bearer {TOKEN}");
     let got = get(
         client,
         &format!("{}/api/v1/services/api", serin.admin_url()),
-        &[],
+        &[("authorization", &bearer)],
     )
     .await;
     serde_json::from_str(&got.body).unwrap_or(Value::Null)
@@ -993,4 +997,176 @@ async fn a_canary_failing_in_shadow_is_rolled_back_fleet_wide_having_served_no_u
         .count();
     assert_eq!(from_clients, 0, "client requests reached the canary");
     assert_eq!(count(&timeline(&etcd, "api").await, "rolled_back"), 1);
+}
+
+/// Requests to one instance until stopped: how many were answered 503, and how many
+/// of those carried `x-serin-fault: drill`.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Probe {
+    fn start(url: String) -> Probe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = client();
+            let (mut unavailable, mut drilled) = (0, 0);
+            while !stopped.load(Ordering::Relaxed) {
+                let got = get(&client, &url, &[]).await;
+                if got.status == 503 {
+                    unavailable += 1;
+                    if got
+                        .headers
+                        .get("x-serin-fault")
+                        .is_some_and(|v| v == "drill")
+                    {
+                        drilled += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (unavailable, drilled)
+        });
+        Probe { stop, task }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the probe")
+    }
+}
+
+/// The fleet's timeline of `service` in etcd, each event as written.
+async fn timeline_events(etcd: &Etcd, service: &str) -> Vec<Value> {
+    let under = format!("{PREFIX}timeline/{service}/");
+    let mut client = etcd.client();
+    let got = client
+        .get(under.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("read the timeline");
+    got.kvs()
+        .iter()
+        .map(|kv| serde_json::from_slice(kv.value()).expect("a timeline event"))
+        .collect()
+}
+
+/// A rollback drill given on a follower: the leader starts it for the fleet, every
+/// instance injects its faults into its own canary requests, the leader judges the
+/// fleet's merged numbers and rolls the healthy canary back everywhere; the timeline
+/// has the drill once, and `serin drill` reports the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let etcd_url = etcd_process.url();
+    let fleet = Fleet::start_configs([etcd_url.clone(), etcd_url.clone(), etcd_url], |dir, i| {
+        let token = dir.join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("write the token");
+        rollout_config(
+            stable.addr,
+            canary.addr,
+            &dir.join(format!("state-{i}")),
+            ROLLOUT,
+        )
+        .replace(
+            "admin: { listen: 127.0.0.1:0 }",
+            &format!(
+                "admin: {{ listen: 127.0.0.1:0, drills: true, token_file: \"{}\" }}",
+                token.display()
+            ),
+        )
+    });
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let probes: Vec<Probe> = fleet.webs().into_iter().map(Probe::start).collect();
+    eventually(
+        Duration::from_secs(20),
+        "the healthy canary serving on every instance",
+        || async { canary.hits() >= 60 },
+    )
+    .await;
+    assert_eq!(fleet.canary_weights(&client).await, [50, 50, 50]);
+
+    let follower = &fleet.instances[(leader_index(&etcd).await + 1) % 3];
+    let admin = follower.admin.to_string();
+    let out = process::ops(
+        &[
+            "drill", "api", "--errors", "50%", "--for", "1m", "--admin", &admin,
+        ],
+        Some(TOKEN),
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let report = process::stdout(&out);
+    eprintln!("{report}");
+    assert!(
+        report.contains("rolled back:  yes, by the rollout's rules"),
+        "{report}"
+    );
+    fleet
+        .await_canary(
+            &client,
+            0,
+            Duration::from_secs(5),
+            "canary 0 on every instance",
+        )
+        .await;
+    let mut seen = Vec::new();
+    for probe in probes {
+        seen.push(probe.stop().await);
+    }
+    eprintln!("503s, with x-serin-fault: drill, per instance: {seen:?}");
+    for (i, (unavailable, drilled)) in seen.iter().enumerate() {
+        assert!(
+            *drilled > 0,
+            "web-{}: no injected fault seen: {seen:?}",
+            i + 1
+        );
+        assert_eq!(
+            unavailable,
+            drilled,
+            "web-{}: a 503 not from the drill",
+            i + 1
+        );
+    }
+
+    eventually(
+        Duration::from_secs(5),
+        "the drill ended on the fleet's timeline",
+        || async {
+            timeline_events(&etcd, "api")
+                .await
+                .iter()
+                .any(|e| e["event"] == "drill_ended")
+        },
+    )
+    .await;
+    let events = timeline_events(&etcd, "api").await;
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["event"] == kind).collect() };
+    assert_eq!(of("drill_started").len(), 1, "{events:#?}");
+    assert_eq!(of("drill_ended").len(), 1, "{events:#?}");
+    let rolled_back = of("rolled_back");
+    assert_eq!(rolled_back.len(), 1, "{events:#?}");
+    assert_eq!(rolled_back[0]["drill"], true, "{events:#?}");
+    // The record every instance applied is gone with the drill.
+    let mut kv = etcd.client();
+    let left = kv
+        .get(
+            format!("{PREFIX}drill/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the drills");
+    assert_eq!(left.count(), 0);
 }

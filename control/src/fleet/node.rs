@@ -25,7 +25,10 @@ use super::view::{encode_bounded, summarize, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
 use super::weights;
 use crate::runner::{now_ms, Control, TickSamples};
-use crate::wire::{FleetCommand, FleetCommandKind, FleetWeights, SavedState, TimelineEvent};
+use crate::wire::{
+    FleetCommand, FleetCommandKind, FleetDrill, FleetWeights, SavedState, TimelineEvent,
+};
+use serin_judge::rollout::DecisionKind;
 
 /// Commands given here that may wait for etcd at once.
 const COMMAND_QUEUE: usize = 64;
@@ -183,6 +186,7 @@ async fn member(
         _ = publish(control, cluster, etcd, lease, &leading) => {}
         _ = apply_states(control, etcd) => {}
         _ = apply_weights(control, etcd) => {}
+        _ = apply_drills(control, etcd) => {}
         _ = send_commands(etcd, commands) => {}
         _ = campaign(control, cluster, etcd, lease, &leading) => {}
         _ = expired => {}
@@ -383,6 +387,58 @@ async fn apply_weights(control: &Control, etcd: &Etcd) {
     }
 }
 
+/// Applies the fleet's drills (`P/drill/<service>`): each instance injects a drill's
+/// faults into its own canary requests until its `until_ms` (and ends it there on its
+/// own, etcd or not); a deleted record ends it here.
+async fn apply_drills(control: &Control, etcd: &Etcd) {
+    let under = etcd.keys().drills();
+    let mut watch = PrefixWatch::new(etcd, under.clone(), None);
+    let mut complaints = Complaints::default();
+    loop {
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = match watch.next().await {
+            WatchItem::Snapshot { kvs, .. } => kvs.into_iter().map(|(k, v, _)| (k, v)).collect(),
+            WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+            WatchItem::Change(Change::Delete { key, .. }) => {
+                if let Some(service) = Keys::name_under(&key, &under) {
+                    control.end_drill_quietly(service, now_ms());
+                }
+                Vec::new()
+            }
+        };
+        for (key, value) in kvs {
+            let shown = String::from_utf8_lossy(&key).into_owned();
+            match decode_drill(&under, &key, &value) {
+                Ok(record) => match control.apply_fleet_drill(&record, now_ms()) {
+                    Ok(true) => {
+                        tracing::warn!(service = %record.service, id = %record.id, until = %record.until, "applied the fleet's rollback drill")
+                    }
+                    Ok(false) => {}
+                    Err(why) => complaints.warn(&shown, &format!("not applied: {why}")),
+                },
+                Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+            }
+        }
+    }
+}
+
+/// A drill record read from `key`, if it is one of this serin's.
+pub fn decode_drill(under: &str, key: &[u8], value: &[u8]) -> Result<FleetDrill, String> {
+    let name = Keys::name_under(key, under).ok_or("not a drill key")?;
+    let record: FleetDrill =
+        serde_json::from_slice(value).map_err(|e| format!("not a fleet drill: {e}"))?;
+    if record.format > crate::wire::DRILL_FORMAT {
+        return Err(format!(
+            "format {} is newer than this serin's {}",
+            record.format,
+            crate::wire::DRILL_FORMAT
+        ));
+    }
+    if record.service != name {
+        return Err(format!("it names service {:?}", record.service));
+    }
+    Ok(record)
+}
+
 fn apply_state(
     control: &Control,
     under: &str,
@@ -460,11 +516,13 @@ async fn campaign(
             Ok(leadership) => {
                 tracing::info!(instance = %cluster.instance, "leading the fleet");
                 leading.store(true, Ordering::Relaxed);
+                control.set_fleet_leading(true);
                 let why = tokio::select! {
                     led = lead(control, etcd, &leadership) => led.err().map_or_else(String::new, |e| e.to_string()),
                     reason = leadership.lost(lease) => format!("{reason:?}"),
                 };
                 leading.store(false, Ordering::Relaxed);
+                control.set_fleet_leading(false);
                 tracing::warn!(instance = %cluster.instance, why, "no longer leading the fleet");
                 let _ = leadership.resign(etcd).await;
             }
@@ -597,6 +655,15 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                                 Err(why) => tracing::warn!(service = %command.service, id = %command.id, error = %why, "a fleet command's weights do not apply"),
                             }
                         }
+                        Ok(command) if command.command == FleetCommandKind::Drill => {
+                            match control.start_fleet_drill(&command, now_ms()) {
+                                Ok(record) => {
+                                    tracing::warn!(service = %command.service, id = %command.id, instance = %command.instance, until = %record.until, "fleet command: drill");
+                                    pending.drills.push(record);
+                                }
+                                Err(why) => tracing::warn!(service = %command.service, id = %command.id, refused = ?why, "a fleet command's drill does not start"),
+                            }
+                        }
                         Ok(command) => {
                             let applied = control.apply_fleet_command(&command, now_ms());
                             tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, command = ?command.command, applied, "fleet command");
@@ -651,6 +718,8 @@ struct Pending {
     summary: Option<Vec<u8>>,
     /// Weights set by hand on services without a rollout (`P/weights/<service>`).
     weights: Vec<FleetWeights>,
+    /// Drills started (`P/drill/<service>`); each is deleted with its `drill_ended`.
+    drills: Vec<FleetDrill>,
 }
 
 /// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
@@ -667,6 +736,7 @@ async fn write(
         && pending.deletes.is_empty()
         && pending.summary.is_none()
         && pending.weights.is_empty()
+        && pending.drills.is_empty()
     {
         return Ok(());
     }
@@ -694,14 +764,28 @@ async fn write(
     for key in &pending.deletes {
         ops.push(TxnOp::delete(key.as_str(), None));
     }
-    for record in &pending.weights {
-        match serde_json::to_vec(record) {
-            Ok(json) => ops.push(TxnOp::put(
-                format!("{}{}", keys.weights(), record.service),
-                json,
-                None,
-            )),
-            Err(err) => tracing::error!(error = %err, "cannot encode the fleet's weights"),
+    // etcd takes one op per key in a txn: a drill started and ended in the same write
+    // is only deleted.
+    let mut drills: BTreeMap<&str, Option<&FleetDrill>> = BTreeMap::new();
+    for record in &pending.drills {
+        drills.insert(record.service.as_str(), Some(record));
+    }
+    for event in &pending.events {
+        if event.event == DecisionKind::DrillEnded {
+            let started_ms = drills
+                .get(event.service.as_str())
+                .and_then(|r| r.map(|r| r.started_at_ms));
+            if started_ms.is_none_or(|ms| event.at_ms >= ms) {
+                drills.insert(event.service.as_str(), None);
+            }
+        }
+    }
+    for (service, record) in drills {
+        let key = format!("{}{service}", keys.drills());
+        match record.map(serde_json::to_vec) {
+            Some(Ok(json)) => ops.push(TxnOp::put(key, json, None)),
+            Some(Err(err)) => tracing::error!(error = %err, "cannot encode the fleet's drill"),
+            None => ops.push(TxnOp::delete(key, None)),
         }
     }
     if let Some(summary) = &pending.summary {
@@ -825,6 +909,7 @@ mod tests {
             at: "2025-11-24T16:00:00.000Z".into(),
             at_ms: 1_764_000_000_000,
             reason: None,
+            drill: None,
         };
         let json = serde_json::to_vec(&command).expect("encode");
         let under = "/p/commands/";
