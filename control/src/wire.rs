@@ -539,6 +539,10 @@ pub struct DrillFaults {
     /// Delayed by the added latency.
     pub delayed: u64,
     pub total: u64,
+    /// Fleet mode: the instance whose clients these are (each instance counts the faults
+    /// it injected itself); left out on a serin alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// What became of one notification sent while a drill ran (the notifier's delivery

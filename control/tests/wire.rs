@@ -530,6 +530,7 @@ fn a_drill() {
             errors: 41,
             delayed: 377,
             total: 418,
+            instance: None,
         },
         notifications: vec![DrillNotification {
             event: DecisionKind::RolledBack,

@@ -161,8 +161,12 @@ pub fn report_text(r: &DrillReport) -> String {
         _ => "no: the rollout's rules did not roll the canary back during the drill".to_string(),
     };
     out.push_str(&format!("  rolled back:  {rolled_back}\n"));
+    let whose = match &r.faults.instance {
+        Some(instance) => format!(" on {instance} (each instance of the fleet counts its own)"),
+        None => String::new(),
+    };
     out.push_str(&format!(
-        "  clients hit:  {} requests saw an injected fault ({} answered 503, {} delayed)\n",
+        "  clients hit:  {} requests saw an injected fault{whose} ({} answered 503, {} delayed)\n",
         r.faults.total, r.faults.errors, r.faults.delayed
     ));
     let rollback = r
@@ -178,6 +182,11 @@ pub fn report_text(r: &DrillReport) -> String {
             "NOT every webhook received the rollback: {} of {} delivered, {} failed, {} dropped, {} still sending",
             n.delivered, n.webhooks, n.failed, n.dropped, n.pending
         ),
+        // In a fleet, the leader sent it: its report has the webhooks' record.
+        (None, _) if r.rolled_back && r.faults.instance.is_some() => {
+            "sent by the fleet's leader, if any webhook subscribes to rolled_back (its GET …/drill says which received it)"
+                .to_string()
+        }
         (None, _) if r.rolled_back => "no webhook subscribes to rolled_back".to_string(),
         (None, _) => "no rollback to send".to_string(),
     };
@@ -224,6 +233,7 @@ mod tests {
                 errors: 41,
                 delayed: 377,
                 total: 418,
+                instance: None,
             },
             notifications: vec![DrillNotification {
                 event: DecisionKind::RolledBack,
@@ -262,5 +272,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("webhooks:     no rollback to send"), "{text}");
+    }
+
+    #[test]
+    fn a_fleet_instances_report_says_whose_clients_it_counts() {
+        let mut r = report();
+        r.faults.instance = Some("web-2".into());
+        r.notifications.clear();
+        r.rollback_notified = None;
+        let text = report_text(&r);
+        assert!(
+            text.contains("418 requests saw an injected fault on web-2 (each instance of the fleet counts its own) (41 answered 503"),
+            "{text}"
+        );
+        assert!(
+            text.contains("webhooks:     sent by the fleet's leader"),
+            "{text}"
+        );
     }
 }

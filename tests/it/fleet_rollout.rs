@@ -1098,7 +1098,8 @@ async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
     .await;
     assert_eq!(fleet.canary_weights(&client).await, [50, 50, 50]);
 
-    let follower = &fleet.instances[(leader_index(&etcd).await + 1) % 3];
+    let at = (leader_index(&etcd).await + 1) % 3;
+    let follower = &fleet.instances[at];
     let admin = follower.admin.to_string();
     let out = process::ops(
         &[
@@ -1140,6 +1141,24 @@ async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
             i + 1
         );
     }
+    // The follower's report: the leader's rollback, and the faults its own clients saw.
+    let bearer = format!("Bearer {TOKEN}");
+    let got = get(
+        &client,
+        &format!("{}/api/v1/services/api/drill", follower.admin_url()),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let drill: Value = serde_json::from_str(&got.body).expect("a drill report");
+    assert_eq!(drill["rolled_back"], true, "{drill:#}");
+    assert_eq!(drill["ended_by"], "rolled_back", "{drill:#}");
+    assert!(drill["injection_to_zero_ms"].is_u64(), "{drill:#}");
+    assert_eq!(
+        drill["faults"]["instance"],
+        format!("web-{}", at + 1),
+        "{drill:#}"
+    );
+    assert_eq!(drill["faults"]["errors"], seen[at].1, "{drill:#}");
 
     eventually(
         Duration::from_secs(5),

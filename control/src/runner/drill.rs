@@ -147,7 +147,7 @@ impl DrillRun {
         self.ended.is_none()
     }
 
-    fn report(&self, service: &str) -> DrillReport {
+    fn report(&self, service: &str, instance: Option<&str>) -> DrillReport {
         let (errors, delayed) = (self.handle.aborted(), self.handle.delayed());
         let rollback = self
             .notified
@@ -177,6 +177,7 @@ impl DrillRun {
                 errors,
                 delayed,
                 total: errors + delayed,
+                instance: instance.map(str::to_string),
             },
             notifications: self
                 .notified
@@ -477,7 +478,7 @@ impl Control {
         if start.record {
             self.record_drill(service, s, DecisionKind::DrillStarted, reason, true, now_ms);
         }
-        Ok(self.drills()[service].report(service))
+        Ok(self.drills()[service].report(service, self.fleet_instance()))
     }
 
     /// Ends `service`'s running drill by hand.
@@ -493,13 +494,15 @@ impl Control {
         self.finish_drill(s, Ended::Deleted, now_ms);
         self.drills()
             .get(service)
-            .map(|d| d.report(service))
+            .map(|d| d.report(service, self.fleet_instance()))
             .ok_or(DrillRefused::NoDrill)
     }
 
     /// The report of `service`'s drill: the running one, or the last that ended.
     pub fn drill_report(&self, service: &str) -> Option<DrillReport> {
-        self.drills().get(service).map(|d| d.report(service))
+        self.drills()
+            .get(service)
+            .map(|d| d.report(service, self.fleet_instance()))
     }
 
     /// Every service's drill figures for `/metrics`, by service name.
