@@ -1052,6 +1052,21 @@ async fn timeline_events(etcd: &Etcd, service: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Three instances with `admin.drills: true` and the admin token [`TOKEN`].
+fn drill_fleet(etcd_url: String, stable: SocketAddr, canary: SocketAddr) -> Fleet {
+    Fleet::start_configs([etcd_url.clone(), etcd_url.clone(), etcd_url], |dir, i| {
+        let token = dir.join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("write the token");
+        rollout_config(stable, canary, &dir.join(format!("state-{i}")), ROLLOUT).replace(
+            "admin: { listen: 127.0.0.1:0 }",
+            &format!(
+                "admin: {{ listen: 127.0.0.1:0, drills: true, token_file: \"{}\" }}",
+                token.display()
+            ),
+        )
+    })
+}
+
 /// A rollback drill given on a follower: the leader starts it for the fleet, every
 /// instance injects its faults into its own canary requests, the leader judges the
 /// fleet's merged numbers and rolls the healthy canary back everywhere; the timeline
@@ -1061,24 +1076,7 @@ async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
     let etcd_process = EtcdProcess::start();
     let stable = Backend::start("stable").await;
     let canary = Backend::start("canary").await;
-    let etcd_url = etcd_process.url();
-    let fleet = Fleet::start_configs([etcd_url.clone(), etcd_url.clone(), etcd_url], |dir, i| {
-        let token = dir.join("token");
-        std::fs::write(&token, format!("{TOKEN}\n")).expect("write the token");
-        rollout_config(
-            stable.addr,
-            canary.addr,
-            &dir.join(format!("state-{i}")),
-            ROLLOUT,
-        )
-        .replace(
-            "admin: { listen: 127.0.0.1:0 }",
-            &format!(
-                "admin: {{ listen: 127.0.0.1:0, drills: true, token_file: \"{}\" }}",
-                token.display()
-            ),
-        )
-    });
+    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
     let etcd = connect(etcd_process.url()).await;
     let client = client();
     fleet
@@ -1179,6 +1177,137 @@ async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
     assert_eq!(rolled_back.len(), 1, "{events:#?}");
     assert_eq!(rolled_back[0]["drill"], true, "{events:#?}");
     // The record every instance applied is gone with the drill.
+    let mut kv = etcd.client();
+    let left = kv
+        .get(
+            format!("{PREFIX}drill/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the drills");
+    assert_eq!(left.count(), 0);
+}
+
+/// `(method, path)` on `serin`'s admin API with the token.
+async fn admin_call(client: &TestClient, serin: &SerinProcess, method: &str, body: &str) -> Got {
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{}/api/v1/services/api/drill", serin.admin_url()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("a request");
+    send(client, request).await
+}
+
+/// Every instance's drill report of `api` (null where there is none).
+async fn drill_reports(client: &TestClient, fleet: &Fleet) -> Vec<Value> {
+    let mut reports = Vec::new();
+    for serin in &fleet.instances {
+        let got = admin_call(client, serin, "GET", "").await;
+        reports.push(serde_json::from_str(&got.body).unwrap_or(Value::Null));
+    }
+    reports
+}
+
+/// A drill that does not fail the canary ends everywhere when one follower deletes it,
+/// and another ends everywhere at its time; each start and end is recorded once and
+/// the canary keeps its weight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let leader = leader_index(&etcd).await;
+    let (asked, ender) = (
+        &fleet.instances[(leader + 1) % 3],
+        &fleet.instances[(leader + 2) % 3],
+    );
+
+    let got = admin_call(
+        &client,
+        asked,
+        "POST",
+        r#"{"latency": "+1ms", "for": "10m"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(5),
+        "the drill runs on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "running")
+        },
+    )
+    .await;
+    // A second drill while one runs is refused where it is asked.
+    let got = admin_call(&client, ender, "POST", r#"{"errors": "5%", "for": "1m"}"#).await;
+    assert_eq!(got.status, 409, "{}", got.body);
+    assert!(
+        got.body.contains("a drill runs on \\\"api\\\" already"),
+        "{}",
+        got.body
+    );
+
+    let got = admin_call(&client, ender, "DELETE", "").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(5),
+        "the drill ended on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "ended" && r["ended_by"] == "deleted")
+        },
+    )
+    .await;
+
+    let got = admin_call(
+        &client,
+        asked,
+        "POST",
+        r#"{"latency": "+1ms", "for": "1s"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(10),
+        "the drill expired on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "ended" && r["ended_by"] == "expired")
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the leader recorded both ends",
+        || async { count(&timeline(&etcd, "api").await, "drill_ended") == 2 },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(count(&events, "drill_started"), 2, "{events:?}");
+    assert_eq!(count(&events, "rolled_back"), 0, "{events:?}");
+    assert_eq!(fleet.canary_weights(&client).await, [50, 50, 50]);
     let mut kv = etcd.client();
     let left = kv
         .get(

@@ -764,23 +764,7 @@ async fn write(
     for key in &pending.deletes {
         ops.push(TxnOp::delete(key.as_str(), None));
     }
-    // etcd takes one op per key in a txn: a drill started and ended in the same write
-    // is only deleted.
-    let mut drills: BTreeMap<&str, Option<&FleetDrill>> = BTreeMap::new();
-    for record in &pending.drills {
-        drills.insert(record.service.as_str(), Some(record));
-    }
-    for event in &pending.events {
-        if event.event == DecisionKind::DrillEnded {
-            let started_ms = drills
-                .get(event.service.as_str())
-                .and_then(|r| r.map(|r| r.started_at_ms));
-            if started_ms.is_none_or(|ms| event.at_ms >= ms) {
-                drills.insert(event.service.as_str(), None);
-            }
-        }
-    }
-    for (service, record) in drills {
+    for (service, record) in drill_changes(&pending.drills, &pending.events) {
         let key = format!("{}{service}", keys.drills());
         match record.map(serde_json::to_vec) {
             Some(Ok(json)) => ops.push(TxnOp::put(key, json, None)),
@@ -803,6 +787,32 @@ async fn write(
             Ok(())
         }
     }
+}
+
+/// What becomes of each service's `P/drill/<service>` in one write: the drill started
+/// (put), or deleted when a `drill_ended` is among `events`. etcd takes one op per key
+/// in a txn, so a drill started and ended in the same write is only deleted.
+fn drill_changes<'a>(
+    started: &'a [FleetDrill],
+    events: &[TimelineEvent],
+) -> BTreeMap<String, Option<&'a FleetDrill>> {
+    let mut changes: BTreeMap<String, Option<&FleetDrill>> = BTreeMap::new();
+    for record in started {
+        changes.insert(record.service.clone(), Some(record));
+    }
+    for event in events {
+        if event.event != DecisionKind::DrillEnded {
+            continue;
+        }
+        let started_ms = changes
+            .get(&event.service)
+            .and_then(|r| r.map(|r| r.started_at_ms));
+        // The end of an earlier drill does not delete the one started after it.
+        if started_ms.is_none_or(|ms| event.at_ms >= ms) {
+            changes.insert(event.service.clone(), None);
+        }
+    }
+    changes
 }
 
 /// The sequence number the next decision of `service` takes on the timeline.
@@ -894,6 +904,77 @@ mod tests {
         assert!(err.starts_with("not a rollout state"), "{err}");
         let newer = state.replace("\"format\":2", "\"format\":99");
         let err = decode_state(under, b"/p/state/api", newer.as_bytes()).expect_err("newer");
+        assert!(err.contains("newer than this serin's"), "{err}");
+    }
+
+    fn drill(service: &str, started_at_ms: u64) -> FleetDrill {
+        FleetDrill {
+            format: crate::wire::DRILL_FORMAT,
+            id: format!("web-2-1-{started_at_ms}"),
+            service: service.into(),
+            canary: "canary".into(),
+            errors_bp: 1_000,
+            latency_ms: 0,
+            for_ms: 60_000,
+            started_at: String::new(),
+            started_at_ms,
+            until: String::new(),
+            until_ms: started_at_ms + 60_000,
+            canary_weight_at_start: 5,
+            instance: "web-2".into(),
+        }
+    }
+
+    fn ended(service: &str, at_ms: u64) -> TimelineEvent {
+        TimelineEvent {
+            at: String::new(),
+            at_ms,
+            service: service.into(),
+            event: DecisionKind::DrillEnded,
+            manual: false,
+            state: serin_judge::rollout::Phase::Progressing,
+            step: 0,
+            weights: BTreeMap::new(),
+            reason: None,
+            rule: None,
+            versions: BTreeMap::new(),
+            drill: true,
+            mismatches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_drills_record_is_put_when_it_starts_and_deleted_once_when_it_ends() {
+        let started = [drill("api", 1_000), drill("web", 1_000)];
+        let changes = drill_changes(&started, &[ended("web", 2_000), ended("old", 500)]);
+        let shown: Vec<(&str, Option<u64>)> = changes
+            .iter()
+            .map(|(s, r)| (s.as_str(), r.map(|r| r.started_at_ms)))
+            .collect();
+        // One op per key: `web` started and ended in the same write is only deleted.
+        assert_eq!(shown, [("api", Some(1_000)), ("old", None), ("web", None)]);
+        // The end of the drill before it does not delete a drill just started.
+        let changes = drill_changes(&started[..1], &[ended("api", 900)]);
+        assert_eq!(changes["api"].map(|r| r.started_at_ms), Some(1_000));
+        assert!(drill_changes(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn only_this_serins_drills_under_their_own_key_are_applied() {
+        let under = "/p/drill/";
+        let json = serde_json::to_vec(&drill("api", 1_000)).expect("encode");
+        assert_eq!(
+            decode_drill(under, b"/p/drill/api", &json).map(|r| r.until_ms),
+            Ok(61_000)
+        );
+        let err = decode_drill(under, b"/p/drill/web", &json).expect_err("another key");
+        assert!(err.contains("names service \"api\""), "{err}");
+        let err = decode_drill(under, b"/p/drill/api", b"{}").expect_err("not a drill");
+        assert!(err.starts_with("not a fleet drill"), "{err}");
+        let mut newer = drill("api", 1_000);
+        newer.format = 99;
+        let json = serde_json::to_vec(&newer).expect("encode");
+        let err = decode_drill(under, b"/p/drill/api", &json).expect_err("newer");
         assert!(err.contains("newer than this serin's"), "{err}");
     }
 
