@@ -1054,7 +1054,16 @@ async fn timeline_events(etcd: &Etcd, service: &str) -> Vec<Value> {
 
 /// Three instances with `admin.drills: true` and the admin token [`TOKEN`].
 fn drill_fleet(etcd_url: String, stable: SocketAddr, canary: SocketAddr) -> Fleet {
-    Fleet::start_configs([etcd_url.clone(), etcd_url.clone(), etcd_url], |dir, i| {
+    drill_fleet_with(
+        [etcd_url.clone(), etcd_url.clone(), etcd_url],
+        stable,
+        canary,
+    )
+}
+
+/// [`drill_fleet`], instance `i` (from 0) reaching etcd at `etcd_urls[i]`.
+fn drill_fleet_with(etcd_urls: [String; 3], stable: SocketAddr, canary: SocketAddr) -> Fleet {
+    Fleet::start_configs(etcd_urls, |dir, i| {
         let token = dir.join("token");
         std::fs::write(&token, format!("{TOKEN}\n")).expect("write the token");
         rollout_config(stable, canary, &dir.join(format!("state-{i}")), ROLLOUT).replace(
@@ -1317,4 +1326,62 @@ async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time
         .await
         .expect("count the drills");
     assert_eq!(left.count(), 0);
+}
+
+/// An instance cut off from etcd mid-drill ends the drill at its time on its own clock:
+/// no deleted record is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_etcd_ends_the_fleets_drill_at_its_time() {
+    let etcd_process = EtcdProcess::start();
+    let relay = Relay::start(etcd_process.addr()).await;
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let url = etcd_process.url();
+    let fleet = drill_fleet_with([url.clone(), url, relay.url()], stable.addr, canary.addr);
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let got = admin_call(
+        &client,
+        &fleet.instances[0],
+        "POST",
+        r#"{"latency": "+1ms", "for": "4s"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(5),
+        "the drill runs on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "running")
+        },
+    )
+    .await;
+    relay.cut();
+    let cut_off = &fleet.instances[2];
+    eventually(
+        Duration::from_secs(10),
+        "the cut-off instance ended it at its time",
+        || async {
+            let got = admin_call(&client, cut_off, "GET", "").await;
+            let report: Value = serde_json::from_str(&got.body).unwrap_or(Value::Null);
+            report["state"] == "ended" && report["ended_by"] == "expired"
+        },
+    )
+    .await;
+    let got = admin_call(&client, cut_off, "GET", "").await;
+    let report: Value = serde_json::from_str(&got.body).expect("a report");
+    assert!(
+        report["ended_at"].as_str() >= report["ends_at"].as_str(),
+        "not before its time: {report:#}"
+    );
 }
