@@ -764,6 +764,16 @@ async fn write(
     for key in &pending.deletes {
         ops.push(TxnOp::delete(key.as_str(), None));
     }
+    for record in &pending.weights {
+        match serde_json::to_vec(record) {
+            Ok(json) => ops.push(TxnOp::put(
+                format!("{}{}", keys.weights(), record.service),
+                json,
+                None,
+            )),
+            Err(err) => tracing::error!(error = %err, "cannot encode the fleet's weights"),
+        }
+    }
     for (service, record) in drill_changes(&pending.drills, &pending.events) {
         let key = format!("{}{service}", keys.drills());
         match record.map(serde_json::to_vec) {
