@@ -1385,3 +1385,61 @@ async fn an_instance_cut_off_from_etcd_ends_the_fleets_drill_at_its_time() {
         "not before its time: {report:#}"
     );
 }
+
+/// The leader killed just after it started a drill: the drill ends on the others at
+/// its time while no one leads, and the next leader records its end once and deletes
+/// its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_whose_leader_died_is_recorded_ended_by_the_next_leader() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let mut fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let leader = leader_index(&etcd).await;
+    let got = admin_call(
+        &client,
+        &fleet.instances[leader],
+        "POST",
+        r#"{"latency": "+1ms", "for": "1s"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    fleet.instances[leader]
+        .child
+        .kill()
+        .expect("kill -9 the leader");
+    let _ = fleet.instances[leader].child.wait();
+    eventually(Duration::from_secs(15), "another leader", || async {
+        matches!(election::leader(&etcd).await, Ok(Some((name, _))) if name != format!("web-{}", leader + 1).into_bytes())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the drill's end recorded and its record deleted",
+        || async {
+            let mut kv = etcd.client();
+            let left = kv
+                .get(
+                    format!("{PREFIX}drill/"),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .map(|r| r.count());
+            left.is_ok_and(|n| n == 0) && count(&timeline(&etcd, "api").await, "drill_ended") == 1
+        },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(count(&events, "drill_started"), 1, "{events:?}");
+    assert_eq!(count(&events, "drill_ended"), 1, "{events:?}");
+}

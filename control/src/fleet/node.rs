@@ -576,6 +576,22 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     }
     // Decisions this instance made before it led are not the fleet's.
     drop(control.take_fleet_decisions());
+    // The fleet's drills: one that ended while no one led (or while this instance
+    // followed, unrecorded) is recorded ended now, and its record deleted with that.
+    let drills = etcd
+        .call(
+            format!("reading {}", keys.drills()),
+            client.get(keys.drills(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+    for kv in drills.kvs() {
+        if let Ok(record) = decode_drill(&keys.drills(), kv.key(), kv.value()) {
+            control.take_over_fleet_drill(&record, now_ms());
+        }
+    }
+    let (states, events) = control.take_fleet_decisions();
+    pending.states.extend(states);
+    pending.events.extend(events);
     write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
 
     let tick_ms = control.tick_ms();

@@ -397,6 +397,48 @@ impl Control {
         self.finish_drill(s, ended, now_ms);
     }
 
+    /// Fleet mode, a leader taking over: the fleet's drill `record` found in etcd. One
+    /// whose time is up, or that ended here while this instance followed (unrecorded),
+    /// gets its `drill_ended` recorded now, so the leader's txn deletes the record; one
+    /// still to run is applied here (from then on it ends as any drill on the leader).
+    pub fn take_over_fleet_drill(&self, record: &FleetDrill, now_ms: u64) {
+        let over_here = self
+            .drills()
+            .get(&record.service)
+            .filter(|d| d.fleet_id.as_deref() == Some(record.id.as_str()))
+            .map(|d| d.ended);
+        match over_here {
+            // Runs here: it ends (recorded) at its time, or now if that has passed.
+            Some(None) => {
+                let mut services = self.lock();
+                if let Some(s) = services.iter_mut().find(|s| s.name == record.service) {
+                    self.end_drill_if_due(s, now_ms);
+                }
+            }
+            Some(Some((_, ended))) => self.record_fleet_drill_end(record, ended.reason(), now_ms),
+            None if now_ms >= record.until_ms => {
+                self.record_fleet_drill_end(record, Ended::Expired.reason(), now_ms)
+            }
+            None => {
+                if let Err(why) = self.apply_fleet_drill(record, now_ms) {
+                    tracing::warn!(service = %record.service, id = %record.id, "the fleet's drill: {why}");
+                }
+            }
+        }
+    }
+
+    /// Records `drill_ended` for the fleet's drill `record`, which no longer runs here.
+    fn record_fleet_drill_end(&self, record: &FleetDrill, why: &str, now_ms: u64) {
+        let mut services = self.lock();
+        let Some(s) = services.iter_mut().find(|s| s.name == record.service) else {
+            return;
+        };
+        let reason = format!("drill ended: {why} (recorded by the fleet's new leader)");
+        tracing::warn!(service = %record.service, %reason, "rollback drill ended");
+        let name = s.name.clone();
+        self.record_drill(&name, s, DecisionKind::DrillEnded, reason, false, now_ms);
+    }
+
     /// Fleet mode: the leader set the canary to 0 at `at_ms` (a rolled-back state
     /// adopted here): the running drill's report says so.
     pub(super) fn note_fleet_rollback(&self, service: &str, at_ms: u64) {
