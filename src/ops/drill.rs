@@ -1,7 +1,9 @@
 //! `serin drill SERVICE --errors 10% --latency +300ms --for 2m`: starts a rollback drill
 //! through the admin API (`POST …/drill`), follows it (`GET …/drill`) until it ends and
 //! the webhooks have had their say, and prints its report. Ctrl-C ends the drill
-//! early (`DELETE …/drill`) and prints the report so far.
+//! early (`DELETE …/drill`) and prints the report so far. In fleet mode the instance
+//! may answer `202` (the leader has not started the drill yet): it waits for the drill
+//! to run there, at most [`LEADER_WAIT`].
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,10 +11,13 @@ use std::time::Duration;
 use http::Method;
 use serin_control::wire::DrillReport;
 
-use super::{decode, failed, runtime, segment, send, AdminArgs, Failure};
+use super::{decode, failed, runtime, segment, send, send_answer, AdminArgs, Failure};
 
 /// How often the drill is read while it runs.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// Fleet mode: how long `serin drill` waits for the leader to start a drill the instance
+/// asked has sent on (`202`).
+const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// How long the report waits, after the drill ended, for webhooks still sending.
 const WEBHOOK_WAIT: Duration = Duration::from_secs(30);
 
@@ -72,8 +77,33 @@ async fn run(args: &DrillArgs) -> Result<DrillReport, Failure> {
     body.insert("for".into(), args.length.clone().into());
     let body = serde_json::Value::Object(body).to_string();
     let admin = &args.admin.admin;
-    let started: DrillReport =
-        decode(&send(admin, Method::POST, &path, Some(body)).await?).map_err(Failure::Usage)?;
+    let read = || async {
+        decode::<DrillReport>(&send(admin, Method::GET, &path, None).await?).map_err(Failure::Usage)
+    };
+    let (status, answer) = send_answer(admin, Method::POST, &path, Some(body)).await?;
+    let started: DrillReport = if status == http::StatusCode::ACCEPTED {
+        eprintln!("the fleet's leader has not started the drill yet; waiting for it");
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            match read().await {
+                Ok(report) if report.state == "running" => break report,
+                // No drill yet (404), or the last one's report.
+                Ok(_) | Err(Failure::Refused(http::StatusCode::NOT_FOUND, _)) => {}
+                Err(err) => return Err(err),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::Unreachable(format!(
+                    "the fleet's leader did not start the drill within {}s; \
+                     GET /api/v1/services/{}/drill shows it if it starts later",
+                    LEADER_WAIT.as_secs(),
+                    args.service
+                )));
+            }
+        }
+    } else {
+        decode(&answer).map_err(Failure::Usage)?
+    };
     eprintln!(
         "drill started on {}: {} of canary {}'s requests answered 503 by serin{}, until {}; \
          following it (Ctrl-C ends it now)",
@@ -87,9 +117,6 @@ async fn run(args: &DrillArgs) -> Result<DrillReport, Failure> {
         },
         started.ends_at
     );
-    let read = || async {
-        decode::<DrillReport>(&send(admin, Method::GET, &path, None).await?).map_err(Failure::Usage)
-    };
     let mut said_rollback = false;
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut report = started;
