@@ -761,6 +761,7 @@ async fn run_command(
             instance,
             kind,
             weights: BTreeMap::new(),
+            drill: None,
             what: verb,
         };
         return fleet_command(context, control, name, sent, applied).await;
@@ -795,18 +796,20 @@ fn readyz_etcd_away(since_ms: u64) -> String {
 }
 
 /// What a command given here asks of the fleet's leader.
-struct FleetOrder<'a> {
+pub(crate) struct FleetOrder<'a> {
     /// This instance's name.
-    instance: &'a str,
-    kind: FleetCommandKind,
+    pub instance: &'a str,
+    pub kind: FleetCommandKind,
     /// `weights`: each named version's weight.
-    weights: BTreeMap<String, u32>,
+    pub weights: BTreeMap<String, u32>,
+    /// `drill`: the faults.
+    pub drill: Option<crate::wire::DrillOrder>,
     /// The command as logs name it.
-    what: &'static str,
+    pub what: &'static str,
 }
 
 /// How long a command given to a fleet instance waits for the leader to apply it.
-const FLEET_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const FLEET_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Fleet mode: the command goes to etcd for the leader to apply fleet-wide; the answer
 /// waits (at most [`FLEET_COMMAND_WAIT`]) for this instance to show it applied: 200
@@ -819,36 +822,11 @@ async fn fleet_command(
     order: FleetOrder<'_>,
     applied: impl Fn() -> bool,
 ) -> Response<Full<Bytes>> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let at_ms = now_ms();
-    let FleetOrder {
-        instance,
-        kind,
-        weights,
-        what,
-    } = order;
-    let id = format!(
-        "{instance}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let sent = control.submit_fleet_command(FleetCommand {
-        format: COMMAND_FORMAT,
-        id: id.clone(),
-        service: name.to_string(),
-        command: kind,
-        weights,
-        instance: instance.to_string(),
-        at: rfc3339(at_ms),
-        at_ms,
-        reason: None,
-    });
-    if let Err(why) = sent {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot send the command to the fleet: {why}"),
-        );
-    }
+    let what = order.what;
+    let id = match submit_order(control, name, order) {
+        Ok(id) => id,
+        Err(why) => return unsent(why),
+    };
     let deadline = tokio::time::Instant::now() + FLEET_COMMAND_WAIT;
     loop {
         if applied() {
@@ -866,6 +844,50 @@ async fn fleet_command(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The 503 of a command that cannot be sent to the fleet, and why.
+pub(crate) fn unsent(why: String) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot send the command to the fleet: {why}"),
+    )
+}
+
+/// Fleet mode: hands `order` over for etcd (the leader applies it fleet-wide); its id,
+/// or why it cannot be sent.
+pub(crate) fn submit_order(
+    control: &Control,
+    name: &str,
+    order: FleetOrder<'_>,
+) -> Result<String, String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let at_ms = now_ms();
+    let FleetOrder {
+        instance,
+        kind,
+        weights,
+        drill,
+        what: _,
+    } = order;
+    let id = format!(
+        "{instance}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let sent = control.submit_fleet_command(FleetCommand {
+        format: COMMAND_FORMAT,
+        id: id.clone(),
+        service: name.to_string(),
+        command: kind,
+        weights,
+        instance: instance.to_string(),
+        at: rfc3339(at_ms),
+        at_ms,
+        reason: None,
+        drill,
+    });
+    sent.map(|()| id)
 }
 
 async fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Response<Full<Bytes>> {
@@ -959,6 +981,7 @@ async fn set_weights(context: &AdminContext, name: &str, body: &[u8]) -> Respons
             instance,
             kind: FleetCommandKind::Weights,
             weights: wanted.clone(),
+            drill: None,
             what: "weights",
         };
         return fleet_command(context, control, name, order, applied).await;

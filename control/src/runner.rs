@@ -142,6 +142,9 @@ pub struct Control {
     /// Fleet mode: etcd is away, so this instance judges its own traffic as a safety
     /// net (a Fail rolls its own canary back; never a promotion).
     fleet_local: std::sync::atomic::AtomicBool,
+    /// Fleet mode: this instance leads the fleet, so a drill ending here is recorded
+    /// (a follower's drill ends silently: the leader records it once).
+    fleet_leading: std::sync::atomic::AtomicBool,
     /// Fleet mode: since when (Unix ms) etcd has been away; 0 while it is reachable.
     fleet_away_since_ms: AtomicU64,
     state_dir: PathBuf,
@@ -196,6 +199,7 @@ impl Control {
             fleet_commands: std::sync::OnceLock::new(),
             fleet_reads: std::sync::OnceLock::new(),
             fleet_local: std::sync::atomic::AtomicBool::new(false),
+            fleet_leading: std::sync::atomic::AtomicBool::new(false),
             fleet_away_since_ms: AtomicU64::new(0),
             state_dir,
             services: Mutex::new(services),
@@ -474,6 +478,8 @@ impl Control {
                         self.judge_locally(&name, run, &service.window, now_ms);
                     }
                 }
+                // Every instance ends the fleet's drill at its time, with etcd or not.
+                self.end_drill_if_due(service, now_ms);
                 continue;
             }
             let name = service.name.clone();
@@ -549,6 +555,7 @@ impl Control {
                 at: rfc3339(now_ms),
                 at_ms: now_ms,
                 reason: Some(reason),
+                drill: None,
             };
             if let Err(why) = self.submit_fleet_command(command) {
                 tracing::warn!(
@@ -774,6 +781,15 @@ impl Control {
                     }
                 };
             }
+            FleetCommandKind::EndDrill => {
+                return match self.end_drill(&command.service, now_ms) {
+                    Ok(_) => true,
+                    Err(refused) => {
+                        tracing::info!(service = %command.service, id = %command.id, ?refused, "a fleet command's drill end does not apply");
+                        false
+                    }
+                };
+            }
             _ => return false,
         };
         self.command(&command.service, event, now_ms).is_some()
@@ -823,6 +839,10 @@ impl Control {
         // rollout is still active: the leader has yet to take its report.
         if !run.state.phase.is_active() {
             run.local.rolled_back = None;
+        }
+        if run.state.phase == Phase::RolledBack {
+            // The leader's decision, when it set the canary to 0.
+            self.note_fleet_rollback(&saved.service, run.state.since_ms);
         }
         let weight = match run.local.rolled_back {
             Some(_) => 0,

@@ -11,7 +11,7 @@
 //! * webhook notifications: [`Notification`];
 //! * fleet mode's commands, `P/commands/<service>/<id>` in etcd: [`FleetCommand`],
 //!   and the weights of a service without a rollout, `P/weights/<service>`:
-//!   [`FleetWeights`];
+//!   [`FleetWeights`]; the fleet's running drill, `P/drill/<service>`: [`FleetDrill`];
 //! * fleet mode's summary, `P/summary` in etcd: [`FleetSummary`], and what a service's
 //!   view shows of it: [`FleetView`].
 //!
@@ -218,6 +218,48 @@ pub struct FleetCommand {
     /// `local_rollback`: what the instance's own judgement found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `drill`: the faults asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillOrder>,
+}
+
+/// The faults a `drill` command asks for, as checked on the instance it was given on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillOrder {
+    /// Share of the canary's requests answered 503, in basis points (0..=10 000).
+    pub errors_bp: u32,
+    /// Added before each of the canary's other requests.
+    pub latency_ms: u64,
+    /// How long it runs.
+    pub for_ms: u64,
+}
+
+/// The format of the fleet drill records this serin writes.
+pub const DRILL_FORMAT: u32 = 1;
+
+/// `P/drill/<service>` in etcd: the rollback drill running on the fleet, written by its
+/// leader when it starts one and deleted when it ends; every instance injects its faults
+/// into its own canary requests until `until_ms` (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetDrill {
+    /// [`DRILL_FORMAT`] when written by this serin.
+    pub format: u32,
+    /// The command's id: an instance applies a drill once.
+    pub id: String,
+    pub service: String,
+    pub canary: String,
+    pub errors_bp: u32,
+    pub latency_ms: u64,
+    pub for_ms: u64,
+    /// When the leader started it, and when it ends on every instance (wall clock).
+    pub started_at: String,
+    pub started_at_ms: u64,
+    pub until: String,
+    pub until_ms: u64,
+    /// The canary's weight when it began.
+    pub canary_weight_at_start: u32,
+    /// The instance it was given on.
+    pub instance: String,
 }
 
 /// The format of the fleet weights records this serin writes.
@@ -252,6 +294,10 @@ pub enum FleetCommandKind {
     Weights,
     /// An instance cut off from etcd rolled its own canary back.
     LocalRollback,
+    /// Start a rollback drill fleet-wide ([`FleetCommand::drill`] says its faults).
+    Drill,
+    /// End the fleet's running drill.
+    EndDrill,
 }
 
 // ---------------------------------------------------------------------------------
@@ -496,6 +542,10 @@ pub struct DrillFaults {
     /// Delayed by the added latency.
     pub delayed: u64,
     pub total: u64,
+    /// Fleet mode: the instance whose clients these are (each instance counts the faults
+    /// it injected itself); left out on a serin alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// What became of one notification sent while a drill ran (the notifier's delivery

@@ -530,6 +530,7 @@ fn a_drill() {
             errors: 41,
             delayed: 377,
             total: 418,
+            instance: None,
         },
         notifications: vec![DrillNotification {
             event: DecisionKind::RolledBack,
@@ -599,6 +600,15 @@ fn fleet_commands() {
         at: rfc3339(at_ms),
         at_ms,
         reason: reason.map(str::to_string),
+        drill: None,
+    };
+    let drill = FleetCommand {
+        drill: Some(DrillOrder {
+            errors_bp: 1_000,
+            latency_ms: 300,
+            for_ms: 120_000,
+        }),
+        ..command("web-2-1764000000000-4", FleetCommandKind::Drill, &[], None)
     };
     golden(
         "fleet_commands.jsonl",
@@ -621,9 +631,38 @@ fn fleet_commands() {
                 &[],
                 Some("error_rate: canary 12.5% > 1%"),
             ),
+            drill,
+            command(
+                "web-2-1764000000000-5",
+                FleetCommandKind::EndDrill,
+                &[],
+                None,
+            ),
         ],
         Form::Lines,
     );
+}
+
+/// `P/drill/<service>`: the drill every instance of a fleet injects until `until_ms`.
+#[test]
+fn the_fleets_drill() {
+    let started_ms = 1_764_000_000_000;
+    let drill = FleetDrill {
+        format: DRILL_FORMAT,
+        id: "web-2-1764000000000-4".into(),
+        service: "api".into(),
+        canary: "canary".into(),
+        errors_bp: 1_000,
+        latency_ms: 300,
+        for_ms: 120_000,
+        started_at: rfc3339(started_ms),
+        started_at_ms: started_ms,
+        until: rfc3339(started_ms + 120_000),
+        until_ms: started_ms + 120_000,
+        canary_weight_at_start: 5,
+        instance: "web-2".into(),
+    };
+    golden("fleet_drill.json", &[drill], Form::Pretty);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! `serin drill SERVICE --errors 10% --latency +300ms --for 2m`: starts a rollback drill
 //! through the admin API (`POST …/drill`), follows it (`GET …/drill`) until it ends and
 //! the webhooks have had their say, and prints its report. Ctrl-C ends the drill
-//! early (`DELETE …/drill`) and prints the report so far.
+//! early (`DELETE …/drill`) and prints the report so far. In fleet mode the instance
+//! may answer `202` (the leader has not started the drill yet): it waits for the drill
+//! to run there, at most [`LEADER_WAIT`].
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,10 +11,13 @@ use std::time::Duration;
 use http::Method;
 use serin_control::wire::DrillReport;
 
-use super::{decode, failed, runtime, segment, send, AdminArgs, Failure};
+use super::{decode, failed, runtime, segment, send, send_answer, AdminArgs, Failure};
 
 /// How often the drill is read while it runs.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// Fleet mode: how long `serin drill` waits for the leader to start a drill the instance
+/// asked has sent on (`202`).
+const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// How long the report waits, after the drill ended, for webhooks still sending.
 const WEBHOOK_WAIT: Duration = Duration::from_secs(30);
 
@@ -72,8 +77,33 @@ async fn run(args: &DrillArgs) -> Result<DrillReport, Failure> {
     body.insert("for".into(), args.length.clone().into());
     let body = serde_json::Value::Object(body).to_string();
     let admin = &args.admin.admin;
-    let started: DrillReport =
-        decode(&send(admin, Method::POST, &path, Some(body)).await?).map_err(Failure::Usage)?;
+    let read = || async {
+        decode::<DrillReport>(&send(admin, Method::GET, &path, None).await?).map_err(Failure::Usage)
+    };
+    let (status, answer) = send_answer(admin, Method::POST, &path, Some(body)).await?;
+    let started: DrillReport = if status == http::StatusCode::ACCEPTED {
+        eprintln!("the fleet's leader has not started the drill yet; waiting for it");
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            match read().await {
+                Ok(report) if report.state == "running" => break report,
+                // No drill yet (404), or the last one's report.
+                Ok(_) | Err(Failure::Refused(http::StatusCode::NOT_FOUND, _)) => {}
+                Err(err) => return Err(err),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::Unreachable(format!(
+                    "the fleet's leader did not start the drill within {}s; \
+                     GET /api/v1/services/{}/drill shows it if it starts later",
+                    LEADER_WAIT.as_secs(),
+                    args.service
+                )));
+            }
+        }
+    } else {
+        decode(&answer).map_err(Failure::Usage)?
+    };
     eprintln!(
         "drill started on {}: {} of canary {}'s requests answered 503 by serin{}, until {}; \
          following it (Ctrl-C ends it now)",
@@ -87,9 +117,6 @@ async fn run(args: &DrillArgs) -> Result<DrillReport, Failure> {
         },
         started.ends_at
     );
-    let read = || async {
-        decode::<DrillReport>(&send(admin, Method::GET, &path, None).await?).map_err(Failure::Usage)
-    };
     let mut said_rollback = false;
     let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     let mut report = started;
@@ -161,8 +188,12 @@ pub fn report_text(r: &DrillReport) -> String {
         _ => "no: the rollout's rules did not roll the canary back during the drill".to_string(),
     };
     out.push_str(&format!("  rolled back:  {rolled_back}\n"));
+    let whose = match &r.faults.instance {
+        Some(instance) => format!(" on {instance} (each instance of the fleet counts its own)"),
+        None => String::new(),
+    };
     out.push_str(&format!(
-        "  clients hit:  {} requests saw an injected fault ({} answered 503, {} delayed)\n",
+        "  clients hit:  {} requests saw an injected fault{whose} ({} answered 503, {} delayed)\n",
         r.faults.total, r.faults.errors, r.faults.delayed
     ));
     let rollback = r
@@ -178,6 +209,11 @@ pub fn report_text(r: &DrillReport) -> String {
             "NOT every webhook received the rollback: {} of {} delivered, {} failed, {} dropped, {} still sending",
             n.delivered, n.webhooks, n.failed, n.dropped, n.pending
         ),
+        // In a fleet, the leader sent it: its report has the webhooks' record.
+        (None, _) if r.rolled_back && r.faults.instance.is_some() => {
+            "sent by the fleet's leader, if any webhook subscribes to rolled_back (its GET …/drill says which received it)"
+                .to_string()
+        }
         (None, _) if r.rolled_back => "no webhook subscribes to rolled_back".to_string(),
         (None, _) => "no rollback to send".to_string(),
     };
@@ -224,6 +260,7 @@ mod tests {
                 errors: 41,
                 delayed: 377,
                 total: 418,
+                instance: None,
             },
             notifications: vec![DrillNotification {
                 event: DecisionKind::RolledBack,
@@ -262,5 +299,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("webhooks:     no rollback to send"), "{text}");
+    }
+
+    #[test]
+    fn a_fleet_instances_report_says_whose_clients_it_counts() {
+        let mut r = report();
+        r.faults.instance = Some("web-2".into());
+        r.notifications.clear();
+        r.rollback_notified = None;
+        let text = report_text(&r);
+        assert!(
+            text.contains("418 requests saw an injected fault on web-2 (each instance of the fleet counts its own) (41 answered 503"),
+            "{text}"
+        );
+        assert!(
+            text.contains("webhooks:     sent by the fleet's leader"),
+            "{text}"
+        );
     }
 }

@@ -674,18 +674,19 @@ async fn serin_drill_follows_the_drill_and_prints_its_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drill_is_refused_in_fleet_mode() {
-    // Control in fleet mode; nothing needs to listen at the etcd address for the refusal.
+async fn a_drill_in_fleet_mode_goes_to_the_leader_and_none_starts_here_alone() {
+    // Control in fleet mode whose fleet part does not run: the drill cannot be handed
+    // to the leader, and this instance does not inject it on its own.
     let etcd = closed_port().await;
     let cluster =
         format!("cluster: {{ etcd: {{ endpoints: [\"http://{etcd}\"], prefix: /serin/drill-test/ }}, instance: web-1 }}\n");
     let s = Setup::start(GUARDED, true, Some(TOKEN), &cluster).await;
     let err = error_of(
         &s.drill(r#"{"errors": "10%", "for": "1m"}"#).await,
-        StatusCode::CONFLICT,
+        StatusCode::SERVICE_UNAVAILABLE,
     );
     assert!(
-        err.contains("rollback drills are not available in fleet mode"),
+        err.contains("cannot send the command to the fleet: fleet mode has not started"),
         "{err}"
     );
     assert!(s.canary_answers_normally().await, "no drill started");

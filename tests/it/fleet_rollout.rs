@@ -99,12 +99,16 @@ impl Fleet {
     }
 }
 
+/// The admin token of the fleets whose config sets one (the others ignore it).
+const TOKEN: &str = "drill-secret";
+
 /// `GET /api/v1/services/api` of `serin` (null if it does not answer).
 async fn view(client: &TestClient, serin: &SerinProcess) -> Value {
+    let bearer = format!("Bearer {TOKEN}");
     let got = get(
         client,
         &format!("{}/api/v1/services/api", serin.admin_url()),
-        &[],
+        &[("authorization", &bearer)],
     )
     .await;
     serde_json::from_str(&got.body).unwrap_or(Value::Null)
@@ -993,4 +997,449 @@ async fn a_canary_failing_in_shadow_is_rolled_back_fleet_wide_having_served_no_u
         .count();
     assert_eq!(from_clients, 0, "client requests reached the canary");
     assert_eq!(count(&timeline(&etcd, "api").await, "rolled_back"), 1);
+}
+
+/// Requests to one instance until stopped: how many were answered 503, and how many
+/// of those carried `x-serin-fault: drill`.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Probe {
+    fn start(url: String) -> Probe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = client();
+            let (mut unavailable, mut drilled) = (0, 0);
+            while !stopped.load(Ordering::Relaxed) {
+                let got = get(&client, &url, &[]).await;
+                if got.status == 503 {
+                    unavailable += 1;
+                    if got
+                        .headers
+                        .get("x-serin-fault")
+                        .is_some_and(|v| v == "drill")
+                    {
+                        drilled += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (unavailable, drilled)
+        });
+        Probe { stop, task }
+    }
+
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the probe")
+    }
+}
+
+/// The fleet's timeline of `service` in etcd, each event as written.
+async fn timeline_events(etcd: &Etcd, service: &str) -> Vec<Value> {
+    let under = format!("{PREFIX}timeline/{service}/");
+    let mut client = etcd.client();
+    let got = client
+        .get(under.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("read the timeline");
+    got.kvs()
+        .iter()
+        .map(|kv| serde_json::from_slice(kv.value()).expect("a timeline event"))
+        .collect()
+}
+
+/// Three instances with `admin.drills: true` and the admin token [`TOKEN`].
+fn drill_fleet(etcd_url: String, stable: SocketAddr, canary: SocketAddr) -> Fleet {
+    drill_fleet_with(
+        [etcd_url.clone(), etcd_url.clone(), etcd_url],
+        stable,
+        canary,
+    )
+}
+
+/// [`drill_fleet`], instance `i` (from 0) reaching etcd at `etcd_urls[i]`.
+fn drill_fleet_with(etcd_urls: [String; 3], stable: SocketAddr, canary: SocketAddr) -> Fleet {
+    Fleet::start_configs(etcd_urls, |dir, i| {
+        let token = dir.join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("write the token");
+        rollout_config(stable, canary, &dir.join(format!("state-{i}")), ROLLOUT).replace(
+            "admin: { listen: 127.0.0.1:0 }",
+            &format!(
+                "admin: {{ listen: 127.0.0.1:0, drills: true, token_file: \"{}\" }}",
+                token.display()
+            ),
+        )
+    })
+}
+
+/// A rollback drill given on a follower: the leader starts it for the fleet, every
+/// instance injects its faults into its own canary requests, the leader judges the
+/// fleet's merged numbers and rolls the healthy canary back everywhere; the timeline
+/// has the drill once, and `serin drill` reports the rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let probes: Vec<Probe> = fleet.webs().into_iter().map(Probe::start).collect();
+    eventually(
+        Duration::from_secs(20),
+        "the healthy canary serving on every instance",
+        || async { canary.hits() >= 60 },
+    )
+    .await;
+    assert_eq!(fleet.canary_weights(&client).await, [50, 50, 50]);
+
+    let at = (leader_index(&etcd).await + 1) % 3;
+    let follower = &fleet.instances[at];
+    let admin = follower.admin.to_string();
+    let out = process::ops(
+        &[
+            "drill", "api", "--errors", "50%", "--for", "1m", "--admin", &admin,
+        ],
+        Some(TOKEN),
+    )
+    .await;
+    assert!(out.status.success(), "{}", process::stderr(&out));
+    let report = process::stdout(&out);
+    eprintln!("{report}");
+    assert!(
+        report.contains("rolled back:  yes, by the rollout's rules"),
+        "{report}"
+    );
+    fleet
+        .await_canary(
+            &client,
+            0,
+            Duration::from_secs(5),
+            "canary 0 on every instance",
+        )
+        .await;
+    let mut seen = Vec::new();
+    for probe in probes {
+        seen.push(probe.stop().await);
+    }
+    eprintln!("503s, with x-serin-fault: drill, per instance: {seen:?}");
+    for (i, (unavailable, drilled)) in seen.iter().enumerate() {
+        assert!(
+            *drilled > 0,
+            "web-{}: no injected fault seen: {seen:?}",
+            i + 1
+        );
+        assert_eq!(
+            unavailable,
+            drilled,
+            "web-{}: a 503 not from the drill",
+            i + 1
+        );
+    }
+    // The follower's report: the leader's rollback, and the faults its own clients saw.
+    let bearer = format!("Bearer {TOKEN}");
+    let got = get(
+        &client,
+        &format!("{}/api/v1/services/api/drill", follower.admin_url()),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let drill: Value = serde_json::from_str(&got.body).expect("a drill report");
+    assert_eq!(drill["rolled_back"], true, "{drill:#}");
+    assert_eq!(drill["ended_by"], "rolled_back", "{drill:#}");
+    assert!(drill["injection_to_zero_ms"].is_u64(), "{drill:#}");
+    assert_eq!(
+        drill["faults"]["instance"],
+        format!("web-{}", at + 1),
+        "{drill:#}"
+    );
+    assert_eq!(drill["faults"]["errors"], seen[at].1, "{drill:#}");
+
+    eventually(
+        Duration::from_secs(5),
+        "the drill ended on the fleet's timeline",
+        || async {
+            timeline_events(&etcd, "api")
+                .await
+                .iter()
+                .any(|e| e["event"] == "drill_ended")
+        },
+    )
+    .await;
+    let events = timeline_events(&etcd, "api").await;
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["event"] == kind).collect() };
+    assert_eq!(of("drill_started").len(), 1, "{events:#?}");
+    assert_eq!(of("drill_ended").len(), 1, "{events:#?}");
+    let rolled_back = of("rolled_back");
+    assert_eq!(rolled_back.len(), 1, "{events:#?}");
+    assert_eq!(rolled_back[0]["drill"], true, "{events:#?}");
+    // The record every instance applied is gone with the drill.
+    let mut kv = etcd.client();
+    let left = kv
+        .get(
+            format!("{PREFIX}drill/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the drills");
+    assert_eq!(left.count(), 0);
+}
+
+/// `(method, path)` on `serin`'s admin API with the token.
+async fn admin_call(client: &TestClient, serin: &SerinProcess, method: &str, body: &str) -> Got {
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{}/api/v1/services/api/drill", serin.admin_url()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .expect("a request");
+    send(client, request).await
+}
+
+/// Every instance's drill report of `api` (null where there is none).
+async fn drill_reports(client: &TestClient, fleet: &Fleet) -> Vec<Value> {
+    let mut reports = Vec::new();
+    for serin in &fleet.instances {
+        let got = admin_call(client, serin, "GET", "").await;
+        reports.push(serde_json::from_str(&got.body).unwrap_or(Value::Null));
+    }
+    reports
+}
+
+/// A drill that does not fail the canary ends everywhere when one follower deletes it,
+/// and another ends everywhere at its time; each start and end is recorded once and
+/// the canary keeps its weight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let leader = leader_index(&etcd).await;
+    let (asked, ender) = (
+        &fleet.instances[(leader + 1) % 3],
+        &fleet.instances[(leader + 2) % 3],
+    );
+
+    let got = admin_call(
+        &client,
+        asked,
+        "POST",
+        r#"{"latency": "+1ms", "for": "10m"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(5),
+        "the drill runs on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "running")
+        },
+    )
+    .await;
+    // A second drill while one runs is refused where it is asked.
+    let got = admin_call(&client, ender, "POST", r#"{"errors": "5%", "for": "1m"}"#).await;
+    assert_eq!(got.status, 409, "{}", got.body);
+    assert!(
+        got.body.contains("a drill runs on \\\"api\\\" already"),
+        "{}",
+        got.body
+    );
+
+    let got = admin_call(&client, ender, "DELETE", "").await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(5),
+        "the drill ended on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "ended" && r["ended_by"] == "deleted")
+        },
+    )
+    .await;
+
+    let got = admin_call(
+        &client,
+        asked,
+        "POST",
+        r#"{"latency": "+1ms", "for": "1s"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(10),
+        "the drill expired on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "ended" && r["ended_by"] == "expired")
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the leader recorded both ends",
+        || async { count(&timeline(&etcd, "api").await, "drill_ended") == 2 },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(count(&events, "drill_started"), 2, "{events:?}");
+    assert_eq!(count(&events, "rolled_back"), 0, "{events:?}");
+    assert_eq!(fleet.canary_weights(&client).await, [50, 50, 50]);
+    let mut kv = etcd.client();
+    let left = kv
+        .get(
+            format!("{PREFIX}drill/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("count the drills");
+    assert_eq!(left.count(), 0);
+}
+
+/// An instance cut off from etcd mid-drill ends the drill at its time on its own clock:
+/// no deleted record is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_etcd_ends_the_fleets_drill_at_its_time() {
+    let etcd_process = EtcdProcess::start();
+    let relay = Relay::start(etcd_process.addr()).await;
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let url = etcd_process.url();
+    let fleet = drill_fleet_with([url.clone(), url, relay.url()], stable.addr, canary.addr);
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let got = admin_call(
+        &client,
+        &fleet.instances[0],
+        "POST",
+        r#"{"latency": "+1ms", "for": "4s"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    eventually(
+        Duration::from_secs(5),
+        "the drill runs on every instance",
+        || async {
+            drill_reports(&client, &fleet)
+                .await
+                .iter()
+                .all(|r| r["state"] == "running")
+        },
+    )
+    .await;
+    relay.cut();
+    let cut_off = &fleet.instances[2];
+    eventually(
+        Duration::from_secs(10),
+        "the cut-off instance ended it at its time",
+        || async {
+            let got = admin_call(&client, cut_off, "GET", "").await;
+            let report: Value = serde_json::from_str(&got.body).unwrap_or(Value::Null);
+            report["state"] == "ended" && report["ended_by"] == "expired"
+        },
+    )
+    .await;
+    let got = admin_call(&client, cut_off, "GET", "").await;
+    let report: Value = serde_json::from_str(&got.body).expect("a report");
+    assert!(
+        report["ended_at"].as_str() >= report["ends_at"].as_str(),
+        "not before its time: {report:#}"
+    );
+}
+
+/// The leader killed just after it started a drill: the drill ends on the others at
+/// its time while no one leads, and the next leader records its end once and deletes
+/// its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_whose_leader_died_is_recorded_ended_by_the_next_leader() {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let mut fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
+    let etcd = connect(etcd_process.url()).await;
+    let client = client();
+    fleet
+        .await_canary(
+            &client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    let leader = leader_index(&etcd).await;
+    let got = admin_call(
+        &client,
+        &fleet.instances[leader],
+        "POST",
+        r#"{"latency": "+1ms", "for": "1s"}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    fleet.instances[leader]
+        .child
+        .kill()
+        .expect("kill -9 the leader");
+    let _ = fleet.instances[leader].child.wait();
+    eventually(Duration::from_secs(15), "another leader", || async {
+        matches!(election::leader(&etcd).await, Ok(Some((name, _))) if name != format!("web-{}", leader + 1).into_bytes())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the drill's end recorded and its record deleted",
+        || async {
+            let mut kv = etcd.client();
+            let left = kv
+                .get(
+                    format!("{PREFIX}drill/"),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .map(|r| r.count());
+            left.is_ok_and(|n| n == 0) && count(&timeline(&etcd, "api").await, "drill_ended") == 1
+        },
+    )
+    .await;
+    let events = timeline(&etcd, "api").await;
+    assert_eq!(count(&events, "drill_started"), 1, "{events:?}");
+    assert_eq!(count(&events, "drill_ended"), 1, "{events:?}");
 }

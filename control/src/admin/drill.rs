@@ -14,8 +14,12 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
 
-use super::{error, json, unknown_service, AdminContext};
-use crate::runner::{now_ms, DrillRefused, DrillRequest, MAX_DRILL, MAX_DRILL_LATENCY};
+use super::{
+    error, json, submit_order, unknown_service, unsent, AdminContext, FleetOrder,
+    FLEET_COMMAND_WAIT,
+};
+use crate::runner::{now_ms, Control, DrillRefused, DrillRequest, MAX_DRILL, MAX_DRILL_LATENCY};
+use crate::wire::FleetCommandKind;
 
 const EXAMPLE: &str =
     "send e.g. {\"errors\": \"10%\", \"latency\": \"+300ms\", \"for\": \"2m\"} (errors 0–100 %, latency up to 60s, for up to 1h)";
@@ -191,6 +195,9 @@ pub(super) async fn drill(
         );
     }
     let now = now_ms();
+    if let Some(instance) = control.fleet_instance() {
+        return fleet_drill(context, control, name, instance, method, body, now).await;
+    }
     let result = if *method == Method::DELETE {
         control.end_drill(name, now)
     } else {
@@ -203,6 +210,73 @@ pub(super) async fn drill(
     match result {
         Ok(report) => json(StatusCode::OK, &report),
         Err(refused) => refusal(context, name, refused),
+    }
+}
+
+/// Fleet mode: the drill (or its end) goes to the fleet's leader as a command, checked
+/// here first; the answer waits (at most `FLEET_COMMAND_WAIT`) for this instance to
+/// run (or end) it: 200 with its report then, else 202 (the leader has not taken it
+/// yet; `GET` shows it once it runs).
+async fn fleet_drill(
+    context: &AdminContext,
+    control: &Control,
+    name: &str,
+    instance: &str,
+    method: &Method,
+    body: &[u8],
+    now: u64,
+) -> Response<Full<Bytes>> {
+    let (kind, drill, what) = if *method == Method::DELETE {
+        if !control.drill_runs(name) {
+            return refusal(context, name, DrillRefused::NoDrill);
+        }
+        (FleetCommandKind::EndDrill, None, "end drill")
+    } else {
+        let request = match parse_request(body) {
+            Ok(request) => request,
+            Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        };
+        if let Err(refused) = control.check_drill(name, now) {
+            return refusal(context, name, refused);
+        }
+        (FleetCommandKind::Drill, Some(request.order()), "drill")
+    };
+    let order = FleetOrder {
+        instance,
+        kind,
+        weights: Default::default(),
+        drill,
+        what,
+    };
+    let id = match submit_order(control, name, order) {
+        Ok(id) => id,
+        Err(why) => return unsent(why),
+    };
+    let done = || match kind {
+        FleetCommandKind::Drill => control.fleet_drill_runs(name, &id),
+        _ => !control.drill_runs(name),
+    };
+    let deadline = tokio::time::Instant::now() + FLEET_COMMAND_WAIT;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return error(
+                StatusCode::ACCEPTED,
+                format!(
+                    "sent to the fleet's leader (command {id}), which has not applied it yet;                      GET /api/v1/services/{name}/drill shows the drill once it runs"
+                ),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        service = name,
+        command = what,
+        id,
+        "fleet drill command applied"
+    );
+    match control.drill_report(name) {
+        Some(report) => json(StatusCode::OK, &report),
+        None => refusal(context, name, DrillRefused::NoDrill),
     }
 }
 
@@ -226,9 +300,8 @@ fn refusal(context: &AdminContext, name: &str, refused: DrillRefused) -> Respons
         )),
         DrillRefused::NoDrill => conflict(format!("no drill runs on \"{name}\"; nothing to end")),
         DrillRefused::Fleet => conflict(
-            "rollback drills are not available in fleet mode: the faults would be injected on \
-             this instance alone while the leader judges the fleet's merged numbers \
-             (docs/fleet.md)"
+            "in fleet mode a drill starts through the fleet's leader: POST it to the admin \
+             API of any instance (docs/fleet.md)"
                 .to_string(),
         ),
     }

@@ -251,6 +251,11 @@ impl Keys {
         format!("{}weights/", self.prefix)
     }
 
+    /// `P/drill/`: the drills running on the fleet, one per service.
+    pub fn drills(&self) -> String {
+        format!("{}drill/", self.prefix)
+    }
+
     /// `P/summary`.
     pub fn summary(&self) -> String {
         format!("{}summary", self.prefix)

@@ -25,7 +25,10 @@ use super::view::{encode_bounded, summarize, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
 use super::weights;
 use crate::runner::{now_ms, Control, TickSamples};
-use crate::wire::{FleetCommand, FleetCommandKind, FleetWeights, SavedState, TimelineEvent};
+use crate::wire::{
+    FleetCommand, FleetCommandKind, FleetDrill, FleetWeights, SavedState, TimelineEvent,
+};
+use serin_judge::rollout::DecisionKind;
 
 /// Commands given here that may wait for etcd at once.
 const COMMAND_QUEUE: usize = 64;
@@ -183,6 +186,7 @@ async fn member(
         _ = publish(control, cluster, etcd, lease, &leading) => {}
         _ = apply_states(control, etcd) => {}
         _ = apply_weights(control, etcd) => {}
+        _ = apply_drills(control, etcd) => {}
         _ = send_commands(etcd, commands) => {}
         _ = campaign(control, cluster, etcd, lease, &leading) => {}
         _ = expired => {}
@@ -383,6 +387,58 @@ async fn apply_weights(control: &Control, etcd: &Etcd) {
     }
 }
 
+/// Applies the fleet's drills (`P/drill/<service>`): each instance injects a drill's
+/// faults into its own canary requests until its `until_ms` (and ends it there on its
+/// own, etcd or not); a deleted record ends it here.
+async fn apply_drills(control: &Control, etcd: &Etcd) {
+    let under = etcd.keys().drills();
+    let mut watch = PrefixWatch::new(etcd, under.clone(), None);
+    let mut complaints = Complaints::default();
+    loop {
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = match watch.next().await {
+            WatchItem::Snapshot { kvs, .. } => kvs.into_iter().map(|(k, v, _)| (k, v)).collect(),
+            WatchItem::Change(Change::Put { key, value, .. }) => vec![(key, value)],
+            WatchItem::Change(Change::Delete { key, .. }) => {
+                if let Some(service) = Keys::name_under(&key, &under) {
+                    control.end_drill_quietly(service, now_ms());
+                }
+                Vec::new()
+            }
+        };
+        for (key, value) in kvs {
+            let shown = String::from_utf8_lossy(&key).into_owned();
+            match decode_drill(&under, &key, &value) {
+                Ok(record) => match control.apply_fleet_drill(&record, now_ms()) {
+                    Ok(true) => {
+                        tracing::warn!(service = %record.service, id = %record.id, until = %record.until, "applied the fleet's rollback drill")
+                    }
+                    Ok(false) => {}
+                    Err(why) => complaints.warn(&shown, &format!("not applied: {why}")),
+                },
+                Err(why) => complaints.warn(&shown, &format!("ignored: {why}")),
+            }
+        }
+    }
+}
+
+/// A drill record read from `key`, if it is one of this serin's.
+pub fn decode_drill(under: &str, key: &[u8], value: &[u8]) -> Result<FleetDrill, String> {
+    let name = Keys::name_under(key, under).ok_or("not a drill key")?;
+    let record: FleetDrill =
+        serde_json::from_slice(value).map_err(|e| format!("not a fleet drill: {e}"))?;
+    if record.format > crate::wire::DRILL_FORMAT {
+        return Err(format!(
+            "format {} is newer than this serin's {}",
+            record.format,
+            crate::wire::DRILL_FORMAT
+        ));
+    }
+    if record.service != name {
+        return Err(format!("it names service {:?}", record.service));
+    }
+    Ok(record)
+}
+
 fn apply_state(
     control: &Control,
     under: &str,
@@ -460,11 +516,13 @@ async fn campaign(
             Ok(leadership) => {
                 tracing::info!(instance = %cluster.instance, "leading the fleet");
                 leading.store(true, Ordering::Relaxed);
+                control.set_fleet_leading(true);
                 let why = tokio::select! {
                     led = lead(control, etcd, &leadership) => led.err().map_or_else(String::new, |e| e.to_string()),
                     reason = leadership.lost(lease) => format!("{reason:?}"),
                 };
                 leading.store(false, Ordering::Relaxed);
+                control.set_fleet_leading(false);
                 tracing::warn!(instance = %cluster.instance, why, "no longer leading the fleet");
                 let _ = leadership.resign(etcd).await;
             }
@@ -518,6 +576,22 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     }
     // Decisions this instance made before it led are not the fleet's.
     drop(control.take_fleet_decisions());
+    // The fleet's drills: one that ended while no one led (or while this instance
+    // followed, unrecorded) is recorded ended now, and its record deleted with that.
+    let drills = etcd
+        .call(
+            format!("reading {}", keys.drills()),
+            client.get(keys.drills(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+    for kv in drills.kvs() {
+        if let Ok(record) = decode_drill(&keys.drills(), kv.key(), kv.value()) {
+            control.take_over_fleet_drill(&record, now_ms());
+        }
+    }
+    let (states, events) = control.take_fleet_decisions();
+    pending.states.extend(states);
+    pending.events.extend(events);
     write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
 
     let tick_ms = control.tick_ms();
@@ -602,6 +676,15 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                                 Err(why) => tracing::warn!(service = %command.service, id = %command.id, error = %why, "a fleet command's weights do not apply"),
                             }
                         }
+                        Ok(command) if command.command == FleetCommandKind::Drill => {
+                            match control.start_fleet_drill(&command, now_ms()) {
+                                Ok(record) => {
+                                    tracing::warn!(service = %command.service, id = %command.id, instance = %command.instance, until = %record.until, "fleet command: drill");
+                                    pending.drills.push(record);
+                                }
+                                Err(why) => tracing::warn!(service = %command.service, id = %command.id, refused = ?why, "a fleet command's drill does not start"),
+                            }
+                        }
                         Ok(command) => {
                             let applied = control.apply_fleet_command(&command, now_ms());
                             tracing::info!(service = %command.service, id = %command.id, instance = %command.instance, command = ?command.command, applied, "fleet command");
@@ -656,6 +739,8 @@ struct Pending {
     summary: Option<Vec<u8>>,
     /// Weights set by hand on services without a rollout (`P/weights/<service>`).
     weights: Vec<FleetWeights>,
+    /// Drills started (`P/drill/<service>`); each is deleted with its `drill_ended`.
+    drills: Vec<FleetDrill>,
 }
 
 /// Writes `pending` in one txn fenced by `leadership`. A fence that fails ends the
@@ -672,6 +757,7 @@ async fn write(
         && pending.deletes.is_empty()
         && pending.summary.is_none()
         && pending.weights.is_empty()
+        && pending.drills.is_empty()
     {
         return Ok(());
     }
@@ -709,6 +795,14 @@ async fn write(
             Err(err) => tracing::error!(error = %err, "cannot encode the fleet's weights"),
         }
     }
+    for (service, record) in drill_changes(&pending.drills, &pending.events) {
+        let key = format!("{}{service}", keys.drills());
+        match record.map(serde_json::to_vec) {
+            Some(Ok(json)) => ops.push(TxnOp::put(key, json, None)),
+            Some(Err(err)) => tracing::error!(error = %err, "cannot encode the fleet's drill"),
+            None => ops.push(TxnOp::delete(key, None)),
+        }
+    }
     if let Some(summary) = &pending.summary {
         ops.push(TxnOp::put(keys.summary(), summary.clone(), None));
     }
@@ -724,6 +818,32 @@ async fn write(
             Ok(())
         }
     }
+}
+
+/// What becomes of each service's `P/drill/<service>` in one write: the drill started
+/// (put), or deleted when a `drill_ended` is among `events`. etcd takes one op per key
+/// in a txn, so a drill started and ended in the same write is only deleted.
+fn drill_changes<'a>(
+    started: &'a [FleetDrill],
+    events: &[TimelineEvent],
+) -> BTreeMap<String, Option<&'a FleetDrill>> {
+    let mut changes: BTreeMap<String, Option<&FleetDrill>> = BTreeMap::new();
+    for record in started {
+        changes.insert(record.service.clone(), Some(record));
+    }
+    for event in events {
+        if event.event != DecisionKind::DrillEnded {
+            continue;
+        }
+        let started_ms = changes
+            .get(&event.service)
+            .and_then(|r| r.map(|r| r.started_at_ms));
+        // The end of an earlier drill does not delete the one started after it.
+        if started_ms.is_none_or(|ms| event.at_ms >= ms) {
+            changes.insert(event.service.clone(), None);
+        }
+    }
+    changes
 }
 
 /// The sequence number the next decision of `service` takes on the timeline.
@@ -818,6 +938,77 @@ mod tests {
         assert!(err.contains("newer than this serin's"), "{err}");
     }
 
+    fn drill(service: &str, started_at_ms: u64) -> FleetDrill {
+        FleetDrill {
+            format: crate::wire::DRILL_FORMAT,
+            id: format!("web-2-1-{started_at_ms}"),
+            service: service.into(),
+            canary: "canary".into(),
+            errors_bp: 1_000,
+            latency_ms: 0,
+            for_ms: 60_000,
+            started_at: String::new(),
+            started_at_ms,
+            until: String::new(),
+            until_ms: started_at_ms + 60_000,
+            canary_weight_at_start: 5,
+            instance: "web-2".into(),
+        }
+    }
+
+    fn ended(service: &str, at_ms: u64) -> TimelineEvent {
+        TimelineEvent {
+            at: String::new(),
+            at_ms,
+            service: service.into(),
+            event: DecisionKind::DrillEnded,
+            manual: false,
+            state: serin_judge::rollout::Phase::Progressing,
+            step: 0,
+            weights: BTreeMap::new(),
+            reason: None,
+            rule: None,
+            versions: BTreeMap::new(),
+            drill: true,
+            mismatches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_drills_record_is_put_when_it_starts_and_deleted_once_when_it_ends() {
+        let started = [drill("api", 1_000), drill("web", 1_000)];
+        let changes = drill_changes(&started, &[ended("web", 2_000), ended("old", 500)]);
+        let shown: Vec<(&str, Option<u64>)> = changes
+            .iter()
+            .map(|(s, r)| (s.as_str(), r.map(|r| r.started_at_ms)))
+            .collect();
+        // One op per key: `web` started and ended in the same write is only deleted.
+        assert_eq!(shown, [("api", Some(1_000)), ("old", None), ("web", None)]);
+        // The end of the drill before it does not delete a drill just started.
+        let changes = drill_changes(&started[..1], &[ended("api", 900)]);
+        assert_eq!(changes["api"].map(|r| r.started_at_ms), Some(1_000));
+        assert!(drill_changes(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn only_this_serins_drills_under_their_own_key_are_applied() {
+        let under = "/p/drill/";
+        let json = serde_json::to_vec(&drill("api", 1_000)).expect("encode");
+        assert_eq!(
+            decode_drill(under, b"/p/drill/api", &json).map(|r| r.until_ms),
+            Ok(61_000)
+        );
+        let err = decode_drill(under, b"/p/drill/web", &json).expect_err("another key");
+        assert!(err.contains("names service \"api\""), "{err}");
+        let err = decode_drill(under, b"/p/drill/api", b"{}").expect_err("not a drill");
+        assert!(err.starts_with("not a fleet drill"), "{err}");
+        let mut newer = drill("api", 1_000);
+        newer.format = 99;
+        let json = serde_json::to_vec(&newer).expect("encode");
+        let err = decode_drill(under, b"/p/drill/api", &json).expect_err("newer");
+        assert!(err.contains("newer than this serin's"), "{err}");
+    }
+
     #[test]
     fn a_command_is_taken_only_under_its_service_and_id() {
         let command = FleetCommand {
@@ -830,6 +1021,7 @@ mod tests {
             at: "2025-11-24T16:00:00.000Z".into(),
             at_ms: 1_764_000_000_000,
             reason: None,
+            drill: None,
         };
         let json = serde_json::to_vec(&command).expect("encode");
         let under = "/p/commands/";

@@ -6,10 +6,18 @@
 //! the first fault to weight 0, how many client requests saw a fault, did every webhook
 //! get the decision.
 //!
-//! A drill is never saved: a restart ends it with the process. Fleet mode refuses
-//! drills (docs/fleet.md).
+//! A drill is never saved: a restart ends it with the process.
+//!
+//! Fleet mode (docs/fleet.md, "Rollback drills"): a drill given on any instance is a
+//! fleet command; the leader starts it here ([`Control::start_fleet_drill`], recording
+//! `drill_started` once) and writes its [`FleetDrill`] record, which every instance
+//! applies ([`Control::apply_fleet_drill`]) by injecting the same faults into its own
+//! canary requests until the record's `until_ms`. Each instance ends it on its own at
+//! that time (etcd or not), at a rollback or promotion it adopts, or when the record
+//! is deleted; only the leader records `drill_ended` (`Control::set_fleet_leading`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,7 +26,10 @@ use serin_proxy::fault::{Drill, Fault, ALL};
 
 use super::{Control, ServiceControl};
 use crate::notify::Delivery;
-use crate::wire::{rfc3339, DrillFaults, DrillNotification, DrillReport, TimelineEvent};
+use crate::wire::{
+    rfc3339, DrillFaults, DrillNotification, DrillOrder, DrillReport, FleetCommand, FleetDrill,
+    TimelineEvent, DRILL_FORMAT,
+};
 
 /// The longest drill and the longest added latency a drill may have.
 pub const MAX_DRILL: Duration = Duration::from_secs(3600);
@@ -95,6 +106,40 @@ pub(super) struct DrillRun {
     /// The notifications of the decisions taken while it ran.
     notified: Vec<(DecisionKind, u64, Arc<Delivery>)>,
     ended: Option<(u64, Ended)>,
+    /// Fleet mode: the id of the fleet's drill this is.
+    fleet_id: Option<String>,
+}
+
+/// How a drill starts here.
+struct Start {
+    request: DrillRequest,
+    started_ms: u64,
+    until_ms: u64,
+    /// The canary's weight when it began (the leader's, for the fleet's drill).
+    canary_weight_at_start: Option<u32>,
+    fleet_id: Option<String>,
+    /// Whether `drill_started` goes on the timeline here (a fleet's follower: no).
+    record: bool,
+}
+
+impl DrillRequest {
+    /// The request a fleet command carries.
+    pub fn of_order(order: &DrillOrder) -> DrillRequest {
+        DrillRequest {
+            errors: order.errors_bp.min(ALL),
+            latency: Duration::from_millis(order.latency_ms),
+            length: Duration::from_millis(order.for_ms),
+        }
+    }
+
+    /// What a fleet command carries of this request.
+    pub fn order(&self) -> DrillOrder {
+        DrillOrder {
+            errors_bp: self.errors,
+            latency_ms: self.latency.as_millis() as u64,
+            for_ms: self.length.as_millis() as u64,
+        }
+    }
 }
 
 impl DrillRun {
@@ -102,7 +147,7 @@ impl DrillRun {
         self.ended.is_none()
     }
 
-    fn report(&self, service: &str) -> DrillReport {
+    fn report(&self, service: &str, instance: Option<&str>) -> DrillReport {
         let (errors, delayed) = (self.handle.aborted(), self.handle.delayed());
         let rollback = self
             .notified
@@ -132,6 +177,7 @@ impl DrillRun {
                 errors,
                 delayed,
                 total: errors + delayed,
+                instance: instance.map(str::to_string),
             },
             notifications: self
                 .notified
@@ -192,6 +238,25 @@ impl Control {
         if self.fleet.is_some() {
             return Err(DrillRefused::Fleet);
         }
+        self.check_drill(service, now_ms)?;
+        self.begin_drill(
+            service,
+            Start {
+                request,
+                started_ms: now_ms,
+                until_ms: now_ms + request.length.as_millis() as u64,
+                canary_weight_at_start: None,
+                fleet_id: None,
+                record: true,
+            },
+            now_ms,
+        )
+    }
+
+    /// Whether a drill may start on `service` now: its rollout progresses and no drill
+    /// runs on it (the fleet's instance checks before sending the command, the leader
+    /// again before starting it).
+    pub fn check_drill(&self, service: &str, now_ms: u64) -> Result<(), DrillRefused> {
         let mut services = self.lock();
         let s = services
             .iter_mut()
@@ -199,22 +264,234 @@ impl Control {
             .ok_or(DrillRefused::UnknownService)?;
         // A drill whose time is up but which no tick has ended yet ends now, first.
         self.end_drill_if_due(s, now_ms);
-        let run = s.rollout.as_mut().ok_or(DrillRefused::NoRollout)?;
+        let run = s.rollout.as_ref().ok_or(DrillRefused::NoRollout)?;
         if run.state.phase != Phase::Progressing {
             return Err(DrillRefused::NotRunning(run.state.phase));
         }
         if let Some(d) = self.drills().get(service).filter(|d| d.running()) {
             return Err(DrillRefused::Running(d.until_ms));
         }
+        Ok(())
+    }
+
+    /// Fleet mode, on the leader: starts the drill `command` asks for here (recording
+    /// `drill_started` once for the fleet) and returns the record every instance
+    /// applies. `Err` says why it does not start.
+    pub fn start_fleet_drill(
+        &self,
+        command: &FleetCommand,
+        now_ms: u64,
+    ) -> Result<FleetDrill, DrillRefused> {
+        let Some(order) = command.drill.as_ref() else {
+            return Err(DrillRefused::NoDrill);
+        };
+        let request = DrillRequest::of_order(order);
+        if request.length.is_zero() || request.length > MAX_DRILL {
+            return Err(DrillRefused::NoDrill);
+        }
+        let request = DrillRequest {
+            latency: request.latency.min(MAX_DRILL_LATENCY),
+            ..request
+        };
+        self.check_drill(&command.service, now_ms)?;
+        let until_ms = now_ms + request.length.as_millis() as u64;
+        let report = self.begin_drill(
+            &command.service,
+            Start {
+                request,
+                started_ms: now_ms,
+                until_ms,
+                canary_weight_at_start: None,
+                fleet_id: Some(command.id.clone()),
+                record: true,
+            },
+            now_ms,
+        )?;
+        Ok(FleetDrill {
+            format: DRILL_FORMAT,
+            id: command.id.clone(),
+            service: command.service.clone(),
+            canary: report.canary,
+            errors_bp: request.errors,
+            latency_ms: request.latency.as_millis() as u64,
+            for_ms: request.length.as_millis() as u64,
+            started_at: rfc3339(now_ms),
+            started_at_ms: now_ms,
+            until: rfc3339(until_ms),
+            until_ms,
+            canary_weight_at_start: report.canary_weight_at_start,
+            instance: command.instance.clone(),
+        })
+    }
+
+    /// Fleet mode, every instance: injects the fleet's drill `record` into this
+    /// instance's canary requests until its `until_ms`. `Ok(true)` when it started
+    /// here, `Ok(false)` when it runs (or ran) here already or its time is up.
+    pub fn apply_fleet_drill(&self, record: &FleetDrill, now_ms: u64) -> Result<bool, String> {
+        let fleet_id = Some(record.id.clone());
+        let running = self
+            .drills()
+            .get(&record.service)
+            .map(|d| (d.fleet_id == fleet_id, d.running()));
+        match running {
+            Some((true, _)) => return Ok(false),
+            Some((false, true)) => {
+                // Another drill runs here (a record this instance missed the end of).
+                self.end_drill_quietly(&record.service, now_ms);
+            }
+            _ => {}
+        }
+        if now_ms >= record.until_ms {
+            return Ok(false);
+        }
+        let request = DrillRequest::of_order(&DrillOrder {
+            errors_bp: record.errors_bp,
+            latency_ms: record.latency_ms,
+            for_ms: record.for_ms,
+        });
+        let request = DrillRequest {
+            latency: request.latency.min(MAX_DRILL_LATENCY),
+            ..request
+        };
+        self.begin_drill(
+            &record.service,
+            Start {
+                request,
+                started_ms: record.started_at_ms,
+                // Never longer than the drill asked for, whatever the clocks say.
+                until_ms: record
+                    .until_ms
+                    .min(now_ms + request.length.min(MAX_DRILL).as_millis() as u64),
+                canary_weight_at_start: Some(record.canary_weight_at_start),
+                fleet_id,
+                record: false,
+            },
+            now_ms,
+        )
+        .map(|_| true)
+        .map_err(|refused| format!("the drill cannot start here: {refused:?}"))
+    }
+
+    /// Fleet mode, every instance: the fleet's drill record of `service` was deleted
+    /// (the drill ended on the leader): it ends here too, if it still runs.
+    pub fn end_drill_quietly(&self, service: &str, now_ms: u64) {
+        let mut services = self.lock();
+        let Some(s) = services.iter_mut().find(|s| s.name == service) else {
+            return;
+        };
+        let Some(until_ms) = self
+            .drills()
+            .get(service)
+            .filter(|d| d.running())
+            .map(|d| d.until_ms)
+        else {
+            return;
+        };
+        let ended = match s.rollout.as_ref().map(|r| r.state.phase) {
+            Some(Phase::RolledBack) => Ended::RolledBack,
+            Some(Phase::Promoted) => Ended::Promoted,
+            None => Ended::Reload,
+            _ if now_ms >= until_ms => Ended::Expired,
+            _ => Ended::Deleted,
+        };
+        self.finish_drill(s, ended, now_ms);
+    }
+
+    /// Fleet mode, a leader taking over: the fleet's drill `record` found in etcd. One
+    /// whose time is up, or that ended here while this instance followed (unrecorded),
+    /// gets its `drill_ended` recorded now, so the leader's txn deletes the record; one
+    /// still to run is applied here (from then on it ends as any drill on the leader).
+    pub fn take_over_fleet_drill(&self, record: &FleetDrill, now_ms: u64) {
+        let over_here = self
+            .drills()
+            .get(&record.service)
+            .filter(|d| d.fleet_id.as_deref() == Some(record.id.as_str()))
+            .map(|d| d.ended);
+        match over_here {
+            // Runs here: it ends (recorded) at its time, or now if that has passed.
+            Some(None) => {
+                let mut services = self.lock();
+                if let Some(s) = services.iter_mut().find(|s| s.name == record.service) {
+                    self.end_drill_if_due(s, now_ms);
+                }
+            }
+            Some(Some((_, ended))) => self.record_fleet_drill_end(record, ended.reason(), now_ms),
+            None if now_ms >= record.until_ms => {
+                self.record_fleet_drill_end(record, Ended::Expired.reason(), now_ms)
+            }
+            None => {
+                if let Err(why) = self.apply_fleet_drill(record, now_ms) {
+                    tracing::warn!(service = %record.service, id = %record.id, "the fleet's drill: {why}");
+                }
+            }
+        }
+    }
+
+    /// Records `drill_ended` for the fleet's drill `record`, which no longer runs here.
+    fn record_fleet_drill_end(&self, record: &FleetDrill, why: &str, now_ms: u64) {
+        let mut services = self.lock();
+        let Some(s) = services.iter_mut().find(|s| s.name == record.service) else {
+            return;
+        };
+        let reason = format!("drill ended: {why} (recorded by the fleet's new leader)");
+        tracing::warn!(service = %record.service, %reason, "rollback drill ended");
+        let name = s.name.clone();
+        self.record_drill(&name, s, DecisionKind::DrillEnded, reason, false, now_ms);
+    }
+
+    /// Fleet mode: the leader set the canary to 0 at `at_ms` (a rolled-back state
+    /// adopted here): the running drill's report says so.
+    pub(super) fn note_fleet_rollback(&self, service: &str, at_ms: u64) {
+        if let Some(d) = self
+            .drills()
+            .get_mut(service)
+            .filter(|d| d.running() && d.rolled_back.is_none())
+        {
+            d.rolled_back = Some((at_ms, false));
+        }
+    }
+
+    /// Whether a drill runs on `service` here.
+    pub fn drill_runs(&self, service: &str) -> bool {
+        self.drill_running(service)
+    }
+
+    /// Fleet mode: whether the fleet's drill `id` runs (or ran) on `service` here.
+    pub fn fleet_drill_runs(&self, service: &str, id: &str) -> bool {
+        self.drills()
+            .get(service)
+            .is_some_and(|d| d.fleet_id.as_deref() == Some(id))
+    }
+
+    /// Fleet mode: whether this instance leads the fleet (it records the drill's end).
+    pub fn set_fleet_leading(&self, leading: bool) {
+        self.fleet_leading.store(leading, Ordering::Relaxed);
+    }
+
+    /// Starts `start` on `service`'s rollout: the data plane's faults, the run, and
+    /// (with `start.record`) `drill_started` on the timeline.
+    fn begin_drill(
+        &self,
+        service: &str,
+        start: Start,
+        now_ms: u64,
+    ) -> Result<DrillReport, DrillRefused> {
+        let mut services = self.lock();
+        let s = services
+            .iter_mut()
+            .find(|s| s.name == service)
+            .ok_or(DrillRefused::UnknownService)?;
+        let run = s.rollout.as_mut().ok_or(DrillRefused::NoRollout)?;
+        let request = start.request;
         let fault = Fault {
             errors: request.errors.min(ALL),
             latency: request.latency,
         };
+        let left = Duration::from_millis(start.until_ms.saturating_sub(now_ms));
         let handle = self
             .dataplane
-            .start_drill(&run.weights, fault, Instant::now() + request.length)
+            .start_drill(&run.weights, fault, Instant::now() + left)
             .ok_or(DrillRefused::UnknownService)?;
-        let until_ms = now_ms + request.length.as_millis() as u64;
         self.keep_drill_totals(service);
         self.drills().insert(
             service.to_string(),
@@ -222,12 +499,15 @@ impl Control {
                 request,
                 handle,
                 canary: run.canary.clone(),
-                started_ms: now_ms,
-                until_ms,
-                canary_weight_at_start: run.state.canary_weight,
+                started_ms: start.started_ms,
+                until_ms: start.until_ms,
+                canary_weight_at_start: start
+                    .canary_weight_at_start
+                    .unwrap_or(run.state.canary_weight),
                 rolled_back: None,
                 notified: Vec::new(),
                 ended: None,
+                fleet_id: start.fleet_id,
             },
         );
         let reason = format!(
@@ -237,8 +517,10 @@ impl Control {
             humantime::format_duration(request.length)
         );
         tracing::warn!(service, %reason, "rollback drill started");
-        self.record_drill(service, s, DecisionKind::DrillStarted, reason, true, now_ms);
-        Ok(self.drills()[service].report(service))
+        if start.record {
+            self.record_drill(service, s, DecisionKind::DrillStarted, reason, true, now_ms);
+        }
+        Ok(self.drills()[service].report(service, self.fleet_instance()))
     }
 
     /// Ends `service`'s running drill by hand.
@@ -254,13 +536,15 @@ impl Control {
         self.finish_drill(s, Ended::Deleted, now_ms);
         self.drills()
             .get(service)
-            .map(|d| d.report(service))
+            .map(|d| d.report(service, self.fleet_instance()))
             .ok_or(DrillRefused::NoDrill)
     }
 
     /// The report of `service`'s drill: the running one, or the last that ended.
     pub fn drill_report(&self, service: &str) -> Option<DrillReport> {
-        self.drills().get(service).map(|d| d.report(service))
+        self.drills()
+            .get(service)
+            .map(|d| d.report(service, self.fleet_instance()))
     }
 
     /// Every service's drill figures for `/metrics`, by service name.
@@ -372,7 +656,10 @@ impl Control {
         tracing::warn!(service = %s.name, %reason, "rollback drill ended");
         let name = s.name.clone();
         let manual = ended == Ended::Deleted;
-        self.record_drill(&name, s, DecisionKind::DrillEnded, reason, manual, now_ms);
+        // In a fleet, the leader records the fleet's drill ending, once.
+        if self.fleet.is_none() || self.fleet_leading.load(Ordering::Relaxed) {
+            self.record_drill(&name, s, DecisionKind::DrillEnded, reason, manual, now_ms);
+        }
         if let Some(d) = self.drills().get_mut(&name) {
             d.ended = Some((now_ms, ended));
         }
