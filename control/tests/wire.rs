@@ -550,7 +550,7 @@ fn a_drill() {
         }],
         rollback_notified: Some(true),
     };
-    golden("drill.json", &[report.clone()], Form::Pretty);
+    golden("drill.json", std::slice::from_ref(&report), Form::Pretty);
     // In a fleet: this instance's faults, and every instance's as the leader counted them.
     let mut in_a_fleet = report;
     in_a_fleet.faults.instance = Some("web-1".into());
