@@ -8,8 +8,13 @@
 //! timeline) when their API is asked, never by a watch, so a tick costs etcd one put of
 //! it, not one per instance.
 //!
-//! Pure: the leader's [`Tally`] of per-instance counts and [`summarize`] take their
-//! numbers and times as parameters.
+//! The summary also carries each service's fleet drill faults: the leader takes the
+//! instances' `<canary>:drill` entries out of a tick's merged record
+//! ([`take_drill_faults`]) and sums them over the drill's span ([`DrillTally`]); an
+//! instance's drill report shows that sum ([`fleet_faults`]).
+//!
+//! Pure: the leader's [`Tally`] of per-instance counts, [`DrillTally`] and
+//! [`summarize`] take their numbers and times as parameters.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;

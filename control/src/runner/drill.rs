@@ -15,6 +15,8 @@
 //! canary requests until the record's `until_ms`. Each instance ends it on its own at
 //! that time (etcd or not), at a rollback or promotion it adopts, or when the record
 //! is deleted; only the leader records `drill_ended` (`Control::set_fleet_leading`).
+//! Each tick an instance publishes the faults it injected since the last
+//! ([`Control::unpublished_drill_faults`]), which the leader sums for every report.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
