@@ -16,6 +16,17 @@ pub fn mismatch_column(canary: &str) -> String {
     format!("{canary}:mismatch")
 }
 
+/// Fleet mode: the sample-record column in which an instance publishes the faults its
+/// drill injected in a tick: `requests` saw a fault, `errors` of them were answered 503
+/// (the rest delayed). No window has this column, so no rule ever judges it; the
+/// leader takes it out of the merged record before judging (`crate::fleet::view`).
+pub fn drill_column(canary: &str) -> String {
+    format!("{canary}{DRILL_SUFFIX}")
+}
+
+/// The end of every [`drill_column`] name.
+pub const DRILL_SUFFIX: &str = ":drill";
+
 /// Every column's numbers of one taken interval, by name: each version's; then, with
 /// shadow settings, the canary's copies' ([`shadow_column`]) and the comparisons'
 /// ([`mismatch_column`]). Fleet mode publishes them as they are: a sample record

@@ -464,11 +464,13 @@ impl Control {
             }
             if let Some(fleet) = &self.fleet {
                 // This instance's numbers go to the fleet; the leader judges them merged.
-                let versions = intervals
+                let mut versions = intervals
                     .iter()
                     .find(|i| i.service == service.name)
                     .map(crate::intake::samples_of)
                     .unwrap_or_default();
+                // The drill's faults go as a column of their own, for the leader's count.
+                versions.extend(self.unpublished_drill_faults(&service.name));
                 lock(fleet)
                     .samples
                     .push((now_ms, service.name.clone(), versions));

@@ -395,6 +395,22 @@ pub struct ServiceSummary {
     pub members: Vec<MemberNumbers>,
     /// Live instances not listed.
     pub more_members: u64,
+    /// The faults the fleet's last drill of this service injected, every instance's
+    /// added up over the drill's span; left out when no drill ran since this leader
+    /// (or the one before it) led.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<FleetDrillFaults>,
+}
+
+/// The faults of the fleet's drill `id`, summed over every instance's sample records
+/// (the `<canary>:drill` column, `crate::intake::drill_column`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetDrillFaults {
+    /// The drill's id (its command's).
+    pub id: String,
+    pub errors: u64,
+    pub delayed: u64,
+    pub total: u64,
 }
 
 /// One instance's counts of a service over the summary's span.
@@ -546,6 +562,23 @@ pub struct DrillFaults {
     /// it injected itself); left out on a serin alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Fleet mode: every instance's faults added up, as the leader last counted them
+    /// (`P/summary`); left out on a serin alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetFaults>,
+}
+
+/// A fleet drill's faults over every instance, as a report shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetFaults {
+    pub errors: u64,
+    pub delayed: u64,
+    pub total: u64,
+    /// The end of the last tick the leader counted (RFC 3339): an instance's faults of
+    /// the tick under way come a tick later.
+    pub counted_to: Option<String>,
+    /// Why there are no numbers (etcd away, no count yet); null with them.
+    pub note: Option<String>,
 }
 
 /// What became of one notification sent while a drill ran (the notifier's delivery

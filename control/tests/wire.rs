@@ -323,6 +323,12 @@ fn the_fleets_summary() {
             versions: merged(),
             members: members(),
             more_members: 64,
+            drill: Some(FleetDrillFaults {
+                id: "web-2-1764000000000-4".into(),
+                errors: 120,
+                delayed: 1_130,
+                total: 1_250,
+            }),
         }],
     };
     golden("fleet_summary.json", &[summary], Form::Pretty);
@@ -531,6 +537,7 @@ fn a_drill() {
             delayed: 377,
             total: 418,
             instance: None,
+            fleet: None,
         },
         notifications: vec![DrillNotification {
             event: DecisionKind::RolledBack,
@@ -543,7 +550,18 @@ fn a_drill() {
         }],
         rollback_notified: Some(true),
     };
-    golden("drill.json", &[report], Form::Pretty);
+    golden("drill.json", std::slice::from_ref(&report), Form::Pretty);
+    // In a fleet: this instance's faults, and every instance's as the leader counted them.
+    let mut in_a_fleet = report;
+    in_a_fleet.faults.instance = Some("web-1".into());
+    in_a_fleet.faults.fleet = Some(FleetFaults {
+        errors: 120,
+        delayed: 1_130,
+        total: 1_250,
+        counted_to: Some(rfc3339(T0 + 3_000)),
+        note: None,
+    });
+    golden("drill_in_a_fleet.json", &[in_a_fleet], Form::Pretty);
 }
 
 /// A rollback at a shadow step, with examples of copies whose answers differed: what

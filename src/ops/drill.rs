@@ -188,14 +188,7 @@ pub fn report_text(r: &DrillReport) -> String {
         _ => "no: the rollout's rules did not roll the canary back during the drill".to_string(),
     };
     out.push_str(&format!("  rolled back:  {rolled_back}\n"));
-    let whose = match &r.faults.instance {
-        Some(instance) => format!(" on {instance} (each instance of the fleet counts its own)"),
-        None => String::new(),
-    };
-    out.push_str(&format!(
-        "  clients hit:  {} requests saw an injected fault{whose} ({} answered 503, {} delayed)\n",
-        r.faults.total, r.faults.errors, r.faults.delayed
-    ));
+    out.push_str(&clients_hit(r));
     let rollback = r
         .notifications
         .iter()
@@ -221,6 +214,41 @@ pub fn report_text(r: &DrillReport) -> String {
     out
 }
 
+/// The report's `clients hit` lines: this instance's count, and in a fleet every
+/// instance's as the leader counted them.
+fn clients_hit(r: &DrillReport) -> String {
+    let f = &r.faults;
+    let (instance, fleet) = match (&f.instance, &f.fleet) {
+        (Some(instance), Some(fleet)) => (instance, fleet),
+        (Some(instance), None) => {
+            return format!(
+                "  clients hit:  {} requests saw an injected fault on {instance} (each instance of the fleet counts its own) ({} answered 503, {} delayed)\n",
+                f.total, f.errors, f.delayed
+            )
+        }
+        _ => {
+            return format!(
+                "  clients hit:  {} requests saw an injected fault ({} answered 503, {} delayed)\n",
+                f.total, f.errors, f.delayed
+            )
+        }
+    };
+    let own = format!(
+        "{} on {instance} ({} answered 503, {} delayed)",
+        f.total, f.errors, f.delayed
+    );
+    match (&fleet.note, &fleet.counted_to) {
+        (None, Some(to)) => format!(
+            "  clients hit:  {} requests saw an injected fault across the fleet ({} answered 503, {} delayed; counted to {to}), {own}\n",
+            fleet.total, fleet.errors, fleet.delayed
+        ),
+        (note, _) => format!(
+            "  clients hit:  {own}; the fleet's total is not known here: {}\n",
+            note.as_deref().unwrap_or("the leader has not counted it")
+        ),
+    }
+}
+
 fn ended_by(by: &str) -> &str {
     match by {
         "expired" => "its time was up",
@@ -234,7 +262,7 @@ fn ended_by(by: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use serin_control::wire::{DrillFaults, DrillNotification};
+    use serin_control::wire::{DrillFaults, DrillNotification, FleetFaults};
     use serin_judge::rollout::DecisionKind;
 
     use super::*;
@@ -261,6 +289,7 @@ mod tests {
                 delayed: 377,
                 total: 418,
                 instance: None,
+                fleet: None,
             },
             notifications: vec![DrillNotification {
                 event: DecisionKind::RolledBack,
@@ -314,6 +343,27 @@ mod tests {
         );
         assert!(
             text.contains("webhooks:     sent by the fleet's leader"),
+            "{text}"
+        );
+        r.faults.fleet = Some(FleetFaults {
+            errors: 120,
+            delayed: 1_130,
+            total: 1_250,
+            counted_to: Some("2026-12-06T22:00:03.000Z".into()),
+            note: None,
+        });
+        let text = report_text(&r);
+        assert!(
+            text.contains("clients hit:  1250 requests saw an injected fault across the fleet (120 answered 503, 1130 delayed; counted to 2026-12-06T22:00:03.000Z), 418 on web-2 (41 answered 503, 377 delayed)\n"),
+            "{text}"
+        );
+        r.faults.fleet = Some(FleetFaults {
+            note: Some("etcd did not answer within 1s".into()),
+            ..FleetFaults::default()
+        });
+        let text = report_text(&r);
+        assert!(
+            text.contains("418 on web-2 (41 answered 503, 377 delayed); the fleet's total is not known here: etcd did not answer within 1s"),
             "{text}"
         );
     }

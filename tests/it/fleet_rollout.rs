@@ -1166,6 +1166,40 @@ async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
         "{drill:#}"
     );
     assert_eq!(drill["faults"]["errors"], seen[at].1, "{drill:#}");
+    // Beside it, every instance's faults as the leader summed them: the 503s all the
+    // instances' clients saw (an instance's last tick reaches the leader a tick later).
+    let fleet_total: u64 = seen.iter().map(|(_, drilled)| drilled).sum();
+    let last = std::sync::Mutex::new(Value::Null);
+    let fleet_faults = || async {
+        let got = get(
+            &client,
+            &format!("{}/api/v1/services/api/drill", follower.admin_url()),
+            &[("authorization", &bearer)],
+        )
+        .await;
+        let drill: Value = serde_json::from_str(&got.body).unwrap_or(Value::Null);
+        let fleet = drill["faults"]["fleet"].clone();
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != fleet {
+            eprintln!("the follower's fleet total: {fleet}; the clients' 503s: {seen:?}");
+            *last = fleet.clone();
+        }
+        fleet
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the follower's report has every instance's faults: the 503s all clients saw",
+        || async { fleet_faults().await["errors"] == fleet_total },
+    )
+    .await;
+    let fleet = fleet_faults().await;
+    assert_eq!(fleet["total"], fleet_total, "{fleet:#}");
+    assert_eq!(fleet["delayed"], 0, "{fleet:#}");
+    assert!(fleet["counted_to"].is_string(), "{fleet:#}");
+    assert!(
+        report.contains(&format!(" on web-{} (", at + 1)),
+        "{report}"
+    );
 
     eventually(
         Duration::from_secs(5),

@@ -169,7 +169,10 @@ pub(super) async fn drill(
     };
     if *method == Method::GET || *method == Method::HEAD {
         return match control.drill_report(name) {
-            Some(report) => json(StatusCode::OK, &report),
+            Some(mut report) => {
+                super::fleet_views::attach_drill_faults(context, name, &mut report).await;
+                json(StatusCode::OK, &report)
+            }
             None => error(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -275,7 +278,10 @@ async fn fleet_drill(
         "fleet drill command applied"
     );
     match control.drill_report(name) {
-        Some(report) => json(StatusCode::OK, &report),
+        Some(mut report) => {
+            super::fleet_views::attach_drill_faults(context, name, &mut report).await;
+            json(StatusCode::OK, &report)
+        }
         None => refusal(context, name, DrillRefused::NoDrill),
     }
 }

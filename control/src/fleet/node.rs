@@ -21,7 +21,7 @@ use super::members::{self, MemberInfo};
 use super::reads::{read_summary, EtcdReads};
 use super::sample::{SampleRecord, ServiceSample};
 use super::tick::{self, Collector, Outbox};
-use super::view::{encode_bounded, summarize, Tally};
+use super::view::{encode_bounded, summarize, take_drill_faults, DrillTally, Tally};
 use super::watch::{Change, PrefixWatch, WatchItem};
 use super::weights;
 use crate::runner::{now_ms, Control, TickSamples};
@@ -598,13 +598,16 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     // The records already in etcd of ticks after the last one the fleet judged (the
     // summary says which) are counted: the last leader may have died before judging
     // them. Without a summary, from the tick under way, whose records may be judged.
-    let summary_tick = match read_summary(etcd).await {
-        Ok(summary) => summary.map(|s| s.tick),
+    let last_summary = match read_summary(etcd).await {
+        Ok(summary) => summary,
         Err(why) => {
             tracing::warn!(error = %why, "counting the samples from the tick under way");
             None
         }
     };
+    let summary_tick = last_summary.as_ref().map(|s| s.tick);
+    // The fleet's drill faults counted so far go on from the last leader's count.
+    let mut drill_tally = DrillTally::continuing(last_summary.as_ref());
     let mut collector = Collector::taking_over(summary_tick, tick::tick_index(now_ms(), tick_ms));
     control.clear_fleet_windows();
     let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
@@ -701,14 +704,17 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
             }
             _ = tokio::time::sleep(Duration::from_millis(next_judgement)) => {
                 let ended = tick::tick_index(now_ms().saturating_sub(grace), tick_ms).saturating_sub(1);
-                let merged = collector.judge(ended).unwrap_or_default();
+                let mut merged = collector.judge(ended).unwrap_or_default();
+                let end_ms = tick::tick_start_ms(ended + 1, tick_ms);
+                // The drills' faults are counted apart: no judgement sees them.
+                let faults = take_drill_faults(&mut merged.record, &mut merged.counts);
+                drill_tally.count(&control.fleet_drills(), end_ms, &faults);
                 let numbers: Vec<_> = merged
                     .record
                     .services
                     .into_iter()
                     .map(|s| (s.service, s.versions))
                     .collect();
-                let end_ms = tick::tick_start_ms(ended + 1, tick_ms);
                 control.judge_merged(end_ms, &numbers);
                 let (states, events) = control.take_fleet_decisions();
                 pending.states.extend(states);
@@ -717,7 +723,8 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 let services = control.fleet_numbers(end_ms);
                 let keep = services.iter().map(|(_, w, _)| *w).max().unwrap_or(0);
                 tally.push(end_ms, merged.counts, keep);
-                let summary = summarize(leader, ended, end_ms, &tally, &services);
+                let mut summary = summarize(leader, ended, end_ms, &tally, &services);
+                drill_tally.attach(&mut summary);
                 match encode_bounded(summary) {
                     Some(json) => pending.summary = Some(json),
                     None => complaints.warn(&keys.summary(), "not written: the fleet's summary is over its bound (thousands of services)"),

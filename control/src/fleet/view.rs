@@ -8,17 +8,23 @@
 //! timeline) when their API is asked, never by a watch, so a tick costs etcd one put of
 //! it, not one per instance.
 //!
-//! Pure: the leader's [`Tally`] of per-instance counts and [`summarize`] take their
-//! numbers and times as parameters.
+//! The summary also carries each service's fleet drill faults: the leader takes the
+//! instances' `<canary>:drill` entries out of a tick's merged record
+//! ([`take_drill_faults`]) and sums them over the drill's span ([`DrillTally`]); an
+//! instance's drill report shows that sum ([`fleet_faults`]).
+//!
+//! Pure: the leader's [`Tally`] of per-instance counts, [`DrillTally`] and
+//! [`summarize`] take their numbers and times as parameters.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 
 use super::sample::SampleRecord;
+use crate::intake::DRILL_SUFFIX;
 use crate::wire::{
-    rfc3339, Counts, FleetSummary, FleetView, MemberNumbers, ServiceSummary, TimelineEvent,
-    WindowNumbers, SUMMARY_FORMAT,
+    rfc3339, Counts, FleetDrillFaults, FleetFaults, FleetSummary, FleetView, MemberNumbers,
+    ServiceSummary, TimelineEvent, WindowNumbers, SUMMARY_FORMAT,
 };
 
 /// An instance's counts of one tick (or several), by (service, version).
@@ -144,6 +150,127 @@ impl Tally {
     }
 }
 
+/// Takes the drill columns (`crate::intake::drill_column`) out of a tick's merged
+/// `record` and out of each instance's `counts`, so that no judgement, window or
+/// member's numbers ever sees them, and returns each service's faults over every
+/// instance: `requests` saw a fault, `errors` of them were answered 503.
+pub fn take_drill_faults(
+    record: &mut SampleRecord,
+    counts: &mut BTreeMap<String, Counted>,
+) -> BTreeMap<String, Counts> {
+    let mut faults: BTreeMap<String, Counts> = BTreeMap::new();
+    for service in &mut record.services {
+        service.versions.retain(|(version, sample)| {
+            if !version.ends_with(DRILL_SUFFIX) {
+                return true;
+            }
+            let sum = faults.entry(service.service.clone()).or_default();
+            sum.requests += sample.requests;
+            sum.errors += sample.errors;
+            false
+        });
+    }
+    for counted in counts.values_mut() {
+        counted.retain(|(_, version), _| !version.ends_with(DRILL_SUFFIX));
+    }
+    faults
+}
+
+/// The leader's sum of each service's fleet drill faults, over the ticks since the
+/// drill started; published in the summary (`ServiceSummary::drill`).
+#[derive(Debug, Default)]
+pub struct DrillTally {
+    /// Per service: when its drill started (Unix ms; 0 when continued from a summary)
+    /// and its faults so far.
+    by_service: BTreeMap<String, (u64, FleetDrillFaults)>,
+}
+
+impl DrillTally {
+    /// A new leader continues the counts of the summary the last one wrote (it counts
+    /// the records of the ticks after that summary's).
+    pub fn continuing(summary: Option<&FleetSummary>) -> Self {
+        let by_service = summary
+            .into_iter()
+            .flat_map(|s| &s.services)
+            .filter_map(|s| Some((s.service.clone(), (0, s.drill.clone()?))))
+            .collect();
+        Self { by_service }
+    }
+
+    /// Adds the faults of a judged tick ending at `end_ms`: `drills` are the fleet's
+    /// drills (service, id, start in Unix ms); a service's count starts afresh with a
+    /// new drill id, and faults of ticks that ended before its drill began are not its.
+    pub fn count(
+        &mut self,
+        drills: &[(String, String, u64)],
+        end_ms: u64,
+        faults: &BTreeMap<String, Counts>,
+    ) {
+        for (service, id, started_ms) in drills {
+            let entry = self.by_service.entry(service.clone()).or_default();
+            if entry.1.id != *id {
+                *entry = (
+                    *started_ms,
+                    FleetDrillFaults {
+                        id: id.clone(),
+                        ..FleetDrillFaults::default()
+                    },
+                );
+            }
+            let Some(c) = faults.get(service).filter(|_| end_ms > entry.0) else {
+                continue;
+            };
+            entry.1.total += c.requests;
+            entry.1.errors += c.errors;
+            entry.1.delayed += c.requests.saturating_sub(c.errors);
+        }
+    }
+
+    /// Puts each service's count in `summary`.
+    pub fn attach(&self, summary: &mut FleetSummary) {
+        for s in &mut summary.services {
+            s.drill = self.by_service.get(&s.service).map(|(_, f)| f.clone());
+        }
+    }
+}
+
+/// What an instance's drill report shows of the fleet's drill `id` on `service`, from
+/// the summary it read (or why it has no numbers).
+pub fn fleet_faults(
+    service: &str,
+    id: &str,
+    summary: Result<Option<&FleetSummary>, &str>,
+) -> FleetFaults {
+    let note = |why: &str| FleetFaults {
+        note: Some(why.to_string()),
+        ..FleetFaults::default()
+    };
+    let summary = match summary {
+        Err(why) => return note(why),
+        Ok(None) => return note("no leader has judged a tick of this fleet yet"),
+        Ok(Some(summary)) => summary,
+    };
+    let counted = summary
+        .services
+        .iter()
+        .find(|s| s.service == service)
+        .and_then(|s| s.drill.as_ref())
+        .filter(|d| d.id == id);
+    match counted {
+        Some(d) => FleetFaults {
+            errors: d.errors,
+            delayed: d.delayed,
+            total: d.total,
+            counted_to: Some(summary.at.clone()),
+            note: None,
+        },
+        None => note(&format!(
+            "the leader {} has not counted this drill's faults yet",
+            summary.leader
+        )),
+    }
+}
+
 /// One service's merged numbers as the leader judged them: (service, its window in ms,
 /// each version's numbers over the window).
 pub type ServiceNumbers = (String, u64, BTreeMap<String, WindowNumbers>);
@@ -177,6 +304,7 @@ pub fn summarize(
                     versions: versions.clone(),
                     members,
                     more_members,
+                    drill: None,
                 }
             })
             .collect(),
@@ -304,6 +432,111 @@ mod tests {
         assert_eq!(c, counts(&[("canary", 3, 1), ("stable", 9, 0)]));
         add_counted(&mut c, &counts(&[("canary", 1, 1)]));
         assert_eq!(c, counts(&[("canary", 4, 2), ("stable", 9, 0)]));
+    }
+
+    #[test]
+    fn a_drills_faults_are_summed_over_instances_and_ticks_and_kept_from_the_judgement() {
+        let sample = |requests, errors| Sample {
+            requests,
+            errors,
+            ..Sample::default()
+        };
+        // One tick's records of two instances: each has its drill column beside its
+        // versions' numbers.
+        let record = |stable, faults: u64, errors| SampleRecord {
+            tick: 7,
+            ticks: 1,
+            services: vec![ServiceSample {
+                service: "api".into(),
+                versions: vec![
+                    ("canary".into(), sample(40, 30)),
+                    (
+                        crate::intake::drill_column("canary"),
+                        sample(faults, errors),
+                    ),
+                    ("stable".into(), sample(stable, 0)),
+                ],
+            }],
+        };
+        let (web1, web2) = (record(100, 30, 30), record(90, 25, 20));
+        let mut merged = web1.clone();
+        merged.merge(&web2);
+        let mut per_instance: BTreeMap<String, Counted> = [
+            ("web-1".to_string(), counted(&web1)),
+            ("web-2".to_string(), counted(&web2)),
+        ]
+        .into_iter()
+        .collect();
+        let faults = take_drill_faults(&mut merged, &mut per_instance);
+        assert_eq!(
+            faults["api"],
+            Counts {
+                requests: 55,
+                errors: 50
+            }
+        );
+        // What is judged and listed has no drill column left.
+        let versions: Vec<&str> = merged.services[0]
+            .versions
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect();
+        assert_eq!(versions, ["canary", "stable"]);
+        assert_eq!(merged.sample("api", "canary").map(|s| s.requests), Some(80));
+        assert!(per_instance
+            .values()
+            .all(|c| c.keys().all(|(_, v)| !v.ends_with(DRILL_SUFFIX))));
+
+        // Over the drill's span: ticks that ended before it began are not its; a new
+        // drill counts afresh.
+        let mut tally = DrillTally::default();
+        let drills = |id: &str, started_ms| vec![("api".to_string(), id.to_string(), started_ms)];
+        tally.count(&drills("d1", 10_500), 10_000, &faults);
+        tally.count(&drills("d1", 10_500), 11_000, &faults);
+        tally.count(&drills("d1", 10_500), 12_000, &faults);
+        let mut summary = summarize(
+            "web-2",
+            11,
+            12_000,
+            &Tally::default(),
+            &[("api".into(), 30_000, BTreeMap::new())],
+        );
+        tally.attach(&mut summary);
+        let expected = FleetDrillFaults {
+            id: "d1".into(),
+            errors: 100,
+            delayed: 10,
+            total: 110,
+        };
+        assert_eq!(summary.services[0].drill.as_ref(), Some(&expected));
+        // Every instance's report shows it beside its own count.
+        let shown = fleet_faults("api", "d1", Ok(Some(&summary)));
+        assert_eq!((shown.total, shown.errors, shown.delayed), (110, 100, 10));
+        assert_eq!(shown.counted_to.as_deref(), Some(summary.at.as_str()));
+        let other = fleet_faults("api", "d0", Ok(Some(&summary)));
+        assert!(other.note.is_some_and(|n| n.contains("has not counted")));
+        let away = fleet_faults("api", "d1", Err("etcd is away"));
+        assert_eq!(
+            (away.total, away.note.as_deref()),
+            (0, Some("etcd is away"))
+        );
+        // A new leader goes on from the summary; a new drill starts from 0.
+        let mut next = DrillTally::continuing(Some(&summary));
+        next.count(&drills("d1", 10_500), 13_000, &faults);
+        next.attach(&mut summary);
+        assert_eq!(
+            summary.services[0].drill.as_ref().map(|d| d.total),
+            Some(165)
+        );
+        next.count(&drills("d2", 13_200), 14_000, &BTreeMap::new());
+        next.attach(&mut summary);
+        assert_eq!(
+            summary.services[0]
+                .drill
+                .as_ref()
+                .map(|d| (d.id.as_str(), d.total)),
+            Some(("d2", 0))
+        );
     }
 
     #[test]

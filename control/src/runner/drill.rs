@@ -15,6 +15,8 @@
 //! canary requests until the record's `until_ms`. Each instance ends it on its own at
 //! that time (etcd or not), at a rollback or promotion it adopts, or when the record
 //! is deleted; only the leader records `drill_ended` (`Control::set_fleet_leading`).
+//! Each tick an instance publishes the faults it injected since the last
+//! ([`Control::unpublished_drill_faults`]), which the leader sums for every report.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -22,6 +24,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serin_judge::rollout::{Decision, DecisionKind, Phase};
+use serin_judge::window::Sample;
 use serin_proxy::fault::{Drill, Fault, ALL};
 
 use super::{Control, ServiceControl};
@@ -108,6 +111,8 @@ pub(super) struct DrillRun {
     ended: Option<(u64, Ended)>,
     /// Fleet mode: the id of the fleet's drill this is.
     fleet_id: Option<String>,
+    /// Fleet mode: the faults (503s, delayed) already published in a sample record.
+    published: (u64, u64),
 }
 
 /// How a drill starts here.
@@ -178,6 +183,7 @@ impl DrillRun {
                 delayed,
                 total: errors + delayed,
                 instance: instance.map(str::to_string),
+                fleet: None,
             },
             notifications: self
                 .notified
@@ -451,6 +457,46 @@ impl Control {
         }
     }
 
+    /// Fleet mode, each tick: the faults `service`'s drill injected here since the last
+    /// call, as its sample record's [`crate::intake::drill_column`]; `None` when there
+    /// are none. A drill that ended gives the faults of its last moments once more.
+    pub(super) fn unpublished_drill_faults(&self, service: &str) -> Option<(String, Sample)> {
+        let mut drills = self.drills();
+        let d = drills.get_mut(service)?;
+        let now = (d.handle.aborted(), d.handle.delayed());
+        let errors = now.0.saturating_sub(d.published.0);
+        let delayed = now.1.saturating_sub(d.published.1);
+        d.published = now;
+        (errors + delayed > 0).then(|| {
+            (
+                crate::intake::drill_column(&d.canary),
+                Sample {
+                    requests: errors + delayed,
+                    errors,
+                    ..Sample::default()
+                },
+            )
+        })
+    }
+
+    /// Fleet mode: the fleet's drill of each service that ran here (running or the last
+    /// that ended): (service, its id, when it started in Unix ms).
+    pub fn fleet_drills(&self) -> Vec<(String, String, u64)> {
+        self.drills()
+            .iter()
+            .filter_map(|(service, d)| {
+                d.fleet_id
+                    .as_ref()
+                    .map(|id| (service.clone(), id.clone(), d.started_ms))
+            })
+            .collect()
+    }
+
+    /// Fleet mode: the id of `service`'s fleet drill that runs (or ran) here.
+    pub fn fleet_drill_id(&self, service: &str) -> Option<String> {
+        self.drills().get(service).and_then(|d| d.fleet_id.clone())
+    }
+
     /// Whether a drill runs on `service` here.
     pub fn drill_runs(&self, service: &str) -> bool {
         self.drill_running(service)
@@ -508,6 +554,7 @@ impl Control {
                 notified: Vec::new(),
                 ended: None,
                 fleet_id: start.fleet_id,
+                published: (0, 0),
             },
         );
         let reason = format!(
