@@ -621,7 +621,7 @@ impl Control {
     /// Fleet mode, on the leader: the fleet's merged numbers of the tick ending at
     /// `end_ms` (`(service, [(version, sample)])`) extend each service's fleet window,
     /// and every rollout due is judged on it, as a single node judges its own. The
-    /// states and decisions are then in [`Self::take_fleet_outbox`].
+    /// states and decisions are then in [`Self::take_fleet_decisions`].
     pub fn judge_merged(&self, end_ms: u64, merged: &[(String, Vec<(String, Sample)>)]) {
         let mut services = self.lock();
         for service in services.iter_mut() {
