@@ -240,13 +240,20 @@ async fn a_bad_canary_is_rolled_back_on_every_instance_and_recorded_once() {
         "{kinds:?}"
     );
     let admin = follower.admin.to_string();
-    let out = process::ops(&["report", "api", "--admin", &admin], None).await;
+    let out = ops_on(&admin, &["report", "api"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     let report = process::stdout(&out);
     assert!(
         report.contains("**rolled back automatically**") && report.contains("`error_rate max 1%`"),
         "{report}"
     );
+}
+
+/// `serin ARGS --admin ADMIN`: the CLI against one instance's admin API.
+async fn ops_on(admin: &str, args: &[&str]) -> std::process::Output {
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin]);
+    process::ops(&all, None).await
 }
 
 /// The instance that leads the fleet now, by its index in `fleet.instances`.
@@ -290,7 +297,7 @@ async fn serin_promote_on_a_follower_promotes_everywhere_and_is_recorded_once() 
     let follower = &fleet.instances[(leader + 1) % 3];
 
     let admin = follower.admin.to_string();
-    let out = process::ops(&["promote", "api", "--admin", &admin], None).await;
+    let out = ops_on(&admin, &["promote", "api"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     let table = process::stdout(&out);
     assert!(
@@ -339,18 +346,7 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
     let follower = &fleet.instances[(leader + 1) % 3];
 
     let admin = follower.admin.to_string();
-    let out = process::ops(
-        &[
-            "weights",
-            "api",
-            "stable=70",
-            "canary=30",
-            "--admin",
-            &admin,
-        ],
-        None,
-    )
-    .await;
+    let out = ops_on(&admin, &["weights", "api", "stable=70", "canary=30"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     assert_eq!(
         process::stderr(&out),
@@ -371,7 +367,7 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
 
     // The canary's weight alone: the baseline takes the rest on every instance, the
     // leader too (the state carries the canary's weight only).
-    let out = process::ops(&["weights", "api", "canary=10", "--admin", &admin], None).await;
+    let out = ops_on(&admin, &["weights", "api", "canary=10"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     fleet
         .await_canary(
@@ -386,18 +382,7 @@ async fn weights_set_on_a_follower_show_on_every_instance_and_are_recorded_once(
         assert_eq!(shown["weights"]["stable"], 90, "{shown}");
     }
     // A set the followers could not show is refused, and nothing changes.
-    let out = process::ops(
-        &[
-            "weights",
-            "api",
-            "stable=50",
-            "canary=20",
-            "--admin",
-            &admin,
-        ],
-        None,
-    )
-    .await;
+    let out = ops_on(&admin, &["weights", "api", "stable=50", "canary=20"]).await;
     assert!(!out.status.success());
     assert!(
         process::stderr(&out).contains("e.g. stable=80 canary=20"),
@@ -552,11 +537,7 @@ async fn a_thousand_sticky_users_get_the_same_version_from_every_instance_at_eac
 
     let leader = leader_index(&etcd).await;
     let follower = &fleet.instances[(leader + 1) % 3];
-    let out = process::ops(
-        &["promote", "api", "--admin", &follower.admin.to_string()],
-        None,
-    )
-    .await;
+    let out = ops_on(&follower.admin.to_string(), &["promote", "api"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     fleet
         .await_canary(
@@ -760,7 +741,7 @@ async fn a_follower_shows_the_leader_every_instance_and_the_fleets_merged_number
     assert!(fleet_view["versions"]["canary"]["requests"].as_u64() > Some(0));
 
     let admin = follower.admin.to_string();
-    let out = process::ops(&["status", "api", "--admin", &admin], None).await;
+    let out = ops_on(&admin, &["status", "api"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     let printed = process::stdout(&out);
     assert!(
@@ -785,18 +766,7 @@ async fn weights_set_on_a_follower_for_a_service_without_a_rollout_apply_on_ever
     let follower = &fleet.instances[(leader + 1) % 3];
 
     let admin = follower.admin.to_string();
-    let out = process::ops(
-        &[
-            "weights",
-            "api",
-            "stable=60",
-            "canary=40",
-            "--admin",
-            &admin,
-        ],
-        None,
-    )
-    .await;
+    let out = ops_on(&admin, &["weights", "api", "stable=60", "canary=40"]).await;
     assert!(out.status.success(), "{}", process::stderr(&out));
     fleet
         .await_canary(
@@ -812,11 +782,7 @@ async fn weights_set_on_a_follower_for_a_service_without_a_rollout_apply_on_ever
         assert_eq!(shown["rollout"]["state"], "none", "{shown}");
     }
     // A bad set is refused at once, on the instance it was given to.
-    let out = process::ops(
-        &["weights", "api", "stable=0", "canary=0", "--admin", &admin],
-        None,
-    )
-    .await;
+    let out = ops_on(&admin, &["weights", "api", "stable=0", "canary=0"]).await;
     assert!(!out.status.success());
     assert!(
         process::stderr(&out).contains("would have weight 0"),
