@@ -611,6 +611,9 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
     let mut collector = Collector::taking_over(summary_tick, tick::tick_index(now_ms(), tick_ms));
     control.clear_fleet_windows();
     let mut samples = PrefixWatch::new(etcd, keys.samples(), None);
+    // No judgement before the samples already in etcd are read: a tick judged first
+    // would leave the last leader's unjudged records counted as judged.
+    let mut samples_read = false;
     let mut tally = Tally::default();
     let leader = control.fleet_instance().unwrap_or_default();
     let commands_under = format!("{}commands/", keys.prefix());
@@ -642,6 +645,7 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 // The samples in etcd (on taking over, or after compaction): those of
                 // ticks not judged yet are counted.
                 WatchItem::Snapshot { kvs, .. } => {
+                    samples_read = true;
                     for (key, value, _) in kvs {
                         let Some(instance) = Keys::name_under(&key, &keys.samples()) else { continue };
                         match SampleRecord::decode(&value) {
@@ -703,6 +707,11 @@ async fn lead(control: &Control, etcd: &Etcd, leadership: &Leadership) -> Result
                 write(etcd, leadership, &keys, &mut seqs, &mut pending).await?;
             }
             _ = tokio::time::sleep(Duration::from_millis(next_judgement)) => {
+                if !samples_read {
+                    // The next tick judges this one's samples with its own.
+                    tracing::debug!("the samples in etcd not read yet; judging at the next tick");
+                    continue;
+                }
                 let ended = tick::tick_index(now_ms().saturating_sub(grace), tick_ms).saturating_sub(1);
                 let mut merged = collector.judge(ended).unwrap_or_default();
                 let end_ms = tick::tick_start_ms(ended + 1, tick_ms);
