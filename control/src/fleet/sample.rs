@@ -153,15 +153,18 @@ impl SampleRecord {
                 }
                 let n_buckets = r.count("the latency buckets")?;
                 sample.latency.reserve_exact(n_buckets);
-                let (mut next, mut width) = (0u64, 0u64);
+                // Where the next bucket may start: none after one that ends at u64::MAX.
+                let (mut next, mut width) = (Some(0u64), 0u64);
                 for _ in 0..n_buckets {
                     let gap;
                     (gap, width) = r.bucket_start(width)?;
-                    let lo = next.checked_add(gap).ok_or(DecodeError::Buckets)?;
+                    let lo = next
+                        .and_then(|n| n.checked_add(gap))
+                        .ok_or(DecodeError::Buckets)?;
                     let hi = lo.checked_add(width).ok_or(DecodeError::Buckets)?;
                     let count = r.varint("a latency bucket")?;
                     sample.latency.push((lo, hi, count));
-                    next = hi.checked_add(1).ok_or(DecodeError::Buckets)?;
+                    next = hi.checked_add(1);
                 }
                 versions.push((version, sample));
             }
@@ -522,10 +525,18 @@ mod tests {
         let mut bytes = record(9, &[("v", sample_of(&[10, 20], 0, [(0, 0); 2]))]).encode();
         bytes.push(0);
         assert_eq!(SampleRecord::decode(&bytes), Err(DecodeError::Trailing(1)));
-        // A bucket as wide as all of u64, after which the next would start past 2^64.
-        let mut overflow = vec![1, 5, 1, 1, 1, b'a', 1, 1, b'v', 1, 0, 0, 1];
+        // A bucket as wide as all of u64 is a record (the encoder writes it), but a
+        // second bucket after it would start past 2^64.
+        let mut widest = vec![1, 5, 1, 1, 1, b'a', 1, 1, b'v', 1, 0, 0, 1];
+        put(&mut widest, 2);
+        put(&mut widest, u64::MAX);
+        put(&mut widest, 1);
+        assert!(SampleRecord::decode(&widest).is_ok());
+        let mut overflow = vec![1, 5, 1, 1, 1, b'a', 1, 1, b'v', 1, 0, 0, 2];
         put(&mut overflow, 2);
         put(&mut overflow, u64::MAX);
+        put(&mut overflow, 1);
+        put(&mut overflow, 0);
         put(&mut overflow, 1);
         assert_eq!(SampleRecord::decode(&overflow), Err(DecodeError::Buckets));
         // A gap of 2^61 buckets of 16 µs.
