@@ -663,30 +663,7 @@ mod tests {
             event(T0, DecisionKind::Started, Phase::Progressing, 10),
             failed,
         ];
-        let view = ServiceView {
-            name: "api".into(),
-            weights: vec![("stable".into(), 100), ("canary".into(), 0)],
-            rollout: RolloutView {
-                state: "rolled_back".into(),
-                step: Some(0),
-                since: None,
-                reason: None,
-                baseline: Some("stable".into()),
-                canary: Some("canary".into()),
-                steps: Some(vec![10, 100]),
-            },
-            window_s: None,
-            versions: Vec::new(),
-            drill: None,
-            fleet: None,
-        };
-        let text = render(&Draft {
-            view: &view,
-            events: &events,
-            since: None,
-            now_ms: T0 + 60_000,
-            source: "http://127.0.0.1:9901",
-        });
+        let text = rolled_back_report(vec![10, 100], &events);
         for needed in [
             "# Post-mortem draft: rollout of `api`\n",
             "\n## Summary\n",
@@ -723,6 +700,35 @@ mod tests {
         ));
     }
 
+    /// The report of `events` for `api`, rolled back at step 0 of `steps` (canary
+    /// weights), drawn a minute after [`T0`].
+    fn rolled_back_report(steps: Vec<u32>, events: &[TimelineEvent]) -> String {
+        let view = ServiceView {
+            name: "api".into(),
+            weights: vec![("stable".into(), 100), ("canary".into(), 0)],
+            rollout: RolloutView {
+                state: "rolled_back".into(),
+                step: Some(0),
+                since: None,
+                reason: None,
+                baseline: Some("stable".into()),
+                canary: Some("canary".into()),
+                steps: Some(steps),
+            },
+            window_s: None,
+            versions: Vec::new(),
+            drill: None,
+            fleet: None,
+        };
+        render(&Draft {
+            view: &view,
+            events,
+            since: None,
+            now_ms: T0 + 60_000,
+            source: "http://127.0.0.1:9901",
+        })
+    }
+
     #[test]
     fn differing_answers_of_a_shadow_step_are_listed_with_their_decision() {
         let mut failed = event(T0 + 5_000, DecisionKind::RolledBack, Phase::RolledBack, 0);
@@ -743,30 +749,7 @@ mod tests {
             },
         ];
         let events = [failed];
-        let view = ServiceView {
-            name: "api".into(),
-            weights: vec![("stable".into(), 100), ("canary".into(), 0)],
-            rollout: RolloutView {
-                state: "rolled_back".into(),
-                step: Some(0),
-                since: None,
-                reason: None,
-                baseline: Some("stable".into()),
-                canary: Some("canary".into()),
-                steps: Some(vec![0, 100]),
-            },
-            window_s: None,
-            versions: Vec::new(),
-            drill: None,
-            fleet: None,
-        };
-        let text = render(&Draft {
-            view: &view,
-            events: &events,
-            since: None,
-            now_ms: T0 + 60_000,
-            source: "http://127.0.0.1:9901",
-        });
+        let text = rolled_back_report(vec![0, 100], &events);
         for needed in [
             "Copies whose answers differed at the shadow step (the newest 2):\n",
             "| GET | /items\\|x | 200 | 500 | status |\n",

@@ -4,11 +4,18 @@
 use std::time::Duration;
 
 use crate::common::*;
+use serin_proxy::upstream::EndpointPool;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_pooled_connection_is_closed_after_the_idle_timeout() {
+/// One request to a version with `settings` (`, idle_timeout: 300ms` …): its upstream
+/// connection stays open while `held` (the pool's count of such connections) holds it,
+/// is closed once it has been unused for the idle timeout, and the next request dials
+/// a new one.
+async fn a_quiet_connection_is_closed_after_the_idle_timeout(
+    settings: &str,
+    held: fn(&EndpointPool) -> usize,
+) {
     let backend = Backend::start("stable").await;
-    let serin = Serin::start(&one_version(backend.addr, ", idle_timeout: 300ms")).await;
+    let serin = Serin::start(&one_version(backend.addr, settings)).await;
     let got = get(&client(), &serin.url("/"), &[]).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
     assert_eq!(backend.connections(), 1);
@@ -17,38 +24,52 @@ async fn an_idle_pooled_connection_is_closed_after_the_idle_timeout() {
         .clone();
     eventually(
         Duration::from_secs(2),
-        "the connection back in its pool",
+        "the connection held by its pool",
         || {
-            let idle = pool.idle_connections();
-            async move { idle == 1 }
+            let count = held(&pool);
+            async move { count == 1 }
         },
     )
     .await;
-    assert_eq!(backend.open(), 1, "pooled, still open");
+    assert_eq!(backend.open(), 1, "held, still open");
     eventually(
         Duration::from_secs(5),
-        "the idle connection closed",
+        "the quiet connection closed",
         || async { backend.open() == 0 },
     )
     .await;
-    assert_eq!(pool.idle_connections(), 0);
+    assert_eq!(held(&pool), 0);
     // The next request dials a new one.
     let got = get(&client(), &serin.url("/"), &[]).await;
-    assert_eq!(got.status.as_u16(), 200);
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
     assert_eq!(backend.connections(), 2);
     serin.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_in_use_is_never_closed_by_the_idle_timeout() {
+/// A request to a version with `settings` whose answer takes seven purges' worth of
+/// its 200 ms idle timeout keeps its one connection to the end.
+async fn a_connection_in_use_outlives_the_idle_timeout(settings: &str) {
     let backend = Backend::start("stable").await;
-    // The answer takes seven purges' worth of idle timeouts.
     backend.set_delay(Duration::from_millis(1_500));
-    let serin = Serin::start(&one_version(backend.addr, ", idle_timeout: 200ms")).await;
+    let serin = Serin::start(&one_version(backend.addr, settings)).await;
     let got = get(&client(), &serin.url("/"), &[]).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
     assert_eq!(backend.connections(), 1, "one connection, kept to the end");
     serin.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pooled_connection_is_closed_after_the_idle_timeout() {
+    a_quiet_connection_is_closed_after_the_idle_timeout(
+        ", idle_timeout: 300ms",
+        EndpointPool::idle_connections,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_in_use_is_never_closed_by_the_idle_timeout() {
+    a_connection_in_use_outlives_the_idle_timeout(", idle_timeout: 200ms").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,45 +136,14 @@ async fn a_reload_that_shortens_the_idle_timeout_keeps_the_pool_and_applies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_http2_connection_no_request_uses_is_closed_after_the_idle_timeout() {
-    let backend = Backend::start("stable").await;
-    let serin = Serin::start(&one_version(
-        backend.addr,
+    a_quiet_connection_is_closed_after_the_idle_timeout(
         ", protocol: http2, idle_timeout: 300ms",
-    ))
-    .await;
-    let got = get(&client(), &serin.url("/"), &[]).await;
-    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
-    assert_eq!(backend.connections(), 1);
-    let pool = serin.dataplane.table().services[0].versions[0].endpoints()[0]
-        .pool
-        .clone();
-    assert_eq!(pool.shared_h2_connections(), 1);
-    eventually(
-        Duration::from_secs(5),
-        "the quiet HTTP/2 connection closed",
-        || async { backend.open() == 0 },
+        EndpointPool::shared_h2_connections,
     )
     .await;
-    assert_eq!(pool.shared_h2_connections(), 0);
-    // The next request dials a new one.
-    let got = get(&client(), &serin.url("/"), &[]).await;
-    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
-    assert_eq!(backend.connections(), 2);
-    serin.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_in_flight_keeps_its_http2_connection_past_the_idle_timeout() {
-    let backend = Backend::start("stable").await;
-    // The answer takes seven purges' worth of idle timeouts.
-    backend.set_delay(Duration::from_millis(1_500));
-    let serin = Serin::start(&one_version(
-        backend.addr,
-        ", protocol: http2, idle_timeout: 200ms",
-    ))
-    .await;
-    let got = get(&client(), &serin.url("/"), &[]).await;
-    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "stable"));
-    assert_eq!(backend.connections(), 1, "one connection, kept to the end");
-    serin.shutdown(Duration::from_secs(5)).await;
+    a_connection_in_use_outlives_the_idle_timeout(", protocol: http2, idle_timeout: 200ms").await;
 }
