@@ -44,6 +44,12 @@ const HOP_NAMES: [&[u8]; 7] = [
     b"transfer-encoding",
     b"upgrade",
 ];
+/// Whether `name` (lowercase, as `HeaderName`s are) is a hop-by-hop header of RFC 9110
+/// §7.6.1: each hop sets its own.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_NAMES.contains(&name.as_bytes())
+}
+
 /// Bit of `HOP` for Connection.
 const CONNECTION_BIT: u32 = 1;
 /// Every bit of `HOP`.

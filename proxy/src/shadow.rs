@@ -180,25 +180,24 @@ pub enum Verdict {
     Differs(Part),
 }
 
-/// Response headers never compared, whatever `ignore_headers` says: framing and
-/// hop-by-hop headers (each hop sets its own) and those serin adds to the client's
-/// answer. Headers a `Connection` header names are hop-by-hop too, and left out.
-pub const NEVER_COMPARED: [&str; 14] = [
-    "connection",
+/// Response headers never compared, whatever `ignore_headers` says, besides the
+/// hop-by-hop ones (`crate::headers::is_hop_by_hop`: each hop sets its own): the body's
+/// length, proxy authentication, and those serin adds to the client's answer. Headers
+/// a `Connection` header names are hop-by-hop too, and left out.
+pub const NEVER_COMPARED: [&str; 7] = [
     "content-length",
-    "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "x-request-id",
     "x-serin-fault",
     "x-serin-shadow",
     "x-serin-version",
 ];
+
+/// Whether the header `name` is never compared (see [`NEVER_COMPARED`]).
+fn never_compared(name: &str) -> bool {
+    crate::headers::is_hop_by_hop(name) || NEVER_COMPARED.contains(&name)
+}
 
 /// One answer's headers as compared: each name compared (sorted) with a hash of its
 /// values (sorted, so that their order does not count).
@@ -223,7 +222,7 @@ impl HeaderDigest {
         let mut values: Vec<&[u8]> = Vec::new();
         for name in headers.keys() {
             let n = name.as_str();
-            if NEVER_COMPARED.contains(&n)
+            if never_compared(n)
                 || ignore.binary_search_by(|i| i.as_str().cmp(n)).is_ok()
                 || nominated.binary_search_by(|t| t.as_str().cmp(n)).is_ok()
             {
@@ -932,6 +931,25 @@ mod tests {
             client,
             HeaderDigest::of(&headers(&[("content-type", "text/plain")]), none)
         );
+        // Each of them, alone, leaves nothing to compare.
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ]
+        .into_iter()
+        .chain(NEVER_COMPARED)
+        {
+            assert_eq!(
+                HeaderDigest::of(&headers(&[(name, "x")]), none),
+                HeaderDigest::default(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
