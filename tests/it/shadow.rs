@@ -291,6 +291,13 @@ async fn a_slow_canary_adds_nothing_to_clients_latency_and_copies_beyond_max_in_
         with < without + Duration::from_millis(250) && with < Duration::from_secs(1),
         "median {with:?} with shadow against {without:?} without"
     );
+    // Copies within max_in_flight were sent: the canary was asked, though slowly.
+    eventually(
+        Duration::from_secs(5),
+        "copies within max_in_flight reach the canary",
+        || async { canary.hits() >= 1 },
+    )
+    .await;
     // At most max_in_flight copies per worker slot (2 slots in tests) reached the
     // canary; the others were dropped and counted.
     assert!(
