@@ -1042,26 +1042,35 @@ fn drill_fleet_with(etcd_urls: [String; 3], stable: SocketAddr, canary: SocketAd
     })
 }
 
+/// etcd, the two versions' backends, and a drill-enabled fleet of three on them with
+/// every instance at the rollout's first step (canary 50); etcd connected.
+async fn drill_fleet_at_first_step(
+    client: &TestClient,
+) -> (EtcdProcess, Backend, Backend, Fleet, Etcd) {
+    let etcd_process = EtcdProcess::start();
+    let stable = Backend::start("stable").await;
+    let canary = Backend::start("canary").await;
+    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
+    let etcd = connect(etcd_process.url()).await;
+    fleet
+        .await_canary(
+            client,
+            50,
+            Duration::from_secs(20),
+            "every instance at the first step",
+        )
+        .await;
+    (etcd_process, stable, canary, fleet, etcd)
+}
+
 /// A rollback drill given on a follower: the leader starts it for the fleet, every
 /// instance injects its faults into its own canary requests, the leader judges the
 /// fleet's merged numbers and rolls the healthy canary back everywhere; the timeline
 /// has the drill once, and `serin drill` reports the rollback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_on_a_follower_rolls_a_healthy_canary_back_on_every_instance() {
-    let etcd_process = EtcdProcess::start();
-    let stable = Backend::start("stable").await;
-    let canary = Backend::start("canary").await;
-    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
-    let etcd = connect(etcd_process.url()).await;
     let client = client();
-    fleet
-        .await_canary(
-            &client,
-            50,
-            Duration::from_secs(20),
-            "every instance at the first step",
-        )
-        .await;
+    let (_etcd_process, _stable, canary, fleet, etcd) = drill_fleet_at_first_step(&client).await;
     let probes: Vec<Probe> = fleet.webs().into_iter().map(Probe::start).collect();
     eventually(
         Duration::from_secs(20),
@@ -1226,20 +1235,8 @@ async fn drill_reports(client: &TestClient, fleet: &Fleet) -> Vec<Value> {
 /// the canary keeps its weight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time() {
-    let etcd_process = EtcdProcess::start();
-    let stable = Backend::start("stable").await;
-    let canary = Backend::start("canary").await;
-    let fleet = drill_fleet(etcd_process.url(), stable.addr, canary.addr);
-    let etcd = connect(etcd_process.url()).await;
     let client = client();
-    fleet
-        .await_canary(
-            &client,
-            50,
-            Duration::from_secs(20),
-            "every instance at the first step",
-        )
-        .await;
+    let (_etcd_process, _stable, _canary, fleet, etcd) = drill_fleet_at_first_step(&client).await;
     let leader = leader_index(&etcd).await;
     let (asked, ender) = (
         &fleet.instances[(leader + 1) % 3],
