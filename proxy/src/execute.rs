@@ -21,6 +21,7 @@ use serin_config::snapshot::UpstreamProtocol;
 
 use crate::body::{BodyWatch, Buffered, UpstreamBody};
 use crate::conn::NormalisedFraming;
+use crate::deadline::timeout_at;
 use crate::plan::{fail_over, Plan};
 use crate::record::{Outcome, VersionStats};
 use crate::split::SplitTable;
@@ -307,26 +308,25 @@ async fn attempt<'v>(
     if h2 {
         to_h2(&mut req, endpoint.authority(), version.tls);
     }
+    // The request's clock starts when serin starts sending (a worker's deadlines share
+    // one timer: `crate::deadline`).
+    let deadline = tokio::time::Instant::from_std(now) + service.request_timeout;
     // The sends are built in place (not bound first): a future moved into another
     // takes room twice in the enclosing future.
     let sent = if upgrade {
-        tokio::time::timeout(
-            service.request_timeout,
-            Box::pin(endpoint.pool.send_upgrade(req)),
-        )
-        .await
+        timeout_at(deadline, Box::pin(endpoint.pool.send_upgrade(req))).await
     } else if negotiated {
-        tokio::time::timeout(
-            service.request_timeout,
+        timeout_at(
+            deadline,
             endpoint
                 .pool
                 .send_negotiated(req, |req| to_h2(req, endpoint.authority(), true)),
         )
         .await
     } else if h2 {
-        tokio::time::timeout(service.request_timeout, endpoint.pool.send_h2(req)).await
+        timeout_at(deadline, endpoint.pool.send_h2(req)).await
     } else {
-        tokio::time::timeout(service.request_timeout, endpoint.pool.send(req)).await
+        timeout_at(deadline, endpoint.pool.send(req)).await
     };
     // The time to the answer (or to the timeout) is the endpoint's latency sample for
     // `p2c_peak_ewma`; a request that got no answer gives none (`crate::balance`).

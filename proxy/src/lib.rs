@@ -33,6 +33,7 @@
 pub mod balance;
 pub mod body;
 pub mod conn;
+mod deadline;
 pub mod error;
 mod execute;
 pub mod fault;
