@@ -10,11 +10,16 @@
 //!   success rule, or an observed value over a threshold that is not (yet) proven.
 //! * **Pass** otherwise.
 //!
+//! A Fail quotes numbers that break the rule's limit: the window's, or when the window
+//! is still within it (the evidence is the newest ticks'), the step's or the newest
+//! tick's, naming that span; when none breaks it, it says that the evidence added up
+//! over recent ticks.
+//!
 //! What each rule means is [`crate::rules`]'s; this module only runs them.
 //! docs/analysis.md derives the guarantee: over a whole healthy rollout, however long,
 //! P(some rule fails) ≤ 1 − confidence.
 
-use crate::rules::{Baseline, CompiledAnalysis, CompiledRule, Observation};
+use crate::rules::{Baseline, CompiledAnalysis, CompiledRule, Observation, Observed, Span};
 use crate::stats::{self, Detector};
 use crate::window::Aggregate;
 
@@ -81,14 +86,19 @@ pub struct Breach {
     pub rule: String,
     /// `error_rate`, `latency`, `burn_rate` or `success`.
     pub kind: &'static str,
-    /// The canary's value over the window (rate, ms, burn multiple or share).
+    /// The canary's value (rate, ms, burn multiple or share) over the span the summary
+    /// quotes: the window, or when the window is within the limit the step or the
+    /// newest tick (`breach_numbers`).
     pub observed: f64,
-    /// The value it had to keep (absolute rules) or that the baseline set (relative).
+    /// The value it had to keep (absolute rules) or that the baseline set over the same
+    /// span (relative).
     pub threshold: f64,
     /// ln of the detector's value, and the ln threshold it crossed.
     pub evidence: f64,
     pub needed: f64,
-    /// The numbers in words, e.g. `canary error rate 25% against max 1%`.
+    /// The numbers in words, e.g. `canary error rate 25% against max 1%`, or with the
+    /// span named when it is not the window, `canary p90 350ms in the newest tick
+    /// against max 100ms`.
     pub summary: String,
 }
 
@@ -130,7 +140,7 @@ pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<
         }
         let alpha = rule.budget.detector;
         if let (None, true, Some(canary)) = (&fail, detector.alarmed(alpha), canary) {
-            let observed = rule.observe(canary.window, input.baseline_window).seen();
+            let (observed, summary) = breach_numbers(rule, canary, input);
             fail = Some(Breach {
                 index: rule.index,
                 rule: rule.text.clone(),
@@ -139,7 +149,7 @@ pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<
                 threshold: observed.map_or(f64::NAN, |o| o.limit),
                 evidence: detector.log_value(),
                 needed: stats::log_threshold(alpha),
-                summary: rule.summary(observed),
+                summary,
             });
         }
         checks.push(check(rule, input));
@@ -168,6 +178,47 @@ pub fn judge(analysis: &CompiledAnalysis, detectors: &[Detector], input: &Input<
     Judgement {
         verdict,
         detectors: next,
+    }
+}
+
+/// The numbers a breach of `rule` quotes, and its summary. The detector's evidence
+/// comes from the newest ticks, so when it alarms the window may still be within the
+/// limit. The first of the window, the step and the newest tick over which the rule's
+/// number breaks the limit is quoted: the window in the words it always had, the others
+/// with their span named. When none does (the evidence added up over earlier ticks,
+/// diluted in the step and the window), the newest tick's number is quoted (the step's
+/// or the window's when the tick has none), and the summary says where the evidence
+/// came from rather than let that number pass for the reason.
+fn breach_numbers(
+    rule: &CompiledRule,
+    canary: Spans<'_>,
+    input: &Input<'_>,
+) -> (Option<Observed>, String) {
+    let spans = [
+        (Span::Window, canary.window, input.baseline_window),
+        (Span::Step, canary.step, input.baseline_step),
+        (Span::Tick, canary.tick, input.baseline_tick),
+    ];
+    let seen = spans.map(|(span, canary, baseline)| (span, rule.observe(canary, baseline).seen()));
+    if let Some((span, o)) = seen
+        .iter()
+        .find_map(|&(span, o)| o.filter(|o| rule.breaks(o)).map(|o| (span, o)))
+    {
+        return (Some(o), rule.summary(Some(o), span));
+    }
+    match seen
+        .iter()
+        .rev()
+        .find_map(|&(span, o)| o.map(|o| (span, o)))
+    {
+        Some((span, o)) => (
+            Some(o),
+            format!(
+                "{}; the evidence that decided added up over recent ticks",
+                rule.summary(Some(o), span)
+            ),
+        ),
+        None => (None, rule.summary(None, Span::Window)),
     }
 }
 
@@ -204,7 +255,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::rules::compile;
+    use crate::rules::{compile, Ms};
     use crate::spec::{Analysis, Rule};
     use crate::window::{Sample, ServiceWindow, SuccessCount};
 
@@ -343,13 +394,15 @@ mod tests {
 
     /// Judges one-second ticks 1..=`ticks` as the control loop does, on a fake clock:
     /// `at(t)` gives the baseline's and the canary's samples of tick t, a 30 s window
-    /// slides over them, and each verdict sees the newest tick of both versions. The
-    /// tick of the first Fail, if any, and its rule.
+    /// slides over them, the step began with tick `step_began`, and each verdict sees
+    /// the newest tick of both versions. The tick of the first Fail, if any, and its
+    /// breach.
     fn run_ticks(
         rules: Vec<Rule>,
         ticks: u64,
+        step_began: u64,
         at: impl Fn(u64) -> (Sample, Sample),
-    ) -> Option<(u64, String)> {
+    ) -> Option<(u64, Breach)> {
         let compiled = compile(&analysis(rules));
         let mut window = ServiceWindow::new(vec!["stable".into(), "canary".into()], 30_000);
         let mut detectors = Vec::new();
@@ -358,12 +411,14 @@ mod tests {
             window.push_samples(t * 1000, vec![b, c]);
             let since = (t * 1000).saturating_sub(30_000);
             let (bw, cw) = (window.aggregate(0, since), window.aggregate(1, since));
+            let step = since.max((step_began - 1) * 1000);
+            let (bs, cs) = (window.aggregate(0, step), window.aggregate(1, step));
             let (bt, ct) = (window.latest(0), window.latest(1));
             let input = Input {
                 baseline_window: &bw,
                 canary_window: &cw,
-                baseline_step: &bw,
-                canary_step: &cw,
+                baseline_step: &bs,
+                canary_step: &cs,
                 canary_tick: &ct,
                 baseline_tick: &bt,
                 baseline_has_weight: true,
@@ -372,7 +427,7 @@ mod tests {
             let judged = judge(&compiled, &detectors, &input);
             detectors = judged.detectors;
             if let Verdict::Fail(b) = judged.verdict {
-                return Some((t, b.rule));
+                return Some((t, b));
             }
         }
         None
@@ -405,21 +460,136 @@ mod tests {
         ];
         for (rule, incident) in cases {
             let text = rule.to_string();
-            let both = run_ticks(vec![rule.clone()], 120, |t| match t {
+            let both = run_ticks(vec![rule.clone()], 120, 1, |t| match t {
                 ..=60 => (healthy(900), healthy(100)),
                 _ => (incident(900), incident(100)),
             });
             assert_eq!(both, None, "{text}: an incident of both versions");
-            let canary_only = run_ticks(vec![rule], 120, |t| match t {
+            let canary_only = run_ticks(vec![rule], 120, 1, |t| match t {
                 ..=60 => (healthy(900), healthy(100)),
                 _ => (healthy(900), incident(100)),
             });
             let Some((at, failed)) = canary_only else {
                 panic!("{text}: the canary alone broke and was not failed")
             };
-            assert_eq!(failed, text);
+            assert_eq!(failed.rule, text);
             assert!((61..=65).contains(&at), "{text}: failed at tick {at}");
         }
+    }
+
+    /// 100 canary requests a tick, healthy (1–10 ms, no error) up to tick 60 and
+    /// `incident` from tick 61, the step begun at tick `step_began`: the breach, which
+    /// must come at tick 61, when the 30 s window still holds 29 healthy ticks.
+    fn breach_at_the_incident(rule: Rule, step_began: u64, incident: Sample) -> Breach {
+        let text = rule.to_string();
+        let failed = run_ticks(vec![rule], 61, step_began, |t| {
+            let canary = if t <= 60 {
+                by_ms(100, 0, 1, 10)
+            } else {
+                incident.clone()
+            };
+            (by_ms(900, 0, 1, 10), canary)
+        });
+        let Some((61, breach)) = failed else {
+            panic!("{text}: {failed:?}")
+        };
+        breach
+    }
+
+    /// The window may still be within the limit when the newest ticks' evidence fails
+    /// the rule: the breach quotes the newest tick then, and says so.
+    #[test]
+    fn a_breach_quotes_the_newest_tick_when_the_window_is_within_the_limit() {
+        let latency = || Rule::Latency {
+            percentile: 90.0,
+            max: Duration::from_millis(100),
+        };
+        let b = breach_at_the_incident(latency(), 1, by_ms(100, 0, 350, 400));
+        assert!(b.observed >= 350.0 && b.threshold == 100.0, "{b:?}");
+        assert_eq!(
+            b.summary,
+            format!(
+                "canary p90 {} in the newest tick against max 100ms",
+                Ms(b.observed)
+            )
+        );
+
+        let b = breach_at_the_incident(Rule::ErrorRate { max: 0.05 }, 1, by_ms(100, 30, 1, 10));
+        assert_eq!((b.observed, b.threshold), (0.3, 0.05));
+        assert_eq!(
+            b.summary,
+            "canary error rate 30% in the newest tick against max 5%"
+        );
+    }
+
+    /// A step begun 6 ticks ago shows the breach before the newest tick alone does.
+    #[test]
+    fn a_breach_quotes_the_step_before_the_newest_tick() {
+        let b = breach_at_the_incident(Rule::ErrorRate { max: 0.04 }, 56, by_ms(100, 30, 1, 10));
+        assert_eq!((b.observed, b.threshold), (0.05, 0.04));
+        assert_eq!(
+            b.summary,
+            "canary error rate 5% since the step began against max 4%"
+        );
+    }
+
+    /// When the window breaks the limit its numbers are quoted, in the words they have
+    /// always had, however much worse the newest tick is.
+    #[test]
+    fn a_breach_quotes_the_window_when_it_breaks_the_limit() {
+        let (window, tick) = (agg(1000, 50, 1, 10), agg(100, 50, 1, 10));
+        let base = agg(2000, 0, 1, 10);
+        let input = Input {
+            baseline_window: &base,
+            canary_window: &window,
+            baseline_step: &base,
+            canary_step: &tick,
+            canary_tick: &tick,
+            baseline_tick: &base,
+            baseline_has_weight: true,
+            mismatch: None,
+        };
+        let a = compile(&analysis(vec![Rule::ErrorRate { max: 0.01 }]));
+        let j = judge(&a, &[], &input);
+        let Verdict::Fail(b) = j.verdict else {
+            panic!("{j:?}")
+        };
+        assert_eq!((b.observed, b.threshold), (0.05, 0.01));
+        assert_eq!(b.summary, "canary error rate 5% against max 1%");
+    }
+
+    /// When no span breaks the limit (the evidence added up over ticks none shows
+    /// alone), the newest tick is quoted with where the evidence came from, not as if
+    /// it were the reason.
+    #[test]
+    fn a_breach_no_span_shows_says_where_the_evidence_came_from() {
+        let a = compile(&analysis(vec![Rule::Latency {
+            percentile: 90.0,
+            max: Duration::from_millis(100),
+        }]));
+        let (window, tick) = (agg(3000, 0, 10, 100), agg(100, 0, 10, 90));
+        let input = Input {
+            baseline_window: &window,
+            canary_window: &window,
+            baseline_step: &window,
+            canary_step: &window,
+            canary_tick: &tick,
+            baseline_tick: &tick,
+            baseline_has_weight: true,
+            mismatch: None,
+        };
+        let canary = input.canary_for(&a.rules[0]).expect("the canary's numbers");
+        let (observed, summary) = breach_numbers(&a.rules[0], canary, &input);
+        let o = observed.expect("observed");
+        assert!(o.value < 100.0 && o.limit == 100.0, "{o:?}");
+        assert_eq!(
+            summary,
+            format!(
+                "canary p90 {} in the newest tick against max 100ms; \
+                 the evidence that decided added up over recent ticks",
+                Ms(o.value)
+            )
+        );
     }
 
     #[test]

@@ -398,35 +398,39 @@ impl CompiledRule {
         }
     }
 
-    /// A breach in words, e.g. `canary error rate 25% against max 1%`.
-    pub fn summary(&self, observed: Option<Observed>) -> String {
+    /// A breach in words, the rule's number over `span` against its limit, e.g.
+    /// `canary error rate 25% against max 1%` over the window, `canary p90 350ms in
+    /// the newest tick against max 100ms` over the tick.
+    pub fn summary(&self, observed: Option<Observed>, span: Span) -> String {
         let Some(o) = observed else {
             return "canary over its threshold in the newest ticks".to_string();
         };
         let (v, t) = (o.value, o.limit);
+        let s = span.words();
         match self.value {
             Value::ErrorRate { .. } => {
-                format!("canary error rate {} against max {}", Pct(v), Pct(t))
+                format!("canary error rate {}{s} against max {}", Pct(v), Pct(t))
             }
             Value::ErrorRateIncrease { .. } => format!(
-                "canary error rate {} above the baseline's, against max_increase {}",
+                "canary error rate {} above the baseline's{s}, against max_increase {}",
                 Pct(v),
                 Pct(t)
             ),
             Value::Quantile { percentile, .. } => {
-                format!("canary p{percentile} {} against max {}", Ms(v), Ms(t))
+                format!("canary p{percentile} {}{s} against max {}", Ms(v), Ms(t))
             }
             Value::QuantileRatio { percentile, .. } => format!(
-                "canary p{percentile} {} against {} allowed from the baseline",
+                "canary p{percentile} {}{s} against {} allowed from the baseline{}",
                 Ms(v),
-                Ms(t)
+                Ms(t),
+                span.again()
             ),
-            Value::BurnRate { .. } => format!("canary burn rate {v:.2} against max {t}"),
+            Value::BurnRate { .. } => format!("canary burn rate {v:.2}{s} against max {t}"),
             Value::SuccessShare { .. } => {
-                format!("canary success {} against min {}", Pct(v), Pct(t))
+                format!("canary success {}{s} against min {}", Pct(v), Pct(t))
             }
             Value::MismatchShare { .. } => format!(
-                "canary answered {} of compared copies differently from the baseline, against max {}",
+                "canary answered {} of compared copies differently from the baseline{s}, against max {}",
                 Pct(v),
                 Pct(t)
             ),
@@ -468,6 +472,36 @@ impl CompiledRule {
                 Ms(b),
                 Pct(factor - 1.0)
             ),
+        }
+    }
+}
+
+/// The span of numbers a breach's summary quotes: the analysis window, the current
+/// step, or the newest tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    Window,
+    Step,
+    Tick,
+}
+
+impl Span {
+    /// Where the quoted number comes from, in words; nothing for the window, which a
+    /// summary quotes unless it is within the limit.
+    fn words(self) -> &'static str {
+        match self {
+            Span::Window => "",
+            Span::Step => " since the step began",
+            Span::Tick => " in the newest tick",
+        }
+    }
+
+    /// The same span once more, for the baseline's number it is compared with.
+    fn again(self) -> &'static str {
+        match self {
+            Span::Window => "",
+            Span::Step => " since then",
+            Span::Tick => " in that tick",
         }
     }
 }
@@ -765,6 +799,53 @@ mod tests {
         assert!((0.106..0.108).contains(&b.theta), "{}", b.theta);
         let b = rules[3].batch(&tick, None).expect("a batch");
         assert_eq!((b.trials, b.failures), (40, 3));
+    }
+
+    /// A breach's words name the span of the numbers they quote, except the window's,
+    /// which read as they always have.
+    #[test]
+    fn a_summary_names_the_span_it_quotes_unless_the_window() {
+        let rules = compile(&analysis(vec![
+            Rule::ErrorRateIncrease {
+                max_increase: 0.005,
+            },
+            Rule::LatencyIncrease {
+                percentile: 95.0,
+                max_increase: 0.2,
+            },
+            Rule::Success {
+                path_prefix: "/".into(),
+                method: None,
+                min: 0.97,
+                slot: 0,
+            },
+        ]))
+        .rules;
+        let seen = |value, limit| {
+            Some(Observed {
+                value,
+                limit,
+                canary: value,
+                baseline: None,
+            })
+        };
+        let got = [
+            rules[0].summary(seen(0.05, 0.005), Span::Tick),
+            rules[1].summary(seen(200.0, 120.0), Span::Window),
+            rules[1].summary(seen(200.0, 120.0), Span::Step),
+            rules[1].summary(seen(200.0, 120.0), Span::Tick),
+            rules[2].summary(seen(0.9, 0.97), Span::Step),
+        ];
+        assert_eq!(
+            got,
+            [
+                "canary error rate 5% above the baseline's in the newest tick, against max_increase 0.5%",
+                "canary p95 200ms against 120ms allowed from the baseline",
+                "canary p95 200ms since the step began against 120ms allowed from the baseline since then",
+                "canary p95 200ms in the newest tick against 120ms allowed from the baseline in that tick",
+                "canary success 90% since the step began against min 97%",
+            ]
+        );
     }
 
     #[test]

@@ -728,8 +728,10 @@ async fn a_latency_drill_is_judged_as_the_canarys_latency() {
     assert_eq!(rolled_back["drill"], true);
     // The delay is the canary's latency, as the judge saw it: the rule decided on its
     // evidence, and the canary's numbers at the decision hold the delayed requests.
-    // (The rule's `observed` is the whole window's p90, which may still be dominated
-    // by the fast requests from before the drill when the evidence is already in.)
+    // (The rule's `observed` is the p90 of the span its summary quotes: the window's
+    // when it breaks the limit, else the step's or the newest tick's. The window may
+    // still be dominated by the fast requests from before the drill when the evidence
+    // is already in.)
     let rule = &rolled_back["rule"];
     assert!(
         rule["evidence"].as_f64() >= rule["needed"].as_f64(),
