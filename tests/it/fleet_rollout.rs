@@ -878,10 +878,17 @@ async fn a_new_leader_counts_the_samples_in_etcd_that_the_last_one_did_not_judge
     std::fs::write(&config, yaml).expect("write the config");
     let serin = SerinProcess::start(&config, 1, &[], &[]);
     let client = client();
+    // The record is of the tick under way when the test began: web-1's first summary
+    // may judge an earlier tick (it starts within the tick), so the numbers are polled
+    // for; a leader that dropped the stored record never shows them.
     eventually(
         Duration::from_secs(20),
-        "web-1 leading and its summary judged",
-        || async { view(&client, &serin).await["fleet"]["leader"] == "web-1" },
+        "web-1 leading and its summary counting web-0's stored record",
+        || async {
+            let shown = view(&client, &serin).await;
+            shown["fleet"]["leader"] == "web-1"
+                && shown["fleet"]["versions"]["stable"]["requests"] == 1000
+        },
     )
     .await;
     let shown = view(&client, &serin).await;
