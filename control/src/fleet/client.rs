@@ -267,6 +267,43 @@ impl Keys {
     }
 }
 
+/// A record the fleet stores as JSON, one per key under its prefix.
+pub trait Record: serde::de::DeserializeOwned {
+    /// What the key and the record are called in errors (`drill`, `fleet drill`).
+    const KEY: &'static str;
+    const WHAT: &'static str;
+    /// The newest format this serin reads.
+    const FORMAT: u32;
+    fn format(&self) -> u32;
+    /// Whether the record belongs under `name`, the key's name under its prefix.
+    fn check_name(&self, name: &str) -> Result<(), String>;
+}
+
+/// A record read from `key` under `under`, if it is one of this serin's: JSON of a
+/// format it reads, stored under its own name.
+pub fn decode_record<T: Record>(under: &str, key: &[u8], value: &[u8]) -> Result<T, String> {
+    let name = Keys::name_under(key, under).ok_or_else(|| format!("not a {} key", T::KEY))?;
+    let record: T = serde_json::from_slice(value).map_err(|e| format!("not a {}: {e}", T::WHAT))?;
+    if record.format() > T::FORMAT {
+        return Err(format!(
+            "format {} is newer than this serin's {}",
+            record.format(),
+            T::FORMAT
+        ));
+    }
+    record.check_name(name)?;
+    Ok(record)
+}
+
+/// [`Record::check_name`] of a record stored under its service's name.
+pub fn names_service(service: &str, name: &str) -> Result<(), String> {
+    if service == name {
+        Ok(())
+    } else {
+        Err(format!("it names service {service:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Keys;

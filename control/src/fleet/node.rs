@@ -14,7 +14,7 @@ use etcd_client::{GetOptions, PutOptions, SortOrder, SortTarget, TxnOp};
 use serin_config::{Cluster, OnEtcdLoss};
 use tokio::sync::watch;
 
-use super::client::{Etcd, FleetError, Keys, Timeouts};
+use super::client::{decode_record, names_service, Etcd, FleetError, Keys, Record, Timeouts};
 use super::election::{self, Leadership};
 use super::lease::{EtcdHealth, Lease};
 use super::members::{self, MemberInfo};
@@ -290,23 +290,27 @@ async fn send_commands(etcd: &Etcd, commands: &mut tokio::sync::mpsc::Receiver<F
 
 /// A command record read from `key`, if it is one of this serin's.
 pub fn decode_command(under: &str, key: &[u8], value: &[u8]) -> Result<FleetCommand, String> {
-    let rest = Keys::name_under(key, under).ok_or("not a command key")?;
-    let command: FleetCommand =
-        serde_json::from_slice(value).map_err(|e| format!("not a fleet command: {e}"))?;
-    if command.format > crate::wire::COMMAND_FORMAT {
-        return Err(format!(
-            "format {} is newer than this serin's {}",
-            command.format,
-            crate::wire::COMMAND_FORMAT
-        ));
+    decode_record(under, key, value)
+}
+
+impl Record for FleetCommand {
+    const KEY: &'static str = "command";
+    const WHAT: &'static str = "fleet command";
+    const FORMAT: u32 = crate::wire::COMMAND_FORMAT;
+    fn format(&self) -> u32 {
+        self.format
     }
-    if rest != format!("{}/{}", command.service, command.id) {
-        return Err(format!(
-            "it names service {:?} and id {:?}",
-            command.service, command.id
-        ));
+    /// A command is stored under `<service>/<id>`.
+    fn check_name(&self, name: &str) -> Result<(), String> {
+        if name == format!("{}/{}", self.service, self.id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "it names service {:?} and id {:?}",
+                self.service, self.id
+            ))
+        }
     }
-    Ok(command)
 }
 
 /// Applies every rollout state written under `P/state/` through the same path as a
@@ -423,20 +427,19 @@ async fn apply_drills(control: &Control, etcd: &Etcd) {
 
 /// A drill record read from `key`, if it is one of this serin's.
 pub fn decode_drill(under: &str, key: &[u8], value: &[u8]) -> Result<FleetDrill, String> {
-    let name = Keys::name_under(key, under).ok_or("not a drill key")?;
-    let record: FleetDrill =
-        serde_json::from_slice(value).map_err(|e| format!("not a fleet drill: {e}"))?;
-    if record.format > crate::wire::DRILL_FORMAT {
-        return Err(format!(
-            "format {} is newer than this serin's {}",
-            record.format,
-            crate::wire::DRILL_FORMAT
-        ));
+    decode_record(under, key, value)
+}
+
+impl Record for FleetDrill {
+    const KEY: &'static str = "drill";
+    const WHAT: &'static str = "fleet drill";
+    const FORMAT: u32 = crate::wire::DRILL_FORMAT;
+    fn format(&self) -> u32 {
+        self.format
     }
-    if record.service != name {
-        return Err(format!("it names service {:?}", record.service));
+    fn check_name(&self, name: &str) -> Result<(), String> {
+        names_service(&self.service, name)
     }
-    Ok(record)
 }
 
 fn apply_state(
@@ -465,20 +468,19 @@ fn apply_state(
 
 /// A state record read from `key`, if it is one of this serin's.
 pub fn decode_state(under: &str, key: &[u8], value: &[u8]) -> Result<SavedState, String> {
-    let name = Keys::name_under(key, under).ok_or("not a state key")?;
-    let saved: SavedState =
-        serde_json::from_slice(value).map_err(|e| format!("not a rollout state: {e}"))?;
-    if saved.format > crate::wire::STATE_FORMAT {
-        return Err(format!(
-            "format {} is newer than this serin's {}",
-            saved.format,
-            crate::wire::STATE_FORMAT
-        ));
+    decode_record(under, key, value)
+}
+
+impl Record for SavedState {
+    const KEY: &'static str = "state";
+    const WHAT: &'static str = "rollout state";
+    const FORMAT: u32 = crate::wire::STATE_FORMAT;
+    fn format(&self) -> u32 {
+        self.format
     }
-    if saved.service != name {
-        return Err(format!("it names service {:?}", saved.service));
+    fn check_name(&self, name: &str) -> Result<(), String> {
+        names_service(&self.service, name)
     }
-    Ok(saved)
 }
 
 /// Warnings about bad data under the prefix, at most one a minute per key.

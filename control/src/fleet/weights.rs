@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serin_proxy::DataPlane;
 
-use super::client::Keys;
+use super::client::{decode_record, names_service, Record};
 use crate::runner::Control;
 use crate::wire::{rfc3339, FleetCommand, FleetWeights, WEIGHTS_FORMAT};
 
@@ -102,19 +102,19 @@ pub fn apply(control: &Control, record: &FleetWeights) -> Result<bool, String> {
 
 /// A weights record read from `key` (under `P/weights/`), if it is one of this serin's.
 pub fn decode(under: &str, key: &[u8], value: &[u8]) -> Result<FleetWeights, String> {
-    let name = Keys::name_under(key, under).ok_or("not a weights key")?;
-    let record: FleetWeights =
-        serde_json::from_slice(value).map_err(|e| format!("not a weights record: {e}"))?;
-    if record.format > WEIGHTS_FORMAT {
-        return Err(format!(
-            "format {} is newer than this serin's {WEIGHTS_FORMAT}",
-            record.format
-        ));
+    decode_record(under, key, value)
+}
+
+impl Record for FleetWeights {
+    const KEY: &'static str = "weights";
+    const WHAT: &'static str = "weights record";
+    const FORMAT: u32 = WEIGHTS_FORMAT;
+    fn format(&self) -> u32 {
+        self.format
     }
-    if record.service != name {
-        return Err(format!("it names service {:?}", record.service));
+    fn check_name(&self, name: &str) -> Result<(), String> {
+        names_service(&self.service, name)
     }
-    Ok(record)
 }
 
 #[cfg(test)]
