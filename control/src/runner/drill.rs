@@ -385,22 +385,9 @@ impl Control {
         let Some(s) = services.iter_mut().find(|s| s.name == service) else {
             return;
         };
-        let Some(until_ms) = self
-            .drills()
-            .get(service)
-            .filter(|d| d.running())
-            .map(|d| d.until_ms)
-        else {
-            return;
-        };
-        let ended = match s.rollout.as_ref().map(|r| r.state.phase) {
-            Some(Phase::RolledBack) => Ended::RolledBack,
-            Some(Phase::Promoted) => Ended::Promoted,
-            None => Ended::Reload,
-            _ if now_ms >= until_ms => Ended::Expired,
-            _ => Ended::Deleted,
-        };
-        self.finish_drill(s, ended, now_ms);
+        if let Some(due) = self.drill_end_due(s, now_ms) {
+            self.finish_drill(s, due.unwrap_or(Ended::Deleted), now_ms);
+        }
     }
 
     /// Fleet mode, a leader taking over: the fleet's drill `record` found in etcd. One
@@ -645,22 +632,27 @@ impl Control {
     /// Ends `service`'s drill when it is due (each tick): its time is up, or the rollout
     /// rolled back, was promoted or is gone.
     pub(super) fn end_drill_if_due(&self, s: &mut ServiceControl, now_ms: u64) {
-        let Some(until_ms) = self
+        if let Some(Some(ended)) = self.drill_end_due(s, now_ms) {
+            self.finish_drill(s, ended, now_ms);
+        }
+    }
+
+    /// Whether `s` has a running drill (`None`: it has none) and, if so, how it ends
+    /// now: its rollout rolled back, was promoted or is gone, or its time is up
+    /// (`Some(None)`: none of those yet).
+    fn drill_end_due(&self, s: &ServiceControl, now_ms: u64) -> Option<Option<Ended>> {
+        let until_ms = self
             .drills()
             .get(&s.name)
             .filter(|d| d.running())
-            .map(|d| d.until_ms)
-        else {
-            return;
-        };
-        let ended = match s.rollout.as_ref().map(|r| r.state.phase) {
-            Some(Phase::RolledBack) => Ended::RolledBack,
-            Some(Phase::Promoted) => Ended::Promoted,
-            None => Ended::Reload,
-            _ if now_ms >= until_ms => Ended::Expired,
-            _ => return,
-        };
-        self.finish_drill(s, ended, now_ms);
+            .map(|d| d.until_ms)?;
+        Some(match s.rollout.as_ref().map(|r| r.state.phase) {
+            Some(Phase::RolledBack) => Some(Ended::RolledBack),
+            Some(Phase::Promoted) => Some(Ended::Promoted),
+            None => Some(Ended::Reload),
+            _ if now_ms >= until_ms => Some(Ended::Expired),
+            _ => None,
+        })
     }
 
     /// A reload published a view without drills: every running drill ended with it.
