@@ -1237,6 +1237,20 @@ async fn drill_reports(client: &TestClient, fleet: &Fleet) -> Vec<Value> {
     reports
 }
 
+/// Waits until every instance's drill report of `api` passes `want`.
+async fn await_drills(
+    client: &TestClient,
+    fleet: &Fleet,
+    within: Duration,
+    what: &str,
+    want: fn(&Value) -> bool,
+) {
+    eventually(within, what, || async {
+        drill_reports(client, fleet).await.iter().all(want)
+    })
+    .await;
+}
+
 /// A drill that does not fail the canary ends everywhere when one follower deletes it,
 /// and another ends everywhere at its time; each start and end is recorded once and
 /// the canary keeps its weight.
@@ -1258,15 +1272,12 @@ async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    eventually(
+    await_drills(
+        &client,
+        &fleet,
         Duration::from_secs(5),
         "the drill runs on every instance",
-        || async {
-            drill_reports(&client, &fleet)
-                .await
-                .iter()
-                .all(|r| r["state"] == "running")
-        },
+        |r| r["state"] == "running",
     )
     .await;
     // A second drill while one runs is refused where it is asked.
@@ -1280,15 +1291,12 @@ async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time
 
     let got = admin_call(&client, ender, "DELETE", "").await;
     assert_eq!(got.status, 200, "{}", got.body);
-    eventually(
+    await_drills(
+        &client,
+        &fleet,
         Duration::from_secs(5),
         "the drill ended on every instance",
-        || async {
-            drill_reports(&client, &fleet)
-                .await
-                .iter()
-                .all(|r| r["state"] == "ended" && r["ended_by"] == "deleted")
-        },
+        |r| r["state"] == "ended" && r["ended_by"] == "deleted",
     )
     .await;
 
@@ -1300,15 +1308,12 @@ async fn a_fleet_drill_ends_everywhere_by_delete_on_any_instance_and_at_its_time
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    eventually(
+    await_drills(
+        &client,
+        &fleet,
         Duration::from_secs(10),
         "the drill expired on every instance",
-        || async {
-            drill_reports(&client, &fleet)
-                .await
-                .iter()
-                .all(|r| r["state"] == "ended" && r["ended_by"] == "expired")
-        },
+        |r| r["state"] == "ended" && r["ended_by"] == "expired",
     )
     .await;
     eventually(
@@ -1359,15 +1364,12 @@ async fn an_instance_cut_off_from_etcd_ends_the_fleets_drill_at_its_time() {
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.body);
-    eventually(
+    await_drills(
+        &client,
+        &fleet,
         Duration::from_secs(5),
         "the drill runs on every instance",
-        || async {
-            drill_reports(&client, &fleet)
-                .await
-                .iter()
-                .all(|r| r["state"] == "running")
-        },
+        |r| r["state"] == "running",
     )
     .await;
     relay.cut();
